@@ -1,0 +1,591 @@
+//! The codec: [`StreamRecord`]s to and from Confluent wire format (magic byte 0, 4-byte schema id,
+//! Avro binary) against a schema registry.
+//!
+//! Guarantees:
+//! - each distinct table shape is registered once and its ids are cached by the whole shape, so
+//!   a changed table registers a new version before its first row is encoded (no stale
+//!   per-subject cache);
+//! - any version ever registered decodes, because decoding always uses the writer's schema,
+//!   fetched by the id in the record;
+//! - a record that cannot be decoded gives [`CodecError`] naming the topic position and the
+//!   reason; nothing is skipped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use apache_avro::types::Value as AvroValue;
+use apache_avro::Schema;
+use serde_json::Value as Json;
+
+use crate::avro::{self, TableSchemas};
+use crate::model::{
+    ChangeEvent, Heartbeat, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo,
+    StreamRecord, TxPlace,
+};
+use crate::position::{BinlogPosition, Gtid, GtidPosition};
+use crate::registry::{Registry, RegistryError};
+use crate::types::TableSchema;
+
+/// Where a record sits in Kafka, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordAt {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl fmt::Display for RecordAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CodecError {
+    #[error("record {at}: {part} does not start with the Confluent magic byte 0 (found {found:#04x}); it was not written in Confluent wire format")]
+    BadMagic {
+        at: RecordAt,
+        part: &'static str,
+        found: u8,
+    },
+    #[error("record {at}: {part} is truncated: {len} bytes, but the wire format needs at least 5 (magic byte and schema id)")]
+    TooShort {
+        at: RecordAt,
+        part: &'static str,
+        len: usize,
+    },
+    #[error("record {at}: {part} uses schema id {id}, which the registry {registry} does not have")]
+    UnknownSchemaId {
+        at: RecordAt,
+        part: &'static str,
+        id: u32,
+        registry: String,
+    },
+    #[error("record {at}: {part} (schema id {id}) does not decode: {reason}")]
+    Undecodable {
+        at: RecordAt,
+        part: &'static str,
+        id: u32,
+        reason: String,
+    },
+    #[error("record {at}: {reason}")]
+    Invalid { at: RecordAt, reason: String },
+    #[error("cannot encode {what}: {reason}")]
+    Encode { what: String, reason: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl CodecError {
+    /// Only registry outages are worth retrying; a malformed record stays malformed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CodecError::Registry(e) if e.is_transient())
+    }
+}
+
+/// An encoded Kafka record: optional key and value, both in Confluent wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+/// Splits a wire-format payload into schema id and Avro body.
+pub fn split_wire<'b>(
+    bytes: &'b [u8],
+    at: &RecordAt,
+    part: &'static str,
+) -> Result<(u32, &'b [u8]), CodecError> {
+    if bytes.len() < 5 {
+        return Err(CodecError::TooShort {
+            at: at.clone(),
+            part,
+            len: bytes.len(),
+        });
+    }
+    if bytes[0] != 0 {
+        return Err(CodecError::BadMagic {
+            at: at.clone(),
+            part,
+            found: bytes[0],
+        });
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[5..]))
+}
+
+fn wire_header(buf: &mut Vec<u8>, id: u32) {
+    buf.push(0);
+    buf.extend_from_slice(&id.to_be_bytes());
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TableIds {
+    key: u32,
+    value: u32,
+}
+
+/// Encodes records for one topic, registering schemas as new shapes appear.
+pub struct Encoder {
+    registry: Registry,
+    topic: String,
+    tables: HashMap<TableSchema, TableIds>,
+    last: Option<(Arc<TableSchema>, TableIds)>,
+    fixed: HashMap<&'static str, u32>,
+}
+
+impl Encoder {
+    pub fn new(registry: Registry, topic: impl Into<String>) -> Self {
+        Encoder {
+            registry,
+            topic: topic.into(),
+            tables: HashMap::new(),
+            last: None,
+            fixed: HashMap::new(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Registers the schemas of a table shape if this encoder has not seen it yet. Call it when a
+    /// new shape appears (a TABLE_MAP, a snapshot) so the registry round trip is off the row path.
+    pub async fn prepare(&mut self, table: &Arc<TableSchema>) -> Result<(), CodecError> {
+        self.ids(table).await.map(|_| ())
+    }
+
+    async fn ids(&mut self, table: &Arc<TableSchema>) -> Result<TableIds, CodecError> {
+        if let Some((t, ids)) = &self.last {
+            if Arc::ptr_eq(t, table) {
+                return Ok(*ids);
+            }
+        }
+        let ids = match self.tables.get(table.as_ref()) {
+            Some(ids) => *ids,
+            None => {
+                let TableSchemas {
+                    key_json,
+                    value_json,
+                    key_fullname,
+                    value_fullname,
+                } = avro::table_schemas(table);
+                let key = self
+                    .registry
+                    .register(&avro::subject(&self.topic, &key_fullname), &key_json)
+                    .await?;
+                let value = self
+                    .registry
+                    .register(&avro::subject(&self.topic, &value_fullname), &value_json)
+                    .await?;
+                let ids = TableIds { key, value };
+                tracing::debug!(table = %table.qualified_name(), key, value, "registered table schemas");
+                self.tables.insert(table.as_ref().clone(), ids);
+                ids
+            }
+        };
+        self.last = Some((table.clone(), ids));
+        Ok(ids)
+    }
+
+    async fn fixed_id(&mut self, name: &'static str, avsc: &'static str) -> Result<u32, CodecError> {
+        if let Some(id) = self.fixed.get(name) {
+            return Ok(*id);
+        }
+        let id = self
+            .registry
+            .register(
+                &avro::subject(&self.topic, name),
+                &avro::fixed_schema_json(avsc),
+            )
+            .await?;
+        self.fixed.insert(name, id);
+        Ok(id)
+    }
+
+    /// Encodes one record. `now_ms` is written as `ts_ms` where the schema has one.
+    pub async fn encode(&mut self, rec: &StreamRecord, now_ms: i64) -> Result<Encoded, CodecError> {
+        match rec {
+            StreamRecord::Change(ev) => {
+                let ids = self.ids(&ev.table).await?;
+                let row = ev.after.as_ref().or(ev.before.as_ref()).ok_or_else(|| {
+                    CodecError::Encode {
+                        what: format!("change to {}", ev.table.qualified_name()),
+                        reason: "it has neither a before nor an after image".into(),
+                    }
+                })?;
+                let what = || format!("row of {}", ev.table.qualified_name());
+                let mut key = Vec::with_capacity(16);
+                wire_header(&mut key, ids.key);
+                avro::write_key(&mut key, &ev.table, row).map_err(|e| CodecError::Encode {
+                    what: what(),
+                    reason: e.to_string(),
+                })?;
+                let mut value = Vec::with_capacity(256);
+                wire_header(&mut value, ids.value);
+                avro::write_envelope(&mut value, &self.topic, ev, now_ms).map_err(|e| {
+                    CodecError::Encode {
+                        what: what(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                Ok(Encoded {
+                    key: Some(key),
+                    value,
+                })
+            }
+            StreamRecord::SchemaChange(sc) => {
+                let id = self
+                    .fixed_id(avro::SCHEMA_CHANGE_NAME, avro::SCHEMA_CHANGE_AVSC)
+                    .await?;
+                let mut value = Vec::with_capacity(256);
+                wire_header(&mut value, id);
+                avro::write_source(&mut value, &self.topic, &sc.database, None, &sc.source);
+                let gtid = sc.source.gtid.map(|g| g.to_string()).unwrap_or_default();
+                avro::write_transaction(&mut value, &gtid, sc.tx.index, sc.tx.last);
+                avro::put_bytes(&mut value, sc.database.as_bytes());
+                avro::put_bytes(&mut value, sc.ddl.as_bytes());
+                avro::put_long(&mut value, now_ms);
+                Ok(Encoded { key: None, value })
+            }
+            StreamRecord::Heartbeat(h) => {
+                let id = self.fixed_id(avro::HEARTBEAT_NAME, avro::HEARTBEAT_AVSC).await?;
+                let schema = avro::fixed_schema(avro::HEARTBEAT_AVSC);
+                let body = avro::encode_with_apache(
+                    &schema,
+                    AvroValue::Record(vec![
+                        ("server_id".into(), AvroValue::Long(h.server_id as i64)),
+                        ("gtid_position".into(), AvroValue::String(h.position.to_string())),
+                        ("ts_ms".into(), AvroValue::Long(h.ts_ms)),
+                    ]),
+                )
+                .map_err(|reason| CodecError::Encode {
+                    what: "heartbeat".into(),
+                    reason,
+                })?;
+                let mut value = Vec::with_capacity(body.len() + 5);
+                wire_header(&mut value, id);
+                value.extend(body);
+                Ok(Encoded { key: None, value })
+            }
+            StreamRecord::Snapshot(m) => {
+                let id = self
+                    .fixed_id(avro::SNAPSHOT_MARKER_NAME, avro::SNAPSHOT_MARKER_AVSC)
+                    .await?;
+                let schema = avro::fixed_schema(avro::SNAPSHOT_MARKER_AVSC);
+                let (idx, sym) = match m.phase {
+                    SnapshotPhase::Start => (0, "START"),
+                    SnapshotPhase::End => (1, "END"),
+                };
+                let body = avro::encode_with_apache(
+                    &schema,
+                    AvroValue::Record(vec![
+                        ("snapshot_id".into(), AvroValue::String(m.snapshot_id.clone())),
+                        ("phase".into(), AvroValue::Enum(idx, sym.into())),
+                        ("server_id".into(), AvroValue::Long(m.server_id as i64)),
+                        ("gtid_position".into(), AvroValue::String(m.position.to_string())),
+                        (
+                            "tables".into(),
+                            AvroValue::Array(
+                                m.tables.iter().map(|t| AvroValue::String(t.clone())).collect(),
+                            ),
+                        ),
+                        ("ts_ms".into(), AvroValue::Long(m.ts_ms)),
+                    ]),
+                )
+                .map_err(|reason| CodecError::Encode {
+                    what: "snapshot marker".into(),
+                    reason,
+                })?;
+                let mut value = Vec::with_capacity(body.len() + 5);
+                wire_header(&mut value, id);
+                value.extend(body);
+                Ok(Encoded { key: None, value })
+            }
+        }
+    }
+}
+
+/// What a writer schema describes.
+enum WriterKind {
+    Envelope { columns: TableSchema },
+    Key { pk_names: Vec<String> },
+    SchemaChange,
+    Heartbeat,
+    Snapshot,
+}
+
+struct Writer {
+    schema: Arc<Schema>,
+    kind: WriterKind,
+}
+
+/// Decodes records of any topic, fetching writer schemas by id (cached).
+pub struct Decoder {
+    registry: Registry,
+    writers: HashMap<u32, Arc<Writer>>,
+    tables: HashMap<(u32, u32, String, String), Arc<TableSchema>>,
+}
+
+fn field<'a>(fields: &'a [(String, AvroValue)], name: &str) -> Option<&'a AvroValue> {
+    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn unwrap_union(v: &AvroValue) -> &AvroValue {
+    match v {
+        AvroValue::Union(_, b) => b,
+        o => o,
+    }
+}
+
+fn as_str(v: &AvroValue) -> Option<&str> {
+    match unwrap_union(v) {
+        AvroValue::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn as_long(v: &AvroValue) -> Option<i64> {
+    match unwrap_union(v) {
+        AvroValue::Long(n) => Some(*n),
+        AvroValue::Int(n) => Some(*n as i64),
+        _ => None,
+    }
+}
+
+impl Decoder {
+    pub fn new(registry: Registry) -> Self {
+        Decoder {
+            registry,
+            writers: HashMap::new(),
+            tables: HashMap::new(),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    async fn writer(&mut self, id: u32, at: &RecordAt, part: &'static str) -> Result<Arc<Writer>, CodecError> {
+        if let Some(w) = self.writers.get(&id) {
+            return Ok(w.clone());
+        }
+        let text = self.registry.schema_by_id(id).await.map_err(|e| match e {
+            RegistryError::UnknownId { url, id } => CodecError::UnknownSchemaId {
+                at: at.clone(),
+                part,
+                id,
+                registry: url,
+            },
+            other => CodecError::Registry(other),
+        })?;
+        let undecodable = |reason: String| CodecError::Undecodable {
+            at: at.clone(),
+            part,
+            id,
+            reason,
+        };
+        let schema = avro::parse_schema(&text).map_err(undecodable)?;
+        let json: Json = serde_json::from_str(&text).map_err(|e| undecodable(e.to_string()))?;
+        let fullname = schema
+            .name()
+            .map(|n| n.fullname(None))
+            .ok_or_else(|| undecodable("schema is not a named record".into()))?;
+        let kind = match fullname.as_str() {
+            avro::SCHEMA_CHANGE_NAME => WriterKind::SchemaChange,
+            avro::HEARTBEAT_NAME => WriterKind::Heartbeat,
+            avro::SNAPSHOT_MARKER_NAME => WriterKind::Snapshot,
+            n if n.ends_with(".Envelope") => WriterKind::Envelope {
+                columns: avro::table_from_schema("", "", &json, None).map_err(undecodable)?,
+            },
+            n if n.ends_with(".Key") => {
+                let pk_names = json
+                    .get("fields")
+                    .and_then(Json::as_array)
+                    .map(|fs| {
+                        fs.iter()
+                            .filter_map(|f| f.get(avro::PROP_NAME).and_then(Json::as_str).map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                WriterKind::Key { pk_names }
+            }
+            other => return Err(undecodable(format!("record type '{other}' is not a Continuum record"))),
+        };
+        let w = Arc::new(Writer { schema, kind });
+        self.writers.insert(id, w.clone());
+        Ok(w)
+    }
+
+    /// Decodes one Kafka record.
+    pub async fn decode(
+        &mut self,
+        at: &RecordAt,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<StreamRecord, CodecError> {
+        let (id, body) = split_wire(value, at, "value")?;
+        let w = self.writer(id, at, "value").await?;
+        let undecodable = |reason: String| CodecError::Undecodable {
+            at: at.clone(),
+            part: "value",
+            id,
+            reason,
+        };
+        let mut reader = body;
+        let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&w.schema)
+            .build()
+            .and_then(|r| r.read_value(&mut reader))
+            .map_err(|e| undecodable(e.to_string()))?;
+        if !reader.is_empty() {
+            return Err(undecodable(format!("{} bytes left over after the record", reader.len())));
+        }
+        let AvroValue::Record(fields) = decoded else {
+            return Err(undecodable("not a record".into()));
+        };
+        let invalid = |reason: String| CodecError::Invalid {
+            at: at.clone(),
+            reason,
+        };
+        match &w.kind {
+            WriterKind::Envelope { columns } => {
+                let source = field(&fields, "source")
+                    .ok_or_else(|| invalid("envelope has no source".into()))?;
+                let (source_info, db, table) = source_from_avro(source).map_err(invalid)?;
+                let table = table.ok_or_else(|| invalid("row change without source.table".into()))?;
+                let key = key.ok_or_else(|| invalid(format!("row change to {db}.{table} has no key")))?;
+                let (key_id, _) = split_wire(key, at, "key")?;
+                let cache_key = (id, key_id, db.clone(), table.clone());
+                let schema = match self.tables.get(&cache_key) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let kw = self.writer(key_id, at, "key").await?;
+                        let WriterKind::Key { pk_names } = &kw.kind else {
+                            return Err(invalid(format!("key schema id {key_id} is not a key record")));
+                        };
+                        let mut t = columns.clone();
+                        t.db = db.clone();
+                        t.table = table.clone();
+                        t.primary_key = pk_names
+                            .iter()
+                            .map(|n| {
+                                t.column_index(n).ok_or_else(|| {
+                                    invalid(format!("key column '{n}' is not a column of {db}.{table}"))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?;
+                        let t = Arc::new(t);
+                        self.tables.insert(cache_key, t.clone());
+                        t
+                    }
+                };
+                let image = |name: &str| -> Result<Option<Vec<crate::types::Value>>, CodecError> {
+                    match field(&fields, name).map(unwrap_union) {
+                        None | Some(AvroValue::Null) => Ok(None),
+                        Some(v) => avro::row_from_avro(&schema, v)
+                            .map(Some)
+                            .map_err(|e| invalid(format!("{name} image of {db}.{table}: {e}"))),
+                    }
+                };
+                let before = image("before")?;
+                let after = image("after")?;
+                let op = field(&fields, "op")
+                    .and_then(as_str)
+                    .and_then(Op::from_code)
+                    .ok_or_else(|| invalid("envelope has no valid op".into()))?;
+                let tx = match field(&fields, "transaction").map(unwrap_union) {
+                    Some(AvroValue::Record(t)) => Some(TxPlace {
+                        index: field(t, "index").and_then(as_long).unwrap_or(0) as u64,
+                        last: matches!(field(t, "last"), Some(AvroValue::Boolean(true))),
+                    }),
+                    _ => None,
+                };
+                Ok(StreamRecord::Change(ChangeEvent {
+                    op,
+                    table: schema,
+                    before,
+                    after,
+                    source: source_info,
+                    tx,
+                }))
+            }
+            WriterKind::SchemaChange => {
+                let source = field(&fields, "source").ok_or_else(|| invalid("schema change has no source".into()))?;
+                let (source_info, _, _) = source_from_avro(source).map_err(invalid)?;
+                let tx = match field(&fields, "transaction") {
+                    Some(AvroValue::Record(t)) => TxPlace {
+                        index: field(t, "index").and_then(as_long).unwrap_or(0) as u64,
+                        last: matches!(field(t, "last"), Some(AvroValue::Boolean(true))),
+                    },
+                    _ => return Err(invalid("schema change has no transaction".into())),
+                };
+                Ok(StreamRecord::SchemaChange(SchemaChange {
+                    database: field(&fields, "database").and_then(as_str).unwrap_or_default().to_owned(),
+                    ddl: field(&fields, "ddl")
+                        .and_then(as_str)
+                        .ok_or_else(|| invalid("schema change has no ddl".into()))?
+                        .to_owned(),
+                    source: source_info,
+                    tx,
+                }))
+            }
+            WriterKind::Heartbeat => Ok(StreamRecord::Heartbeat(Heartbeat {
+                server_id: field(&fields, "server_id").and_then(as_long).unwrap_or(0) as u32,
+                position: field(&fields, "gtid_position")
+                    .and_then(as_str)
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e: crate::position::ParsePositionError| invalid(e.to_string()))?,
+                ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
+            })),
+            WriterKind::Snapshot => Ok(StreamRecord::Snapshot(SnapshotMarker {
+                snapshot_id: field(&fields, "snapshot_id").and_then(as_str).unwrap_or_default().to_owned(),
+                phase: match field(&fields, "phase") {
+                    Some(AvroValue::Enum(0, _)) => SnapshotPhase::Start,
+                    Some(AvroValue::Enum(1, _)) => SnapshotPhase::End,
+                    other => return Err(invalid(format!("snapshot marker with phase {other:?}"))),
+                },
+                server_id: field(&fields, "server_id").and_then(as_long).unwrap_or(0) as u32,
+                position: field(&fields, "gtid_position")
+                    .and_then(as_str)
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e: crate::position::ParsePositionError| invalid(e.to_string()))?,
+                tables: match field(&fields, "tables") {
+                    Some(AvroValue::Array(a)) => a.iter().filter_map(as_str).map(str::to_owned).collect(),
+                    _ => Vec::new(),
+                },
+                ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
+            })),
+            WriterKind::Key { .. } => Err(invalid(format!("value uses key schema id {id}"))),
+        }
+    }
+}
+
+/// Reads a `continuum.Source` record back: the source info, db and table.
+fn source_from_avro(v: &AvroValue) -> Result<(SourceInfo, String, Option<String>), String> {
+    let AvroValue::Record(f) = v else {
+        return Err("source is not a record".into());
+    };
+    let s = |n: &str| field(f, n).and_then(as_str).map(str::to_owned);
+    let need = |n: &str| s(n).ok_or_else(|| format!("source.{n} is missing"));
+    let gtid: Option<Gtid> = match s("gtid") {
+        Some(g) => Some(g.parse().map_err(|e: crate::position::ParsePositionError| e.to_string())?),
+        None => None,
+    };
+    let pos = |n: &str| -> Result<GtidPosition, String> { need(n)?.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()) };
+    Ok((
+        SourceInfo {
+            server_id: field(f, "server_id").and_then(as_long).unwrap_or(0) as u32,
+            gtid,
+            gtid_position: pos("gtid_position")?,
+            resume_position: pos("resume_position")?,
+            binlog: BinlogPosition::new(need("file")?, field(f, "pos").and_then(as_long).unwrap_or(0) as u64),
+            commit_ts_ms: field(f, "ts_ms").and_then(as_long).unwrap_or(0),
+            snapshot_id: s("snapshot_id"),
+        },
+        need("db")?,
+        s("table"),
+    ))
+}

@@ -1,0 +1,350 @@
+//! The records that flow between the stages: row changes, schema changes, heartbeats and
+//! snapshot markers. These are plain domain types; no Avro or Kafka type appears in them.
+//!
+//! Every record carries a [`StreamPosition`] that says exactly where it sits in the source's
+//! history, so that a reader of the last record of a topic can resume right after it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::position::{BinlogPosition, Gtid, GtidPosition, ParsePositionError};
+use crate::types::{Row, TableSchema};
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+    /// A row read by a snapshot.
+    Read,
+}
+
+impl Op {
+    /// Debezium's one-letter code: `c`, `u`, `d`, `r`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Insert => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<Op> {
+        Some(match s {
+            "c" => Op::Insert,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a change came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// `server_id` of the server that wrote the binlog event.
+    pub server_id: u32,
+    /// The source transaction's GTID; `None` for snapshot reads.
+    pub gtid: Option<Gtid>,
+    /// Full GTID position after the transaction (for snapshot reads: the snapshot's position).
+    pub gtid_position: GtidPosition,
+    /// GTID position just before the transaction, from which it can be re-read.
+    pub resume_position: GtidPosition,
+    pub binlog: BinlogPosition,
+    /// Commit time of the source transaction, milliseconds since the epoch.
+    pub commit_ts_ms: i64,
+    /// Set on snapshot reads: the snapshot's id.
+    pub snapshot_id: Option<String>,
+}
+
+/// The record's place within its source transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TxPlace {
+    /// 0-based index among the transaction's records.
+    pub index: u64,
+    /// Whether this is the transaction's last record.
+    pub last: bool,
+}
+
+/// One row change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    /// The table's shape at this event (from the binlog's TABLE_MAP, or the snapshot).
+    pub table: Arc<TableSchema>,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    pub source: SourceInfo,
+    /// `None` for snapshot reads, which belong to no source transaction.
+    pub tx: Option<TxPlace>,
+}
+
+impl ChangeEvent {
+    /// The primary-key values of the row (after-image, or before-image for deletes).
+    pub fn key(&self) -> Vec<&crate::types::Value> {
+        let row = self.after.as_ref().or(self.before.as_ref());
+        match row {
+            Some(r) => self.table.primary_key.iter().map(|&i| &r[i]).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A DDL statement, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaChange {
+    /// Default database of the session that ran the DDL (may be empty).
+    pub database: String,
+    pub ddl: String,
+    pub source: SourceInfo,
+    pub tx: TxPlace,
+}
+
+/// The source was at `position`, with nothing newer committed, at `ts_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub server_id: u32,
+    pub position: GtidPosition,
+    pub ts_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotPhase {
+    Start,
+    End,
+}
+
+/// Start or end of a consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMarker {
+    pub snapshot_id: String,
+    pub phase: SnapshotPhase,
+    pub server_id: u32,
+    /// The GTID position the snapshot is consistent with.
+    pub position: GtidPosition,
+    /// `db.table` of every table the snapshot covers.
+    pub tables: Vec<String>,
+    pub ts_ms: i64,
+}
+
+/// Anything that travels in a changelog topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamRecord {
+    Change(ChangeEvent),
+    SchemaChange(SchemaChange),
+    Heartbeat(Heartbeat),
+    Snapshot(SnapshotMarker),
+}
+
+impl StreamRecord {
+    /// The record's exact place in the source's history.
+    pub fn position(&self) -> StreamPosition {
+        match self {
+            StreamRecord::Change(c) => match (c.source.gtid, c.tx) {
+                (Some(gtid), Some(tx)) => StreamPosition::Txn {
+                    gtid,
+                    index: tx.index,
+                    last: tx.last,
+                    resume: c.source.resume_position.clone(),
+                },
+                _ => StreamPosition::Snapshot {
+                    id: c.source.snapshot_id.clone().unwrap_or_default(),
+                    position: c.source.gtid_position.clone(),
+                },
+            },
+            StreamRecord::SchemaChange(s) => StreamPosition::Txn {
+                gtid: s.source.gtid.unwrap_or(Gtid::new(0, 0, 0)),
+                index: s.tx.index,
+                last: s.tx.last,
+                resume: s.source.resume_position.clone(),
+            },
+            StreamRecord::Heartbeat(h) => StreamPosition::At(h.position.clone()),
+            StreamRecord::Snapshot(m) => match m.phase {
+                SnapshotPhase::Start => StreamPosition::Snapshot {
+                    id: m.snapshot_id.clone(),
+                    position: m.position.clone(),
+                },
+                SnapshotPhase::End => StreamPosition::At(m.position.clone()),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamRecord::Change(_) => "row",
+            StreamRecord::SchemaChange(_) => "ddl",
+            StreamRecord::Heartbeat(_) => "heartbeat",
+            StreamRecord::Snapshot(_) => "snapshot",
+        }
+    }
+}
+
+/// Where a record sits in the source's history; carried in the `continuum.pos` header of every
+/// record, so a reader can find its place without decoding the Avro payload.
+///
+/// Text forms (round-trip exactly):
+/// - `txn:<gtid>:<index>:<last|more>:<resume position>` — an event of a source transaction;
+/// - `at:<position>` — everything up to `position` is in the topic before this record
+///   (heartbeats, snapshot ends);
+/// - `snapshot:<id>:<position>` — part of a snapshot consistent with `position` that has not
+///   ended yet (its start marker and its rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPosition {
+    Txn {
+        gtid: Gtid,
+        index: u64,
+        last: bool,
+        resume: GtidPosition,
+    },
+    At(GtidPosition),
+    Snapshot {
+        id: String,
+        position: GtidPosition,
+    },
+}
+
+impl StreamPosition {
+    /// The position to resume from after this record, if the record ends a consistent point:
+    /// a transaction's last event, a heartbeat, or a snapshot's end.
+    pub fn after(&self) -> Option<GtidPosition> {
+        match self {
+            StreamPosition::Txn {
+                gtid,
+                last: true,
+                resume,
+                ..
+            } => Some(resume.with(*gtid)),
+            StreamPosition::At(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether everything this record stands for is already contained in `applied`: its
+    /// transaction's GTID is at or below `applied` in its domain, or its position is covered.
+    /// Snapshot parts are never contained (a snapshot has no GTID of its own).
+    pub fn contained_in(&self, applied: &GtidPosition) -> bool {
+        match self {
+            StreamPosition::Txn { gtid, .. } => applied.contains(gtid),
+            StreamPosition::At(p) => applied.covers(p),
+            StreamPosition::Snapshot { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for StreamPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamPosition::Txn {
+                gtid,
+                index,
+                last,
+                resume,
+            } => write!(
+                f,
+                "txn:{gtid}:{index}:{}:{resume}",
+                if *last { "last" } else { "more" }
+            ),
+            StreamPosition::At(p) => write!(f, "at:{p}"),
+            StreamPosition::Snapshot { id, position } => write!(f, "snapshot:{id}:{position}"),
+        }
+    }
+}
+
+impl FromStr for StreamPosition {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParsePositionError {
+            what: "stream position",
+            input: s.to_owned(),
+            expected: "txn:<gtid>:<index>:<last|more>:<position>, at:<position> or snapshot:<id>:<position>",
+        };
+        let (kind, rest) = s.split_once(':').ok_or_else(err)?;
+        match kind {
+            "txn" => {
+                let mut it = rest.splitn(4, ':');
+                let (Some(g), Some(i), Some(l), Some(r)) = (it.next(), it.next(), it.next(), it.next())
+                else {
+                    return Err(err());
+                };
+                Ok(StreamPosition::Txn {
+                    gtid: g.parse().map_err(|_| err())?,
+                    index: i.parse().map_err(|_| err())?,
+                    last: match l {
+                        "last" => true,
+                        "more" => false,
+                        _ => return Err(err()),
+                    },
+                    resume: r.parse().map_err(|_| err())?,
+                })
+            }
+            "at" => Ok(StreamPosition::At(rest.parse().map_err(|_| err())?)),
+            "snapshot" => {
+                let (id, p) = rest.split_once(':').ok_or_else(err)?;
+                if id.is_empty() {
+                    return Err(err());
+                }
+                Ok(StreamPosition::Snapshot {
+                    id: id.to_owned(),
+                    position: p.parse().map_err(|_| err())?,
+                })
+            }
+            _ => Err(err()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_position_round_trips() {
+        for s in [
+            "txn:1-1-5:0:last:1-1-4,2-2-7",
+            "txn:1-1-5:41:more:",
+            "at:1-1-5,2-2-7",
+            "at:",
+            "snapshot:20261126T1200-3f:1-1-9",
+        ] {
+            let p: StreamPosition = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+        }
+        for bad in ["", "txn:1-1-5:0:maybe:", "txn:1-1-5:x:last:", "snapshot::1-1-1", "foo:1"] {
+            assert!(bad.parse::<StreamPosition>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn after_is_defined_only_at_consistent_points() {
+        let p: StreamPosition = "txn:1-1-5:3:last:1-1-4,2-2-7".parse().unwrap();
+        assert_eq!(p.after().unwrap().to_string(), "1-1-5,2-2-7");
+        let q: StreamPosition = "txn:1-1-5:3:more:1-1-4".parse().unwrap();
+        assert_eq!(q.after(), None);
+        let s: StreamPosition = "snapshot:a:1-1-4".parse().unwrap();
+        assert_eq!(s.after(), None);
+    }
+
+    #[test]
+    fn containment_follows_gtid_domains() {
+        let applied: GtidPosition = "1-1-5,2-2-7".parse().unwrap();
+        let t = |s: &str| s.parse::<StreamPosition>().unwrap().contained_in(&applied);
+        assert!(t("txn:1-1-5:0:more:1-1-4"));
+        assert!(!t("txn:1-1-6:0:more:1-1-5"));
+        assert!(t("at:1-1-5"));
+        assert!(!t("at:1-1-5,3-3-1"));
+        assert!(!t("snapshot:x:1-1-1"));
+    }
+
+    #[test]
+    fn op_codes_round_trip() {
+        for op in [Op::Insert, Op::Update, Op::Delete, Op::Read] {
+            assert_eq!(Op::from_code(op.code()), Some(op));
+        }
+        assert_eq!(Op::from_code("x"), None);
+    }
+}

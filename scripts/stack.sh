@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# The local two-site stack: two MariaDB servers, two Kafka-compatible brokers (tansu) and two
+# Confluent-compatible schema registries (rivven-schema), as native processes on loopback.
+#
+#   scripts/stack.sh up                 start whatever is stopped, wait for health, write .stack/env
+#   scripts/stack.sh down               stop everything `up` started (by PID file)
+#   scripts/stack.sh clean              down, then delete .stack/
+#   scripts/stack.sh status             one line per part
+#   scripts/stack.sh start  PART        start one part (sf-db, eu-db, sf-broker, ...)
+#   scripts/stack.sh stop   PART        stop one part gracefully
+#   scripts/stack.sh kill   PART        kill -9 one part (chaos tests)
+#
+# Every address is overridable by environment variable; see `defaults` below. Processes are only
+# ever stopped by the PID recorded in .stack/pids/, never by name.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${STACK_DIR:-$ROOT/.stack}
+
+SF_DB_HOST=${SF_DB_HOST:-127.0.0.1}
+SF_DB_PORT=${SF_DB_PORT:-3307}
+EU_DB_HOST=${EU_DB_HOST:-127.0.0.1}
+EU_DB_PORT=${EU_DB_PORT:-3308}
+SF_BROKER_PORT=${SF_BROKER_PORT:-19092}
+EU_BROKER_PORT=${EU_BROKER_PORT:-29092}
+SF_REGISTRY_PORT=${SF_REGISTRY_PORT:-18081}
+EU_REGISTRY_PORT=${EU_REGISTRY_PORT:-28081}
+# Storage engine of the local brokers. sqlite is durable (survives kill -9); memory is faster and is
+# what `make bench` may choose, saying so in its report.
+BROKER_STORAGE=${BROKER_STORAGE:-sqlite}
+CONTINUUM_DB_USER=${CONTINUUM_DB_USER:-continuum}
+
+PARTS=(sf-db eu-db sf-broker eu-broker sf-registry eu-registry)
+
+need() {
+  command -v "$1" >/dev/null || die "$1 is not on PATH; run 'make tools' (the Makefile installs it)"
+}
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
+
+# The PID of a running part, or nothing. A stale PID file (process gone, or the PID reused by some
+# other program) counts as not running.
+running_pid() {
+  local f pid exe
+  f=$(pidfile "$1")
+  [[ -s $f ]] || return 0
+  pid=$(<"$f")
+  [[ -d /proc/$pid ]] || return 0
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  case "$1" in
+    *-db) [[ $exe == */mariadbd ]] ;;
+    *-broker) [[ $exe == */tansu* ]] ;;
+    *-registry) [[ $exe == */rivven-schema* ]] ;;
+  esac || return 0
+  echo "$pid"
+}
+
+site_of() { echo "${1%%-*}"; }
+upper() { tr '[:lower:]' '[:upper:]' <<<"$1"; }
+
+port_of() {
+  local s
+  s=$(upper "$(site_of "$1")")
+  case "$1" in
+    *-db) eval echo "\$${s}_DB_PORT" ;;
+    *-broker) eval echo "\$${s}_BROKER_PORT" ;;
+    *-registry) eval echo "\$${s}_REGISTRY_PORT" ;;
+  esac
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Run a command in its own session, detached from make, and record its PID. `setsid` without -f
+# execs in place (a background job of a non-interactive shell is not a group leader), so $! is the
+# server's own PID.
+spawn() {
+  local part=$1 dir=$2
+  shift 2
+  mkdir -p "$STACK_DIR/pids" "$STACK_DIR/logs"
+  (cd "$dir" && exec setsid "$@" >>"$STACK_DIR/logs/$part.log" 2>&1 </dev/null) &
+  echo $! >"$(pidfile "$part")"
+}
+
+wait_until() {
+  local what=$1 secs=$2 part=$3
+  shift 3
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    if [[ -z $(running_pid "$part") ]]; then
+      tail -n 30 "$STACK_DIR/logs/$part.log" >&2 || true
+      die "$part exited while waiting for $what; its log is $STACK_DIR/logs/$part.log"
+    fi
+    ((SECONDS < deadline)) || die "$part: $what not ready after ${secs}s; see $STACK_DIR/logs/$part.log"
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+
+db_socket() { echo "$STACK_DIR/$1/mariadbd.sock"; }
+
+db_root() {
+  local part=$1
+  shift
+  mariadb --no-defaults --protocol=socket -S "$(db_socket "$part")" -uroot "$@"
+}
+
+db_config() {
+  local part=$1 site port id
+  site=$(site_of "$part")
+  port=$(port_of "$part")
+  if [[ $site == sf ]]; then id=1; else id=2; fi
+  cat <<EOF
+[mariadbd]
+datadir=$STACK_DIR/$part/data
+socket=$(db_socket "$part")
+pid-file=$STACK_DIR/$part/mariadbd.pid
+port=$port
+bind-address=127.0.0.1
+skip-name-resolve
+user=$(id -un)
+server_id=$id
+gtid_domain_id=$id
+log_bin=$site-bin
+log_slave_updates=ON
+binlog_format=ROW
+binlog_row_image=FULL
+binlog_row_metadata=FULL
+gtid_strict_mode=ON
+sync_binlog=${DB_SYNC_BINLOG:-1}
+innodb_flush_log_at_trx_commit=${DB_FLUSH_LOG_AT_TRX_COMMIT:-1}
+character_set_server=utf8mb4
+collation_server=utf8mb4_general_ci
+max_allowed_packet=256M
+innodb_buffer_pool_size=256M
+innodb_log_file_size=256M
+max_connections=300
+EOF
+}
+
+start_db() {
+  local part=$1 dir
+  dir=$STACK_DIR/$part
+  mkdir -p "$dir" "$STACK_DIR/logs"
+  db_config "$part" >"$dir/my.cnf"
+  need mariadbd
+  need mariadb-install-db
+  if [[ ! -d $dir/data/mysql ]]; then
+    log "$part: initialising data directory"
+    rm -rf "$dir/data"
+    mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal \
+      --skip-test-db >"$STACK_DIR/logs/$part.install.log" 2>&1 ||
+      die "$part: mariadb-install-db failed; see $STACK_DIR/logs/$part.install.log"
+  fi
+  spawn "$part" "$dir" "$(command -v mariadbd)" --defaults-file="$dir/my.cnf"
+  wait_until "connections" 120 "$part" db_ping "$part"
+  db_provision "$part"
+}
+
+db_ping() { db_root "$1" -e 'SELECT 1' >/dev/null 2>&1; }
+
+# The `continuum` user. Both binaries run at both sites (producer and `consumer run`), so one user
+# holds the union of their grants; README.md lists which binary needs which.
+db_provision() {
+  local part=$1 pw
+  pw=$(db_password)
+  db_root "$part" <<EOF
+CREATE USER IF NOT EXISTS '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
+ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
+GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW,
+      READ_ONLY ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
+-- root may only log in from this machine; the stack is local only.
+DELETE FROM mysql.global_priv WHERE User='root' AND Host NOT IN ('localhost', '127.0.0.1', '::1');
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+FLUSH PRIVILEGES;
+EOF
+}
+
+db_password() {
+  local f=$STACK_DIR/secrets/db-password
+  if [[ ! -s $f ]]; then
+    mkdir -p "$STACK_DIR/secrets"
+    chmod 700 "$STACK_DIR/secrets"
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$f")
+  fi
+  cat "$f"
+}
+
+stop_db() {
+  local part=$1 pid
+  pid=$(running_pid "$part")
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid"
+  wait_gone "$part" "$pid" 120
+}
+
+# ---------------------------------------------------------------------------------------------
+# Broker and registry
+
+start_broker() {
+  local part=$1 port dir
+  port=$(port_of "$part")
+  dir=$STACK_DIR/$part
+  mkdir -p "$dir"
+  local storage
+  case $BROKER_STORAGE in
+    sqlite) storage="sqlite://$part.db" ;;
+    memory) storage="memory://tansu/" ;;
+    *) die "BROKER_STORAGE must be sqlite or memory, not '$BROKER_STORAGE'" ;;
+  esac
+  need tansu
+  spawn "$part" "$dir" "$(command -v tansu)" broker \
+    --kafka-cluster-id "continuum-$(site_of "$part")" \
+    --kafka-listener-url "tcp://127.0.0.1:$port" \
+    --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "$storage"
+  wait_until "its Kafka port $port" 60 "$part" port_open "$port"
+}
+
+start_registry() {
+  local part=$1 port dir
+  port=$(port_of "$part")
+  dir=$STACK_DIR/$part
+  mkdir -p "$dir"
+  need rivven-schema
+  spawn "$part" "$dir" "$(command -v rivven-schema)" serve --host 127.0.0.1 --port "$port"
+  wait_until "its REST API on $port" 60 "$part" registry_ok "$port"
+}
+
+registry_ok() { curl -fsS "http://127.0.0.1:$1/subjects" >/dev/null 2>&1; }
+
+stop_plain() {
+  local part=$1 pid
+  pid=$(running_pid "$part")
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid"
+  wait_gone "$part" "$pid" 30
+}
+
+wait_gone() {
+  local part=$1 pid=$2 secs=$3 deadline
+  deadline=$((SECONDS + secs))
+  while [[ -d /proc/$pid ]]; do
+    if ((SECONDS >= deadline)); then
+      log "$part (pid $pid) did not stop within ${secs}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    sleep 0.2
+  done
+  rm -f "$(pidfile "$part")"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+start_part() {
+  local part=$1
+  if [[ -n $(running_pid "$part") ]]; then return 0; fi
+  local port
+  port=$(port_of "$part")
+  if port_open "$port"; then
+    die "$part: port $port is in use by a process this stack did not start; stop it or set $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT"
+  fi
+  log "starting $part on 127.0.0.1:$port"
+  case $part in
+    *-db) start_db "$part" ;;
+    *-broker) start_broker "$part" ;;
+    *-registry) start_registry "$part" ;;
+  esac
+}
+
+kind_var() {
+  case $1 in *-db) echo DB ;; *-broker) echo BROKER ;; *-registry) echo REGISTRY ;; esac
+}
+
+stop_part() {
+  case $1 in
+    *-db) stop_db "$1" ;;
+    *) stop_plain "$1" ;;
+  esac
+}
+
+kill_part() {
+  local pid
+  pid=$(running_pid "$1")
+  [[ -n $pid ]] || die "$1 is not running"
+  kill -KILL "$pid"
+  while [[ -d /proc/$pid ]]; do sleep 0.1; done
+  rm -f "$(pidfile "$1")"
+}
+
+write_env() {
+  local pw tmp
+  pw=$(db_password)
+  tmp=$(mktemp "$STACK_DIR/env.XXXXXX")
+  cat >"$tmp" <<EOF
+# Written by scripts/stack.sh; source it: . .stack/env
+export STACK_DIR='$STACK_DIR'
+export SF_DB_HOST='$SF_DB_HOST' SF_DB_PORT='$SF_DB_PORT'
+export EU_DB_HOST='$EU_DB_HOST' EU_DB_PORT='$EU_DB_PORT'
+export SF_DB_USER='$CONTINUUM_DB_USER' SF_DB_PASSWORD='$pw'
+export EU_DB_USER='$CONTINUUM_DB_USER' EU_DB_PASSWORD='$pw'
+export SF_DB_ADMIN_USER='root' SF_DB_ADMIN_PASSWORD=''
+export EU_DB_ADMIN_USER='root' EU_DB_ADMIN_PASSWORD=''
+export SF_DB_SOCKET='$(db_socket sf-db)' EU_DB_SOCKET='$(db_socket eu-db)'
+export SF_BROKERS='127.0.0.1:$SF_BROKER_PORT' EU_BROKERS='127.0.0.1:$EU_BROKER_PORT'
+export SF_REGISTRY='http://127.0.0.1:$SF_REGISTRY_PORT' EU_REGISTRY='http://127.0.0.1:$EU_REGISTRY_PORT'
+export BROKER_STORAGE='$BROKER_STORAGE'
+EOF
+  chmod 600 "$tmp"
+  mv "$tmp" "$STACK_DIR/env"
+}
+
+status() {
+  local part pid
+  for part in "${PARTS[@]}"; do
+    pid=$(running_pid "$part")
+    if [[ -n $pid ]]; then
+      printf '%-12s running  pid %-8s 127.0.0.1:%s\n' "$part" "$pid" "$(port_of "$part")"
+    else
+      printf '%-12s stopped\n' "$part"
+    fi
+  done
+}
+
+valid_part() {
+  local p
+  for p in "${PARTS[@]}"; do [[ $p == "$1" ]] && return 0; done
+  die "unknown part '$1'; parts are: ${PARTS[*]}"
+}
+
+cmd=${1:-}
+case $cmd in
+  up)
+    mkdir -p "$STACK_DIR"
+    for part in "${PARTS[@]}"; do start_part "$part"; done
+    write_env
+    status
+    ;;
+  down)
+    for part in sf-registry eu-registry sf-broker eu-broker sf-db eu-db; do stop_part "$part"; done
+    ;;
+  clean)
+    "$0" down
+    rm -rf "$STACK_DIR"
+    ;;
+  status) status ;;
+  start | stop | kill)
+    [[ $# -eq 2 ]] || die "usage: $0 $cmd PART"
+    valid_part "$2"
+    case $cmd in
+      start) start_part "$2"; [[ -f $STACK_DIR/env ]] || write_env ;;
+      stop) stop_part "$2" ;;
+      kill) kill_part "$2" ;;
+    esac
+    ;;
+  *) die "usage: $0 up|down|clean|status|start PART|stop PART|kill PART" ;;
+esac
