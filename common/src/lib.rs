@@ -1,0 +1,14 @@
+//! # continuum-common
+//!
+//! Runtime pieces both binaries share: the site configuration (file, environment, flags),
+//! secrets that never print, Kafka and MariaDB client settings, and observability (logs,
+//! `/metrics`, `/health`).
+
+pub mod config;
+pub mod db;
+pub mod kafka;
+pub mod observe;
+pub mod secret;
+
+pub use config::{ConfigError, SiteConfig};
+pub use secret::Secret;

@@ -1,0 +1,351 @@
+//! Kafka clients built from typed settings: TLS and SASL from [`ClusterConfig`], the raw
+//! `kafka_options` map (already checked against reserved keys), and the settings each role
+//! needs for the pipeline's guarantees. Also the topic helpers every stage uses: create a
+//! single-partition changelog, read watermarks, read the last record.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::{ClusterConfig, ConfigError, ProducerConfig};
+use crate::secret::SecretRef;
+
+/// Base client settings for a site's cluster: servers, TLS, SASL and raw options.
+pub fn base_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result<ClientConfig, ConfigError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &c.brokers);
+    cfg.set("client.id", client_id);
+    let protocol = match (c.tls.is_some(), c.sasl.is_some()) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    cfg.set("security.protocol", protocol);
+    if let Some(t) = &c.tls {
+        cfg.set("ssl.ca.location", t.ca_file.to_string_lossy());
+        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+            cfg.set("ssl.certificate.location", cert.to_string_lossy());
+            cfg.set("ssl.key.location", key.to_string_lossy());
+        }
+        let pw = SecretRef {
+            value: t.key_password.clone(),
+            file: t.key_password_file.clone(),
+        }
+        .resolve(&format!("sites.{site}.tls.key_password_file"))?;
+        if let Some(pw) = pw {
+            cfg.set("ssl.key.password", pw.expose());
+        }
+        cfg.set(
+            "ssl.endpoint.identification.algorithm",
+            if t.verify_hostname { "https" } else { "none" },
+        );
+    }
+    if let Some(s) = &c.sasl {
+        cfg.set("sasl.mechanisms", s.mechanism.as_str());
+        cfg.set("sasl.username", &s.username);
+        let pw = SecretRef {
+            value: s.password.clone(),
+            file: s.password_file.clone(),
+        }
+        .resolve(&format!("sites.{site}.sasl.password_file"))?
+        .ok_or_else(|| ConfigError::Invalid {
+            setting: format!("sites.{site}.sasl.password"),
+            reason: format!(
+                "SASL needs a password: set password_file or CONTINUUM_{}_SASL_PASSWORD",
+                site.to_uppercase()
+            ),
+        })?;
+        cfg.set("sasl.password", pw.expose());
+    }
+    for (k, v) in &c.kafka_options {
+        cfg.set(k, v);
+    }
+    Ok(cfg)
+}
+
+/// An idempotent producer: the log always holds a prefix of what was sent, in order.
+/// `message.timeout.ms=0` makes delivery wait for an unavailable broker instead of failing:
+/// the pipeline blocks, it never drops.
+pub fn producer_config(
+    site: &str,
+    c: &ClusterConfig,
+    client_id: &str,
+    p: &ProducerConfig,
+) -> Result<ClientConfig, ConfigError> {
+    let mut cfg = base_config(site, c, client_id)?;
+    cfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", p.linger.as_millis().to_string())
+        .set("batch.num.messages", p.batch_records.to_string())
+        .set("batch.size", p.batch_bytes.to_string())
+        .set("message.max.bytes", p.max_record_bytes.to_string());
+    if !c.kafka_options.contains_key("compression.type") && !c.kafka_options.contains_key("compression.codec") {
+        cfg.set("compression.type", "lz4");
+    }
+    Ok(cfg)
+}
+
+/// A consumer that is assigned partitions and seeks explicitly: no group offsets are relied
+/// on, and only committed data is read.
+pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result<ClientConfig, ConfigError> {
+    let mut cfg = base_config(site, c, client_id)?;
+    cfg.set("group.id", format!("continuum.{client_id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false");
+    if !c.kafka_options.contains_key("fetch.max.bytes") {
+        cfg.set("fetch.max.bytes", "104857600");
+    }
+    if !c.kafka_options.contains_key("max.partition.fetch.bytes") {
+        cfg.set("max.partition.fetch.bytes", "104857600");
+    }
+    if !c.kafka_options.contains_key("receive.message.max.bytes") {
+        cfg.set("receive.message.max.bytes", "209715200");
+    }
+    Ok(cfg)
+}
+
+/// Whether a Kafka error is worth retrying (broker unavailable, timeouts, transport).
+pub fn is_transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+            | C::Resolve
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::QueueFull
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::UnknownTopicOrPartition
+            | C::PartitionEOF,
+        ) => true,
+        _ => matches!(e, KafkaError::MetadataFetch(_) | KafkaError::OffsetFetch(_)),
+    }
+}
+
+/// Creates `topic` with one partition if it does not exist, and checks that an existing one
+/// has exactly one: the changelog is the binlog, in order.
+pub async fn ensure_changelog_topic(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.create()?;
+    let partitions = topic_partitions(cfg, topic, timeout)?;
+    match partitions {
+        Some(1) => return Ok(()),
+        Some(n) => {
+            return Err(KafkaError::AdminOpCreation(format!(
+                "topic {topic} has {n} partitions; a changelog topic must have exactly 1 (the topic is the binlog, in commit order)"
+            )))
+        }
+        None => {}
+    }
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+    let res = admin
+        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(timeout)))
+        .await?;
+    for r in res {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(KafkaError::AdminOpCreation(format!("creating topic {t}: {code}")))
+            }
+        }
+    }
+    // Wait until the metadata shows it.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if topic_partitions(cfg, topic, timeout)?.is_some() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::AdminOpCreation(format!("topic {topic} was created but does not appear in metadata")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Number of partitions of `topic`, or `None` if it does not exist.
+pub fn topic_partitions(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<Option<usize>, KafkaError> {
+    let c: BaseConsumer = cfg.create()?;
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| {
+        if t.error().is_some() || t.partitions().is_empty() {
+            None
+        } else {
+            Some(t.partitions().len())
+        }
+    }))
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct FetchedRecord {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl FetchedRecord {
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|hh| (hh.key.to_owned(), hh.value.map(|v| v.to_vec()).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        FetchedRecord {
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(|k| k.to_vec()),
+            value: m.payload().map(|v| v.to_vec()),
+            headers,
+        }
+    }
+
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+    }
+
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        self.header(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn owned_headers(&self) -> OwnedHeaders {
+        let mut h = OwnedHeaders::new_with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            h = h.insert(rdkafka::message::Header { key: k, value: Some(v) });
+        }
+        h
+    }
+}
+
+/// Low and high watermarks of partition 0.
+pub fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+    consumer.fetch_watermarks(topic, 0, timeout)
+}
+
+/// Reads the record at `offset` of partition 0, waiting up to `timeout`.
+pub fn read_at(consumer: &BaseConsumer, topic: &str, offset: i64, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        match consumer.poll(left.min(Duration::from_millis(200))) {
+            Some(Ok(m)) if m.offset() == offset => return Ok(Some(FetchedRecord::from_message(&m))),
+            Some(Ok(m)) if m.offset() > offset => {
+                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)).map_err(|e| {
+                    tracing::error!(topic, wanted = offset, got = m.offset(), "fetch skipped past the requested offset");
+                    e
+                })
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e),
+            None => continue,
+        }
+    }
+}
+
+/// The last record of partition 0, or `None` if the partition is empty.
+pub fn read_last(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+    let (low, high) = watermarks(consumer, topic, timeout)?;
+    if high <= low {
+        return Ok(None);
+    }
+    match read_at(consumer, topic, high - 1, timeout)? {
+        Some(r) => Ok(Some(r)),
+        None => Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SiteConfig;
+
+    fn cfg(extra: &str) -> SiteConfig {
+        SiteConfig::from_toml(&format!(
+            r#"
+            site = "sf"
+            [database]
+            user = "u"
+            [sites.sf]
+            brokers = "b1:9092,b2:9092"
+            registry = {{ url = "http://r" }}
+            {extra}
+        "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn plaintext_by_default_and_idempotent_producer() {
+        let c = cfg("");
+        let p = producer_config("sf", c.local(), "test", &c.producer).unwrap();
+        assert_eq!(p.get("security.protocol"), Some("plaintext"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("linger.ms"), Some("5"));
+        let k = consumer_config("sf", c.local(), "test").unwrap();
+        assert_eq!(k.get("isolation.level"), Some("read_committed"));
+        assert_eq!(k.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn tls_and_sasl_are_typed() {
+        let c = cfg(
+            r#"
+            [sites.sf.tls]
+            ca_file = "/ca.pem"
+            cert_file = "/c.pem"
+            key_file = "/k.pem"
+            [sites.sf.sasl]
+            mechanism = "SCRAM-SHA-512"
+            username = "continuum"
+            password = "pw"
+            "#,
+        );
+        let b = base_config("sf", c.local(), "t").unwrap();
+        assert_eq!(b.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(b.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(b.get("ssl.ca.location"), Some("/ca.pem"));
+        assert_eq!(b.get("ssl.endpoint.identification.algorithm"), Some("https"));
+    }
+
+    #[test]
+    fn sasl_without_password_names_the_setting() {
+        let c = cfg(
+            r#"
+            [sites.sf.sasl]
+            mechanism = "PLAIN"
+            username = "continuum"
+            "#,
+        );
+        let e = base_config("sf", c.local(), "t").unwrap_err().to_string();
+        assert!(e.contains("sites.sf.sasl.password") && e.contains("CONTINUUM_SF_SASL_PASSWORD"), "{e}");
+    }
+}
