@@ -1,1 +1,126 @@
-fn main() {}
+//! `continuum-producer`: captures every committed change on a MariaDB primary into the site's
+//! changelog topic, exactly once, in commit order. See docs/architecture.md.
+
+mod binlog;
+mod ddl;
+mod error;
+mod filter;
+mod lock;
+mod pipeline;
+mod preflight;
+mod resume;
+mod shape;
+mod sink;
+mod snapshot;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use continuum_common::config::{LogFormat, SiteConfig};
+use continuum_common::observe::{self, Health, Status};
+
+/// Captures a MariaDB primary's changes into its site's changelog topic.
+///
+/// Settings come from the site config file, then CONTINUUM_* environment variables, then these
+/// flags. Secrets are never taken as flags: use *_file settings or environment variables.
+#[derive(Debug, Parser)]
+#[command(name = "continuum-producer", version)]
+struct Cli {
+    /// Site configuration file (TOML), e.g. config/sf.toml.
+    #[arg(long, short, env = "CONTINUUM_CONFIG")]
+    config: PathBuf,
+    /// Discard the topic's position and take a fresh consistent snapshot.
+    #[arg(long)]
+    resnapshot: bool,
+    /// Which site this is (overrides `site`).
+    #[arg(long)]
+    site: Option<String>,
+    /// Source MariaDB host (overrides `database.host`).
+    #[arg(long)]
+    db_host: Option<String>,
+    /// Source MariaDB port (overrides `database.port`).
+    #[arg(long)]
+    db_port: Option<u16>,
+    /// Source MariaDB user (overrides `database.user`).
+    #[arg(long)]
+    db_user: Option<String>,
+    /// Replica server_id to register with (overrides `producer.server_id`).
+    #[arg(long)]
+    server_id: Option<u32>,
+    /// Where to serve /metrics and /health (overrides `producer.metrics_listen`).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format (overrides `log.format`).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or debug (overrides `log.filter`).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
+    let mut cfg = SiteConfig::from_file(&cli.config)?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(v) = &cli.site {
+        cfg.site = v.clone();
+    }
+    if let Some(v) = &cli.db_host {
+        cfg.database.host = v.clone();
+    }
+    if let Some(v) = cli.db_port {
+        cfg.database.port = v;
+    }
+    if let Some(v) = &cli.db_user {
+        cfg.database.user = v.clone();
+    }
+    if let Some(v) = cli.server_id {
+        cfg.producer.server_id = v;
+    }
+    if let Some(v) = cli.metrics_listen {
+        cfg.producer.metrics_listen = v;
+    }
+    if let Some(v) = cli.log_format {
+        cfg.log.format = v;
+    }
+    if let Some(v) = &cli.log {
+        cfg.log.filter = v.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = load(&cli).with_context(|| format!("loading {}", cli.config.display()))?;
+    observe::init_logging(&cfg.log);
+    let health = Health::default();
+    health.set("producer", Status::Starting, "starting");
+    observe::serve(cfg.producer.metrics_listen, health.clone()).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping at the next transaction boundary (signal again to stop at once)");
+        let _ = stop_tx.send(true);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+
+    tracing::info!(site = %cfg.site, version = env!("CARGO_PKG_VERSION"), "continuum-producer starting");
+    let producer = pipeline::Producer::new(cfg, cli.resnapshot, health, stop_rx)?;
+    producer.run().await.map_err(|e| {
+        tracing::error!(error = %e, "continuum-producer stopped");
+        anyhow::Error::new(e)
+    })
+}

@@ -1,0 +1,468 @@
+//! The binlog reader: connects to the source as a MariaDB replica by GTID
+//! (`@mariadb_slave_capability=4`, `@slave_connect_state`), parses MariaDB's own GTID and
+//! GTID_LIST events from their raw bytes, decodes row events through each TABLE_MAP's FULL
+//! metadata, and turns the stream into [`SourceEvent`]s cut at transaction boundaries.
+//!
+//! Guarantees: every transaction after the start position is reported in binlog order, each
+//! ending in exactly one `Commit` (also transactions that produce nothing: `skip_replication`
+//! ones, which Continuum itself applied, and those on uncaptured tables), so the caller always
+//! knows the exact GTID position. A statement-based DML event, an XA transaction or a
+//! compressed event stops the reader with an error instead of being skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
+use mysql_async::prelude::Queryable;
+
+use continuum_schemas::{BinlogPosition, Gtid, GtidPosition, Op, Row, TableSchema};
+
+use crate::ddl::{classify, DdlTarget};
+use crate::error::{DbContext, ProducerError};
+use crate::filter::TableFilter;
+use crate::shape::{self, Charsets};
+use continuum_common::config::NoPrimaryKey;
+
+/// MariaDB event types the crate does not decode.
+const ANNOTATE_ROWS: u8 = 160;
+const BINLOG_CHECKPOINT: u8 = 161;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+const START_ENCRYPTION: u8 = 164;
+const QUERY_COMPRESSED: u8 = 165;
+const ROWS_COMPRESSED_FIRST: u8 = 166;
+const ROWS_COMPRESSED_LAST: u8 = 171;
+const HEARTBEAT: u8 = 27;
+const ROTATE: u8 = 4;
+const FORMAT_DESCRIPTION: u8 = 15;
+
+/// `LOG_EVENT_SKIP_REPLICATION_F`: the event was written by a session with
+/// `skip_replication=1`, i.e. by Continuum's own apply.
+const SKIP_REPLICATION_FLAG: u16 = 0x8000;
+/// GTID event flag: the transaction is a single statement with no COMMIT/XID (DDL).
+const FL_STANDALONE: u8 = 0x01;
+const FL_GROUP_COMMIT_ID: u8 = 0x02;
+
+/// What the reader reports, in binlog order.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// A transaction starts. `resume` is the GTID position just before it.
+    Begin {
+        gtid: Gtid,
+        resume: GtidPosition,
+        commit_ts_ms: i64,
+        server_id: u32,
+    },
+    Row {
+        op: Op,
+        table: Arc<TableSchema>,
+        before: Option<Row>,
+        after: Option<Row>,
+        binlog: BinlogPosition,
+    },
+    Ddl {
+        database: String,
+        ddl: String,
+        binlog: BinlogPosition,
+    },
+    /// The transaction `gtid` is complete; the position is now `position`. Also sent for
+    /// transactions that produced no Begin (nothing captured in them).
+    Commit { gtid: Gtid, position: GtidPosition },
+    /// The server had nothing newer to send: the source is at the reader's position now.
+    CaughtUp,
+}
+
+/// Parses a MariaDB GTID event body: seq_no u64, domain_id u32, flags u8 [, commit_id u64].
+pub fn parse_gtid_event(data: &[u8], server_id: u32) -> Result<(Gtid, u8), String> {
+    if data.len() < 13 {
+        return Err(format!("GTID event of {} bytes, expected at least 13", data.len()));
+    }
+    let seq = u64::from_le_bytes(data[0..8].try_into().unwrap());
+    let domain = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    let flags = data[12];
+    if flags & FL_GROUP_COMMIT_ID != 0 && data.len() < 21 {
+        return Err("GTID event with a group commit id is truncated".into());
+    }
+    Ok((Gtid::new(domain, server_id, seq), flags))
+}
+
+/// Parses a MariaDB GTID_LIST event body: count u32 (low 28 bits), then
+/// count x (domain u32, server u32, seq u64).
+pub fn parse_gtid_list(data: &[u8]) -> Result<GtidPosition, String> {
+    if data.len() < 4 {
+        return Err("GTID_LIST event too short".into());
+    }
+    let count = (u32::from_le_bytes(data[0..4].try_into().unwrap()) & 0x0fff_ffff) as usize;
+    let need = 4 + count * 16;
+    if data.len() < need {
+        return Err(format!("GTID_LIST of {count} entries needs {need} bytes, has {}", data.len()));
+    }
+    let mut p = GtidPosition::new();
+    for i in 0..count {
+        let o = 4 + i * 16;
+        let domain = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+        let server = u32::from_le_bytes(data[o + 4..o + 8].try_into().unwrap());
+        let seq = u64::from_le_bytes(data[o + 8..o + 16].try_into().unwrap());
+        p.advance(Gtid::new(domain, server, seq));
+    }
+    Ok(p)
+}
+
+struct OpenTx {
+    gtid: Gtid,
+    /// Written by a `skip_replication` session, or nothing in it is captured so far.
+    flagged: bool,
+    standalone: bool,
+    began: bool,
+    commit_ts_ms: i64,
+    server_id: u32,
+    resume: GtidPosition,
+}
+
+/// Settings the reader needs.
+pub struct ReaderSettings {
+    pub target: String,
+    pub server_id: u32,
+    pub heartbeat_period: Duration,
+    pub filter: TableFilter,
+    pub no_pk: NoPrimaryKey,
+    pub charsets: Charsets,
+    pub crc32: bool,
+}
+
+pub struct BinlogReader {
+    stream: BinlogStream,
+    s: ReaderSettings,
+    file: String,
+    seen_fde: bool,
+    position: GtidPosition,
+    tx: Option<OpenTx>,
+    /// table_id -> shape, or None when the table is not captured.
+    tables: HashMap<u64, Option<Arc<TableSchema>>>,
+    /// Interned shapes, so an unchanged table keeps one `Arc` (and one registry lookup).
+    shapes: HashMap<TableSchema, Arc<TableSchema>>,
+    /// Statements that were classified as not replicated, logged once each kind.
+    pub last_event_ts_ms: i64,
+}
+
+impl BinlogReader {
+    /// Connects and requests the binlog after `position`.
+    pub async fn connect(opts: Opts, position: &GtidPosition, s: ReaderSettings) -> Result<Self, ProducerError> {
+        let target = s.target.clone();
+        let mut conn = Conn::new(opts).await.db(&target)?;
+        let period_ns = s.heartbeat_period.as_nanos().max(1_000_000) as u64;
+        conn.query_drop("SET @mariadb_slave_capability=4").await.db(&target)?;
+        conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),)).await.db(&target)?;
+        conn.query_drop("SET @slave_gtid_strict_mode=1").await.db(&target)?;
+        conn.query_drop(format!("SET @master_heartbeat_period={period_ns}")).await.db(&target)?;
+        let request = BinlogStreamRequest::new(s.server_id).with_filename(b"").with_pos(4u64);
+        let stream = conn.get_binlog_stream(request).await.map_err(|e| map_stream_error(e, &target, position))?;
+        tracing::info!(position = %position, "streaming the binlog");
+        Ok(BinlogReader {
+            stream,
+            s,
+            file: String::new(),
+            seen_fde: false,
+            position: position.clone(),
+            tx: None,
+            tables: HashMap::new(),
+            shapes: HashMap::new(),
+            last_event_ts_ms: 0,
+        })
+    }
+
+    /// The position after the last complete transaction.
+    pub fn position(&self) -> &GtidPosition {
+        &self.position
+    }
+
+    /// Reads the next binlog event and appends what it means to `out`.
+    pub async fn next(&mut self, out: &mut Vec<SourceEvent>) -> Result<(), ProducerError> {
+        let ev = match self.stream.next().await {
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => return Err(map_stream_error(e, &self.s.target, &self.position)),
+            None => {
+                return Err(ProducerError::Db {
+                    target: self.s.target.clone(),
+                    source: mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+                })
+            }
+        };
+        self.handle(&ev, out)
+    }
+
+    fn binlog_pos(&self, ev: &Event) -> BinlogPosition {
+        BinlogPosition::new(self.file.clone(), ev.header().log_pos() as u64)
+    }
+
+    fn handle(&mut self, ev: &Event, out: &mut Vec<SourceEvent>) -> Result<(), ProducerError> {
+        let h = ev.header();
+        let ty = h.event_type_raw();
+        if h.timestamp() != 0 {
+            self.last_event_ts_ms = h.timestamp() as i64 * 1000;
+        }
+        match ty {
+            MARIADB_GTID => {
+                if let Some(open) = &self.tx {
+                    return Err(ProducerError::Binlog(format!(
+                        "GTID {} began before transaction {} ended",
+                        parse_gtid_event(ev.data(), h.server_id()).map(|g| g.0.to_string()).unwrap_or_default(),
+                        open.gtid
+                    )));
+                }
+                let (gtid, flags) = parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
+                self.tx = Some(OpenTx {
+                    gtid,
+                    flagged: h.flags_raw() & SKIP_REPLICATION_FLAG != 0,
+                    standalone: flags & FL_STANDALONE != 0,
+                    began: false,
+                    commit_ts_ms: h.timestamp() as i64 * 1000,
+                    server_id: h.server_id(),
+                    resume: self.position.clone(),
+                });
+                return Ok(());
+            }
+            MARIADB_GTID_LIST => {
+                let list = parse_gtid_list(ev.data()).map_err(ProducerError::Binlog)?;
+                tracing::debug!(file = %self.file, gtid_list = %list, position = %self.position, "binlog GTID list");
+                return Ok(());
+            }
+            BINLOG_CHECKPOINT | ANNOTATE_ROWS | START_ENCRYPTION => return Ok(()),
+            HEARTBEAT => {
+                if self.tx.is_none() {
+                    out.push(SourceEvent::CaughtUp);
+                }
+                return Ok(());
+            }
+            QUERY_COMPRESSED | ROWS_COMPRESSED_FIRST..=ROWS_COMPRESSED_LAST => {
+                return Err(ProducerError::Preflight {
+                    setting: "log_bin_compress".into(),
+                    expected: "OFF".into(),
+                    actual: "ON (a compressed binlog event arrived)".into(),
+                    fix: "SET GLOBAL log_bin_compress=OFF on the source; compressed events are not decoded".into(),
+                });
+            }
+            FORMAT_DESCRIPTION => {
+                self.seen_fde = true;
+                return Ok(());
+            }
+            ROTATE => {
+                if let Ok(Some(EventData::RotateEvent(r))) = ev.read_data() {
+                    let mut name = r.name_raw().to_vec();
+                    // mysql_async#189: the first (fake) ROTATE arrives before the format
+                    // description, so its CRC32 trailer is read as part of the name.
+                    if !self.seen_fde && self.s.crc32 && name.len() > 4 {
+                        name.truncate(name.len() - 4);
+                    }
+                    self.file = String::from_utf8_lossy(&name).into_owned();
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let data = ev.read_data().map_err(|e| ProducerError::Binlog(format!("undecodable event of type {ty}: {e}")))?;
+        match data {
+            Some(EventData::TableMapEvent(tme)) => {
+                let id = tme.table_id();
+                let db = tme.database_name();
+                let table = tme.table_name();
+                if !self.s.filter.captures(&db, &table) {
+                    self.tables.insert(id, None);
+                    return Ok(());
+                }
+                let shape = shape::from_table_map(&tme, &self.s.charsets)?;
+                if shape.primary_key.is_empty() {
+                    match self.s.no_pk {
+                        NoPrimaryKey::Refuse => {
+                            return Err(ProducerError::NoPrimaryKey { tables: shape.qualified_name() })
+                        }
+                        NoPrimaryKey::Exclude => {
+                            tracing::warn!(table = %shape.qualified_name(), "table has no primary key; its rows are not captured (tables_without_primary_key = exclude)");
+                            self.s.filter.exclude_table(shape.qualified_name());
+                            self.tables.insert(id, None);
+                            return Ok(());
+                        }
+                    }
+                }
+                let shape = match self.shapes.get(&shape) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let a = Arc::new(shape.clone());
+                        self.shapes.insert(shape, a.clone());
+                        a
+                    }
+                };
+                self.tables.insert(id, Some(shape));
+            }
+            Some(EventData::RowsEvent(rows)) => self.rows(ev, &rows, out)?,
+            Some(EventData::XidEvent(_)) => self.commit(out),
+            Some(EventData::QueryEvent(q)) => {
+                let sql = q.query();
+                let upper: String = sql.trim_start().chars().take(24).collect::<String>().to_ascii_uppercase();
+                if upper.starts_with("BEGIN") || upper.starts_with("SAVEPOINT") || upper.starts_with("RELEASE SAVEPOINT") || upper.starts_with("ROLLBACK TO") {
+                    return Ok(());
+                }
+                if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") {
+                    self.commit(out);
+                    return Ok(());
+                }
+                if upper.starts_with("XA ") {
+                    return Err(ProducerError::Binlog(format!(
+                        "XA transaction in the binlog at {}: XA transactions are not supported; the statement was: {sql}",
+                        self.binlog_pos(ev)
+                    )));
+                }
+                let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD "].iter().any(|k| upper.starts_with(k));
+                let flagged = self.tx.as_ref().is_some_and(|t| t.flagged) || h.flags_raw() & SKIP_REPLICATION_FLAG != 0;
+                if dml && !flagged {
+                    return Err(ProducerError::Preflight {
+                        setting: "binlog_format".into(),
+                        expected: "ROW for every session".into(),
+                        actual: format!("a statement-based event at {}: {}", self.binlog_pos(ev), sql.chars().take(200).collect::<String>()),
+                        fix: "some session wrote with binlog_format=STATEMENT or MIXED; forbid it (it needs the SUPER/BINLOG ADMIN privilege) and re-snapshot with --resnapshot, since that change was not captured".into(),
+                    });
+                }
+                let database = q.schema().into_owned();
+                let captured = !flagged
+                    && match classify(&sql) {
+                        DdlTarget::Tables(ts) => ts.iter().any(|(db, t)| self.s.filter.captures(db.as_deref().unwrap_or(&database), t)),
+                        DdlTarget::Database(db) => self.s.filter.captures_database(&db),
+                        DdlTarget::NotReplicated(why) => {
+                            tracing::debug!(statement = %sql.chars().take(120).collect::<String>(), why, "statement not replicated");
+                            false
+                        }
+                    };
+                if captured {
+                    self.begin(out);
+                    out.push(SourceEvent::Ddl { database, ddl: sql.into_owned(), binlog: self.binlog_pos(ev) });
+                }
+                if self.tx.as_ref().is_some_and(|t| t.standalone) {
+                    self.commit(out);
+                }
+            }
+            Some(EventData::StopEvent) | Some(EventData::IntvarEvent(_)) | Some(EventData::RandEvent(_)) | Some(EventData::UserVarEvent(_)) | None => {}
+            Some(other) => {
+                tracing::debug!(event_type = ty, "ignoring binlog event {:?}", std::mem::discriminant(&other));
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, out: &mut Vec<SourceEvent>) {
+        if let Some(t) = &mut self.tx {
+            if !t.began {
+                t.began = true;
+                out.push(SourceEvent::Begin {
+                    gtid: t.gtid,
+                    resume: t.resume.clone(),
+                    commit_ts_ms: t.commit_ts_ms,
+                    server_id: t.server_id,
+                });
+            }
+        }
+    }
+
+    fn commit(&mut self, out: &mut Vec<SourceEvent>) {
+        if let Some(t) = self.tx.take() {
+            self.position.advance(t.gtid);
+            out.push(SourceEvent::Commit { gtid: t.gtid, position: self.position.clone() });
+        }
+    }
+
+    fn rows(&mut self, ev: &Event, rows: &RowsEventData<'_>, out: &mut Vec<SourceEvent>) -> Result<(), ProducerError> {
+        if self.tx.as_ref().is_none_or(|t| t.flagged) {
+            return Ok(());
+        }
+        let table_id = rows.table_id();
+        let Some(shape) = self.tables.get(&table_id).cloned() else {
+            return Err(ProducerError::Binlog(format!("rows event for table id {table_id} without a TABLE_MAP")));
+        };
+        let Some(shape) = shape else { return Ok(()) };
+        let tme = self
+            .stream
+            .get_tme(table_id)
+            .ok_or_else(|| ProducerError::Binlog(format!("no TABLE_MAP for table id {table_id}")))?;
+        let op = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
+            RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(ProducerError::Binlog("partial JSON update rows event (MySQL only)".into()))
+            }
+        };
+        let binlog = self.binlog_pos(ev);
+        let mut decoded = Vec::new();
+        for r in rows.rows(tme) {
+            let (before, after) = r.map_err(|e| {
+                ProducerError::Binlog(format!("undecodable row of {} at {binlog}: {e}", shape.qualified_name()))
+            })?;
+            let conv = |row: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Row>, ProducerError> {
+                let Some(row) = row else { return Ok(None) };
+                if row.len() != shape.columns.len() {
+                    return Err(ProducerError::Preflight {
+                        setting: "binlog_row_image".into(),
+                        expected: "FULL".into(),
+                        actual: format!("a row image of {} with {} of its {} columns", shape.qualified_name(), row.len(), shape.columns.len()),
+                        fix: "SET GLOBAL binlog_row_image=FULL on the source and restart the producer with --resnapshot".into(),
+                    });
+                }
+                (0..row.len())
+                    .map(|i| shape::convert_binlog(&shape, i, row.as_ref(i)).map_err(ProducerError::from))
+                    .collect::<Result<Row, _>>()
+                    .map(Some)
+            };
+            decoded.push((conv(before)?, conv(after)?));
+        }
+        self.begin(out);
+        for (before, after) in decoded {
+            out.push(SourceEvent::Row { op, table: shape.clone(), before, after, binlog: binlog.clone() });
+        }
+        Ok(())
+    }
+}
+
+fn map_stream_error(e: mysql_async::Error, target: &str, position: &GtidPosition) -> ProducerError {
+    if let mysql_async::Error::Server(s) = &e {
+        if s.code == 1236 {
+            return ProducerError::PositionPurged { position: position.to_string(), message: s.message.clone() };
+        }
+    }
+    ProducerError::Db { target: target.to_owned(), source: e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtid_event_bodies_parse() {
+        let mut b = Vec::new();
+        b.extend(100u64.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
+        b.push(FL_STANDALONE);
+        let (g, f) = parse_gtid_event(&b, 7).unwrap();
+        assert_eq!(g.to_string(), "2-7-100");
+        assert_eq!(f, FL_STANDALONE);
+        b[12] = FL_GROUP_COMMIT_ID;
+        assert!(parse_gtid_event(&b, 7).is_err(), "commit id missing");
+        b.extend(5u64.to_le_bytes());
+        assert!(parse_gtid_event(&b, 7).is_ok());
+        assert!(parse_gtid_event(&b[..10], 7).is_err());
+    }
+
+    #[test]
+    fn gtid_list_bodies_parse() {
+        let mut b = Vec::new();
+        b.extend((2u32 | 0x1000_0000).to_le_bytes()); // high flag bits are ignored
+        for (d, s, n) in [(1u32, 1u32, 9u64), (2, 2, 4)] {
+            b.extend(d.to_le_bytes());
+            b.extend(s.to_le_bytes());
+            b.extend(n.to_le_bytes());
+        }
+        assert_eq!(parse_gtid_list(&b).unwrap().to_string(), "1-1-9,2-2-4");
+        assert!(parse_gtid_list(&b[..20]).is_err());
+    }
+}

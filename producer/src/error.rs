@@ -1,0 +1,123 @@
+//! The producer's errors, split into transient (retried with backoff: the pipeline restarts from
+//! the topic's last record) and fatal (the producer stops and says what to do).
+
+use continuum_schemas::CodecError;
+
+use crate::shape::{BadValue, UnsupportedColumn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    // ---- transient ----
+    #[error("source MariaDB {target}: {source}")]
+    Db {
+        target: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("Kafka {what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("a record was not delivered to {topic}: {reason}; resuming from the topic's last record")]
+    Delivery { topic: String, reason: String },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+
+    // ---- fatal ----
+    #[error("{0}")]
+    Config(#[from] continuum_common::ConfigError),
+    #[error("preflight: {setting} is {actual}, expected {expected}. {fix}")]
+    Preflight {
+        setting: String,
+        expected: String,
+        actual: String,
+        fix: String,
+    },
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedColumn),
+    #[error("cannot convert a row value: {0}")]
+    BadValue(#[from] BadValue),
+    #[error("the binlog position {position} is no longer on the source (error 1236: {message}). The changes since then are lost to this pipeline; run continuum-producer --resnapshot to start over from a fresh snapshot")]
+    PositionPurged { position: String, message: String },
+    #[error("another producer holds the lock '{lock}' on {target} (connection {holder}); only one producer may write {topic}")]
+    LockHeld {
+        lock: String,
+        target: String,
+        holder: String,
+        topic: String,
+    },
+    #[error("lost the producer lock '{lock}' on {target}: {reason}; stopping at once so that no second writer can interleave")]
+    LockLost {
+        lock: String,
+        target: String,
+        reason: String,
+    },
+    #[error("record too large for {topic}: {size} bytes for table {table}, primary key ({key}); the limit is producer.max_record_bytes = {limit} and the broker's message.max.bytes. Raise both, or exclude the table")]
+    RecordTooLarge {
+        topic: String,
+        table: String,
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("resume: {0}")]
+    Resume(String),
+    #[error("binlog: {0}")]
+    Binlog(String),
+    #[error("tables without a primary key are captured: {tables}. Add a primary key, exclude them (producer.exclude), or set producer.tables_without_primary_key = \"exclude\"")]
+    NoPrimaryKey { tables: String },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+impl ProducerError {
+    /// Whether restarting the pipeline (from the topic's last record) may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProducerError::Db { source, .. } => continuum_common::db::is_transient(source) || is_connect_error(source),
+            ProducerError::Kafka { source, .. } => continuum_common::kafka::is_transient(source),
+            ProducerError::Delivery { .. } => true,
+            ProducerError::Codec(c) => c.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// A short label for the `errors` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProducerError::Db { .. } => "mariadb",
+            ProducerError::Kafka { .. } | ProducerError::Delivery { .. } => "kafka",
+            ProducerError::Codec(_) => "codec",
+            ProducerError::Config(_) => "config",
+            ProducerError::Preflight { .. } | ProducerError::NoPrimaryKey { .. } => "preflight",
+            ProducerError::Unsupported(_) | ProducerError::BadValue(_) => "type",
+            ProducerError::PositionPurged { .. } => "purged",
+            ProducerError::LockHeld { .. } | ProducerError::LockLost { .. } => "lock",
+            ProducerError::RecordTooLarge { .. } => "too_large",
+            ProducerError::Resume(_) => "resume",
+            ProducerError::Binlog(_) => "binlog",
+            ProducerError::Snapshot(_) => "snapshot",
+        }
+    }
+}
+
+fn is_connect_error(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Io(_))
+        || matches!(e, mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed))
+}
+
+/// Attaches the source description to MariaDB errors.
+pub trait DbContext<T> {
+    fn db(self, target: &str) -> Result<T, ProducerError>;
+}
+
+impl<T> DbContext<T> for Result<T, mysql_async::Error> {
+    fn db(self, target: &str) -> Result<T, ProducerError> {
+        self.map_err(|source| ProducerError::Db {
+            target: target.to_owned(),
+            source,
+        })
+    }
+}

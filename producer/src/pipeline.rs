@@ -1,0 +1,394 @@
+//! The producer pipeline: lock, preflight, resume decision, snapshot or binlog streaming, and
+//! the writer, with restarts.
+//!
+//! Exactly-once without Kafka transactions: every record carries its stream position; after any
+//! transient failure the pipeline waits until every queued record is delivered or failed, reads
+//! the topic's last record again, and resumes exactly after it. Within a transaction, a record
+//! is written only when the next one (or the commit) is known, so `last` is always right and
+//! memory stays bounded whatever the transaction's size.
+
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use metrics::{counter, gauge};
+use mysql_async::{Conn, Opts};
+use tokio::sync::watch;
+
+use continuum_common::config::SiteConfig;
+use continuum_common::observe::{now_ms, Health, Status};
+use continuum_common::{db, kafka};
+use continuum_schemas::{
+    ChangeEvent, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, SchemaChange, SourceInfo,
+    StreamRecord, TxPlace,
+};
+
+use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
+use crate::error::{DbContext, ProducerError};
+use crate::filter::TableFilter;
+use crate::lock::SourceLock;
+use crate::preflight::{self, SourceFacts};
+use crate::resume::{self, Start};
+use crate::sink::Sink;
+use crate::snapshot::{self, SnapshotSettings};
+
+pub struct Producer {
+    cfg: SiteConfig,
+    topic: String,
+    opts: Opts,
+    target: String,
+    resnapshot: bool,
+    health: Health,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The open transaction while streaming.
+struct Tx {
+    gtid: Gtid,
+    resume: GtidPosition,
+    commit_ts_ms: i64,
+    server_id: u32,
+    next_index: u64,
+    /// Events of this transaction already in the topic (resume inside a transaction).
+    skip: u64,
+    /// The last record built but not yet written (its `last` flag depends on what follows).
+    pending: Option<StreamRecord>,
+}
+
+impl Producer {
+    pub fn new(cfg: SiteConfig, resnapshot: bool, health: Health, shutdown: watch::Receiver<bool>) -> Result<Self, ProducerError> {
+        let topic = cfg.topic_of(&cfg.site)?;
+        let opts = db::opts(&cfg.database, &[])?;
+        let target = db::describe(&cfg.database);
+        Ok(Producer { cfg, topic, opts, target, resnapshot, health, shutdown })
+    }
+
+    /// Runs until shutdown (Ok) or a fatal error.
+    pub async fn run(mut self) -> Result<(), ProducerError> {
+        let site = self.cfg.site.clone();
+        let cluster = self.cfg.local().clone();
+        let client_id = format!("continuum-producer-{site}");
+        let pcfg = kafka::producer_config(&site, &cluster, &client_id, &self.cfg.producer)?;
+        let ccfg = kafka::consumer_config(&site, &cluster, &format!("{client_id}-resume"))?;
+        let registry = Registry::new(&registry_settings(&cluster)?).map_err(|e| ProducerError::Codec(e.into()))?;
+        let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic), self.cfg.producer.max_record_bytes)?;
+
+        let mut backoff = self.backoff();
+        let mut lock: Option<SourceLock> = None;
+        let mut first = true;
+        loop {
+            if *self.shutdown.borrow() {
+                sink.flush().await?;
+                return Ok(());
+            }
+            let result = self.session(&mut sink, &pcfg, &ccfg, &mut lock, first).await;
+            first = false;
+            match result {
+                Ok(()) => {
+                    sink.flush().await?;
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() || matches!(e, ProducerError::LockLost { .. }) => {
+                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
+                    if matches!(e, ProducerError::LockLost { .. }) {
+                        sink.purge_queue();
+                        lock = None;
+                    }
+                    let delay = backoff.next().unwrap_or(self.cfg.producer.max_retry_delay);
+                    tracing::warn!(error = %e, retry_in = ?delay, "pipeline interrupted; resuming from the topic's last record");
+                    self.health.set("producer", Status::Starting, format!("retrying after: {e}"));
+                    if matches!(e, ProducerError::Delivery { .. }) {
+                        sink.reset().await?;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
+                    self.health.set("producer", Status::Failed, e.to_string());
+                    let _ = sink.flush().await;
+                    return Err(e);
+                }
+            }
+            if backoff_reset_due(&self.health) {
+                backoff = self.backoff();
+            }
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(self.cfg.producer.max_retry_delay)
+            .without_max_times()
+            .build()
+    }
+
+    async fn session(
+        &mut self,
+        sink: &mut Sink,
+        pcfg: &rdkafka::ClientConfig,
+        ccfg: &rdkafka::ClientConfig,
+        lock: &mut Option<SourceLock>,
+        first: bool,
+    ) -> Result<(), ProducerError> {
+        // Everything a previous session queued is delivered or failed before we look.
+        sink.flush().await?;
+        sink.check()?;
+        if lock.is_none() {
+            *lock = Some(SourceLock::acquire(self.opts.clone(), &self.target, &self.topic).await?);
+        }
+        let lock = lock.as_ref().expect("lock held");
+        kafka::ensure_changelog_topic(pcfg, &self.topic, Duration::from_secs(30))
+            .await
+            .map_err(|source| ProducerError::Kafka { what: format!("creating topic {}", self.topic), source })?;
+
+        let mut filter = TableFilter::new(&self.cfg.producer)?;
+        let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+        let facts = preflight::check(&mut conn, &self.target, self.cfg.producer.server_id, &mut filter, self.cfg.producer.tables_without_primary_key).await?;
+        drop(conn);
+
+        let last = resume::read_last_position(ccfg, &self.topic).await?;
+        let mut start = resume::from_last(last.as_ref().map(|(_, p)| p.clone()));
+        if first && self.resnapshot {
+            start = Start::Snapshot { reason: "--resnapshot was given".into() };
+            self.resnapshot = false;
+        }
+        match &last {
+            Some((offset, pos)) => tracing::info!(topic = %self.topic, offset, last = %pos, decision = ?start, "resuming"),
+            None => tracing::info!(topic = %self.topic, decision = ?start, "topic is empty"),
+        }
+        let (position, mut within) = match start {
+            Start::Snapshot { reason } => {
+                tracing::info!(%reason, "taking a consistent snapshot");
+                self.health.set("producer", Status::Ok, "snapshot");
+                let p = snapshot::run(
+                    SnapshotSettings {
+                        opts: self.opts.clone(),
+                        target: &self.target,
+                        filter: &filter,
+                        chunk_rows: self.cfg.producer.snapshot_chunk_rows,
+                        server_id: facts.server_id,
+                    },
+                    sink,
+                    lock,
+                )
+                .await?;
+                (p, None)
+            }
+            Start::At(p) => (p, None),
+            Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
+        };
+        self.stream(sink, lock, filter, facts, position, &mut within).await
+    }
+
+    async fn stream(
+        &mut self,
+        sink: &mut Sink,
+        lock: &SourceLock,
+        filter: TableFilter,
+        facts: SourceFacts,
+        position: GtidPosition,
+        within: &mut Option<(Gtid, u64)>,
+    ) -> Result<(), ProducerError> {
+        let p = &self.cfg.producer;
+        let mut reader = BinlogReader::connect(
+            self.opts.clone(),
+            &position,
+            ReaderSettings {
+                target: self.target.clone(),
+                server_id: p.server_id,
+                heartbeat_period: (p.heartbeat_interval / 2).max(Duration::from_millis(100)),
+                filter,
+                no_pk: p.tables_without_primary_key,
+                charsets: facts.charsets.clone(),
+                crc32: facts.crc32,
+            },
+        )
+        .await?;
+        self.health.set("producer", Status::Ok, format!("streaming from {position}"));
+        let mut events = Vec::with_capacity(256);
+        let mut tx: Option<Tx> = None;
+        let mut last_write = Instant::now();
+        let mut caught_up_at: Option<i64> = None;
+        let mut lost = lock.lost.clone();
+        let mut shutdown = self.shutdown.clone();
+        let mut tick = tokio::time::interval(p.heartbeat_interval.min(Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            events.clear();
+            // Stop at a transaction boundary (resuming inside one would also be exact).
+            if *shutdown.borrow() && tx.is_none() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = lost.changed() => return lock.check(),
+                _ = shutdown.changed() => continue,
+                r = reader.next(&mut events) => r?,
+                _ = tick.tick() => {
+                    sink.check()?;
+                    let lag = match caught_up_at {
+                        Some(_) if tx.is_none() => 0.0,
+                        _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
+                    };
+                    gauge!("continuum_producer_seconds_behind_source").set(lag);
+                    if tx.is_none() && last_write.elapsed() >= p.heartbeat_interval {
+                        let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
+                        sink.send(&StreamRecord::Heartbeat(Heartbeat {
+                            server_id: facts.server_id,
+                            position: reader.position().clone(),
+                            ts_ms: ts,
+                        }))
+                        .await?;
+                        last_write = Instant::now();
+                    }
+                    continue;
+                }
+            }
+            for ev in events.drain(..) {
+                match ev {
+                    SourceEvent::CaughtUp => caught_up_at = Some(now_ms()),
+                    SourceEvent::Begin { gtid, resume, commit_ts_ms, server_id } => {
+                        caught_up_at = None;
+                        let skip = match within.take() {
+                            Some((g, n)) if g == gtid => n,
+                            Some((g, _)) => {
+                                return Err(ProducerError::Resume(format!(
+                                    "the topic's last record is inside transaction {g}, but the binlog continues with {gtid} after {resume}; the source's binlog no longer matches the topic. Restart with --resnapshot"
+                                )))
+                            }
+                            None => 0,
+                        };
+                        tx = Some(Tx { gtid, resume, commit_ts_ms, server_id, next_index: 0, skip, pending: None });
+                    }
+                    SourceEvent::Row { op, table, before, after, binlog } => {
+                        let t = tx.as_mut().ok_or_else(|| ProducerError::Binlog("row outside a transaction".into()))?;
+                        let rec = StreamRecord::Change(ChangeEvent {
+                            op,
+                            table,
+                            before,
+                            after,
+                            source: SourceInfo {
+                                server_id: t.server_id,
+                                gtid: Some(t.gtid),
+                                gtid_position: t.resume.with(t.gtid),
+                                resume_position: t.resume.clone(),
+                                binlog,
+                                commit_ts_ms: t.commit_ts_ms,
+                                snapshot_id: None,
+                            },
+                            tx: None,
+                        });
+                        if push(sink, t, rec).await? {
+                            last_write = Instant::now();
+                        }
+                    }
+                    SourceEvent::Ddl { database, ddl, binlog } => {
+                        let t = tx.as_mut().ok_or_else(|| ProducerError::Binlog("DDL outside a transaction".into()))?;
+                        tracing::info!(gtid = %t.gtid, %database, ddl = %ddl.chars().take(200).collect::<String>(), "schema change");
+                        let rec = StreamRecord::SchemaChange(SchemaChange {
+                            database,
+                            ddl,
+                            source: SourceInfo {
+                                server_id: t.server_id,
+                                gtid: Some(t.gtid),
+                                gtid_position: t.resume.with(t.gtid),
+                                resume_position: t.resume.clone(),
+                                binlog,
+                                commit_ts_ms: t.commit_ts_ms,
+                                snapshot_id: None,
+                            },
+                            tx: TxPlace { index: 0, last: false },
+                        });
+                        if push(sink, t, rec).await? {
+                            last_write = Instant::now();
+                        }
+                    }
+                    SourceEvent::Commit { gtid, position } => {
+                        caught_up_at = None;
+                        if let Some(mut t) = tx.take() {
+                            if t.gtid != gtid {
+                                return Err(ProducerError::Binlog(format!("commit of {gtid} while {} is open", t.gtid)));
+                            }
+                            if let Some(rec) = t.pending.take() {
+                                sink.send(&finish(rec, t.next_index - 1, true)).await?;
+                                last_write = Instant::now();
+                                counter!("continuum_producer_transactions_total").increment(1);
+                            } else if t.skip > 0 {
+                                return Err(ProducerError::Resume(format!(
+                                    "transaction {gtid} has {} captured events now, but the topic holds {} of them without its last; did producer.include/exclude change? Restart with --resnapshot",
+                                    t.next_index, t.skip
+                                )));
+                            }
+                        }
+                        if let Some((g, n)) = within {
+                            if *g == gtid {
+                                return Err(ProducerError::Resume(format!(
+                                    "the topic holds {n} events of transaction {g}, but it has no captured events in the binlog now; did producer.include/exclude change? Restart with --resnapshot"
+                                )));
+                            }
+                        }
+                        for g in position.iter() {
+                            gauge!("continuum_producer_last_gtid_seq", "domain" => g.domain.to_string()).set(g.seq as f64);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queues a record of the open transaction: writes the previous one (now known not to be the
+/// last), unless it is among the events the topic already holds.
+async fn push(sink: &mut Sink, t: &mut Tx, rec: StreamRecord) -> Result<bool, ProducerError> {
+    let index = t.next_index;
+    t.next_index += 1;
+    let mut wrote = false;
+    if let Some(prev) = t.pending.take() {
+        sink.send(&finish(prev, index - 1, false)).await?;
+        wrote = true;
+    }
+    if index >= t.skip {
+        t.pending = Some(rec);
+    }
+    Ok(wrote)
+}
+
+fn finish(rec: StreamRecord, index: u64, last: bool) -> StreamRecord {
+    match rec {
+        StreamRecord::Change(mut c) => {
+            c.tx = Some(TxPlace { index, last });
+            StreamRecord::Change(c)
+        }
+        StreamRecord::SchemaChange(mut s) => {
+            s.tx = TxPlace { index, last };
+            StreamRecord::SchemaChange(s)
+        }
+        other => other,
+    }
+}
+
+fn backoff_reset_due(health: &Health) -> bool {
+    health.snapshot().get("producer").is_some_and(|c| c.status == Status::Ok)
+}
+
+pub fn registry_settings(c: &continuum_common::config::ClusterConfig) -> Result<RegistrySettings, ProducerError> {
+    let r = &c.registry;
+    let password = continuum_common::secret::SecretRef { value: r.password.clone(), file: r.password_file.clone() }
+        .resolve("registry.password_file")?;
+    let ca_pem = match &r.ca_file {
+        Some(f) => Some(std::fs::read(f).map_err(|e| {
+            ProducerError::Config(continuum_common::ConfigError::Invalid {
+                setting: "registry.ca_file".into(),
+                reason: format!("cannot read {}: {e}", f.display()),
+            })
+        })?),
+        None => None,
+    };
+    Ok(RegistrySettings {
+        url: r.url.clone(),
+        basic_auth: r.username.clone().map(|u| (u, password.map(|p| p.expose().to_owned()).unwrap_or_default())),
+        ca_pem,
+        timeout: Some(r.timeout),
+    })
+}

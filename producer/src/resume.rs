@@ -1,0 +1,97 @@
+//! Where to start: decided from the last record of the topic and nothing else (no offsets store).
+//!
+//! - empty topic, an unfinished snapshot, or `--resnapshot`: take a new snapshot;
+//! - `txn:G:i:last:R` or `at:P`: stream from `R+G` (resp. `P`);
+//! - `txn:G:i:more:R`: stream from `R` and skip the first `i+1` events of `G`, which the topic
+//!   holds already.
+//!
+//! Before reading the last record, the reader waits until the topic's end offset is stable, so
+//! that a record still in flight from a producer that just died is counted.
+
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::ClientConfig;
+
+use continuum_common::kafka;
+use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
+
+use crate::error::ProducerError;
+use crate::sink::HEADER_POS;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Snapshot { reason: String },
+    At(GtidPosition),
+    /// Re-read transaction `gtid` from `resume`, skipping its first `skip` events.
+    Within { resume: GtidPosition, gtid: Gtid, skip: u64 },
+}
+
+/// Decides from the position of the topic's last record.
+pub fn from_last(last: Option<StreamPosition>) -> Start {
+    match last {
+        None => Start::Snapshot { reason: "the topic is empty".into() },
+        Some(StreamPosition::Snapshot { id, .. }) => Start::Snapshot {
+            reason: format!("snapshot {id} did not finish; it is abandoned and a new one starts"),
+        },
+        Some(StreamPosition::At(p)) => Start::At(p),
+        Some(StreamPosition::Txn { gtid, last: true, resume, .. }) => Start::At(resume.with(gtid)),
+        Some(StreamPosition::Txn { gtid, index, last: false, resume }) => Start::Within { resume, gtid, skip: index + 1 },
+    }
+}
+
+/// Reads the topic's last record's position, once the end offset is stable.
+pub async fn read_last_position(cfg: &ClientConfig, topic: &str) -> Result<Option<(i64, StreamPosition)>, ProducerError> {
+    let cfg = cfg.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let kerr = |what: &str, source| ProducerError::Kafka { what: format!("{what} of {topic}"), source };
+        let consumer: BaseConsumer = cfg.create().map_err(|e| kerr("consumer", e))?;
+        let timeout = Duration::from_secs(10);
+        let mut high = kafka::watermarks(&consumer, &topic, timeout).map_err(|e| kerr("watermarks", e))?.1;
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(300));
+            let h = kafka::watermarks(&consumer, &topic, timeout).map_err(|e| kerr("watermarks", e))?.1;
+            if h == high {
+                break;
+            }
+            high = h;
+        }
+        let Some(rec) = kafka::read_last(&consumer, &topic, timeout).map_err(|e| kerr("reading the last record", e))? else {
+            return Ok(None);
+        };
+        let text = rec.header_str(HEADER_POS).ok_or_else(|| {
+            ProducerError::Resume(format!(
+                "the last record of {topic} (offset {}) has no {HEADER_POS} header: the topic holds records not written by continuum-producer; point the producer at its own topic",
+                rec.offset
+            ))
+        })?;
+        let pos: StreamPosition = text
+            .parse()
+            .map_err(|e| ProducerError::Resume(format!("the last record of {topic} (offset {}): {e}", rec.offset)))?;
+        Ok(Some((rec.offset, pos)))
+    })
+    .await
+    .expect("resume task")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Option<StreamPosition> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn decisions() {
+        assert!(matches!(from_last(None), Start::Snapshot { .. }));
+        assert!(matches!(from_last(p("snapshot:abc:1-1-5")), Start::Snapshot { .. }));
+        assert_eq!(from_last(p("at:1-1-5,2-2-1")), Start::At("1-1-5,2-2-1".parse().unwrap()));
+        assert_eq!(from_last(p("txn:1-1-6:4:last:1-1-5,2-2-1")), Start::At("1-1-6,2-2-1".parse().unwrap()));
+        assert_eq!(
+            from_last(p("txn:1-1-6:4:more:1-1-5")),
+            Start::Within { resume: "1-1-5".parse().unwrap(), gtid: Gtid::new(1, 1, 6), skip: 5 }
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The consistent snapshot, taken when the topic holds no position (or on `--resnapshot`).
+//!
+//! One `START TRANSACTION WITH CONSISTENT SNAPSHOT` (no global lock); its binlog position comes
+//! from `binlog_snapshot_file`/`binlog_snapshot_position` and becomes GTID position `P` through
+//! `BINLOG_GTID_POS`. The producer writes a START marker, every captured table's rows in
+//! primary-key order (keyset chunks of `snapshot_chunk_rows`) as snapshot reads, then an END
+//! marker, and streaming continues from exactly `P`: no gap, no overlap. Table shapes come from
+//! `information_schema` inside the snapshot transaction. A crash mid-snapshot leaves a START
+//! without END; the next run starts a new snapshot with a new id.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Params};
+
+use continuum_common::db::quote_ident;
+use continuum_schemas::{
+    BinlogPosition, ChangeEvent, GtidPosition, Op, SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema,
+};
+
+use crate::error::{DbContext, ProducerError};
+use crate::filter::TableFilter;
+use crate::lock::SourceLock;
+use crate::shape::{self, InfoColumn};
+use crate::sink::Sink;
+
+pub struct SnapshotSettings<'a> {
+    pub opts: Opts,
+    pub target: &'a str,
+    pub filter: &'a TableFilter,
+    pub chunk_rows: usize,
+    pub server_id: u32,
+}
+
+struct Planned {
+    shape: Arc<TableSchema>,
+    select: String,
+    estimate: u64,
+}
+
+fn new_snapshot_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:x}{:04x}", now.as_secs(), now.subsec_nanos(), std::process::id() & 0xffff)
+}
+
+async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estimate: u64) -> Result<Planned, ProducerError> {
+    type ColRow = (String, String, String, String, Option<u64>, Option<u64>, Option<u64>, Option<String>, Option<u64>);
+    let cols: Vec<ColRow> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, \
+             DATETIME_PRECISION, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .db(target)?;
+    let info: Vec<InfoColumn> = cols
+        .into_iter()
+        .map(|(name, data_type, column_type, nullable, p, s, dp, cs, ol)| InfoColumn {
+            name,
+            data_type: data_type.to_lowercase(),
+            column_type: column_type.to_lowercase(),
+            nullable: nullable == "YES",
+            numeric_precision: p,
+            numeric_scale: s,
+            datetime_precision: dp,
+            charset: cs,
+            octet_length: ol,
+        })
+        .collect();
+    let pk: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .db(target)?;
+    let shape = shape::from_information_schema(db, table, &info, &pk)?;
+    if shape.primary_key.is_empty() {
+        return Err(ProducerError::NoPrimaryKey { tables: shape.qualified_name() });
+    }
+    let exprs: Vec<String> = info
+        .iter()
+        .map(|c| {
+            let q = quote_ident(&c.name);
+            match c.data_type.as_str() {
+                // The binlog carries these as BINARY(n); read the same bytes.
+                "inet4" => format!("CAST({q} AS BINARY(4))"),
+                "inet6" | "uuid" => format!("CAST({q} AS BINARY(16))"),
+                _ => q,
+            }
+        })
+        .collect();
+    let select = format!("SELECT {} FROM {}.{}", exprs.join(", "), quote_ident(db), quote_ident(table));
+    Ok(Planned { shape: Arc::new(shape), select, estimate })
+}
+
+/// Takes the snapshot and returns the GTID position streaming continues from.
+pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &SourceLock) -> Result<GtidPosition, ProducerError> {
+    let target = s.target;
+    let mut conn = Conn::new(s.opts.clone()).await.db(target)?;
+    conn.query_drop("SET SESSION time_zone = '+00:00'").await.db(target)?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.db(target)?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.db(target)?;
+    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.db(target)?;
+    let get = |k: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let file = get("binlog_snapshot_file").unwrap_or_default();
+    let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(0);
+    if file.is_empty() {
+        return Err(ProducerError::Snapshot("binlog_snapshot_file is empty: is the binary log enabled?".into()));
+    }
+    let gtid: Option<Option<String>> = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos)).await.db(target)?;
+    let position: GtidPosition = gtid
+        .flatten()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| ProducerError::Snapshot(format!("BINLOG_GTID_POS({file}, {pos}): {e}")))?;
+
+    let tables: Vec<(String, String, Option<String>, Option<u64>)> = conn
+        .query("SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
+        .await
+        .db(target)?;
+    let captured: Vec<_> = tables.into_iter().filter(|(d, t, _, _)| s.filter.captures(d, t)).collect();
+    let not_innodb: Vec<String> = captured
+        .iter()
+        .filter(|(_, _, e, _)| !e.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")))
+        .map(|(d, t, e, _)| format!("{d}.{t} ({})", e.clone().unwrap_or_default()))
+        .collect();
+    if !not_innodb.is_empty() {
+        return Err(ProducerError::Snapshot(format!(
+            "captured tables are not InnoDB, so no consistent snapshot of them exists: {}. Convert them (ALTER TABLE ... ENGINE=InnoDB) or exclude them",
+            not_innodb.join(", ")
+        )));
+    }
+    let mut plans = Vec::with_capacity(captured.len());
+    for (d, t, _, rows) in &captured {
+        plans.push(plan_table(&mut conn, target, d, t, rows.unwrap_or(0)).await?);
+    }
+    let id = new_snapshot_id();
+    let total_estimate: u64 = plans.iter().map(|p| p.estimate).sum::<u64>().max(1);
+    tracing::info!(snapshot = %id, %position, tables = plans.len(), estimated_rows = total_estimate, "snapshot started");
+    let names: Vec<String> = plans.iter().map(|p| p.shape.qualified_name()).collect();
+    sink.send(&StreamRecord::Snapshot(SnapshotMarker {
+        snapshot_id: id.clone(),
+        phase: SnapshotPhase::Start,
+        server_id: s.server_id,
+        position: position.clone(),
+        tables: names,
+        ts_ms: continuum_common::observe::now_ms(),
+    }))
+    .await?;
+
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut done_rows: u64 = 0;
+    let now_ms = continuum_common::observe::now_ms();
+    let source = SourceInfo {
+        server_id: s.server_id,
+        gtid: None,
+        gtid_position: position.clone(),
+        resume_position: position.clone(),
+        binlog: BinlogPosition::new(file.clone(), pos),
+        commit_ts_ms: now_ms,
+        snapshot_id: Some(id.clone()),
+    };
+    for plan in &plans {
+        let t = &plan.shape;
+        let pk_cols: Vec<String> = t.primary_key.iter().map(|&i| quote_ident(&t.columns[i].name)).collect();
+        let order = pk_cols.join(", ");
+        let first = format!("{} ORDER BY {order} LIMIT {}", plan.select, s.chunk_rows);
+        let next = format!(
+            "{} WHERE ({order}) > ({}) ORDER BY {order} LIMIT {}",
+            plan.select,
+            vec!["?"; pk_cols.len()].join(", "),
+            s.chunk_rows
+        );
+        let mut after: Option<Vec<mysql_async::Value>> = None;
+        let mut table_rows: u64 = 0;
+        loop {
+            lock.check()?;
+            sink.check()?;
+            let rows: Vec<mysql_async::Row> = match &after {
+                None => conn.exec(first.as_str(), Params::Empty).await.db(target)?,
+                Some(k) => conn.exec(next.as_str(), Params::Positional(k.clone())).await.db(target)?,
+            };
+            let n = rows.len();
+            for row in rows {
+                let vals = row.unwrap();
+                let converted = (0..vals.len())
+                    .map(|i| shape::convert(t, i, &vals[i], false).map_err(ProducerError::from))
+                    .collect::<Result<Vec<_>, _>>()?;
+                after = Some(t.primary_key.iter().map(|&i| vals[i].clone()).collect());
+                sink.send(&StreamRecord::Change(ChangeEvent {
+                    op: Op::Read,
+                    table: t.clone(),
+                    before: None,
+                    after: Some(converted),
+                    source: source.clone(),
+                    tx: None,
+                }))
+                .await?;
+            }
+            table_rows += n as u64;
+            done_rows += n as u64;
+            counter!("continuum_producer_snapshot_rows_total", "table" => t.qualified_name()).increment(n as u64);
+            let pct = (done_rows as f64 / total_estimate as f64 * 100.0).min(99.9);
+            gauge!("continuum_producer_snapshot_progress_percent").set(pct);
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(snapshot = %id, table = %t.qualified_name(), table_rows, rows = done_rows, rows_per_sec = rate as u64, percent = format!("{pct:.1}"), "snapshot progress");
+                last_report = Instant::now();
+            }
+            if n < s.chunk_rows {
+                break;
+            }
+        }
+        tracing::info!(snapshot = %id, table = %t.qualified_name(), rows = table_rows, "snapshot of table done");
+    }
+    conn.query_drop("COMMIT").await.db(target)?;
+    sink.send(&StreamRecord::Snapshot(SnapshotMarker {
+        snapshot_id: id.clone(),
+        phase: SnapshotPhase::End,
+        server_id: s.server_id,
+        position: position.clone(),
+        tables: Vec::new(),
+        ts_ms: continuum_common::observe::now_ms(),
+    }))
+    .await?;
+    gauge!("continuum_producer_snapshot_progress_percent").set(100.0);
+    let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+    tracing::info!(snapshot = %id, rows = done_rows, rows_per_sec = rate as u64, seconds = started.elapsed().as_secs_f64(), %position, "snapshot finished");
+    Ok(position)
+}
