@@ -13,14 +13,22 @@ TANSU_ROOT     := $(TOOLS_ROOT)/tansu-$(TANSU_VERSION)
 RIVVEN_ROOT    := $(TOOLS_ROOT)/rivven-schema-$(RIVVEN_VERSION)
 TANSU          := $(TANSU_ROOT)/bin/tansu
 RIVVEN         := $(RIVVEN_ROOT)/bin/rivven-schema
-export PATH    := $(TANSU_ROOT)/bin:$(RIVVEN_ROOT)/bin:$(PATH)
+# scripts/stack.sh starts exactly these binaries (and records them in .stack/env).
+export TANSU_BIN         := $(TANSU)
+export RIVVEN_SCHEMA_BIN := $(RIVVEN)
 
 # Debian packages the build and the stack need: the MariaDB server and client, and the headers
 # rdkafka (bundled librdkafka) and mysql_async link against.
-APT_PACKAGES := mariadb-server mariadb-client libssl-dev zlib1g-dev pkg-config curl build-essential
+APT_PACKAGES := mariadb-server mariadb-client libssl-dev zlib1g-dev pkg-config curl build-essential \
+                python3 iproute2
 STACK := scripts/stack.sh
 
-.PHONY: help deps tools build up down clean status test test-unit test-stack fmt lint
+# Where the stack keeps everything (data, logs, PID files, env); scripts/stack.sh uses the same.
+export STACK_DIR ?= $(CURDIR)/.stack
+# Every cargo command uses the dev profile, so nothing is built twice.
+WITH_ENV := source $(STACK_DIR)/env &&
+
+.PHONY: help deps tools build up down clean status test test-unit test-suites peek fmt lint
 
 help:
 	@echo "make up      start the local two-site stack (.stack/), waiting until healthy"
@@ -29,6 +37,8 @@ help:
 	@echo "make status  show what is running"
 	@echo "make test    bring the stack up, then run every test CI runs"
 	@echo "make build   build the workspace"
+	@echo "make peek TOPIC=sf.cdc [SITE=sf|eu] [FROM=offset|-n] [COUNT=20]"
+	@echo "            print a topic's records, decoded (COUNT=0: to the end)"
 
 # Installs only what is missing; a no-op on a machine that has everything.
 deps:
@@ -52,7 +62,7 @@ $(RIVVEN):
 tools: deps $(TANSU) $(RIVVEN)
 
 build: deps
-	cargo build --workspace --release
+	cargo build --workspace
 
 up: tools
 	@$(STACK) up
@@ -66,17 +76,26 @@ clean:
 status:
 	@$(STACK) status
 
-# Unit tests need no servers; the suites need the stack. Suites that restart servers run one
-# at a time, after the others, so they never pull a server out from under another test.
+# Unit tests first (the schemas and common crates' integration tests only need the registry),
+# then the suites against the stack.
 test: up
-	cargo build --workspace --release --all-targets
-	$(MAKE) --no-print-directory test-unit test-stack
+	$(MAKE) --no-print-directory test-unit test-suites
 
 test-unit:
-	cargo test --workspace --release --lib --bins
+	$(WITH_ENV) cargo test --workspace --lib --bins
+	$(WITH_ENV) cargo test -p continuum-schemas -p continuum-common
 
-test-stack:
-	source .stack/env && cargo test --release -p continuum-tests --test stack -- --test-threads=1
+# One line per suite. Suites that restart servers (stack) come last and run one test at a time,
+# so they never pull a server out from under another test.
+test-suites:
+	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
+
+# Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).
+peek:
+	@[[ -n "$(TOPIC)" ]] || { echo "usage: make peek TOPIC=sf.cdc [SITE=sf|eu] [FROM=offset|-n] [COUNT=20]" >&2; exit 2; }
+	@[[ -f $(STACK_DIR)/env ]] || { echo "no $(STACK_DIR)/env: run 'make up' first" >&2; exit 1; }
+	@$(WITH_ENV) cargo run -q -p continuum-tests --bin peek -- --topic '$(TOPIC)' --site '$(or $(SITE),sf)' \
+	  $(if $(FROM),--from '$(FROM)') --count '$(or $(COUNT),20)'
 
 fmt:
 	cargo fmt --all

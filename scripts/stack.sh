@@ -25,10 +25,14 @@ SF_BROKER_PORT=${SF_BROKER_PORT:-19092}
 EU_BROKER_PORT=${EU_BROKER_PORT:-29092}
 SF_REGISTRY_PORT=${SF_REGISTRY_PORT:-18081}
 EU_REGISTRY_PORT=${EU_REGISTRY_PORT:-28081}
-# Storage engine of the local brokers. sqlite is durable (survives kill -9); memory is faster and is
-# what `make bench` may choose, saying so in its report.
+# Storage engine of the local brokers. sqlite is durable (survives kill -9). memory is faster but,
+# in tansu 0.6.0, wrong as soon as a batch holds several records (high watermark, fetch from an
+# offset inside a batch, time lookups); see README.md before choosing it.
 BROKER_STORAGE=${BROKER_STORAGE:-sqlite}
 CONTINUUM_DB_USER=${CONTINUUM_DB_USER:-continuum}
+# The broker and registry binaries: the Makefile passes its pinned builds; otherwise PATH.
+TANSU_BIN=${TANSU_BIN:-$(command -v tansu || true)}
+RIVVEN_SCHEMA_BIN=${RIVVEN_SCHEMA_BIN:-$(command -v rivven-schema || true)}
 
 PARTS=(sf-db eu-db sf-broker eu-broker sf-registry eu-registry)
 
@@ -81,6 +85,8 @@ spawn() {
   mkdir -p "$STACK_DIR/pids" "$STACK_DIR/logs"
   (cd "$dir" && exec setsid "$@" >>"$STACK_DIR/logs/$part.log" 2>&1 </dev/null) &
   echo $! >"$(pidfile "$part")"
+  # Not this shell's job any more: no "Killed" notice when it is stopped from here.
+  disown $!
 }
 
 wait_until() {
@@ -167,7 +173,10 @@ db_ping() { db_root "$1" -e 'SELECT 1' >/dev/null 2>&1; }
 db_provision() {
   local part=$1 pw
   pw=$(db_password)
+  # Logins are each server's own business: keep them out of the binlog (and out of the GTID
+  # sequence a replica or a test follows).
   db_root "$part" <<EOF
+SET SESSION sql_log_bin=0;
 CREATE USER IF NOT EXISTS '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
@@ -202,6 +211,8 @@ stop_db() {
 # ---------------------------------------------------------------------------------------------
 # Broker and registry
 
+STATE=$ROOT/scripts/registry-state.py
+
 start_broker() {
   local part=$1 port dir
   port=$(port_of "$part")
@@ -209,30 +220,95 @@ start_broker() {
   mkdir -p "$dir"
   local storage
   case $BROKER_STORAGE in
+    # tansu resolves sqlite://NAME against its working directory: .stack/<part>/<part>.db
     sqlite) storage="sqlite://$part.db" ;;
-    memory) storage="memory://tansu/" ;;
+    memory)
+      storage="memory://tansu/"
+      log "warning: $part: memory storage keeps nothing across a restart, and tansu 0.6.0 answers watermarks, fetches inside a batch and time lookups wrongly with it (README.md, caveats)"
+      ;;
     *) die "BROKER_STORAGE must be sqlite or memory, not '$BROKER_STORAGE'" ;;
   esac
-  need tansu
-  spawn "$part" "$dir" "$(command -v tansu)" broker \
+  [[ -x $TANSU_BIN ]] || die "tansu not found (TANSU_BIN='$TANSU_BIN'); run 'make tools', which installs the pinned version"
+  echo "$BROKER_STORAGE" >"$dir/storage"
+  # tansu also reads settings from the environment (SCHEMA_REGISTRY would make it validate
+  # records against its own schema store): start it with only what is given here.
+  spawn "$part" "$dir" env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT -u CLUSTER_ID \
+    -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE NO_COLOR=1 \
+    "$TANSU_BIN" broker \
     --kafka-cluster-id "continuum-$(site_of "$part")" \
     --kafka-listener-url "tcp://127.0.0.1:$port" \
     --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage"
-  wait_until "its Kafka port $port" 60 "$part" port_open "$port"
+  wait_until "Kafka metadata on port $port" 60 "$part" broker_ok "$port"
 }
 
+# Healthy means it answers a Kafka Metadata request, not merely that the port accepts.
+broker_ok() { python3 "$STATE" broker-topics "127.0.0.1:$1" >/dev/null 2>&1; }
+
+# The registry (rivven-schema) keeps schemas in memory only and numbers ids from 1 after a
+# restart, while the broker keeps records that carry the old ids. So a graceful stop dumps the
+# registry to .stack/<part>/schemas.json and the next start replays it, checking that every id
+# comes back the same. A registry that lost its schemas (killed, no dump) next to a broker that
+# holds topics refuses to start: those records could decode with the wrong schema.
 start_registry() {
-  local part=$1 port dir
+  local part=$1 port dir dump broker topics
   port=$(port_of "$part")
   dir=$STACK_DIR/$part
+  dump=$dir/schemas.json
+  broker=$(site_of "$part")-broker
   mkdir -p "$dir"
-  need rivven-schema
-  spawn "$part" "$dir" "$(command -v rivven-schema)" serve --host 127.0.0.1 --port "$port"
+  [[ -x $RIVVEN_SCHEMA_BIN ]] || die "rivven-schema not found (RIVVEN_SCHEMA_BIN='$RIVVEN_SCHEMA_BIN'); run 'make tools', which installs the pinned version"
+  need python3
+  if [[ ! -f $dump ]]; then
+    [[ -n $(running_pid "$broker") ]] ||
+      die "$part: start $broker first; with no schema dump the registry must check that the broker holds no data"
+    topics=$(python3 "$STATE" broker-topics "127.0.0.1:$(port_of "$broker")") ||
+      die "$part: could not list the topics of $broker"
+    if [[ -n $topics ]]; then
+      local n
+      n=$(wc -l <<<"$topics")
+      die "$part: refusing to start an empty registry. It was not stopped with 'scripts/stack.sh stop $part' or 'make down' (killed?), so there is no schema dump ($dump), and $broker holds $n topic(s) ($(head -n 3 <<<"$topics" | paste -sd, -)$( ((n > 3)) && echo ', ...')) whose records name schema ids this registry no longer has. A fresh registry would hand those ids to new schemas, and old records would decode with the wrong schema. 'make clean' deletes the whole stack (.stack/) and starts over."
+    fi
+  fi
+  spawn "$part" "$dir" env NO_COLOR=1 "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$port"
   wait_until "its REST API on $port" 60 "$part" registry_ok "$port"
+  if [[ -f $dump ]]; then
+    if ! python3 "$STATE" restore "http://127.0.0.1:$port" "$dump" >>"$STACK_DIR/logs/$part.log" 2>&1; then
+      # Never leave a half-restored registry serving, and never dump it over the good dump.
+      local pid
+      pid=$(running_pid "$part")
+      [[ -z $pid ]] || kill -KILL "$pid"
+      rm -f "$(pidfile "$part")"
+      tail -n 25 "$STACK_DIR/logs/$part.log" >&2 || true
+      die "$part: restoring $dump failed (see above and $STACK_DIR/logs/$part.log); the registry is stopped and the dump kept. 'make clean' starts over."
+    fi
+    tail -n 1 "$STACK_DIR/logs/$part.log" | sed "s/^/[stack] $part: /" >&2
+    # From now on the live registry is the truth; a later kill -9 must not find this dump and
+    # replay a state older than the records written meanwhile.
+    mv "$dump" "$dir/schemas.restored.json"
+  fi
 }
 
 registry_ok() { curl -fsS "http://127.0.0.1:$1/subjects" >/dev/null 2>&1; }
+
+stop_registry() {
+  local part=$1 pid dir
+  pid=$(running_pid "$part")
+  [[ -n $pid ]] || return 0
+  dir=$STACK_DIR/$part
+  mkdir -p "$dir"
+  if [[ -n ${NO_DUMP:-} ]]; then # `clean`: everything is about to be deleted anyway
+    kill -TERM "$pid"
+    wait_gone "$part" "$pid" 30
+    return 0
+  fi
+  if ! python3 "$STATE" dump "http://127.0.0.1:$(port_of "$part")" "$dir/schemas.json" 2>&1 |
+    sed "s/^/[stack] $part: /" >&2; then
+    die "$part: could not dump its schemas, so it is left running (stopping it would lose them); see the message above"
+  fi
+  kill -TERM "$pid"
+  wait_gone "$part" "$pid" 30
+}
 
 stop_plain() {
   local part=$1 pid
@@ -258,18 +334,38 @@ wait_gone() {
 # ---------------------------------------------------------------------------------------------
 
 start_part() {
-  local part=$1
-  if [[ -n $(running_pid "$part") ]]; then return 0; fi
-  local port
+  local part=$1 port pid
   port=$(port_of "$part")
-  if port_open "$port"; then
-    die "$part: port $port is in use by a process this stack did not start; stop it or set $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT"
+  pid=$(running_pid "$part")
+  if [[ -n $pid ]]; then
+    # Already ours and running: only make sure it is healthy.
+    wait_until "health" 60 "$part" healthy "$part"
+    return 0
   fi
+  port_free "$part" || exit 1
   log "starting $part on 127.0.0.1:$port"
   case $part in
     *-db) start_db "$part" ;;
     *-broker) start_broker "$part" ;;
     *-registry) start_registry "$part" ;;
+  esac
+}
+
+# Whether a stopped part's port is free; if not, says who holds it and what to do.
+port_free() {
+  local part=$1 port holder
+  port=$(port_of "$part")
+  port_open "$port" || return 0
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -n 1 || true)
+  log "error: $part: port $port is in use by a process this stack did not start${holder:+ ($holder)}; stop it, or move this part with $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT=..."
+  return 1
+}
+
+healthy() {
+  case $1 in
+    *-db) db_ping "$1" ;;
+    *-broker) broker_ok "$(port_of "$1")" ;;
+    *-registry) registry_ok "$(port_of "$1")" ;;
   esac
 }
 
@@ -280,6 +376,7 @@ kind_var() {
 stop_part() {
   case $1 in
     *-db) stop_db "$1" ;;
+    *-registry) stop_registry "$1" ;;
     *) stop_plain "$1" ;;
   esac
 }
@@ -310,6 +407,11 @@ export SF_DB_SOCKET='$(db_socket sf-db)' EU_DB_SOCKET='$(db_socket eu-db)'
 export SF_BROKERS='127.0.0.1:$SF_BROKER_PORT' EU_BROKERS='127.0.0.1:$EU_BROKER_PORT'
 export SF_REGISTRY='http://127.0.0.1:$SF_REGISTRY_PORT' EU_REGISTRY='http://127.0.0.1:$EU_REGISTRY_PORT'
 export BROKER_STORAGE='$BROKER_STORAGE'
+# What scripts/stack.sh needs to start or stop one part with these same settings.
+export SF_BROKER_PORT='$SF_BROKER_PORT' EU_BROKER_PORT='$EU_BROKER_PORT'
+export SF_REGISTRY_PORT='$SF_REGISTRY_PORT' EU_REGISTRY_PORT='$EU_REGISTRY_PORT'
+export CONTINUUM_DB_USER='$CONTINUUM_DB_USER'
+export TANSU_BIN='$TANSU_BIN' RIVVEN_SCHEMA_BIN='$RIVVEN_SCHEMA_BIN'
 EOF
   chmod 600 "$tmp"
   mv "$tmp" "$STACK_DIR/env"
@@ -337,6 +439,12 @@ cmd=${1:-}
 case $cmd in
   up)
     mkdir -p "$STACK_DIR"
+    # Check every port first, so a clash stops `up` before it starts anything.
+    clash=0
+    for part in "${PARTS[@]}"; do
+      [[ -n $(running_pid "$part") ]] || port_free "$part" || clash=1
+    done
+    ((clash == 0)) || die "nothing was started"
     for part in "${PARTS[@]}"; do start_part "$part"; done
     write_env
     status
@@ -345,7 +453,7 @@ case $cmd in
     for part in sf-registry eu-registry sf-broker eu-broker sf-db eu-db; do stop_part "$part"; done
     ;;
   clean)
-    "$0" down
+    NO_DUMP=1 "$0" down
     rm -rf "$STACK_DIR"
     ;;
   status) status ;;

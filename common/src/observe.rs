@@ -21,7 +21,11 @@ pub fn init_logging(cfg: &LogConfig) {
         eprintln!("invalid log filter '{}': {e}; using 'info'", cfg.filter);
         EnvFilter::new("info")
     });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cfg.format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().flatten_event(true).with_current_span(false).try_init(),

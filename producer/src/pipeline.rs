@@ -224,7 +224,6 @@ impl Producer {
                 biased;
                 _ = lost.changed() => return lock.check(),
                 _ = shutdown.changed() => continue,
-                r = reader.next(&mut events) => r?,
                 _ = tick.tick() => {
                     sink.check()?;
                     let lag = match caught_up_at {
@@ -244,6 +243,7 @@ impl Producer {
                     }
                     continue;
                 }
+                r = reader.next(&mut events) => r?,
             }
             for ev in events.drain(..) {
                 match ev {

@@ -54,11 +54,11 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
     let (log_bin, format, image, metadata, server_id, compress, checksum) =
         row.ok_or_else(|| ProducerError::Binlog("the server returned no settings".into()))?;
     let restart = "set it in the server's configuration ([mariadbd] section) and restart the server";
-    expect("log_bin", if log_bin == "1" { "ON" } else { "OFF" }, "ON", &format!("enable the binary log (log_bin): {restart}"))?;
+    expect("log_bin", if log_bin == "1" || log_bin.eq_ignore_ascii_case("ON") { "ON" } else { "OFF" }, "ON", &format!("enable the binary log (log_bin): {restart}"))?;
     expect("binlog_format", &format, "ROW", "SET GLOBAL binlog_format=ROW (and in the server config)")?;
     expect("binlog_row_image", &image, "FULL", "SET GLOBAL binlog_row_image=FULL (and in the server config)")?;
     expect("binlog_row_metadata", &metadata, "FULL", "SET GLOBAL binlog_row_metadata=FULL (and in the server config)")?;
-    expect("log_bin_compress", if compress == "1" { "ON" } else { "OFF" }, "OFF", "SET GLOBAL log_bin_compress=OFF")?;
+    expect("log_bin_compress", if compress == "1" || compress.eq_ignore_ascii_case("ON") { "ON" } else { "OFF" }, "OFF", "SET GLOBAL log_bin_compress=OFF")?;
 
     // Privileges.
     let granted: Vec<String> = conn
@@ -135,10 +135,15 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
         }
     }
 
-    let collations: Vec<(u32, String)> = conn
+    let collations: Vec<(Option<u32>, Option<String>)> = conn
         .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
         .await
         .db(target)?;
-    let charsets = Charsets(collations.into_iter().map(|(id, cs)| (id as u16, cs)).collect());
+    let charsets = Charsets(
+        collations
+            .into_iter()
+            .filter_map(|(id, cs)| Some((u16::try_from(id?).ok()?, cs?)))
+            .collect(),
+    );
     Ok(SourceFacts { server_id, crc32: checksum.eq_ignore_ascii_case("CRC32"), charsets })
 }

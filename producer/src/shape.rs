@@ -392,11 +392,15 @@ fn int_value(ty: &ColumnType, v: &MyValue) -> Option<Value> {
         (MyValue::UInt(u), IntWidth::Big, true) => Some(Value::UInt(*u)),
         (MyValue::Int(i), IntWidth::Big, true) => Some(Value::UInt(*i as u64)),
         (MyValue::Int(i), w, u) => {
-            // Narrow unsigned columns may arrive sign-extended from the binlog's raw width.
             let (lo, hi) = w.range(u);
             let mut x = *i as i128;
             if u && x < 0 {
+                // A narrow unsigned column that arrived sign-extended.
                 x += hi + 1;
+            } else if !u && x > hi && x <= 2 * hi + 1 {
+                // mysql_common reads a signed MEDIUMINT from the binlog without sign extension
+                // (0x800000 comes back as 8388608): restore the two's complement.
+                x -= 2 * (hi + 1);
             }
             (lo..=hi).contains(&x).then_some(Value::Int(x as i64))
         }
@@ -572,6 +576,10 @@ mod tests {
         let u8c = ColumnType::Integer { width: IntWidth::Tiny, unsigned: true };
         assert_eq!(convert(&t(u8c.clone()), 0, &MyValue::Int(-1), true).unwrap(), Value::Int(255));
         assert_eq!(convert(&t(u8c), 0, &MyValue::UInt(255), false).unwrap(), Value::Int(255));
+        let i24 = ColumnType::Integer { width: IntWidth::Medium, unsigned: false };
+        assert_eq!(convert(&t(i24.clone()), 0, &MyValue::Int(8_388_608), true).unwrap(), Value::Int(-8_388_608));
+        assert_eq!(convert(&t(i24.clone()), 0, &MyValue::Int(16_777_215), true).unwrap(), Value::Int(-1));
+        assert_eq!(convert(&t(i24), 0, &MyValue::Int(8_388_607), true).unwrap(), Value::Int(8_388_607));
         let u64c = ColumnType::Integer { width: IntWidth::Big, unsigned: true };
         assert_eq!(convert(&t(u64c), 0, &MyValue::Int(-1), true).unwrap(), Value::UInt(u64::MAX));
         assert_eq!(

@@ -1,0 +1,219 @@
+//! Every preflight refusal and the purged-binlog error, against real servers. Some of these
+//! change global settings of the SF server or purge its binlogs, so this suite runs on its own
+//! (see the Makefile), one test at a time.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::*;
+
+async fn with_global<F>(setting: &str, value: &str, f: F)
+where
+    F: FnOnce() -> (),
+{
+    let mut c = admin().await;
+    let old: String = c.query_first(format!("SELECT @@GLOBAL.{setting}")).await.unwrap().unwrap();
+    c.query_drop(format!("SET GLOBAL {setting} = '{value}'")).await.unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    c.query_drop(format!("SET GLOBAL {setting} = '{old}'")).await.unwrap();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
+    for (setting, bad, expected) in [
+        ("binlog_format", "STATEMENT", "preflight: binlog_format is STATEMENT, expected ROW"),
+        ("binlog_row_image", "MINIMAL", "preflight: binlog_row_image is MINIMAL, expected FULL"),
+        ("binlog_row_metadata", "MINIMAL", "preflight: binlog_row_metadata is MINIMAL, expected FULL"),
+    ] {
+        let p = TestPipeline::new("pf_set");
+        admin().await.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+        with_global(setting, bad, || {
+            let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+            assert!(!ok, "{setting}={bad} must stop the producer");
+            assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
+            assert!(log.contains("SET GLOBAL"), "the message says how to fix it:\n{log}");
+        })
+        .await;
+        cleanup(&p.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_privileges_are_named() {
+    let p = TestPipeline::new("pf_priv");
+    let mut c = admin().await;
+    let user = format!("np{}", &p.db[p.db.len() - 8..]);
+    c.query_drop(format!("CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'")).await.unwrap();
+    c.query_drop(format!("GRANT SELECT, REPLICATION SLAVE ON *.* TO '{user}'@'127.0.0.1'")).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
+        .args(["--config", p.config.to_str().unwrap(), "--db-user", &user])
+        .env("CONTINUUM_DB_PASSWORD", "pw")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = wait_exit(&mut child);
+    c.query_drop(format!("DROP USER '{user}'@'127.0.0.1'")).await.unwrap();
+    assert!(out.contains("missing BINLOG MONITOR"), "{out}");
+    assert!(out.contains("REPLICATION MASTER ADMIN"), "{out}");
+    assert!(!out.contains("missing REPLICATION SLAVE"), "granted privileges are not reported: {out}");
+    cleanup(&p.dir);
+}
+
+fn wait_exit(child: &mut Child) -> String {
+    use std::io::Read;
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            let mut s = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the producer did not exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_a_primary_key_are_listed() {
+    let p = TestPipeline::new("pf_nopk");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {}.keyed (id INT PRIMARY KEY)", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {}.loose (a INT, b INT)", p.db)).await.unwrap();
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(!ok);
+    assert!(log.contains(&format!("tables without a primary key are captured: {}.loose", p.db)), "{log}");
+    assert!(!log.contains("keyed"), "{log}");
+    cleanup(&p.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clashing_server_id_is_refused() {
+    let a = TestPipeline::new("pf_sid_a");
+    let b = TestPipeline::new("pf_sid_b");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", a.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", b.db)).await.unwrap();
+    let _running = a.spawn(&[]);
+    let s = stack();
+    // Wait until A is registered as a replica.
+    wait_for("producer A to register as a replica", Duration::from_secs(60), || async {
+        let mut c = admin().await;
+        let hosts: Vec<mysql_async::Row> = c.query("SHOW SLAVE HOSTS").await.unwrap();
+        hosts.iter().any(|r| r.get::<u32, _>("Server_id") == Some(a.server_id)).then_some(())
+    })
+    .await;
+    let _ = s;
+    let (ok, log) = b.run_to_exit(&["--server-id", &a.server_id.to_string()], Duration::from_secs(60));
+    assert!(!ok);
+    assert!(log.contains(&format!("preflight: producer.server_id is {}, already registered by a replica", a.server_id)), "{log}");
+    // The source's own id is refused too.
+    let (ok, log) = b.run_to_exit(&["--server-id", "1"], Duration::from_secs(60));
+    assert!(!ok);
+    assert!(log.contains("a replica id different from the source's own server_id 1"), "{log}");
+    cleanup(&a.dir);
+    cleanup(&b.dir);
+}
+
+/// A position the source has purged stops the producer with the way on: --resnapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_position_is_fatal_and_names_resnapshot() {
+    let p = TestPipeline::new("pf_purge");
+    let s = stack();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    // The topic claims a position far in the past of domain 1.
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &s.brokers).create().unwrap();
+    let headers = rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header { key: "continuum.kind", value: Some("heartbeat") })
+        .insert(rdkafka::message::Header { key: "continuum.pos", value: Some("at:1-1-1") });
+    producer
+        .send(BaseRecord::<(), [u8]>::to(&p.topic).partition(0).payload(&[0u8, 0, 0, 0, 1][..]).headers(headers))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // Rotate and purge every earlier binlog, so 1-1-1's file is gone.
+    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let current: String = c.query_first("SHOW MASTER STATUS").await.unwrap().map(|r: mysql_async::Row| r.get(0).unwrap()).unwrap();
+    c.query_drop(format!("PURGE BINARY LOGS TO '{current}'")).await.unwrap();
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(!ok);
+    assert!(log.contains("is no longer on the source (error 1236"), "{log}");
+    assert!(log.contains("--resnapshot"), "{log}");
+    // And --resnapshot is indeed the way on.
+    let mut prod = p.spawn(&["--resnapshot"]);
+    wait_for("a fresh snapshot", Duration::from_secs(60), || async {
+        read_topic(&s.brokers, &p.topic).iter().any(|r| r.header_str("continuum.kind") == Some("snapshot")).then_some(())
+    })
+    .await;
+    prod.kill9();
+    cleanup(&p.dir);
+}
+
+/// A server without a binary log is refused: a throwaway mariadbd with --skip-log-bin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_binary_log_is_refused() {
+    let dir = std::env::temp_dir().join(unique("nobinlog"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let ok = Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            &format!("--user={}", whoami()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mariadb-install-db failed");
+    let port = free_port();
+    let mut server = Command::new("mariadbd")
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            &format!("--socket={}/s.sock", dir.display()),
+            &format!("--port={port}"),
+            "--bind-address=127.0.0.1",
+            "--skip-log-bin",
+            "--skip-name-resolve",
+            &format!("--user={}", whoami()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false);
+    wait_for("the throwaway server", Duration::from_secs(60), || {
+        let o = opts.clone();
+        async move { mysql_async::Conn::new(o).await.ok().map(|_| ()) }
+    })
+    .await;
+    let p = TestPipeline::new("pf_nobin");
+    let (ok, log) = p.run_to_exit(&["--db-port", &port.to_string(), "--db-user", "root"], Duration::from_secs(60));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok);
+    assert!(log.contains("preflight: log_bin is OFF, expected ON"), "{log}");
+    cleanup(&p.dir);
+}
+
+fn whoami() -> String {
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,272 @@
+//! Helpers for the producer suites: the local stack's addresses (from `.stack/env`), a config
+//! file per test, the producer binary as a child process, and reading a topic back.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use continuum_common::kafka::FetchedRecord;
+use mysql_async::prelude::Queryable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make test`, or `make up` and `. .stack/env` first"))
+}
+
+pub struct Stack {
+    pub db_host: String,
+    pub db_port: u16,
+    pub db_user: String,
+    pub db_password: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub brokers: String,
+    pub registry: String,
+    pub eu_brokers: String,
+    pub eu_registry: String,
+}
+
+pub fn stack() -> Stack {
+    Stack {
+        db_host: var("SF_DB_HOST"),
+        db_port: var("SF_DB_PORT").parse().unwrap(),
+        db_user: var("SF_DB_USER"),
+        db_password: var("SF_DB_PASSWORD"),
+        admin_user: var("SF_DB_ADMIN_USER"),
+        admin_password: std::env::var("SF_DB_ADMIN_PASSWORD").unwrap_or_default(),
+        brokers: var("SF_BROKERS"),
+        registry: var("SF_REGISTRY"),
+        eu_brokers: var("EU_BROKERS"),
+        eu_registry: var("EU_REGISTRY"),
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}", n % 10_000_000_000)
+}
+
+/// A replica server id no concurrently running test uses.
+pub fn server_id() -> u32 {
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u32;
+    10_000 + (n % 1_000_000_000)
+}
+
+pub async fn admin() -> mysql_async::Conn {
+    let s = stack();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(s.db_host)
+        .tcp_port(s.db_port)
+        .user(Some(s.admin_user))
+        .pass(Some(s.admin_password))
+        .prefer_socket(false);
+    let mut c = mysql_async::Conn::new(opts).await.expect("admin connection to SF");
+    c.query_drop("SET NAMES utf8mb4").await.unwrap();
+    c
+}
+
+pub struct TestPipeline {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub db: String,
+    pub topic: String,
+    pub server_id: u32,
+}
+
+impl TestPipeline {
+    /// A config capturing `db.*` into `topic`.
+    pub fn new(name: &str) -> TestPipeline {
+        let s = stack();
+        let db = unique(name);
+        let topic = format!("test.{db}");
+        let dir = std::env::temp_dir().join(format!("continuum-test-{db}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server_id = server_id();
+        let config = dir.join("site.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"site = "sf"
+[database]
+host = "{}"
+port = {}
+user = "{}"
+[sites.sf]
+brokers = "{}"
+topic = "{topic}"
+registry = {{ url = "{}" }}
+[sites.eu]
+brokers = "{}"
+registry = {{ url = "{}" }}
+[producer]
+server_id = {server_id}
+include = ["{db}.*"]
+heartbeat_interval = "300ms"
+metrics_listen = "127.0.0.1:0"
+max_retry_delay = "1s"
+[log]
+filter = "info,continuum_producer=debug"
+"#,
+                s.db_host, s.db_port, s.db_user, s.brokers, s.registry, s.eu_brokers, s.eu_registry
+            ),
+        )
+        .unwrap();
+        TestPipeline { dir, config, db, topic, server_id }
+    }
+
+    pub fn spawn(&self, extra: &[&str]) -> ProducerProc {
+        self.spawn_logged(extra, "producer")
+    }
+
+    pub fn spawn_logged(&self, extra: &[&str], log_name: &str) -> ProducerProc {
+        let log = self.dir.join(format!("{log_name}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(extra)
+            .env("CONTINUUM_DB_PASSWORD", stack().db_password)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn continuum-producer");
+        ProducerProc { child, log }
+    }
+
+    /// Runs the producer to completion (for errors that stop it) and returns (success, log).
+    pub fn run_to_exit(&self, extra: &[&str], timeout: Duration) -> (bool, String) {
+        let mut p = self.spawn_logged(extra, &unique("run"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                return (status.success(), std::fs::read_to_string(&p.log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                p.kill9();
+                panic!("producer did not exit within {timeout:?}; log:\n{}", std::fs::read_to_string(&p.log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub struct ProducerProc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl ProducerProc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for ProducerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn consumer(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "continuum-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "104857600")
+        .set("receive.message.max.bytes", "209715200")
+        .create()
+        .expect("consumer")
+}
+
+/// Every record of partition 0, from the start to the current end.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<FetchedRecord> {
+    let c = consumer(brokers);
+    let (low, high) = match c.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+        Ok(w) => w,
+        Err(_) => return Vec::new(),
+    };
+    if high <= low {
+        return Vec::new();
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low)).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::with_capacity((high - low) as usize);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while out.last().map_or(low - 1, |r: &FetchedRecord| r.offset) < high - 1 {
+        assert!(Instant::now() < deadline, "reading {topic} timed out at {} of {high}", out.len());
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push(FetchedRecord::from_message(&m)),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Polls `f` until it returns `Some`, for at most `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `continuum.pos` header of a record.
+pub fn pos(r: &FetchedRecord) -> continuum_schemas::StreamPosition {
+    r.header_str("continuum.pos").expect("continuum.pos header").parse().unwrap()
+}
+
+/// The SF server's current GTID position.
+pub async fn gtid_binlog_pos(c: &mut mysql_async::Conn) -> continuum_schemas::GtidPosition {
+    let p: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    p.parse().unwrap()
+}
+
+/// Waits until the topic holds a heartbeat or snapshot end covering `target`.
+pub async fn wait_caught_up(brokers: &str, topic: &str, target: &continuum_schemas::GtidPosition, timeout: Duration) {
+    let (b, t, target) = (brokers.to_owned(), topic.to_owned(), target.clone());
+    wait_for(&format!("{topic} to reach {target}"), timeout, || {
+        let (b, t, target) = (b.clone(), t.clone(), target.clone());
+        async move {
+            let c = consumer(&b);
+            let (_, high) = c.fetch_watermarks(&t, 0, Duration::from_secs(5)).ok()?;
+            if high == 0 {
+                return None;
+            }
+            let rec = continuum_common::kafka::read_at(&c, &t, high - 1, Duration::from_secs(5)).ok()??;
+            let p = pos(&rec);
+            let after = p.after()?;
+            // The domains we wrote in must be covered.
+            target.iter().filter(|g| g.domain == 1).all(|g| after.contains(g)).then_some(())
+        }
+    })
+    .await
+}
+
+pub fn cleanup(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
