@@ -44,6 +44,14 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
 
+# Alive means the process exists and is not a zombie (a zombie has exited; only its parent,
+# possibly not us, can reap it).
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 # The PID of a running part, or nothing. A stale PID file (process gone, or the PID reused by some
 # other program) counts as not running.
 running_pid() {
@@ -240,6 +248,23 @@ start_broker() {
     --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage"
   wait_until "Kafka metadata on port $port" 60 "$part" broker_ok "$port"
+  if [[ $BROKER_STORAGE == sqlite ]]; then
+    index_headers "$dir/$part.db" || die "$part: could not index the header table of $dir/$part.db"
+  fi
+}
+
+# tansu 0.6.0's sqlite schema has no index on header(topition, offset_id), and every fetched
+# record looks its headers up by those columns: each fetch scans the whole header table, so
+# reads slow down with every record ever written (20k records took minutes to read back once
+# the table held 480k headers). The index makes the lookup a seek. tansu creates its tables
+# with IF NOT EXISTS and leaves the index alone. tests/tests/stack.rs checks it is in place.
+index_headers() {
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=60)
+c.execute("CREATE INDEX IF NOT EXISTS continuum_header_topition_offset ON header (topition, offset_id)")
+c.commit()
+PY
 }
 
 # Healthy means it answers a Kafka Metadata request, not merely that the port accepts.
@@ -319,12 +344,13 @@ stop_plain() {
 }
 
 wait_gone() {
-  local part=$1 pid=$2 secs=$3 deadline
+  local part=$1 pid=$2 secs=$3 deadline killed=0
   deadline=$((SECONDS + secs))
-  while [[ -d /proc/$pid ]]; do
-    if ((SECONDS >= deadline)); then
+  while alive "$pid"; do
+    if ((SECONDS >= deadline && !killed)); then
       log "$part (pid $pid) did not stop within ${secs}s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
+      killed=1
     fi
     sleep 0.2
   done
@@ -386,7 +412,7 @@ kill_part() {
   pid=$(running_pid "$1")
   [[ -n $pid ]] || die "$1 is not running"
   kill -KILL "$pid"
-  while [[ -d /proc/$pid ]]; do sleep 0.1; done
+  while alive "$pid"; do sleep 0.1; done
   rm -f "$(pidfile "$1")"
 }
 

@@ -141,11 +141,13 @@ impl Producer {
         kafka::ensure_changelog_topic(pcfg, &self.topic, Duration::from_secs(30))
             .await
             .map_err(|source| ProducerError::Kafka { what: format!("creating topic {}", self.topic), source })?;
+        tracing::debug!(topic = %self.topic, "changelog topic present");
 
         let mut filter = TableFilter::new(&self.cfg.producer)?;
         let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
         let facts = preflight::check(&mut conn, &self.target, self.cfg.producer.server_id, &mut filter, self.cfg.producer.tables_without_primary_key).await?;
         drop(conn);
+        tracing::debug!("preflight passed");
 
         let last = resume::read_last_position(ccfg, &self.topic).await?;
         let mut start = resume::from_last(last.as_ref().map(|(_, p)| p.clone()));

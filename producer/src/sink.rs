@@ -24,7 +24,6 @@ use crate::error::ProducerError;
 
 pub const HEADER_KIND: &str = "continuum.kind";
 pub const HEADER_POS: &str = "continuum.pos";
-pub const HEADER_TABLE: &str = "continuum.table";
 
 /// Delivery reports: the first failure is kept; successes are counted.
 #[derive(Default)]
@@ -48,16 +47,9 @@ impl ProducerContext for Deliveries {
                         h.iter().find(|x| x.key == HEADER_POS).and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
                     })
                     .unwrap_or_default();
-                let table = m
-                    .headers()
-                    .and_then(|h| {
-                        use rdkafka::message::Headers;
-                        h.iter().find(|x| x.key == HEADER_TABLE).and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-                    })
-                    .unwrap_or_default();
                 let mut f = self.failed.lock().unwrap();
                 if f.is_none() {
-                    *f = Some(format!("{e} (record {pos}{}{table})", if table.is_empty() { "" } else { " of " }));
+                    *f = Some(format!("{e} (record {pos})"));
                 }
             }
         }
@@ -130,14 +122,10 @@ impl Sink {
         }
         self.last_ts = self.last_ts.max(now);
         let pos = rec.position().to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(3)
+        // Two headers only: the local broker stores each header as a row of its own.
+        let headers = OwnedHeaders::new_with_capacity(2)
             .insert(Header { key: HEADER_KIND, value: Some(rec.kind()) })
             .insert(Header { key: HEADER_POS, value: Some(&pos) });
-        let table;
-        if let StreamRecord::Change(ev) = rec {
-            table = ev.table.qualified_name();
-            headers = headers.insert(Header { key: HEADER_TABLE, value: Some(&table) });
-        }
         let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&self.topic)
             .partition(0)
             .payload(&enc.value)

@@ -246,25 +246,29 @@ pub async fn gtid_binlog_pos(c: &mut mysql_async::Conn) -> continuum_schemas::Gt
     p.parse().unwrap()
 }
 
-/// Waits until the topic holds a heartbeat or snapshot end covering `target`.
+/// Waits until the topic's last record is at or after `target` (domain 1, where the tests
+/// write).
 pub async fn wait_caught_up(brokers: &str, topic: &str, target: &continuum_schemas::GtidPosition, timeout: Duration) {
-    let (b, t, target) = (brokers.to_owned(), topic.to_owned(), target.clone());
-    wait_for(&format!("{topic} to reach {target}"), timeout, || {
-        let (b, t, target) = (b.clone(), t.clone(), target.clone());
-        async move {
-            let c = consumer(&b);
-            let (_, high) = c.fetch_watermarks(&t, 0, Duration::from_secs(5)).ok()?;
-            if high == 0 {
-                return None;
+    let c = consumer(brokers);
+    let deadline = Instant::now() + timeout;
+    let mut last_seen = String::new();
+    loop {
+        if let Ok((_, high)) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
+            if high > 0 {
+                if let Ok(Some(rec)) = continuum_common::kafka::read_at(&c, topic, high - 1, Duration::from_secs(5)) {
+                    let p = pos(&rec);
+                    last_seen = p.to_string();
+                    if let Some(after) = p.after() {
+                        if target.iter().filter(|g| g.domain == 1).all(|g| after.contains(g)) {
+                            return;
+                        }
+                    }
+                }
             }
-            let rec = continuum_common::kafka::read_at(&c, &t, high - 1, Duration::from_secs(5)).ok()??;
-            let p = pos(&rec);
-            let after = p.after()?;
-            // The domains we wrote in must be covered.
-            target.iter().filter(|g| g.domain == 1).all(|g| after.contains(g)).then_some(())
         }
-    })
-    .await
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {topic} to reach {target}; last record: {last_seen}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 pub fn cleanup(dir: &Path) {
