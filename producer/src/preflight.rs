@@ -62,7 +62,12 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
 
     // Privileges.
     let granted: Vec<String> = conn
-        .query("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES")
+        .query(
+            // Only the current user's rows: a user with global SELECT sees everyone's.
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES \
+             WHERE GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", \
+             SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")",
+        )
         .await
         .db(target)?;
     let granted: HashSet<String> = granted.into_iter().map(|p| p.to_uppercase()).collect();

@@ -131,6 +131,8 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
     // The topic claims a position far in the past of domain 1.
+    let admin_cfg = rdkafka::ClientConfig::new().set("bootstrap.servers", &s.brokers).clone();
+    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, Duration::from_secs(30)).await.unwrap();
     let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &s.brokers).create().unwrap();
     let headers = rdkafka::message::OwnedHeaders::new()
         .insert(rdkafka::message::Header { key: "continuum.kind", value: Some("heartbeat") })
@@ -201,7 +203,7 @@ async fn a_source_without_binary_log_is_refused() {
     })
     .await;
     let p = TestPipeline::new("pf_nobin");
-    let (ok, log) = p.run_to_exit(&["--db-port", &port.to_string(), "--db-user", "root"], Duration::from_secs(60));
+    let (ok, log) = p.run_to_exit_with(&["--db-port", &port.to_string(), "--db-user", "root"], Duration::from_secs(60), &[]);
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);

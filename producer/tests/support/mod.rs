@@ -123,13 +123,17 @@ filter = "info,continuum_producer=debug"
     }
 
     pub fn spawn_logged(&self, extra: &[&str], log_name: &str) -> ProducerProc {
+        self.spawn_with(extra, log_name, &[("CONTINUUM_DB_PASSWORD", &stack().db_password)])
+    }
+
+    pub fn spawn_with(&self, extra: &[&str], log_name: &str, env: &[(&str, &str)]) -> ProducerProc {
         let log = self.dir.join(format!("{log_name}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
             .arg("--config")
             .arg(&self.config)
             .args(extra)
-            .env("CONTINUUM_DB_PASSWORD", stack().db_password)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -139,7 +143,11 @@ filter = "info,continuum_producer=debug"
 
     /// Runs the producer to completion (for errors that stop it) and returns (success, log).
     pub fn run_to_exit(&self, extra: &[&str], timeout: Duration) -> (bool, String) {
-        let mut p = self.spawn_logged(extra, &unique("run"));
+        self.run_to_exit_with(extra, timeout, &[("CONTINUUM_DB_PASSWORD", &stack().db_password)])
+    }
+
+    pub fn run_to_exit_with(&self, extra: &[&str], timeout: Duration, env: &[(&str, &str)]) -> (bool, String) {
+        let mut p = self.spawn_with(extra, &unique("run"), env);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = p.child.try_wait().unwrap() {
