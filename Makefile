@@ -89,7 +89,9 @@ test-unit:
 # so they never pull a server out from under another test.
 test-suites:
 	$(WITH_ENV) cargo test -p continuum-producer --test pipeline
+	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1
+	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
 
 # Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).

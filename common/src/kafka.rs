@@ -349,3 +349,21 @@ mod tests {
         assert!(e.contains("sites.sf.sasl.password") && e.contains("CONTINUUM_SF_SASL_PASSWORD"), "{e}");
     }
 }
+
+/// The last record of partition 0 once the end offset has stopped moving, or `None` for an
+/// empty partition. A writer that resumes from its topic's tail calls this, so that a record
+/// still in flight from a predecessor that just died is counted before the writer decides
+/// where to resume.
+pub fn read_last_stable(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut high = watermarks(&consumer, topic, timeout)?.1;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        let h = watermarks(&consumer, topic, timeout)?.1;
+        if h == high {
+            break;
+        }
+        high = h;
+    }
+    read_last(&consumer, topic, timeout)
+}

@@ -7,8 +7,10 @@
 pub mod config;
 pub mod db;
 pub mod kafka;
+pub mod lock;
 pub mod observe;
 pub mod secret;
+pub mod writer;
 
 pub use config::{ConfigError, SiteConfig};
 pub use secret::Secret;

@@ -41,19 +41,8 @@ pub enum ProducerError {
     BadValue(#[from] BadValue),
     #[error("the binlog position {position} is no longer on the source (error 1236: {message}). The changes since then are lost to this pipeline; run continuum-producer --resnapshot to start over from a fresh snapshot")]
     PositionPurged { position: String, message: String },
-    #[error("another producer holds the lock '{lock}' on {target} (connection {holder}); only one producer may write {topic}")]
-    LockHeld {
-        lock: String,
-        target: String,
-        holder: String,
-        topic: String,
-    },
-    #[error("lost the producer lock '{lock}' on {target}: {reason}; stopping at once so that no second writer can interleave")]
-    LockLost {
-        lock: String,
-        target: String,
-        reason: String,
-    },
+    #[error("{0}")]
+    Lock(#[from] continuum_common::lock::LockError),
     #[error("record too large for {topic}: {size} bytes for table {table}, primary key ({key}); the limit is producer.max_record_bytes = {limit} and the broker's message.max.bytes. Raise both, or exclude the table")]
     RecordTooLarge {
         topic: String,
@@ -80,6 +69,7 @@ impl ProducerError {
             ProducerError::Kafka { source, .. } => continuum_common::kafka::is_transient(source),
             ProducerError::Delivery { .. } => true,
             ProducerError::Codec(c) => c.is_transient(),
+            ProducerError::Lock(l) => l.is_transient(),
             _ => false,
         }
     }
@@ -94,7 +84,7 @@ impl ProducerError {
             ProducerError::Preflight { .. } | ProducerError::NoPrimaryKey { .. } => "preflight",
             ProducerError::Unsupported(_) | ProducerError::BadValue(_) => "type",
             ProducerError::PositionPurged { .. } => "purged",
-            ProducerError::LockHeld { .. } | ProducerError::LockLost { .. } => "lock",
+            ProducerError::Lock(_) => "lock",
             ProducerError::RecordTooLarge { .. } => "too_large",
             ProducerError::Resume(_) => "resume",
             ProducerError::Binlog(_) => "binlog",

@@ -5,7 +5,6 @@ mod binlog;
 mod ddl;
 mod error;
 mod filter;
-mod lock;
 mod pipeline;
 mod preflight;
 mod resume;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use continuum_common::config::SiteConfig;
 use continuum_common::observe::{now_ms, Health, Status};
+use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
     ChangeEvent, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, SchemaChange, SourceInfo,
@@ -25,7 +26,6 @@ use continuum_schemas::{
 use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
 use crate::error::{DbContext, ProducerError};
 use crate::filter::TableFilter;
-use crate::lock::SourceLock;
 use crate::preflight::{self, SourceFacts};
 use crate::resume::{self, Start};
 use crate::sink::Sink;
@@ -73,7 +73,7 @@ impl Producer {
         let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic), self.cfg.producer.max_record_bytes)?;
 
         let mut backoff = self.backoff();
-        let mut lock: Option<SourceLock> = None;
+        let mut lock: Option<NamedLock> = None;
         let mut first = true;
         loop {
             if *self.shutdown.borrow() {
@@ -88,9 +88,9 @@ impl Producer {
                     tracing::info!("stopped");
                     return Ok(());
                 }
-                Err(e) if e.is_transient() || matches!(e, ProducerError::LockLost { .. }) => {
+                Err(e) if e.is_transient() || matches!(e, ProducerError::Lock(LockError::Lost { .. })) => {
                     counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
-                    if matches!(e, ProducerError::LockLost { .. }) {
+                    if matches!(e, ProducerError::Lock(LockError::Lost { .. })) {
                         sink.purge_queue();
                         lock = None;
                     }
@@ -128,14 +128,16 @@ impl Producer {
         sink: &mut Sink,
         pcfg: &rdkafka::ClientConfig,
         ccfg: &rdkafka::ClientConfig,
-        lock: &mut Option<SourceLock>,
+        lock: &mut Option<NamedLock>,
         first: bool,
     ) -> Result<(), ProducerError> {
         // Everything a previous session queued is delivered or failed before we look.
         sink.flush().await?;
         sink.check()?;
         if lock.is_none() {
-            *lock = Some(SourceLock::acquire(self.opts.clone(), &self.target, &self.topic).await?);
+            let name = format!("continuum.producer.{}", self.topic);
+            let what = format!("another continuum-producer for {}", self.topic);
+            *lock = Some(NamedLock::acquire(self.opts.clone(), &self.target, &name, &what).await?);
         }
         let lock = lock.as_ref().expect("lock held");
         kafka::ensure_changelog_topic(pcfg, &self.topic, Duration::from_secs(30))
@@ -186,7 +188,7 @@ impl Producer {
     async fn stream(
         &mut self,
         sink: &mut Sink,
-        lock: &SourceLock,
+        lock: &NamedLock,
         filter: TableFilter,
         facts: SourceFacts,
         position: GtidPosition,
@@ -224,7 +226,7 @@ impl Producer {
             }
             tokio::select! {
                 biased;
-                _ = lost.changed() => return lock.check(),
+                _ = lost.changed() => return lock.check().map_err(ProducerError::from),
                 _ = shutdown.changed() => continue,
                 _ = tick.tick() => {
                     sink.check()?;

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
 
 use continuum_common::kafka;
@@ -45,21 +44,9 @@ pub async fn read_last_position(cfg: &ClientConfig, topic: &str) -> Result<Optio
     let cfg = cfg.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let kerr = |what: &str, source| ProducerError::Kafka { what: format!("{what} of {topic}"), source };
-        let consumer: BaseConsumer = cfg.create().map_err(|e| kerr("consumer", e))?;
-        let timeout = Duration::from_secs(10);
-        let mut high = kafka::watermarks(&consumer, &topic, timeout).map_err(|e| kerr("watermarks", e))?.1;
-        for _ in 0..20 {
-            std::thread::sleep(Duration::from_millis(300));
-            let h = kafka::watermarks(&consumer, &topic, timeout).map_err(|e| kerr("watermarks", e))?.1;
-            if h == high {
-                break;
-            }
-            high = h;
-        }
-        let Some(rec) = kafka::read_last(&consumer, &topic, timeout).map_err(|e| kerr("reading the last record", e))? else {
-            return Ok(None);
-        };
+        let rec = kafka::read_last_stable(&cfg, &topic, Duration::from_secs(10))
+            .map_err(|source| ProducerError::Kafka { what: format!("reading the last record of {topic}"), source })?;
+        let Some(rec) = rec else { return Ok(None) };
         let text = rec.header_str(HEADER_POS).ok_or_else(|| {
             ProducerError::Resume(format!(
                 "the last record of {topic} (offset {}) has no {HEADER_POS} header: the topic holds records not written by continuum-producer; point the producer at its own topic",

@@ -22,7 +22,7 @@ use continuum_schemas::{
 
 use crate::error::{DbContext, ProducerError};
 use crate::filter::TableFilter;
-use crate::lock::SourceLock;
+use continuum_common::lock::NamedLock;
 use crate::shape::{self, InfoColumn};
 use crate::sink::Sink;
 
@@ -99,7 +99,7 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
 }
 
 /// Takes the snapshot and returns the GTID position streaming continues from.
-pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &SourceLock) -> Result<GtidPosition, ProducerError> {
+pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> Result<GtidPosition, ProducerError> {
     let target = s.target;
     let mut conn = Conn::new(s.opts.clone()).await.db(target)?;
     conn.query_drop("SET SESSION time_zone = '+00:00'").await.db(target)?;
@@ -180,7 +180,7 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &SourceLock) ->
         let mut after: Option<Vec<mysql_async::Value>> = None;
         let mut table_rows: u64 = 0;
         loop {
-            lock.check()?;
+            lock.check().map_err(ProducerError::from)?;
             sink.check()?;
             let rows: Vec<mysql_async::Row> = match &after {
                 None => conn.exec(first.as_str(), Params::Empty).await.db(target)?,

@@ -245,7 +245,7 @@ async fn a_second_producer_on_the_same_topic_is_refused() {
     .await;
     let (ok, log) = p.run_to_exit(&["--server-id", &(p.server_id + 1).to_string()], Duration::from_secs(60));
     assert!(!ok, "second producer must fail");
-    assert!(log.contains("another producer holds the lock 'continuum.producer."), "{log}");
+    assert!(log.contains("is held by connection") && log.contains("another continuum-producer for"), "{log}");
     drop(first);
     cleanup(&p.dir);
 }

@@ -1,0 +1,511 @@
+//! `mirror`: copies a changelog topic from one site's cluster to another's, exactly once and in
+//! order, carrying its schemas.
+//!
+//! Guarantees:
+//! - records keep their order, key, headers, timestamp and value bytes; only the 4-byte schema
+//!   ids of key and value change;
+//! - exactly once without Kafka transactions: an idempotent producer writes the target (so it
+//!   holds a prefix of what was sent) and every mirrored record carries its source offset in the
+//!   `continuum.mirror.offset` header; on start the mirror reads the target's last record (once
+//!   its end offset is stable) and resumes at the next source offset. No other offsets store;
+//! - self-sufficient target site: each schema id met is fetched from the source registry and
+//!   registered under the same subject (TopicRecordNameStrategy) in the target registry, so the
+//!   target site decodes everything without the source registry. Ids are cached;
+//! - one mirror per target topic: a named lock on this site's MariaDB;
+//! - an unavailable source or target cluster or registry is retried with backoff; a schema the
+//!   source registry does not have stops the mirror with an error naming the record.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use metrics::{counter, gauge};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use continuum_common::config::{ClusterConfig, ProducerConfig};
+use continuum_common::kafka::{self, FetchedRecord};
+use continuum_common::lock::{LockError, NamedLock};
+use continuum_common::observe::{now_ms, Health, Status};
+use continuum_common::writer::{SendError, Writer};
+use continuum_common::{db, ConfigError, SiteConfig};
+use continuum_schemas::{avro, Registry, RegistryError, RegistrySettings};
+
+/// Header carrying the source offset of a mirrored record.
+pub const HEADER_MIRROR_OFFSET: &str = "continuum.mirror.offset";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("Kafka ({site} cluster) {what}: {source}")]
+    Kafka {
+        site: String,
+        what: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("{0}")]
+    Send(#[from] SendError),
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Lock(#[from] LockError),
+    #[error("record {topic}@{offset} on the {site} cluster: {part} uses schema id {id}, which the {site} registry ({registry}) does not have; the record cannot be mirrored without its schema")]
+    SchemaNotFound {
+        site: String,
+        topic: String,
+        offset: i64,
+        part: &'static str,
+        id: u32,
+        registry: String,
+    },
+    #[error("record {topic}@{offset}: {reason}")]
+    Record { topic: String, offset: i64, reason: String },
+    #[error("the last record of {topic} on the {site} cluster (offset {offset}) has no {HEADER_MIRROR_OFFSET} header: the target topic holds records that were not mirrored here; point the mirror at a topic of its own")]
+    ForeignTarget { site: String, topic: String, offset: i64 },
+}
+
+impl MirrorError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MirrorError::Kafka { source, .. } => kafka::is_transient(source),
+            MirrorError::Send(SendError::Delivery { .. }) => true,
+            MirrorError::Send(SendError::Kafka { source, .. }) => kafka::is_transient(source),
+            MirrorError::Registry(e) => e.is_transient(),
+            MirrorError::Lock(e) => e.is_transient() || matches!(e, LockError::Lost { .. }),
+            _ => false,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MirrorError::Config(_) => "config",
+            MirrorError::Kafka { .. } | MirrorError::Send(_) => "kafka",
+            MirrorError::Registry(_) | MirrorError::SchemaNotFound { .. } => "registry",
+            MirrorError::Lock(_) => "lock",
+            MirrorError::Record { .. } | MirrorError::ForeignTarget { .. } => "record",
+        }
+    }
+}
+
+/// Flags of `continuum-consumer mirror`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MirrorArgs {
+    /// Site whose changelog is copied (default: consumer.mirror.from, else the other site).
+    #[arg(long, value_name = "SITE")]
+    pub from: Option<String>,
+    /// Site whose cluster receives the copy (default: consumer.mirror.to, else this site).
+    #[arg(long, value_name = "SITE")]
+    pub to: Option<String>,
+    /// Source brokers, overriding the from site's `brokers`.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub from_brokers: Option<String>,
+    /// Source registry URL, overriding the from site's registry.
+    #[arg(long, value_name = "URL")]
+    pub from_registry: Option<String>,
+    /// Target brokers, overriding the to site's `brokers`.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub to_brokers: Option<String>,
+    /// Target registry URL, overriding the to site's registry.
+    #[arg(long, value_name = "URL")]
+    pub to_registry: Option<String>,
+}
+
+/// Everything the mirror works on, resolved from the site configuration and flags.
+#[derive(Debug, Clone)]
+pub struct MirrorSettings {
+    pub from: String,
+    pub to: String,
+    /// The changelog topic: the same name on both clusters.
+    pub topic: String,
+    pub from_cluster: ClusterConfig,
+    pub to_cluster: ClusterConfig,
+    pub database: continuum_common::config::DatabaseConfig,
+    pub producer: ProducerConfig,
+    pub max_retry_delay: Duration,
+}
+
+impl MirrorSettings {
+    pub fn resolve(cfg: &SiteConfig, args: &MirrorArgs) -> Result<Self, ConfigError> {
+        let from = match args.from.clone().or_else(|| cfg.consumer.mirror.from.clone()) {
+            Some(s) => s,
+            None => cfg.other_site("consumer.mirror.from")?,
+        };
+        let to = args.to.clone().or_else(|| cfg.consumer.mirror.to.clone()).unwrap_or_else(|| cfg.site.clone());
+        if from == to {
+            return Err(ConfigError::Invalid {
+                setting: "consumer.mirror".into(),
+                reason: format!("from and to are both '{from}': a topic cannot be mirrored onto itself"),
+            });
+        }
+        let mut from_cluster = cfg.cluster(&from)?.clone();
+        let mut to_cluster = cfg.cluster(&to)?.clone();
+        if let Some(b) = &args.from_brokers {
+            from_cluster.brokers = b.clone();
+        }
+        if let Some(r) = &args.from_registry {
+            from_cluster.registry.url = r.clone();
+        }
+        if let Some(b) = &args.to_brokers {
+            to_cluster.brokers = b.clone();
+        }
+        if let Some(r) = &args.to_registry {
+            to_cluster.registry.url = r.clone();
+        }
+        Ok(MirrorSettings {
+            topic: cfg.topic_of(&from)?,
+            from,
+            to,
+            from_cluster,
+            to_cluster,
+            database: cfg.database.clone(),
+            producer: cfg.producer.clone(),
+            max_retry_delay: cfg.consumer.mirror.max_retry_delay,
+        })
+    }
+}
+
+/// Registry settings of a cluster (URL, basic auth, CA).
+pub fn registry_settings(c: &ClusterConfig, setting: &str) -> Result<RegistrySettings, ConfigError> {
+    let r = &c.registry;
+    let password = continuum_common::secret::SecretRef { value: r.password.clone(), file: r.password_file.clone() }
+        .resolve(&format!("{setting}.registry.password_file"))?;
+    let ca_pem = match &r.ca_file {
+        Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError::Invalid {
+            setting: format!("{setting}.registry.ca_file"),
+            reason: format!("cannot read {}: {e}", f.display()),
+        })?),
+        None => None,
+    };
+    Ok(RegistrySettings {
+        url: r.url.clone(),
+        basic_auth: r.username.clone().map(|u| (u, password.map(|p| p.expose().to_owned()).unwrap_or_default())),
+        ca_pem,
+        timeout: Some(r.timeout),
+    })
+}
+
+/// Source schema id -> target schema id, filled on first use.
+struct SchemaMap {
+    from: Registry,
+    to: Registry,
+    from_site: String,
+    topic: String,
+    ids: HashMap<u32, u32>,
+}
+
+impl SchemaMap {
+    async fn target_id(&mut self, id: u32, offset: i64, part: &'static str) -> Result<u32, MirrorError> {
+        if let Some(t) = self.ids.get(&id) {
+            return Ok(*t);
+        }
+        let text = match self.from.schema_by_id(id).await {
+            Ok(t) => t,
+            Err(RegistryError::UnknownId { url, id }) => {
+                return Err(MirrorError::SchemaNotFound {
+                    site: self.from_site.clone(),
+                    topic: self.topic.clone(),
+                    offset,
+                    part,
+                    id,
+                    registry: url,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let schema = avro::parse_schema(&text).map_err(|reason| MirrorError::Record {
+            topic: self.topic.clone(),
+            offset,
+            reason: format!("{part} schema id {id} does not parse: {reason}"),
+        })?;
+        let name = schema.name().map(|n| n.fullname(None)).ok_or_else(|| MirrorError::Record {
+            topic: self.topic.clone(),
+            offset,
+            reason: format!("{part} schema id {id} is not a named record"),
+        })?;
+        let target = self.to.register(&avro::subject(&self.topic, &name), &text).await?;
+        counter!("continuum_mirror_schema_translations_total").increment(1);
+        tracing::debug!(source_id = id, target_id = target, subject = %avro::subject(&self.topic, &name), "schema mirrored");
+        self.ids.insert(id, target);
+        Ok(target)
+    }
+
+    /// The payload with its schema id replaced by the target registry's.
+    async fn rewrite(&mut self, bytes: &[u8], offset: i64, part: &'static str) -> Result<Vec<u8>, MirrorError> {
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err(MirrorError::Record {
+                topic: self.topic.clone(),
+                offset,
+                reason: format!("{part} is not in Confluent wire format (magic byte 0 and a schema id)"),
+            });
+        }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let target = self.target_id(id, offset, part).await?;
+        let mut out = Vec::with_capacity(bytes.len());
+        out.push(0);
+        out.extend_from_slice(&target.to_be_bytes());
+        out.extend_from_slice(&bytes[5..]);
+        Ok(out)
+    }
+}
+
+/// Runs the mirror until shutdown (Ok) or a fatal error, restarting after transient ones.
+pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bool>) -> Result<(), MirrorError> {
+    let client_id = format!("continuum-mirror-{}-to-{}", s.from, s.to);
+    let pcfg = kafka::producer_config(&s.to, &s.to_cluster, &client_id, &s.producer)?;
+    let target_read = kafka::consumer_config(&s.to, &s.to_cluster, &format!("{client_id}-tail"))?;
+    let source_read = kafka::consumer_config(&s.from, &s.from_cluster, &client_id)?;
+    let mut schemas = SchemaMap {
+        from: Registry::new(&registry_settings(&s.from_cluster, &format!("sites.{}", s.from))?)?,
+        to: Registry::new(&registry_settings(&s.to_cluster, &format!("sites.{}", s.to))?)?,
+        from_site: s.from.clone(),
+        topic: s.topic.clone(),
+        ids: HashMap::new(),
+    };
+    let mut writer = Writer::new(pcfg.clone(), &s.topic, "continuum_mirror_records_delivered_total")
+        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: "creating the producer".into(), source })?;
+    let opts = db::opts(&s.database, &[])?;
+    let target = db::describe(&s.database);
+    let lock_name = format!("continuum.mirror.{}.{}", s.to, s.topic);
+    let mut lock: Option<NamedLock> = None;
+    let mut backoff = new_backoff(s.max_retry_delay);
+    loop {
+        if *shutdown.borrow() {
+            writer.flush().await?;
+            return Ok(());
+        }
+        if lock.is_none() {
+            match NamedLock::acquire(opts.clone(), &target, &lock_name, &format!("a mirror of {} into the {} cluster", s.topic, s.to)).await {
+                Ok(l) => lock = Some(l),
+                Err(e) if e.is_transient() => {
+                    let delay = backoff.next().unwrap_or(s.max_retry_delay);
+                    tracing::warn!(error = %e, retry_in = ?delay, "mirror lock: retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let result = session(&s, &mut writer, &mut schemas, &target_read, &source_read, lock.as_ref().expect("lock"), &health, &shutdown).await;
+        match result {
+            Ok(()) => {
+                writer.flush().await?;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                counter!("continuum_mirror_errors_total", "kind" => e.kind()).increment(1);
+                if matches!(e, MirrorError::Lock(LockError::Lost { .. })) {
+                    writer.purge_queue();
+                    lock = None;
+                }
+                if matches!(e, MirrorError::Send(SendError::Delivery { .. })) {
+                    writer
+                        .reset()
+                        .await
+                        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: "re-creating the producer".into(), source })?;
+                }
+                let delay = backoff.next().unwrap_or(s.max_retry_delay);
+                health.set("mirror", Status::Starting, format!("retrying after: {e}"));
+                tracing::warn!(error = %e, retry_in = ?delay, "mirror interrupted; resuming from the target's last record");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                counter!("continuum_mirror_errors_total", "kind" => e.kind()).increment(1);
+                health.set("mirror", Status::Failed, e.to_string());
+                let _ = writer.flush().await;
+                return Err(e);
+            }
+        }
+        if health.snapshot().get("mirror").is_some_and(|c| c.status == Status::Ok) {
+            backoff = new_backoff(s.max_retry_delay);
+        }
+    }
+}
+
+fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(max).without_max_times().build()
+}
+
+/// Where to resume: the source offset after the target's last mirrored record.
+async fn resume_offset(s: &MirrorSettings, target_read: &ClientConfig) -> Result<Option<i64>, MirrorError> {
+    let cfg = target_read.clone();
+    let topic = s.topic.clone();
+    let to = s.to.clone();
+    let last = tokio::task::spawn_blocking(move || kafka::read_last_stable(&cfg, &topic, Duration::from_secs(10)))
+        .await
+        .expect("tail task")
+        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: format!("reading the last record of {}", s.topic), source })?;
+    let Some(rec) = last else { return Ok(None) };
+    let offset: i64 = rec
+        .header_str(HEADER_MIRROR_OFFSET)
+        .and_then(|v| v.parse().ok())
+        .ok_or(MirrorError::ForeignTarget { site: to, topic: s.topic.clone(), offset: rec.offset })?;
+    Ok(Some(offset + 1))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    s: &MirrorSettings,
+    writer: &mut Writer,
+    schemas: &mut SchemaMap,
+    target_read: &ClientConfig,
+    source_read: &ClientConfig,
+    lock: &NamedLock,
+    health: &Health,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), MirrorError> {
+    writer.flush().await?;
+    writer.check()?;
+    let kerr = |site: &str, what: &str| {
+        let site = site.to_owned();
+        let what = what.to_owned();
+        move |source| MirrorError::Kafka { site, what, source }
+    };
+    kafka::ensure_changelog_topic(&writer_config(s)?, &s.topic, Duration::from_secs(30))
+        .await
+        .map_err(kerr(&s.to, &format!("creating topic {}", s.topic)))?;
+    let consumer: StreamConsumer = source_read.create().map_err(kerr(&s.from, "creating the consumer"))?;
+    let (low, high) = {
+        let topic = s.topic.clone();
+        let c = source_read.clone();
+        tokio::task::spawn_blocking(move || {
+            let bc: rdkafka::consumer::BaseConsumer = c.create()?;
+            kafka::watermarks(&bc, &topic, Duration::from_secs(10))
+        })
+        .await
+        .expect("watermarks task")
+        .map_err(kerr(&s.from, &format!("watermarks of {}", s.topic)))?
+    };
+    let start = match resume_offset(s, target_read).await? {
+        Some(o) => o,
+        None => low,
+    };
+    if start < low {
+        return Err(MirrorError::Record {
+            topic: s.topic.clone(),
+            offset: start,
+            reason: format!(
+                "the next record to mirror is at offset {start}, but the {} cluster keeps offsets from {low} on: records {start}..{low} were deleted by retention before they were mirrored. Raise the topic's retention; the target cannot be completed",
+                s.from
+            ),
+        });
+    }
+    tracing::info!(from = %s.from, to = %s.to, topic = %s.topic, start, source_end = high, "mirroring");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&s.topic, 0, Offset::Offset(start))
+        .map_err(kerr(&s.from, "assigning the partition"))?;
+    consumer.assign(&tpl).map_err(kerr(&s.from, "assigning the partition"))?;
+    health.set("mirror", Status::Ok, format!("mirroring {} from {} to {} at {start}", s.topic, s.from, s.to));
+
+    let mut lost = lock.lost.clone();
+    let mut shutdown = shutdown.clone();
+    let mut source_high = high;
+    let mut last_watermarks = Instant::now();
+    let mut next = start;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            _ = lost.changed() => return lock.check().map_err(MirrorError::from),
+            _ = shutdown.changed() => continue,
+            _ = tick.tick() => {
+                writer.check()?;
+                if last_watermarks.elapsed() >= Duration::from_secs(1) {
+                    if let Ok((_, h)) = consumer.fetch_watermarks(&s.topic, 0, Duration::from_secs(5)) {
+                        source_high = h;
+                    }
+                    last_watermarks = Instant::now();
+                }
+                gauge!("continuum_mirror_lag_records").set((source_high - next).max(0) as f64);
+                if next >= source_high {
+                    gauge!("continuum_mirror_lag_seconds").set(0.0);
+                }
+            }
+            m = consumer.recv() => {
+                let m = m.map_err(kerr(&s.from, &format!("reading {}", s.topic)))?;
+                let rec = FetchedRecord::from_message(&m);
+                drop(m);
+                mirror_one(s, writer, schemas, &rec).await?;
+                next = rec.offset + 1;
+                if let Some(ts) = rec.timestamp_ms {
+                    gauge!("continuum_mirror_lag_seconds").set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
+                }
+                counter!("continuum_mirror_records_total").increment(1);
+            }
+        }
+    }
+}
+
+fn writer_config(s: &MirrorSettings) -> Result<ClientConfig, MirrorError> {
+    Ok(kafka::base_config(&s.to, &s.to_cluster, "continuum-mirror-admin")?)
+}
+
+async fn mirror_one(s: &MirrorSettings, writer: &Writer, schemas: &mut SchemaMap, rec: &FetchedRecord) -> Result<(), MirrorError> {
+    let key = match &rec.key {
+        Some(k) => Some(schemas.rewrite(k, rec.offset, "key").await?),
+        None => None,
+    };
+    let value = match &rec.value {
+        Some(v) => Some(schemas.rewrite(v, rec.offset, "value").await?),
+        None => None,
+    };
+    let offset = rec.offset.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 1);
+    for (k, v) in &rec.headers {
+        if k != HEADER_MIRROR_OFFSET {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+    }
+    headers = headers.insert(Header { key: HEADER_MIRROR_OFFSET, value: Some(&offset) });
+    let mut record = BaseRecord::<[u8], [u8]>::to(&s.topic).headers(headers);
+    if let Some(ts) = rec.timestamp_ms {
+        record = record.timestamp(ts);
+    }
+    if let Some(k) = &key {
+        record = record.key(&k[..]);
+    }
+    if let Some(v) = &value {
+        record = record.payload(&v[..]);
+    }
+    writer.send(record).await?;
+    Ok(())
+}
+
+/// `continuum-consumer mirror`.
+pub async fn main(cfg: SiteConfig, args: MirrorArgs) -> Result<(), MirrorError> {
+    let s = MirrorSettings::resolve(&cfg, &args)?;
+    let health = Health::default();
+    health.set("mirror", Status::Starting, "starting");
+    if let Err(e) = continuum_common::observe::serve(cfg.consumer.metrics_listen, health.clone()).await {
+        return Err(ConfigError::Invalid { setting: "consumer.metrics_listen".into(), reason: e.to_string() }.into());
+    }
+    let (_stop, rx) = shutdown_on_signal();
+    run(s, health, rx).await
+}
+
+/// A watch that flips on SIGTERM or Ctrl-C; a second signal exits at once.
+pub fn shutdown_on_signal() -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping (signal again to stop at once)");
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    (task, rx)
+}
