@@ -28,13 +28,17 @@ export STACK_DIR ?= $(CURDIR)/.stack
 # Every cargo command uses the dev profile, so nothing is built twice.
 WITH_ENV := source $(STACK_DIR)/env &&
 
-.PHONY: help deps tools build up down clean status test test-unit test-suites peek fmt lint
+PIPELINE := scripts/pipeline.sh
+
+.PHONY: help deps tools build up down clean status run stop test test-unit test-suites peek fmt lint
 
 help:
 	@echo "make up      start the local two-site stack (.stack/), waiting until healthy"
 	@echo "make down    stop everything 'make up' started"
 	@echo "make clean   stop, then delete .stack/"
 	@echo "make status  show what is running"
+	@echo "make run     start the four pipeline processes (both producers, both 'consumer run')"
+	@echo "make stop    stop them"
 	@echo "make test    bring the stack up, then run every test CI runs"
 	@echo "make build   build the workspace"
 	@echo "make peek TOPIC=sf.cdc [SITE=sf|eu] [FROM=offset|-n] [COUNT=20]"
@@ -62,12 +66,13 @@ $(RIVVEN):
 tools: deps $(TANSU) $(RIVVEN)
 
 build: deps
-	cargo build --workspace
+	cargo build --workspace --bins
 
 up: tools
 	@$(STACK) up
 
 down:
+	@if [[ -f $(STACK_DIR)/env ]]; then $(PIPELINE) stop; fi
 	@$(STACK) down
 
 clean:
@@ -75,6 +80,14 @@ clean:
 
 status:
 	@$(STACK) status
+	@if [[ -f $(STACK_DIR)/env ]]; then $(PIPELINE) status; fi
+
+# The pipeline of the local stack: SF producer, EU consumer run, EU producer, SF consumer run.
+run: up build
+	@$(PIPELINE) start
+
+stop:
+	@$(PIPELINE) stop
 
 # Unit tests first (the schemas and common crates' integration tests only need the registry),
 # then the suites against the stack.

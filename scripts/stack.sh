@@ -9,6 +9,7 @@
 #   scripts/stack.sh start  PART        start one part (sf-db, eu-db, sf-broker, ...)
 #   scripts/stack.sh stop   PART        stop one part gracefully
 #   scripts/stack.sh kill   PART        kill -9 one part (chaos tests)
+#   scripts/stack.sh role   DB ROLE     make sf-db or eu-db the primary or the replica (read_only)
 #
 # Every address is overridable by environment variable; see `defaults` below. Processes are only
 # ever stopped by the PID recorded in .stack/pids/, never by name.
@@ -155,11 +156,36 @@ max_connections=300
 EOF
 }
 
+# A server's role decides read_only: the primary takes writes, the replica refuses them from
+# everyone but holders of READ_ONLY ADMIN (Continuum's apply). SF starts as the primary. The
+# role lives in .stack/<part>/role so a restart keeps it; `stack.sh role` changes it (the
+# failover drill does, after continuum-consumer promote).
+db_role() {
+  local f=$STACK_DIR/$1/role
+  if [[ ! -s $f ]]; then
+    mkdir -p "$STACK_DIR/$1"
+    if [[ $1 == sf-db ]]; then echo primary >"$f"; else echo replica >"$f"; fi
+  fi
+  cat "$f"
+}
+
+set_role() {
+  local part=$1 role=$2
+  [[ $role == primary || $role == replica ]] || die "role must be primary or replica, not '$role'"
+  mkdir -p "$STACK_DIR/$part"
+  echo "$role" >"$STACK_DIR/$part/role"
+  if [[ -n $(running_pid "$part") ]]; then
+    db_root "$part" -e "SET GLOBAL read_only = $([[ $role == replica ]] && echo ON || echo OFF)"
+  fi
+  log "$part is now the $role"
+}
+
 start_db() {
   local part=$1 dir
   dir=$STACK_DIR/$part
   mkdir -p "$dir" "$STACK_DIR/logs"
   db_config "$part" >"$dir/my.cnf"
+  [[ $(db_role "$part") == replica ]] && echo "read_only=ON" >>"$dir/my.cnf"
   need mariadbd
   need mariadb-install-db
   if [[ ! -d $dir/data/mysql ]]; then
@@ -483,6 +509,12 @@ case $cmd in
     rm -rf "$STACK_DIR"
     ;;
   status) status ;;
+  role)
+    [[ $# -eq 3 ]] || die "usage: $0 role sf-db|eu-db primary|replica"
+    valid_part "$2"
+    [[ $2 == *-db ]] || die "only a database has a role"
+    set_role "$2" "$3"
+    ;;
   start | stop | kill)
     [[ $# -eq 2 ]] || die "usage: $0 $cmd PART"
     valid_part "$2"

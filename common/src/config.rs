@@ -89,6 +89,19 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// A database given only by environment variables: defaults for everything else.
+    pub fn remote(user: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            host: default_db_host(),
+            port: default_db_port(),
+            user: user.to_owned(),
+            password: None,
+            password_file: None,
+            tls: None,
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         SecretRef {
             value: self.password.clone(),
@@ -126,6 +139,11 @@ pub struct ClusterConfig {
     /// controls are refused (see [`RESERVED_KAFKA_KEYS`]).
     #[serde(default)]
     pub kafka_options: BTreeMap<String, String>,
+    /// That site's MariaDB, for the operator verbs that compare or inspect it from here
+    /// (`verify`, `orphans`, `promote`). Optional; this site's own database is `[database]`.
+    /// Env: `CONTINUUM_<SITE>_DB_HOST`, `_DB_PORT`, `_DB_USER`, `_DB_PASSWORD`.
+    #[serde(default)]
+    pub database: Option<DatabaseConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,6 +458,10 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "CONTINUUM_<SITE>_REGISTRY_PASSWORD",
     "CONTINUUM_<SITE>_SASL_PASSWORD",
     "CONTINUUM_<SITE>_TLS_KEY_PASSWORD",
+    "CONTINUUM_<SITE>_DB_HOST",
+    "CONTINUUM_<SITE>_DB_PORT",
+    "CONTINUUM_<SITE>_DB_USER",
+    "CONTINUUM_<SITE>_DB_PASSWORD",
     "CONTINUUM_PRODUCER_SERVER_ID",
     "CONTINUUM_PRODUCER_METRICS_LISTEN",
     "CONTINUUM_CONSUMER_METRICS_LISTEN",
@@ -537,6 +559,18 @@ impl SiteConfig {
                         ))
                     }
                 }
+            }
+            if let Some(v) = env(&var("DB_HOST")) {
+                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).host = v;
+            }
+            if let Some(v) = env(&var("DB_PORT")) {
+                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).port = parse_env(&var("DB_PORT"), &v)?;
+            }
+            if let Some(v) = env(&var("DB_USER")) {
+                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).user = v;
+            }
+            if let Some(v) = env(&var("DB_PASSWORD")) {
+                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).password = Some(Secret::new(v));
             }
             if let Some(v) = env(&var("TLS_KEY_PASSWORD")) {
                 match &mut c.tls {
@@ -665,6 +699,22 @@ impl SiteConfig {
     pub fn topic_of(&self, site: &str) -> Result<String, ConfigError> {
         let c = self.cluster(site)?;
         Ok(c.topic.clone().unwrap_or_else(|| format!("{site}.cdc")))
+    }
+
+    /// Another site's MariaDB (`[sites.<site>.database]`), for operator verbs.
+    pub fn database_of(&self, site: &str) -> Result<&DatabaseConfig, ConfigError> {
+        if site == self.site {
+            return Ok(&self.database);
+        }
+        self.cluster(site)?.database.as_ref().ok_or_else(|| {
+            invalid(
+                format!("sites.{site}.database"),
+                format!(
+                    "is not configured: add a [sites.{site}.database] section (host, port, user, password_file), or set CONTINUUM_{}_DB_HOST / _DB_PORT / _DB_USER / _DB_PASSWORD",
+                    site.to_uppercase()
+                ),
+            )
+        })
     }
 
     /// The one site other than this one, for defaults that need it.

@@ -91,8 +91,25 @@ fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
     Ok(cfg)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("continuum-producer: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain, without a backtrace: the message says what is wrong and what to do.
+            eprintln!("continuum-producer: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = load(&cli).with_context(|| format!("loading {}", cli.config.display()))?;
     observe::init_logging(&cfg.log);

@@ -163,20 +163,20 @@ impl Producer {
         }
         let (position, mut within) = match start {
             Start::Snapshot { reason } => {
-                tracing::info!(%reason, "taking a consistent snapshot");
-                self.health.set("producer", Status::Ok, "snapshot");
-                let p = snapshot::run(
-                    SnapshotSettings {
-                        opts: self.opts.clone(),
-                        target: &self.target,
-                        filter: &filter,
-                        chunk_rows: self.cfg.producer.snapshot_chunk_rows,
-                        server_id: facts.server_id,
-                    },
-                    sink,
-                    lock,
-                )
-                .await?;
+                let settings = SnapshotSettings {
+                    opts: self.opts.clone(),
+                    target: &self.target,
+                    filter: &filter,
+                    chunk_rows: self.cfg.producer.snapshot_chunk_rows,
+                    server_id: facts.server_id,
+                };
+                let p = if facts.read_only {
+                    snapshot::mark_start(settings, sink).await?
+                } else {
+                    tracing::info!(%reason, "taking a consistent snapshot");
+                    self.health.set("producer", Status::Ok, "snapshot");
+                    snapshot::run(settings, sink, lock).await?
+                };
                 (p, None)
             }
             Start::At(p) => (p, None),

@@ -19,6 +19,8 @@ use crate::shape::Charsets;
 pub struct SourceFacts {
     pub server_id: u32,
     pub crc32: bool,
+    /// `@@read_only`: the server is a replica, and its data originated elsewhere.
+    pub read_only: bool,
     pub charsets: Charsets,
 }
 
@@ -44,14 +46,14 @@ fn expect(setting: &str, actual: &str, expected: &str, fix: &str) -> Result<(), 
 }
 
 pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &mut TableFilter, no_pk: NoPrimaryKey) -> Result<SourceFacts, ProducerError> {
-    let row: Option<(String, String, String, String, u32, String, String)> = conn
+    let row: Option<(String, String, String, String, u32, String, String, u8)> = conn
         .query_first(
             "SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image, @@binlog_row_metadata, @@server_id, \
-             CAST(@@log_bin_compress AS CHAR), @@binlog_checksum",
+             CAST(@@log_bin_compress AS CHAR), @@binlog_checksum, @@read_only",
         )
         .await
         .db(target)?;
-    let (log_bin, format, image, metadata, server_id, compress, checksum) =
+    let (log_bin, format, image, metadata, server_id, compress, checksum, read_only) =
         row.ok_or_else(|| ProducerError::Binlog("the server returned no settings".into()))?;
     let restart = "set it in the server's configuration ([mariadbd] section) and restart the server";
     expect("log_bin", if log_bin == "1" || log_bin.eq_ignore_ascii_case("ON") { "ON" } else { "OFF" }, "ON", &format!("enable the binary log (log_bin): {restart}"))?;
@@ -150,5 +152,5 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
             .filter_map(|(id, cs)| Some((u16::try_from(id?).ok()?, cs?)))
             .collect(),
     );
-    Ok(SourceFacts { server_id, crc32: checksum.eq_ignore_ascii_case("CRC32"), charsets })
+    Ok(SourceFacts { server_id, crc32: checksum.eq_ignore_ascii_case("CRC32"), read_only: read_only != 0, charsets })
 }

@@ -17,7 +17,8 @@ use mysql_async::{Conn, Opts, Params};
 
 use continuum_common::db::quote_ident;
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, GtidPosition, Op, SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema,
+    BinlogPosition, ChangeEvent, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema,
+    TxPlace,
 };
 
 use crate::error::{DbContext, ProducerError};
@@ -38,6 +39,8 @@ struct Planned {
     shape: Arc<TableSchema>,
     select: String,
     estimate: u64,
+    /// `CREATE TABLE IF NOT EXISTS ...`, as of the snapshot.
+    create: String,
 }
 
 fn new_snapshot_id() -> String {
@@ -95,7 +98,44 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
         })
         .collect();
     let select = format!("SELECT {} FROM {}.{}", exprs.join(", "), quote_ident(db), quote_ident(table));
-    Ok(Planned { shape: Arc::new(shape), select, estimate })
+    let row: Option<(String, String)> = conn
+        .query_first(format!("SHOW CREATE TABLE {}.{}", quote_ident(db), quote_ident(table)))
+        .await
+        .db(target)?;
+    let create = row.map(|(_, c)| c).unwrap_or_default();
+    let create = match create.strip_prefix("CREATE TABLE ") {
+        Some(rest) => format!("CREATE TABLE IF NOT EXISTS {rest}"),
+        None => return Err(ProducerError::Snapshot(format!("SHOW CREATE TABLE {db}.{table} returned no CREATE TABLE statement"))),
+    };
+    Ok(Planned { shape: Arc::new(shape), select, estimate, create })
+}
+
+/// On a read-only source (a replica) nothing local-origin exists yet: its data came from
+/// elsewhere, and copying it into this changelog would send it back to where it came from. The
+/// producer marks its starting point with an empty snapshot (START and END over no tables, at
+/// the current GTID position) and captures local-origin writes from there on, which after a
+/// promotion are the site's new writes.
+pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink) -> Result<GtidPosition, ProducerError> {
+    let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
+    let pos: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await.db(s.target)?;
+    let position: GtidPosition = pos
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| ProducerError::Snapshot(format!("@@gtid_binlog_pos: {e}")))?;
+    let id = new_snapshot_id();
+    tracing::info!(snapshot = %id, %position, "the source is read_only (a replica): no table snapshot; capturing local-origin writes from here");
+    for phase in [SnapshotPhase::Start, SnapshotPhase::End] {
+        sink.send(&StreamRecord::Snapshot(SnapshotMarker {
+            snapshot_id: id.clone(),
+            phase,
+            server_id: s.server_id,
+            position: position.clone(),
+            tables: Vec::new(),
+            ts_ms: continuum_common::observe::now_ms(),
+        }))
+        .await?;
+    }
+    Ok(position)
 }
 
 /// Takes the snapshot and returns the GTID position streaming continues from.
@@ -166,8 +206,22 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
         commit_ts_ms: now_ms,
         snapshot_id: Some(id.clone()),
     };
+    let ddl = |database: &str, ddl: String| {
+        StreamRecord::SchemaChange(SchemaChange {
+            database: database.to_owned(),
+            ddl,
+            source: source.clone(),
+            tx: TxPlace { index: 0, last: true },
+        })
+    };
+    let mut created_dbs = std::collections::BTreeSet::new();
     for plan in &plans {
         let t = &plan.shape;
+        // The table's definition travels with its rows, so an empty replica needs no setup.
+        if created_dbs.insert(t.db.clone()) {
+            sink.send(&ddl(&t.db, format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&t.db)))).await?;
+        }
+        sink.send(&ddl(&t.db, plan.create.clone())).await?;
         let pk_cols: Vec<String> = t.primary_key.iter().map(|&i| quote_ident(&t.columns[i].name)).collect();
         let order = pk_cols.join(", ");
         let first = format!("{} ORDER BY {order} LIMIT {}", plan.select, s.chunk_rows);

@@ -94,7 +94,8 @@ impl ChangeEvent {
     }
 }
 
-/// A DDL statement, in stream order.
+/// A DDL statement, in stream order. Inside a snapshot (`source.snapshot_id` set, no GTID) it is
+/// a table's definition, `CREATE ... IF NOT EXISTS`, written before the table's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaChange {
     /// Default database of the session that ran the DDL (may be empty).
@@ -156,11 +157,18 @@ impl StreamRecord {
                     position: c.source.gtid_position.clone(),
                 },
             },
-            StreamRecord::SchemaChange(s) => StreamPosition::Txn {
-                gtid: s.source.gtid.unwrap_or(Gtid::new(0, 0, 0)),
-                index: s.tx.index,
-                last: s.tx.last,
-                resume: s.source.resume_position.clone(),
+            StreamRecord::SchemaChange(s) => match (s.source.gtid, &s.source.snapshot_id) {
+                (Some(gtid), _) => StreamPosition::Txn {
+                    gtid,
+                    index: s.tx.index,
+                    last: s.tx.last,
+                    resume: s.source.resume_position.clone(),
+                },
+                // A table definition carried by a snapshot.
+                (None, id) => StreamPosition::Snapshot {
+                    id: id.clone().unwrap_or_default(),
+                    position: s.source.gtid_position.clone(),
+                },
             },
             StreamRecord::Heartbeat(h) => StreamPosition::At(h.position.clone()),
             StreamRecord::Snapshot(m) => match m.phase {
