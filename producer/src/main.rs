@@ -32,8 +32,12 @@ struct Cli {
     #[arg(long, short, env = "CONTINUUM_CONFIG")]
     config: PathBuf,
     /// Discard the topic's position and take a fresh consistent snapshot.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start_position")]
     resnapshot: bool,
+    /// For an empty topic only: take no snapshot and capture from this GTID position
+    /// (e.g. `1-1-1000`), for a replica already loaded up to there (by a dump, say).
+    #[arg(long, value_name = "GTID_POSITION")]
+    start_position: Option<continuum_schemas::GtidPosition>,
     /// Which site this is (overrides `site`).
     #[arg(long)]
     site: Option<String>,
@@ -134,7 +138,12 @@ async fn run() -> anyhow::Result<()> {
     });
 
     tracing::info!(site = %cfg.site, version = env!("CARGO_PKG_VERSION"), "continuum-producer starting");
-    let producer = pipeline::Producer::new(cfg, cli.resnapshot, health, stop_rx)?;
+    let initial = match (cli.resnapshot, cli.start_position) {
+        (true, _) => pipeline::Initial::Resnapshot,
+        (false, Some(p)) => pipeline::Initial::StartAt(p),
+        (false, None) => pipeline::Initial::Resume,
+    };
+    let producer = pipeline::Producer::new(cfg, initial, health, stop_rx)?;
     producer.run().await.map_err(|e| {
         tracing::error!(error = %e, "continuum-producer stopped");
         anyhow::Error::new(e)

@@ -31,12 +31,23 @@ use crate::resume::{self, Start};
 use crate::sink::Sink;
 use crate::snapshot::{self, SnapshotSettings};
 
+/// How the first session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initial {
+    /// From the topic's last record (a snapshot if the topic is empty).
+    Resume,
+    /// A fresh snapshot, whatever the topic holds (`--resnapshot`).
+    Resnapshot,
+    /// An empty topic starts at this position, with no snapshot (`--start-position`).
+    StartAt(GtidPosition),
+}
+
 pub struct Producer {
     cfg: SiteConfig,
     topic: String,
     opts: Opts,
     target: String,
-    resnapshot: bool,
+    initial: Initial,
     health: Health,
     shutdown: watch::Receiver<bool>,
 }
@@ -55,11 +66,11 @@ struct Tx {
 }
 
 impl Producer {
-    pub fn new(cfg: SiteConfig, resnapshot: bool, health: Health, shutdown: watch::Receiver<bool>) -> Result<Self, ProducerError> {
+    pub fn new(cfg: SiteConfig, initial: Initial, health: Health, shutdown: watch::Receiver<bool>) -> Result<Self, ProducerError> {
         let topic = cfg.topic_of(&cfg.site)?;
         let opts = db::opts(&cfg.database, &[])?;
         let target = db::describe(&cfg.database);
-        Ok(Producer { cfg, topic, opts, target, resnapshot, health, shutdown })
+        Ok(Producer { cfg, topic, opts, target, initial, health, shutdown })
     }
 
     /// Runs until shutdown (Ok) or a fatal error.
@@ -153,9 +164,21 @@ impl Producer {
 
         let last = resume::read_last_position(ccfg, &self.topic).await?;
         let mut start = resume::from_last(last.as_ref().map(|(_, p)| p.clone()));
-        if first && self.resnapshot {
-            start = Start::Snapshot { reason: "--resnapshot was given".into() };
-            self.resnapshot = false;
+        let mut start_at = None;
+        if first {
+            match std::mem::replace(&mut self.initial, Initial::Resume) {
+                Initial::Resume => {}
+                Initial::Resnapshot => start = Start::Snapshot { reason: "--resnapshot was given".into() },
+                Initial::StartAt(p) => {
+                    if let Some((offset, pos)) = &last {
+                        return Err(ProducerError::Resume(format!(
+                            "--start-position {p} is for an empty topic, but {} already holds records (the last, at offset {offset}, is {pos}); drop the flag to resume from the topic",
+                            self.topic
+                        )));
+                    }
+                    start_at = Some(p);
+                }
+            }
         }
         match &last {
             Some((offset, pos)) => tracing::info!(topic = %self.topic, offset, last = %pos, decision = ?start, "resuming"),
@@ -170,8 +193,10 @@ impl Producer {
                     chunk_rows: self.cfg.producer.snapshot_chunk_rows,
                     server_id: facts.server_id,
                 };
-                let p = if facts.read_only {
-                    snapshot::mark_start(settings, sink).await?
+                let p = if let Some(p) = start_at {
+                    snapshot::mark_start(settings, sink, Some(p)).await?
+                } else if facts.read_only {
+                    snapshot::mark_start(settings, sink, None).await?
                 } else {
                     tracing::info!(%reason, "taking a consistent snapshot");
                     self.health.set("producer", Status::Ok, "snapshot");

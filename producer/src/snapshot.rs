@@ -115,15 +115,26 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
 /// producer marks its starting point with an empty snapshot (START and END over no tables, at
 /// the current GTID position) and captures local-origin writes from there on, which after a
 /// promotion are the site's new writes.
-pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink) -> Result<GtidPosition, ProducerError> {
-    let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
-    let pos: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await.db(s.target)?;
-    let position: GtidPosition = pos
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| ProducerError::Snapshot(format!("@@gtid_binlog_pos: {e}")))?;
+///
+/// `--start-position` uses the same marker at a given position.
+pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink, at: Option<GtidPosition>) -> Result<GtidPosition, ProducerError> {
+    let position = match at {
+        Some(p) => {
+            tracing::info!(position = %p, "--start-position: no snapshot; capturing from the given position");
+            p
+        }
+        None => {
+            let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
+            let pos: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await.db(s.target)?;
+            let p: GtidPosition = pos
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| ProducerError::Snapshot(format!("@@gtid_binlog_pos: {e}")))?;
+            tracing::info!(position = %p, "the source is read_only (a replica): no table snapshot; capturing local-origin writes from here");
+            p
+        }
+    };
     let id = new_snapshot_id();
-    tracing::info!(snapshot = %id, %position, "the source is read_only (a replica): no table snapshot; capturing local-origin writes from here");
     for phase in [SnapshotPhase::Start, SnapshotPhase::End] {
         sink.send(&StreamRecord::Snapshot(SnapshotMarker {
             snapshot_id: id.clone(),
