@@ -30,7 +30,7 @@ WITH_ENV := source $(STACK_DIR)/env &&
 
 PIPELINE := scripts/pipeline.sh
 
-.PHONY: help deps tools build up down clean status run stop test test-unit test-suites peek fmt lint
+.PHONY: help deps tools build up down clean status run stop workload test test-unit test-suites peek fmt lint
 
 help:
 	@echo "make up      start the local two-site stack (.stack/), waiting until healthy"
@@ -39,6 +39,7 @@ help:
 	@echo "make status  show what is running"
 	@echo "make run     start the four pipeline processes (both producers, both 'consumer run')"
 	@echo "make stop    stop them"
+	@echo "make workload ARGS=\"--duration 30s --rate 50\"   write a checkable workload to SF"
 	@echo "make test    bring the stack up, then run every test CI runs"
 	@echo "make build   build the workspace"
 	@echo "make peek TOPIC=sf.cdc [SITE=sf|eu] [FROM=offset|-n] [COUNT=20]"
@@ -89,6 +90,10 @@ run: up build
 stop:
 	@$(PIPELINE) stop
 
+# The workload generator against the SF MariaDB, e.g. make workload ARGS="--duration 30s --rate 50"
+workload: up
+	@$(WITH_ENV) cargo run -q -p continuum-tests --bin workload -- $(ARGS)
+
 # Unit tests first (the schemas and common crates' integration tests only need the registry),
 # then the suites against the stack.
 test: up
@@ -102,6 +107,7 @@ test-unit:
 # so they never pull a server out from under another test.
 test-suites:
 	$(WITH_ENV) cargo test -p continuum-producer --test pipeline
+	$(WITH_ENV) cargo test -p continuum-tests --test workload
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1

@@ -9,6 +9,8 @@
 //!   suites that restart servers. Those suites must run alone (`--test-threads=1`, after the
 //!   others): see the Makefile.
 
+pub mod workload;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
