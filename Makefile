@@ -30,9 +30,10 @@ WITH_ENV := source $(STACK_DIR)/env &&
 
 PIPELINE := scripts/pipeline.sh
 
-.PHONY: help deps tools build up down clean status run stop workload test test-unit test-suites peek fmt lint
+.PHONY: help deps tools build up down clean status run stop demo workload test test-unit test-suites peek fmt lint
 
 help:
+	@echo "make demo    start everything, replicate a sample workload SF -> EU, show the result"
 	@echo "make up      start the local two-site stack (.stack/), waiting until healthy"
 	@echo "make down    stop everything 'make up' started"
 	@echo "make clean   stop, then delete .stack/"
@@ -89,6 +90,11 @@ run: up build
 
 stop:
 	@$(PIPELINE) stop
+
+# The main job: bring up both sites, run the pipeline, replicate a sample workload SF -> EU,
+# and show the result and the lag. Leaves everything running.
+demo: run
+	@scripts/demo.sh
 
 # The workload generator against the SF MariaDB, e.g. make workload ARGS="--duration 30s --rate 50"
 workload: up

@@ -10,6 +10,8 @@
 #   scripts/pipeline.sh stop  [PROC...]   stop gracefully (SIGTERM, then SIGKILL after 60 s)
 #   scripts/pipeline.sh kill  PROC        kill -9 (chaos tests)
 #   scripts/pipeline.sh status
+#   scripts/pipeline.sh env SITE          print the environment of SITE's processes (to eval),
+#                                         for running other continuum verbs by hand
 #
 # Each reads config/<site>.toml, with the stack's addresses from .stack/env as environment
 # overrides. PID files: .stack/pids/<proc>.pid; logs: .stack/logs/<proc>.log. Processes are
@@ -76,9 +78,6 @@ start_one() {
     return 0
   fi
   cfg=$ROOT/config/$site.toml
-  local SITE
-  SITE=$(tr '[:lower:]' '[:upper:]' <<<"$site")
-  local host_var=${SITE}_DB_HOST port_var=${SITE}_DB_PORT pw_var=${SITE}_DB_PASSWORD
   local args
   case $kind in
     producer) args=("$BIN_DIR/continuum-producer" --config "$cfg") ;;
@@ -89,10 +88,8 @@ start_one() {
   log "starting $proc"
   (
     cd "$ROOT"
-    mapfile -t envs < <(common_env)
-    exec env "${envs[@]}" \
-      CONTINUUM_DB_HOST="${!host_var}" CONTINUUM_DB_PORT="${!port_var}" CONTINUUM_DB_PASSWORD="${!pw_var}" \
-      setsid "${args[@]}" >>"$STACK_DIR/logs/$proc.log" 2>&1 </dev/null
+    mapfile -t envs < <(site_env "$site")
+    exec env "${envs[@]}" setsid "${args[@]}" >>"$STACK_DIR/logs/$proc.log" 2>&1 </dev/null
   ) &
   echo $! >"$(pidfile "$proc")"
 }
@@ -136,8 +133,25 @@ status() {
   done
 }
 
+# The whole environment of one site's processes.
+site_env() {
+  local site=$1 SITE
+  SITE=$(tr '[:lower:]' '[:upper:]' <<<"$site")
+  local host_var=${SITE}_DB_HOST port_var=${SITE}_DB_PORT pw_var=${SITE}_DB_PASSWORD
+  common_env
+  echo "CONTINUUM_DB_HOST=${!host_var}"
+  echo "CONTINUUM_DB_PORT=${!port_var}"
+  echo "CONTINUUM_DB_PASSWORD=${!pw_var}"
+  echo "CONTINUUM_CONFIG=$ROOT/config/$site.toml"
+}
+
 cmd=${1:-}
 shift || true
+if [[ $cmd == env ]]; then
+  [[ $# -eq 1 && ( $1 == sf || $1 == eu ) ]] || die "usage: $0 env sf|eu"
+  site_env "$1" | sed 's/^/export /'
+  exit 0
+fi
 targets=("$@")
 ((${#targets[@]})) || targets=("${PROCS[@]}")
 for t in "${targets[@]}"; do valid "$t"; done
