@@ -114,6 +114,7 @@ test-unit:
 test-suites:
 	$(WITH_ENV) cargo test -p continuum-producer --test pipeline
 	$(WITH_ENV) cargo test -p continuum-tests --test workload
+	$(WITH_ENV) cargo test -p continuum-tests --test docker_config
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1

@@ -5,8 +5,9 @@
 //! - the MariaDB settings in `docker/mariadb/*.cnf` are the local stack's, with distinct server
 //!   and domain ids, none equal to a producer's replica `server_id`;
 //! - `docker/compose.yml` references only files that exist (or, for secrets, that
-//!   `docker/make-secrets.sh` writes), has the four services of each site with health checks,
-//!   pins its images, and joins each service to the networks of the site model;
+//!   `docker/make-secrets.sh` writes), has the four services of each site with health checks
+//!   and each MariaDB in its role, pins its images, and joins each service to the networks of
+//!   the site model; each site's operator container reaches both databases with both passwords;
 //! - `docker/Dockerfile` copies every workspace member and stubs every target its dependency
 //!   layer needs.
 //!
@@ -205,6 +206,27 @@ fn endpoints_are_the_compose_services() {
         for s in SITES {
             assert_eq!(c.sites[s].brokers, format!("{s}-redpanda:9092"));
             assert_eq!(c.sites[s].registry.url, format!("http://{s}-redpanda:8081"));
+            // The other site's MariaDB, for the operator verbs, under the name the
+            // <site>-operator service mounts its password with.
+            let remote = c.sites[s].database.as_ref();
+            if s == site {
+                assert!(
+                    remote.is_none(),
+                    "{site}.toml: this site's database is [database]"
+                );
+                continue;
+            }
+            let remote = remote.unwrap_or_else(|| {
+                panic!("{site}.toml: no [sites.{s}.database] for promote, orphans and verify")
+            });
+            let own = c.database_of(s).unwrap();
+            assert_eq!(own.host, remote.host);
+            assert_eq!(remote.host, format!("{s}-db"));
+            assert_eq!(remote.port, 3306);
+            assert_eq!(remote.user, "continuum");
+            assert!(remote.password.is_none(), "{site}.toml: no inline password");
+            let file = format!("/run/secrets/{s}-db-password");
+            assert_eq!(remote.password_file.as_deref(), Some(Path::new(&file)));
         }
         for host in [format!("{site}-db"), format!("{site}-redpanda")] {
             assert!(
@@ -309,7 +331,7 @@ fn mariadb_settings_match_the_local_stack_and_ids_are_unique() {
         }
         assert!(
             !m.contains_key("read_only"),
-            "{site}.cnf: read_only would come back at every restart"
+            "{site}.cnf: read_only comes from the role (start.sh), not from the file"
         );
         server_ids.insert(m["server_id"].clone());
         domains.insert(m["gtid_domain_id"].clone());
@@ -434,6 +456,47 @@ fn compose_has_both_sites_with_health_checks_on_their_networks() {
         );
         let p = &svc[&format!("{site}-producer")];
         assert!(p.contains(r#"command: ["continuum-producer"]"#), "{p}");
+    }
+    // The operators reach both sites, with their own site's password as the config expects
+    // it and the other site's under the name its [sites.<other>.database] gives.
+    for site in SITES {
+        let other = SITES.iter().find(|s| **s != site).unwrap();
+        let name = format!("{site}-operator");
+        let o = svc
+            .get(&name)
+            .unwrap_or_else(|| panic!("compose.yml has no service {name}"));
+        assert_eq!(
+            flow_list(o, "networks"),
+            BTreeSet::from(["sf", "eu", "intersite"].map(String::from)),
+            "{name}: networks"
+        );
+        assert!(o.contains("profiles: [operator]"), "{o}");
+        assert!(
+            o.contains(&format!(
+                "- source: {site}-db-password\n        target: db-password\n"
+            )),
+            "{o}"
+        );
+        assert!(o.contains(&format!("- {other}-db-password\n")), "{o}");
+        assert!(
+            o.contains(&format!(
+                "- ./config/{site}.toml:/etc/continuum/continuum.toml:ro"
+            )),
+            "{o}"
+        );
+    }
+    // Each MariaDB starts in its role: SF the primary, EU the replica (read_only=ON).
+    for (site, role) in [("sf", "primary"), ("eu", "replica")] {
+        let db = service_with_anchors(&format!("{site}-db"));
+        assert!(db.contains(&format!("CONTINUUM_DB_ROLE: {role}\n")), "{db}");
+        assert!(
+            db.contains(r#"command: ["bash", "/usr/local/bin/continuum-db-start"]"#),
+            "{db}"
+        );
+        assert!(
+            db.contains("- ./mariadb/start.sh:/usr/local/bin/continuum-db-start:ro"),
+            "{db}"
+        );
     }
     let top = blocks(&compose(), "networks", 2);
     assert_eq!(
