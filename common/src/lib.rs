@@ -4,6 +4,7 @@
 //! secrets that never print, Kafka and MariaDB client settings, and observability (logs,
 //! `/metrics`, `/health`).
 
+pub mod binlog;
 pub mod config;
 pub mod db;
 pub mod kafka;

@@ -20,6 +20,8 @@ use mysql_async::prelude::Queryable;
 
 use continuum_schemas::{BinlogPosition, Gtid, GtidPosition, Op, Row, TableSchema};
 
+use continuum_common::binlog::{parse_gtid_event, parse_gtid_list, FL_STANDALONE, MARIADB_GTID, MARIADB_GTID_LIST, SKIP_REPLICATION_FLAG};
+
 use crate::ddl::{classify, DdlTarget};
 use crate::error::{DbContext, ProducerError};
 use crate::filter::TableFilter;
@@ -29,8 +31,6 @@ use continuum_common::config::NoPrimaryKey;
 /// MariaDB event types the crate does not decode.
 const ANNOTATE_ROWS: u8 = 160;
 const BINLOG_CHECKPOINT: u8 = 161;
-const MARIADB_GTID: u8 = 162;
-const MARIADB_GTID_LIST: u8 = 163;
 const START_ENCRYPTION: u8 = 164;
 const QUERY_COMPRESSED: u8 = 165;
 const ROWS_COMPRESSED_FIRST: u8 = 166;
@@ -39,12 +39,6 @@ const HEARTBEAT: u8 = 27;
 const ROTATE: u8 = 4;
 const FORMAT_DESCRIPTION: u8 = 15;
 
-/// `LOG_EVENT_SKIP_REPLICATION_F`: the event was written by a session with
-/// `skip_replication=1`, i.e. by Continuum's own apply.
-const SKIP_REPLICATION_FLAG: u16 = 0x8000;
-/// GTID event flag: the transaction is a single statement with no COMMIT/XID (DDL).
-const FL_STANDALONE: u8 = 0x01;
-const FL_GROUP_COMMIT_ID: u8 = 0x02;
 
 /// What the reader reports, in binlog order.
 #[derive(Debug, Clone)]
@@ -73,42 +67,6 @@ pub enum SourceEvent {
     Commit { gtid: Gtid, position: GtidPosition },
     /// The server had nothing newer to send: the source is at the reader's position now.
     CaughtUp,
-}
-
-/// Parses a MariaDB GTID event body: seq_no u64, domain_id u32, flags u8 [, commit_id u64].
-pub fn parse_gtid_event(data: &[u8], server_id: u32) -> Result<(Gtid, u8), String> {
-    if data.len() < 13 {
-        return Err(format!("GTID event of {} bytes, expected at least 13", data.len()));
-    }
-    let seq = u64::from_le_bytes(data[0..8].try_into().unwrap());
-    let domain = u32::from_le_bytes(data[8..12].try_into().unwrap());
-    let flags = data[12];
-    if flags & FL_GROUP_COMMIT_ID != 0 && data.len() < 21 {
-        return Err("GTID event with a group commit id is truncated".into());
-    }
-    Ok((Gtid::new(domain, server_id, seq), flags))
-}
-
-/// Parses a MariaDB GTID_LIST event body: count u32 (low 28 bits), then
-/// count x (domain u32, server u32, seq u64).
-pub fn parse_gtid_list(data: &[u8]) -> Result<GtidPosition, String> {
-    if data.len() < 4 {
-        return Err("GTID_LIST event too short".into());
-    }
-    let count = (u32::from_le_bytes(data[0..4].try_into().unwrap()) & 0x0fff_ffff) as usize;
-    let need = 4 + count * 16;
-    if data.len() < need {
-        return Err(format!("GTID_LIST of {count} entries needs {need} bytes, has {}", data.len()));
-    }
-    let mut p = GtidPosition::new();
-    for i in 0..count {
-        let o = 4 + i * 16;
-        let domain = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
-        let server = u32::from_le_bytes(data[o + 4..o + 8].try_into().unwrap());
-        let seq = u64::from_le_bytes(data[o + 8..o + 16].try_into().unwrap());
-        p.advance(Gtid::new(domain, server, seq));
-    }
-    Ok(p)
 }
 
 struct OpenTx {
@@ -433,36 +391,3 @@ fn map_stream_error(e: mysql_async::Error, target: &str, position: &GtidPosition
     ProducerError::Db { target: target.to_owned(), source: e }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gtid_event_bodies_parse() {
-        let mut b = Vec::new();
-        b.extend(100u64.to_le_bytes());
-        b.extend(2u32.to_le_bytes());
-        b.push(FL_STANDALONE);
-        let (g, f) = parse_gtid_event(&b, 7).unwrap();
-        assert_eq!(g.to_string(), "2-7-100");
-        assert_eq!(f, FL_STANDALONE);
-        b[12] = FL_GROUP_COMMIT_ID;
-        assert!(parse_gtid_event(&b, 7).is_err(), "commit id missing");
-        b.extend(5u64.to_le_bytes());
-        assert!(parse_gtid_event(&b, 7).is_ok());
-        assert!(parse_gtid_event(&b[..10], 7).is_err());
-    }
-
-    #[test]
-    fn gtid_list_bodies_parse() {
-        let mut b = Vec::new();
-        b.extend((2u32 | 0x1000_0000).to_le_bytes()); // high flag bits are ignored
-        for (d, s, n) in [(1u32, 1u32, 9u64), (2, 2, 4)] {
-            b.extend(d.to_le_bytes());
-            b.extend(s.to_le_bytes());
-            b.extend(n.to_le_bytes());
-        }
-        assert_eq!(parse_gtid_list(&b).unwrap().to_string(), "1-1-9,2-2-4");
-        assert!(parse_gtid_list(&b[..20]).is_err());
-    }
-}
