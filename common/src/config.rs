@@ -237,9 +237,10 @@ pub struct ProducerConfig {
     /// replica in the topology. Default `4001`. Env: `CONTINUUM_PRODUCER_SERVER_ID`.
     pub server_id: u32,
     /// `db.table` patterns to capture (`*` matches any run of characters). Default: every table
-    /// of every non-system database.
+    /// of every non-system database. Env: `CONTINUUM_PRODUCER_INCLUDE` (comma-separated).
     pub include: Vec<String>,
     /// `db.table` patterns to leave out, applied after `include`. Default none.
+    /// Env: `CONTINUUM_PRODUCER_EXCLUDE` (comma-separated).
     pub exclude: Vec<String>,
     /// Default `refuse`.
     pub tables_without_primary_key: NoPrimaryKey,
@@ -462,6 +463,8 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "CONTINUUM_<SITE>_DB_PORT",
     "CONTINUUM_<SITE>_DB_USER",
     "CONTINUUM_<SITE>_DB_PASSWORD",
+    "CONTINUUM_PRODUCER_INCLUDE",
+    "CONTINUUM_PRODUCER_EXCLUDE",
     "CONTINUUM_PRODUCER_SERVER_ID",
     "CONTINUUM_PRODUCER_METRICS_LISTEN",
     "CONTINUUM_CONSUMER_METRICS_LISTEN",
@@ -583,6 +586,12 @@ impl SiteConfig {
                     }
                 }
             }
+        }
+        if let Some(v) = env("CONTINUUM_PRODUCER_INCLUDE") {
+            self.producer.include = v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        }
+        if let Some(v) = env("CONTINUUM_PRODUCER_EXCLUDE") {
+            self.producer.exclude = v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
         }
         if let Some(v) = env("CONTINUUM_PRODUCER_SERVER_ID") {
             self.producer.server_id = parse_env("CONTINUUM_PRODUCER_SERVER_ID", &v)?;
