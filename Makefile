@@ -30,7 +30,7 @@ WITH_ENV := source $(STACK_DIR)/env &&
 
 PIPELINE := scripts/pipeline.sh
 
-.PHONY: help deps tools build up down clean status run stop demo workload test test-unit test-suites peek fmt lint
+.PHONY: help deps tools build up down clean status run stop demo soak workload test test-unit test-suites peek fmt lint
 
 help:
 	@echo "make demo    start everything, replicate a sample workload SF -> EU, show the result"
@@ -40,6 +40,7 @@ help:
 	@echo "make status  show what is running"
 	@echo "make run     start the four pipeline processes (both producers, both 'consumer run')"
 	@echo "make stop    stop them"
+	@echo "make soak CYCLES=100   the chaos suite, long"
 	@echo "make workload ARGS=\"--duration 30s --rate 50\"   write a checkable workload to SF"
 	@echo "make test    bring the stack up, then run every test CI runs"
 	@echo "make build   build the workspace"
@@ -96,6 +97,11 @@ stop:
 demo: run
 	@scripts/demo.sh
 
+# The chaos suite, long: make soak CYCLES=100
+CYCLES ?= 100
+soak: up build
+	$(WITH_ENV) CHAOS_CYCLES=$(CYCLES) cargo test -p continuum-tests --test e2e chaos -- --test-threads=1 --nocapture
+
 # The workload generator against the SF MariaDB, e.g. make workload ARGS="--duration 30s --rate 50"
 workload: up
 	@$(WITH_ENV) cargo run -q -p continuum-tests --bin workload -- $(ARGS)
@@ -112,12 +118,14 @@ test-unit:
 # One line per suite. Suites that restart servers (stack) come last and run one test at a time,
 # so they never pull a server out from under another test.
 test-suites:
+	cargo build --workspace --bins
 	$(WITH_ENV) cargo test -p continuum-producer --test pipeline
 	$(WITH_ENV) cargo test -p continuum-tests --test workload
 	$(WITH_ENV) cargo test -p continuum-tests --test docker_config
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1
+	$(WITH_ENV) cargo test -p continuum-tests --test e2e -- --test-threads=1 --nocapture
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
 
 # Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).

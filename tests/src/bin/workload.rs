@@ -14,6 +14,10 @@ use continuum_tests::workload::{run_until, Config};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `workload bench ...`: the benchmark's load (continuum_tests::workload::bench).
+    if std::env::args().nth(1).as_deref() == Some("bench") {
+        return continuum_tests::workload::bench::main(std::env::args().skip(2).collect()).await;
+    }
     let cfg = Config::parse();
     let stop = Arc::new(AtomicBool::new(false));
     {

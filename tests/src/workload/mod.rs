@@ -34,6 +34,7 @@
 //! from the database, so a transaction whose commit was cut off counts as whatever the server
 //! decided. Every transaction is explicit: none is ever left half-applied.
 
+pub mod bench;
 pub mod model;
 pub mod values;
 mod worker;

@@ -1,0 +1,373 @@
+//! End to end against the local stack, with the real pipeline processes (scripts/pipeline.sh:
+//! SF producer, EU `consumer run`, EU producer, SF `consumer run`) and the workload generator.
+//!
+//! - `pipeline_replicates_a_workload_consistently`: the full SF -> EU path under the generator;
+//!   the bank-transfer invariant holds at every sampled read of the EU replica during the run,
+//!   and `verify` reports identical at the end.
+//! - `chaos_kill9_components_loses_nothing`: kill -9 at random one of the producer, the EU
+//!   consumer (mirror and apply), either broker, either MariaDB, and restart it the way an
+//!   operator would (`scripts/stack.sh up`, `scripts/pipeline.sh start`, as `make up` and `make
+//!   run` do), at least 10 cycles (`CHAOS_CYCLES`, `make soak CYCLES=N`) while the generator
+//!   writes. Afterwards `verify` reports identical, every source event is in the changelog once,
+//!   and EU's binlog shows apply's checkpoint covering every source GTID exactly once.
+//!
+//! Both start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
+use continuum_tests::{stack, unique_name, workload, workspace_root};
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+
+/// The pipeline of the local stack, confined to this test's databases and topics.
+struct Pipeline {
+    prefix: String,
+    sf_topic: String,
+    eu_topic: String,
+    dir: PathBuf,
+}
+
+impl Pipeline {
+    fn new(name: &str) -> Pipeline {
+        let prefix = unique_name(name);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        Pipeline { sf_topic: format!("{prefix}.sf.cdc"), eu_topic: format!("{prefix}.eu.cdc"), prefix, dir }
+    }
+
+    fn envs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONTINUUM_PRODUCER_INCLUDE", format!("{}_*.*", self.prefix)),
+            ("CONTINUUM_SF_TOPIC", self.sf_topic.clone()),
+            ("CONTINUUM_EU_TOPIC", self.eu_topic.clone()),
+            ("CONTINUUM_LOG", "info".into()),
+        ]
+    }
+
+    fn script(&self, script: &str, args: &[&str]) -> Output {
+        let out = Command::new("bash")
+            .arg(workspace_root().join(script))
+            .args(args)
+            .envs(self.envs())
+            .current_dir(workspace_root())
+            .output()
+            .unwrap();
+        out
+    }
+
+    fn must(&self, script: &str, args: &[&str]) {
+        let out = self.script(script, args);
+        assert!(
+            out.status.success(),
+            "{script} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the four processes with this test's settings (stopping any already running, which
+    /// would have other settings).
+    fn start(&self) {
+        self.must("scripts/pipeline.sh", &["stop"]);
+        self.must("scripts/pipeline.sh", &["start"]);
+    }
+
+    fn stop(&self) {
+        self.must("scripts/pipeline.sh", &["stop"]);
+    }
+
+    /// A consumer verb at a site, with that site's pipeline environment.
+    fn consumer_at(&self, site: &str, args: &[&str]) -> Output {
+        let bin = workspace_root().join("target/debug/continuum-consumer");
+        Command::new("bash")
+            .args(["-c", &format!("eval \"$(scripts/pipeline.sh env {site})\" && exec \"$0\" \"$@\"")])
+            .arg(bin)
+            .args(args)
+            .envs(self.envs())
+            .current_dir(workspace_root())
+            .output()
+            .unwrap()
+    }
+
+    fn databases(&self, n: usize) -> Vec<String> {
+        workload::database_names(&self.prefix, n)
+    }
+
+    fn workload(&self, seconds: u64, databases: usize, seed: u64) -> Child {
+        let s = &stack().sf;
+        let log = std::fs::File::create(self.dir.join("workload.out")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_workload"))
+            .args([
+                "--prefix",
+                &self.prefix,
+                "--databases",
+                &databases.to_string(),
+                "--duration",
+                &format!("{seconds}s"),
+                "--rate",
+                "30",
+                "--large-every",
+                "150",
+                "--large-rows",
+                "3000",
+                "--ddl",
+                "on",
+                "--seed",
+                &seed.to_string(),
+                "--host",
+                &s.db_host,
+                "--port",
+                &s.db_port.to_string(),
+                "--user",
+                &s.db_admin_user,
+                "--password",
+                &s.db_admin_password,
+                "--log",
+                self.dir.join("workload.jsonl").to_str().unwrap(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("workload.out")).unwrap_or_default()
+    }
+}
+
+async fn sf_position() -> GtidPosition {
+    let mut c = stack().sf.admin_conn().await;
+    let p: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    p.parse().unwrap()
+}
+
+/// Waits until EU's apply of the SF changelog covers SF's domain-1 position `target`.
+async fn wait_eu_caught_up(topic: &str, target: &GtidPosition, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let want: GtidPosition = target.iter().filter(|g| g.domain == 1).copied().collect();
+    let mut last = String::new();
+    loop {
+        if let Ok(mut c) = mysql_async::Conn::new(stack().eu.admin_opts()).await {
+            let got: Result<Option<String>, _> = c
+                .exec_first("SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = ? AND `partition` = 0", (topic,))
+                .await;
+            if let Ok(Some(p)) = got {
+                last = p.clone();
+                if p.parse::<GtidPosition>().is_ok_and(|p| p.covers(&want)) {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "EU did not apply {topic} up to {want} within {timeout:?}; its checkpoint is at {last}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Samples the bank invariant on EU until `stop` flips. Transfers move money between accounts,
+/// also across databases, so the invariant is the total over all databases, read by one
+/// statement (one consistent read). While the workload sets up, some databases may not be
+/// seeded yet: the total is then a whole multiple of one database's seed, never anything else.
+async fn sample_invariant(dbs: Vec<String>, stop: tokio::sync::watch::Receiver<bool>) -> (u64, Vec<String>) {
+    let per_db = workload::expected_total(1);
+    let q = format!(
+        "SELECT CAST(SUM(s) * 100 AS CHAR) FROM ({}) x",
+        dbs.iter().map(|d| format!("SELECT SUM(balance) AS s FROM `{d}`.accounts")).collect::<Vec<_>>().join(" UNION ALL ")
+    );
+    let mut samples = 0;
+    let mut violations = Vec::new();
+    while !*stop.borrow() {
+        if let Ok(mut c) = mysql_async::Conn::new(stack().eu.admin_opts()).await {
+            // Fails until every database and table exists on EU.
+            if let Ok(Some(Some(sum))) = c.query_first::<Option<String>, _>(&q).await {
+                let cents: i128 = sum.split('.').next().unwrap().parse().unwrap();
+                samples += 1;
+                if cents % per_db != 0 || cents / per_db > dbs.len() as i128 {
+                    violations.push(format!("total {} at sample {samples}", workload::format_cents(cents)));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (samples, violations)
+}
+
+fn verify(p: &Pipeline, dbs: &[String]) {
+    let out = p.consumer_at("eu", &["verify", "--databases", &dbs.join(",")]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains("verdict: IDENTICAL"), "verify found differences:\n{text}");
+}
+
+/// Every event of every source transaction is in the SF changelog exactly once, in order.
+fn assert_changelog_exactly_once(topic: &str) -> usize {
+    let s = stack();
+    let (_, high) = s.sf.wait_topic_ready(topic, Duration::from_secs(60));
+    let records = s.sf.read_from(topic, 0, high as usize, Duration::from_secs(300));
+    let mut last: Option<(Gtid, u64)> = None;
+    let mut txns = 0;
+    for m in &records {
+        use rdkafka::message::Headers;
+        use rdkafka::Message;
+        let pos = m
+            .headers()
+            .and_then(|h| h.iter().find(|x| x.key == "continuum.pos").and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+            .expect("continuum.pos");
+        if let Ok(StreamPosition::Txn { gtid, index, .. }) = pos.parse() {
+            match last {
+                Some((g, i)) if g == gtid => assert_eq!(index, i + 1, "{gtid}: event {index} after {i} at offset {}", m.offset()),
+                Some((g, _)) => {
+                    assert!(gtid.seq > g.seq, "{gtid} after {g} at offset {}", m.offset());
+                    assert_eq!(index, 0, "{gtid} starts at event {index} at offset {}", m.offset());
+                    txns += 1;
+                }
+                None => {
+                    assert_eq!(index, 0);
+                    txns += 1;
+                }
+            }
+            last = Some((gtid, index));
+        }
+    }
+    txns
+}
+
+/// Reads EU's binlog and checks apply's checkpoint row for `topic`: every update starts where
+/// the previous one ended and never goes back, so each source GTID is covered by exactly one
+/// apply commit.
+async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
+    let s = &stack().eu;
+    let mut conn = mysql_async::Conn::new(s.admin_opts()).await.unwrap();
+    conn.query_drop("SET @mariadb_slave_capability=4").await.unwrap();
+    conn.query_drop("SET @slave_connect_state=''").await.unwrap();
+    let req = mysql_async::BinlogStreamRequest::new(4_000_000_000 - (std::process::id() % 1000)).with_filename(b"").with_pos(4u64).with_non_blocking();
+    let mut stream = conn.get_binlog_stream(req).await.unwrap();
+    let mut commits = 0;
+    let mut prev_after: Option<GtidPosition> = None;
+    let mut cp_table: Option<u64> = None;
+    let text = |v: Option<&mysql_async::binlog::value::BinlogValue<'_>>| -> Option<String> {
+        match v {
+            Some(mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Bytes(b))) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    };
+    while let Some(ev) = stream.next().await {
+        let ev = ev.unwrap();
+        let Ok(Some(data)) = ev.read_data() else { continue };
+        match data {
+            mysql_async::binlog::events::EventData::TableMapEvent(t) => {
+                if t.database_name() == "continuum" && t.table_name() == "checkpoint" {
+                    cp_table = Some(t.table_id());
+                }
+            }
+            mysql_async::binlog::events::EventData::RowsEvent(r) if Some(r.table_id()) == cp_table => {
+                let tme = stream.get_tme(r.table_id()).unwrap();
+                for row in r.rows(tme) {
+                    let (before, after) = row.unwrap();
+                    let after = after.expect("checkpoint rows are inserted or updated");
+                    if text(after.as_ref(0)).as_deref() != Some(topic) {
+                        continue;
+                    }
+                    let a: GtidPosition = text(after.as_ref(4)).unwrap_or_default().parse().unwrap();
+                    let b: GtidPosition = before
+                        .and_then(|b| text(b.as_ref(4)))
+                        .map(|t| t.parse().unwrap())
+                        .unwrap_or_default();
+                    let a1: GtidPosition = a.iter().filter(|g| g.domain == 1).copied().collect();
+                    let b1: GtidPosition = b.iter().filter(|g| g.domain == 1).copied().collect();
+                    if let Some(p) = &prev_after {
+                        assert_eq!(&b1, p, "an apply commit started at {b1} where the previous one ended at {p}");
+                    }
+                    assert!(a1.covers(&b1), "an apply commit moved the checkpoint back from {b1} to {a1}");
+                    prev_after = Some(a1);
+                    commits += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    commits
+}
+
+async fn drop_databases(dbs: &[String]) {
+    for site in [&stack().sf, &stack().eu] {
+        if let Ok(mut c) = mysql_async::Conn::new(site.admin_opts()).await {
+            for db in dbs {
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_replicates_a_workload_consistently() {
+    let seconds: u64 = std::env::var("E2E_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    let p = Pipeline::new("e2e");
+    let dbs = p.databases(3);
+    p.start();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(sample_invariant(dbs.clone(), stop_rx));
+    let mut wl = p.workload(seconds, 3, 11);
+    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "workload failed:\n{}", p.log());
+    let target = sf_position().await;
+    wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(600)).await;
+    let _ = stop_tx.send(true);
+    let (samples, violations) = sampler.await.unwrap();
+    assert!(violations.is_empty(), "partial transactions were visible on EU: {violations:?}");
+    assert!(samples > 100, "only {samples} invariant samples were taken");
+    verify(&p, &dbs);
+    let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
+    let txns = assert_changelog_exactly_once(&p.sf_topic);
+    p.stop();
+    eprintln!("pipeline: {seconds}s of workload, {txns} source transactions, {commits} apply commits, {samples} invariant samples, no violation");
+    drop_databases(&dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill9_components_loses_nothing() {
+    let cycles: usize = std::env::var("CHAOS_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let p = Pipeline::new("chaos");
+    let dbs = p.databases(2);
+    p.start();
+    let seconds = (cycles as u64 * 12).max(60);
+    let mut wl = p.workload(seconds, 2, 23);
+    let targets = ["sf-producer", "eu-consumer", "sf-broker", "eu-broker", "sf-db", "eu-db"];
+    let mut rng = rand::rng();
+    let mut log: BTreeMap<usize, String> = BTreeMap::new();
+    let started = Instant::now();
+    for cycle in 1..=cycles {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..6000))).await;
+        let target = targets[rng.random_range(0..targets.len())];
+        let t0 = started.elapsed().as_secs_f64();
+        if target.ends_with("producer") || target.ends_with("consumer") {
+            let _ = p.script("scripts/pipeline.sh", &["kill", target]);
+        } else {
+            let _ = p.script("scripts/stack.sh", &["kill", target]);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+        p.must("scripts/stack.sh", &["up"]);
+        p.must("scripts/pipeline.sh", &["start"]);
+        let line = format!("cycle {cycle:>3}: killed {target:<12} at {t0:7.1}s, restarted by {:7.1}s", started.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        log.insert(cycle, line);
+    }
+    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "workload failed:\n{}", p.log());
+    let target = sf_position().await;
+    wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(900)).await;
+    verify(&p, &dbs);
+    let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
+    let txns = assert_changelog_exactly_once(&p.sf_topic);
+    p.stop();
+    eprintln!(
+        "chaos: {cycles} cycles in {:.0}s, {txns} source transactions, {commits} apply commits; verify identical, every GTID once",
+        started.elapsed().as_secs_f64()
+    );
+    drop_databases(&dbs).await;
+}
