@@ -1,0 +1,157 @@
+//! `run`: the consumer container of a site. One process, two tasks: mirror the other site's
+//! changelog from its cluster into this site's cluster, and apply that local copy to this site's
+//! MariaDB. `/metrics` and `/health` cover both.
+//!
+//! Apply runs only while this site is a replica (its MariaDB is `read_only`). When the site
+//! becomes the primary (`promote` makes it writable), apply stops — its connection is dropped,
+//! so an open batch rolls back and the checkpoint stays at a commit boundary — and releases its
+//! lock; the mirror goes on copying. If the site becomes a replica again, apply resumes from
+//! its checkpoint. So the same container serves both roles, and failover needs no
+//! re-deployment.
+//!
+//! Guarantees: if either task fails, the process stops the other and exits non-zero with the
+//! cause; it never keeps half running. A signal stops both (apply at a commit boundary, the
+//! mirror after flushing what it sent).
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use tokio::sync::watch;
+
+use continuum_common::observe::{Health, Status};
+use continuum_common::{db, ConfigError, SiteConfig};
+
+use crate::apply::{Apply, ApplyArgs, Outcome, RunOptions};
+use crate::error::ApplyError;
+use crate::mirror::{self, MirrorArgs, MirrorError, MirrorSettings};
+use crate::settings::ApplySettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("mirror failed, so run stops (apply stopped with it): {0}")]
+    Mirror(MirrorError),
+    #[error("apply failed, so run stops (the mirror stopped with it): {0}")]
+    Apply(ApplyError),
+    #[error("{0} stopped unexpectedly; run stops the other task too")]
+    Ended(&'static str),
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+}
+
+/// Watches this site's role: `true` while its MariaDB is read-only (a replica). An unreachable
+/// server keeps the last known role (apply's own retries deal with the outage).
+fn watch_role(opts: mysql_async::Opts, stop: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(true);
+    tokio::spawn(async move {
+        let mut conn: Option<mysql_async::Conn> = None;
+        while !*stop.borrow() {
+            if conn.is_none() {
+                conn = mysql_async::Conn::new(opts.clone()).await.ok();
+            }
+            if let Some(c) = conn.as_mut() {
+                match c.query_first::<u8, _>("SELECT @@read_only").await {
+                    Ok(Some(ro)) => {
+                        let _ = tx.send_if_modified(|v| {
+                            let changed = *v != (ro != 0);
+                            *v = ro != 0;
+                            changed
+                        });
+                    }
+                    _ => conn = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    rx
+}
+
+/// `continuum-consumer run`.
+pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
+    if let Some(p) = args.apply.ddl {
+        cfg.consumer.apply.ddl = p;
+    }
+    if let Some(a) = args.apply.metrics_listen {
+        cfg.consumer.metrics_listen = a;
+    }
+    // Mirror the other site's changelog here; apply the local copy.
+    let source = match cfg.consumer.apply.source_site.clone() {
+        Some(s) => s,
+        None => cfg.other_site("consumer.apply.source_site")?,
+    };
+    let mirror_settings = MirrorSettings::resolve(&cfg, &MirrorArgs { from: Some(source.clone()), to: Some(cfg.site.clone()), ..Default::default() })?;
+    cfg.consumer.apply.source_site = Some(source);
+    cfg.consumer.apply.read_from = Some(cfg.site.clone());
+    let apply_settings = ApplySettings::resolve(&cfg).map_err(RunError::Config)?;
+
+    let health = Health::default();
+    health.set("mirror", Status::Starting, "starting");
+    health.set("apply", Status::Starting, "starting");
+    if !args.apply.no_metrics {
+        continuum_common::observe::serve(cfg.consumer.metrics_listen, health.clone())
+            .await
+            .map_err(|e| ConfigError::Invalid { setting: "consumer.metrics_listen".into(), reason: e.to_string() })?;
+    }
+    tracing::info!(site = %cfg.site, from = %mirror_settings.from, topic = %mirror_settings.topic, "continuum-consumer run starting");
+    let (_signals, stop) = mirror::shutdown_on_signal();
+    let mut replica = watch_role(db::opts(&cfg.database, &[])?, stop.clone());
+    let mirror_task = mirror::run(mirror_settings, health.clone(), stop.clone());
+    tokio::pin!(mirror_task);
+    let mut stop_rx = stop.clone();
+    loop {
+        // This site is the primary: mirror only, until it is a replica again.
+        while !*replica.borrow() {
+            health.set("apply", Status::Ok, "not applying: this site is the primary (its MariaDB is writable)");
+            tracing::info!("this site is the primary: apply waits; the mirror goes on");
+            tokio::select! {
+                r = &mut mirror_task => return mirror_end(r, &stop),
+                _ = replica.changed() => {}
+                _ = stop_rx.changed() => {}
+            }
+            if *stop.borrow() {
+                return mirror_task.await.map_err(RunError::Mirror);
+            }
+        }
+        let apply = Apply::new(apply_settings.clone(), RunOptions { until_caught_up: false, serve_metrics: false }, health.clone())
+            .await
+            .map_err(RunError::Apply)?;
+        let apply_task = apply.run();
+        tokio::pin!(apply_task);
+        let promoted = loop {
+            tokio::select! {
+                r = &mut mirror_task => return mirror_end(r, &stop),
+                r = &mut apply_task => return match r {
+                    Err(e) => Err(RunError::Apply(e)),
+                    Ok(Outcome::Signal { .. }) => mirror_task.await.map_err(RunError::Mirror),
+                    Ok(other) => {
+                        tracing::error!(outcome = ?other, "apply ended");
+                        Err(RunError::Ended("apply"))
+                    }
+                },
+                _ = replica.changed() => {
+                    if !*replica.borrow() {
+                        break true;
+                    }
+                }
+            }
+        };
+        if promoted {
+            // Dropping apply closes its connections: an open batch rolls back, the lock is free.
+            tracing::warn!("this site became the primary: apply stops at its last commit; the mirror goes on");
+        }
+    }
+}
+
+fn mirror_end(r: Result<(), MirrorError>, stop: &watch::Receiver<bool>) -> Result<(), RunError> {
+    match r {
+        Err(e) => Err(RunError::Mirror(e)),
+        Ok(()) if *stop.borrow() => Ok(()),
+        Ok(()) => Err(RunError::Ended("the mirror")),
+    }
+}

@@ -1,0 +1,546 @@
+//! SQL text for apply: quoted identifiers, value literals and the row statements.
+//!
+//! Guarantees:
+//! - every literal is injection-proof whatever the session's `sql_mode`: strings go as
+//!   `_utf8mb4 X'…'`, bytes as `X'…'`, numbers as digits, temporal values as quoted text made only
+//!   of digits, `-`, `:`, `.` and spaces;
+//! - every value a column can hold on the source is written back unchanged (see
+//!   [`push_literal`] for the per-type rules, checked against MariaDB 10.11 in `tests/apply.rs`);
+//! - consecutive row operations of the same table and kind are merged into one multi-row
+//!   statement by [`StatementBuffer`], in order; nothing is reordered.
+
+use std::fmt::Write as _;
+
+use continuum_schemas::types::{format_time, DateTime};
+use continuum_schemas::{ColumnType, Value};
+
+/// A value that cannot be written as a literal (MariaDB cannot store it either).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {reason}")]
+pub struct LiteralError {
+    pub column: String,
+    pub reason: String,
+}
+
+/// Quotes an identifier with backticks.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// `` `db`.`table` ``.
+pub fn qualified(db: &str, table: &str) -> String {
+    format!("{}.{}", ident(db), ident(table))
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2 + 3);
+    out.push_str("X'");
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out.push('\'');
+}
+
+/// Appends `s` as a `_utf8mb4 X'…'` string literal.
+pub fn push_literal_text(out: &mut String, s: &str) {
+    out.push_str("_utf8mb4 ");
+    push_hex(out, s.as_bytes());
+}
+
+/// A string literal for quoting into a single-quoted SQL string (callers only ever pass text made
+/// of digits and punctuation, so no escaping is needed; this is asserted in debug builds).
+fn push_quoted_plain(out: &mut String, s: &str) {
+    debug_assert!(s.bytes().all(|b| b.is_ascii_digit() || b"-:. ".contains(&b)), "{s}");
+    out.push('\'');
+    out.push_str(s);
+    out.push('\'');
+}
+
+/// Appends the SQL literal for `v`, a value of a column of type `ty`.
+///
+/// | value | literal |
+/// |---|---|
+/// | NULL | `NULL` |
+/// | integers, YEAR, BIGINT UNSIGNED | decimal digits (`YEAR` 0 is the year 0000) |
+/// | DECIMAL | its exact text, checked to be `-?digits[.digits]` |
+/// | FLOAT, DOUBLE | shortest round-trip text of the value as a double, in exponent form (`1e-1`), so MariaDB reads an approximate value |
+/// | BIT(n) | the unsigned integer of its big-endian bytes |
+/// | DATE | `'YYYY-MM-DD'`, zero dates included (the session allows them) |
+/// | DATETIME | `'YYYY-MM-DD HH:MM:SS.ffffff'` |
+/// | TIMESTAMP | UTC micros as `'YYYY-MM-DD HH:MM:SS.ffffff'` (the session's time zone is `+00:00`); 0 is `'0000-00-00 00:00:00'` |
+/// | TIME | `'-H:MM:SS.ffffff'` (signed, hours past 24) |
+/// | text, ENUM, SET, JSON | `_utf8mb4 X'…'` |
+/// | BINARY, VARBINARY, BLOB, INET4/6, UUID, GEOMETRY (SRID + WKB as MariaDB stores it) | `X'…'` |
+pub fn push_literal(out: &mut String, v: &Value, ty: &ColumnType, column: &str) -> Result<(), LiteralError> {
+    let bad = |reason: String| LiteralError {
+        column: column.to_owned(),
+        reason,
+    };
+    match v {
+        Value::Null => out.push_str("NULL"),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::UInt(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Value::Decimal(d) => {
+            let body = d.strip_prefix('-').unwrap_or(d);
+            let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !(digits(int) && digits(frac)) {
+                return Err(bad(format!("'{d}' is not a decimal number")));
+            }
+            out.push_str(d);
+        }
+        Value::Float(f) => {
+            if !f.is_finite() {
+                return Err(bad(format!("{f} cannot be stored in a FLOAT column")));
+            }
+            // The float's exact value as a double: the shortest float text (3.4028235e38) can read
+            // back above FLOAT's range as a double.
+            let _ = write!(out, "{:e}", *f as f64);
+        }
+        Value::Double(f) => {
+            if !f.is_finite() {
+                return Err(bad(format!("{f} cannot be stored in a DOUBLE column")));
+            }
+            let _ = write!(out, "{f:e}");
+        }
+        Value::Date(d) => push_quoted_plain(out, &d.to_string()),
+        Value::DateTime(dt) => push_quoted_plain(out, &dt.to_string()),
+        Value::Timestamp(us) => {
+            if *us == 0 {
+                push_quoted_plain(out, "0000-00-00 00:00:00");
+            } else if *us < 0 {
+                return Err(bad(format!("TIMESTAMP {us} µs is before the epoch")));
+            } else {
+                push_quoted_plain(out, &DateTime::from_epoch_micros(*us).to_string());
+            }
+        }
+        Value::Time(us) => push_quoted_plain(out, &format_time(*us)),
+        Value::Text(s) => push_literal_text(out, s),
+        Value::Bytes(b) => match ty {
+            ColumnType::Bit { .. } => {
+                if b.len() > 8 {
+                    return Err(bad(format!("BIT value of {} bytes (at most 8)", b.len())));
+                }
+                let n = b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64);
+                let _ = write!(out, "{n}");
+            }
+            _ => push_hex(out, b),
+        },
+    }
+    Ok(())
+}
+
+/// What a [`StatementBuffer`] statement does; consecutive operations of the same kind on the same
+/// table merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StmtKind {
+    Replace,
+    Delete,
+    /// DELETE with foreign-key checks on (cascading actions run).
+    DeleteChecked,
+}
+
+/// Turns foreign-key checks on for one statement; [`FK_OFF`] follows it.
+pub const FK_ON: &str = "SET SESSION foreign_key_checks=1;\n";
+pub const FK_OFF: &str = ";\nSET SESSION foreign_key_checks=0";
+
+/// How to write rows of one table shape: the pieces of its statements, built once per shape.
+#[derive(Debug)]
+pub struct RowStatements {
+    /// Identifies the shape for merging.
+    pub id: u64,
+    /// `REPLACE INTO `db`.`t` (`a`,`b`) VALUES `
+    pub replace_prefix: String,
+    /// `DELETE FROM `db`.`t` WHERE `
+    pub delete_prefix: String,
+    /// Record column indexes written by REPLACE, in statement order, with their types and names.
+    pub columns: Vec<(usize, ColumnType, String)>,
+    /// Record column indexes of the primary key, with quoted names.
+    pub key: Vec<(usize, ColumnType, String, String)>,
+    /// `UPDATE `db`.`t` SET `
+    pub update_prefix: String,
+    /// The table is referenced by a foreign key whose ON DELETE action changes other rows
+    /// (CASCADE, SET NULL, SET DEFAULT): its deletes run with foreign-key checks on, so that
+    /// InnoDB performs the action, as on the source (MariaDB does not binlog cascaded changes).
+    pub cascade_delete: bool,
+    /// Record column indexes referenced by a foreign key whose ON UPDATE action changes other
+    /// rows: an update changing one of them runs as an UPDATE with checks on.
+    pub cascade_update: Vec<usize>,
+}
+
+impl RowStatements {
+    pub fn new(id: u64, db: &str, table: &str, columns: Vec<(usize, ColumnType, String)>, key: Vec<(usize, ColumnType, String)>) -> Self {
+        let q = qualified(db, table);
+        let mut replace_prefix = format!("REPLACE INTO {q} (");
+        for (i, (_, _, name)) in columns.iter().enumerate() {
+            if i > 0 {
+                replace_prefix.push(',');
+            }
+            replace_prefix.push_str(&ident(name));
+        }
+        replace_prefix.push_str(") VALUES ");
+        RowStatements {
+            id,
+            replace_prefix,
+            delete_prefix: format!("DELETE FROM {q} WHERE "),
+            columns,
+            key: key
+                .into_iter()
+                .map(|(i, t, n)| {
+                    let q = ident(&n);
+                    (i, t, n, q)
+                })
+                .collect(),
+            update_prefix: format!("UPDATE {q} SET "),
+            cascade_delete: false,
+            cascade_update: Vec::new(),
+        }
+    }
+
+    /// Whether an update from `before` to `after` needs InnoDB's ON UPDATE action.
+    pub fn needs_cascading_update(&self, before: &[Value], after: &[Value]) -> bool {
+        self.cascade_update.iter().any(|&i| before[i] != after[i])
+    }
+
+    /// `UPDATE … SET every written column WHERE key of before`.
+    pub fn push_update(&self, out: &mut String, before: &[Value], after: &[Value]) -> Result<(), LiteralError> {
+        out.push_str(&self.update_prefix);
+        for (n, (i, ty, name)) in self.columns.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&ident(name));
+            out.push('=');
+            push_literal(out, &after[*i], ty, name)?;
+        }
+        out.push_str(" WHERE ");
+        self.push_key_condition(out, before)
+    }
+
+    /// `(v1,v2,…)` of the written columns.
+    pub fn push_row(&self, out: &mut String, row: &[Value]) -> Result<(), LiteralError> {
+        out.push('(');
+        for (n, (i, ty, name)) in self.columns.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            push_literal(out, &row[*i], ty, name)?;
+        }
+        out.push(')');
+        Ok(())
+    }
+
+    /// The key condition of one row: `` `id`=5 `` or `` (`a`=1 AND `b`=2) ``.
+    pub fn push_key_condition(&self, out: &mut String, row: &[Value]) -> Result<(), LiteralError> {
+        let composite = self.key.len() > 1;
+        if composite {
+            out.push('(');
+        }
+        for (n, (i, ty, name, quoted)) in self.key.iter().enumerate() {
+            if n > 0 {
+                out.push_str(" AND ");
+            }
+            out.push_str(quoted);
+            out.push('=');
+            push_literal(out, &row[*i], ty, name)?;
+        }
+        if composite {
+            out.push(')');
+        }
+        Ok(())
+    }
+
+    /// The primary key of `row` as text, for messages: `id=5, b='x'`.
+    pub fn describe_key(&self, row: &[Value]) -> String {
+        self.key
+            .iter()
+            .map(|(i, _, name, _)| format!("{name}={}", describe_value(&row[*i])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A short human-readable rendering of a value, for error messages.
+pub fn describe_value(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Decimal(d) => d.clone(),
+        Value::Float(f) => f.to_string(),
+        Value::Double(f) => f.to_string(),
+        Value::Date(d) => format!("'{d}'"),
+        Value::DateTime(d) => format!("'{d}'"),
+        Value::Timestamp(us) => format!("'{}'", DateTime::from_epoch_micros(*us)),
+        Value::Time(us) => format!("'{}'", format_time(*us)),
+        Value::Text(s) if s.chars().count() > 64 => format!("'{}…'", s.chars().take(64).collect::<String>()),
+        Value::Text(s) => format!("'{s}'"),
+        Value::Bytes(b) => {
+            let mut s = String::new();
+            push_hex(&mut s, &b[..b.len().min(32)]);
+            if b.len() > 32 {
+                s.push('…');
+            }
+            s
+        }
+    }
+}
+
+/// Most keys in one merged DELETE (the range optimizer handles a few thousand comfortably).
+const MAX_DELETE_KEYS: usize = 1000;
+
+/// SQL text waiting to be sent: statements separated by `;`, the last one possibly still open
+/// for more rows of the same table and kind.
+#[derive(Debug, Default)]
+pub struct StatementBuffer {
+    text: String,
+    /// The open statement: shape id, kind, rows in it, byte offset where it starts.
+    open: Option<(u64, StmtKind, usize, usize)>,
+    rows: usize,
+    /// A statement is closed once it reaches this size, so it stays below `max_allowed_packet`.
+    max_statement_bytes: usize,
+}
+
+impl StatementBuffer {
+    pub fn new(max_statement_bytes: usize) -> Self {
+        StatementBuffer {
+            max_statement_bytes,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Rows added since the last [`take`](Self::take).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Ends the open statement, so the next row starts a new one.
+    pub fn seal(&mut self) {
+        if let Some((_, StmtKind::DeleteChecked, ..)) = self.open {
+            self.text.push_str(FK_OFF);
+        }
+        self.open = None;
+    }
+
+    /// Starts a statement or continues the open one; returns (merged, rows already in it, start).
+    fn begin(&mut self, id: u64, kind: StmtKind) -> (bool, usize, usize) {
+        if let Some((oid, okind, n, start)) = self.open {
+            let fits = self.text.len() - start < self.max_statement_bytes;
+            let small = kind == StmtKind::Replace || n < MAX_DELETE_KEYS;
+            if oid == id && okind == kind && fits && small {
+                return (true, n, start);
+            }
+        }
+        self.seal();
+        if !self.text.is_empty() {
+            self.text.push_str(";\n");
+        }
+        (false, 0, self.text.len())
+    }
+
+    /// Adds `REPLACE` of `row` (an after-image).
+    pub fn replace(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
+        self.add(stmts, StmtKind::Replace, row)
+    }
+
+    /// Adds `DELETE` of the row whose key is in `row` (a before-image), with foreign-key checks
+    /// on if the table has cascading foreign keys.
+    pub fn delete(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
+        let kind = if stmts.cascade_delete { StmtKind::DeleteChecked } else { StmtKind::Delete };
+        self.add(stmts, kind, row)
+    }
+
+    /// Adds `DELETE` with foreign-key checks off whatever the table.
+    pub fn delete_unchecked(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
+        self.add(stmts, StmtKind::Delete, row)
+    }
+
+    /// Adds `UPDATE` from `before` to `after` with foreign-key checks on (a single statement).
+    pub fn update_checked(&mut self, stmts: &RowStatements, before: &[Value], after: &[Value]) -> Result<(), LiteralError> {
+        let mark = self.text.len();
+        let saved = self.open;
+        self.seal();
+        if !self.text.is_empty() {
+            self.text.push_str(";\n");
+        }
+        self.text.push_str(FK_ON);
+        if let Err(e) = stmts.push_update(&mut self.text, before, after) {
+            self.text.truncate(mark);
+            self.open = saved;
+            return Err(e);
+        }
+        self.text.push_str(FK_OFF);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn add(&mut self, stmts: &RowStatements, kind: StmtKind, row: &[Value]) -> Result<(), LiteralError> {
+        let mark = self.text.len();
+        let saved = self.open;
+        let (merged, n, start) = self.begin(stmts.id, kind);
+        let res = match (kind, merged) {
+            (StmtKind::Replace, true) => {
+                self.text.push(',');
+                stmts.push_row(&mut self.text, row)
+            }
+            (StmtKind::Replace, false) => {
+                self.text.push_str(&stmts.replace_prefix);
+                stmts.push_row(&mut self.text, row)
+            }
+            (_, true) => {
+                self.text.push_str(" OR ");
+                stmts.push_key_condition(&mut self.text, row)
+            }
+            (k, false) => {
+                if k == StmtKind::DeleteChecked {
+                    self.text.push_str(FK_ON);
+                }
+                self.text.push_str(&stmts.delete_prefix);
+                stmts.push_key_condition(&mut self.text, row)
+            }
+        };
+        if let Err(e) = res {
+            self.text.truncate(mark);
+            self.open = saved;
+            return Err(e);
+        }
+        self.open = Some((stmts.id, kind, n + 1, start));
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Appends a complete statement of its own (checkpoint, COMMIT …).
+    pub fn push_statement(&mut self, sql: &str) {
+        self.seal();
+        if !self.text.is_empty() {
+            self.text.push_str(";\n");
+        }
+        self.text.push_str(sql);
+    }
+
+    /// Takes the text, leaving the buffer empty.
+    pub fn take(&mut self) -> String {
+        self.seal();
+        self.rows = 0;
+        std::mem::take(&mut self.text)
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.open = None;
+        self.rows = 0;
+        self.text.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use continuum_schemas::types::{BlobKind, Date, IntWidth, TextKind};
+
+    fn lit(v: Value, ty: ColumnType) -> String {
+        let mut s = String::new();
+        push_literal(&mut s, &v, &ty, "c").unwrap();
+        s
+    }
+
+    #[test]
+    fn literals() {
+        let int = ColumnType::Integer { width: IntWidth::Int, unsigned: false };
+        assert_eq!(lit(Value::Null, int.clone()), "NULL");
+        assert_eq!(lit(Value::Int(-5), int.clone()), "-5");
+        assert_eq!(lit(Value::UInt(u64::MAX), int.clone()), "18446744073709551615");
+        assert_eq!(lit(Value::Decimal("-12.500".into()), int.clone()), "-12.500");
+        assert_eq!(lit(Value::Float(0.5), ColumnType::Float), "5e-1");
+        assert_eq!(lit(Value::Float(f32::MAX), ColumnType::Float), "3.4028234663852886e38");
+        assert_eq!(lit(Value::Double(-1.5), ColumnType::Double), "-1.5e0");
+        assert_eq!(lit(Value::Bytes(vec![0x03, 0xff]), ColumnType::Bit { bits: 10 }), "1023");
+        assert_eq!(
+            lit(Value::Date("0000-00-00".parse::<Date>().unwrap()), ColumnType::Date),
+            "'0000-00-00'"
+        );
+        assert_eq!(lit(Value::Timestamp(0), ColumnType::Timestamp { fsp: 0 }), "'0000-00-00 00:00:00'");
+        assert_eq!(
+            lit(Value::Timestamp(1_000_000), ColumnType::Timestamp { fsp: 6 }),
+            "'1970-01-01 00:00:01.000000'"
+        );
+        assert_eq!(lit(Value::Time(-1), ColumnType::Time { fsp: 6 }), "'-0:00:00.000001'");
+        assert_eq!(
+            lit(Value::Text("a'b".into()), ColumnType::Text { kind: TextKind::VarChar }),
+            "_utf8mb4 X'612762'"
+        );
+        assert_eq!(lit(Value::Bytes(vec![]), ColumnType::Blob { kind: BlobKind::Blob }), "X''");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut s = String::new();
+        assert!(push_literal(&mut s, &Value::Decimal("1;DROP".into()), &ColumnType::Decimal { precision: 5, scale: 0 }, "d").is_err());
+        assert!(push_literal(&mut s, &Value::Double(f64::NAN), &ColumnType::Double, "d").is_err());
+        assert!(s.is_empty());
+    }
+
+    fn stmts(id: u64, cascade: bool) -> RowStatements {
+        let int = ColumnType::Integer { width: IntWidth::Int, unsigned: false };
+        let mut r = RowStatements::new(
+            id,
+            "d",
+            "t",
+            vec![(0, int.clone(), "id".into()), (1, int.clone(), "v".into())],
+            vec![(0, int, "id".into())],
+        );
+        r.cascade_delete = cascade;
+        r
+    }
+
+    #[test]
+    fn consecutive_ops_merge_in_order() {
+        let t = stmts(1, false);
+        let u = stmts(2, true);
+        let mut b = StatementBuffer::new(1 << 20);
+        b.replace(&t, &[Value::Int(1), Value::Int(10)]).unwrap();
+        b.replace(&t, &[Value::Int(2), Value::Int(20)]).unwrap();
+        b.delete(&t, &[Value::Int(1), Value::Null]).unwrap();
+        b.delete(&t, &[Value::Int(3), Value::Null]).unwrap();
+        b.delete(&u, &[Value::Int(4), Value::Null]).unwrap();
+        b.delete(&u, &[Value::Int(5), Value::Null]).unwrap();
+        b.replace(&t, &[Value::Int(3), Value::Int(30)]).unwrap();
+        assert_eq!(b.rows(), 7);
+        assert_eq!(
+            b.take(),
+            "REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10),(2,20);\n\
+             DELETE FROM `d`.`t` WHERE `id`=1 OR `id`=3;\n\
+             SET SESSION foreign_key_checks=1;\nDELETE FROM `d`.`t` WHERE `id`=4 OR `id`=5;\nSET SESSION foreign_key_checks=0;\n\
+             REPLACE INTO `d`.`t` (`id`,`v`) VALUES (3,30)"
+        );
+        assert!(b.is_empty());
+        b.delete(&u, &[Value::Int(6), Value::Null]).unwrap();
+        assert!(b.take().ends_with("SET SESSION foreign_key_checks=0"), "checks go back off at every end");
+    }
+
+    #[test]
+    fn statements_split_at_the_size_limit() {
+        let t = stmts(1, false);
+        let mut b = StatementBuffer::new(64);
+        for i in 0..10 {
+            b.replace(&t, &[Value::Int(i), Value::Int(i)]).unwrap();
+        }
+        let text = b.take();
+        assert!(text.matches("REPLACE").count() > 1, "{text}");
+    }
+}

@@ -1,0 +1,444 @@
+//! `verify`: compares the source site's MariaDB with this site's replica, table by table, in
+//! primary-key chunks, in the manner of pt-table-checksum.
+//!
+//! How it finds a consistent point: every chunk's source checksum is taken inside a consistent
+//! snapshot whose GTID position is known exactly (`binlog_snapshot_file/position` turned into a
+//! GTID position), then the replica's checksum is taken once apply's checkpoint has reached that
+//! position. A chunk that still differs (the source kept changing it) is compared again from a
+//! fresh snapshot, up to `--retries` times; only a difference that persists is reported, down to
+//! the primary keys that differ.
+//!
+//! It stays cheap on a live primary: chunks of `--chunk-rows` rows by primary key, a pause of
+//! `--throttle` between chunks, and one short query per chunk on each side.
+//!
+//! Exit status: 0 when identical, 1 on any difference, 2 when the comparison could not be done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value as MyValue};
+use serde::Serialize;
+
+use continuum_common::db::quote_ident;
+use continuum_common::{db, ConfigError, SiteConfig};
+use continuum_schemas::GtidPosition;
+
+/// Databases never compared.
+const SYSTEM: &[&str] = &["mysql", "information_schema", "performance_schema", "sys", "continuum"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{side} MariaDB {target}: {what}: {source}")]
+    Db {
+        side: &'static str,
+        target: String,
+        what: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the replica did not reach the source position {position} within {timeout:?} (its checkpoint is at {checkpoint}); is apply running? (continuum-consumer status)")]
+    NotCaughtUp { position: String, checkpoint: String, timeout: Duration },
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// Whose database is the source (default: consumer.apply.source_site, else the other site).
+    #[arg(long, value_name = "SITE")]
+    pub source: Option<String>,
+    /// Compare only these databases (comma-separated). Default: every non-system database on
+    /// either side.
+    #[arg(long, value_delimiter = ',', value_name = "DB,...")]
+    pub databases: Vec<String>,
+    /// Rows per chunk.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_rows: u64,
+    /// Pause between chunks, to stay light on a live primary.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
+    pub throttle: Duration,
+    /// How long to wait for the replica to reach a source position.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    pub wait: Duration,
+    /// Fresh comparisons of a chunk that differs before it is reported.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Most differing primary keys listed per chunk.
+    #[arg(long, default_value_t = 20)]
+    pub max_keys: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub source_site: String,
+    pub replica_site: String,
+    pub tables: Vec<TableReport>,
+    /// `db.table` present on the source only.
+    pub source_only: Vec<String>,
+    /// `db.table` present on the replica only.
+    pub replica_only: Vec<String>,
+    pub identical: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub chunks: u64,
+    pub equal_chunks: u64,
+    pub source_rows: u64,
+    pub replica_rows: u64,
+    pub differences: Vec<ChunkDiff>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ChunkDiff {
+    /// Primary-key range of the chunk: after `from` (exclusive), up to `to` (inclusive).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Rows whose contents differ.
+    pub changed: Vec<String>,
+    /// Rows on the source, missing from the replica.
+    pub missing: Vec<String>,
+    /// Rows on the replica, not on the source.
+    pub extra: Vec<String>,
+}
+
+struct Side {
+    name: &'static str,
+    target: String,
+    conn: Conn,
+}
+
+impl Side {
+    fn err(&self, what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> VerifyError + '_ {
+        let what = what.into();
+        move |source| VerifyError::Db { side: self.name, target: self.target.clone(), what, source }
+    }
+}
+
+async fn connect(name: &'static str, cfg: &continuum_common::config::DatabaseConfig) -> Result<Side, VerifyError> {
+    let target = db::describe(cfg);
+    let opts = db::opts(cfg, &["SET SESSION time_zone = '+00:00'", "SET NAMES utf8mb4"])?;
+    let conn = Conn::new(opts)
+        .await
+        .map_err(|source| VerifyError::Db { side: name, target: target.clone(), what: "connecting".into(), source })?;
+    Ok(Side { name, target, conn })
+}
+
+/// Base tables per non-system database.
+async fn tables(side: &mut Side, only: &[String]) -> Result<BTreeSet<(String, String)>, VerifyError> {
+    let rows: Vec<(String, String)> = side
+        .conn
+        .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'")
+        .await
+        .map_err(|source| VerifyError::Db { side: side.name, target: side.target.clone(), what: "listing tables".into(), source })?;
+    Ok(rows
+        .into_iter()
+        .filter(|(d, _)| !SYSTEM.iter().any(|s| s.eq_ignore_ascii_case(d)))
+        .filter(|(d, _)| only.is_empty() || only.iter().any(|o| o == d))
+        .collect())
+}
+
+/// Column names (ordinal order), primary-key columns (key order), and which columns hold
+/// generated values (compared like the others: they are derived from the same data).
+async fn shape(side: &mut Side, db_name: &str, table: &str) -> Result<(Vec<String>, Vec<String>), VerifyError> {
+    let target = side.target.clone();
+    let name = side.name;
+    let e = |what: &str| {
+        let what = what.to_owned();
+        let target = target.clone();
+        move |source| VerifyError::Db { side: name, target, what, source }
+    };
+    let cols: Vec<String> = side
+        .conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db_name, table),
+        )
+        .await
+        .map_err(e("reading columns"))?;
+    let pk: Vec<String> = side
+        .conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            (db_name, table),
+        )
+        .await
+        .map_err(e("reading the primary key"))?;
+    Ok((cols, pk))
+}
+
+/// SQL text of a row's checksum: CRC32 over every column's value, plus a NULL flag per column
+/// (CONCAT_WS skips NULLs, so the flags tell NULL from an empty value).
+fn row_crc(cols: &[String]) -> String {
+    let vals: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+    let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({})", quote_ident(c))).collect();
+    format!("CRC32(CONCAT_WS('#', {}, CONCAT({})))", vals.join(", "), nulls.join(", "))
+}
+
+fn pk_list(pk: &[String]) -> String {
+    pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn key_text(vals: &[MyValue]) -> String {
+    vals.iter()
+        .map(|v| match v {
+            MyValue::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(s) => s.to_owned(),
+                Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            },
+            MyValue::NULL => "NULL".into(),
+            other => other.as_sql(true),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The range condition of a chunk: `pk > from AND pk <= to` (either side open).
+fn range(pk: &[String], from: &Option<Vec<MyValue>>, to: &Option<Vec<MyValue>>) -> (String, Vec<MyValue>) {
+    let cols = pk_list(pk);
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    if let Some(f) = from {
+        conds.push(format!("({cols}) > ({})", placeholders(pk.len())));
+        params.extend(f.iter().cloned());
+    }
+    if let Some(t) = to {
+        conds.push(format!("({cols}) <= ({})", placeholders(pk.len())));
+        params.extend(t.iter().cloned());
+    }
+    let w = if conds.is_empty() { "1".to_string() } else { conds.join(" AND ") };
+    (w, params)
+}
+
+/// The GTID position of a fresh consistent snapshot opened on `side`.
+async fn open_snapshot(side: &mut Side) -> Result<GtidPosition, VerifyError> {
+    let target = side.target.clone();
+    let name = side.name;
+    let e = move |what: &'static str| {
+        let target = target.clone();
+        move |source| VerifyError::Db { side: name, target, what: what.into(), source }
+    };
+    let _ = side.conn.query_drop("ROLLBACK").await;
+    side.conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.map_err(e("opening a snapshot"))?;
+    let status: Vec<(String, String)> = side.conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(e("reading the snapshot position"))?;
+    let get = |k: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (file, pos) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
+    let gtid: Option<Option<String>> = side
+        .conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos.parse::<u64>().unwrap_or(0)))
+        .await
+        .map_err(e("turning the snapshot position into a GTID position"))?;
+    gtid.flatten()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: continuum_schemas::ParsePositionError| VerifyError::Other(e.to_string()))
+}
+
+/// Waits until the replica's checkpoint for `topic` covers `position` in the source's domains.
+async fn wait_replica(replica: &mut Side, topic: &str, position: &GtidPosition, timeout: Duration) -> Result<(), VerifyError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let got: Result<Option<String>, _> = replica
+            .conn
+            .exec_first("SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = ? AND `partition` = 0", (topic,))
+            .await;
+        if let Ok(Some(p)) = got {
+            last = p.clone();
+            if let Ok(cp) = p.parse::<GtidPosition>() {
+                if cp.covers(position) {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(VerifyError::NotCaughtUp { position: position.to_string(), checkpoint: last, timeout });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn chunk_sum(side: &mut Side, q: &str, params: Vec<MyValue>) -> Result<(u64, u64), VerifyError> {
+    let r: Option<(u64, Option<u64>)> = side.conn.exec_first(q, params).await.map_err(side.err("checksumming a chunk"))?;
+    let (n, x) = r.unwrap_or((0, None));
+    Ok((n, x.unwrap_or(0)))
+}
+
+async fn row_sums(side: &mut Side, q: &str, params: Vec<MyValue>, npk: usize) -> Result<BTreeMap<String, u64>, VerifyError> {
+    let rows: Vec<Row> = side.conn.exec(q, params).await.map_err(side.err("reading row checksums"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let vals = r.unwrap();
+            let crc = match &vals[npk] {
+                MyValue::UInt(u) => *u,
+                MyValue::Int(i) => *i as u64,
+                MyValue::Bytes(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+                _ => 0,
+            };
+            (key_text(&vals[..npk]), crc)
+        })
+        .collect())
+}
+
+/// Runs the comparison.
+pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let source_site = match args.source.clone().or_else(|| cfg.consumer.apply.source_site.clone()) {
+        Some(s) => s,
+        None => cfg.other_site("verify --source")?,
+    };
+    let topic = cfg.topic_of(&source_site)?;
+    let mut src = connect("source", cfg.database_of(&source_site)?).await?;
+    let mut rep = connect("replica", &cfg.database).await?;
+    let mut report = Report { source_site: source_site.clone(), replica_site: cfg.site.clone(), ..Default::default() };
+    let st = tables(&mut src, &args.databases).await?;
+    let rt = tables(&mut rep, &args.databases).await?;
+    report.source_only = st.difference(&rt).map(|(d, t)| format!("{d}.{t}")).collect();
+    report.replica_only = rt.difference(&st).map(|(d, t)| format!("{d}.{t}")).collect();
+
+    for (d, t) in st.intersection(&rt) {
+        let qualified = format!("{}.{}", quote_ident(d), quote_ident(t));
+        let (cols, pk) = shape(&mut src, d, t).await?;
+        let (rcols, _) = shape(&mut rep, d, t).await?;
+        let mut tr = TableReport { table: format!("{d}.{t}"), ..Default::default() };
+        if cols != rcols {
+            tr.differences.push(ChunkDiff {
+                changed: vec![format!("columns differ: source ({}) vs replica ({})", cols.join(", "), rcols.join(", "))],
+                ..Default::default()
+            });
+            report.tables.push(tr);
+            continue;
+        }
+        // Tables without a primary key are chunked as one.
+        let pk = if pk.is_empty() { cols.clone() } else { pk };
+        let crc = row_crc(&cols);
+        let mut from: Option<Vec<MyValue>> = None;
+        loop {
+            // The chunk's upper bound: the chunk_rows-th key after `from`, on the source.
+            let (w, p) = range(&pk, &from, &None);
+            let bound_q = format!("SELECT {} FROM {qualified} WHERE {w} ORDER BY {} LIMIT 1 OFFSET {}", pk_list(&pk), pk_list(&pk), args.chunk_rows.saturating_sub(1));
+            let bound: Option<Row> = src.conn.exec_first(bound_q.as_str(), p).await.map_err(src.err("finding a chunk bound"))?;
+            let to = bound.map(|r| r.unwrap());
+            let (w, p) = range(&pk, &from, &to);
+            let sum_q = format!("SELECT COUNT(*), BIT_XOR({crc}) FROM {qualified} WHERE {w}");
+            let mut attempt = 0;
+            let (equal, s_n, r_n) = loop {
+                let position = open_snapshot(&mut src).await?;
+                let s = chunk_sum(&mut src, &sum_q, p.clone()).await?;
+                let _ = src.conn.query_drop("COMMIT").await;
+                wait_replica(&mut rep, &topic, &position, args.wait).await?;
+                let r = chunk_sum(&mut rep, &sum_q, p.clone()).await?;
+                if s == r || attempt >= args.retries {
+                    break (s == r, s.0, r.0);
+                }
+                attempt += 1;
+            };
+            tr.chunks += 1;
+            tr.source_rows += s_n;
+            tr.replica_rows += r_n;
+            if equal {
+                tr.equal_chunks += 1;
+            } else {
+                let rows_q = format!("SELECT {}, {crc} FROM {qualified} WHERE {w} ORDER BY {}", pk_list(&pk), pk_list(&pk));
+                let a = row_sums(&mut src, &rows_q, p.clone(), pk.len()).await?;
+                let b = row_sums(&mut rep, &rows_q, p.clone(), pk.len()).await?;
+                let mut diff = ChunkDiff {
+                    from: from.as_ref().map(|v| key_text(v)),
+                    to: to.as_ref().map(|v| key_text(v)),
+                    ..Default::default()
+                };
+                for (k, v) in &a {
+                    match b.get(k) {
+                        None => diff.missing.push(k.clone()),
+                        Some(x) if x != v => diff.changed.push(k.clone()),
+                        _ => {}
+                    }
+                }
+                diff.extra = b.keys().filter(|k| !a.contains_key(*k)).cloned().collect();
+                for l in [&mut diff.changed, &mut diff.missing, &mut diff.extra] {
+                    if l.len() > args.max_keys {
+                        let more = l.len() - args.max_keys;
+                        l.truncate(args.max_keys);
+                        l.push(format!("... and {more} more"));
+                    }
+                }
+                tr.differences.push(diff);
+            }
+            if !args.throttle.is_zero() {
+                tokio::time::sleep(args.throttle).await;
+            }
+            match to {
+                Some(t) => from = Some(t),
+                None => break,
+            }
+        }
+        report.tables.push(tr);
+    }
+    report.identical = report.source_only.is_empty()
+        && report.replica_only.is_empty()
+        && report.tables.iter().all(|t| t.differences.is_empty());
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The human form of a report.
+pub fn render(r: &Report) -> String {
+    let mut out = format!("verify: {} (source) against {} (replica)\n", r.source_site, r.replica_site);
+    for t in &r.tables {
+        let verdict = if t.differences.is_empty() { "identical" } else { "DIFFERENT" };
+        out.push_str(&format!(
+            "  {:<40} {verdict:<9}  rows {}/{}  chunks {}/{} equal\n",
+            t.table, t.source_rows, t.replica_rows, t.equal_chunks, t.chunks
+        ));
+        for d in &t.differences {
+            let range = match (&d.from, &d.to) {
+                (None, None) => "whole table".to_string(),
+                (f, t) => format!("keys ({}, {}]", f.as_deref().unwrap_or("start"), t.as_deref().unwrap_or("end")),
+            };
+            out.push_str(&format!("    chunk {range}\n"));
+            for (label, keys) in [("changed", &d.changed), ("missing on replica", &d.missing), ("only on replica", &d.extra)] {
+                if !keys.is_empty() {
+                    out.push_str(&format!("      {label}: {}\n", keys.join("; ")));
+                }
+            }
+        }
+    }
+    for t in &r.source_only {
+        out.push_str(&format!("  {t:<40} only on the source\n"));
+    }
+    for t in &r.replica_only {
+        out.push_str(&format!("  {t:<40} only on the replica\n"));
+    }
+    out.push_str(&format!(
+        "verdict: {} ({} tables, {:.1}s)\n",
+        if r.identical { "IDENTICAL" } else { "DIFFERENT" },
+        r.tables.len(),
+        r.seconds
+    ));
+    out
+}
+
+/// `continuum-consumer verify`: prints the report; the caller maps `identical` to the exit code.
+pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError> {
+    let report = verify(&cfg, &args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(report.identical)
+}

@@ -1,0 +1,225 @@
+//! The MariaDB side of apply: one connection with apply's session settings, one MariaDB
+//! transaction per batch, statements sent in chunks as they accumulate, and the checkpoint
+//! upsert plus `COMMIT` sent together at a source-transaction boundary.
+//!
+//! Guarantees:
+//! - a batch's rows and its checkpoint commit in one MariaDB transaction, or not at all;
+//! - statements are flushed before the buffer exceeds the chunk size, so a source transaction
+//!   of a million rows streams through bounded memory (the open MariaDB transaction holds it,
+//!   not this process);
+//! - nothing is committed except by [`Writer::commit`], which the caller only calls at a
+//!   source-transaction boundary.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+
+use crate::error::{ApplyError, Result};
+use crate::settings::SESSION_SETTINGS;
+use crate::sql::StatementBuffer;
+
+/// SQL text sent per round trip while a batch grows.
+pub const FLUSH_BYTES: usize = 2 << 20;
+
+pub struct Writer {
+    /// The connection, when no statements are in flight on it.
+    conn: Option<Conn>,
+    /// Statements sent and still running: the next flush builds while they execute.
+    inflight: Option<tokio::task::JoinHandle<(Conn, std::result::Result<(), mysql_async::Error>)>>,
+    target: String,
+    pub buf: StatementBuffer,
+    /// `START TRANSACTION` has been sent for the current batch.
+    in_txn: bool,
+    /// Statements of the current batch were sent (something to roll back).
+    sent: bool,
+    flush_bytes: usize,
+    max_allowed_packet: usize,
+}
+
+/// Connects with apply's session settings and checks that they took.
+pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
+    let err = |what: &str, source| ApplyError::Db {
+        target: target.to_owned(),
+        what: what.to_owned(),
+        source,
+    };
+    let mut conn = Conn::new(opts.clone()).await.map_err(|e| err("connecting", e))?;
+    for s in SESSION_SETTINGS {
+        conn.query_drop(*s)
+            .await
+            .map_err(|e| err(&format!("session setting `{s}`"), e))?;
+    }
+    let skip: Option<i64> = conn
+        .query_first("SELECT @@skip_replication")
+        .await
+        .map_err(|e| err("reading @@skip_replication", e))?;
+    if skip != Some(1) {
+        return Err(ApplyError::Checkpoint {
+            topic: "-".into(),
+            target: target.to_owned(),
+            reason: "skip_replication=1 did not take on the apply session; applied changes would be captured again (loop). Check the server version (MariaDB 10.11 or later)".into(),
+        });
+    }
+    Ok(conn)
+}
+
+impl Writer {
+    pub async fn connect(opts: &Opts, target: &str) -> Result<Writer> {
+        let mut conn = connect(opts, target).await?;
+        let map: Option<i64> = conn
+            .query_first("SELECT @@max_allowed_packet")
+            .await
+            .map_err(|source| ApplyError::Db {
+                target: target.to_owned(),
+                what: "reading @@max_allowed_packet".into(),
+                source,
+            })?;
+        let max_allowed_packet = map.unwrap_or(16 << 20).max(1 << 20) as usize;
+        // Statements stay well below the packet limit; a single huge row may still need more,
+        // which MariaDB reports as error 1153 naming max_allowed_packet.
+        let max_stmt = (max_allowed_packet / 4).clamp(256 << 10, 8 << 20);
+        Ok(Writer {
+            conn: Some(conn),
+            inflight: None,
+            target: target.to_owned(),
+            buf: StatementBuffer::new(max_stmt),
+            in_txn: false,
+            sent: false,
+            flush_bytes: FLUSH_BYTES.min(max_stmt),
+            max_allowed_packet,
+        })
+    }
+
+    /// The connection, once the statements in flight have finished (their error, if any).
+    pub async fn conn(&mut self) -> Result<&mut Conn> {
+        self.settle().await?;
+        Ok(self.conn.as_mut().expect("the connection is back"))
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn max_allowed_packet(&self) -> usize {
+        self.max_allowed_packet
+    }
+
+    /// Whether the current batch has sent or buffered anything.
+    pub fn dirty(&self) -> bool {
+        self.sent || !self.buf.is_empty()
+    }
+
+    fn db_err(&self, what: &str, source: mysql_async::Error) -> ApplyError {
+        ApplyError::Db {
+            target: self.target.clone(),
+            what: what.to_owned(),
+            source,
+        }
+    }
+
+    /// Waits for the statements in flight.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.take() {
+            let (conn, r) = h.await.expect("the statement task does not panic");
+            self.conn = Some(conn);
+            r.map_err(|e| self.db_err("applying rows", e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `text` on the connection (inside the batch's transaction) without waiting for it.
+    async fn send(&mut self, text: String) -> Result<()> {
+        self.settle().await?;
+        let mut conn = self.conn.take().expect("the connection is back");
+        if !self.in_txn {
+            if let Err(e) = conn.query_drop("START TRANSACTION").await {
+                self.conn = Some(conn);
+                return Err(self.db_err("starting a transaction", e));
+            }
+            self.in_txn = true;
+        }
+        self.sent = true;
+        self.inflight = Some(tokio::spawn(async move {
+            let r = conn.query_drop(text).await;
+            (conn, r)
+        }));
+        Ok(())
+    }
+
+    /// Runs `text` and waits for it.
+    async fn send_now(&mut self, text: String, what: &str) -> Result<()> {
+        self.send(text).await?;
+        match self.settle().await {
+            Err(ApplyError::Db { source, .. }) => Err(self.db_err(what, source)),
+            other => other,
+        }
+    }
+
+    /// Sends the buffered statements if they reached the chunk size (not waiting for them).
+    pub async fn maybe_flush(&mut self) -> Result<()> {
+        if self.buf.len() >= self.flush_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the buffered statements inside the batch's transaction (not waiting for them).
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let text = self.buf.take();
+        self.send(text).await
+    }
+
+    /// Sends the buffered statements and waits for them (to tie an error to them).
+    pub async fn flush_now(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return self.settle().await;
+        }
+        let text = self.buf.take();
+        self.send_now(text, "applying rows").await
+    }
+
+    /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and
+    /// waits for the commit.
+    pub async fn commit(&mut self, checkpoint_sql: &str) -> Result<()> {
+        self.buf.push_statement(checkpoint_sql);
+        self.buf.push_statement("COMMIT");
+        let text = self.buf.take();
+        let r = self.send_now(text, "committing a batch with its checkpoint").await;
+        self.in_txn = false;
+        self.sent = false;
+        if r.is_err() {
+            if let Some(c) = self.conn.as_mut() {
+                let _ = c.query_drop("ROLLBACK").await;
+            }
+        }
+        r
+    }
+
+    /// Executes a single statement inside the batch's transaction and waits for it.
+    pub async fn execute(&mut self, sql: String, what: &str) -> Result<()> {
+        self.flush().await?;
+        self.send_now(sql, what).await
+    }
+
+    /// Abandons the current batch.
+    pub async fn rollback(&mut self) {
+        self.buf.clear();
+        let _ = self.settle().await;
+        if self.in_txn {
+            if let Some(c) = self.conn.as_mut() {
+                let _ = c.query_drop("ROLLBACK").await;
+            }
+        }
+        self.in_txn = false;
+        self.sent = false;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.settle().await;
+        if let Some(c) = self.conn.take() {
+            let _ = c.disconnect().await;
+        }
+    }
+}

@@ -1,0 +1,887 @@
+//! Apply against the real local stack: records written in the producer's format to a topic of
+//! the EU cluster, applied by the real binary to the EU MariaDB, compared with the SF MariaDB
+//! where the same transactions ran (CHECKSUM TABLE and row counts).
+//!
+//! Run: `. .stack/env && cargo test --release -p continuum-consumer --test apply`
+
+mod support;
+
+use std::time::Duration;
+
+use continuum_schemas::types::{BlobKind, DateTime, IntWidth, TextKind};
+use continuum_schemas::{Column, ColumnType, StreamRecord, Value};
+use mysql_async::prelude::*;
+use rand::{Rng, SeedableRng};
+use support::*;
+
+const BANK_DDL: &[&str] = &[
+    "CREATE TABLE accounts (id INT PRIMARY KEY, owner VARCHAR(64) NOT NULL UNIQUE, balance BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE ledger (id BIGINT PRIMARY KEY, account_id INT NOT NULL, amount BIGINT NOT NULL, note VARBINARY(64) NULL,
+       FOREIGN KEY (account_id) REFERENCES accounts(id) ON DELETE CASCADE) ENGINE=InnoDB",
+];
+
+fn bank_tables(src: &mut Source, db: &str) {
+    src.table(table(
+        db,
+        "accounts",
+        vec![int_col("id", false), varchar_col("owner", false), bigint_col("balance", false)],
+        vec![0],
+    ));
+    src.table(table(
+        db,
+        "ledger",
+        vec![bigint_col("id", false), int_col("account_id", false), bigint_col("amount", false), varbinary_col("note", true)],
+        vec![0],
+    ));
+}
+
+fn account(id: i64, owner: &str, balance: i64) -> Vec<Value> {
+    vec![Value::Int(id), Value::Text(owner.into()), Value::Int(balance)]
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(x) => *x,
+        other => panic!("not an int: {other:?}"),
+    }
+}
+
+fn row_of(src: &Source, table: &str, key: i64) -> Vec<Value> {
+    let t = &src.tables[table];
+    let mut probe = vec![Value::Null; t.columns.len()];
+    probe[t.primary_key[0]] = Value::Int(key);
+    src.rows[&(table.to_string(), key_of(t, &probe))].clone()
+}
+
+fn col(name: &str, ty: ColumnType) -> Column {
+    Column { name: name.into(), ty, nullable: true }
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips() {
+    let fx = Fixture::new(
+        "types",
+        &["CREATE TABLE types (id INT PRIMARY KEY,
+            ti TINYINT NULL, su SMALLINT UNSIGNED NULL, mi MEDIUMINT NULL, iu INT UNSIGNED NULL, bi BIGINT NULL,
+            bu BIGINT UNSIGNED NULL, de DECIMAL(65,30) NULL, fl FLOAT NULL, dbl DOUBLE NULL, bt BIT(10) NULL, yr YEAR NULL,
+            dt DATE NULL, tm TIME(6) NULL, dtm DATETIME(6) NULL, ts TIMESTAMP(6) NULL DEFAULT NULL, ch CHAR(5) NULL,
+            vc VARCHAR(100) NULL, tx TEXT NULL, bn BINARY(4) NULL, vb VARBINARY(100) NULL, bl BLOB NULL,
+            en ENUM('a','b c','it''s') NULL, st SET('x','y','z') NULL, js JSON NULL, ge GEOMETRY NULL, i6 INET6 NULL, uu UUID NULL,
+            gen INT AS (ti + 1) VIRTUAL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    let i = |width, unsigned| ColumnType::Integer { width, unsigned };
+    let mut columns = vec![
+        col("id", i(IntWidth::Int, false)),
+        col("ti", i(IntWidth::Tiny, false)),
+        col("su", i(IntWidth::Small, true)),
+        col("mi", i(IntWidth::Medium, false)),
+        col("iu", i(IntWidth::Int, true)),
+        col("bi", i(IntWidth::Big, false)),
+        col("bu", i(IntWidth::Big, true)),
+        col("de", ColumnType::Decimal { precision: 65, scale: 30 }),
+        col("fl", ColumnType::Float),
+        col("dbl", ColumnType::Double),
+        col("bt", ColumnType::Bit { bits: 10 }),
+        col("yr", ColumnType::Year),
+        col("dt", ColumnType::Date),
+        col("tm", ColumnType::Time { fsp: 6 }),
+        col("dtm", ColumnType::DateTime { fsp: 6 }),
+        col("ts", ColumnType::Timestamp { fsp: 6 }),
+        col("ch", ColumnType::Text { kind: TextKind::Char }),
+        col("vc", ColumnType::Text { kind: TextKind::VarChar }),
+        col("tx", ColumnType::Text { kind: TextKind::Text }),
+        col("bn", ColumnType::Binary { len: 4 }),
+        col("vb", ColumnType::Blob { kind: BlobKind::VarBinary }),
+        col("bl", ColumnType::Blob { kind: BlobKind::Blob }),
+        col("en", ColumnType::Enum { values: vec!["a".into(), "b c".into(), "it's".into()] }),
+        col("st", ColumnType::Set { values: vec!["x".into(), "y".into(), "z".into()] }),
+        col("js", ColumnType::Text { kind: TextKind::LongText }),
+        col("ge", ColumnType::Geometry),
+        col("i6", ColumnType::Binary { len: 16 }),
+        col("uu", ColumnType::Binary { len: 16 }),
+    ];
+    columns[0].nullable = false;
+    src.table(table(&fx.db, "types", columns, vec![0]));
+    let point = {
+        // SRID 4326, then WKB POINT(1 2).
+        let mut g = vec![0xE6, 0x10, 0, 0, 1, 1, 0, 0, 0];
+        g.extend(1f64.to_le_bytes());
+        g.extend(2f64.to_le_bytes());
+        g
+    };
+    let dt = |s: &str| s.parse::<DateTime>().unwrap();
+    let typical = vec![
+        Value::Int(1),
+        Value::Int(-7),
+        Value::Int(300),
+        Value::Int(-70000),
+        Value::Int(4_000_000_000),
+        Value::Int(-9_000_000_000),
+        Value::UInt(10_000_000_000_000_000_000),
+        Value::Decimal("-12345.678900000000000000000000000001".into()),
+        Value::Float(0.1),
+        Value::Double(-2.5e-300),
+        Value::Bytes(vec![0x01, 0x02]),
+        Value::Int(2024),
+        Value::Date("2024-02-29".parse().unwrap()),
+        Value::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999),
+        Value::DateTime(dt("2024-01-02 03:04:05.123456")),
+        Value::Timestamp(1_700_000_000_123_456),
+        Value::Text("ab".into()),
+        Value::Text("héllo 😀 ünïcode ' \" \\ ; --".into()),
+        Value::Text("line1\nline2\0nul\u{1a}".into()),
+        Value::Bytes(vec![1, 0, 0, 0]),
+        Value::Bytes(vec![0, 0xff, b'\'', b'\\']),
+        Value::Bytes((0..=255).collect()),
+        Value::Text("b c".into()),
+        Value::Text("x,z".into()),
+        Value::Text(r#"{"k": [1, "two", null]}"#.into()),
+        Value::Bytes(point.clone()),
+        Value::Bytes([[0u8; 15].as_slice(), &[1]].concat()),
+        Value::Bytes(vec![0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00]),
+    ];
+    let extremes = vec![
+        Value::Int(2),
+        Value::Int(-128),
+        Value::Int(65535),
+        Value::Int(-8_388_608),
+        Value::Int(4_294_967_295),
+        Value::Int(i64::MIN),
+        Value::UInt(u64::MAX),
+        Value::Decimal("99999999999999999999999999999999999.999999999999999999999999999999".into()),
+        Value::Float(f32::MAX),
+        Value::Double(f64::MIN_POSITIVE),
+        Value::Bytes(vec![0x03, 0xff]),
+        Value::Int(0),
+        Value::Date("0000-00-00".parse().unwrap()),
+        Value::Time((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999),
+        Value::DateTime(dt("2024-00-15 00:00:00.000001")),
+        Value::Timestamp(0),
+        Value::Text("".into()),
+        Value::Text("x".repeat(100)),
+        Value::Text("".into()),
+        Value::Bytes(vec![0, 0, 0, 0]),
+        Value::Bytes(vec![]),
+        Value::Bytes(vec![]),
+        Value::Text("it's".into()),
+        Value::Text("".into()),
+        Value::Text("{}".into()),
+        Value::Bytes(point),
+        Value::Bytes(vec![0; 16]),
+        Value::Bytes(vec![0xff; 16]),
+    ];
+    let mut nulls = vec![Value::Null; 28];
+    nulls[0] = Value::Int(3);
+    src.txn(vec![
+        ("types", RowOp::Insert(typical.clone())),
+        ("types", RowOp::Insert(extremes.clone())),
+        ("types", RowOp::Insert(nulls)),
+    ])
+    .await;
+    // An update of every column, and an update back.
+    let mut changed = extremes.clone();
+    changed[1] = Value::Int(127);
+    changed[17] = Value::Text("changed".into());
+    src.txn(vec![("types", RowOp::Update { key: extremes.clone(), after: changed.clone() })]).await;
+    src.flush().await;
+    fx.apply_caught_up();
+    fx.assert_same(&["types"]).await;
+    // Column by column, as text, to name a difference if there is one.
+    let cols = "id,ti,su,mi,iu,bi,bu,de,fl,dbl,HEX(bt),yr,dt,tm,dtm,ts,ch,vc,HEX(tx),HEX(bn),HEX(vb),HEX(bl),en,st,js,HEX(ge),HEX(i6),HEX(uu),gen";
+    let q = format!("SELECT CONCAT_WS('|', {cols}) FROM types ORDER BY id");
+    let a: Vec<Option<String>> = fx.source_conn().await.query(&q).await.unwrap();
+    let b: Vec<Option<String>> = fx.replica().await.query(&q).await.unwrap();
+    assert_eq!(a, b);
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_partial_transaction_is_ever_visible() {
+    // Small batches: many commits, so many intermediate states to observe.
+    let fx = Fixture::new("bank", BANK_DDL, "batch_transactions = 7\nbatch_wait = \"5ms\"").await;
+    let mut src = fx.source().await;
+    bank_tables(&mut src, &fx.db);
+    const N: i64 = 100;
+    const TOTAL: i64 = N * 1000;
+    src.txn((0..N).map(|i| ("accounts", RowOp::Insert(account(i, &format!("owner{i}"), 1000)))).collect()).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut ledger_id = 0;
+    let mut transfer = |src: &mut Source, rng: &mut rand::rngs::StdRng| {
+        let a = rng.random_range(0..N);
+        let mut b = rng.random_range(0..N);
+        if b == a {
+            b = (a + 1) % N;
+        }
+        let x = rng.random_range(1..50);
+        let ra = row_of(src, "accounts", a);
+        let rb = row_of(src, "accounts", b);
+        let upd = |r: &Vec<Value>, d: i64| RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + d)] };
+        if rng.random_bool(0.5) {
+            // Between two accounts, in one table.
+            vec![("accounts", upd(&ra, -x)), ("accounts", upd(&rb, x))]
+        } else {
+            // A fee into the ledger: two tables.
+            ledger_id += 1;
+            vec![
+                ("accounts", upd(&ra, -x)),
+                ("ledger", RowOp::Insert(vec![Value::Int(ledger_id), Value::Int(a), Value::Int(x), Value::Null])),
+            ]
+        }
+    };
+    for _ in 0..1500 {
+        let ops = transfer(&mut src, &mut rng);
+        src.txn(ops).await;
+    }
+    src.flush().await;
+    let mut apply = fx.spawn_apply(&[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let db = fx.replica_admin.clone();
+        let name = fx.db.clone();
+        tokio::spawn(async move {
+            let mut c = db.conn().await;
+            c.query_drop(format!("USE `{name}`")).await.unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut reads = 0u64;
+            loop {
+                let r: Option<(i64, i64, i64)> = c
+                    .query_first(
+                        "SELECT (SELECT COUNT(*) FROM accounts),
+                                (SELECT COALESCE(SUM(balance),0) FROM accounts) + (SELECT COALESCE(SUM(amount),0) FROM ledger),
+                                (SELECT COUNT(*) FROM ledger)",
+                    )
+                    .await
+                    .unwrap();
+                let (count, total, ledger) = r.unwrap();
+                reads += 1;
+                assert!(count == 0 || count == N, "partial transaction visible: {count} accounts");
+                if count == N {
+                    assert_eq!(total, TOTAL, "partial transaction visible: total {total} (ledger rows {ledger})");
+                }
+                seen.insert(ledger);
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+            (reads, seen.len())
+        })
+    };
+    // More transfers while apply runs.
+    for _ in 0..1500 {
+        let ops = transfer(&mut src, &mut rng);
+        src.txn(ops).await;
+    }
+    src.heartbeat().await;
+    src.flush().await;
+    let high = fx.high_watermark();
+    wait_for(120, "apply to reach the end of the topic", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, states) = reader.await.unwrap();
+    kill9(&mut apply);
+    eprintln!("{reads} consistent reads, {states} distinct ledger states observed during apply");
+    assert!(states > 20, "the reader saw only {states} states: it did not run during apply");
+    fx.assert_same(&["accounts", "ledger"]).await;
+    fx.drop_databases().await;
+}
+
+const SWAP_DDL: &[&str] = &[
+    "CREATE TABLE u (id INT PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, v INT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE k (a INT NOT NULL, b INT NOT NULL, name VARCHAR(20) NOT NULL UNIQUE, PRIMARY KEY (a, b)) ENGINE=InnoDB",
+];
+
+/// Unique swaps, primary-key updates (single and composite), deletes and re-used unique values.
+async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, mut mid: impl FnMut(usize, &mut Source)) {
+    src.table(table(&fx.db, "u", vec![int_col("id", false), varchar_col("code", false), int_col("v", false)], vec![0]));
+    src.table(table(&fx.db, "k", vec![int_col("a", false), int_col("b", false), varchar_col("name", false)], vec![0, 1]));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut ids: Vec<i64> = (0..40).collect();
+    let mut next_id = 1000;
+    let mut free_codes: Vec<String> = Vec::new();
+    src.txn(ids.iter().map(|&i| ("u", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("c{i}")), Value::Int(0)]))).collect()).await;
+    let mut keys: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
+    src.txn(keys.iter().map(|&(a, b)| ("k", RowOp::Insert(vec![Value::Int(a), Value::Int(b), Value::Text(format!("n{a}"))]))).collect()).await;
+    for n in 0..txns {
+        mid(n, src);
+        let get = |src: &Source, id: i64| row_of(src, "u", id);
+        match rng.random_range(0..10) {
+            0..=2 if ids.len() >= 2 => {
+                // Swap two codes through a temporary value, as an application must.
+                let x = ids[rng.random_range(0..ids.len())];
+                let mut y = ids[rng.random_range(0..ids.len())];
+                if x == y {
+                    y = ids[(ids.iter().position(|&i| i == x).unwrap() + 1) % ids.len()];
+                }
+                let (rx, ry) = (get(src, x), get(src, y));
+                let tmp = |r: &Vec<Value>, code: Value| vec![r[0].clone(), code, Value::Int(int(&r[2]) + 1)];
+                src.txn(vec![
+                    ("u", RowOp::Update { key: rx.clone(), after: tmp(&rx, Value::Text(format!("tmp{n}"))) }),
+                    ("u", RowOp::Update { key: ry.clone(), after: tmp(&ry, rx[1].clone()) }),
+                    ("u", RowOp::Update { key: tmp(&rx, Value::Text(format!("tmp{n}"))), after: tmp(&rx, ry[1].clone()) }),
+                ])
+                .await;
+            }
+            3 | 4 if !ids.is_empty() => {
+                // Primary-key update keeping the unique code.
+                let p = rng.random_range(0..ids.len());
+                let x = ids[p];
+                let r = get(src, x);
+                next_id += 1;
+                ids[p] = next_id;
+                src.txn(vec![("u", RowOp::Update { key: r.clone(), after: vec![Value::Int(next_id), r[1].clone(), r[2].clone()] })]).await;
+            }
+            5 if ids.len() > 5 => {
+                let p = rng.random_range(0..ids.len());
+                let x = ids.remove(p);
+                let r = get(src, x);
+                if let Value::Text(c) = &r[1] {
+                    free_codes.push(c.clone());
+                }
+                src.txn(vec![("u", RowOp::Delete(r))]).await;
+            }
+            6 if !free_codes.is_empty() => {
+                // Re-use a deleted row's unique code for a new row.
+                next_id += 1;
+                ids.push(next_id);
+                let c = free_codes.remove(0);
+                src.txn(vec![("u", RowOp::Insert(vec![Value::Int(next_id), Value::Text(c), Value::Int(-1)]))]).await;
+            }
+            7 => {
+                // Composite primary-key update and a name swap in one transaction.
+                let i = rng.random_range(0..keys.len());
+                let j = (i + 1 + rng.random_range(0..keys.len() - 1)) % keys.len();
+                let (ka, kb) = (keys[i], keys[j]);
+                let find = |src: &Source, (a, b): (i64, i64)| {
+                    let t = &src.tables["k"];
+                    src.rows[&("k".to_string(), key_of(t, &[Value::Int(a), Value::Int(b), Value::Null]))].clone()
+                };
+                let (ra, rb) = (find(src, ka), find(src, kb));
+                let moved = (ka.0, ka.1 + 100);
+                keys[i] = moved;
+                src.txn(vec![
+                    ("k", RowOp::Update { key: ra.clone(), after: vec![Value::Int(moved.0), Value::Int(moved.1), Value::Text(format!("t{n}"))] }),
+                    ("k", RowOp::Update { key: rb.clone(), after: vec![rb[0].clone(), rb[1].clone(), ra[2].clone()] }),
+                    (
+                        "k",
+                        RowOp::Update {
+                            key: vec![Value::Int(moved.0), Value::Int(moved.1), Value::Null],
+                            after: vec![Value::Int(moved.0), Value::Int(moved.1), rb[2].clone()],
+                        },
+                    ),
+                ])
+                .await;
+            }
+            _ if !ids.is_empty() => {
+                let x = ids[rng.random_range(0..ids.len())];
+                let r = get(src, x);
+                src.txn(vec![("u", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + 10)] })]).await;
+            }
+            _ => {}
+        }
+        if n % 25 == 0 {
+            src.heartbeat().await;
+        }
+    }
+    src.flush().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical() {
+    let fx = Fixture::new("swaps", SWAP_DDL, "").await;
+    let mut src = fx.source().await;
+    let mut mid_offset = 0;
+    let mut mid_time = 0;
+    swap_workload(&fx, &mut src, 400, 11, |n, s| {
+        if n == 200 {
+            std::thread::sleep(Duration::from_millis(30));
+            mid_time = s.next_ts();
+            mid_offset = s.produced + 1; // most likely inside a transaction: replay moves it back
+        }
+    })
+    .await;
+    fx.apply_caught_up();
+    fx.assert_same(&["u", "k"]).await;
+    let end = fx.high_watermark();
+    let position = src.position.to_string();
+    assert_eq!(fx.checkpoint().await.unwrap().0, end);
+
+    let time = chrono::DateTime::from_timestamp_millis(mid_time).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mid = mid_offset.to_string();
+    for args in [
+        vec!["replay", "--from-beginning", "--json"],
+        vec!["replay", "--to-offset", &mid, "--json"],
+        vec!["replay", "--from-time", &time, "--json"],
+    ] {
+        let out = fx.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let rep = json(&out);
+        assert_eq!(rep["replay_until"], serde_json::json!(position), "{args:?}: {rep}");
+        if args[1] == "--from-time" {
+            eprintln!("replay --from-time: broker's ListOffsets-by-time correct: {}", rep["broker_time_lookup_ok"]);
+            let off = rep["offset"].as_i64().unwrap();
+            assert!(off > 0 && off < end, "{rep}");
+        }
+        let st = json(&fx.run(&["status", "--json"]));
+        assert_eq!(st["state"], "replaying", "{st}");
+        fx.apply_caught_up();
+        fx.assert_same(&["u", "k"]).await;
+        let (off, gtid, replay_until, _) = fx.checkpoint().await.unwrap();
+        assert_eq!((off, gtid.as_str(), replay_until), (end, position.as_str(), None), "after {args:?}");
+    }
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
+    let fx = Fixture::new(
+        "fk",
+        &[
+            "CREATE TABLE p (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL UNIQUE, v INT NOT NULL) ENGINE=InnoDB",
+            "CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, FOREIGN KEY (pid) REFERENCES p(id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",
+            "CREATE TABLE g (id INT PRIMARY KEY, cid INT NOT NULL, FOREIGN KEY (cid) REFERENCES c(id) ON DELETE CASCADE) ENGINE=InnoDB",
+            "CREATE TABLE n (id INT PRIMARY KEY, pcode VARCHAR(10) NULL, FOREIGN KEY (pcode) REFERENCES p(code) ON DELETE SET NULL ON UPDATE CASCADE) ENGINE=InnoDB",
+        ],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "p", vec![int_col("id", false), varchar_col("code", false), int_col("v", false)], vec![0]));
+    src.table(table(&fx.db, "c", vec![int_col("id", false), int_col("pid", false)], vec![0]));
+    src.table(table(&fx.db, "g", vec![int_col("id", false), int_col("cid", false)], vec![0]));
+    src.table(table(&fx.db, "n", vec![int_col("id", false), varchar_col("pcode", true)], vec![0]));
+    let p = |id: i64, code: &str, v: i64| vec![Value::Int(id), Value::Text(code.into()), Value::Int(v)];
+    let mut ops = vec![];
+    for i in 1..=5 {
+        ops.push(("p", RowOp::Insert(p(i, &format!("p{i}"), 0))));
+        for j in 0..3 {
+            let cid = i * 10 + j;
+            ops.push(("c", RowOp::Insert(vec![Value::Int(cid), Value::Int(i)])));
+            ops.push(("g", RowOp::Insert(vec![Value::Int(cid * 10), Value::Int(cid)])));
+        }
+        ops.push(("n", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("p{i}"))])));
+    }
+    src.txn(ops).await;
+    // The source logs only the parent's change; InnoDB changes the children.
+    src.txn(vec![("p", RowOp::Delete(p(1, "p1", 0)))]).await; // cascades to c, g; n.pcode = NULL
+    src.txn(vec![("p", RowOp::Update { key: p(2, "p2", 0), after: p(20, "p2", 0) })]).await; // c.pid 2 -> 20
+    src.txn(vec![("p", RowOp::Update { key: p(3, "p3", 0), after: p(3, "p3new", 0) })]).await; // n.pcode
+    src.txn(vec![("p", RowOp::Update { key: p(4, "p4", 0), after: p(4, "p4", 99) })]).await; // REPLACE: no cascade
+    src.flush().await;
+    fx.apply_caught_up();
+    fx.assert_same(&["p", "c", "g", "n"]).await;
+    let children: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM c WHERE pid = 4").await.unwrap();
+    assert_eq!(children, Some(3), "REPLACE of a parent must not cascade");
+    // Re-applying everything over the newer state converges too.
+    let out = fx.run(&["replay", "--from-beginning"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.apply_caught_up();
+    fx.assert_same(&["p", "c", "g", "n"]).await;
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_record_stops_apply_and_the_checkpoint_stays() {
+    let fx = Fixture::new(
+        "poison",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    for i in 0..5 {
+        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+    }
+    // Not Confluent wire format, with the headers of a row event of transaction 1-1-6.
+    let before = src.position.clone();
+    let ts = src.next_ts();
+    let poison = src.send_raw(Some(b"k"), b"\x07garbage", "row", &format!("txn:1-1-6:0:last:{before}"), ts).await;
+    src.flush().await;
+    fx.apply_caught_up_expect_failure(&[&format!("@{poison}"), "1-1-6", "does not decode", "magic byte"]).await;
+    assert_eq!(fx.checkpoint().await.unwrap().0, poison, "the checkpoint is right before the poison record");
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "stopped-at-error", "{st}");
+    assert!(st["error"].as_str().unwrap().contains("does not decode"), "{st}");
+    // Again: same stop, same checkpoint.
+    fx.apply_caught_up_expect_failure(&[&format!("@{poison}")]).await;
+    assert_eq!(fx.checkpoint().await.unwrap().0, poison);
+    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    assert_eq!(count, Some(5));
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_missing_on_the_replica_names_the_record() {
+    let fx = Fixture::new(
+        "missing",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB", "CREATE TABLE m (id INT PRIMARY KEY, x INT NULL, y VARCHAR(20) NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    fx.replica().await.query_drop("ALTER TABLE m DROP COLUMN y").await.unwrap();
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.table(table(&fx.db, "m", vec![int_col("id", false), int_col("x", true), varchar_col("y", true)], vec![0]));
+    src.txn(vec![("a", RowOp::Insert(vec![Value::Int(1), Value::Int(1)]))]).await;
+    let first = src.produced;
+    src.txn(vec![
+        ("a", RowOp::Insert(vec![Value::Int(2), Value::Int(2)])),
+        ("m", RowOp::Insert(vec![Value::Int(42), Value::Int(1), Value::Text("y".into())])),
+    ])
+    .await;
+    src.flush().await;
+    fx.apply_caught_up_expect_failure(&[&format!("@{}", first + 1), "GTID 1-1-2", &format!("table {}.m", fx.db), "primary key id=42", "no column `y`"]).await;
+    assert_eq!(fx.checkpoint().await.unwrap().0, first, "the checkpoint is at the failing transaction's start");
+    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    assert_eq!(count, Some(1), "no part of the failing transaction is applied");
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
+    let fx = Fixture::new("refused", &["CREATE TABLE r (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL) ENGINE=InnoDB"], "").await;
+    fx.replica().await.query_drop("ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL").await.unwrap();
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "r", vec![int_col("id", false), varchar_col("s", false)], vec![0]));
+    let mut bad_offset = 0;
+    let mut bad_start = 0;
+    for i in 0..300 {
+        if i == 150 {
+            bad_start = src.produced;
+            bad_offset = bad_start + 1;
+            src.txn(vec![
+                ("r", RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())])),
+                ("r", RowOp::Insert(vec![Value::Int(10_000), Value::Text("far too long".into())])),
+            ])
+            .await;
+        } else {
+            src.txn(vec![("r", RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())]))]).await;
+        }
+    }
+    src.flush().await;
+    fx.apply_caught_up_expect_failure(&[&format!("@{bad_offset}"), "id=10000", "Data too long"]).await;
+    assert_eq!(fx.checkpoint().await.unwrap().0, bad_start);
+    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM r").await.unwrap();
+    assert_eq!(count, Some(150), "every transaction before the failing one is applied, nothing after");
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
+    let fx = Fixture::new("ddl", &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"], "").await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))]).await;
+    src.flush().await;
+    fx.apply_caught_up();
+    let v1 = table(&fx.db, "t2", vec![int_col("id", false), int_col("a", true)], vec![0]);
+    let v2 = table(&fx.db, "t2", vec![int_col("id", false), int_col("a", true), varchar_col("b", true)], vec![0]);
+    let v3 = table(&fx.db, "t2", vec![int_col("id", false), varchar_col("b", true)], vec![0]);
+    // Each schema change is also run on the replica first: the state a crash leaves between
+    // running a schema change and committing the checkpoint past it.
+    let steps: Vec<(&str, Option<continuum_schemas::TableSchema>)> = vec![
+        ("CREATE TABLE t2 (id INT PRIMARY KEY, a INT NULL) ENGINE=InnoDB", Some(v1)),
+        ("ALTER TABLE t2 ADD COLUMN b VARCHAR(10) NULL", Some(v2)),
+        ("CREATE INDEX ib ON t2 (b)", None),
+        ("ALTER TABLE t2 DROP COLUMN a", Some(v3)),
+        ("CREATE TABLE t3 (id INT PRIMARY KEY) ENGINE=InnoDB", None),
+        ("DROP TABLE t3", None),
+        ("CREATE DATABASE IF NOT EXISTS ct_ddl_extra_db_unused", None),
+    ];
+    let mut id = 0;
+    for (ddl, shape) in steps {
+        if !ddl.contains("ct_ddl_extra") {
+            fx.replica().await.query_drop(ddl).await.unwrap();
+        }
+        src.ddl(ddl).await;
+        if let Some(t) = shape {
+            src.table(t.clone());
+            for _ in 0..3 {
+                id += 1;
+                let row: Vec<Value> = t
+                    .columns
+                    .iter()
+                    .map(|c| match c.name.as_str() {
+                        "id" => Value::Int(id),
+                        "a" => Value::Int(id * 10),
+                        _ => Value::Text(format!("b{id}")),
+                    })
+                    .collect();
+                src.txn(vec![("t2", RowOp::Insert(row))]).await;
+            }
+        }
+        src.flush().await;
+        let err = fx.apply_caught_up();
+        assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark(), "{ddl}: {err}");
+    }
+    fx.assert_same(&["base", "t2"]).await;
+    let a: (String, String) = fx.source_conn().await.query_first("SHOW CREATE TABLE t2").await.unwrap().unwrap();
+    let b: (String, String) = fx.replica().await.query_first("SHOW CREATE TABLE t2").await.unwrap().unwrap();
+    assert_eq!(a.1, b.1);
+    // Re-applying the whole history, schema changes included, over the final schema.
+    let out = fx.run(&["replay", "--from-beginning"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.apply_caught_up();
+    fx.assert_same(&["base", "t2"]).await;
+    let t3: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='t3'")
+        .await
+        .unwrap();
+    assert_eq!(t3, Some(0));
+    let _ = fx.replica().await.query_drop("DROP DATABASE IF EXISTS ct_ddl_extra_db_unused").await;
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_policy_stop_and_skip() {
+    let fx = Fixture::new("ddlpolicy", &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"], "").await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))]).await;
+    let ddl_offset = src.produced;
+    src.ddl("CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB").await;
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(2)]))]).await;
+    src.flush().await;
+    let out = fx.run(&["apply", "--until-caught-up", "--ddl", "stop"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("CREATE TABLE extra") && err.contains(&format!("@{ddl_offset}")) && err.contains("ddl = \"stop\""), "{err}");
+    assert_eq!(fx.checkpoint().await.unwrap().0, ddl_offset);
+    let out = fx.run(&["apply", "--until-caught-up", "--ddl", "skip"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let extra: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='extra'")
+        .await
+        .unwrap();
+    assert_eq!(extra, Some(0), "skipped: not run on the replica");
+    fx.assert_same(&["base"]).await;
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_snapshot_leaves_no_stale_rows() {
+    let fx = Fixture::new("snap", &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL) ENGINE=InnoDB"], "").await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "s", vec![int_col("id", false), varchar_col("v", false)], vec![0]));
+    // Rows that exist before capture starts: only snapshots carry them.
+    for i in 1..=100 {
+        src.source_only("s", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))])).await;
+    }
+    // The replica has leftovers from an earlier life, too.
+    fx.replica().await.query_drop("INSERT INTO s VALUES (5000, 'stale'), (5001, 'stale')").await.unwrap();
+    // Snapshot A: abandoned after 60 rows.
+    src.snapshot("A", &["s"], Some(60)).await;
+    src.flush().await;
+    fx.apply_caught_up();
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "snapshot-loading", "{st}");
+    assert_eq!(st["snapshot_loading"], "A", "{st}");
+    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM s").await.unwrap();
+    assert_eq!(count, Some(60), "while A loads, the table holds A's rows only");
+    // The source changes, then snapshot B is taken in full.
+    for i in 1..=20 {
+        src.source_only("s", RowOp::Delete(vec![Value::Int(i), Value::Null])).await;
+    }
+    for i in 101..=110 {
+        src.source_only("s", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))])).await;
+    }
+    src.snapshot("B", &["s"], None).await;
+    for i in 21..=25 {
+        src.txn(vec![("s", RowOp::Update { key: vec![Value::Int(i), Value::Null], after: vec![Value::Int(i), Value::Text("after".into())] })]).await;
+    }
+    // The producer dies inside a transaction and starts over with snapshot C: the partial
+    // transaction's rows must not appear.
+    let (gtid, before, after) = (continuum_schemas::Gtid::new(1, 1, src.seq + 1), src.position.clone(), src.position.with(continuum_schemas::Gtid::new(1, 1, src.seq + 1)));
+    let t = src.tables["s"].clone();
+    for idx in 0..3u64 {
+        let rec = StreamRecord::Change(continuum_schemas::ChangeEvent {
+            op: continuum_schemas::Op::Insert,
+            table: t.clone(),
+            before: None,
+            after: Some(vec![Value::Int(9000 + idx as i64), Value::Text("abandoned".into())]),
+            source: continuum_schemas::SourceInfo {
+                server_id: 1,
+                gtid: Some(gtid),
+                gtid_position: after.clone(),
+                resume_position: before.clone(),
+                binlog: continuum_schemas::BinlogPosition::new("sf-bin.000001", 4),
+                commit_ts_ms: now_ms(),
+                snapshot_id: None,
+            },
+            tx: Some(continuum_schemas::TxPlace { index: idx, last: false }),
+        });
+        src.send(&rec).await;
+    }
+    src.snapshot("C", &["s"], None).await;
+    src.txn(vec![("s", RowOp::Delete(vec![Value::Int(30), Value::Null]))]).await;
+    src.flush().await;
+    fx.apply_caught_up();
+    fx.assert_same(&["s"]).await;
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "stopped", "{st}");
+    assert_eq!(st["gtid_applied"], src.position.to_string());
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lock_and_metrics() {
+    let fx = Fixture::new("status", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "not-started", "{st}");
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    for i in 0..20 {
+        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+    }
+    src.heartbeat().await;
+    src.flush().await;
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let mut apply = fx.spawn_apply(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let high = fx.high_watermark();
+    wait_for(60, "apply to catch up", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    let out = fx.run(&["status", "--json"]);
+    let st = json(&out);
+    assert_eq!(st["state"], "idle", "{st}");
+    assert_eq!(st["checkpoint_offset"], high);
+    assert_eq!(st["high_watermark"], high);
+    assert_eq!(st["records_behind"], 0);
+    assert_eq!(st["gtid_applied"], src.position.to_string());
+    assert_eq!(st["gtid_latest"], src.position.to_string());
+    assert_eq!(st["last_applied_gtid"], format!("1-1-{}", src.seq));
+    assert!(st["seconds_behind_source"].as_f64().unwrap() < 60.0, "{st}");
+    assert!(st["apply_connection"].is_number(), "{st}");
+    let text = String::from_utf8_lossy(&fx.run(&["status"]).stdout).into_owned();
+    assert!(text.contains("state            idle") && text.contains(&format!("offset {high} of {high} (0 records behind)")), "{text}");
+    // Only one apply per topic.
+    let out = fx.run(&["apply", "--until-caught-up"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("another apply holds the lock"), "{}", stderr(&out));
+    // Metrics and health.
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    for m in [
+        "continuum_apply_rows_total",
+        "continuum_apply_transactions_total",
+        "continuum_apply_batch_rows",
+        "continuum_apply_seconds_behind_source",
+        "continuum_apply_checkpoint_offset",
+    ] {
+        assert!(body.contains(m), "{m} missing from /metrics:\n{body}");
+    }
+    assert!(body.contains(&format!("continuum_apply_checkpoint_offset {high}")), "{body}");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    // Live: new transactions arrive and are applied.
+    src.txn(vec![("a", RowOp::Insert(vec![Value::Int(100), Value::Int(100)]))]).await;
+    src.flush().await;
+    let high = fx.high_watermark();
+    wait_for(30, "apply to apply a live transaction", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    // SIGTERM stops it cleanly.
+    unsafe_sigterm(apply.id());
+    let status = apply.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    fx.assert_same(&["a"]).await;
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "stopped", "{st}");
+    fx.drop_databases().await;
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_time_stops_before_the_first_newer_transaction() {
+    let fx = Fixture::new("until", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.set_ts(now_ms() - 100_000);
+    src.ts_step = Some(1);
+    for i in 0..50 {
+        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+    }
+    // A transaction whose records span the cut: none of it may be applied.
+    let cut_start = src.produced;
+    let cut = src.last_ts + 5;
+    src.txn((50..60).map(|i| ("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))).collect()).await;
+    for i in 60..80 {
+        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+    }
+    src.flush().await;
+    fx.apply_caught_up();
+    // A point-in-time rebuild: empty the replica, replay from the beginning until the cut.
+    fx.replica().await.query_drop("DELETE FROM a").await.unwrap();
+    let t = chrono::DateTime::from_timestamp_millis(cut).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let out = fx.run(&["replay", "--from-beginning", "--until-time", &t]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = fx.apply_caught_up();
+    assert!(err.contains("until-time"), "{err}");
+    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    assert_eq!(count, Some(50), "exactly the transactions before the cut");
+    assert_eq!(fx.checkpoint().await.unwrap().0, cut_start);
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], "until-time-reached", "{st}");
+    // Apply again stops again; a replay without --until-time goes on.
+    fx.apply_caught_up();
+    assert_eq!(fx.checkpoint().await.unwrap().0, cut_start);
+    let out = fx.run(&["replay", "--to-offset", &cut_start.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.apply_caught_up();
+    fx.assert_same(&["a"]).await;
+    fx.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_another_cluster_finds_the_place_by_gtid() {
+    let fx = Fixture::new("switch", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let mut src = fx.source().await;
+    fx.mirror_to(&mut src, "sf").await;
+    // Offsets differ between the clusters: the SF copy has extra records at its start.
+    for _ in 0..7 {
+        src.mirror.as_mut().unwrap().heartbeat().await;
+    }
+    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    for i in 0..30 {
+        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+    }
+    src.flush().await;
+    fx.apply_caught_up(); // from the EU cluster
+    for i in 30..60 {
+        src.txn((0..3).map(|j| ("a", RowOp::Insert(vec![Value::Int(i * 10 + j), Value::Int(i)]))).collect()).await;
+    }
+    src.flush().await;
+    let out = fx.run(&["--read-from", "sf", "apply", "--until-caught-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("found its place here by GTID position"), "{}", stderr(&out));
+    fx.assert_same(&["a"]).await;
+    let mut c = fx.replica_admin.conn().await;
+    let (cluster, off): (String, i64) = c
+        .exec_first("SELECT cluster, next_offset FROM continuum.checkpoint WHERE source_topic=?", (&fx.topic,))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cluster, "sf");
+    assert_eq!(off, fx.high_watermark() + 7, "the SF copy's end");
+    fx.drop_databases().await;
+}
+

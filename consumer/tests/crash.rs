@@ -1,0 +1,258 @@
+//! Crash safety: apply is killed with SIGKILL at 20+ random moments while a workload arrives
+//! (multi-table transactions, foreign-key chains with cascades, unique swaps, primary-key
+//! updates, deletes, and one transaction of 100k rows); after a final uninterrupted run the
+//! replica equals the source (CHECKSUM TABLE and row counts of every table) and the checkpoint
+//! is the end of the topic.
+//!
+//! Run: `. .stack/env && cargo test --release -p continuum-consumer --test crash -- --nocapture`
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use continuum_schemas::types::DateTime;
+use continuum_schemas::Value;
+use mysql_async::prelude::*;
+use rand::{Rng, SeedableRng};
+use support::*;
+
+const DDL: &[&str] = &[
+    "CREATE TABLE customers (id INT PRIMARY KEY, email VARCHAR(64) NOT NULL UNIQUE, credit BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id INT NOT NULL, total BIGINT NOT NULL,
+       FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",
+    "CREATE TABLE order_lines (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, sku VARCHAR(16) NOT NULL, qty INT NOT NULL,
+       FOREIGN KEY (order_id) REFERENCES orders(id) ON DELETE CASCADE) ENGINE=InnoDB",
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, code VARCHAR(32) NOT NULL UNIQUE, payload VARBINARY(100) NULL, created DATETIME(6) NOT NULL) ENGINE=InnoDB",
+];
+const TABLES: &[&str] = &["customers", "orders", "order_lines", "items"];
+
+fn setup(src: &mut Source, db: &str) {
+    src.table(table(db, "customers", vec![int_col("id", false), varchar_col("email", false), bigint_col("credit", false)], vec![0]));
+    src.table(table(db, "orders", vec![bigint_col("id", false), int_col("customer_id", false), bigint_col("total", false)], vec![0]));
+    src.table(table(
+        db,
+        "order_lines",
+        vec![bigint_col("id", false), bigint_col("order_id", false), varchar_col("sku", false), int_col("qty", false)],
+        vec![0],
+    ));
+    let created = continuum_schemas::Column {
+        name: "created".into(),
+        ty: continuum_schemas::ColumnType::DateTime { fsp: 6 },
+        nullable: false,
+    };
+    src.table(table(db, "items", vec![bigint_col("id", false), varchar_col("code", false), varbinary_col("payload", true), created], vec![0]));
+}
+
+fn item(i: usize) -> Vec<Value> {
+    vec![
+        Value::Int(i as i64),
+        Value::Text(format!("item-{i:08}")),
+        Value::Bytes(format!("payload {i} ").repeat(3).into_bytes()),
+        Value::DateTime(DateTime::from_epoch_micros(1_700_000_000_000_000 + i as i64 * 1_000_123)),
+    ]
+}
+
+fn get(src: &Source, t: &str, id: i64) -> Option<Vec<Value>> {
+    let tab = &src.tables[t];
+    let mut probe = vec![Value::Null; tab.columns.len()];
+    probe[0] = Value::Int(id);
+    src.rows.get(&(t.to_string(), key_of(tab, &probe))).cloned()
+}
+
+/// Mixed transactions: orders with lines (three tables), credit moves, email swaps, customer
+/// id changes (cascading to orders), customer deletes (cascading to orders and lines), item
+/// key updates and deletes.
+async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: &mut State) {
+    for _ in 0..n {
+        let cust: Vec<i64> = state.customers.clone();
+        match rng.random_range(0..10) {
+            0..=3 => {
+                let c = cust[rng.random_range(0..cust.len())];
+                state.next_order += 1;
+                let o = state.next_order;
+                let mut ops = vec![("orders", RowOp::Insert(vec![Value::Int(o), Value::Int(c), Value::Int(0)]))];
+                for l in 0..rng.random_range(1..4) {
+                    ops.push((
+                        "order_lines",
+                        RowOp::Insert(vec![Value::Int(o * 10 + l), Value::Int(o), Value::Text(format!("sku{l}")), Value::Int(l + 1)]),
+                    ));
+                }
+                let r = get(src, "customers", c).unwrap();
+                let credit = match r[2] {
+                    Value::Int(x) => x,
+                    _ => 0,
+                };
+                ops.push(("customers", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(credit - 5)] }));
+                src.txn(ops).await;
+                state.orders.push((o, c));
+            }
+            4 => {
+                // Swap two emails through a temporary value.
+                let a = cust[rng.random_range(0..cust.len())];
+                let b = cust[rng.random_range(0..cust.len())];
+                if a == b {
+                    continue;
+                }
+                let (ra, rb) = (get(src, "customers", a).unwrap(), get(src, "customers", b).unwrap());
+                let with = |r: &Vec<Value>, e: Value| vec![r[0].clone(), e, r[2].clone()];
+                let tmp = Value::Text(format!("tmp-{}", state.next_order));
+                src.txn(vec![
+                    ("customers", RowOp::Update { key: ra.clone(), after: with(&ra, tmp.clone()) }),
+                    ("customers", RowOp::Update { key: rb.clone(), after: with(&rb, ra[1].clone()) }),
+                    ("customers", RowOp::Update { key: with(&ra, tmp), after: with(&ra, rb[1].clone()) }),
+                ])
+                .await;
+            }
+            5 => {
+                // Customer id change: ON UPDATE CASCADE moves the orders on both sides.
+                let p = rng.random_range(0..state.customers.len());
+                let c = state.customers[p];
+                state.next_customer += 1;
+                let new = state.next_customer;
+                let r = get(src, "customers", c).unwrap();
+                src.txn(vec![("customers", RowOp::Update { key: r.clone(), after: vec![Value::Int(new), r[1].clone(), r[2].clone()] })]).await;
+                state.customers[p] = new;
+                for o in state.orders.iter_mut().filter(|o| o.1 == c) {
+                    o.1 = new;
+                }
+                // The source's InnoDB moved the orders: so does the model.
+                for ((t, _), row) in src.rows.iter_mut() {
+                    if t == "orders" && row[1] == Value::Int(c) {
+                        row[1] = Value::Int(new);
+                    }
+                }
+            }
+            6 if state.customers.len() > 10 => {
+                // Delete a customer: orders and lines go by cascade (not in the binlog).
+                let p = rng.random_range(0..state.customers.len());
+                let c = state.customers.remove(p);
+                let r = get(src, "customers", c).unwrap();
+                src.txn(vec![("customers", RowOp::Delete(r))]).await;
+                let gone: Vec<i64> = state.orders.iter().filter(|o| o.1 == c).map(|o| o.0).collect();
+                state.orders.retain(|o| o.1 != c);
+                src.rows.retain(|(t, _), row| match t.as_str() {
+                    "orders" => row[1] != Value::Int(c),
+                    "order_lines" => !matches!(row[1], Value::Int(o) if gone.contains(&o)),
+                    _ => true,
+                });
+            }
+            7 => {
+                // An item's primary key changes.
+                let i = rng.random_range(0..state.items.len());
+                let old = state.items[i];
+                let Some(r) = get(src, "items", old) else { continue };
+                let new = 10_000_000 + old * 3 + rng.random_range(0..3);
+                if get(src, "items", new).is_some() {
+                    continue;
+                }
+                src.txn(vec![("items", RowOp::Update { key: r.clone(), after: vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()] })]).await;
+                state.items[i] = new;
+            }
+            8 => {
+                let i = rng.random_range(0..state.items.len());
+                let id = state.items.swap_remove(i);
+                if let Some(r) = get(src, "items", id) {
+                    src.txn(vec![("items", RowOp::Delete(r))]).await;
+                }
+            }
+            _ => {
+                if let Some(&(o, _)) = state.orders.last() {
+                    let Some(r) = get(src, "orders", o) else { continue };
+                    src.txn(vec![("orders", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(99)] })]).await;
+                }
+            }
+        }
+        if rng.random_range(0..20) == 0 {
+            src.heartbeat().await;
+        }
+    }
+}
+
+struct State {
+    customers: Vec<i64>,
+    next_customer: i64,
+    orders: Vec<(i64, i64)>,
+    next_order: i64,
+    items: Vec<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_then_resume_converges() {
+    let big: usize = std::env::var("CRASH_BIG_TXN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let fx = Fixture::new("crash", DDL, "").await;
+    let mut src = fx.source().await;
+    setup(&mut src, &fx.db);
+    let started = Instant::now();
+    // Before: customers and some items.
+    src.txn((0..50).map(|i| ("customers", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("c{i}@x")), Value::Int(1000)]))).collect())
+        .await;
+    src.txn((0..500).map(|i| ("items", RowOp::Insert(item(1_000_000 + i)))).collect()).await;
+    src.flush().await;
+    let producer = {
+        let mut src = src;
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+            let mut state = State {
+                customers: (0..50).collect(),
+                next_customer: 1000,
+                orders: vec![],
+                next_order: 0,
+                items: (1_000_000..1_000_500).collect(),
+            };
+            mixed(&mut src, &mut rng, 400, &mut state).await;
+            src.flush().await;
+            src.big_insert("items", big, item).await;
+            state.items.extend((0..200).map(|i| i as i64));
+            src.flush().await;
+            for round in 0..6 {
+                mixed(&mut src, &mut rng, 150, &mut state).await;
+                src.flush().await;
+                tokio::time::sleep(Duration::from_millis(200 + round * 100)).await;
+            }
+            src.heartbeat().await;
+            src.flush().await;
+            src
+        })
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(std::process::id() as u64);
+    let mut peak_rss = 0;
+    for k in 0..kills {
+        let mut apply = fx.spawn_apply(&["--no-metrics"]);
+        let life = Duration::from_millis(rng.random_range(150..5000));
+        let until = Instant::now() + life;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            if let Some(r) = peak_rss_kib(apply.id()) {
+                peak_rss = peak_rss.max(r);
+            }
+        }
+        kill9(&mut apply);
+        let ck = fx.checkpoint().await;
+        eprintln!("kill {k:2} after {life:?}: checkpoint {:?}", ck.as_ref().map(|c| (c.0, c.1.clone())));
+    }
+    let src = producer.await.unwrap();
+    eprintln!("workload and {kills} kills took {:?}; peak RSS of apply {} MiB", started.elapsed(), peak_rss / 1024);
+    let t = Instant::now();
+    let mut apply = fx.spawn_apply(&["--no-metrics", "--until-caught-up"]);
+    loop {
+        if let Some(r) = peak_rss_kib(apply.id()) {
+            peak_rss = peak_rss.max(r);
+        }
+        if let Some(status) = apply.try_wait().unwrap() {
+            assert!(status.success(), "final apply failed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("final apply took {:?}; peak RSS {} MiB", t.elapsed(), peak_rss / 1024);
+    fx.assert_same(TABLES).await;
+    let (off, gtid, _, err) = fx.checkpoint().await.unwrap();
+    assert_eq!(off, fx.high_watermark(), "checkpoint = end of topic");
+    assert_eq!(gtid, src.position.to_string());
+    assert_eq!(err, None);
+    let items: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM items").await.unwrap();
+    assert!(items.unwrap() as usize >= big, "the big transaction is there");
+    assert!(peak_rss < 128 * 1024, "peak RSS {} KiB above 128 MiB", peak_rss);
+    fx.drop_databases().await;
+}

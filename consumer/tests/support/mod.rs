@@ -1,0 +1,780 @@
+//! Test harness for the consumer suites: a fake source that runs each transaction on the SF
+//! MariaDB (which gives the expected state) and writes the matching change records, in the
+//! producer's format (Confluent wire format via `schemas::Encoder`, `continuum.kind` and
+//! `continuum.pos` headers, GTIDs 1-1-N), to a topic of the EU cluster, as the mirror would.
+//! The replica is the EU MariaDB. Every test uses its own topic and database.
+//!
+//! Needs the local stack's variables (`. .stack/env`): SF_DB_*, EU_DB_*, SF_BROKERS, EU_BROKERS,
+//! SF_REGISTRY, EU_REGISTRY.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use continuum_common::kafka::{ensure_changelog_topic, producer_config};
+use continuum_common::SiteConfig;
+use continuum_schemas::types::{format_time, DateTime};
+use continuum_schemas::{
+    BinlogPosition, ChangeEvent, Encoder, Gtid, GtidPosition, Op, Registry, RegistrySettings, SchemaChange,
+    SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema, TxPlace, Value,
+};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_continuum-consumer");
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start the stack (`make up`) and `. .stack/env` first"))
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl Db {
+    fn from_env(prefix: &str, admin: bool) -> Db {
+        let (u, p) = if admin { ("DB_ADMIN_USER", "DB_ADMIN_PASSWORD") } else { ("DB_USER", "DB_PASSWORD") };
+        Db {
+            host: var(&format!("{prefix}_DB_HOST")),
+            port: var(&format!("{prefix}_DB_PORT")).parse().unwrap(),
+            user: var(&format!("{prefix}_{u}")),
+            password: std::env::var(format!("{prefix}_{p}")).unwrap_or_default(),
+        }
+    }
+
+    pub async fn conn(&self) -> Conn {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(self.host.clone())
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(Some(self.password.clone()))
+            .prefer_socket(false);
+        let mut c = Conn::new(opts).await.expect("connect to MariaDB");
+        c.query_drop("SET time_zone='+00:00', NAMES utf8mb4").await.unwrap();
+        c
+    }
+}
+
+/// A unique name for this test run.
+pub fn unique(name: &str) -> String {
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() % 10_000_000_000;
+    format!("{name}_{n}_{}", std::process::id() % 1000)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// One test's world: a database (same name on source and replica), a topic, a config file.
+pub struct Fixture {
+    pub name: String,
+    pub db: String,
+    pub topic: String,
+    pub source_db: Db,
+    pub replica_db: Db,
+    pub replica_admin: Db,
+    pub source_admin: Db,
+    pub config_path: PathBuf,
+    pub config_text: String,
+    pub cfg: SiteConfig,
+}
+
+impl Fixture {
+    /// Creates the database on both servers with `ddl` (statements run in it on both).
+    pub async fn new(name: &str, ddl: &[&str], apply_settings: &str) -> Fixture {
+        let name = unique(name);
+        let db = format!("ct_{name}");
+        let topic = format!("ct.{name}");
+        let source_admin = Db::from_env("SF", true);
+        let replica_admin = Db::from_env("EU", true);
+        let replica_db = Db::from_env("EU", false);
+        let dir = std::env::temp_dir().join("continuum-consumer-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join(format!("{name}.toml"));
+        let config_text = format!(
+            r#"
+site = "eu"
+[database]
+host = "{host}"
+port = {port}
+user = "{user}"
+password = "{password}"
+[sites.sf]
+brokers = "{sfb}"
+topic = "{topic}"
+registry = {{ url = "{sfr}" }}
+[sites.eu]
+brokers = "{eub}"
+registry = {{ url = "{eur}" }}
+[consumer]
+metrics_listen = "127.0.0.1:0"
+[consumer.apply]
+max_retry_delay = "1s"
+{apply_settings}
+[log]
+filter = "info,continuum_consumer=debug"
+"#,
+            host = replica_db.host,
+            port = replica_db.port,
+            user = replica_db.user,
+            password = replica_db.password,
+            sfb = var("SF_BROKERS"),
+            sfr = var("SF_REGISTRY"),
+            eub = var("EU_BROKERS"),
+            eur = var("EU_REGISTRY"),
+        );
+        std::fs::write(&config_path, &config_text).unwrap();
+        let cfg = SiteConfig::from_toml(&config_text).unwrap();
+        for admin in [&source_admin, &replica_admin] {
+            let mut c = admin.conn().await;
+            c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await.unwrap();
+            c.query_drop(format!("CREATE DATABASE `{db}`")).await.unwrap();
+            c.query_drop(format!("USE `{db}`")).await.unwrap();
+            for s in ddl {
+                c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }
+        Fixture {
+            name,
+            db,
+            topic,
+            source_db: source_admin.clone(),
+            replica_db,
+            replica_admin,
+            source_admin,
+            config_path,
+            config_text,
+            cfg,
+        }
+    }
+
+    /// A source writing to this fixture's topic on the EU cluster (as mirrored).
+    pub async fn source(&self) -> Source {
+        self.source_on("eu").await
+    }
+
+    pub async fn source_on(&self, site: &str) -> Source {
+        let cluster = self.cfg.cluster(site).unwrap().clone();
+        let base = continuum_common::kafka::base_config(site, &cluster, "test-admin").unwrap();
+        ensure_changelog_topic(&base, &self.topic, Duration::from_secs(20)).await.unwrap();
+        let mut pcfg = self.cfg.producer.clone();
+        // Bigger batches than the producer's default: the local broker's cost is per batch.
+        pcfg.linger = Duration::from_millis(std::env::var("TEST_PRODUCER_LINGER_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
+        let pc = producer_config(site, &cluster, "test-source", &pcfg).unwrap();
+        let producer: FutureProducer = pc.create().unwrap();
+        let registry = Registry::new(&RegistrySettings {
+            url: cluster.registry.url.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut conn = self.source_db.conn().await;
+        conn.query_drop(format!("USE `{}`", self.db)).await.unwrap();
+        conn.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
+        Source {
+            conn,
+            encoder: Encoder::new(registry, self.topic.clone()),
+            producer,
+            topic: self.topic.clone(),
+            db: self.db.clone(),
+            seq: 0,
+            position: GtidPosition::new(),
+            tables: HashMap::new(),
+            rows: HashMap::new(),
+            last_ts: 0,
+            ts_step: None,
+            produced: 0,
+            pending: Vec::new(),
+            mirror: None,
+        }
+    }
+
+    /// Also writes every record to the same topic on `site`'s cluster (as a mirror would,
+    /// with that registry's schema ids).
+    pub async fn mirror_to(&self, src: &mut Source, site: &str) {
+        let other = self.source_on(site).await;
+        src.mirror = Some(Box::new(other));
+    }
+
+    /// Runs the consumer binary to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run continuum-consumer");
+        out
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config_path).args(args);
+        c.env_remove("CONTINUUM_CONFIG");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONTINUUM_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    /// Starts `apply` in the background; its log goes to [`Fixture::log_path`].
+    pub fn spawn_apply(&self, extra: &[&str]) -> Child {
+        let mut args = vec!["apply"];
+        args.extend_from_slice(extra);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        self.command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn apply")
+    }
+
+    /// Where background applies of this fixture log.
+    pub fn log_path(&self) -> PathBuf {
+        self.config_path.with_extension("log")
+    }
+
+    /// `apply --until-caught-up`, asserting success; returns stderr.
+    pub fn apply_caught_up(&self) -> String {
+        let out = self.run(&["apply", "--until-caught-up"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "apply failed: {err}");
+        err
+    }
+
+    /// `apply --until-caught-up`, asserting it fails with every needle in its error line.
+    pub async fn apply_caught_up_expect_failure(&self, needles: &[&str]) {
+        let out = self.run(&["apply", "--until-caught-up"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "apply should have failed: {err}");
+        let last = err
+            .lines()
+            .filter(|l| l.starts_with("continuum-consumer: error:"))
+            .next_back()
+            .unwrap_or_default()
+            .to_owned();
+        for n in needles {
+            assert!(last.contains(n), "'{n}' not in the error message: {last}\n(full stderr: {err})");
+        }
+    }
+
+    pub async fn replica(&self) -> Conn {
+        let mut c = self.replica_admin.conn().await;
+        c.query_drop(format!("USE `{}`", self.db)).await.unwrap();
+        c
+    }
+
+    pub async fn source_conn(&self) -> Conn {
+        let mut c = self.source_admin.conn().await;
+        c.query_drop(format!("USE `{}`", self.db)).await.unwrap();
+        c
+    }
+
+    /// (next_offset, gtid_position, replay_until, error) of this topic's checkpoint.
+    pub async fn checkpoint(&self) -> Option<(i64, String, Option<String>, Option<String>)> {
+        let mut c = self.replica_admin.conn().await;
+        let r: Option<(i64, String, Option<String>, Option<String>)> = c
+            .exec_first(
+                "SELECT next_offset, gtid_position, replay_until, error FROM continuum.checkpoint WHERE source_topic=?",
+                (&self.topic,),
+            )
+            .await
+            .ok()
+            .flatten();
+        r
+    }
+
+    /// CHECKSUM TABLE and COUNT(*) of `tables` on source and replica.
+    pub async fn assert_same(&self, tables: &[&str]) {
+        let mut s = self.source_conn().await;
+        let mut r = self.replica().await;
+        for t in tables {
+            let q = format!("CHECKSUM TABLE `{}`.`{t}`", self.db);
+            let a: Option<(String, Option<i64>)> = s.query_first(&q).await.unwrap();
+            let b: Option<(String, Option<i64>)> = r.query_first(&q).await.unwrap();
+            let cq = format!("SELECT COUNT(*) FROM `{t}`");
+            let ca: Option<i64> = s.query_first(&cq).await.unwrap();
+            let cb: Option<i64> = r.query_first(&cq).await.unwrap();
+            assert_eq!(ca, cb, "row count of {t}: source vs replica");
+            assert_eq!(a.unwrap().1, b.unwrap().1, "CHECKSUM TABLE {t}: source vs replica");
+        }
+    }
+
+    /// High watermark of the topic on the EU cluster.
+    pub fn high_watermark(&self) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let cluster = self.cfg.cluster("eu").unwrap();
+        let c: BaseConsumer = continuum_common::kafka::consumer_config("eu", cluster, "test-wm").unwrap().create().unwrap();
+        c.fetch_watermarks(&self.topic, 0, Duration::from_secs(10)).unwrap().1
+    }
+
+    pub async fn drop_databases(&self) {
+        for admin in [&self.source_admin, &self.replica_admin] {
+            let mut c = admin.conn().await;
+            let _ = c.query_drop("SET SESSION sql_log_bin=0").await;
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.db)).await;
+        }
+    }
+}
+
+/// Waits for `f` to hold, polling every 50 ms, at most `secs` seconds.
+pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One row operation of a source transaction.
+#[derive(Clone, Debug)]
+pub enum RowOp {
+    Insert(Vec<Value>),
+    /// New full row; the before image comes from the model.
+    Update { key: Vec<Value>, after: Vec<Value> },
+    Delete(Vec<Value>),
+}
+
+/// The fake source: executes transactions on the source MariaDB and writes their records.
+pub struct Source {
+    pub conn: Conn,
+    pub encoder: Encoder,
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub db: String,
+    pub seq: u64,
+    pub position: GtidPosition,
+    pub tables: HashMap<String, Arc<TableSchema>>,
+    /// (table, key text) → row: the model of the source, for before images.
+    pub rows: HashMap<(String, String), Vec<Value>>,
+    pub last_ts: i64,
+    /// When set, each record's timestamp is the previous one plus this many ms.
+    pub ts_step: Option<i64>,
+    pub produced: i64,
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    /// A copy of this source writing the same records to another cluster.
+    pub mirror: Option<Box<Source>>,
+}
+
+pub fn key_of(t: &TableSchema, row: &[Value]) -> String {
+    t.primary_key.iter().map(|&i| format!("{:?}", row[i])).collect::<Vec<_>>().join("|")
+}
+
+/// `?`, or a binary-string placeholder for bytes (so INET6, UUID, BIT, GEOMETRY get bytes).
+pub fn placeholder(v: &Value) -> &'static str {
+    match v {
+        Value::Bytes(_) => "CAST(? AS BINARY)",
+        _ => "?",
+    }
+}
+
+pub fn param(v: &Value) -> mysql_async::Value {
+    use mysql_async::Value as M;
+    match v {
+        Value::Null => M::NULL,
+        Value::Int(i) => M::Int(*i),
+        Value::UInt(u) => M::UInt(*u),
+        Value::Decimal(d) => M::Bytes(d.clone().into_bytes()),
+        Value::Float(f) => M::Float(*f),
+        Value::Double(f) => M::Double(*f),
+        Value::Date(d) => M::Bytes(d.to_string().into_bytes()),
+        Value::DateTime(d) => M::Bytes(d.to_string().into_bytes()),
+        Value::Timestamp(0) => M::Bytes(b"0000-00-00 00:00:00".to_vec()),
+        Value::Timestamp(us) => M::Bytes(DateTime::from_epoch_micros(*us).to_string().into_bytes()),
+        Value::Time(us) => M::Bytes(format_time(*us).into_bytes()),
+        Value::Text(s) => M::Bytes(s.clone().into_bytes()),
+        Value::Bytes(b) => M::Bytes(b.clone()),
+    }
+}
+
+impl Source {
+    pub fn table(&mut self, t: TableSchema) -> Arc<TableSchema> {
+        let t = Arc::new(t);
+        self.tables.insert(t.table.clone(), t.clone());
+        t
+    }
+
+    pub fn next_ts(&mut self) -> i64 {
+        self.last_ts = match self.ts_step {
+            Some(step) => self.last_ts + step,
+            None => self.last_ts.max(now_ms()),
+        };
+        self.last_ts
+    }
+
+    pub fn set_ts(&mut self, ts: i64) {
+        assert!(ts >= self.last_ts);
+        self.last_ts = ts;
+    }
+
+    /// Sends one record (not waiting for delivery).
+    pub async fn send(&mut self, rec: &StreamRecord) -> i64 {
+        let ts = self.next_ts();
+        let enc = self.encoder.encode(rec, ts).await.expect("encode");
+        if let Some(m) = self.mirror.as_mut() {
+            let e2 = m.encoder.encode(rec, ts).await.expect("encode");
+            m.send_raw(e2.key.as_deref(), &e2.value, rec.kind(), &rec.position().to_string(), ts).await;
+        }
+        self.send_raw(enc.key.as_deref(), &enc.value, rec.kind(), &rec.position().to_string(), ts).await
+    }
+
+    /// Sends raw bytes with the given headers; returns the record's index in this source.
+    pub async fn send_raw(&mut self, key: Option<&[u8]>, value: &[u8], kind: &str, pos: &str, ts: i64) -> i64 {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "continuum.kind", value: Some(kind) })
+            .insert(Header { key: "continuum.pos", value: Some(pos) });
+        loop {
+            let mut r = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(value).partition(0).timestamp(ts).headers(headers.clone());
+            if let Some(k) = key {
+                r = r.key(k);
+            }
+            match self.producer.send_result(r) {
+                Ok(f) => {
+                    self.pending.push(f);
+                    break;
+                }
+                Err((e, _)) => {
+                    assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "produce: {e}");
+                    self.producer.poll(Duration::from_millis(10));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        if self.pending.len() >= 5_000 {
+            self.flush().await;
+        }
+        self.produced += 1;
+        self.produced - 1
+    }
+
+    /// Waits until everything sent is in the topic.
+    pub async fn flush(&mut self) {
+        for f in std::mem::take(&mut self.pending) {
+            f.await.expect("delivery canceled").expect("delivered");
+        }
+        if let Some(m) = self.mirror.as_mut() {
+            Box::pin(m.flush()).await;
+        }
+    }
+
+    fn source_info(&self, gtid: Gtid, before: &GtidPosition, after: &GtidPosition, ts: i64) -> SourceInfo {
+        SourceInfo {
+            server_id: 1,
+            gtid: Some(gtid),
+            gtid_position: after.clone(),
+            resume_position: before.clone(),
+            binlog: BinlogPosition::new("sf-bin.000001", 4 + self.seq * 100),
+            commit_ts_ms: ts,
+            snapshot_id: None,
+        }
+    }
+
+    fn next_gtid(&mut self) -> (Gtid, GtidPosition, GtidPosition) {
+        self.seq += 1;
+        let g = Gtid::new(1, 1, self.seq);
+        let before = self.position.clone();
+        let after = before.with(g);
+        self.position = after.clone();
+        (g, before, after)
+    }
+
+    /// Executes `ops` as one transaction on the source, then writes its records.
+    pub async fn txn(&mut self, ops: Vec<(&str, RowOp)>) -> Gtid {
+        // The source first: it enforces constraints.
+        let mut sql_tx = self.conn.start_transaction(Default::default()).await.unwrap();
+        let mut events = Vec::with_capacity(ops.len());
+        for (table, op) in ops {
+            let t = self.tables[table].clone();
+            let q = |s: &str| format!("`{}`", s);
+            let cols: Vec<String> = t.columns.iter().map(|c| q(&c.name)).collect();
+            let key_where = t.primary_key.iter().map(|&i| format!("{}=?", q(&t.columns[i].name))).collect::<Vec<_>>().join(" AND ");
+            let key_params = |row: &[Value]| t.primary_key.iter().map(|&i| param(&row[i])).collect::<Vec<_>>();
+            match op {
+                RowOp::Insert(row) => {
+                    let sql = format!(
+                        "INSERT INTO `{}` ({}) VALUES ({})",
+                        t.table,
+                        cols.join(","),
+                        row.iter().map(placeholder).collect::<Vec<_>>().join(",")
+                    );
+                    sql_tx.exec_drop(sql, row.iter().map(param).collect::<Vec<_>>()).await.unwrap();
+                    self.rows.insert((table.into(), key_of(&t, &row)), row.clone());
+                    events.push((t.clone(), Op::Insert, None, Some(row)));
+                }
+                RowOp::Update { key, after } => {
+                    let k = key_of(&t, &key);
+                    let before = self.rows.remove(&(table.into(), k)).unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let sets = cols.iter().zip(&after).map(|(c, v)| format!("{c}={}", placeholder(v))).collect::<Vec<_>>().join(",");
+                    let sql = format!("UPDATE `{}` SET {sets} WHERE {key_where}", t.table);
+                    let mut p: Vec<mysql_async::Value> = after.iter().map(param).collect();
+                    p.extend(key_params(&before));
+                    sql_tx.exec_drop(sql, p).await.unwrap();
+                    self.rows.insert((table.into(), key_of(&t, &after)), after.clone());
+                    events.push((t.clone(), Op::Update, Some(before), Some(after)));
+                }
+                RowOp::Delete(key) => {
+                    let k = key_of(&t, &key);
+                    let before = self.rows.remove(&(table.into(), k)).unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let sql = format!("DELETE FROM `{}` WHERE {key_where}", t.table);
+                    sql_tx.exec_drop(sql, key_params(&before)).await.unwrap();
+                    events.push((t.clone(), Op::Delete, Some(before), None));
+                }
+            }
+        }
+        sql_tx.commit().await.unwrap();
+        let (gtid, before, after) = self.next_gtid();
+        let ts = self.next_ts();
+        let n = events.len();
+        for (i, (table, op, b, a)) in events.into_iter().enumerate() {
+            let rec = StreamRecord::Change(ChangeEvent {
+                op,
+                table,
+                before: b,
+                after: a,
+                source: self.source_info(gtid, &before, &after, ts),
+                tx: Some(TxPlace { index: i as u64, last: i + 1 == n }),
+            });
+            self.send(&rec).await;
+        }
+        gtid
+    }
+
+    /// A large insert-only transaction, streamed: `rows(i)` gives row i. The source runs it as
+    /// multi-row INSERTs in one transaction.
+    pub async fn big_insert(&mut self, table: &str, n: usize, row: impl Fn(usize) -> Vec<Value>) -> Gtid {
+        let t = self.tables[table].clone();
+        let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
+        let mut sql_tx = self.conn.start_transaction(Default::default()).await.unwrap();
+        let chunk = 2000;
+        let mut i = 0;
+        while i < n {
+            let m = chunk.min(n - i);
+            let one = format!("({})", vec!["?"; cols.len()].join(","));
+            let sql = format!("INSERT INTO `{}` ({}) VALUES {}", t.table, cols.join(","), vec![one; m].join(","));
+            let mut p = Vec::with_capacity(m * cols.len());
+            for j in i..i + m {
+                p.extend(row(j).iter().map(param));
+            }
+            sql_tx.exec_drop(sql, p).await.unwrap();
+            i += m;
+        }
+        sql_tx.commit().await.unwrap();
+        let (gtid, before, after) = self.next_gtid();
+        let ts = self.next_ts();
+        for j in 0..n {
+            let r = row(j);
+            self.rows.insert((table.into(), key_of(&t, &r)), r.clone());
+            let rec = StreamRecord::Change(ChangeEvent {
+                op: Op::Insert,
+                table: t.clone(),
+                before: None,
+                after: Some(r),
+                source: self.source_info(gtid, &before, &after, ts),
+                tx: Some(TxPlace { index: j as u64, last: j + 1 == n }),
+            });
+            self.send(&rec).await;
+        }
+        gtid
+    }
+
+    /// Insert records of one transaction, without running anything on the source (benchmarks).
+    pub async fn records_only_insert(&mut self, table: &str, ids: std::ops::Range<usize>, row: impl Fn(usize) -> Vec<Value>) -> Gtid {
+        let t = self.tables[table].clone();
+        let (gtid, before, after) = self.next_gtid();
+        let ts = self.next_ts();
+        let n = ids.len();
+        for (k, j) in ids.enumerate() {
+            let rec = StreamRecord::Change(ChangeEvent {
+                op: Op::Insert,
+                table: t.clone(),
+                before: None,
+                after: Some(row(j)),
+                source: self.source_info(gtid, &before, &after, ts),
+                tx: Some(TxPlace { index: k as u64, last: k + 1 == n }),
+            });
+            self.send(&rec).await;
+        }
+        gtid
+    }
+
+    /// A DDL statement: run on the source (in the test database), then written as a record.
+    pub async fn ddl(&mut self, ddl: &str) -> Gtid {
+        self.conn.query_drop(ddl).await.unwrap();
+        let (gtid, before, after) = self.next_gtid();
+        let ts = self.next_ts();
+        let rec = StreamRecord::SchemaChange(SchemaChange {
+            database: self.db.clone(),
+            ddl: ddl.to_owned(),
+            source: self.source_info(gtid, &before, &after, ts),
+            tx: TxPlace { index: 0, last: true },
+        });
+        self.send(&rec).await;
+        gtid
+    }
+
+    pub async fn heartbeat(&mut self) {
+        let ts = self.next_ts();
+        let rec = StreamRecord::Heartbeat(continuum_schemas::Heartbeat {
+            server_id: 1,
+            position: self.position.clone(),
+            ts_ms: ts,
+        });
+        self.send(&rec).await;
+    }
+
+    /// A snapshot of `tables` (START, a row per current source row, END); `stop_after` rows:
+    /// write only that many rows and no END (an abandoned snapshot).
+    pub async fn snapshot(&mut self, id: &str, tables: &[&str], stop_after: Option<usize>) {
+        let ts = self.next_ts();
+        let marker = |phase| {
+            StreamRecord::Snapshot(SnapshotMarker {
+                snapshot_id: id.to_owned(),
+                phase,
+                server_id: 1,
+                position: self.position.clone(),
+                tables: tables.iter().map(|t| format!("{}.{t}", self.db)).collect(),
+                ts_ms: ts,
+            })
+        };
+        let start = marker(SnapshotPhase::Start);
+        let end = marker(SnapshotPhase::End);
+        self.send(&start).await;
+        let mut sent = 0;
+        for table in tables {
+            let t = self.tables[*table].clone();
+            let mut rows: Vec<Vec<Value>> = self
+                .rows
+                .iter()
+                .filter(|((tn, _), _)| tn == table)
+                .map(|(_, r)| r.clone())
+                .collect();
+            rows.sort_by_key(|r| key_of(&t, r));
+            for r in rows {
+                if stop_after.is_some_and(|n| sent >= n) {
+                    return;
+                }
+                let rec = StreamRecord::Change(ChangeEvent {
+                    op: Op::Read,
+                    table: t.clone(),
+                    before: None,
+                    after: Some(r),
+                    source: SourceInfo {
+                        server_id: 1,
+                        gtid: None,
+                        gtid_position: self.position.clone(),
+                        resume_position: self.position.clone(),
+                        binlog: BinlogPosition::new("sf-bin.000001", 4),
+                        commit_ts_ms: ts,
+                        snapshot_id: Some(id.to_owned()),
+                    },
+                    tx: None,
+                });
+                self.send(&rec).await;
+                sent += 1;
+            }
+        }
+        if stop_after.is_none() {
+            self.send(&end).await;
+        }
+    }
+
+    /// Changes the source without writing records (what a snapshot will then carry).
+    pub async fn source_only(&mut self, table: &str, op: RowOp) {
+        let t = self.tables[table].clone();
+        match op {
+            RowOp::Insert(row) => {
+                let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
+                let sql = format!("INSERT INTO `{}` ({}) VALUES ({})", t.table, cols.join(","), vec!["?"; cols.len()].join(","));
+                self.conn.exec_drop(sql, row.iter().map(param).collect::<Vec<_>>()).await.unwrap();
+                self.rows.insert((table.into(), key_of(&t, &row)), row);
+            }
+            RowOp::Delete(key) => {
+                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
+                let w = t.primary_key.iter().map(|&i| format!("`{}`=?", t.columns[i].name)).collect::<Vec<_>>().join(" AND ");
+                let p: Vec<_> = t.primary_key.iter().map(|&i| param(&before[i])).collect();
+                self.conn.exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p).await.unwrap();
+            }
+            RowOp::Update { .. } => unimplemented!(),
+        }
+    }
+}
+
+pub fn int_col(name: &str, nullable: bool) -> continuum_schemas::Column {
+    continuum_schemas::Column {
+        name: name.into(),
+        ty: continuum_schemas::ColumnType::Integer {
+            width: continuum_schemas::types::IntWidth::Int,
+            unsigned: false,
+        },
+        nullable,
+    }
+}
+
+pub fn bigint_col(name: &str, nullable: bool) -> continuum_schemas::Column {
+    continuum_schemas::Column {
+        name: name.into(),
+        ty: continuum_schemas::ColumnType::Integer {
+            width: continuum_schemas::types::IntWidth::Big,
+            unsigned: false,
+        },
+        nullable,
+    }
+}
+
+pub fn varchar_col(name: &str, nullable: bool) -> continuum_schemas::Column {
+    continuum_schemas::Column {
+        name: name.into(),
+        ty: continuum_schemas::ColumnType::Text {
+            kind: continuum_schemas::types::TextKind::VarChar,
+        },
+        nullable,
+    }
+}
+
+pub fn varbinary_col(name: &str, nullable: bool) -> continuum_schemas::Column {
+    continuum_schemas::Column {
+        name: name.into(),
+        ty: continuum_schemas::ColumnType::Blob {
+            kind: continuum_schemas::types::BlobKind::VarBinary,
+        },
+        nullable,
+    }
+}
+
+pub fn table(db: &str, name: &str, columns: Vec<continuum_schemas::Column>, pk: Vec<usize>) -> TableSchema {
+    TableSchema {
+        db: db.into(),
+        table: name.into(),
+        columns,
+        primary_key: pk,
+    }
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Peak resident set size (VmHWM) of a running process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
