@@ -67,6 +67,12 @@ common_env() {
   echo "CONTINUUM_EU_DB_HOST=$EU_DB_HOST"
   echo "CONTINUUM_EU_DB_PORT=$EU_DB_PORT"
   echo "CONTINUUM_EU_DB_PASSWORD=$EU_DB_PASSWORD"
+  # Both MariaDB servers serve TLS with the stack's CA (scripts/stack.sh, "TLS"); the host name
+  # is verified.
+  if [[ -n ${STACK_TLS_CA:-} ]]; then
+    echo "CONTINUUM_SF_DB_TLS_CA_FILE=$STACK_TLS_CA"
+    echo "CONTINUUM_EU_DB_TLS_CA_FILE=$STACK_TLS_CA"
+  fi
 }
 
 start_one() {
@@ -142,6 +148,7 @@ site_env() {
   echo "CONTINUUM_DB_HOST=${!host_var}"
   echo "CONTINUUM_DB_PORT=${!port_var}"
   echo "CONTINUUM_DB_PASSWORD=${!pw_var}"
+  [[ -z ${STACK_TLS_CA:-} ]] || echo "CONTINUUM_DB_TLS_CA_FILE=$STACK_TLS_CA"
   echo "CONTINUUM_CONFIG=$ROOT/config/$site.toml"
 }
 

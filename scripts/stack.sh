@@ -113,6 +113,90 @@ wait_until() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# TLS: a throwaway CA and certificates for the local stack, under .stack/tls/. Both MariaDB
+# servers serve TLS with them, and the `continuum` users must use it (REQUIRE SSL) unless
+# STACK_DB_REQUIRE_TLS=0. Clients trust ca.pem (STACK_TLS_CA in .stack/env) and verify the host
+# name: the server certificate names 127.0.0.1 and localhost, nothing else. client.pem/.key is a
+# client certificate from the same CA, for links that ask for one.
+
+TLS_DIR=$STACK_DIR/tls
+STACK_DB_REQUIRE_TLS=${STACK_DB_REQUIRE_TLS:-1}
+[[ $STACK_DB_REQUIRE_TLS == [01] ]] || die "STACK_DB_REQUIRE_TLS must be 1 or 0, not '$STACK_DB_REQUIRE_TLS'"
+
+# The stack's certificates are complete and the server and client ones chain to its CA.
+tls_ok() {
+  local f
+  for f in ca.pem ca.key server.pem server.key client.pem client.key; do [[ -s $TLS_DIR/$f ]] || return 1; done
+  openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/client.pem" >/dev/null 2>&1
+}
+
+# One certificate signed by the CA in the current directory: tls_cert NAME CN EXTENSIONS...
+tls_cert() {
+  local name=$1 cn=$2
+  shift 2
+  printf '%s\n' "$@" >"$name.ext" &&
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$name.key" -out "$name.csr" -subj "/CN=$cn" &&
+    openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile "$name.ext" -out "$name.pem" &&
+    rm -f "$name.csr" "$name.ext"
+}
+
+# The CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, in the
+# current directory.
+tls_generate() {
+  umask 077
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout ca.key -out ca.pem \
+    -subj "/CN=Continuum local stack CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" || return 1
+  tls_cert server localhost basicConstraints=CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost || return 1
+  tls_cert client continuum basicConstraints=CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=clientAuth || return 1
+  rm -f ca.srl && chmod 644 ca.pem server.pem client.pem
+}
+
+# Creates the CA and certificates once; later calls change nothing. Written to a temporary
+# directory and moved into place, so a crash never leaves half a set.
+tls_ensure() {
+  tls_ok && return 0
+  need openssl
+  local tmp
+  mkdir -p "$STACK_DIR"
+  tmp=$(mktemp -d "$STACK_DIR/tls.XXXXXX")
+  (cd "$tmp" && tls_generate) >"$STACK_DIR/tls.log" 2>&1 ||
+    { rm -rf "$tmp"; die "creating the stack's TLS certificates failed; see $STACK_DIR/tls.log"; }
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+  chmod 755 "$TLS_DIR"
+  tls_ok || die "the certificates in $TLS_DIR do not verify; see $STACK_DIR/tls.log"
+  log "created a throwaway CA and certificates in $TLS_DIR (for 127.0.0.1 and localhost)"
+}
+
+# The [mariadbd] lines that make a server serve TLS.
+db_tls_config() {
+  cat <<EOF
+ssl_ca=$TLS_DIR/ca.pem
+ssl_cert=$TLS_DIR/server.pem
+ssl_key=$TLS_DIR/server.key
+EOF
+}
+
+# The statement that makes the `continuum` user require TLS (or, with STACK_DB_REQUIRE_TLS=0, not).
+db_tls_require_sql() {
+  case $STACK_DB_REQUIRE_TLS in
+    1) echo "ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' REQUIRE SSL;" ;;
+    *) echo "ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' REQUIRE NONE;" ;;
+  esac
+}
+
+# A server started before the stack had TLS serves none until restarted; say so.
+db_tls_check() {
+  local have
+  have=$(db_root "$1" -N -e 'SELECT @@have_ssl' 2>/dev/null || true)
+  [[ $have == YES ]] || log "warning: $1 serves no TLS (have_ssl=${have:-?}): it was started without the stack's certificates; restart it: scripts/stack.sh stop $1 && scripts/stack.sh start $1"
+}
+
+# ---------------------------------------------------------------------------------------------
 # MariaDB
 
 db_socket() { echo "$STACK_DIR/$1/mariadbd.sock"; }
@@ -185,6 +269,8 @@ start_db() {
   dir=$STACK_DIR/$part
   mkdir -p "$dir" "$STACK_DIR/logs"
   db_config "$part" >"$dir/my.cnf"
+  tls_ensure
+  db_tls_config >>"$dir/my.cnf"
   [[ $(db_role "$part") == replica ]] && echo "read_only=ON" >>"$dir/my.cnf"
   need mariadbd
   need mariadb-install-db
@@ -216,6 +302,7 @@ ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW,
       READ_ONLY ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
+$(db_tls_require_sql)
 -- root may only log in from this machine; the stack is local only.
 DELETE FROM mysql.global_priv WHERE User='root' AND Host NOT IN ('localhost', '127.0.0.1', '::1');
 CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
@@ -464,6 +551,12 @@ export SF_BROKER_PORT='$SF_BROKER_PORT' EU_BROKER_PORT='$EU_BROKER_PORT'
 export SF_REGISTRY_PORT='$SF_REGISTRY_PORT' EU_REGISTRY_PORT='$EU_REGISTRY_PORT'
 export CONTINUUM_DB_USER='$CONTINUUM_DB_USER'
 export TANSU_BIN='$TANSU_BIN' RIVVEN_SCHEMA_BIN='$RIVVEN_SCHEMA_BIN'
+# TLS: the CA that signed every server certificate of the stack (MariaDB), a client
+# certificate, and whether the continuum users must use TLS. See "TLS" in scripts/stack.sh.
+export STACK_TLS_CA='$TLS_DIR/ca.pem' STACK_TLS_DIR='$TLS_DIR' STACK_DB_REQUIRE_TLS='$STACK_DB_REQUIRE_TLS'
+# So that Continuum's binaries started from a shell (or a test) that sourced this file reach
+# either MariaDB over TLS, verifying its name, as the continuum users require.
+export CONTINUUM_DB_TLS_CA_FILE='$TLS_DIR/ca.pem' CONTINUUM_SF_DB_TLS_CA_FILE='$TLS_DIR/ca.pem' CONTINUUM_EU_DB_TLS_CA_FILE='$TLS_DIR/ca.pem'
 EOF
   chmod 600 "$tmp"
   mv "$tmp" "$STACK_DIR/env"
@@ -498,6 +591,7 @@ case $cmd in
     done
     ((clash == 0)) || die "nothing was started"
     for part in "${PARTS[@]}"; do start_part "$part"; done
+    for part in sf-db eu-db; do db_tls_check "$part"; done
     write_env
     status
     ;;

@@ -102,6 +102,20 @@ impl DatabaseConfig {
         }
     }
 
+    /// Connects with TLS, trusting `ca`; keeps `verify_hostname` if TLS was configured already
+    /// (default: verify).
+    pub fn set_tls_ca(&mut self, ca: impl Into<PathBuf>) {
+        match &mut self.tls {
+            Some(t) => t.ca_file = ca.into(),
+            None => {
+                self.tls = Some(DbTlsConfig {
+                    ca_file: ca.into(),
+                    verify_hostname: true,
+                })
+            }
+        }
+    }
+
     pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
         SecretRef {
             value: self.password.clone(),
@@ -136,14 +150,65 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
     /// Raw librdkafka settings, for what has no typed setting. Keys that a typed setting
-    /// controls are refused (see [`RESERVED_KAFKA_KEYS`]).
+    /// controls are refused (see [`RESERVED_KAFKA_KEYS`]). Values of keys that may hold a
+    /// secret (`ssl.keystore.password`, `sasl.oauthbearer.client.secret`, ...) never show in
+    /// debug output.
     #[serde(default)]
-    pub kafka_options: BTreeMap<String, String>,
+    pub kafka_options: KafkaOptions,
     /// That site's MariaDB, for the operator verbs that compare or inspect it from here
     /// (`verify`, `orphans`, `promote`). Optional; this site's own database is `[database]`.
-    /// Env: `CONTINUUM_<SITE>_DB_HOST`, `_DB_PORT`, `_DB_USER`, `_DB_PASSWORD`.
+    /// Env: `CONTINUUM_<SITE>_DB_HOST`, `_DB_PORT`, `_DB_USER`, `_DB_PASSWORD`,
+    /// `_DB_TLS_CA_FILE` (the last only for a database configured here or by the others).
     #[serde(default)]
     pub database: Option<DatabaseConfig>,
+}
+
+/// Raw librdkafka settings (`kafka_options`): a map whose `Debug` redacts the values of keys
+/// that may hold a secret, since librdkafka has secrets without a typed setting here.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaOptions(pub BTreeMap<String, String>);
+
+impl KafkaOptions {
+    /// Whether librdkafka key `key` may hold a secret (a password, a client secret, a private
+    /// key inline, a config string with credentials).
+    pub fn is_sensitive(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        ["password", "secret", "passphrase", ".pem", "private.key", "oauthbearer.config", "credential", "token"]
+            .iter()
+            .any(|s| k.contains(s))
+    }
+}
+
+impl std::ops::Deref for KafkaOptions {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaOptions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a KafkaOptions {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                (k, if Self::is_sensitive(k) { "<redacted>" } else { v.as_str() })
+            }))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +483,8 @@ pub const RESERVED_KAFKA_KEYS: &[&str] = &[
     "ssl.key.pem",
     "ssl.key.password",
     "ssl.endpoint.identification.algorithm",
+    "ssl.keystore.location",
+    "ssl.keystore.password",
     "enable.ssl.certificate.verification",
     "sasl.mechanism",
     "sasl.mechanisms",
@@ -463,6 +530,7 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "CONTINUUM_<SITE>_DB_PORT",
     "CONTINUUM_<SITE>_DB_USER",
     "CONTINUUM_<SITE>_DB_PASSWORD",
+    "CONTINUUM_<SITE>_DB_TLS_CA_FILE",
     "CONTINUUM_PRODUCER_INCLUDE",
     "CONTINUUM_PRODUCER_EXCLUDE",
     "CONTINUUM_PRODUCER_SERVER_ID",
@@ -471,6 +539,62 @@ pub const ENV_OVERRIDES: &[&str] = &[
     "CONTINUUM_LOG_FORMAT",
     "CONTINUUM_LOG",
 ];
+
+/// A TOML error as `line L, column C: message`. Not the error's own `Display`: that quotes the
+/// offending line of the file, and the line may hold a secret (`pasword = "..."`, a typo, is
+/// refused as an unknown field, with its value on display). Quoted strings in the message
+/// (serde's `invalid type: string "..."`) are left out for the same reason.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = redact_quoted_strings(e.message().trim());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// `scheme://user:password@host/...` -> `scheme://<redacted>@host/...`; other text unchanged.
+pub fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `invalid type: string "x", expected ...` -> `invalid type: string, expected ...`.
+fn redact_quoted_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i + "string".len()]);
+        let quoted = &rest[i + "string \"".len()..];
+        // The string is Debug-escaped: it ends at the first unescaped quote.
+        let mut end = quoted.len();
+        let mut escaped = false;
+        for (j, ch) in quoted.char_indices() {
+            match ch {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = j + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &quoted[end.min(quoted.len())..];
+    }
+    out.push_str(rest);
+    out
+}
 
 fn parse_env<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
 where
@@ -494,7 +618,7 @@ impl SiteConfig {
     }
 
     pub fn from_toml(text: &str) -> Result<SiteConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
     }
 
     /// Loads a config file, applies the process environment, and validates.
@@ -528,15 +652,7 @@ impl SiteConfig {
             db.password = None;
         }
         if let Some(v) = env("CONTINUUM_DB_TLS_CA_FILE") {
-            match &mut db.tls {
-                Some(t) => t.ca_file = v.into(),
-                None => {
-                    db.tls = Some(DbTlsConfig {
-                        ca_file: v.into(),
-                        verify_hostname: true,
-                    })
-                }
-            }
+            db.set_tls_ca(v);
         }
         for (name, c) in self.sites.iter_mut() {
             let var = |suffix: &str| format!("CONTINUUM_{}_{suffix}", name.to_uppercase().replace('-', "_"));
@@ -574,6 +690,11 @@ impl SiteConfig {
             }
             if let Some(v) = env(&var("DB_PASSWORD")) {
                 c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).password = Some(Secret::new(v));
+            }
+            // Only for a site whose database is configured (in the file, or by the variables
+            // above): a CA alone does not say where that database is.
+            if let (Some(v), Some(db)) = (env(&var("DB_TLS_CA_FILE")), c.database.as_mut()) {
+                db.set_tls_ca(v);
             }
             if let Some(v) = env(&var("TLS_KEY_PASSWORD")) {
                 match &mut c.tls {
@@ -654,7 +775,18 @@ impl SiteConfig {
             if !(c.registry.url.starts_with("http://") || c.registry.url.starts_with("https://")) {
                 return Err(invalid(
                     format!("sites.{name}.registry.url"),
-                    format!("expected an http:// or https:// URL, got '{}'", c.registry.url),
+                    format!("expected an http:// or https:// URL, got '{}'", redact_userinfo(&c.registry.url)),
+                ));
+            }
+            // The URL is printed in logs and errors; credentials in it would be too.
+            if redact_userinfo(&c.registry.url) != c.registry.url {
+                return Err(invalid(
+                    format!("sites.{name}.registry.url"),
+                    format!(
+                        "must not hold credentials ('{}'): set sites.{name}.registry.username, and the password with password_file or CONTINUUM_{}_REGISTRY_PASSWORD",
+                        redact_userinfo(&c.registry.url),
+                        name.to_uppercase().replace('-', "_")
+                    ),
                 ));
             }
         }
@@ -836,6 +968,70 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("MARKER-8d1f"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn config_errors_never_quote_a_secret() {
+        // A typo in a key is refused as an unknown field; toml's own message would show the
+        // whole line, value included.
+        let typo = MINIMAL.replace("user = \"continuum\"", "user = \"continuum\"\npasword = \"MARKER-2b7e\"");
+        let e = SiteConfig::from_toml(&typo).unwrap_err();
+        assert!(!e.contains("MARKER-2b7e"), "{e}");
+        assert!(e.contains("line 5") && e.contains("unknown field `pasword`"), "{e}");
+        // A syntax error on the line of a secret.
+        let broken = MINIMAL.replace("user = \"continuum\"", "user = \"continuum\"\npassword = \"MARKER-2b7e\" oops");
+        let e = SiteConfig::from_toml(&broken).unwrap_err();
+        assert!(!e.contains("MARKER-2b7e") && e.contains("line 5"), "{e}");
+        // A secret where another type was expected.
+        let misplaced = MINIMAL.replace("registry = { url = \"http://127.0.0.1:18081\" }", "registry = \"MARKER-2b7e\"");
+        let e = SiteConfig::from_toml(&misplaced).unwrap_err();
+        assert!(!e.contains("MARKER-2b7e") && e.contains("invalid type: string, expected"), "{e}");
+        assert_eq!(redact_quoted_strings(r#"invalid type: string "a\"b", expected x"#), "invalid type: string, expected x");
+    }
+
+    #[test]
+    fn registry_url_credentials_are_refused_without_printing_them() {
+        let bad = MINIMAL.replace("http://127.0.0.1:18081", "https://u:MARKER-2b7e@reg.example:8081/x");
+        let e = SiteConfig::from_toml(&bad).unwrap().validate().unwrap_err().to_string();
+        assert!(!e.contains("MARKER-2b7e") && e.contains("sites.sf.registry.url") && e.contains("CONTINUUM_SF_REGISTRY_PASSWORD"), "{e}");
+        let bad = MINIMAL.replace("http://127.0.0.1:18081", "u:MARKER-2b7e@reg.example");
+        let e = SiteConfig::from_toml(&bad).unwrap().validate().unwrap_err().to_string();
+        assert!(!e.contains("MARKER-2b7e"), "{e}");
+        assert_eq!(redact_userinfo("http://reg:8081/a@b"), "http://reg:8081/a@b");
+    }
+
+    #[test]
+    fn sensitive_kafka_options_are_redacted_in_debug_output() {
+        let c = SiteConfig::from_toml(&format!(
+            "{MINIMAL}\n[sites.sf.kafka_options]\n\"sasl.oauthbearer.config\" = \"MARKER-2b7e\"\n\"sasl.oauthbearer.client.secret\" = \"MARKER-2b7e\"\n\"socket.keepalive.enable\" = \"true\"\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("MARKER-2b7e"), "{dbg}");
+        assert!(dbg.contains("\"socket.keepalive.enable\": \"true\""), "{dbg}");
+        // The values still reach librdkafka.
+        assert_eq!(c.sites["sf"].kafka_options.get("sasl.oauthbearer.config").map(String::as_str), Some("MARKER-2b7e"));
+    }
+
+    #[test]
+    fn site_database_tls_ca_from_the_environment() {
+        let mut c = SiteConfig::from_toml(MINIMAL).unwrap();
+        let env: HashMap<&str, &str> = [
+            ("CONTINUUM_DB_TLS_CA_FILE", "/ca.pem"),
+            ("CONTINUUM_EU_DB_HOST", "10.0.0.2"),
+            ("CONTINUUM_EU_DB_TLS_CA_FILE", "/eu-ca.pem"),
+            // No database configured for sf under [sites.sf]: a CA alone creates none.
+            ("CONTINUUM_SF_DB_TLS_CA_FILE", "/sf-ca.pem"),
+        ]
+        .into();
+        c.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        let t = c.database.tls.as_ref().unwrap();
+        assert_eq!((t.ca_file.as_path(), t.verify_hostname), (Path::new("/ca.pem"), true));
+        let eu = c.database_of("eu").unwrap();
+        assert_eq!(eu.host, "10.0.0.2");
+        assert_eq!(eu.tls.as_ref().unwrap().ca_file, Path::new("/eu-ca.pem"));
+        assert!(c.sites["sf"].database.is_none());
     }
 
     #[test]

@@ -337,6 +337,88 @@ mod tests {
     }
 
     #[test]
+    fn every_security_setting_maps_to_librdkafka() {
+        let dir = std::env::temp_dir().join(format!("continuum-kafka-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sasl"), "from-file\n").unwrap();
+        std::fs::write(dir.join("keypw"), "key-pw\n").unwrap();
+        for (mechanism, tls, protocol) in [
+            ("PLAIN", false, "sasl_plaintext"),
+            ("SCRAM-SHA-256", true, "sasl_ssl"),
+            ("SCRAM-SHA-512", false, "sasl_plaintext"),
+        ] {
+            let tls = if tls {
+                format!(
+                    "[sites.sf.tls]\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\nkey_password_file = \"{}\"\nverify_hostname = false\n",
+                    dir.join("keypw").display()
+                )
+            } else {
+                String::new()
+            };
+            let c = cfg(&format!(
+                "{tls}[sites.sf.sasl]\nmechanism = \"{mechanism}\"\nusername = \"continuum\"\npassword_file = \"{}\"\n",
+                dir.join("sasl").display()
+            ));
+            c.validate().unwrap();
+            for b in [
+                base_config("sf", c.local(), "t").unwrap(),
+                producer_config("sf", c.local(), "t", &c.producer).unwrap(),
+                consumer_config("sf", c.local(), "t").unwrap(),
+            ] {
+                assert_eq!(b.get("security.protocol"), Some(protocol), "{mechanism}");
+                assert_eq!(b.get("sasl.mechanisms"), Some(mechanism));
+                assert_eq!(b.get("sasl.username"), Some("continuum"));
+                assert_eq!(b.get("sasl.password"), Some("from-file"));
+                if protocol == "sasl_ssl" {
+                    assert_eq!(b.get("ssl.ca.location"), Some("/ca.pem"));
+                    assert_eq!(b.get("ssl.certificate.location"), Some("/c.pem"));
+                    assert_eq!(b.get("ssl.key.location"), Some("/k.pem"));
+                    assert_eq!(b.get("ssl.key.password"), Some("key-pw"));
+                    assert_eq!(b.get("ssl.endpoint.identification.algorithm"), Some("none"));
+                } else {
+                    assert_eq!(b.get("ssl.ca.location"), None);
+                }
+            }
+        }
+        // The environment's password wins over the file.
+        let mut c = cfg(&format!(
+            "[sites.sf.tls]\nca_file = \"/ca.pem\"\n[sites.sf.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            dir.join("sasl").display()
+        ));
+        c.apply_env(|k| match k {
+            "CONTINUUM_SF_SASL_PASSWORD" => Some("from-env".into()),
+            "CONTINUUM_SF_TLS_KEY_PASSWORD" => Some("key-from-env".into()),
+            _ => None,
+        })
+        .unwrap();
+        let b = base_config("sf", c.local(), "t").unwrap();
+        assert_eq!(b.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(b.get("sasl.password"), Some("from-env"));
+        assert_eq!(b.get("ssl.key.password"), Some("key-from-env"));
+        // A key password file that cannot be read names the setting.
+        let c = cfg("[sites.sf.tls]\nca_file = \"/ca.pem\"\nkey_password_file = \"/nonexistent/pw\"\n");
+        let e = base_config("sf", c.local(), "t").unwrap_err().to_string();
+        assert!(e.contains("sites.sf.tls.key_password_file"), "{e}");
+    }
+
+    #[test]
+    fn raw_options_may_not_weaken_the_typed_security_settings() {
+        for key in [
+            "security.protocol",
+            "ssl.ca.location",
+            "ssl.endpoint.identification.algorithm",
+            "enable.ssl.certificate.verification",
+            "ssl.keystore.location",
+            "sasl.mechanism",
+            "sasl.password",
+        ] {
+            let c = cfg(&format!("[sites.sf.kafka_options]\n\"{key}\" = \"x\"\n"));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("\"x\""), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn sasl_without_password_names_the_setting() {
         let c = cfg(
             r#"

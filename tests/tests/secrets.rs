@@ -1,0 +1,445 @@
+//! The secret-leak suite, against the local stack (`make up`, `. .stack/env`).
+//!
+//! Every secret the pipeline takes is set to one marker string, and each is the real credential,
+//! so that the pipeline only works if it was used:
+//!
+//! | secret | real where |
+//! |---|---|
+//! | MariaDB password (`database.password_file`, `CONTINUUM_DB_PASSWORD`, `CONTINUUM_<SITE>_DB_PASSWORD`) | a MariaDB user of this test on both sites, with that password, REQUIRE SSL |
+//! | SASL password (`sites.<site>.sasl.password_file`, `CONTINUUM_<SITE>_SASL_PASSWORD`) | SCRAM-SHA-512 user `continuum` on both (test) clusters, which require authentication |
+//! | TLS key password (`sites.<site>.tls.key_password_file`, `CONTINUUM_<SITE>_TLS_KEY_PASSWORD`) | the client key is encrypted with it; the brokers require the client certificate |
+//! | registry password (`sites.<site>.registry.password_file`, `CONTINUUM_<SITE>_REGISTRY_PASSWORD`) | the HTTPS registries require basic auth with it |
+//!
+//! The SF producer reads its secrets from files, the EU `consumer run` from the environment. Both
+//! run at debug level (and once more with librdkafka's own debug output) and replicate a few
+//! transactions; a MariaDB user is created with the marker as password meanwhile (MariaDB writes
+//! `IDENTIFIED BY '...'` into the binlog as typed). Then `status`, `verify`, every `--help` and
+//! `--version`, config errors that hold the marker, runtime errors with the marker as credential,
+//! `/metrics`, `/health` and the `Debug` output of the loaded configs. The marker (and the
+//! basic-auth header it makes) must be in none of those outputs or logs.
+
+mod tls_support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use continuum_common::config::SiteConfig;
+use continuum_tests::{stack, unique_name};
+use mysql_async::prelude::Queryable;
+use tls_support::*;
+
+struct Outputs {
+    marker: String,
+    needles: Vec<String>,
+    seen: Vec<(String, String)>,
+}
+
+impl Outputs {
+    fn add(&mut self, what: impl Into<String>, text: impl Into<String>) {
+        let (what, text) = (what.into(), text.into());
+        eprintln!("--- {what}: {} bytes", text.len());
+        self.seen.push((what, text));
+    }
+
+    fn output(&mut self, what: impl Into<String>, o: &Output) -> String {
+        let text = output_text(o);
+        self.add(what, text.clone());
+        text
+    }
+
+    /// Panics listing every output that holds a needle, with the lines that do.
+    fn assert_clean(&self) {
+        let mut leaks = Vec::new();
+        for (what, text) in &self.seen {
+            for n in &self.needles {
+                if text.contains(n.as_str()) {
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains(n.as_str()))
+                        .take(5)
+                        .collect();
+                    leaks.push(format!("{what}:\n  {}", lines.join("\n  ")));
+                }
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "the secret {} leaked into {} output(s):\n{}",
+            self.marker,
+            leaks.len(),
+            leaks.join("\n")
+        );
+    }
+}
+
+fn temp_config(w: &World, name: &str, text: &str) -> std::path::PathBuf {
+    let p = w.dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_is_ever_printed() {
+    let marker = format!(
+        "MARKER{:016x}{:08x}",
+        rand::random::<u64>(),
+        std::process::id()
+    );
+    let user = unique_name("secrets").replace("t_secrets", "cs");
+    create_pipeline_user(&user, &marker).await;
+    let mut w = World::start(
+        "secrets",
+        Options {
+            db_user: user.clone(),
+            db_password: marker.clone(),
+            sasl: Some(("SCRAM-SHA-512".into(), marker.clone())),
+            key_password: Some(marker.clone()),
+            registry_password: marker.clone(),
+            kafka_debug: None,
+        },
+    );
+    let mut out = Outputs {
+        needles: vec![
+            marker.clone(),
+            base64(format!("continuum:{marker}").as_bytes()),
+        ],
+        marker: marker.clone(),
+        seen: Vec::new(),
+    };
+
+    // 1. The pipeline at debug level, replicating.
+    let db = w.database(1);
+    let mut producer = w.producer("sf", SecretsVia::Files, "debug");
+    let mut consumer = w.consumer_run("eu", SecretsVia::Env, "debug");
+    producer.wait_log("streaming the binlog", Duration::from_secs(90));
+    create_table_sf(&db).await;
+    write_transactions(&db, 0, 3).await;
+    {
+        // A password in the binlog: the producer reads this statement and leaves it out.
+        let leak_user = format!("{user}_b");
+        let mut c = stack().sf.admin_conn().await;
+        c.query_drop(format!(
+            "CREATE USER '{leak_user}'@'127.0.0.1' IDENTIFIED BY '{marker}'"
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!("DROP USER '{leak_user}'@'127.0.0.1'"))
+            .await
+            .unwrap();
+    }
+    write_transactions(&db, 3, 2).await;
+    let sql = format!("SELECT id, v, n FROM `{db}`.t ORDER BY id");
+    let rows = wait_replicated(
+        &sql,
+        Duration::from_secs(180),
+        &mut [&mut producer, &mut consumer],
+    )
+    .await;
+    assert_eq!(rows.len(), 10);
+    // The credentials were the ones in use.
+    for site in [&w.sf, &w.eu] {
+        assert!(
+            site.kafka.stats.client_names().contains("continuum"),
+            "{}: the encrypted client key was used",
+            site.name
+        );
+        assert!(
+            site.registry.stats.authorized() > 0,
+            "{}: the registry password was used",
+            site.name
+        );
+    }
+    for p in [&producer, &consumer] {
+        let port = p.metrics_port.unwrap();
+        out.add(
+            format!("{} /metrics", p.name),
+            http_get(port, "/metrics").await,
+        );
+        out.add(
+            format!("{} /health", p.name),
+            http_get(port, "/health").await,
+        );
+    }
+
+    // 2. Operator verbs while the pipeline runs, secrets from files and from the environment.
+    for via in [SecretsVia::Files, SecretsVia::Env] {
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["--log", "debug", "verify", "--databases", &db],
+        ] {
+            let o = w.consumer_verb("eu", via, args);
+            let text = out.output(format!("consumer {args:?} ({via:?})"), &o);
+            assert!(
+                o.status.success(),
+                "consumer {args:?} ({via:?}) failed:\n{text}"
+            );
+        }
+    }
+
+    assert!(producer.stop(), "the producer stops cleanly");
+    assert!(consumer.stop(), "consumer run stops cleanly");
+    out.add("sf producer log (debug)", producer.log_text());
+    out.add("eu consumer run log (debug)", consumer.log_text());
+    assert!(
+        producer.log_text().contains("DEBUG"),
+        "the producer logged at debug level"
+    );
+    assert!(
+        consumer.log_text().contains("DEBUG"),
+        "consumer run logged at debug level"
+    );
+    assert!(
+        producer
+            .log_text()
+            .contains("statement not replicated statement=CREATE USER"),
+        "the producer read the CREATE USER statement (and logged its kind only)"
+    );
+
+    // 3. Once more with librdkafka's own debug output (security, broker, configuration).
+    w.opts.kafka_debug = Some("security,broker,conf,protocol".into());
+    let mut producer = w.producer("sf", SecretsVia::Env, "debug");
+    let mut consumer = w.consumer_run("eu", SecretsVia::Files, "debug");
+    producer.wait_log("streaming the binlog", Duration::from_secs(90));
+    write_transactions(&db, 5, 1).await;
+    wait_replicated(
+        &sql,
+        Duration::from_secs(180),
+        &mut [&mut producer, &mut consumer],
+    )
+    .await;
+    producer.stop();
+    consumer.stop();
+    assert!(
+        producer.log_text().contains("librdkafka") || producer.log_text().contains("rdkafka"),
+        "librdkafka's debug output reached the log"
+    );
+    out.add("sf producer log (librdkafka debug)", producer.log_text());
+    out.add(
+        "eu consumer run log (librdkafka debug)",
+        consumer.log_text(),
+    );
+    w.opts.kafka_debug = None;
+
+    // 4. --help and --version, with every secret in the environment.
+    let (cfg, env) = w.config("eu", SecretsVia::Env, (free_port(), free_port()));
+    for (bin, args) in [
+        ("continuum-producer", &["--help"][..]),
+        ("continuum-producer", &["-h"]),
+        ("continuum-producer", &["--version"]),
+        ("continuum-consumer", &["--help"]),
+        ("continuum-consumer", &["--version"]),
+        ("continuum-consumer", &["run", "--help"]),
+        ("continuum-consumer", &["apply", "--help"]),
+        ("continuum-consumer", &["status", "--help"]),
+        ("continuum-consumer", &["mirror", "--help"]),
+        ("continuum-consumer", &["replay", "--help"]),
+        ("continuum-consumer", &["verify", "--help"]),
+        ("continuum-consumer", &["promote", "--help"]),
+        ("continuum-consumer", &["orphans", "--help"]),
+    ] {
+        let o = command(bin)
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("CONTINUUM_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        let text = out.output(format!("{bin} {args:?}"), &o);
+        assert!(
+            o.status.success() && !text.is_empty(),
+            "{bin} {args:?}: {text}"
+        );
+    }
+
+    // 5. Config errors that hold the secret.
+    let (good_files, _) = w.config("eu", SecretsVia::Files, (free_port(), free_port()));
+    let good = std::fs::read_to_string(&good_files).unwrap();
+    let db_section = "[database]\n";
+    assert!(good.contains(db_section));
+    let bad_configs = [
+        (
+            "a typo in a key, the secret as its value",
+            good.replacen(
+                db_section,
+                &format!("{db_section}pasword = \"{marker}\"\n"),
+                1,
+            ),
+        ),
+        (
+            "a syntax error on the secret's line",
+            good.replacen(
+                db_section,
+                &format!("{db_section}password = \"{marker}\" x\n"),
+                1,
+            ),
+        ),
+        (
+            "the secret where a number belongs",
+            good.replacen(
+                &format!("port = {}\n", stack().eu.db_port),
+                &format!("port = \"{marker}\"\n"),
+                1,
+            ),
+        ),
+        (
+            "the secret where a string belongs",
+            good.replacen(
+                "username = \"continuum\"",
+                &format!("username = {{ password = \"{marker}\" }}"),
+                1,
+            ),
+        ),
+        (
+            "credentials in the registry URL",
+            good.replacen(
+                "url = \"https://",
+                &format!("url = \"https://continuum:{marker}@"),
+                1,
+            ),
+        ),
+        (
+            "a reserved librdkafka key holding the secret",
+            format!("{good}\n[sites.sf.kafka_options]\n\"sasl.password\" = \"{marker}\"\n"),
+        ),
+        (
+            "the secret as a duration",
+            good.replacen(
+                "max_retry_delay = \"1s\"\n[consumer.mirror]",
+                &format!("max_retry_delay = \"{marker}\"\n[consumer.mirror]"),
+                1,
+            ),
+        ),
+    ];
+    for (i, (what, text)) in bad_configs.iter().enumerate() {
+        let path = temp_config(&w, &format!("bad-{i}.toml"), text);
+        for (bin, args) in [
+            ("continuum-producer", &["--log", "debug"][..]),
+            ("continuum-consumer", &["--log", "debug", "status"]),
+        ] {
+            let o = command(bin)
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .output()
+                .unwrap();
+            let t = out.output(format!("{bin}: {what}"), &o);
+            assert!(
+                !o.status.success(),
+                "{bin} accepted a config with {what}:\n{t}"
+            );
+        }
+    }
+    // A secret in an environment variable for a setting that is not configured.
+    let (no_sasl, _) = {
+        let mut o = w.opts.clone();
+        o.sasl = None;
+        let saved = std::mem::replace(&mut w.opts, o);
+        let r = w.config("eu", SecretsVia::Files, (free_port(), free_port()));
+        w.opts = saved;
+        r
+    };
+    for var in ["CONTINUUM_SF_SASL_PASSWORD", "CONTINUUM_EU_SASL_PASSWORD"] {
+        let o = command("continuum-consumer")
+            .arg("--config")
+            .arg(&no_sasl)
+            .args(["status"])
+            .env(var, &marker)
+            .output()
+            .unwrap();
+        let t = out.output(format!("{var} without a sasl section"), &o);
+        assert!(!o.status.success() && t.contains(var), "{t}");
+    }
+
+    // 6. Runtime errors with the secret as (part of) a credential.
+    let wrong_user = good.replacen(&format!("user = \"{user}\""), "user = \"nobody_at_all\"", 1);
+    let path = temp_config(&w, "wrong-user.toml", &wrong_user);
+    let o = command("continuum-consumer")
+        .arg("--config")
+        .arg(&path)
+        .args(["--log", "debug", "status"])
+        .output()
+        .unwrap();
+    let t = out.output("status: unknown MariaDB user, the secret as password", &o);
+    assert!(!o.status.success() && t.contains("Access denied"), "{t}");
+    // The secret plus one character: a wrong password that contains the secret.
+    let (cfg, env) = w.config("eu", SecretsVia::Env, (free_port(), free_port()));
+    let wrong = |var: &str| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == var { format!("{v}x") } else { v.clone() },
+                )
+            })
+            .collect()
+    };
+    let o = command("continuum-consumer")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log", "debug", "status"])
+        .envs(wrong("CONTINUUM_DB_PASSWORD"))
+        .output()
+        .unwrap();
+    let t = out.output("status: wrong MariaDB password", &o);
+    assert!(!o.status.success() && t.contains("Access denied"), "{t}");
+    // A wrong SASL password, a wrong key password, at debug level: the EU producer keeps
+    // retrying (or stops); its log after a while.
+    for var in [
+        "CONTINUUM_EU_SASL_PASSWORD",
+        "CONTINUUM_EU_TLS_KEY_PASSWORD",
+        "CONTINUUM_EU_REGISTRY_PASSWORD",
+    ] {
+        let log = w.dir.join(format!("producer-wrong-{var}.log"));
+        let mut c = command("continuum-producer");
+        c.arg("--config")
+            .arg(&cfg)
+            .args(["--log", "debug"])
+            .envs(wrong(var));
+        let mut p = Proc::spawn(var, c, &log);
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        p.stop();
+        out.add(format!("producer: wrong {var}"), p.log_text());
+    }
+    let o = command("continuum-consumer")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log", "debug", "status"])
+        .envs(wrong("CONTINUUM_EU_TLS_KEY_PASSWORD"))
+        .output()
+        .unwrap();
+    out.output("status: wrong key password", &o);
+
+    // 7. Debug output of the loaded configurations.
+    for via in [SecretsVia::Files, SecretsVia::Env] {
+        for site in ["sf", "eu"] {
+            let (path, env) = w.config(site, via, (free_port(), free_port()));
+            let mut c = SiteConfig::from_file(&path).unwrap();
+            c.apply_env(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .unwrap();
+            c.validate().unwrap();
+            assert_eq!(
+                c.database.password().unwrap().unwrap().expose(),
+                marker,
+                "the secret was loaded"
+            );
+            out.add(
+                format!("{site} config ({via:?}), Debug"),
+                format!("{c:?}\n{c:#?}\n{:?}\n{:?}", c.database, c.local()),
+            );
+        }
+    }
+
+    // SECRETS_SUITE_DUMP=FILE keeps every output checked, to read them.
+    if let Ok(f) = std::env::var("SECRETS_SUITE_DUMP") {
+        let all: String = out
+            .seen
+            .iter()
+            .map(|(w, t)| format!("===== {w}\n{t}\n"))
+            .collect();
+        std::fs::write(f, all).unwrap();
+    }
+    out.assert_clean();
+    eprintln!("{} outputs checked for the secret", out.seen.len());
+    drop_database_both(&db).await;
+    drop_user(&user).await;
+}

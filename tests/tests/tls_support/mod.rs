@@ -1,0 +1,1431 @@
+//! Shared by the TLS suite (`tls.rs`) and the secret-leak suite (`secrets.rs`).
+//!
+//! What the local stack serves with TLS itself: both MariaDB servers (`scripts/stack.sh`,
+//! "TLS"; the `continuum` users REQUIRE SSL). What it cannot: tansu 0.6.0 never serves TLS
+//! (`tls.rs` proves it) and rivven-schema 0.0.22 has no TLS or auth at all. So that the clients'
+//! TLS, client-certificate, SASL and basic-auth paths still run against real endpoints, these
+//! suites put their own terminators in front:
+//!
+//! - [`TlsProxy`] with [`Upstream::Tcp`]: TLS (optionally requiring a client certificate from the
+//!   stack's CA) in front of a [`Broker`] of the test's own, a tansu that advertises the proxy's
+//!   address, so every connection librdkafka makes goes through TLS;
+//! - [`TlsProxy`] with [`Upstream::Http`]: HTTPS with basic auth in front of the stack's registry.
+//!
+//! [`World`] puts them together: for each site a TLS-only Kafka cluster (with SASL/SCRAM if asked),
+//! an HTTPS registry with basic auth, and the stack's MariaDB over TLS; it writes both sites'
+//! config files and runs the real binaries against them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
+use openssl::nid::Nid;
+use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_openssl::SslStream;
+
+use continuum_tests::{stack, unique_name, workspace_root};
+
+const HINT: &str =
+    "run `make up` (which creates the stack's TLS material) and `. .stack/env` first";
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+/// The stack's throwaway CA and certificates (`.stack/tls/`, `STACK_TLS_DIR`).
+#[derive(Clone, Debug)]
+pub struct StackTls {
+    pub dir: PathBuf,
+}
+
+impl StackTls {
+    pub fn get() -> StackTls {
+        let dir = PathBuf::from(
+            std::env::var("STACK_TLS_DIR")
+                .unwrap_or_else(|_| panic!("STACK_TLS_DIR is not set: {HINT}")),
+        );
+        for f in [
+            "ca.pem",
+            "ca.key",
+            "server.pem",
+            "server.key",
+            "client.pem",
+            "client.key",
+        ] {
+            assert!(
+                dir.join(f).is_file(),
+                "{} is missing: {HINT}",
+                dir.join(f).display()
+            );
+        }
+        StackTls { dir }
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+
+    /// Issues `<dir>/<name>.pem` and `.key`, signed by the stack's CA: a server certificate for
+    /// `san` (e.g. `DNS:wrong.example`), or a client certificate. With `key_password`, the key is
+    /// PKCS#8 encrypted (AES-256) with it.
+    pub fn issue(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        san: Option<&str>,
+        client: bool,
+        key_password: Option<&str>,
+    ) -> (PathBuf, PathBuf) {
+        issue(
+            dir,
+            name,
+            cn,
+            san,
+            client,
+            key_password,
+            &self.ca(),
+            &self.dir.join("ca.key"),
+        )
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    dir: &Path,
+    name: &str,
+    cn: &str,
+    san: Option<&str>,
+    client: bool,
+    key_password: Option<&str>,
+    ca: &Path,
+    ca_key: &Path,
+) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = format!("{name}.plain.key");
+    let csr = format!("{name}.csr");
+    let ext = format!("{name}.ext");
+    let mut exts = vec![
+        "basicConstraints=CA:FALSE".to_owned(),
+        "keyUsage=critical,digitalSignature,keyEncipherment".to_owned(),
+        format!(
+            "extendedKeyUsage={}",
+            if client { "clientAuth" } else { "serverAuth" }
+        ),
+    ];
+    if let Some(san) = san {
+        exts.push(format!("subjectAltName={san}"));
+    }
+    std::fs::write(dir.join(&ext), exts.join("\n") + "\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+        &[],
+    );
+    let pem = format!("{name}.pem");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-CAserial",
+            &format!("{name}.srl"),
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+        &[],
+    );
+    let final_key = format!("{name}.key");
+    match key_password {
+        // The password reaches openssl through its environment, not its command line.
+        Some(pw) => openssl(
+            dir,
+            &[
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-in",
+                &key,
+                "-out",
+                &final_key,
+                "-passout",
+                "env:CONTINUUM_TEST_KEY_PASSWORD",
+            ],
+            &[("CONTINUUM_TEST_KEY_PASSWORD", pw)],
+        ),
+        None => std::fs::copy(dir.join(&key), dir.join(&final_key))
+            .map(|_| ())
+            .unwrap(),
+    }
+    for f in [key, csr, ext, format!("{name}.srl")] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    (dir.join(pem), dir.join(final_key))
+}
+
+/// A CA of its own (not the stack's) in `dir`, and a server certificate from it for 127.0.0.1
+/// and localhost: a certificate with the right names that the stack's CA does not vouch for.
+pub fn foreign_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "30",
+            "-keyout",
+            "foreign-ca.key",
+            "-out",
+            "foreign-ca.pem",
+            "-subj",
+            "/CN=Someone else's CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        &[],
+    );
+    let (cert, key) = issue(
+        dir,
+        "foreign-server",
+        "localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+        false,
+        None,
+        &dir.join("foreign-ca.pem"),
+        &dir.join("foreign-ca.key"),
+    );
+    (dir.join("foreign-ca.pem"), cert, key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS terminators
+
+/// The proxies' own runtime: tests block their threads in rdkafka calls, the proxies must not
+/// starve meanwhile.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tls-proxy")
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// What a [`TlsProxy`] saw.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Completed TLS handshakes.
+    pub handshakes: AtomicU64,
+    /// Connections that never completed a handshake (plaintext clients, clients that refused
+    /// the certificate, clients without a required certificate).
+    pub failed_handshakes: AtomicU64,
+    /// Common names of the client certificates presented.
+    pub client_names: Mutex<BTreeSet<String>>,
+    /// HTTP requests with the right basic-auth credentials, and without.
+    pub authorized: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub errors: Mutex<Vec<String>>,
+}
+
+impl ProxyStats {
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+    pub fn failed(&self) -> u64 {
+        self.failed_handshakes.load(Ordering::SeqCst)
+    }
+    pub fn authorized(&self) -> u64 {
+        self.authorized.load(Ordering::SeqCst)
+    }
+    pub fn unauthorized(&self) -> u64 {
+        self.unauthorized.load(Ordering::SeqCst)
+    }
+    pub fn client_names(&self) -> BTreeSet<String> {
+        self.client_names.lock().unwrap().clone()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// Forward the decrypted bytes to this address (Kafka).
+    Tcp(SocketAddr),
+    /// HTTP/1.1, one request per connection, forwarded only with this basic-auth `user:password`;
+    /// anything else is answered 401.
+    Http {
+        addr: SocketAddr,
+        user: String,
+        password: String,
+    },
+}
+
+/// A TLS terminator on 127.0.0.1, with the certificate and key given; with a client CA, it
+/// requires a client certificate signed by it.
+pub struct TlsProxy {
+    pub addr: SocketAddr,
+    pub stats: Arc<ProxyStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A listener on 127.0.0.1 on a free port (to know a proxy's address before starting what it
+/// fronts).
+pub fn listener() -> StdListener {
+    StdListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    listener().local_addr().unwrap().port()
+}
+
+impl TlsProxy {
+    pub fn start(
+        listener: StdListener,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        upstream: Upstream,
+    ) -> TlsProxy {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate_chain_file(cert).unwrap();
+        b.set_private_key_file(key, SslFiletype::PEM).unwrap();
+        b.check_private_key().unwrap();
+        if let Some(ca) = client_ca {
+            b.set_ca_file(ca).unwrap();
+            b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+        let acceptor = Arc::new(b.build());
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stats = Arc::new(ProxyStats::default());
+        let _guard = runtime().enter();
+        let listener = TcpListener::from_std(listener).unwrap();
+        let st = stats.clone();
+        let task = runtime().spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(handle(tcp, acceptor.clone(), upstream.clone(), st.clone()));
+            }
+        });
+        TlsProxy { addr, stats, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+async fn handle(
+    tcp: TcpStream,
+    acceptor: Arc<SslAcceptor>,
+    upstream: Upstream,
+    stats: Arc<ProxyStats>,
+) {
+    let ssl = Ssl::new(acceptor.context()).unwrap();
+    let mut tls = SslStream::new(ssl, tcp).unwrap();
+    if let Err(e) = Pin::new(&mut tls).accept().await {
+        stats.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+        stats.errors.lock().unwrap().push(e.to_string());
+        return;
+    }
+    stats.handshakes.fetch_add(1, Ordering::SeqCst);
+    if let Some(cert) = tls.ssl().peer_certificate() {
+        if let Some(cn) = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next() {
+            stats
+                .client_names
+                .lock()
+                .unwrap()
+                .insert(cn.data().to_string().unwrap_or_default());
+        }
+    }
+    match upstream {
+        Upstream::Tcp(addr) => {
+            if let Ok(mut up) = TcpStream::connect(addr).await {
+                let _ = up.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            }
+        }
+        Upstream::Http {
+            addr,
+            user,
+            password,
+        } => {
+            let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+            if let Err(e) = http_one(&mut tls, addr, &expected, &stats).await {
+                stats.errors.lock().unwrap().push(e.to_string());
+            }
+        }
+    }
+    let _ = tls.shutdown().await;
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One HTTP/1.1 request: checked for basic auth, forwarded with `Connection: close`, answered
+/// with `Connection: close`.
+async fn http_one<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    upstream: SocketAddr,
+    expected_auth: &str,
+    stats: &ProxyStats,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    let mut content_length = 0usize;
+    let mut auth = None;
+    for l in lines.filter(|l| !l.is_empty()) {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => content_length = v.parse().unwrap_or(0),
+            "authorization" => {
+                auth = Some(v.to_owned());
+                continue; // the registry behind needs none
+            }
+            "connection" | "keep-alive" => continue,
+            "transfer-encoding" => {
+                client.write_all(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        headers.push(format!("{k}: {v}"));
+    }
+    while buf.len() < head_end + content_length {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if auth.as_deref() != Some(expected_auth) {
+        stats.unauthorized.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"error_code":401,"message":"Unauthorized"}"#;
+        client
+            .write_all(
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"registry\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            )
+            .await?;
+        return client.flush().await;
+    }
+    stats.authorized.fetch_add(1, Ordering::SeqCst);
+    let mut up = TcpStream::connect(upstream).await?;
+    let mut req = format!("{request_line}\r\n");
+    for h in &headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    up.write_all(req.as_bytes()).await?;
+    up.write_all(&buf[head_end..head_end + content_length])
+        .await?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).await?;
+    match find(&resp, b"\r\n\r\n") {
+        Some(i) => {
+            let head = String::from_utf8_lossy(&resp[..i]);
+            let mut out = String::new();
+            for l in head.split("\r\n") {
+                let lower = l.to_ascii_lowercase();
+                if lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
+                    continue;
+                }
+                out.push_str(l);
+                out.push_str("\r\n");
+            }
+            out.push_str("Connection: close\r\n\r\n");
+            client.write_all(out.as_bytes()).await?;
+            client.write_all(&resp[i + 4..]).await?;
+        }
+        None => client.write_all(&resp).await?,
+    }
+    client.flush().await
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A plain TCP forwarder from `listen` to `to`, e.g. to reach a server through an address its
+/// certificate does not name.
+pub fn tcp_forwarder(listen: StdListener, to: SocketAddr) -> tokio::task::JoinHandle<()> {
+    listen.set_nonblocking(true).unwrap();
+    let _guard = runtime().enter();
+    let l = TcpListener::from_std(listen).unwrap();
+    runtime().spawn(async move {
+        loop {
+            let Ok((mut a, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut b) = TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A broker of the test's own
+
+fn tansu_bin() -> PathBuf {
+    let p = PathBuf::from(
+        std::env::var("TANSU_BIN").unwrap_or_else(|_| panic!("TANSU_BIN is not set: {HINT}")),
+    );
+    assert!(
+        p.is_file(),
+        "TANSU_BIN={} does not exist: run `make tools`",
+        p.display()
+    );
+    p
+}
+
+/// A tansu broker with sqlite storage in its own directory, listening on `port` and advertising
+/// `advertised` (a [`TlsProxy`] in front of it). Killed (by its PID) when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub advertised: u16,
+    pub log: PathBuf,
+}
+
+impl Broker {
+    /// A broker not started yet.
+    pub fn new(dir: &Path, port: u16, advertised: u16) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        Broker {
+            child: None,
+            dir: dir.to_owned(),
+            port,
+            advertised,
+            log: dir.join("tansu.log"),
+        }
+    }
+
+    pub fn start(dir: &Path, port: u16, advertised: u16, authentication: bool) -> Broker {
+        let mut b = Broker::new(dir, port, advertised);
+        b.spawn(authentication, &[]);
+        b
+    }
+
+    /// Starts tansu with `extra` arguments, and waits until its port accepts connections.
+    pub fn spawn(&mut self, authentication: bool, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut c = Command::new(tansu_bin());
+        for v in [
+            "SCHEMA_REGISTRY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "CLUSTER_ID",
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("NO_COLOR", "1")
+            .arg("broker")
+            .args(["--kafka-cluster-id", "continuum-tls-test"])
+            .args([
+                "--kafka-listener-url",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .args([
+                "--kafka-advertised-listener-url",
+                &format!("tcp://127.0.0.1:{}", self.advertised),
+            ])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(extra)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if authentication {
+            c.arg("--authentication");
+        }
+        let mut child = c.spawn().expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "tansu exited ({st}) at start; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {} within 30s; its log:\n{}",
+                self.port,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, authentication: bool) {
+        self.stop();
+        self.spawn(authentication, &[]);
+    }
+
+    /// Creates a SCRAM user (`scram256` or `scram512`) through the broker's own CLI, which uses
+    /// the Kafka API: only while the broker runs without `--authentication`.
+    pub fn create_scram_user(&self, user: &str, password: &str, mechanism: &str) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                "--mechanism",
+                mechanism,
+                user,
+                password,
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu user create {user} ({mechanism}) failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB over TLS
+
+/// Options for a TLS connection to `host:port` as `user`, trusting `ca`.
+pub fn db_tls_opts(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    ca: &Path,
+    verify_hostname: bool,
+) -> mysql_async::Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(host.to_owned())
+        .tcp_port(port)
+        .user(Some(user.to_owned()))
+        .pass(Some(password.to_owned()))
+        .prefer_socket(false)
+        .ssl_opts(Some(
+            SslOpts::default()
+                .with_root_certs(vec![ca.to_owned().into()])
+                .with_disable_built_in_roots(true)
+                .with_danger_skip_domain_validation(!verify_hostname),
+        ))
+        .into()
+}
+
+/// Options for a plaintext connection.
+pub fn db_plain_opts(host: &str, port: u16, user: &str, password: &str) -> mysql_async::Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(host.to_owned())
+        .tcp_port(port)
+        .user(Some(user.to_owned()))
+        .pass(Some(password.to_owned()))
+        .prefer_socket(false)
+        .into()
+}
+
+/// The session's TLS version (`Ssl_version`), empty when the session is plaintext.
+pub async fn ssl_version(c: &mut Conn) -> String {
+    let r: Option<(String, String)> = c
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        .await
+        .unwrap();
+    r.map(|(_, v)| v).unwrap_or_default()
+}
+
+/// The grants each binary needs (docs/security.md), for a user the suites create.
+pub const PIPELINE_GRANTS: &[&str] = &[
+    "REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.*",
+    "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW, READ_ONLY ADMIN ON *.*",
+];
+
+/// Creates `user@127.0.0.1` with `password` on both sites, REQUIRE SSL, with the pipeline's
+/// grants; kept out of the binlog.
+/// (Account statements take no placeholders: names and password must be `[A-Za-z0-9_]`.)
+pub async fn create_pipeline_user(user: &str, password: &str) {
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    assert!(
+        plain(user) && plain(password),
+        "user and password must be [A-Za-z0-9_]"
+    );
+    for site in [&stack().sf, &stack().eu] {
+        let mut c = site.admin_conn().await;
+        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
+        c.query_drop(format!(
+            "CREATE OR REPLACE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}' REQUIRE SSL"
+        ))
+        .await
+        .unwrap();
+        for g in PIPELINE_GRANTS {
+            c.query_drop(format!("GRANT {g} TO '{user}'@'127.0.0.1'"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+pub async fn drop_user(user: &str) {
+    for site in [&stack().sf, &stack().eu] {
+        let mut c = site.admin_conn().await;
+        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
+        c.query_drop(format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'"))
+            .await
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binaries
+
+/// `target/debug/<name>`, refusing a binary older than the sources it is built from: the suites
+/// run the real binaries, and a stale one would test old code. `make test` builds them first.
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let bin = target.join("debug").join(name);
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is not built: run `cargo build --workspace --bins` first",
+                bin.display()
+            )
+        });
+    fn newest(dir: &Path, t: &mut SystemTime) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                newest(&p, t);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    *t = (*t).max(m);
+                }
+            }
+        }
+    }
+    let mut src = SystemTime::UNIX_EPOCH;
+    for d in ["common/src", "schemas/src", "producer/src", "consumer/src"] {
+        newest(&workspace_root().join(d), &mut src);
+    }
+    assert!(
+        built >= src,
+        "{} is older than its sources: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A command for a binary with none of the caller's `CONTINUUM_*` variables: the config file
+/// and the variables given are all it gets.
+pub fn command(name: &str) -> Command {
+    let mut c = Command::new(binary(name));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONTINUUM_") {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(workspace_root());
+    c
+}
+
+/// A background process of the pipeline, its output in a log file; stopped with SIGTERM (by
+/// PID) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    /// Where it serves /metrics and /health, if it does.
+    pub metrics_port: Option<u16>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+            metrics_port: None,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log if the process exits first or
+    /// `timeout` passes.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log '{needle}' within {timeout:?}; its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("{} exited ({st}); its log:\n{}", self.name, self.log_text());
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 30 s; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both sites, secured
+
+/// How the processes get their secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretsVia {
+    /// `*_file` settings in the config file.
+    Files,
+    /// `CONTINUUM_*` environment variables; the config file names no secret.
+    Env,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The MariaDB login of the binaries (on both sites), which must REQUIRE SSL.
+    pub db_user: String,
+    pub db_password: String,
+    /// SASL mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512`) and password of user `continuum` on
+    /// both clusters; `None`: TLS only.
+    pub sasl: Option<(String, String)>,
+    /// The client key is encrypted with this password (`ssl.key.password`).
+    pub key_password: Option<String>,
+    /// Basic-auth password of user `continuum` on both registries.
+    pub registry_password: String,
+    /// librdkafka's own `debug` contexts (`kafka_options.debug`), e.g. `security,broker`.
+    pub kafka_debug: Option<String>,
+}
+
+/// One site's secured endpoints.
+pub struct SecureSite {
+    pub name: &'static str,
+    pub broker: Broker,
+    pub kafka: TlsProxy,
+    pub registry: TlsProxy,
+    /// `127.0.0.1:<kafka proxy port>`.
+    pub brokers: String,
+    pub registry_url: String,
+    /// The host name the binaries use for this site's MariaDB (a name the certificate has).
+    pub db_host: &'static str,
+    pub db_port: u16,
+}
+
+pub struct World {
+    pub dir: PathBuf,
+    pub opts: Options,
+    pub tls: StackTls,
+    pub sf: SecureSite,
+    pub eu: SecureSite,
+    /// Client certificate and key the binaries present to the brokers.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// The unique part of every name this world uses (databases, topics).
+    pub prefix: String,
+    pub sf_topic: String,
+    pub eu_topic: String,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.sf.broker.stop();
+        self.eu.broker.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn registry_addr(url: &str) -> SocketAddr {
+    let hostport = url.trim_start_matches("http://").split('/').next().unwrap();
+    hostport
+        .parse()
+        .unwrap_or_else(|_| panic!("registry address {url} is not http://IP:PORT"))
+}
+
+impl World {
+    pub fn start(name: &str, opts: Options) -> World {
+        let tls = StackTls::get();
+        let prefix = unique_name(name);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client_cert, client_key) = match &opts.key_password {
+            Some(pw) => tls.issue(&dir, "client", "continuum", None, true, Some(pw)),
+            None => (tls.client_cert(), tls.client_key()),
+        };
+        let site = |name: &'static str, registry: &str, db_host: &'static str, db_port: u16| {
+            let l = listener();
+            let advertised = l.local_addr().unwrap().port();
+            let mut broker = Broker::start(
+                &dir.join(format!("{name}-broker")),
+                free_port(),
+                advertised,
+                false,
+            );
+            if let Some((mechanism, password)) = &opts.sasl {
+                let m = match mechanism.as_str() {
+                    "SCRAM-SHA-256" => "scram256",
+                    "SCRAM-SHA-512" => "scram512",
+                    other => panic!(
+                        "the test brokers support SCRAM-SHA-256 and SCRAM-SHA-512, not {other}"
+                    ),
+                };
+                broker.create_scram_user("continuum", password, m);
+                broker.restart(true);
+            }
+            let kafka = TlsProxy::start(
+                l,
+                &tls.server_cert(),
+                &tls.server_key(),
+                Some(&tls.ca()),
+                Upstream::Tcp(([127, 0, 0, 1], broker.port).into()),
+            );
+            let registry = TlsProxy::start(
+                listener(),
+                &tls.server_cert(),
+                &tls.server_key(),
+                None,
+                Upstream::Http {
+                    addr: registry_addr(registry),
+                    user: "continuum".into(),
+                    password: opts.registry_password.clone(),
+                },
+            );
+            SecureSite {
+                name,
+                brokers: format!("127.0.0.1:{}", kafka.port()),
+                // The registry by name (DNS SAN), Kafka and SF's MariaDB by address (IP SAN).
+                registry_url: format!("https://localhost:{}", registry.port()),
+                broker,
+                kafka,
+                registry,
+                db_host,
+                db_port,
+            }
+        };
+        let s = stack();
+        let sf = site("sf", &s.sf.registry, "127.0.0.1", s.sf.db_port);
+        let eu = site("eu", &s.eu.registry, "localhost", s.eu.db_port);
+        World {
+            sf_topic: format!("{prefix}.sf.cdc"),
+            eu_topic: format!("{prefix}.eu.cdc"),
+            dir,
+            opts,
+            tls,
+            sf,
+            eu,
+            client_cert,
+            client_key,
+            prefix,
+        }
+    }
+
+    pub fn site(&self, name: &str) -> &SecureSite {
+        match name {
+            "sf" => &self.sf,
+            "eu" => &self.eu,
+            _ => panic!("no site {name}"),
+        }
+    }
+
+    /// The databases this world's producer captures: `<prefix>_*`.
+    pub fn database(&self, n: usize) -> String {
+        format!("{}_{n}", self.prefix)
+    }
+
+    fn secret_file(&self, name: &str, value: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p
+    }
+
+    /// The config file of `site`'s processes, and the environment that goes with it.
+    pub fn config(
+        &self,
+        site: &str,
+        via: SecretsVia,
+        metrics: (u16, u16),
+    ) -> (PathBuf, Vec<(String, String)>) {
+        let o = &self.opts;
+        let mut env = Vec::new();
+        let secret = |key: &str,
+                      file_name: &str,
+                      value: &str,
+                      var: String,
+                      env: &mut Vec<(String, String)>|
+         -> String {
+            match via {
+                SecretsVia::Files => format!(
+                    "{key} = \"{}\"\n",
+                    self.secret_file(file_name, value).display()
+                ),
+                SecretsVia::Env => {
+                    env.push((var, value.to_owned()));
+                    String::new()
+                }
+            }
+        };
+        let me = self.site(site);
+        let mut t = format!(
+            "site = \"{site}\"\n\n[database]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
+            me.db_host, me.db_port, o.db_user
+        );
+        t += &secret(
+            "password_file",
+            "db-password",
+            &o.db_password,
+            "CONTINUUM_DB_PASSWORD".into(),
+            &mut env,
+        );
+        t += &format!(
+            "[database.tls]\nca_file = \"{}\"\nverify_hostname = true\n\n",
+            self.tls.ca().display()
+        );
+        for s in [&self.sf, &self.eu] {
+            let up = s.name.to_uppercase();
+            let topic = if s.name == "sf" {
+                &self.sf_topic
+            } else {
+                &self.eu_topic
+            };
+            t += &format!(
+                "[sites.{}]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n",
+                s.name, s.brokers
+            );
+            t += &format!(
+                "[sites.{}.registry]\nurl = \"{}\"\nusername = \"continuum\"\nca_file = \"{}\"\n",
+                s.name,
+                s.registry_url,
+                self.tls.ca().display()
+            );
+            t += &secret(
+                "password_file",
+                &format!("{}-registry-password", s.name),
+                &o.registry_password,
+                format!("CONTINUUM_{up}_REGISTRY_PASSWORD"),
+                &mut env,
+            );
+            t += &format!(
+                "[sites.{}.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nverify_hostname = true\n",
+                s.name,
+                self.tls.ca().display(),
+                self.client_cert.display(),
+                self.client_key.display()
+            );
+            if let Some(pw) = &o.key_password {
+                t += &secret(
+                    "key_password_file",
+                    &format!("{}-key-password", s.name),
+                    pw,
+                    format!("CONTINUUM_{up}_TLS_KEY_PASSWORD"),
+                    &mut env,
+                );
+            }
+            if let Some((mechanism, pw)) = &o.sasl {
+                t += &format!(
+                    "[sites.{}.sasl]\nmechanism = \"{mechanism}\"\nusername = \"continuum\"\n",
+                    s.name
+                );
+                t += &secret(
+                    "password_file",
+                    &format!("{}-sasl-password", s.name),
+                    pw,
+                    format!("CONTINUUM_{up}_SASL_PASSWORD"),
+                    &mut env,
+                );
+            }
+            if let Some(d) = &o.kafka_debug {
+                t += &format!("[sites.{}.kafka_options]\ndebug = \"{d}\"\n", s.name);
+            }
+            if s.name != site {
+                t += &format!(
+                    "[sites.{}.database]\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
+                    s.name, s.db_host, s.db_port, o.db_user
+                );
+                t += &secret(
+                    "password_file",
+                    &format!("{}-db-password", s.name),
+                    &o.db_password,
+                    format!("CONTINUUM_{up}_DB_PASSWORD"),
+                    &mut env,
+                );
+                t += &format!(
+                    "[sites.{}.database.tls]\nca_file = \"{}\"\n",
+                    s.name,
+                    self.tls.ca().display()
+                );
+            }
+            t += "\n";
+        }
+        let server_id = 20_000 + (std::process::id() % 20_000) + if site == "sf" { 0 } else { 1 };
+        t += &format!(
+            "[producer]\nserver_id = {server_id}\ninclude = [\"{}_*.*\"]\nheartbeat_interval = \"300ms\"\nmetrics_listen = \"127.0.0.1:{}\"\nmax_retry_delay = \"1s\"\n\n",
+            self.prefix, metrics.0
+        );
+        t += &format!("[consumer]\nmetrics_listen = \"127.0.0.1:{}\"\n[consumer.apply]\nmax_retry_delay = \"1s\"\n[consumer.mirror]\nmax_retry_delay = \"1s\"\n", metrics.1);
+        let path = self.dir.join(format!("{site}-{via:?}.toml").to_lowercase());
+        std::fs::write(&path, t).unwrap();
+        (path, env)
+    }
+
+    /// Starts `continuum-producer` for `site`, logging at `log` level.
+    pub fn producer(&self, site: &str, via: SecretsVia, log_level: &str) -> Proc {
+        let ports = (free_port(), free_port());
+        let (cfg, env) = self.config(site, via, ports);
+        let mut c = command("continuum-producer");
+        c.arg("--config")
+            .arg(&cfg)
+            .args(["--log", log_level])
+            .envs(env);
+        let mut p = Proc::spawn(
+            &format!("{site}-producer"),
+            c,
+            &self.dir.join(format!("{site}-producer.log")),
+        );
+        p.metrics_port = Some(ports.0);
+        p
+    }
+
+    /// Starts `continuum-consumer run` for `site`.
+    pub fn consumer_run(&self, site: &str, via: SecretsVia, log_level: &str) -> Proc {
+        let ports = (free_port(), free_port());
+        let (cfg, env) = self.config(site, via, ports);
+        let mut c = command("continuum-consumer");
+        c.arg("--config")
+            .arg(&cfg)
+            .args(["--log", log_level, "run"])
+            .envs(env);
+        let mut p = Proc::spawn(
+            &format!("{site}-consumer"),
+            c,
+            &self.dir.join(format!("{site}-consumer.log")),
+        );
+        p.metrics_port = Some(ports.1);
+        p
+    }
+
+    /// Runs a consumer verb at `site` to completion.
+    pub fn consumer_verb(&self, site: &str, via: SecretsVia, args: &[&str]) -> Output {
+        let (cfg, env) = self.config(site, via, (free_port(), free_port()));
+        command("continuum-consumer")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Waits until `sql` returns the same rows on EU as on SF (both read by admin), at most
+/// `timeout`; panics with both sides and the processes' logs otherwise.
+pub async fn wait_replicated(
+    sql: &str,
+    timeout: Duration,
+    procs: &mut [&mut Proc],
+) -> Vec<mysql_async::Row> {
+    let deadline = Instant::now() + timeout;
+    let mut sf = stack().sf.admin_conn().await;
+    let mut eu = stack().eu.admin_conn().await;
+    loop {
+        let want: Vec<Vec<Option<String>>> = rows_as_text(&mut sf, sql).await.unwrap();
+        let got = rows_as_text(&mut eu, sql).await;
+        if got.as_ref().is_ok_and(|g| *g == want) {
+            return sf.query(sql).await.unwrap();
+        }
+        for p in procs.iter_mut() {
+            p.assert_running();
+        }
+        if Instant::now() > deadline {
+            let logs: String = procs
+                .iter()
+                .map(|p| format!("--- {} ---\n{}\n", p.name, p.log_text()))
+                .collect();
+            panic!("EU did not catch up within {timeout:?} on `{sql}`:\nSF: {want:?}\nEU: {got:?}\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn rows_as_text(
+    c: &mut Conn,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, mysql_async::Error> {
+    let rows: Vec<mysql_async::Row> = c.query(sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::NULL) | None => None,
+                    Some(v) => Some(v.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Creates `db` with table `t` on SF, through the binlog: start the producer first, and the
+/// pipeline creates them at EU.
+pub async fn create_table_sf(db: &str) {
+    let mut c = stack().sf.admin_conn().await;
+    c.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(64), n DECIMAL(12,2))"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Drops `db` on both sites, out of the binlog (the pipeline is stopped by then).
+pub async fn drop_database_both(db: &str) {
+    for site in [&stack().sf, &stack().eu] {
+        let mut c = site.admin_conn().await;
+        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
+        let _ = c
+            .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await;
+    }
+}
+
+/// Transactions `from..from + n` on SF's `db`.t, several rows each, an update and a delete
+/// among them.
+pub async fn write_transactions(db: &str, from: usize, n: usize) {
+    let mut c = stack().sf.admin_conn().await;
+    for i in from..from + n {
+        let base = (i * 10) as i32;
+        let mut tx = c
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        for j in 0..3 {
+            tx.exec_drop(
+                format!("INSERT INTO `{db}`.t (id, v, n) VALUES (?, ?, ?)"),
+                (base + j, format!("row {i}/{j} é"), format!("{i}.{j}5")),
+            )
+            .await
+            .unwrap();
+        }
+        tx.exec_drop(
+            format!("UPDATE `{db}`.t SET v = CONCAT(v, ' updated') WHERE id = ?"),
+            (base,),
+        )
+        .await
+        .unwrap();
+        tx.exec_drop(format!("DELETE FROM `{db}`.t WHERE id = ?"), (base + 2,))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// `GET path` from 127.0.0.1:`port` (plain HTTP/1.0): status line, headers and body.
+pub async fn http_get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
