@@ -23,8 +23,11 @@ pub fn opts(db: &DatabaseConfig, init: &[&str]) -> Result<Opts, ConfigError> {
                 reason: format!("{} does not exist", t.ca_file.display()),
             });
         }
+        // Only the configured CA: the system's public roots would also vouch for any
+        // certificate a public CA issued for this host name.
         let ssl = SslOpts::default()
             .with_root_certs(vec![t.ca_file.clone().into()])
+            .with_disable_built_in_roots(true)
             .with_danger_skip_domain_validation(!t.verify_hostname);
         b = b.ssl_opts(Some(ssl));
     }
@@ -40,7 +43,9 @@ pub fn describe(db: &DatabaseConfig) -> String {
 /// server going away.
 pub fn is_transient(e: &mysql_async::Error) -> bool {
     match e {
-        mysql_async::Error::Server(s) => matches!(s.code, 1205 | 1213 | 1053 | 1927 | 2006 | 2013 | 1040 | 1317),
+        // 1412: a consistent-snapshot read met a table whose definition changed after the snapshot
+        // began; retrying takes a new snapshot.
+        mysql_async::Error::Server(s) => matches!(s.code, 1205 | 1213 | 1053 | 1927 | 2006 | 2013 | 1040 | 1317 | 1412),
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
         mysql_async::Error::Driver(mysql_async::DriverError::PoolDisconnected) => false,
         _ => false,
