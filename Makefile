@@ -30,7 +30,7 @@ WITH_ENV := source $(STACK_DIR)/env &&
 
 PIPELINE := scripts/pipeline.sh
 
-.PHONY: help deps tools build up down clean status run stop demo soak workload test test-unit test-suites peek fmt lint
+.PHONY: help deps tools build up down clean status run stop demo soak workload drill bench test test-unit test-suites peek fmt lint
 
 help:
 	@echo "make demo    start everything, replicate a sample workload SF -> EU, show the result"
@@ -41,6 +41,8 @@ help:
 	@echo "make run     start the four pipeline processes (both producers, both 'consumer run')"
 	@echo "make stop    stop them"
 	@echo "make soak CYCLES=100   the chaos suite, long"
+	@echo "make drill   failover to EU and failback to SF, scripted and timed (docs/failover.md)"
+	@echo "make bench [BENCH_ROWS=1000000]   Continuum against native replication (docs/bench.md)"
 	@echo "make workload ARGS=\"--duration 30s --rate 50\"   write a checkable workload to SF"
 	@echo "make test    bring the stack up, then run every test CI runs"
 	@echo "make build   build the workspace"
@@ -102,6 +104,20 @@ CYCLES ?= 100
 soak: up build
 	$(WITH_ENV) CHAOS_CYCLES=$(CYCLES) cargo test -p continuum-tests --test e2e chaos -- --test-threads=1 --nocapture
 
+# A scripted failover and failback on the local stack (docs/failover.md). Uses its own databases
+# and topics; restarts the pipeline processes of `make run`.
+DRILL_SF_SECONDS ?= 20
+DRILL_EU_SECONDS ?= 15
+drill: up build
+	DRILL_SF_SECONDS=$(DRILL_SF_SECONDS) DRILL_EU_SECONDS=$(DRILL_EU_SECONDS) scripts/drill.sh
+
+# Continuum against native MariaDB replication, same machine, same run (docs/bench.md). Release
+# binaries unless BENCH_PROFILE=dev.
+BENCH_PROFILE ?= release
+bench: up
+	cargo build --workspace --bins $(if $(filter release,$(BENCH_PROFILE)),--release)
+	$(WITH_ENV) BENCH_PROFILE=$(BENCH_PROFILE) target/$(if $(filter release,$(BENCH_PROFILE)),release,debug)/continuum-bench
+
 # The workload generator against the SF MariaDB, e.g. make workload ARGS="--duration 30s --rate 50"
 workload: up
 	@$(WITH_ENV) cargo run -q -p continuum-tests --bin workload -- $(ARGS)
@@ -123,9 +139,16 @@ test-suites:
 	$(WITH_ENV) cargo test -p continuum-tests --test workload
 	$(WITH_ENV) cargo test -p continuum-tests --test docker_config
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
+	$(WITH_ENV) cargo test -p continuum-consumer --test apply
+	$(WITH_ENV) cargo test -p continuum-consumer --test verify
+	$(WITH_ENV) cargo test -p continuum-tests --test secrets
+	$(WITH_ENV) cargo test -p continuum-tests --test tls -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1
+	$(WITH_ENV) cargo test -p continuum-consumer --test crash -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-tests --test e2e -- --test-threads=1 --nocapture
+	DRILL_SF_SECONDS=10 DRILL_EU_SECONDS=8 scripts/drill.sh
+	$(WITH_ENV) BENCH_PROFILE=dev BENCH_ROWS=5000 BENCH_STEADY_SECS=5 BENCH_OUT=$(STACK_DIR)/bench/results target/debug/continuum-bench
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
 
 # Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).

@@ -1,0 +1,110 @@
+//! The PNG: backlog-drain throughput as bars (top), end-to-end lag over time at each steady
+//! load (bottom). plotters' bitmap backend; text through ab_glyph with DejaVu Sans embedded by
+//! the `dejavu` crate, so no system font library is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::report::Report;
+
+static FONT: Once = Once::new();
+
+fn e<E: std::fmt::Debug>(x: E) -> anyhow::Error {
+    anyhow!("drawing the PNG: {x:?}")
+}
+
+pub fn draw(path: &Path, rep: &Report) -> Result<()> {
+    FONT.call_once(|| {
+        let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+    let root = BitMapBackend::new(path, (1400, 1050)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let (title, rest) = root.split_vertically(60);
+    title
+        .draw_text(
+            &format!("Continuum bench {}: {}", rep.date_utc, rep.headline()),
+            &("sans-serif", 15).into_font().color(&BLACK),
+            (10, 10),
+        )
+        .map_err(e)?;
+    let (top, bottom) = rest.split_vertically(470);
+
+    // Throughput bars.
+    let bars: Vec<(String, f64)> = rep.contestants.iter().map(|c| (c.name.clone(), c.rows_per_s)).collect();
+    let max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.45;
+    let n = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&top)
+        .caption("Backlog drain, rows/s (higher is better)", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..max, 0f64..n)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc("rows/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    for (i, (name, v)) in bars.iter().enumerate() {
+        let y = n - i as f64 - 1.0;
+        let color = Palette99::pick(i).to_rgba();
+        chart.draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.15), (*v, y + 0.85)], color.filled()))).map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(format!("{name}: {v:.0}"), (*v + max * 0.005, y + 0.62), ("sans-serif", 14).into_font())))
+            .map_err(e)?;
+    }
+
+    // Lag over time.
+    let series: Vec<(String, &Vec<(f64, f64)>)> = rep
+        .steady
+        .iter()
+        .map(|s| (format!("{}% load ({:.0} rows/s): p50 {:.0} ms, p99 {:.0} ms", s.load_pct, s.achieved_rows_per_s, s.p50_ms, s.p99_ms), &s.series))
+        .collect();
+    let xmax = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(
+            if series.is_empty() { "Steady state: not run" } else { "End-to-end lag at steady load (heartbeat written on SF, seen on EU)" },
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the load started")
+        .y_desc("lag, ms")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = [BLUE, RGBColor(0, 150, 0), RED][i % 3];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    if !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+    }
+    root.present().map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The results: one JSON file, one Markdown file, one PNG, named after BENCH_ROWS and the
+//! durability mode (`bench-<rows>[-relaxed].{json,md,png}`), so a smoke run never overwrites
+//! a full one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::db::Durability;
+use crate::procs::CpuUse;
+use crate::Cfg;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Contestant {
+    pub key: String,
+    pub name: String,
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub ratio_native_st: Option<f64>,
+    pub ratio_native_par: Option<f64>,
+    /// CPU seconds per 1000 rows, per process.
+    pub cpu_per_1k_rows: BTreeMap<String, f64>,
+    /// Peak RSS (VmHWM, or ru_maxrss of a process that exited) of each Continuum binary, MiB.
+    pub peak_rss_mib: BTreeMap<String, f64>,
+    /// The brokers' share of the CPU used by the processes measured.
+    pub broker_cpu_share: Option<f64>,
+    /// The brokers' share of the machine (cores x wall time).
+    pub broker_machine_share: Option<f64>,
+    pub cpu: CpuUse,
+    /// The target's tables equal SF's (row count and CHECKSUM TABLE).
+    pub verified: bool,
+    pub verify_detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SteadyRun {
+    pub load_pct: u32,
+    pub target_rows_per_s: f64,
+    pub achieved_rows_per_s: f64,
+    pub seconds: f64,
+    pub rows: u64,
+    pub heartbeats: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// How long after the generator stopped the last heartbeat reached EU.
+    pub drain_after_s: f64,
+    pub cpu_per_1k_rows: BTreeMap<String, f64>,
+    pub cpu: CpuUse,
+    /// (seconds since the run started, lag ms) per heartbeat.
+    pub series: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub measured: Option<f64>,
+    pub unit: String,
+    pub target: f64,
+    /// `at least` or `at most`.
+    pub direction: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub date_utc: String,
+    pub commit: Option<String>,
+    pub machine: serde_json::Value,
+    pub broker: String,
+    pub durability: Durability,
+    pub relaxed: bool,
+    pub build_profile: String,
+    pub bench_rows: u64,
+    pub backlog: serde_json::Value,
+    pub contestants: Vec<Contestant>,
+    pub steady: Vec<SteadyRun>,
+    pub goals: Vec<Goal>,
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    out_stem: String,
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new(cmd).args(args).output().ok()?;
+    let s = String::from_utf8_lossy(&o.stdout).lines().next()?.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn machine() -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned());
+    serde_json::json!({
+        "cores": cores,
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "cpu": model,
+        "kernel": first_line("uname", &["-r"]),
+        "mariadb": first_line("mariadbd", &["--version"]),
+        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()),
+    })
+}
+
+impl Report {
+    pub fn new(cfg: &Cfg, d: &Durability, run_id: &str) -> Report {
+        let commit = std::process::Command::new("git")
+            .args(["-C", &cfg.root.to_string_lossy(), "rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let tansu = std::env::var("TANSU_BIN").ok().and_then(|b| first_line(&b, &["--version"])).unwrap_or_else(|| "tansu".into());
+        let mut notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
+        if cfg.broker_storage == "memory" {
+            notes.push("The brokers ran on tansu's MEMORY storage, which answers watermarks, fetches inside a batch and time lookups wrongly: these Continuum numbers are not from a faithful Kafka.".into());
+        }
+        Report {
+            run_id: run_id.to_owned(),
+            date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            commit,
+            machine: machine(),
+            broker: format!("{tansu}, storage {}", cfg.broker_storage),
+            durability: d.clone(),
+            relaxed: cfg.relaxed,
+            build_profile: cfg.profile.clone(),
+            bench_rows: cfg.rows,
+            backlog: serde_json::Value::Null,
+            contestants: Vec::new(),
+            steady: Vec::new(),
+            goals: Vec::new(),
+            notes,
+            out_stem: format!("bench-{}{}", cfg.rows, if cfg.relaxed { "-relaxed" } else { "" }),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Contestant> {
+        self.contestants.iter().find(|c| c.key == key)
+    }
+
+    /// Ratios and goals.
+    pub fn finish(&mut self) {
+        let st = self.get("native_st").map(|c| c.rows_per_s);
+        let par = self.get("native_par").map(|c| c.rows_per_s);
+        for c in &mut self.contestants {
+            c.ratio_native_st = st.map(|s| c.rows_per_s / s);
+            c.ratio_native_par = par.map(|p| c.rows_per_s / p);
+        }
+        let e2e = self.get("e2e").cloned();
+        let prod = self.get("producer").cloned();
+        let apply = self.get("apply").cloned();
+        let load = self.get("load_data").cloned();
+        let rss = |names: &[&str]| -> Option<f64> {
+            self.contestants
+                .iter()
+                .flat_map(|c| c.peak_rss_mib.iter())
+                .filter(|(k, _)| names.contains(&k.as_str()))
+                .map(|(_, v)| *v)
+                .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+        };
+        let p99_50 = self.steady.iter().find(|s| s.load_pct == 50).map(|s| s.p99_ms);
+        let g = |goal: &str, measured: Option<f64>, unit: &str, target: f64, at_least: bool| Goal {
+            goal: goal.into(),
+            measured,
+            unit: unit.into(),
+            target,
+            direction: if at_least { "at least" } else { "at most" }.into(),
+            met: measured.map(|m| if at_least { m >= target } else { m <= target }),
+        };
+        self.goals = vec![
+            g("end-to-end drain vs native single-thread", e2e.as_ref().and_then(|c| c.ratio_native_st), "x", 2.0, true),
+            g("end-to-end drain vs native parallel", e2e.as_ref().and_then(|c| c.ratio_native_par), "x", 1.0, true),
+            g("producer throughput", prod.as_ref().map(|c| c.rows_per_s), "rows/s", 150_000.0, true),
+            g("apply vs LOAD DATA", apply.as_ref().zip(load.as_ref()).map(|(a, l)| a.rows_per_s / l.rows_per_s), "x", 0.5, true),
+            g("p99 lag at 50% load", p99_50, "ms", 250.0, false),
+            g("producer peak RSS", rss(&["producer"]), "MiB", 64.0, false),
+            g("consumer peak RSS", rss(&["consumer apply", "consumer run"]), "MiB", 128.0, false),
+        ];
+    }
+
+    pub fn write(&self, cfg: &Cfg) -> Result<Vec<PathBuf>> {
+        let stem = cfg.out_dir.join(&self.out_stem);
+        let json = stem.with_extension("json");
+        let md = stem.with_extension("md");
+        let png = stem.with_extension("png");
+        std::fs::write(&json, serde_json::to_string_pretty(self)? + "\n")?;
+        std::fs::write(&md, self.markdown(png.file_name().unwrap().to_string_lossy().as_ref()))?;
+        crate::plot::draw(&png, self)?;
+        Ok(vec![json, md, png])
+    }
+
+    pub fn headline(&self) -> String {
+        let m = &self.machine;
+        format!(
+            "{} cores, {} GiB ({}); broker {}; sync_binlog={}, innodb_flush_log_at_trx_commit={}{}; BENCH_ROWS={}; {} build",
+            m["cores"],
+            m["memory_gib"],
+            m["cpu"].as_str().unwrap_or("?"),
+            self.broker,
+            self.durability.sync_binlog,
+            self.durability.innodb_flush_log_at_trx_commit,
+            if self.relaxed { " (relaxed)" } else { "" },
+            self.bench_rows,
+            self.build_profile
+        )
+    }
+
+    fn markdown(&self, png: &str) -> String {
+        let mut s = String::new();
+        let f = |v: Option<f64>, d: usize| v.map_or("–".to_owned(), |v| format!("{v:.d$}"));
+        s.push_str(&format!("# Continuum bench, {}\n\n", self.date_utc));
+        s.push_str(&format!("- Machine: {}\n", self.headline()));
+        if let Some(c) = &self.commit {
+            s.push_str(&format!("- Commit: {c}; run id {}\n", self.run_id));
+        }
+        let b = &self.backlog;
+        s.push_str(&format!(
+            "- Backlog: {} row changes ({} inserts, {} updates, {} deletes) in {} transactions ({} large), over {} tables; {} rows at the end; written on SF by {} connections in {:.1} s ({:.0} rows/s); GTID {} → {}\n",
+            b["rows"], b["inserted"], b["updated"], b["deleted"], b["transactions"], b["large_transactions"], b["tables"], b["final_rows"],
+            b["generator_workers"], b["generated_s"].as_f64().unwrap_or(0.0), b["generated_rows_per_s"].as_f64().unwrap_or(0.0),
+            b["gtid_before"].as_str().unwrap_or("?"), b["gtid_after"].as_str().unwrap_or("?")
+        ));
+        s.push_str("\n## Backlog drain\n\n");
+        s.push_str("| contestant | rows | seconds | rows/s | × native 1 thread | × native parallel | CPU-s per 1k rows, per process | peak RSS MiB | brokers' CPU share | machine busy | same rows as SF |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n");
+        for c in &self.contestants {
+            let cpu: Vec<String> = c.cpu_per_1k_rows.iter().filter(|(_, v)| **v > 0.0005).map(|(k, v)| format!("{k} {v:.3}")).collect();
+            let rss: Vec<String> = c.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            let busy = if c.cpu.machine_capacity_s > 0.0 { c.cpu.machine_busy_s / c.cpu.machine_capacity_s * 100.0 } else { 0.0 };
+            let ours: f64 = c.cpu.cpu_s.values().sum();
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {:.0}% ({:.0}% by these processes) | {} |\n",
+                c.name,
+                c.rows,
+                c.seconds,
+                c.rows_per_s,
+                f(c.ratio_native_st, 2),
+                f(c.ratio_native_par, 2),
+                if cpu.is_empty() { "–".into() } else { cpu.join(", ") },
+                if rss.is_empty() { "–".into() } else { rss.join(", ") },
+                c.broker_cpu_share.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+                busy,
+                if c.cpu.machine_capacity_s > 0.0 { ours / c.cpu.machine_capacity_s * 100.0 } else { 0.0 },
+                if c.verify_detail.is_empty() || c.verified { if c.key == "producer" { "n/a (topic checked)".to_owned() } else { "yes".to_owned() } } else { format!("NO: {}", c.verify_detail) },
+            ));
+        }
+        if !self.steady.is_empty() {
+            s.push_str("\n## Steady state (end-to-end lag from a heartbeat table: written on SF every 100 ms, watched for on EU every 5 ms)\n\n");
+            s.push_str("| load | target rows/s | achieved rows/s | seconds | heartbeats | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
+            s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+            for r in &self.steady {
+                let cpu: Vec<String> = r.cpu_per_1k_rows.iter().filter(|(_, v)| **v > 0.0005).map(|(k, v)| format!("{k} {v:.3}")).collect();
+                s.push_str(&format!(
+                    "| {}% | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.1} s | {} |\n",
+                    r.load_pct, r.target_rows_per_s, r.achieved_rows_per_s, r.seconds, r.heartbeats, r.p50_ms, r.p99_ms, r.max_ms, r.drain_after_s, cpu.join(", ")
+                ));
+            }
+        }
+        s.push_str("\n## Goals\n\n| goal | target | measured | met |\n|---|---|---:|---|\n");
+        for g in &self.goals {
+            s.push_str(&format!(
+                "| {} | {} {} {} | {} {} | {} |\n",
+                g.goal,
+                g.direction,
+                g.target,
+                g.unit,
+                f(g.measured, if g.unit == "x" { 2 } else { 0 }),
+                g.unit,
+                match g.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "not measured",
+                }
+            ));
+        }
+        s.push_str("\n## Notes\n\n");
+        s.push_str("- Every contestant drains the same backlog, on the same machine, in the same run, with the same durability settings on every MariaDB (SF, EU, the native replica). Times run from the contestant's start to the moment its target holds the backlog's last GTID (native: `gtid_slave_pos`; Continuum: EU's checkpoint row, or the topic's last record for the producer alone; apply alone: process exit). `LOAD DATA` counts the final rows, not the row changes.\n");
+        s.push_str("- CPU-seconds come from /proc/<pid>/stat (utime+stime) at the start and end of each phase, or from wait4's rusage for a process that exited; peak RSS is VmHWM from /proc/<pid>/status (ru_maxrss for a process that exited). \"machine busy\" is /proc/stat over the phase: it includes every process on the machine, this bench's and anybody else's.\n");
+        for n in &self.notes {
+            s.push_str(&format!("- {n}\n"));
+        }
+        s.push_str(&format!("\n![throughput and lag]({png})\n"));
+        s
+    }
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# make drill: a scripted failover and failback on the local stack, timed step by step.
+#
+#  1. the pipeline runs and a workload writes to SF;
+#  2. kill -9 the SF MariaDB and the SF broker, mid-workload;
+#  3. promote EU (it must be writable within 60 s of the kill);
+#  4. a workload writes to EU;
+#  5. SF comes back as a replica and applies EU's writes (failback);
+#  6. `orphans` at SF lists the SF transactions that never reached EU; checked against the
+#     workload's own log of committed transactions;
+#  7. switchover back to SF (promote at SF, discarding the orphans on EU);
+#  8. verify: SF and EU are identical apart from what the orphans changed.
+#
+# The drill uses its own databases and topics (DRILL_PREFIX), so it leaves the stack's
+# sf.cdc/eu.cdc alone, and it stops the pipeline processes (make run) it finds running.
+# Bounded version: DRILL_SF_SECONDS / DRILL_EU_SECONDS (defaults 20 and 15).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${STACK_DIR:-$ROOT/.stack}
+BIN=${BIN_DIR:-$ROOT/target/debug}
+cd "$ROOT"
+# shellcheck disable=SC1091
+source "$STACK_DIR/env"
+
+PREFIX=${DRILL_PREFIX:-drill_$(date +%s)}
+SF_SECONDS=${DRILL_SF_SECONDS:-20}
+EU_SECONDS=${DRILL_EU_SECONDS:-15}
+DIR=$STACK_DIR/drill/$PREFIX
+mkdir -p "$DIR"
+export CONTINUUM_PRODUCER_INCLUDE="${PREFIX}_*.*"
+export CONTINUUM_SF_TOPIC="$PREFIX.sf.cdc" CONTINUUM_EU_TOPIC="$PREFIX.eu.cdc"
+
+T0=$(date +%s.%N)
+now() { python3 -c "import time; print(f'{time.time() - $T0:7.1f}s')"; }
+TIMELINE=()
+step() {
+  local line
+  line="$(now)  $*"
+  TIMELINE+=("$line")
+  printf '\n== %s\n' "$line"
+}
+fail() {
+  printf '\ndrill FAILED: %s\n' "$*" >&2
+  printf '%s\n' "${TIMELINE[@]}" >&2
+  exit 1
+}
+consumer_at() {
+  local site=$1
+  shift
+  (eval "$(scripts/pipeline.sh env "$site")" && "$BIN/continuum-consumer" "$@")
+}
+sql() {
+  local site=$1
+  shift
+  local S
+  S=$(tr '[:lower:]' '[:upper:]' <<<"$site")
+  local h=${S}_DB_HOST p=${S}_DB_PORT u=${S}_DB_ADMIN_USER pw=${S}_DB_ADMIN_PASSWORD
+  mariadb --no-defaults -h"${!h}" -P"${!p}" -u"${!u}" ${!pw:+-p"${!pw}"} -N -B -e "$@"
+}
+# Waits until SITE's checkpoint for TOPIC covers POSITION in DOMAIN.
+wait_applied() {
+  local site=$1 topic=$2 position=$3 domain=$4 limit=$5 started=$SECONDS got
+  while :; do
+    got=$(sql "$site" "SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = '$topic'" 2>/dev/null || true)
+    if python3 - "$got" "$position" "$domain" <<'PY'; then return 0; fi
+import sys
+def pos(s):
+    return {int(g.split('-')[0]): int(g.split('-')[2]) for g in s.split(',') if g}
+got, want, d = pos(sys.argv[1]), pos(sys.argv[2]), int(sys.argv[3])
+sys.exit(0 if d not in want or got.get(d, -1) >= want[d] else 1)
+PY
+    ((SECONDS - started < limit)) || fail "$site did not apply $topic up to $position (domain $domain) within ${limit}s; it is at: ${got:-nothing}"
+    sleep 1
+  done
+}
+workload() {
+  local site=$1 seconds=$2 seed=$3 log=$4
+  local S
+  S=$(tr '[:lower:]' '[:upper:]' <<<"$site")
+  local h=${S}_DB_HOST p=${S}_DB_PORT u=${S}_DB_ADMIN_USER pw=${S}_DB_ADMIN_PASSWORD
+  "$BIN/workload" --prefix "$PREFIX" --databases 2 --duration "${seconds}s" --rate 20 --large-every 0 \
+    --ddl off --seed "$seed" --host "${!h}" --port "${!p}" --user "${!u}" --password "${!pw}" \
+    --reconnect-timeout 5s --log "$log"
+}
+
+step "1. pipeline running, workload on SF for up to ${SF_SECONDS}s"
+scripts/stack.sh role sf-db primary >/dev/null 2>&1
+scripts/stack.sh role eu-db replica >/dev/null 2>&1
+scripts/pipeline.sh stop >/dev/null
+scripts/pipeline.sh start >/dev/null
+workload sf "$((SF_SECONDS * 3))" 5 "$DIR/sf.jsonl" >"$DIR/sf-workload.out" 2>&1 &
+WL=$!
+sleep "$SF_SECONDS"
+
+step "2. kill -9 the SF MariaDB and the SF broker"
+KILL_AT=$(date +%s.%N)
+scripts/stack.sh kill sf-db
+scripts/stack.sh kill sf-broker
+kill -TERM "$WL" 2>/dev/null || true
+wait "$WL" 2>/dev/null || true
+echo "SF workload committed $(wc -l <"$DIR/sf.jsonl") transactions before the kill"
+
+step "3. promote EU"
+consumer_at eu promote --drain-timeout 45s | tee "$DIR/promote-eu.txt"
+WRITABLE_AT=$(date +%s.%N)
+scripts/stack.sh role eu-db primary >/dev/null
+ro=$(sql eu "SELECT @@read_only")
+[[ $ro == 0 ]] || fail "EU is not writable after promote"
+took=$(python3 -c "print(round($WRITABLE_AT - $KILL_AT, 1))")
+echo "EU writable ${took}s after the kill"
+python3 -c "import sys; sys.exit(0 if $WRITABLE_AT - $KILL_AT <= 60 else 1)" || fail "EU became writable ${took}s after the kill (limit 60s)"
+
+step "4. workload on EU for ${EU_SECONDS}s"
+workload eu "$EU_SECONDS" 9 "$DIR/eu.jsonl" >"$DIR/eu-workload.out" 2>&1 || fail "EU workload failed: $(tail -3 "$DIR/eu-workload.out")"
+echo "EU workload committed $(wc -l <"$DIR/eu.jsonl") transactions"
+EU_POS=$(sql eu "SELECT @@gtid_binlog_pos")
+
+step "5. SF returns as a replica and applies EU's writes (failback)"
+scripts/stack.sh role sf-db replica >/dev/null
+scripts/stack.sh up >/dev/null
+scripts/pipeline.sh start >/dev/null
+wait_applied sf "$CONTINUUM_EU_TOPIC" "$EU_POS" 2 240
+echo "SF applied EU's writes up to $EU_POS"
+
+step "6. orphans at SF"
+set +e
+consumer_at sf orphans --json >"$DIR/orphans.json"
+rc=$?
+set -e
+[[ $rc -le 1 ]] || fail "orphans failed: $(cat "$DIR/orphans.json")"
+consumer_at sf orphans || true
+python3 - "$DIR/orphans.json" "$DIR/sf.jsonl" <<'PY' || fail "the orphans do not match the workload's log"
+import json, sys
+report = json.load(open(sys.argv[1]))
+applied = {int(g.split('-')[0]): int(g.split('-')[2]) for g in report["applied_position"].split(',') if g}
+logged = [json.loads(l)["gtid"] for l in open(sys.argv[2]) if l.strip()]
+logged = [g for g in logged if g]
+def seq(g): return int(g.split('-')[2])
+def dom(g): return int(g.split('-')[0])
+expected = {g for g in logged if seq(g) > applied.get(dom(g), -1)}
+listed = {o["gtid"] for o in report["orphans"]}
+missing = expected - listed
+extra = listed - expected
+# A transaction can commit on SF and lose its acknowledgement in the kill: it is an orphan
+# the workload never logged. At most one such, and it must come after every logged one.
+last_logged = max((seq(g) for g in logged), default=-1)
+if missing or len(extra) > 1 or any(seq(g) <= last_logged for g in extra):
+    print(f"orphans listed {sorted(listed, key=seq)}, the workload log implies {sorted(expected, key=seq)}")
+    sys.exit(1)
+print(f"orphans: {len(listed)} transaction(s), exactly the SF commits after EU's position {report['applied_position']}"
+      + (f" (plus {sorted(extra)}: committed, acknowledgement lost in the kill)" if extra else ""))
+PY
+
+step "7. switchover back to SF"
+consumer_at sf promote --orphans discard --drain-timeout 120s | tee "$DIR/promote-sf.txt"
+scripts/stack.sh role sf-db primary >/dev/null
+scripts/stack.sh role eu-db replica >/dev/null
+[[ $(sql sf "SELECT @@read_only") == 0 ]] || fail "SF is not writable after the switchover"
+[[ $(sql eu "SELECT @@read_only") == 1 ]] || fail "EU is not read-only after the switchover"
+SF_POS=$(sql sf "SELECT @@gtid_binlog_pos")
+wait_applied eu "$CONTINUUM_SF_TOPIC" "$SF_POS" 1 240
+
+step "8. verify SF against EU"
+set +e
+consumer_at eu verify --databases "${PREFIX}_0,${PREFIX}_1" --json >"$DIR/verify.json"
+set -e
+python3 - "$DIR/verify.json" "$DIR/orphans.json" <<'PY' || fail "SF and EU differ beyond what the orphans changed"
+import json, sys
+v = json.load(open(sys.argv[1]))
+o = json.load(open(sys.argv[2]))
+orphan_tables = {t for x in o["orphans"] for t in x["tables"]}
+orphan_rows = sum(n for x in o["orphans"] for n in x["tables"].values())
+diff_rows, bad = 0, []
+for t in v["tables"]:
+    for d in t["differences"]:
+        n = len(d["changed"]) + len(d["missing"]) + len(d["extra"])
+        diff_rows += n
+        if t["table"] not in orphan_tables:
+            bad.append(t["table"])
+if v["source_only"] or v["replica_only"] or bad or diff_rows > orphan_rows:
+    print(f"differences beyond the orphans: tables {bad}, {diff_rows} rows (orphans changed {orphan_rows}), "
+          f"one-sided tables {v['source_only'] + v['replica_only']}")
+    sys.exit(1)
+print("verify: identical" if v["identical"] else
+      f"verify: {diff_rows} differing row(s), all in tables the {len(o['orphans'])} discarded orphan(s) changed ({orphan_rows} rows)")
+PY
+
+step "drill passed"
+printf '\ntimeline (since the drill started; SF was killed at %s after the start):\n' \
+  "$(python3 -c "print(f'{$KILL_AT - $T0:.1f}s')")"
+printf '  %s\n' "${TIMELINE[@]}"
