@@ -165,6 +165,7 @@ site = "{site}"
 host = "{host}"
 port = {port}
 user = "{user}"
+{tls}
 
 [sites.sf]
 brokers = "{sfb}"
@@ -186,6 +187,7 @@ metrics_listen = "127.0.0.1:0"
 "#,
             host = db.host,
             port = db.port,
+            tls = db::stack_tls_toml(),
             sfb = self.sf_brokers,
             eub = self.eu_brokers,
             sfr = self.sf_registry,
@@ -613,9 +615,15 @@ async fn native_run(cfg: &Cfg, bl: &Backlog, rep: &replica::Replica, threads: u3
     c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{}'", bl.before)).await?;
     c.query_drop(format!("SET GLOBAL slave_parallel_threads = {threads}")).await?;
     c.query_drop("SET GLOBAL slave_parallel_mode = 'optimistic'").await?;
+    // TLS as Continuum's own connections use it (the stack's continuum users require it), so
+    // both contestants pay for the same link.
+    let tls = match std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty()) {
+        Some(ca) => format!(", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1", db::literal(&ca)),
+        None => String::new(),
+    };
     // CHANGE MASTER cannot be prepared: literals.
     c.query_drop(format!(
-        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos",
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos{tls}",
         db::literal(&cfg.sf.host),
         cfg.sf.port,
         db::literal(&cfg.sf_user),

@@ -28,6 +28,28 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const HINT: &str = "run `make test`, or `make up` and `. .stack/env` first";
 
+
+/// The stack's MariaDB TLS as TOML for a `[database]` section of a site config:
+/// `tls = { ca_file = "<STACK_TLS_CA>" }`, or nothing for a stack without TLS.
+pub fn stack_tls_toml() -> String {
+    match std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty()) {
+        Some(ca) => format!("tls = {{ ca_file = \"{ca}\" }}"),
+        None => String::new(),
+    }
+}
+
+/// TLS to the stack's MariaDB servers, trusting only the stack's CA (`STACK_TLS_CA` in
+/// `.stack/env`) and verifying the host name, as the `continuum` users require
+/// (`scripts/stack.sh`, "TLS"). `None` for a stack without TLS.
+pub fn stack_ssl() -> Option<mysql_async::SslOpts> {
+    let ca = std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty())?;
+    Some(
+        mysql_async::SslOpts::default()
+            .with_root_certs(vec![PathBuf::from(ca).into()])
+            .with_disable_built_in_roots(true),
+    )
+}
+
 /// One site of the local stack, as `.stack/env` describes it.
 #[derive(Clone, Debug)]
 pub struct Site {
@@ -105,6 +127,7 @@ impl Site {
             .db_name(db)
             // Stay on TCP: the grants under test are those of user@127.0.0.1.
             .prefer_socket(false)
+            .ssl_opts(stack_ssl())
             .into()
     }
 

@@ -58,7 +58,8 @@ impl Db {
             .tcp_port(self.port)
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
-            .prefer_socket(false);
+            .prefer_socket(false)
+            .ssl_opts(continuum_tests::stack_ssl());
         let mut c = Conn::new(opts).await.expect("connect to MariaDB");
         c.query_drop("SET time_zone='+00:00', NAMES utf8mb4").await.unwrap();
         c
@@ -109,6 +110,7 @@ host = "{host}"
 port = {port}
 user = "{user}"
 password = "{password}"
+{tls}
 [sites.sf]
 brokers = "{sfb}"
 topic = "{topic}"
@@ -128,6 +130,7 @@ filter = "info,continuum_consumer=debug"
             port = replica_db.port,
             user = replica_db.user,
             password = replica_db.password,
+            tls = continuum_tests::stack_tls_toml(),
             sfb = var("SF_BROKERS"),
             sfr = var("SF_REGISTRY"),
             eub = var("EU_BROKERS"),

@@ -131,6 +131,7 @@ impl BenchArgs {
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
             .prefer_socket(false)
+            .ssl_opts(crate::stack_ssl())
             .into()
     }
 

@@ -230,6 +230,7 @@ impl Config {
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
             .prefer_socket(false)
+            .ssl_opts(crate::stack_ssl())
             .into())
     }
 }
