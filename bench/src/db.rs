@@ -26,7 +26,6 @@ impl Db {
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
             .prefer_socket(false)
-            .ssl_opts(stack_ssl())
             .into()
     }
 
@@ -132,18 +131,9 @@ pub fn load_tables(defs: &[(String, String)]) -> Vec<String> {
     defs.iter().map(|(t, _)| t.clone()).filter(|t| t != "heartbeat").collect()
 }
 
-/// TLS to the stack's MariaDB servers, trusting only the stack's CA (`STACK_TLS_CA` in
-/// `.stack/env`), as the `continuum` users require; `None` for a stack without TLS.
-pub fn stack_ssl() -> Option<mysql_async::SslOpts> {
-    let ca = std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty())?;
-    Some(
-        mysql_async::SslOpts::default()
-            .with_root_certs(vec![std::path::PathBuf::from(ca).into()])
-            .with_disable_built_in_roots(true),
-    )
-}
-
-/// The same as a `[database]` line of a site config, or nothing.
+/// The stack's MariaDB TLS (`STACK_TLS_CA` in `.stack/env`) as a `[database]` line of a site
+/// config, or nothing for a stack without TLS. The bench's own connections are root's, which
+/// needs none.
 pub fn stack_tls_toml() -> String {
     match std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty()) {
         Some(ca) => format!("tls = {{ ca_file = \"{ca}\" }}"),

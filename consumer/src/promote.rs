@@ -217,6 +217,11 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
                         let pos: continuum_schemas::GtidPosition = r.source_position.parse().unwrap_or_default();
                         let applied: continuum_schemas::GtidPosition = r.applied_position.parse().unwrap_or_default();
                         let merged = crate::checkpoint::merge_max(&applied, &pos);
+                        // Bookkeeping of this site, not a change to replicate: flagged like
+                        // apply's own writes, so neither a producer nor `orphans` counts it.
+                        oc.query_drop("SET SESSION skip_replication = 1")
+                            .await
+                            .map_err(|source| PromoteError::Db { site: old.clone(), target: target.clone(), what: "SET SESSION skip_replication = 1".into(), source })?;
                         oc.exec_drop(
                             "UPDATE continuum.checkpoint SET gtid_position = ? WHERE source_topic = ? AND `partition` = 0",
                             (merged.to_string(), &r.topic),
@@ -236,6 +241,9 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
         }
     }
 
+    // The promotion record is this site's own bookkeeping: flagged, so it is neither captured
+    // nor ever reported as an orphan.
+    conn.query_drop("SET SESSION skip_replication = 1").await.map_err(e("SET SESSION skip_replication = 1"))?;
     for stmt in [
         "CREATE DATABASE IF NOT EXISTS `continuum`",
         "CREATE TABLE IF NOT EXISTS `continuum`.`promotion` (

@@ -181,6 +181,15 @@ async fn a_source_without_binary_log_is_refused() {
         .success();
     assert!(ok, "mariadb-install-db failed");
     let port = free_port();
+    // TLS with the stack's certificates, as the binaries are configured for it (.stack/env).
+    let tls: Vec<String> = match std::env::var("STACK_TLS_DIR").ok().filter(|d| !d.is_empty()) {
+        Some(d) => vec![
+            format!("--ssl-ca={d}/ca.pem"),
+            format!("--ssl-cert={d}/server.pem"),
+            format!("--ssl-key={d}/server.key"),
+        ],
+        None => Vec::new(),
+    };
     let mut server = Command::new("mariadbd")
         .args([
             "--no-defaults",
@@ -192,6 +201,7 @@ async fn a_source_without_binary_log_is_refused() {
             "--skip-name-resolve",
             &format!("--user={}", whoami()),
         ])
+        .args(&tls)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
