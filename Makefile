@@ -148,7 +148,7 @@ test-suites:
 	$(WITH_ENV) cargo test -p continuum-consumer --test crash -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-tests --test e2e -- --test-threads=1 --nocapture
 	DRILL_SF_SECONDS=10 DRILL_EU_SECONDS=8 scripts/drill.sh
-	$(WITH_ENV) BENCH_PROFILE=dev BENCH_ROWS=5000 BENCH_STEADY_SECS=5 BENCH_OUT=$(STACK_DIR)/bench/results target/debug/continuum-bench
+	$(MAKE) --no-print-directory bench BENCH_ROWS=20000 BENCH_PROFILE=dev BENCH_STEADY_SECS=5 BENCH_OUT=$(STACK_DIR)/bench/results
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
 
 # Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).

@@ -84,6 +84,20 @@ workload() {
     --reconnect-timeout 5s --log "$log"
 }
 
+# The drill's pipeline processes capture only the drill's databases into the drill's topics; at
+# the end (passed or not) they are stopped, and the pipeline of `make run` is started again if
+# it was running before.
+WAS_RUNNING=$(scripts/pipeline.sh status | grep -c ' running ' || true)
+restore_pipeline() {
+  local rc=$?
+  scripts/pipeline.sh stop >/dev/null 2>&1 || true
+  if ((WAS_RUNNING > 0)); then
+    (unset CONTINUUM_PRODUCER_INCLUDE CONTINUUM_SF_TOPIC CONTINUUM_EU_TOPIC && scripts/pipeline.sh start >/dev/null) || true
+  fi
+  exit "$rc"
+}
+trap restore_pipeline EXIT
+
 step "1. pipeline running, workload on SF for up to ${SF_SECONDS}s"
 scripts/stack.sh role sf-db primary >/dev/null 2>&1
 scripts/stack.sh role eu-db replica >/dev/null 2>&1

@@ -975,10 +975,26 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
     Ok(out)
 }
 
+/// Deletes the run's checkpoint rows at EU, and its topics only with `BENCH_DELETE_TOPICS=1`:
+/// on tansu 0.6.0 (sqlite) a DeleteTopics was followed by a panic of the broker's storage
+/// thread (`lite.rs:503: more or less than one row`), which leaves the broker listening but
+/// unable to serve anything until restarted. The topics are named per run, so keeping them
+/// costs only disk.
 async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
+    let delete = env_or("BENCH_DELETE_TOPICS", "0") == "1";
+    if !delete && !(topics_sf.is_empty() && topics_eu.is_empty()) {
+        say(format!(
+            "keeping the run's topics (BENCH_DELETE_TOPICS=1 deletes them): SF {}; EU {}",
+            topics_sf.join(", "),
+            topics_eu.join(", ")
+        ));
+    }
     for (brokers, topics) in [(&cfg.sf_brokers, topics_sf), (&cfg.eu_brokers, topics_eu)] {
+        if !delete {
+            break;
+        }
         if topics.is_empty() {
             continue;
         }
