@@ -531,6 +531,7 @@ fn compose_images_are_pinned() {
 fn dockerfile_copies_every_workspace_member_and_stubs_its_targets() {
     let root = workspace_root();
     let dockerfile = read(&root.join("docker/Dockerfile"));
+    let dockerignore = read(&root.join("docker/Dockerfile.dockerignore"));
     let manifest = read(&root.join("Cargo.toml"));
     let members_line = manifest
         .lines()
@@ -563,6 +564,11 @@ fn dockerfile_copies_every_workspace_member_and_stubs_its_targets() {
         assert!(
             dockerfile.contains(&format!("COPY {m} {m}\n")),
             "Dockerfile does not copy {m}/"
+        );
+        // The build context filter ignores everything it does not name.
+        assert!(
+            dockerignore.lines().any(|l| l.trim() == format!("!{m}/")),
+            "docker/Dockerfile.dockerignore does not let {m}/ into the build context"
         );
         // A target path the sed above cannot see would be missing when cargo loads the
         // workspace: each `path` key of a target section must be `path = "..."` at the start
