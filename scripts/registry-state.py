@@ -137,10 +137,15 @@ def restore(url, path):
     if http("GET", f"{url}/subjects") or http("GET", f"{url}/schemas/ids/1", ok404=True):
         raise Fail(f"{url} already holds schemas; a restore needs an empty registry")
 
+    # For each id, the subjects that hold it. rivven-schema 0.0.22 adds no version when a schema
+    # it already has is registered under a subject that already has versions, but does under a
+    # new subject. So an id is first registered where it is a later version (that subject has its
+    # earlier ids already, and the schema is new), then where it is the first version.
     by_id = {}
     for v_subject in state["subjects"]:
         for v in v_subject["versions"]:
-            by_id.setdefault(v["id"], []).append(v_subject["subject"])
+            by_id.setdefault(v["id"], []).append((v["version"], v_subject["subject"]))
+    by_id = {i: [name for _, name in sorted(vs, key=lambda x: (-x[0], x[1]))] for i, vs in by_id.items()}
 
     # No compatibility checks while replaying: the versions were accepted under whatever the
     # settings were at the time; the settings themselves are restored afterwards.

@@ -112,8 +112,19 @@ pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result
     if !c.kafka_options.contains_key("receive.message.max.bytes") {
         cfg.set("receive.message.max.bytes", "209715200");
     }
+    // How long the broker may hold a fetch. librdkafka's default is 500 ms. Kafka answers as
+    // soon as data arrives, but tansu 0.6.0 (the local stack's broker) sleeps after every fetch,
+    // data or not, for half the wait (tansu-storage service/fetch.rs): each fetch then takes at
+    // least 250 ms, which caps throughput and adds that much lag per hop (mirror, then apply).
+    // 20 ms costs an idle consumer 50 empty fetches a second on Kafka; kafka_options may raise it.
+    if !c.kafka_options.contains_key("fetch.wait.max.ms") {
+        cfg.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    }
     Ok(cfg)
 }
+
+/// The default `fetch.wait.max.ms` of Continuum's consumers (see [`consumer_config`]).
+pub const FETCH_WAIT_MAX_MS: &str = "20";
 
 /// Whether a Kafka error is worth retrying (broker unavailable, timeouts, transport).
 pub fn is_transient(e: &KafkaError) -> bool {
@@ -313,6 +324,11 @@ mod tests {
         let k = consumer_config("sf", c.local(), "test").unwrap();
         assert_eq!(k.get("isolation.level"), Some("read_committed"));
         assert_eq!(k.get("enable.auto.commit"), Some("false"));
+        assert_eq!(k.get("fetch.wait.max.ms"), Some(FETCH_WAIT_MAX_MS));
+        // kafka_options may set it (on Kafka, a longer wait means fewer empty fetches).
+        let c = cfg("[sites.sf.kafka_options]\n\"fetch.wait.max.ms\" = \"500\"\n");
+        let k = consumer_config("sf", c.local(), "test").unwrap();
+        assert_eq!(k.get("fetch.wait.max.ms"), Some("500"));
     }
 
     #[test]
