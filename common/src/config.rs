@@ -316,6 +316,10 @@ pub struct ProducerConfig {
     /// How long a batch may wait to fill (librdkafka `linger.ms`). Default `5ms`.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
+    /// Most records held in memory, queued or in flight (librdkafka
+    /// `queue.buffering.max.messages`; at least `batch_records`). When the broker is slower than
+    /// the source, the producer waits instead of buffering: this bounds its memory. Default 20000.
+    pub queue_records: usize,
     /// Largest record the producer will send (librdkafka `message.max.bytes`); a larger one
     /// stops the producer with an error naming the table and key. Default 64 MiB.
     pub max_record_bytes: usize,
@@ -342,6 +346,7 @@ impl Default for ProducerConfig {
             batch_records: 10_000,
             batch_bytes: 1 << 20,
             linger: Duration::from_millis(5),
+            queue_records: 20_000,
             max_record_bytes: 64 << 20,
             heartbeat_interval: Duration::from_secs(1),
             snapshot_chunk_rows: 10_000,
@@ -505,6 +510,7 @@ pub const RESERVED_KAFKA_KEYS: &[&str] = &[
     "batch.size",
     "linger.ms",
     "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
     "message.max.bytes",
     "retries",
     "message.send.max.retries",

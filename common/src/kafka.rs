@@ -86,6 +86,7 @@ pub fn producer_config(
         .set("linger.ms", p.linger.as_millis().to_string())
         .set("batch.num.messages", p.batch_records.to_string())
         .set("batch.size", p.batch_bytes.to_string())
+        .set("queue.buffering.max.messages", p.queue_records.max(p.batch_records).to_string())
         .set("message.max.bytes", p.max_record_bytes.to_string());
     if !c.kafka_options.contains_key("compression.type") && !c.kafka_options.contains_key("compression.codec") {
         cfg.set("compression.type", "lz4");
@@ -321,6 +322,7 @@ mod tests {
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("acks"), Some("all"));
         assert_eq!(p.get("linger.ms"), Some("5"));
+        assert_eq!(p.get("queue.buffering.max.messages"), Some("20000"));
         let k = consumer_config("sf", c.local(), "test").unwrap();
         assert_eq!(k.get("isolation.level"), Some("read_committed"));
         assert_eq!(k.get("enable.auto.commit"), Some("false"));
