@@ -192,7 +192,7 @@ async fn a_source_without_binary_log_is_refused() {
         ],
         None => Vec::new(),
     };
-    let mut server = Command::new("mariadbd")
+    let server = Command::new("mariadbd")
         .args([
             "--no-defaults",
             &format!("--datadir={}", data.display()),
@@ -207,6 +207,7 @@ async fn a_source_without_binary_log_is_refused() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     let opts = mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false);
     wait_for("the throwaway server", Duration::from_secs(60), || {
@@ -216,8 +217,7 @@ async fn a_source_without_binary_log_is_refused() {
     .await;
     let p = TestPipeline::new("pf_nobin");
     let (ok, log) = p.run_to_exit_with(&["--db-port", &port.to_string(), "--db-user", "root"], Duration::from_secs(60), &[]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok);
     assert!(log.contains("preflight: log_bin is OFF, expected ON"), "{log}");
@@ -230,4 +230,15 @@ fn whoami() -> String {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process that is killed and reaped when dropped, also when the test panics, so a
+/// failing test leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
