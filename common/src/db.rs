@@ -23,15 +23,18 @@ pub fn opts(db: &DatabaseConfig, init: &[&str]) -> Result<Opts, ConfigError> {
                 reason: format!("{} does not exist", t.ca_file.display()),
             });
         }
-        // Only the configured CA: the system's public roots would also vouch for any
-        // certificate a public CA issued for this host name.
-        let ssl = SslOpts::default()
-            .with_root_certs(vec![t.ca_file.clone().into()])
-            .with_disable_built_in_roots(true)
-            .with_danger_skip_domain_validation(!t.verify_hostname);
-        b = b.ssl_opts(Some(ssl));
+        b = b.ssl_opts(Some(ssl_opts(t)));
     }
     Ok(b.into())
+}
+
+/// TLS options for `t`: only the configured CA is trusted, since the system's public roots
+/// would also vouch for any certificate a public CA issued for this host name.
+pub fn ssl_opts(t: &crate::config::DbTlsConfig) -> SslOpts {
+    SslOpts::default()
+        .with_root_certs(vec![t.ca_file.clone().into()])
+        .with_disable_built_in_roots(true)
+        .with_danger_skip_domain_validation(!t.verify_hostname)
 }
 
 /// `host:port` for messages.

@@ -996,26 +996,29 @@ impl Session<'_> {
         }
     }
 
+    /// A record of snapshot `id` fits only while that snapshot loads here.
+    fn check_loading(&self, inc: &Incoming, id: &str, what: &str, at: RecordContext) -> Result<()> {
+        match &self.pending.snapshot {
+            Some(l) if l.id == id => Ok(()),
+            other => Err(ApplyError::Record {
+                at: Box::new(at),
+                reason: format!(
+                    "it is {what} of snapshot {id}, but this replica is {} (its START marker was not applied here)",
+                    match other {
+                        Some(l) => format!("loading snapshot {}", l.id),
+                        None => "not loading a snapshot".into(),
+                    }
+                ),
+                fix: format!("replay from the snapshot's START: `continuum-consumer replay --to-offset {}` finds it", inc.offset),
+            }),
+        }
+    }
+
     async fn snapshot_row(&mut self, w: &mut Writer, inc: &Incoming, id: &str, ev: &ChangeEvent) -> Result<Flow> {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a snapshot row"));
         }
-        match &self.pending.snapshot {
-            Some(l) if l.id == id => {}
-            other => {
-                return Err(ApplyError::Record {
-                    at: Box::new(self.ctx(inc, &ev.table.qualified_name(), key_text(ev))),
-                    reason: format!(
-                        "it is a row of snapshot {id}, but this replica is {} (its START marker was not applied here)",
-                        match other {
-                            Some(l) => format!("loading snapshot {}", l.id),
-                            None => "not loading a snapshot".into(),
-                        }
-                    ),
-                    fix: format!("replay from the snapshot's START: `continuum-consumer replay --to-offset {}` finds it", inc.offset),
-                });
-            }
-        }
+        self.check_loading(inc, id, "a row", self.ctx(inc, &ev.table.qualified_name(), key_text(ev)))?;
         self.row(w, inc, ev).await?;
         self.pending.next_offset = inc.offset + 1;
         self.pending.record_ts_ms = inc.timestamp_ms;
@@ -1188,22 +1191,7 @@ impl Session<'_> {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a snapshot's table definition"));
         }
-        match &self.pending.snapshot {
-            Some(l) if l.id == id => {}
-            other => {
-                return Err(ApplyError::Record {
-                    at: Box::new(self.ctx(inc, &sc.database, String::new())),
-                    reason: format!(
-                        "it is a table definition of snapshot {id}, but this replica is {} (its START marker was not applied here)",
-                        match other {
-                            Some(l) => format!("loading snapshot {}", l.id),
-                            None => "not loading a snapshot".into(),
-                        }
-                    ),
-                    fix: format!("replay from the snapshot's START: `continuum-consumer replay --to-offset {}` finds it", inc.offset),
-                });
-            }
-        }
+        self.check_loading(inc, id, "a table definition", self.ctx(inc, &sc.database, String::new()))?;
         let upper = sc.ddl.trim_start().to_ascii_uppercase();
         if !(upper.starts_with("CREATE TABLE IF NOT EXISTS") || upper.starts_with("CREATE DATABASE IF NOT EXISTS")) {
             return Err(ApplyError::Record {

@@ -28,7 +28,6 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const HINT: &str = "run `make test`, or `make up` and `. .stack/env` first";
 
-
 /// The stack's MariaDB TLS as TOML for a `[database]` section of a site config:
 /// `tls = { ca_file = "<STACK_TLS_CA>" }`, or nothing for a stack without TLS.
 pub fn stack_tls_toml() -> String {
@@ -43,11 +42,10 @@ pub fn stack_tls_toml() -> String {
 /// (`scripts/stack.sh`, "TLS"). `None` for a stack without TLS.
 pub fn stack_ssl() -> Option<mysql_async::SslOpts> {
     let ca = std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty())?;
-    Some(
-        mysql_async::SslOpts::default()
-            .with_root_certs(vec![PathBuf::from(ca).into()])
-            .with_disable_built_in_roots(true),
-    )
+    Some(continuum_common::db::ssl_opts(&continuum_common::config::DbTlsConfig {
+        ca_file: PathBuf::from(ca),
+        verify_hostname: true,
+    }))
 }
 
 /// One site of the local stack, as `.stack/env` describes it.

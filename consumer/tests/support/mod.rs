@@ -711,7 +711,15 @@ impl Source {
                 let p: Vec<_> = t.primary_key.iter().map(|&i| param(&before[i])).collect();
                 self.conn.exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p).await.unwrap();
             }
-            RowOp::Update { .. } => unimplemented!(),
+            RowOp::Update { key, after } => {
+                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
+                let set = t.columns.iter().map(|c| format!("`{}`=?", c.name)).collect::<Vec<_>>().join(",");
+                let w = t.primary_key.iter().map(|&i| format!("`{}`=?", t.columns[i].name)).collect::<Vec<_>>().join(" AND ");
+                let mut p: Vec<_> = after.iter().map(param).collect();
+                p.extend(t.primary_key.iter().map(|&i| param(&before[i])));
+                self.conn.exec_drop(format!("UPDATE `{}` SET {set} WHERE {w}", t.table), p).await.unwrap();
+                self.rows.insert((table.into(), key_of(&t, &after)), after);
+            }
         }
     }
 }
