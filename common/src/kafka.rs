@@ -104,14 +104,25 @@ pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false");
-    if !c.kafka_options.contains_key("fetch.max.bytes") {
-        cfg.set("fetch.max.bytes", "104857600");
-    }
-    if !c.kafka_options.contains_key("max.partition.fetch.bytes") {
-        cfg.set("max.partition.fetch.bytes", "104857600");
-    }
-    if !c.kafka_options.contains_key("receive.message.max.bytes") {
-        cfg.set("receive.message.max.bytes", "209715200");
+    // Fetch and prefetch-queue sizes, each unless kafka_options sets it. librdkafka's defaults
+    // (50 MiB fetches, a 64 MiB queue per consumer) let one process hold hundreds of MiB of
+    // prefetched records; `consumer run` has two consumers. queued.min.messages (librdkafka:
+    // 100000) stops the prefetch early too. 5 MiB fetches keep each consumer's buffers to a few
+    // MiB (a fetch is counted compressed, so it can hold more once decompressed) and are big
+    // enough that a fetch is rarely the bottleneck. tansu 0.6.0 caps a fetch at 5 MiB anyway,
+    // and scans the partition from the fetch offset to its end for every fetch, so there the
+    // largest fetch drains a backlog fastest. A record larger than
+    // the fetch size is still returned whole by Kafka (KIP-74), up to receive.message.max.bytes.
+    for (k, v) in [
+        ("fetch.max.bytes", CONSUMER_FETCH_BYTES),
+        ("max.partition.fetch.bytes", CONSUMER_FETCH_BYTES),
+        ("queued.max.messages.kbytes", CONSUMER_QUEUE_KBYTES),
+        ("queued.min.messages", "2000"),
+        ("receive.message.max.bytes", "209715200"),
+    ] {
+        if !c.kafka_options.contains_key(k) {
+            cfg.set(k, v);
+        }
     }
     // How long the broker may hold a fetch. librdkafka's default is 500 ms. Kafka answers as
     // soon as data arrives, but tansu 0.6.0 (the local stack's broker) sleeps after every fetch,
@@ -123,6 +134,11 @@ pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result
     }
     Ok(cfg)
 }
+
+/// The default `fetch.max.bytes` and `max.partition.fetch.bytes` of Continuum's consumers.
+pub const CONSUMER_FETCH_BYTES: &str = "5242880";
+/// The default `queued.max.messages.kbytes` (prefetch queue) of Continuum's consumers.
+pub const CONSUMER_QUEUE_KBYTES: &str = "5120";
 
 /// The default `fetch.wait.max.ms` of Continuum's consumers (see [`consumer_config`]).
 pub const FETCH_WAIT_MAX_MS: &str = "20";

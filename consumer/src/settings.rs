@@ -98,27 +98,13 @@ impl ApplySettings {
     }
 
     /// Consumer settings for reading the changelog: assigned partition, read_committed, no group
-    /// offsets (common's consumer config), with fetch and queue sizes bounded so that apply's
-    /// memory stays small, each unless `kafka_options` sets it. A fetch's size is counted
-    /// compressed, so 2 MiB can hold tens of MiB of records once decompressed: these sizes keep
-    /// apply near 100 MiB RSS even with highly compressible rows (`tests/bench.rs`). A broker far
-    /// away may want larger fetches (`fetch.max.bytes`, `max.partition.fetch.bytes`,
-    /// `queued.max.messages.kbytes`) at the cost of memory.
+    /// offsets, fetch and prefetch queue bounded to a few MiB, each unless `kafka_options` sets
+    /// it (common's consumer config). A broker far away may want larger fetches
+    /// (`fetch.max.bytes`, `max.partition.fetch.bytes`, `queued.max.messages.kbytes`) at the
+    /// cost of memory.
     pub fn consumer_config(&self, role: &str) -> Result<ClientConfig, ConfigError> {
         let client_id = format!("continuum-consumer-{role}-{}", self.site);
-        let mut cfg = continuum_common::kafka::consumer_config(&self.read_from, &self.cluster, &client_id)?;
-        let opts = &self.cluster.kafka_options;
-        for (k, v) in [
-            ("fetch.max.bytes", "2097152"),
-            ("max.partition.fetch.bytes", "2097152"),
-            ("queued.max.messages.kbytes", "2048"),
-            ("queued.min.messages", "2000"),
-        ] {
-            if !opts.contains_key(k) {
-                cfg.set(k, v);
-            }
-        }
-        Ok(cfg)
+        continuum_common::kafka::consumer_config(&self.read_from, &self.cluster, &client_id)
     }
 
     /// Connection options of the target with apply's session settings.
