@@ -8,8 +8,9 @@
 //!   consumer (mirror and apply), either broker, either MariaDB, and restart it the way an
 //!   operator would (`scripts/stack.sh up`, `scripts/pipeline.sh start`, as `make up` and `make
 //!   run` do), at least 10 cycles (`CHAOS_CYCLES`, `make soak CYCLES=N`) while the generator
-//!   writes. Afterwards `verify` reports identical, every source event is in the changelog once,
-//!   and EU's binlog shows apply's checkpoint covering every source GTID exactly once.
+//!   writes. Afterwards `verify` reports identical, every source event is in the changelog once
+//!   (checked by a reader that follows the topic during the run, see `ChangelogFollower`), and
+//!   EU's binlog shows apply's checkpoint covering every source GTID exactly once.
 //!
 //! Both start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
@@ -204,37 +205,129 @@ fn verify(p: &Pipeline, dbs: &[String]) {
     assert!(out.status.success() && text.contains("verdict: IDENTICAL"), "verify found differences:\n{text}");
 }
 
-/// Every event of every source transaction is in the SF changelog exactly once, in order.
-fn assert_changelog_exactly_once(topic: &str) -> usize {
-    let s = stack();
-    let (_, high) = s.sf.wait_topic_ready(topic, Duration::from_secs(60));
-    let records = s.sf.read_from(topic, 0, high as usize, Duration::from_secs(300));
-    let mut last: Option<(Gtid, u64)> = None;
-    let mut txns = 0;
-    for m in &records {
+/// Checks the SF changelog while the run is in progress: a reader follows the topic from
+/// offset 0 at its tail and checks every record as it arrives, so that every event of every
+/// source transaction is in the changelog exactly once, in order, with no offset missing.
+///
+/// It follows the tail rather than reading the whole topic once at the end because tansu 0.6.0
+/// scans a partition from the fetch offset to its end for every fetch: reading a soak's topic
+/// (close to a million records) from offset 0 afterwards is quadratic and takes hours, while a
+/// reader at the tail fetches only what is new. The reader rides through broker kills the way
+/// the mirror does (librdkafka reconnects and resumes at its fetch position).
+struct ChangelogFollower {
+    /// The offset the reader must reach before it reports, -1 while the run is in progress.
+    until: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    reader: std::thread::JoinHandle<Result<ChangelogCheck, String>>,
+}
+
+/// What the follower has checked so far.
+#[derive(Default)]
+struct ChangelogCheck {
+    next_offset: i64,
+    last: Option<(Gtid, u64)>,
+    txns: usize,
+    errors: usize,
+}
+
+impl ChangelogCheck {
+    fn feed(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
         use rdkafka::message::Headers;
         use rdkafka::Message;
+        let offset = m.offset();
+        if offset < self.next_offset {
+            // librdkafka re-delivers after a reconnect only what it had not handed out; this
+            // would be a client-side repeat of an offset already checked, not a copy in the topic.
+            return Ok(());
+        }
+        if offset != self.next_offset {
+            return Err(format!("offsets {} to {} are missing from the changelog", self.next_offset, offset - 1));
+        }
+        self.next_offset = offset + 1;
         let pos = m
             .headers()
             .and_then(|h| h.iter().find(|x| x.key == "continuum.pos").and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
-            .expect("continuum.pos");
+            .ok_or_else(|| format!("the record at offset {offset} has no continuum.pos header"))?;
         if let Ok(StreamPosition::Txn { gtid, index, .. }) = pos.parse() {
-            match last {
-                Some((g, i)) if g == gtid => assert_eq!(index, i + 1, "{gtid}: event {index} after {i} at offset {}", m.offset()),
+            match self.last {
+                Some((g, i)) if g == gtid => {
+                    if index != i + 1 {
+                        return Err(format!("{gtid}: event {index} after {i} at offset {offset}"));
+                    }
+                }
                 Some((g, _)) => {
-                    assert!(gtid.seq > g.seq, "{gtid} after {g} at offset {}", m.offset());
-                    assert_eq!(index, 0, "{gtid} starts at event {index} at offset {}", m.offset());
-                    txns += 1;
+                    if gtid.seq <= g.seq {
+                        return Err(format!("{gtid} after {g} at offset {offset}: a transaction is in the changelog twice or out of order"));
+                    }
+                    if index != 0 {
+                        return Err(format!("{gtid} starts at event {index} at offset {offset}"));
+                    }
+                    self.txns += 1;
                 }
                 None => {
-                    assert_eq!(index, 0);
-                    txns += 1;
+                    if index != 0 {
+                        return Err(format!("the first transaction {gtid} starts at event {index} at offset {offset}"));
+                    }
+                    self.txns += 1;
                 }
             }
-            last = Some((gtid, index));
+            self.last = Some((gtid, index));
         }
+        Ok(())
     }
-    txns
+}
+
+impl ChangelogFollower {
+    fn start(topic: &str) -> ChangelogFollower {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let sf = &stack().sf;
+        sf.wait_topic_ready(topic, Duration::from_secs(60));
+        let consumer: BaseConsumer = sf.consumer_config("changelog-follower").set("fetch.wait.max.ms", "100").create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(0)).expect("partition list");
+        consumer.assign(&tpl).expect("assign");
+        let until = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let target = until.clone();
+        let topic = topic.to_string();
+        let reader = std::thread::spawn(move || {
+            let mut check = ChangelogCheck::default();
+            let mut deadline: Option<Instant> = None;
+            loop {
+                let until = target.load(std::sync::atomic::Ordering::SeqCst);
+                if until >= 0 {
+                    if check.next_offset >= until {
+                        return Ok(check);
+                    }
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(600));
+                    if Instant::now() > d {
+                        return Err(format!("the changelog reader reached offset {} of {topic}, not {until}, within 600s of the end of the run ({} read errors)", check.next_offset, check.errors));
+                    }
+                }
+                match consumer.poll(Duration::from_millis(500)) {
+                    Some(Ok(m)) => check.feed(&m)?,
+                    Some(Err(e)) => {
+                        // Broker kills show up here (transport failures); librdkafka retries.
+                        check.errors += 1;
+                        if check.errors % 50 == 1 {
+                            eprintln!("changelog reader: {e} (read error {}, at offset {})", check.errors, check.next_offset);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        });
+        ChangelogFollower { until, reader }
+    }
+
+    /// Waits (bounded) until the reader has checked the whole topic, and returns the number of
+    /// source transactions in it. Panics with the first violation found.
+    fn finish(self, topic: &str) -> usize {
+        let (_, high) = stack().sf.wait_topic_ready(topic, Duration::from_secs(60));
+        self.until.store(high, std::sync::atomic::Ordering::SeqCst);
+        let check = self.reader.join().expect("changelog reader").unwrap_or_else(|e| panic!("{topic}: {e}"));
+        eprintln!("changelog: {} records checked, {} source transactions, each once and in order", check.next_offset, check.txns);
+        check.txns
+    }
 }
 
 /// Reads EU's binlog and checks apply's checkpoint row for `topic`: every update starts where
@@ -310,6 +403,7 @@ async fn pipeline_replicates_a_workload_consistently() {
     let p = Pipeline::new("e2e");
     let dbs = p.databases(3);
     p.start();
+    let changelog = ChangelogFollower::start(&p.sf_topic);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample_invariant(dbs.clone(), stop_rx));
     let mut wl = p.workload(seconds, 3, 11);
@@ -323,7 +417,7 @@ async fn pipeline_replicates_a_workload_consistently() {
     assert!(samples > 100, "only {samples} invariant samples were taken");
     verify(&p, &dbs);
     let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
-    let txns = assert_changelog_exactly_once(&p.sf_topic);
+    let txns = changelog.finish(&p.sf_topic);
     p.stop();
     eprintln!("pipeline: {seconds}s of workload, {txns} source transactions, {commits} apply commits, {samples} invariant samples, no violation");
     drop_databases(&dbs).await;
@@ -335,6 +429,7 @@ async fn chaos_kill9_components_loses_nothing() {
     let p = Pipeline::new("chaos");
     let dbs = p.databases(2);
     p.start();
+    let changelog = ChangelogFollower::start(&p.sf_topic);
     let seconds = (cycles as u64 * 12).max(60);
     let mut wl = p.workload(seconds, 2, 23);
     let targets = ["sf-producer", "eu-consumer", "sf-broker", "eu-broker", "sf-db", "eu-db"];
@@ -363,7 +458,7 @@ async fn chaos_kill9_components_loses_nothing() {
     wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(900)).await;
     verify(&p, &dbs);
     let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
-    let txns = assert_changelog_exactly_once(&p.sf_topic);
+    let txns = changelog.finish(&p.sf_topic);
     p.stop();
     eprintln!(
         "chaos: {cycles} cycles in {:.0}s, {txns} source transactions, {commits} apply commits; verify identical, every GTID once",
