@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod kafka;
 pub mod lock;
+pub mod memory;
 pub mod observe;
 pub mod secret;
 pub mod writer;

@@ -96,6 +96,7 @@ fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
 }
 
 fn main() -> std::process::ExitCode {
+    continuum_common::memory::limit_malloc_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
