@@ -111,8 +111,8 @@ pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result
     // MiB (a fetch is counted compressed, so it can hold more once decompressed) and are big
     // enough that a fetch is rarely the bottleneck. tansu 0.6.0 caps a fetch at 5 MiB anyway,
     // and scans the partition from the fetch offset to its end for every fetch, so there the
-    // largest fetch drains a backlog fastest. A record larger than
-    // the fetch size is still returned whole by Kafka (KIP-74), up to receive.message.max.bytes.
+    // largest fetch drains a backlog fastest. A record larger than the fetch size is still
+    // returned whole by Kafka (KIP-74), up to receive.message.max.bytes.
     for (k, v) in [
         ("fetch.max.bytes", CONSUMER_FETCH_BYTES),
         ("max.partition.fetch.bytes", CONSUMER_FETCH_BYTES),

@@ -17,6 +17,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
@@ -216,7 +218,7 @@ fn verify(p: &Pipeline, dbs: &[String]) {
 /// the mirror does (librdkafka reconnects and resumes at its fetch position).
 struct ChangelogFollower {
     /// The offset the reader must reach before it reports, -1 while the run is in progress.
-    until: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    until: Arc<AtomicI64>,
     reader: std::thread::JoinHandle<Result<ChangelogCheck, String>>,
 }
 
@@ -286,14 +288,14 @@ impl ChangelogFollower {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(0)).expect("partition list");
         consumer.assign(&tpl).expect("assign");
-        let until = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let until = Arc::new(AtomicI64::new(-1));
         let target = until.clone();
         let topic = topic.to_string();
         let reader = std::thread::spawn(move || {
             let mut check = ChangelogCheck::default();
             let mut deadline: Option<Instant> = None;
             loop {
-                let until = target.load(std::sync::atomic::Ordering::SeqCst);
+                let until = target.load(Ordering::SeqCst);
                 if until >= 0 {
                     if check.next_offset >= until {
                         return Ok(check);
@@ -323,7 +325,7 @@ impl ChangelogFollower {
     /// source transactions in it. Panics with the first violation found.
     fn finish(self, topic: &str) -> usize {
         let (_, high) = stack().sf.wait_topic_ready(topic, Duration::from_secs(60));
-        self.until.store(high, std::sync::atomic::Ordering::SeqCst);
+        self.until.store(high, Ordering::SeqCst);
         let check = self.reader.join().expect("changelog reader").unwrap_or_else(|e| panic!("{topic}: {e}"));
         eprintln!("changelog: {} records checked, {} source transactions, each once and in order", check.next_offset, check.txns);
         check.txns
