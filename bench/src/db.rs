@@ -30,18 +30,23 @@ impl Db {
     }
 
     pub async fn conn(&self) -> Result<Conn> {
-        Conn::new(self.opts()).await.with_context(|| format!("connecting to {} ({}:{})", self.name, self.host, self.port))
+        Conn::new(self.opts())
+            .await
+            .with_context(|| format!("connecting to {} ({}:{})", self.name, self.host, self.port))
     }
 }
 
 pub async fn var(c: &mut Conn, name: &str) -> Result<String> {
-    let v: Option<Option<String>> = c.query_first(format!("SELECT CAST(@@{name} AS CHAR)")).await?;
+    let v: Option<Option<String>> = c
+        .query_first(format!("SELECT CAST(@@{name} AS CHAR)"))
+        .await?;
     Ok(v.flatten().unwrap_or_default())
 }
 
 pub async fn gtid_binlog_pos(c: &mut Conn) -> Result<GtidPosition> {
     let s = var(c, "gtid_binlog_pos").await?;
-    s.parse().with_context(|| format!("parsing gtid_binlog_pos {s:?}"))
+    s.parse()
+        .with_context(|| format!("parsing gtid_binlog_pos {s:?}"))
 }
 
 /// The durability settings of a server, to restore them afterwards.
@@ -53,10 +58,16 @@ pub struct Durability {
 
 impl Durability {
     pub fn strict() -> Durability {
-        Durability { sync_binlog: "1".into(), innodb_flush_log_at_trx_commit: "1".into() }
+        Durability {
+            sync_binlog: "1".into(),
+            innodb_flush_log_at_trx_commit: "1".into(),
+        }
     }
     pub fn relaxed() -> Durability {
-        Durability { sync_binlog: "0".into(), innodb_flush_log_at_trx_commit: "2".into() }
+        Durability {
+            sync_binlog: "0".into(),
+            innodb_flush_log_at_trx_commit: "2".into(),
+        }
     }
 }
 
@@ -93,7 +104,9 @@ pub async fn table_definitions(c: &mut Conn, db: &str) -> Result<Vec<(String, St
         .await?;
     let mut out = Vec::new();
     for t in tables {
-        let row: Option<(String, String)> = c.query_first(format!("SHOW CREATE TABLE {}.{}", q(db), q(&t))).await?;
+        let row: Option<(String, String)> = c
+            .query_first(format!("SHOW CREATE TABLE {}.{}", q(db), q(&t)))
+            .await?;
         if let Some((_, ddl)) = row {
             out.push((t, ddl));
         }
@@ -105,8 +118,10 @@ pub async fn table_definitions(c: &mut Conn, db: &str) -> Result<Vec<(String, St
 /// before the backlog).
 pub async fn recreate(c: &mut Conn, db: &str, defs: &[(String, String)]) -> Result<()> {
     c.query_drop("SET SESSION sql_log_bin = 0").await?;
-    c.query_drop(format!("DROP DATABASE IF EXISTS {}", q(db))).await?;
-    c.query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", q(db))).await?;
+    c.query_drop(format!("DROP DATABASE IF EXISTS {}", q(db)))
+        .await?;
+    c.query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", q(db)))
+        .await?;
     for (_, ddl) in defs {
         c.query_drop(format!("USE {}", q(db))).await?;
         c.query_drop(ddl.as_str()).await?;
@@ -116,19 +131,33 @@ pub async fn recreate(c: &mut Conn, db: &str, defs: &[(String, String)]) -> Resu
 }
 
 /// Rows and `CHECKSUM TABLE` per table of `db`.
-pub async fn checksums(c: &mut Conn, db: &str, tables: &[String]) -> Result<BTreeMap<String, (u64, u64)>> {
+pub async fn checksums(
+    c: &mut Conn,
+    db: &str,
+    tables: &[String],
+) -> Result<BTreeMap<String, (u64, u64)>> {
     let mut out = BTreeMap::new();
     for t in tables {
-        let n: Option<u64> = c.query_first(format!("SELECT COUNT(*) FROM {}.{}", q(db), q(t))).await?;
-        let s: Option<(String, Option<u64>)> = c.query_first(format!("CHECKSUM TABLE {}.{}", q(db), q(t))).await?;
-        out.insert(t.clone(), (n.unwrap_or(0), s.and_then(|x| x.1).unwrap_or(0)));
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM {}.{}", q(db), q(t)))
+            .await?;
+        let s: Option<(String, Option<u64>)> = c
+            .query_first(format!("CHECKSUM TABLE {}.{}", q(db), q(t)))
+            .await?;
+        out.insert(
+            t.clone(),
+            (n.unwrap_or(0), s.and_then(|x| x.1).unwrap_or(0)),
+        );
     }
     Ok(out)
 }
 
 /// The names of the load tables (everything but the heartbeat table).
 pub fn load_tables(defs: &[(String, String)]) -> Vec<String> {
-    defs.iter().map(|(t, _)| t.clone()).filter(|t| t != "heartbeat").collect()
+    defs.iter()
+        .map(|(t, _)| t.clone())
+        .filter(|t| t != "heartbeat")
+        .collect()
 }
 
 /// The stack's MariaDB TLS (`STACK_TLS_CA` in `.stack/env`) as a `[database]` line of a site

@@ -78,31 +78,51 @@ fn env(name: &str) -> Result<String> {
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name).ok().filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v.replace('_', "").parse().map_err(|_| anyhow!("{name}={v:?} is not a number")),
+        Some(v) => v
+            .replace('_', "")
+            .parse()
+            .map_err(|_| anyhow!("{name}={v:?} is not a number")),
     }
 }
 
 impl Cfg {
     fn from_env() -> Result<Cfg> {
-        let root = PathBuf::from(env_or("BENCH_ROOT", &std::env::current_dir()?.to_string_lossy()));
+        let root = PathBuf::from(env_or(
+            "BENCH_ROOT",
+            &std::env::current_dir()?.to_string_lossy(),
+        ));
         let stack_dir = PathBuf::from(env("STACK_DIR")?);
         let profile = env_or("BENCH_PROFILE", "release");
-        let default_bin = root.join("target").join(if profile == "dev" { "debug" } else { &profile });
+        let default_bin =
+            root.join("target")
+                .join(if profile == "dev" { "debug" } else { &profile });
         let rows: u64 = env_num("BENCH_ROWS", 1_000_000)?;
         if rows < 1000 {
             bail!("BENCH_ROWS={rows}: use at least 1000");
         }
-        let relaxed = matches!(env_or("BENCH_RELAXED", "0").as_str(), "1" | "yes" | "true" | "on");
-        let skip = env_or("BENCH_SKIP", "").split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>();
+        let relaxed = matches!(
+            env_or("BENCH_RELAXED", "0").as_str(),
+            "1" | "yes" | "true" | "on"
+        );
+        let skip = env_or("BENCH_SKIP", "")
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect::<BTreeSet<_>>();
         for s in &skip {
             if !["native", "load", "producer", "apply", "e2e", "steady"].contains(&s.as_str()) {
-                bail!("BENCH_SKIP: unknown phase {s:?} (native, load, producer, apply, e2e, steady)");
+                bail!(
+                    "BENCH_SKIP: unknown phase {s:?} (native, load, producer, apply, e2e, steady)"
+                );
             }
         }
         let admin = |site: &str| -> Result<Db> {
@@ -117,7 +137,10 @@ impl Cfg {
         Ok(Cfg {
             work: stack_dir.join("bench"),
             bin_dir: PathBuf::from(env_or("BENCH_BIN_DIR", &default_bin.to_string_lossy())),
-            out_dir: PathBuf::from(env_or("BENCH_OUT", &root.join("bench/results").to_string_lossy())),
+            out_dir: PathBuf::from(env_or(
+                "BENCH_OUT",
+                &root.join("bench/results").to_string_lossy(),
+            )),
             root,
             stack_dir,
             profile,
@@ -156,7 +179,11 @@ impl Cfg {
     /// A Continuum site config for the bench: the stack's addresses, the given topic for SF's
     /// changelog, only the bench database captured, metrics on an ephemeral port.
     fn site_toml(&self, site: &str, topic: &str) -> String {
-        let (db, user) = if site == "sf" { (&self.sf, &self.sf_user) } else { (&self.eu, &self.eu_user) };
+        let (db, user) = if site == "sf" {
+            (&self.sf, &self.sf_user)
+        } else {
+            (&self.eu, &self.eu_user)
+        };
         format!(
             r#"# Written by continuum-bench for one run; see docs/bench.md.
 site = "{site}"
@@ -205,8 +232,15 @@ metrics_listen = "127.0.0.1:0"
     /// The environment of a Continuum process: none of the caller's CONTINUUM_* settings (the
     /// bench's config file is the whole truth), the site's password.
     fn continuum_env(&self, site: &str) -> Vec<(String, String)> {
-        let pw = if site == "sf" { &self.sf_password } else { &self.eu_password };
-        vec![("CONTINUUM_DB_PASSWORD".into(), pw.clone()), ("CONTINUUM_LOG_FORMAT".into(), "text".into())]
+        let pw = if site == "sf" {
+            &self.sf_password
+        } else {
+            &self.eu_password
+        };
+        vec![
+            ("CONTINUUM_DB_PASSWORD".into(), pw.clone()),
+            ("CONTINUUM_LOG_FORMAT".into(), "text".into()),
+        ]
     }
 
     fn generator_env(&self) -> Vec<(String, String)> {
@@ -219,32 +253,65 @@ metrics_listen = "127.0.0.1:0"
     }
 
     fn stack_procs(&self, parts: &[&str]) -> Vec<(String, i32)> {
-        parts.iter().filter_map(|p| procs::stack_pid(&self.stack_dir, p).map(|pid| (p.to_string(), pid))).collect()
+        parts
+            .iter()
+            .filter_map(|p| procs::stack_pid(&self.stack_dir, p).map(|pid| (p.to_string(), pid)))
+            .collect()
     }
 }
 
 /// Spawns a Continuum binary with a clean environment (no inherited CONTINUUM_* variables).
-fn spawn_continuum(cfg: &Cfg, name: &str, bin: &str, args: &[String], site: &str) -> Result<Spawned> {
-    Spawned::start(name, &cfg.bin(bin), args, &cfg.continuum_env(site), &cfg.logs().join(format!("{name}.log")), &cfg.root)
+fn spawn_continuum(
+    cfg: &Cfg,
+    name: &str,
+    bin: &str,
+    args: &[String],
+    site: &str,
+) -> Result<Spawned> {
+    Spawned::start(
+        name,
+        &cfg.bin(bin),
+        args,
+        &cfg.continuum_env(site),
+        &cfg.logs().join(format!("{name}.log")),
+        &cfg.root,
+    )
 }
 
 /// Runs `workload bench ARGS` to completion and returns its JSON summary.
 async fn generator(cfg: &Cfg, args: &[String]) -> Result<serde_json::Value> {
     let mut cmd = tokio::process::Command::new(cfg.bin("workload"));
-    cmd.arg("bench").args(args).args(["--database", &cfg.database]);
+    cmd.arg("bench")
+        .args(args)
+        .args(["--database", &cfg.database]);
     for (k, v) in cfg.generator_env() {
         cmd.env(k, v);
     }
     cmd.stdin(std::process::Stdio::null());
-    let out = cmd.output().await.with_context(|| format!("running {} bench", cfg.bin("workload").display()))?;
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("running {} bench", cfg.bin("workload").display()))?;
     if !out.status.success() {
-        bail!("workload bench {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "workload bench {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("workload bench output: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "workload bench output: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// The domains the backlog advanced, with their positions after it: what "drained" means.
@@ -259,12 +326,21 @@ fn target_of(before: &GtidPosition, after: &GtidPosition) -> GtidPosition {
 }
 
 fn covers(observed: &str, target: &GtidPosition) -> bool {
-    observed.trim().parse::<GtidPosition>().map(|p| p.covers(target)).unwrap_or(false)
+    observed
+        .trim()
+        .parse::<GtidPosition>()
+        .map(|p| p.covers(target))
+        .unwrap_or(false)
 }
 
 /// Polls `done` every `every` until it returns true, failing after `timeout` or when `alive`
 /// says a process died.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<Duration>
+async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -284,7 +360,10 @@ where
 fn kafka_reader(brokers: &str) -> Result<BaseConsumer> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
-        .set("group.id", format!("continuum-bench-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("continuum-bench-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("isolation.level", "read_committed")
@@ -302,7 +381,13 @@ fn topic_position(consumer: &BaseConsumer, topic: &str) -> Option<GtidPosition> 
 /// Checks a process is still running; fails with its log if not.
 fn ensure_running(p: &mut Spawned) -> Result<()> {
     if let Some(e) = p.try_exit() {
-        bail!("{} exited (status {}) before the phase ended; last lines of {}:\n{}", p.name, e.code, p.log.display(), p.log_tail(25));
+        bail!(
+            "{} exited (status {}) before the phase ended; last lines of {}:\n{}",
+            p.name,
+            e.code,
+            p.log.display(),
+            p.log_tail(25)
+        );
     }
     Ok(())
 }
@@ -317,7 +402,12 @@ async fn checkpoint_position(eu: &Db, topic: &str) -> Result<Option<String>> {
 }
 
 /// Compares a target's bench tables with the source's checksums.
-async fn verify(target: &Db, database: &str, tables: &[String], source: &BTreeMap<String, (u64, u64)>) -> Result<(bool, String)> {
+async fn verify(
+    target: &Db,
+    database: &str,
+    tables: &[String],
+    source: &BTreeMap<String, (u64, u64)>,
+) -> Result<(bool, String)> {
     let mut c = target.conn().await?;
     let got = db::checksums(&mut c, database, tables).await?;
     let _ = c.disconnect().await;
@@ -366,7 +456,11 @@ async fn main() -> ExitCode {
 }
 
 fn say(msg: impl AsRef<str>) {
-    eprintln!("[bench {}] {}", chrono::Utc::now().format("%H:%M:%S"), msg.as_ref());
+    eprintln!(
+        "[bench {}] {}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        msg.as_ref()
+    );
 }
 
 async fn run(cfg: &Cfg) -> Result<Vec<PathBuf>> {
@@ -375,14 +469,28 @@ async fn run(cfg: &Cfg) -> Result<Vec<PathBuf>> {
             bail!("{} is missing: build with `cargo build --release --bins` (make bench does), or set BENCH_BIN_DIR", cfg.bin(b).display());
         }
     }
-    for part in ["sf-db", "eu-db", "sf-broker", "eu-broker", "sf-registry", "eu-registry"] {
+    for part in [
+        "sf-db",
+        "eu-db",
+        "sf-broker",
+        "eu-broker",
+        "sf-registry",
+        "eu-registry",
+    ] {
         if procs::stack_pid(&cfg.stack_dir, part).is_none() {
-            bail!("{part} of the stack in {} is not running: make up", cfg.stack_dir.display());
+            bail!(
+                "{part} of the stack in {} is not running: make up",
+                cfg.stack_dir.display()
+            );
         }
     }
     std::fs::create_dir_all(cfg.logs())?;
     std::fs::create_dir_all(&cfg.out_dir)?;
-    let want = if cfg.relaxed { Durability::relaxed() } else { Durability::strict() };
+    let want = if cfg.relaxed {
+        Durability::relaxed()
+    } else {
+        Durability::strict()
+    };
     let mut sf = cfg.sf.conn().await?;
     let mut eu = cfg.eu.conn().await?;
     let orig_sf = db::durability(&mut sf).await?;
@@ -407,7 +515,10 @@ async fn run(cfg: &Cfg) -> Result<Vec<PathBuf>> {
 }
 
 async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
-    let run_id = format!("{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+    let run_id = format!(
+        "{}",
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs()
+    );
     let mut rep = Report::new(cfg, want, &run_id);
     let bl = make_backlog(cfg, &mut rep).await?;
 
@@ -432,7 +543,8 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
                 rep.contestants.push(p);
             }
             if !cfg.skip.contains("apply") {
-                rep.contestants.push(apply_alone(cfg, &bl, &prod_topic).await?);
+                rep.contestants
+                    .push(apply_alone(cfg, &bl, &prod_topic).await?);
             }
         }
         if !cfg.skip.contains("e2e") {
@@ -467,17 +579,30 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
 async fn make_backlog(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
     let mut sf = cfg.sf.conn().await?;
     let mut eu = cfg.eu.conn().await?;
-    say(format!("creating {} on SF (10 tables), and the same empty tables on EU", cfg.database));
+    say(format!(
+        "creating {} on SF (10 tables), and the same empty tables on EU",
+        cfg.database
+    ));
     generator(cfg, &["--reset".into()]).await?;
     let defs = db::table_definitions(&mut sf, &cfg.database).await?;
     let tables = db::load_tables(&defs);
     db::recreate(&mut eu, &cfg.database, &defs).await?;
     let before = db::gtid_binlog_pos(&mut sf).await?;
-    say(format!("backlog: {} row changes on SF, every reader stopped; GTID position before: {before}", cfg.rows));
+    say(format!(
+        "backlog: {} row changes on SF, every reader stopped; GTID position before: {before}",
+        cfg.rows
+    ));
     let t0 = Instant::now();
     let summary = generator(
         cfg,
-        &["--rows".into(), cfg.rows.to_string(), "--workers".into(), cfg.workers.to_string(), "--seed".into(), cfg.seed.to_string()],
+        &[
+            "--rows".into(),
+            cfg.rows.to_string(),
+            "--workers".into(),
+            cfg.workers.to_string(),
+            "--seed".into(),
+            cfg.seed.to_string(),
+        ],
     )
     .await?;
     let gen_s = t0.elapsed().as_secs_f64();
@@ -488,12 +613,24 @@ async fn make_backlog(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
         bail!("the generator wrote {rows} row changes, not {}", cfg.rows);
     }
     let txns = summary["transactions"].as_u64().unwrap_or(0);
-    let seq_span: u64 = target.iter().map(|g| g.seq - before.iter().find(|b| b.domain == g.domain).map_or(0, |b| b.seq)).sum();
+    let seq_span: u64 = target
+        .iter()
+        .map(|g| {
+            g.seq
+                - before
+                    .iter()
+                    .find(|b| b.domain == g.domain)
+                    .map_or(0, |b| b.seq)
+        })
+        .sum();
     if seq_span != txns {
         say(format!("warning: SF's binlog advanced by {seq_span} transactions, the generator committed {txns}: something else writes to SF"));
         rep.notes.push(format!("SF's binlog advanced by {seq_span} transactions during the backlog, the generator committed {txns}: another client wrote to SF."));
     }
-    say(format!("backlog written in {gen_s:.1} s ({:.0} rows/s on SF); after: {after}", rows as f64 / gen_s));
+    say(format!(
+        "backlog written in {gen_s:.1} s ({:.0} rows/s on SF); after: {after}",
+        rows as f64 / gen_s
+    ));
     let source_sums = db::checksums(&mut sf, &cfg.database, &tables).await?;
     rep.backlog = serde_json::json!({
         "rows": rows,
@@ -510,14 +647,38 @@ async fn make_backlog(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
         "gtid_before": before.to_string(),
         "gtid_after": after.to_string(),
     });
-    Ok(Backlog { before, target, rows, defs, tables, source_sums })
+    Ok(Backlog {
+        before,
+        target,
+        rows,
+        defs,
+        tables,
+        source_sums,
+    })
 }
 
 /// Fills a contestant's derived fields.
-fn contestant(key: &str, name: &str, rows: u64, seconds: f64, cpu: CpuUse, rss: BTreeMap<String, f64>, verified: (bool, String)) -> Contestant {
-    let per_1k = cpu.cpu_s.iter().map(|(k, v)| (k.clone(), v / (rows as f64 / 1000.0))).collect();
+fn contestant(
+    key: &str,
+    name: &str,
+    rows: u64,
+    seconds: f64,
+    cpu: CpuUse,
+    rss: BTreeMap<String, f64>,
+    verified: (bool, String),
+) -> Contestant {
+    let per_1k = cpu
+        .cpu_s
+        .iter()
+        .map(|(k, v)| (k.clone(), v / (rows as f64 / 1000.0)))
+        .collect();
     let total: f64 = cpu.cpu_s.values().sum();
-    let broker: f64 = cpu.cpu_s.iter().filter(|(k, _)| k.ends_with("-broker")).map(|(_, v)| v).sum();
+    let broker: f64 = cpu
+        .cpu_s
+        .iter()
+        .filter(|(k, _)| k.ends_with("-broker"))
+        .map(|(_, v)| v)
+        .sum();
     Contestant {
         key: key.into(),
         name: name.into(),
@@ -529,7 +690,8 @@ fn contestant(key: &str, name: &str, rows: u64, seconds: f64, cpu: CpuUse, rss: 
         cpu_per_1k_rows: per_1k,
         peak_rss_mib: rss,
         broker_cpu_share: (broker > 0.0 && total > 0.0).then(|| broker / total),
-        broker_machine_share: (broker > 0.0 && cpu.machine_capacity_s > 0.0).then(|| broker / cpu.machine_capacity_s),
+        broker_machine_share: (broker > 0.0 && cpu.machine_capacity_s > 0.0)
+            .then(|| broker / cpu.machine_capacity_s),
         cpu,
         verified: verified.0,
         verify_detail: verified.1,
@@ -561,10 +723,16 @@ async fn load_data(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
     let mut eu = cfg.eu.conn().await?;
     db::recreate(&mut eu, &cfg.database, &bl.defs).await?;
     let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
-    let opts = mysql_async::OptsBuilder::from_opts(cfg.eu.opts()).local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(paths)));
+    let opts = mysql_async::OptsBuilder::from_opts(cfg.eu.opts())
+        .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(paths)));
     let mut c = mysql_async::Conn::new(opts).await?;
     // The same session as apply's (skip_replication, no FK checks), binlogged like apply.
-    for s in ["SET SESSION skip_replication=1", "SET SESSION foreign_key_checks=0", "SET SESSION time_zone='+00:00'", "SET NAMES utf8mb4"] {
+    for s in [
+        "SET SESSION skip_replication=1",
+        "SET SESSION foreign_key_checks=0",
+        "SET SESSION time_zone='+00:00'",
+        "SET NAMES utf8mb4",
+    ] {
         c.query_drop(s).await?;
     }
     let eu_pid = procs::stack_pid(&cfg.stack_dir, "eu-db").unwrap_or(0);
@@ -585,13 +753,34 @@ async fn load_data(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
     let cpu = win.finish(&BTreeMap::new());
     let _ = c.disconnect().await;
     let v = verify(&cfg.eu, &cfg.database, &bl.tables, &bl.source_sums).await?;
-    say(format!("LOAD DATA: {loaded} rows in {secs:.2} s ({:.0} rows/s); matches SF: {}", loaded as f64 / secs, v.0));
-    Ok(contestant("load_data", "LOAD DATA of the final rows (EU)", loaded, secs, cpu, BTreeMap::new(), v))
+    say(format!(
+        "LOAD DATA: {loaded} rows in {secs:.2} s ({:.0} rows/s); matches SF: {}",
+        loaded as f64 / secs,
+        v.0
+    ));
+    Ok(contestant(
+        "load_data",
+        "LOAD DATA of the final rows (EU)",
+        loaded,
+        secs,
+        cpu,
+        BTreeMap::new(),
+        v,
+    ))
 }
 
 async fn native(cfg: &Cfg, want: &Durability, bl: &Backlog) -> Result<(Contestant, Contestant)> {
-    say(format!("native replica: starting a third mariadbd on port {}", cfg.replica_port));
-    let rep = replica::Replica::start(&cfg.work.join("replica"), cfg.replica_port, want, &cfg.logs()).await?;
+    say(format!(
+        "native replica: starting a third mariadbd on port {}",
+        cfg.replica_port
+    ));
+    let rep = replica::Replica::start(
+        &cfg.work.join("replica"),
+        cfg.replica_port,
+        want,
+        &cfg.logs(),
+    )
+    .await?;
     let r = async {
         let st = native_run(cfg, bl, &rep, 0).await?;
         let par = native_run(cfg, bl, &rep, 4).await?;
@@ -606,19 +795,30 @@ async fn native(cfg: &Cfg, want: &Durability, bl: &Backlog) -> Result<(Contestan
     r
 }
 
-async fn native_run(cfg: &Cfg, bl: &Backlog, rep: &replica::Replica, threads: u32) -> Result<Contestant> {
+async fn native_run(
+    cfg: &Cfg,
+    bl: &Backlog,
+    rep: &replica::Replica,
+    threads: u32,
+) -> Result<Contestant> {
     let mut c = rep.db.conn().await?;
     let _ = c.query_drop("STOP SLAVE").await;
     let _ = c.query_drop("RESET SLAVE ALL").await;
     db::recreate(&mut c, &cfg.database, &bl.defs).await?;
     c.query_drop("RESET MASTER").await?;
-    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{}'", bl.before)).await?;
-    c.query_drop(format!("SET GLOBAL slave_parallel_threads = {threads}")).await?;
-    c.query_drop("SET GLOBAL slave_parallel_mode = 'optimistic'").await?;
+    c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{}'", bl.before))
+        .await?;
+    c.query_drop(format!("SET GLOBAL slave_parallel_threads = {threads}"))
+        .await?;
+    c.query_drop("SET GLOBAL slave_parallel_mode = 'optimistic'")
+        .await?;
     // TLS as Continuum's own connections use it (the stack's continuum users require it), so
     // both contestants pay for the same link.
     let tls = match std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty()) {
-        Some(ca) => format!(", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1", db::literal(&ca)),
+        Some(ca) => format!(
+            ", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1",
+            db::literal(&ca)
+        ),
         None => String::new(),
     };
     // CHANGE MASTER cannot be prepared: literals.
@@ -630,8 +830,15 @@ async fn native_run(cfg: &Cfg, bl: &Backlog, rep: &replica::Replica, threads: u3
         db::literal(&cfg.sf_password)
     ))
     .await?;
-    let label = if threads == 0 { "one SQL thread".to_owned() } else { format!("{threads} threads, optimistic") };
-    say(format!("native replication ({label}): draining from {}", bl.before));
+    let label = if threads == 0 {
+        "one SQL thread".to_owned()
+    } else {
+        format!("{threads} threads, optimistic")
+    };
+    say(format!(
+        "native replication ({label}): draining from {}",
+        bl.before
+    ));
     let mut procs_ = cfg.stack_procs(&["sf-db"]);
     procs_.push(("replica-db".into(), rep.proc.pid));
     let win = CpuWindow::start(&procs_);
@@ -656,7 +863,10 @@ async fn native_run(cfg: &Cfg, bl: &Backlog, rep: &replica::Replica, threads: u3
             }
         }
         if t0.elapsed() >= cfg.phase_timeout {
-            bail!("native replica: not caught up after {:?} (BENCH_PHASE_TIMEOUT raises the limit)", cfg.phase_timeout);
+            bail!(
+                "native replica: not caught up after {:?} (BENCH_PHASE_TIMEOUT raises the limit)",
+                cfg.phase_timeout
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -664,17 +874,36 @@ async fn native_run(cfg: &Cfg, bl: &Backlog, rep: &replica::Replica, threads: u3
     let cpu = win.finish(&BTreeMap::new());
     c.query_drop("STOP SLAVE").await?;
     let v = verify(&rep.db, &cfg.database, &bl.tables, &bl.source_sums).await?;
-    say(format!("native replication ({label}): {} rows in {secs:.2} s ({:.0} rows/s); matches SF: {}", bl.rows, bl.rows as f64 / secs, v.0));
+    say(format!(
+        "native replication ({label}): {} rows in {secs:.2} s ({:.0} rows/s); matches SF: {}",
+        bl.rows,
+        bl.rows as f64 / secs,
+        v.0
+    ));
     let (key, name) = if threads == 0 {
         ("native_st", "native replication, 1 SQL thread".to_owned())
     } else {
-        ("native_par", format!("native replication, {threads} threads optimistic"))
+        (
+            "native_par",
+            format!("native replication, {threads} threads optimistic"),
+        )
     };
-    Ok(contestant(key, &name, bl.rows, secs, cpu, BTreeMap::new(), v))
+    Ok(contestant(
+        key,
+        &name,
+        bl.rows,
+        secs,
+        cpu,
+        BTreeMap::new(),
+        v,
+    ))
 }
 
 async fn producer_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contestant> {
-    say(format!("producer alone: --start-position {} into the empty topic {topic} (SF cluster)", bl.before));
+    say(format!(
+        "producer alone: --start-position {} into the empty topic {topic} (SF cluster)",
+        bl.before
+    ));
     let conf = cfg.write_config("sf", topic)?;
     let mut procs_ = cfg.stack_procs(&["sf-db", "sf-broker", "sf-registry"]);
     procs_.sort();
@@ -683,21 +912,31 @@ async fn producer_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contesta
         cfg,
         &format!("{topic}.producer"),
         "continuum-producer",
-        &["--config".into(), conf.to_string_lossy().into(), "--start-position".into(), bl.before.to_string()],
+        &[
+            "--config".into(),
+            conf.to_string_lossy().into(),
+            "--start-position".into(),
+            bl.before.to_string(),
+        ],
         "sf",
     )?;
     win.add_new("producer", p.pid);
     let consumer = kafka_reader(&cfg.sf_brokers)?;
     let target = bl.target.clone();
-    let r = wait_until("producer alone", cfg.phase_timeout, Duration::from_millis(250), || {
-        let ok = ensure_running(&mut p);
-        let pos = topic_position(&consumer, topic);
-        let target = target.clone();
-        async move {
-            ok?;
-            Ok(pos.is_some_and(|p| p.covers(&target)))
-        }
-    })
+    let r = wait_until(
+        "producer alone",
+        cfg.phase_timeout,
+        Duration::from_millis(250),
+        || {
+            let ok = ensure_running(&mut p);
+            let pos = topic_position(&consumer, topic);
+            let target = target.clone();
+            async move {
+                ok?;
+                Ok(pos.is_some_and(|p| p.covers(&target)))
+            }
+        },
+    )
     .await;
     let secs = p.started.elapsed().as_secs_f64();
     let cpu = win.finish(&BTreeMap::new());
@@ -708,8 +947,18 @@ async fn producer_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contesta
     rss.insert("producer".to_owned(), mib(hwm));
     let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
     say(format!("producer alone: {} rows ({high} records) in {secs:.2} s ({:.0} rows/s), peak RSS {:.1} MiB", bl.rows, bl.rows as f64 / secs, mib(hwm)));
-    let mut c = contestant("producer", "Continuum producer alone (binlog to SF topic)", bl.rows, secs, cpu, rss, (true, String::new()));
-    c.verify_detail = format!("topic holds {high} records and ends at the backlog's last GTID (not a table check)");
+    let mut c = contestant(
+        "producer",
+        "Continuum producer alone (binlog to SF topic)",
+        bl.rows,
+        secs,
+        cpu,
+        rss,
+        (true, String::new()),
+    );
+    c.verify_detail = format!(
+        "topic holds {high} records and ends at the backlog's last GTID (not a table check)"
+    );
     Ok(c)
 }
 
@@ -739,45 +988,88 @@ async fn apply_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contestant>
     let exit = p.wait(cfg.phase_timeout).await?;
     let secs = p.started.elapsed().as_secs_f64();
     if exit.code != 0 {
-        bail!("apply --until-caught-up exited with {}; last lines of {}:\n{}", exit.code, p.log.display(), p.log_tail(25));
+        bail!(
+            "apply --until-caught-up exited with {}; last lines of {}:\n{}",
+            exit.code,
+            p.log.display(),
+            p.log_tail(25)
+        );
     }
     let mut exact = BTreeMap::new();
     exact.insert("consumer apply".to_owned(), exit.cpu_s);
     let cpu = win.finish(&exact);
-    let pos = checkpoint_position(&cfg.eu, topic).await?.unwrap_or_default();
+    let pos = checkpoint_position(&cfg.eu, topic)
+        .await?
+        .unwrap_or_default();
     if !covers(&pos, &bl.target) {
-        bail!("apply --until-caught-up ended at {pos:?}, short of the backlog's end {}", bl.target);
+        bail!(
+            "apply --until-caught-up ended at {pos:?}, short of the backlog's end {}",
+            bl.target
+        );
     }
     let v = verify(&cfg.eu, &cfg.database, &bl.tables, &bl.source_sums).await?;
     let mut rss = BTreeMap::new();
     rss.insert("consumer apply".to_owned(), mib(exit.maxrss_kib));
-    say(format!("apply alone: {} rows in {secs:.2} s ({:.0} rows/s), peak RSS {:.1} MiB; matches SF: {}", bl.rows, bl.rows as f64 / secs, mib(exit.maxrss_kib), v.0));
-    Ok(contestant("apply", "Continuum apply alone (topic to EU MariaDB)", bl.rows, secs, cpu, rss, v))
+    say(format!(
+        "apply alone: {} rows in {secs:.2} s ({:.0} rows/s), peak RSS {:.1} MiB; matches SF: {}",
+        bl.rows,
+        bl.rows as f64 / secs,
+        mib(exit.maxrss_kib),
+        v.0
+    ));
+    Ok(contestant(
+        "apply",
+        "Continuum apply alone (topic to EU MariaDB)",
+        bl.rows,
+        secs,
+        cpu,
+        rss,
+        v,
+    ))
 }
 
 /// Producer and `consumer run` from the before-position into fresh topics; returns when EU's
 /// checkpoint reaches the backlog's end, leaving both running (for the steady state).
 async fn end_to_end(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<(Contestant, Vec<Spawned>)> {
-    say(format!("end to end: producer -> SF broker -> mirror -> EU broker -> apply, topic {topic}"));
+    say(format!(
+        "end to end: producer -> SF broker -> mirror -> EU broker -> apply, topic {topic}"
+    ));
     let mut eu = cfg.eu.conn().await?;
     db::recreate(&mut eu, &cfg.database, &bl.defs).await?;
     let _ = eu.disconnect().await;
     let sf_conf = cfg.write_config("sf", topic)?;
     let eu_conf = cfg.write_config("eu", topic)?;
-    let procs_ = cfg.stack_procs(&["sf-db", "eu-db", "sf-broker", "eu-broker", "sf-registry", "eu-registry"]);
+    let procs_ = cfg.stack_procs(&[
+        "sf-db",
+        "eu-db",
+        "sf-broker",
+        "eu-broker",
+        "sf-registry",
+        "eu-registry",
+    ]);
     let mut win = CpuWindow::start(&procs_);
     let prod = spawn_continuum(
         cfg,
         &format!("{topic}.producer"),
         "continuum-producer",
-        &["--config".into(), sf_conf.to_string_lossy().into(), "--start-position".into(), bl.before.to_string()],
+        &[
+            "--config".into(),
+            sf_conf.to_string_lossy().into(),
+            "--start-position".into(),
+            bl.before.to_string(),
+        ],
         "sf",
     )?;
     let cons = spawn_continuum(
         cfg,
         &format!("{topic}.consumer-run"),
         "continuum-consumer",
-        &["--config".into(), eu_conf.to_string_lossy().into(), "run".into(), "--no-metrics".into()],
+        &[
+            "--config".into(),
+            eu_conf.to_string_lossy().into(),
+            "run".into(),
+            "--no-metrics".into(),
+        ],
         "eu",
     )?;
     let t0 = prod.started;
@@ -785,15 +1077,22 @@ async fn end_to_end(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<(Contestant,
     win.add_new("consumer run", cons.pid);
     let mut ps = vec![prod, cons];
     let target = bl.target.clone();
-    let r = wait_until("end to end", cfg.phase_timeout, Duration::from_millis(100), || {
-        let ok = ps.iter_mut().try_for_each(ensure_running);
-        let eu = cfg.eu.clone();
-        let target = target.clone();
-        async move {
-            ok?;
-            Ok(checkpoint_position(&eu, topic).await?.is_some_and(|p| covers(&p, &target)))
-        }
-    })
+    let r = wait_until(
+        "end to end",
+        cfg.phase_timeout,
+        Duration::from_millis(100),
+        || {
+            let ok = ps.iter_mut().try_for_each(ensure_running);
+            let eu = cfg.eu.clone();
+            let target = target.clone();
+            async move {
+                ok?;
+                Ok(checkpoint_position(&eu, topic)
+                    .await?
+                    .is_some_and(|p| covers(&p, &target)))
+            }
+        },
+    )
     .await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = win.finish(&BTreeMap::new());
@@ -815,19 +1114,43 @@ async fn end_to_end(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<(Contestant,
         rss["consumer run"],
         v.0
     ));
-    Ok((contestant("e2e", "Continuum end to end (producer, mirror, apply)", bl.rows, secs, cpu, rss, v), ps))
+    Ok((
+        contestant(
+            "e2e",
+            "Continuum end to end (producer, mirror, apply)",
+            bl.rows,
+            secs,
+            cpu,
+            rss,
+            v,
+        ),
+        ps,
+    ))
 }
 
 /// Lag samples: (seconds since the run's start when sent, lag in ms).
 type Series = Vec<(f64, f64)>;
 
-async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipeline: &mut [Spawned]) -> Result<Vec<SteadyRun>> {
+async fn steady(
+    cfg: &Cfg,
+    bl: &Backlog,
+    topic: &str,
+    max_rows_per_s: f64,
+    pipeline: &mut [Spawned],
+) -> Result<Vec<SteadyRun>> {
     let mut out = Vec::new();
     let next_id = Arc::new(AtomicU64::new(1));
     for pct in [25u32, 50, 75] {
         let rate = max_rows_per_s * pct as f64 / 100.0;
         say(format!("steady state at {pct}% of the end-to-end maximum: {rate:.0} row changes/s for {} s, heartbeats every 100 ms", cfg.steady_secs));
-        let procs_ = cfg.stack_procs(&["sf-db", "eu-db", "sf-broker", "eu-broker", "sf-registry", "eu-registry"]);
+        let procs_ = cfg.stack_procs(&[
+            "sf-db",
+            "eu-db",
+            "sf-broker",
+            "eu-broker",
+            "sf-registry",
+            "eu-registry",
+        ]);
         let mut win = CpuWindow::start(&procs_);
         win.add_new("producer", pipeline[0].pid);
         win.add_new("consumer run", pipeline[1].pid);
@@ -841,14 +1164,23 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
         let t_start_us = now_us();
         // Heartbeat writer on SF.
         let writer = {
-            let (sf, stop, next_id, dbn) = (cfg.sf.clone(), stop.clone(), next_id.clone(), cfg.database.clone());
+            let (sf, stop, next_id, dbn) = (
+                cfg.sf.clone(),
+                stop.clone(),
+                next_id.clone(),
+                cfg.database.clone(),
+            );
             tokio::spawn(async move {
                 let mut c = sf.conn().await?;
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    c.query_drop(format!("INSERT INTO `{dbn}`.heartbeat (id, sent_us) VALUES ({id}, {})", now_us())).await?;
+                    c.query_drop(format!(
+                        "INSERT INTO `{dbn}`.heartbeat (id, sent_us) VALUES ({id}, {})",
+                        now_us()
+                    ))
+                    .await?;
                 }
                 anyhow::Ok(next_id.load(Ordering::Relaxed) - 1)
             })
@@ -908,7 +1240,10 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
         }
         match drained {
             Ok(r) => r??,
-            Err(_) => bail!("steady state at {pct}%: the last heartbeat did not reach EU within {:?}", cfg.phase_timeout),
+            Err(_) => bail!(
+                "steady state at {pct}%: the last heartbeat did not reach EU within {:?}",
+                cfg.phase_timeout
+            ),
         }
         let cpu = win.finish(&BTreeMap::new());
         let mut cpu = cpu;
@@ -920,8 +1255,19 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
         let s = samples.lock().unwrap().clone();
         let gen_rows = gen["rows"].as_u64().unwrap_or(0);
         let gen_s = gen["elapsed_s"].as_f64().unwrap_or(cfg.steady_secs as f64);
-        let mut lags: Vec<f64> = s.iter().map(|(_, sent, seen)| (seen - sent) as f64 / 1000.0).collect();
-        let series: Series = s.iter().map(|(_, sent, seen)| ((sent - t_start_us) as f64 / 1e6, (seen - sent) as f64 / 1000.0)).collect();
+        let mut lags: Vec<f64> = s
+            .iter()
+            .map(|(_, sent, seen)| (seen - sent) as f64 / 1000.0)
+            .collect();
+        let series: Series = s
+            .iter()
+            .map(|(_, sent, seen)| {
+                (
+                    (sent - t_start_us) as f64 / 1e6,
+                    (seen - sent) as f64 / 1000.0,
+                )
+            })
+            .collect();
         lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let pctl = |p: f64| -> f64 {
             if lags.is_empty() {
@@ -941,7 +1287,11 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
             p99_ms: pctl(0.99),
             max_ms: lags.last().copied().unwrap_or(f64::NAN),
             drain_after_s: drain_s,
-            cpu_per_1k_rows: cpu.cpu_s.iter().map(|(k, v)| (k.clone(), v / (gen_rows.max(1) as f64 / 1000.0))).collect(),
+            cpu_per_1k_rows: cpu
+                .cpu_s
+                .iter()
+                .map(|(k, v)| (k.clone(), v / (gen_rows.max(1) as f64 / 1000.0)))
+                .collect(),
             cpu,
             series,
         };
@@ -957,11 +1307,20 @@ async fn steady(cfg: &Cfg, bl: &Backlog, topic: &str, max_rows_per_s: f64, pipel
         db::gtid_binlog_pos(&mut sf).await?
     };
     let target = target_of(&bl.before, &pos);
-    wait_until("end to end after the steady state", cfg.phase_timeout, Duration::from_millis(200), || {
-        let eu = cfg.eu.clone();
-        let target = target.clone();
-        async move { Ok(checkpoint_position(&eu, topic).await?.is_some_and(|p| covers(&p, &target))) }
-    })
+    wait_until(
+        "end to end after the steady state",
+        cfg.phase_timeout,
+        Duration::from_millis(200),
+        || {
+            let eu = cfg.eu.clone();
+            let target = target.clone();
+            async move {
+                Ok(checkpoint_position(&eu, topic)
+                    .await?
+                    .is_some_and(|p| covers(&p, &target)))
+            }
+        },
+    )
     .await?;
     let mut sf = cfg.sf.conn().await?;
     let mut tables = bl.tables.clone();
@@ -998,25 +1357,42 @@ async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
         if topics.is_empty() {
             continue;
         }
-        let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new().set("bootstrap.servers", brokers.as_str()).create();
+        let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+            .set("bootstrap.servers", brokers.as_str())
+            .create();
         if let Ok(a) = admin {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            match a.delete_topics(&names, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(120)))).await {
+            match a
+                .delete_topics(
+                    &names,
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(120))),
+                )
+                .await
+            {
                 Ok(rs) => {
                     for r in rs {
                         if let Err((t, e)) = r {
-                            say(format!("note: could not delete topic {t} on {brokers}: {e}"));
+                            say(format!(
+                                "note: could not delete topic {t} on {brokers}: {e}"
+                            ));
                         }
                     }
                 }
-                Err(e) => say(format!("note: could not delete the bench topics on {brokers}: {e}")),
+                Err(e) => say(format!(
+                    "note: could not delete the bench topics on {brokers}: {e}"
+                )),
             }
         }
     }
     if let Ok(mut c) = cfg.eu.conn().await {
         let _ = c.query_drop("SET SESSION sql_log_bin = 0").await;
         for t in topics_sf {
-            let _ = c.exec_drop("DELETE FROM continuum.checkpoint WHERE source_topic = ?", (t,)).await;
+            let _ = c
+                .exec_drop(
+                    "DELETE FROM continuum.checkpoint WHERE source_topic = ?",
+                    (t,),
+                )
+                .await;
         }
     }
 }
@@ -1053,8 +1429,20 @@ mod tests {
             skip: BTreeSet::new(),
             keep: false,
             database: "continuum_bench".into(),
-            sf: Db { name: "sf".into(), host: "127.0.0.1".into(), port: 1, user: "root".into(), password: String::new() },
-            eu: Db { name: "eu".into(), host: "127.0.0.1".into(), port: 2, user: "root".into(), password: String::new() },
+            sf: Db {
+                name: "sf".into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+                user: "root".into(),
+                password: String::new(),
+            },
+            eu: Db {
+                name: "eu".into(),
+                host: "127.0.0.1".into(),
+                port: 2,
+                user: "root".into(),
+                password: String::new(),
+            },
             sf_user: "continuum".into(),
             sf_password: "x".into(),
             eu_user: "continuum".into(),
@@ -1070,7 +1458,13 @@ mod tests {
         let parsed = continuum_common::SiteConfig::from_toml(&t).unwrap();
         assert_eq!(parsed.site, "eu");
         assert_eq!(parsed.database.port, 2);
-        assert_eq!(parsed.producer.include, vec!["continuum_bench.*".to_owned()]);
-        assert!(!t.contains("password"), "passwords travel by environment only");
+        assert_eq!(
+            parsed.producer.include,
+            vec!["continuum_bench.*".to_owned()]
+        );
+        assert!(
+            !t.contains("password"),
+            "passwords travel by environment only"
+        );
     }
 }

@@ -34,11 +34,18 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
     let (top, bottom) = rest.split_vertically(470);
 
     // Throughput bars.
-    let bars: Vec<(String, f64)> = rep.contestants.iter().map(|c| (c.name.clone(), c.rows_per_s)).collect();
+    let bars: Vec<(String, f64)> = rep
+        .contestants
+        .iter()
+        .map(|c| (c.name.clone(), c.rows_per_s))
+        .collect();
     let max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.45;
     let n = bars.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&top)
-        .caption("Backlog drain, rows/s (higher is better)", ("sans-serif", 22))
+        .caption(
+            "Backlog drain, rows/s (higher is better)",
+            ("sans-serif", 22),
+        )
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(10)
@@ -56,9 +63,18 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
     for (i, (name, v)) in bars.iter().enumerate() {
         let y = n - i as f64 - 1.0;
         let color = Palette99::pick(i).to_rgba();
-        chart.draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.15), (*v, y + 0.85)], color.filled()))).map_err(e)?;
         chart
-            .draw_series(std::iter::once(Text::new(format!("{name}: {v:.0}"), (*v + max * 0.005, y + 0.62), ("sans-serif", 14).into_font())))
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, y + 0.15), (*v, y + 0.85)],
+                color.filled(),
+            )))
+            .map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{name}: {v:.0}"),
+                (*v + max * 0.005, y + 0.62),
+                ("sans-serif", 14).into_font(),
+            )))
             .map_err(e)?;
     }
 
@@ -66,13 +82,32 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
     let series: Vec<(String, &Vec<(f64, f64)>)> = rep
         .steady
         .iter()
-        .map(|s| (format!("{}% load ({:.0} rows/s): p50 {:.0} ms, p99 {:.0} ms", s.load_pct, s.achieved_rows_per_s, s.p50_ms, s.p99_ms), &s.series))
+        .map(|s| {
+            (
+                format!(
+                    "{}% load ({:.0} rows/s): p50 {:.0} ms, p99 {:.0} ms",
+                    s.load_pct, s.achieved_rows_per_s, s.p50_ms, s.p99_ms
+                ),
+                &s.series,
+            )
+        })
         .collect();
-    let xmax = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(10.0, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
-            if series.is_empty() { "Steady state: not run" } else { "End-to-end lag at steady load (heartbeat written on SF, seen on EU)" },
+            if series.is_empty() {
+                "Steady state: not run"
+            } else {
+                "End-to-end lag at steady load (heartbeat written on SF, seen on EU)"
+            },
             ("sans-serif", 22),
         )
         .margin(15)
@@ -93,7 +128,9 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
             .map_err(e)?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     if !series.is_empty() {
         chart

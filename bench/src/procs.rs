@@ -45,7 +45,11 @@ pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
 pub fn machine_cpu() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = s.lines().next().unwrap_or("");
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let total: f64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
     ((total - idle) / clk_tck(), total / clk_tck())
@@ -53,7 +57,11 @@ pub fn machine_cpu() -> (f64, f64) {
 
 /// A stack part's PID from `$STACK_DIR/pids/<part>.pid`, if it is running.
 pub fn stack_pid(stack_dir: &Path, part: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(stack_dir.join("pids").join(format!("{part}.pid"))).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(stack_dir.join("pids").join(format!("{part}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     cpu_seconds(pid).map(|_| pid)
 }
 
@@ -77,14 +85,29 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    pub fn start(name: &str, program: &Path, args: &[String], envs: &[(String, String)], log: &Path, cwd: &Path) -> Result<Spawned> {
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(String, String)],
+        log: &Path,
+        cwd: &Path,
+    ) -> Result<Spawned> {
         if let Some(p) = log.parent() {
             std::fs::create_dir_all(p)?;
         }
-        let out = File::options().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
-        cmd.args(args).current_dir(cwd).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         // The caller's CONTINUUM_* settings would override the bench's config files.
         for (k, _) in std::env::vars() {
             if k.starts_with("CONTINUUM_") {
@@ -96,7 +119,9 @@ impl Spawned {
         }
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        let child = cmd.spawn().with_context(|| format!("starting {name}: {}", program.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {}", program.display()))?;
         Ok(Spawned {
             name: name.to_owned(),
             pid: child.id() as i32,
@@ -131,7 +156,11 @@ impl Spawned {
                     -1
                 };
                 let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-                self.exit = Some(Exit { code, cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime), maxrss_kib: ru.ru_maxrss as u64 });
+                self.exit = Some(Exit {
+                    code,
+                    cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
+                    maxrss_kib: ru.ru_maxrss as u64,
+                });
             }
         }
         self.exit
@@ -145,7 +174,13 @@ impl Spawned {
                 return Ok(e);
             }
             if Instant::now() >= deadline {
-                bail!("{} (pid {}) still running after {:?}; see {}", self.name, self.pid, timeout, self.log.display());
+                bail!(
+                    "{} (pid {}) still running after {:?}; see {}",
+                    self.name,
+                    self.pid,
+                    timeout,
+                    self.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -216,7 +251,11 @@ impl CpuWindow {
             .iter()
             .map(|(n, p)| (n.clone(), (*p, cpu_seconds(*p).unwrap_or(0.0))))
             .collect();
-        CpuWindow { started: Instant::now(), start, machine0: machine_cpu() }
+        CpuWindow {
+            started: Instant::now(),
+            start,
+            machine0: machine_cpu(),
+        }
     }
 
     /// Adds a process that starts (from zero CPU) inside the window.
@@ -229,7 +268,11 @@ impl CpuWindow {
         let m = machine_cpu();
         let mut cpu_s = BTreeMap::new();
         for (n, (pid, c0)) in &self.start {
-            let now = overrides.get(n).copied().or_else(|| cpu_seconds(*pid)).unwrap_or(*c0);
+            let now = overrides
+                .get(n)
+                .copied()
+                .or_else(|| cpu_seconds(*pid))
+                .unwrap_or(*c0);
             cpu_s.insert(n.clone(), (now - c0).max(0.0));
         }
         CpuUse {

@@ -54,11 +54,20 @@ relay_log=replica-relay
 }
 
 fn whoami() -> String {
-    Command::new("id").arg("-un").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_owned()).unwrap_or_else(|| "root".into())
+    Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "root".into())
 }
 
 fn which(name: &str) -> Result<PathBuf> {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output()?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()?;
     let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if p.is_empty() {
         bail!("{name} is not on PATH (make deps installs mariadb-server)");
@@ -84,7 +93,10 @@ impl Replica {
                 .output()
                 .context("running mariadb-install-db")?;
             if !out.status.success() {
-                bail!("mariadb-install-db for the native replica failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "mariadb-install-db for the native replica failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         let proc = Spawned::start(
@@ -95,12 +107,22 @@ impl Replica {
             &log_dir.join("replica-db.log"),
             dir,
         )?;
-        let db = Db { name: "native replica".into(), host: "127.0.0.1".into(), port, user: "root".into(), password: String::new() };
+        let db = Db {
+            name: "native replica".into(),
+            host: "127.0.0.1".into(),
+            port,
+            user: "root".into(),
+            password: String::new(),
+        };
         let mut r = Replica { db, proc };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(e) = r.proc.try_exit() {
-                bail!("the native replica's mariadbd exited ({}) at start:\n{}", e.code, r.proc.log_tail(20));
+                bail!(
+                    "the native replica's mariadbd exited ({}) at start:\n{}",
+                    e.code,
+                    r.proc.log_tail(20)
+                );
             }
             // Root logs in over the socket first (no TCP root account yet on a fresh datadir).
             let sock = dir.join("mariadbd.sock");
@@ -115,7 +137,10 @@ impl Replica {
                 break;
             }
             if Instant::now() >= deadline {
-                bail!("the native replica did not answer within 120 s; see {}", r.proc.log.display());
+                bail!(
+                    "the native replica did not answer within 120 s; see {}",
+                    r.proc.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -87,12 +87,18 @@ pub struct Report {
 
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
     let o = std::process::Command::new(cmd).args(args).output().ok()?;
-    let s = String::from_utf8_lossy(&o.stdout).lines().next()?.trim().to_owned();
+    let s = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .to_owned();
     (!s.is_empty()).then_some(s)
 }
 
 fn machine() -> serde_json::Value {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
         .lines()
@@ -101,7 +107,11 @@ fn machine() -> serde_json::Value {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned());
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned());
     serde_json::json!({
         "cores": cores,
         "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
@@ -115,12 +125,21 @@ fn machine() -> serde_json::Value {
 impl Report {
     pub fn new(cfg: &Cfg, d: &Durability, run_id: &str) -> Report {
         let commit = std::process::Command::new("git")
-            .args(["-C", &cfg.root.to_string_lossy(), "rev-parse", "--short", "HEAD"])
+            .args([
+                "-C",
+                &cfg.root.to_string_lossy(),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ])
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let tansu = std::env::var("TANSU_BIN").ok().and_then(|b| first_line(&b, &["--version"])).unwrap_or_else(|| "tansu".into());
+        let tansu = std::env::var("TANSU_BIN")
+            .ok()
+            .and_then(|b| first_line(&b, &["--version"]))
+            .unwrap_or_else(|| "tansu".into());
         let mut notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
         if cfg.broker_storage == "memory" {
             notes.push("The brokers ran on tansu's MEMORY storage, which answers watermarks, fetches inside a batch and time lookups wrongly: these Continuum numbers are not from a faithful Kafka.".into());
@@ -140,7 +159,11 @@ impl Report {
             steady: Vec::new(),
             goals: Vec::new(),
             notes,
-            out_stem: format!("bench-{}{}", cfg.rows, if cfg.relaxed { "-relaxed" } else { "" }),
+            out_stem: format!(
+                "bench-{}{}",
+                cfg.rows,
+                if cfg.relaxed { "-relaxed" } else { "" }
+            ),
         }
     }
 
@@ -168,7 +191,11 @@ impl Report {
                 .map(|(_, v)| *v)
                 .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
         };
-        let p99_50 = self.steady.iter().find(|s| s.load_pct == 50).map(|s| s.p99_ms);
+        let p99_50 = self
+            .steady
+            .iter()
+            .find(|s| s.load_pct == 50)
+            .map(|s| s.p99_ms);
         let g = |goal: &str, measured: Option<f64>, unit: &str, target: f64, at_least: bool| Goal {
             goal: goal.into(),
             measured,
@@ -178,13 +205,46 @@ impl Report {
             met: measured.map(|m| if at_least { m >= target } else { m <= target }),
         };
         self.goals = vec![
-            g("end-to-end drain vs native single-thread", e2e.as_ref().and_then(|c| c.ratio_native_st), "x", 2.0, true),
-            g("end-to-end drain vs native parallel", e2e.as_ref().and_then(|c| c.ratio_native_par), "x", 1.0, true),
-            g("producer throughput", prod.as_ref().map(|c| c.rows_per_s), "rows/s", 150_000.0, true),
-            g("apply vs LOAD DATA", apply.as_ref().zip(load.as_ref()).map(|(a, l)| a.rows_per_s / l.rows_per_s), "x", 0.5, true),
+            g(
+                "end-to-end drain vs native single-thread",
+                e2e.as_ref().and_then(|c| c.ratio_native_st),
+                "x",
+                2.0,
+                true,
+            ),
+            g(
+                "end-to-end drain vs native parallel",
+                e2e.as_ref().and_then(|c| c.ratio_native_par),
+                "x",
+                1.0,
+                true,
+            ),
+            g(
+                "producer throughput",
+                prod.as_ref().map(|c| c.rows_per_s),
+                "rows/s",
+                150_000.0,
+                true,
+            ),
+            g(
+                "apply vs LOAD DATA",
+                apply
+                    .as_ref()
+                    .zip(load.as_ref())
+                    .map(|(a, l)| a.rows_per_s / l.rows_per_s),
+                "x",
+                0.5,
+                true,
+            ),
             g("p99 lag at 50% load", p99_50, "ms", 250.0, false),
             g("producer peak RSS", rss(&["producer"]), "MiB", 64.0, false),
-            g("consumer peak RSS", rss(&["consumer apply", "consumer run"]), "MiB", 128.0, false),
+            g(
+                "consumer peak RSS",
+                rss(&["consumer apply", "consumer run"]),
+                "MiB",
+                128.0,
+                false,
+            ),
         ];
     }
 
@@ -194,7 +254,10 @@ impl Report {
         let md = stem.with_extension("md");
         let png = stem.with_extension("png");
         std::fs::write(&json, serde_json::to_string_pretty(self)? + "\n")?;
-        std::fs::write(&md, self.markdown(png.file_name().unwrap().to_string_lossy().as_ref()))?;
+        std::fs::write(
+            &md,
+            self.markdown(png.file_name().unwrap().to_string_lossy().as_ref()),
+        )?;
         crate::plot::draw(&png, self)?;
         Ok(vec![json, md, png])
     }
@@ -234,9 +297,22 @@ impl Report {
         s.push_str("| contestant | rows | seconds | rows/s | × native 1 thread | × native parallel | CPU-s per 1k rows, per process | peak RSS MiB | brokers' CPU share | machine busy | same rows as SF |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n");
         for c in &self.contestants {
-            let cpu: Vec<String> = c.cpu_per_1k_rows.iter().filter(|(_, v)| **v > 0.0005).map(|(k, v)| format!("{k} {v:.3}")).collect();
-            let rss: Vec<String> = c.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
-            let busy = if c.cpu.machine_capacity_s > 0.0 { c.cpu.machine_busy_s / c.cpu.machine_capacity_s * 100.0 } else { 0.0 };
+            let cpu: Vec<String> = c
+                .cpu_per_1k_rows
+                .iter()
+                .filter(|(_, v)| **v > 0.0005)
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            let rss: Vec<String> = c
+                .peak_rss_mib
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect();
+            let busy = if c.cpu.machine_capacity_s > 0.0 {
+                c.cpu.machine_busy_s / c.cpu.machine_capacity_s * 100.0
+            } else {
+                0.0
+            };
             let ours: f64 = c.cpu.cpu_s.values().sum();
             s.push_str(&format!(
                 "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {:.0}% ({:.0}% by these processes) | {} |\n",
@@ -259,10 +335,24 @@ impl Report {
             s.push_str("| load | target rows/s | achieved rows/s | seconds | heartbeats | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
             s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for r in &self.steady {
-                let cpu: Vec<String> = r.cpu_per_1k_rows.iter().filter(|(_, v)| **v > 0.0005).map(|(k, v)| format!("{k} {v:.3}")).collect();
+                let cpu: Vec<String> = r
+                    .cpu_per_1k_rows
+                    .iter()
+                    .filter(|(_, v)| **v > 0.0005)
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect();
                 s.push_str(&format!(
                     "| {}% | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.1} s | {} |\n",
-                    r.load_pct, r.target_rows_per_s, r.achieved_rows_per_s, r.seconds, r.heartbeats, r.p50_ms, r.p99_ms, r.max_ms, r.drain_after_s, cpu.join(", ")
+                    r.load_pct,
+                    r.target_rows_per_s,
+                    r.achieved_rows_per_s,
+                    r.seconds,
+                    r.heartbeats,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.drain_after_s,
+                    cpu.join(", ")
                 ));
             }
         }

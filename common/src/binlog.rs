@@ -15,7 +15,10 @@ pub const SKIP_REPLICATION_FLAG: u16 = 0x8000;
 /// server id comes from the event header.
 pub fn parse_gtid_event(data: &[u8], server_id: u32) -> Result<(Gtid, u8), String> {
     if data.len() < 13 {
-        return Err(format!("GTID event of {} bytes, expected at least 13", data.len()));
+        return Err(format!(
+            "GTID event of {} bytes, expected at least 13",
+            data.len()
+        ));
     }
     let seq = u64::from_le_bytes(data[0..8].try_into().unwrap());
     let domain = u32::from_le_bytes(data[8..12].try_into().unwrap());
@@ -35,7 +38,10 @@ pub fn parse_gtid_list(data: &[u8]) -> Result<GtidPosition, String> {
     let count = (u32::from_le_bytes(data[0..4].try_into().unwrap()) & 0x0fff_ffff) as usize;
     let need = 4 + count * 16;
     if data.len() < need {
-        return Err(format!("GTID_LIST of {count} entries needs {need} bytes, has {}", data.len()));
+        return Err(format!(
+            "GTID_LIST of {count} entries needs {need} bytes, has {}",
+            data.len()
+        ));
     }
     let mut p = GtidPosition::new();
     for i in 0..count {

@@ -174,9 +174,18 @@ impl KafkaOptions {
     /// key inline, a config string with credentials).
     pub fn is_sensitive(key: &str) -> bool {
         let k = key.to_ascii_lowercase();
-        ["password", "secret", "passphrase", ".pem", "private.key", "oauthbearer.config", "credential", "token"]
-            .iter()
-            .any(|s| k.contains(s))
+        [
+            "password",
+            "secret",
+            "passphrase",
+            ".pem",
+            "private.key",
+            "oauthbearer.config",
+            "credential",
+            "token",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
     }
 }
 
@@ -205,7 +214,14 @@ impl std::fmt::Debug for KafkaOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| {
-                (k, if Self::is_sensitive(k) { "<redacted>" } else { v.as_str() })
+                (
+                    k,
+                    if Self::is_sensitive(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
             }))
             .finish()
     }
@@ -661,7 +677,12 @@ impl SiteConfig {
             db.set_tls_ca(v);
         }
         for (name, c) in self.sites.iter_mut() {
-            let var = |suffix: &str| format!("CONTINUUM_{}_{suffix}", name.to_uppercase().replace('-', "_"));
+            let var = |suffix: &str| {
+                format!(
+                    "CONTINUUM_{}_{suffix}",
+                    name.to_uppercase().replace('-', "_")
+                )
+            };
             if let Some(v) = env(&var("BROKERS")) {
                 c.brokers = v;
             }
@@ -686,16 +707,24 @@ impl SiteConfig {
                 }
             }
             if let Some(v) = env(&var("DB_HOST")) {
-                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).host = v;
+                c.database
+                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
+                    .host = v;
             }
             if let Some(v) = env(&var("DB_PORT")) {
-                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).port = parse_env(&var("DB_PORT"), &v)?;
+                c.database
+                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
+                    .port = parse_env(&var("DB_PORT"), &v)?;
             }
             if let Some(v) = env(&var("DB_USER")) {
-                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).user = v;
+                c.database
+                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
+                    .user = v;
             }
             if let Some(v) = env(&var("DB_PASSWORD")) {
-                c.database.get_or_insert_with(|| DatabaseConfig::remote("continuum")).password = Some(Secret::new(v));
+                c.database
+                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
+                    .password = Some(Secret::new(v));
             }
             // Only for a site whose database is configured (in the file, or by the variables
             // above): a CA alone does not say where that database is.
@@ -715,10 +744,18 @@ impl SiteConfig {
             }
         }
         if let Some(v) = env("CONTINUUM_PRODUCER_INCLUDE") {
-            self.producer.include = v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+            self.producer.include = v
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
         }
         if let Some(v) = env("CONTINUUM_PRODUCER_EXCLUDE") {
-            self.producer.exclude = v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+            self.producer.exclude = v
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
         }
         if let Some(v) = env("CONTINUUM_PRODUCER_SERVER_ID") {
             self.producer.server_id = parse_env("CONTINUUM_PRODUCER_SERVER_ID", &v)?;
@@ -733,7 +770,12 @@ impl SiteConfig {
             self.log.format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                _ => return Err(invalid("CONTINUUM_LOG_FORMAT", format!("expected text or json, got '{v}'"))),
+                _ => {
+                    return Err(invalid(
+                        "CONTINUUM_LOG_FORMAT",
+                        format!("expected text or json, got '{v}'"),
+                    ))
+                }
             };
         }
         if let Some(v) = env("CONTINUUM_LOG") {
@@ -760,7 +802,10 @@ impl SiteConfig {
         }
         for (name, c) in &self.sites {
             if c.brokers.trim().is_empty() {
-                return Err(invalid(format!("sites.{name}.brokers"), "must not be empty"));
+                return Err(invalid(
+                    format!("sites.{name}.brokers"),
+                    "must not be empty",
+                ));
             }
             for k in c.kafka_options.keys() {
                 if RESERVED_KAFKA_KEYS.contains(&k.as_str()) {
@@ -781,7 +826,10 @@ impl SiteConfig {
             if !(c.registry.url.starts_with("http://") || c.registry.url.starts_with("https://")) {
                 return Err(invalid(
                     format!("sites.{name}.registry.url"),
-                    format!("expected an http:// or https:// URL, got '{}'", redact_userinfo(&c.registry.url)),
+                    format!(
+                        "expected an http:// or https:// URL, got '{}'",
+                        redact_userinfo(&c.registry.url)
+                    ),
                 ));
             }
             // The URL is printed in logs and errors; credentials in it would be too.
@@ -837,7 +885,10 @@ impl SiteConfig {
         self.sites.get(site).ok_or_else(|| {
             invalid(
                 "site",
-                format!("'{site}' has no [sites.{site}] section (configured sites: {})", self.site_names()),
+                format!(
+                    "'{site}' has no [sites.{site}] section (configured sites: {})",
+                    self.site_names()
+                ),
             )
         })
     }
@@ -905,11 +956,16 @@ mod tests {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
                 let c = SiteConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
-                c.validate().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 seen += 1;
             }
         }
-        assert!(seen >= 2, "expected the example configs in {}", dir.display());
+        assert!(
+            seen >= 2,
+            "expected the example configs in {}",
+            dir.display()
+        );
     }
 
     #[test]
@@ -933,11 +989,17 @@ mod tests {
 
     #[test]
     fn reserved_kafka_keys_are_refused() {
-        let bad = format!("{MINIMAL}\n[sites.sf.kafka_options]\n\"enable.idempotence\" = \"false\"\n");
+        let bad =
+            format!("{MINIMAL}\n[sites.sf.kafka_options]\n\"enable.idempotence\" = \"false\"\n");
         let c = SiteConfig::from_toml(&bad).unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("sites.sf.kafka_options.\"enable.idempotence\""), "{e}");
-        let ok = format!("{MINIMAL}\n[sites.sf.kafka_options]\n\"socket.keepalive.enable\" = \"true\"\n");
+        assert!(
+            e.contains("sites.sf.kafka_options.\"enable.idempotence\""),
+            "{e}"
+        );
+        let ok = format!(
+            "{MINIMAL}\n[sites.sf.kafka_options]\n\"socket.keepalive.enable\" = \"true\"\n"
+        );
         SiteConfig::from_toml(&ok).unwrap().validate().unwrap();
     }
 
@@ -958,12 +1020,17 @@ mod tests {
         assert_eq!(c.sites["eu"].brokers, "10.0.0.1:9092");
         assert_eq!(c.topic_of("sf").unwrap(), "prod.sf.cdc");
         assert_eq!(c.log.format, LogFormat::Json);
-        let e = c.apply_env(|k| (k == "CONTINUUM_DB_PORT").then(|| "x".to_string())).unwrap_err();
+        let e = c
+            .apply_env(|k| (k == "CONTINUUM_DB_PORT").then(|| "x".to_string()))
+            .unwrap_err();
         assert!(e.to_string().contains("CONTINUUM_DB_PORT"), "{e}");
         let e = c
             .apply_env(|k| (k == "CONTINUUM_SF_SASL_PASSWORD").then(|| "x".to_string()))
             .unwrap_err();
-        assert!(e.to_string().contains("sites.sf.sasl is not configured"), "{e}");
+        assert!(
+            e.to_string().contains("sites.sf.sasl is not configured"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -980,30 +1047,67 @@ mod tests {
     fn config_errors_never_quote_a_secret() {
         // A typo in a key is refused as an unknown field; toml's own message would show the
         // whole line, value included.
-        let typo = MINIMAL.replace("user = \"continuum\"", "user = \"continuum\"\npasword = \"MARKER-2b7e\"");
+        let typo = MINIMAL.replace(
+            "user = \"continuum\"",
+            "user = \"continuum\"\npasword = \"MARKER-2b7e\"",
+        );
         let e = SiteConfig::from_toml(&typo).unwrap_err();
         assert!(!e.contains("MARKER-2b7e"), "{e}");
-        assert!(e.contains("line 5") && e.contains("unknown field `pasword`"), "{e}");
+        assert!(
+            e.contains("line 5") && e.contains("unknown field `pasword`"),
+            "{e}"
+        );
         // A syntax error on the line of a secret.
-        let broken = MINIMAL.replace("user = \"continuum\"", "user = \"continuum\"\npassword = \"MARKER-2b7e\" oops");
+        let broken = MINIMAL.replace(
+            "user = \"continuum\"",
+            "user = \"continuum\"\npassword = \"MARKER-2b7e\" oops",
+        );
         let e = SiteConfig::from_toml(&broken).unwrap_err();
         assert!(!e.contains("MARKER-2b7e") && e.contains("line 5"), "{e}");
         // A secret where another type was expected.
-        let misplaced = MINIMAL.replace("registry = { url = \"http://127.0.0.1:18081\" }", "registry = \"MARKER-2b7e\"");
+        let misplaced = MINIMAL.replace(
+            "registry = { url = \"http://127.0.0.1:18081\" }",
+            "registry = \"MARKER-2b7e\"",
+        );
         let e = SiteConfig::from_toml(&misplaced).unwrap_err();
-        assert!(!e.contains("MARKER-2b7e") && e.contains("invalid type: string, expected"), "{e}");
-        assert_eq!(redact_quoted_strings(r#"invalid type: string "a\"b", expected x"#), "invalid type: string, expected x");
+        assert!(
+            !e.contains("MARKER-2b7e") && e.contains("invalid type: string, expected"),
+            "{e}"
+        );
+        assert_eq!(
+            redact_quoted_strings(r#"invalid type: string "a\"b", expected x"#),
+            "invalid type: string, expected x"
+        );
     }
 
     #[test]
     fn registry_url_credentials_are_refused_without_printing_them() {
-        let bad = MINIMAL.replace("http://127.0.0.1:18081", "https://u:MARKER-2b7e@reg.example:8081/x");
-        let e = SiteConfig::from_toml(&bad).unwrap().validate().unwrap_err().to_string();
-        assert!(!e.contains("MARKER-2b7e") && e.contains("sites.sf.registry.url") && e.contains("CONTINUUM_SF_REGISTRY_PASSWORD"), "{e}");
+        let bad = MINIMAL.replace(
+            "http://127.0.0.1:18081",
+            "https://u:MARKER-2b7e@reg.example:8081/x",
+        );
+        let e = SiteConfig::from_toml(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("MARKER-2b7e")
+                && e.contains("sites.sf.registry.url")
+                && e.contains("CONTINUUM_SF_REGISTRY_PASSWORD"),
+            "{e}"
+        );
         let bad = MINIMAL.replace("http://127.0.0.1:18081", "u:MARKER-2b7e@reg.example");
-        let e = SiteConfig::from_toml(&bad).unwrap().validate().unwrap_err().to_string();
+        let e = SiteConfig::from_toml(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("MARKER-2b7e"), "{e}");
-        assert_eq!(redact_userinfo("http://reg:8081/a@b"), "http://reg:8081/a@b");
+        assert_eq!(
+            redact_userinfo("http://reg:8081/a@b"),
+            "http://reg:8081/a@b"
+        );
     }
 
     #[test]
@@ -1015,9 +1119,18 @@ mod tests {
         c.validate().unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("MARKER-2b7e"), "{dbg}");
-        assert!(dbg.contains("\"socket.keepalive.enable\": \"true\""), "{dbg}");
+        assert!(
+            dbg.contains("\"socket.keepalive.enable\": \"true\""),
+            "{dbg}"
+        );
         // The values still reach librdkafka.
-        assert_eq!(c.sites["sf"].kafka_options.get("sasl.oauthbearer.config").map(String::as_str), Some("MARKER-2b7e"));
+        assert_eq!(
+            c.sites["sf"]
+                .kafka_options
+                .get("sasl.oauthbearer.config")
+                .map(String::as_str),
+            Some("MARKER-2b7e")
+        );
     }
 
     #[test]
@@ -1033,7 +1146,10 @@ mod tests {
         .into();
         c.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
         let t = c.database.tls.as_ref().unwrap();
-        assert_eq!((t.ca_file.as_path(), t.verify_hostname), (Path::new("/ca.pem"), true));
+        assert_eq!(
+            (t.ca_file.as_path(), t.verify_hostname),
+            (Path::new("/ca.pem"), true)
+        );
         let eu = c.database_of("eu").unwrap();
         assert_eq!(eu.host, "10.0.0.2");
         assert_eq!(eu.tls.as_ref().unwrap().ca_file, Path::new("/eu-ca.pem"));
@@ -1044,6 +1160,9 @@ mod tests {
     fn unknown_site_is_named() {
         let c = SiteConfig::from_toml(&MINIMAL.replace("site = \"sf\"", "site = \"ny\"")).unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("'ny' has no [sites.ny] section") && e.contains("eu, sf"), "{e}");
+        assert!(
+            e.contains("'ny' has no [sites.ny] section") && e.contains("eu, sf"),
+            "{e}"
+        );
     }
 }

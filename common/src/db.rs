@@ -48,8 +48,12 @@ pub fn is_transient(e: &mysql_async::Error) -> bool {
     match e {
         // 1412: a consistent-snapshot read met a table whose definition changed after the snapshot
         // began; retrying takes a new snapshot.
-        mysql_async::Error::Server(s) => matches!(s.code, 1205 | 1213 | 1053 | 1927 | 2006 | 2013 | 1040 | 1317 | 1412),
-        mysql_async::Error::Io(_) | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+        mysql_async::Error::Server(s) => matches!(
+            s.code,
+            1205 | 1213 | 1053 | 1927 | 2006 | 2013 | 1040 | 1317 | 1412
+        ),
+        mysql_async::Error::Io(_)
+        | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
         mysql_async::Error::Driver(mysql_async::DriverError::PoolDisconnected) => false,
         _ => false,
     }

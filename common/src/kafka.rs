@@ -16,7 +16,11 @@ use crate::config::{ClusterConfig, ConfigError, ProducerConfig};
 use crate::secret::SecretRef;
 
 /// Base client settings for a site's cluster: servers, TLS, SASL and raw options.
-pub fn base_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result<ClientConfig, ConfigError> {
+pub fn base_config(
+    site: &str,
+    c: &ClusterConfig,
+    client_id: &str,
+) -> Result<ClientConfig, ConfigError> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &c.brokers);
     cfg.set("client.id", client_id);
@@ -86,9 +90,14 @@ pub fn producer_config(
         .set("linger.ms", p.linger.as_millis().to_string())
         .set("batch.num.messages", p.batch_records.to_string())
         .set("batch.size", p.batch_bytes.to_string())
-        .set("queue.buffering.max.messages", p.queue_records.max(p.batch_records).to_string())
+        .set(
+            "queue.buffering.max.messages",
+            p.queue_records.max(p.batch_records).to_string(),
+        )
         .set("message.max.bytes", p.max_record_bytes.to_string());
-    if !c.kafka_options.contains_key("compression.type") && !c.kafka_options.contains_key("compression.codec") {
+    if !c.kafka_options.contains_key("compression.type")
+        && !c.kafka_options.contains_key("compression.codec")
+    {
         cfg.set("compression.type", "lz4");
     }
     Ok(cfg)
@@ -96,7 +105,11 @@ pub fn producer_config(
 
 /// A consumer that is assigned partitions and seeks explicitly: no group offsets are relied
 /// on, and only committed data is read.
-pub fn consumer_config(site: &str, c: &ClusterConfig, client_id: &str) -> Result<ClientConfig, ConfigError> {
+pub fn consumer_config(
+    site: &str,
+    c: &ClusterConfig,
+    client_id: &str,
+) -> Result<ClientConfig, ConfigError> {
     let mut cfg = base_config(site, c, client_id)?;
     cfg.set("group.id", format!("continuum.{client_id}"))
         .set("enable.auto.commit", "false")
@@ -171,7 +184,11 @@ pub fn is_transient(e: &KafkaError) -> bool {
 
 /// Creates `topic` with one partition if it does not exist, and checks that an existing one
 /// has exactly one: the changelog is the binlog, in order.
-pub async fn ensure_changelog_topic(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+pub async fn ensure_changelog_topic(
+    cfg: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = cfg.create()?;
     let partitions = topic_partitions(cfg, topic, timeout)?;
     match partitions {
@@ -185,13 +202,18 @@ pub async fn ensure_changelog_topic(cfg: &ClientConfig, topic: &str, timeout: Du
     }
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
     let res = admin
-        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(timeout)))
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(timeout)),
+        )
         .await?;
     for r in res {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
-                return Err(KafkaError::AdminOpCreation(format!("creating topic {t}: {code}")))
+                return Err(KafkaError::AdminOpCreation(format!(
+                    "creating topic {t}: {code}"
+                )))
             }
         }
     }
@@ -202,23 +224,33 @@ pub async fn ensure_changelog_topic(cfg: &ClientConfig, topic: &str, timeout: Du
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(KafkaError::AdminOpCreation(format!("topic {topic} was created but does not appear in metadata")));
+            return Err(KafkaError::AdminOpCreation(format!(
+                "topic {topic} was created but does not appear in metadata"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Number of partitions of `topic`, or `None` if it does not exist.
-pub fn topic_partitions(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<Option<usize>, KafkaError> {
+pub fn topic_partitions(
+    cfg: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, KafkaError> {
     let c: BaseConsumer = cfg.create()?;
     let md = c.fetch_metadata(Some(topic), timeout)?;
-    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| {
-        if t.error().is_some() || t.partitions().is_empty() {
-            None
-        } else {
-            Some(t.partitions().len())
-        }
-    }))
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| {
+            if t.error().is_some() || t.partitions().is_empty() {
+                None
+            } else {
+                Some(t.partitions().len())
+            }
+        }))
 }
 
 /// A record read back from a topic.
@@ -237,7 +269,12 @@ impl FetchedRecord {
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|hh| (hh.key.to_owned(), hh.value.map(|v| v.to_vec()).unwrap_or_default()))
+                    .map(|hh| {
+                        (
+                            hh.key.to_owned(),
+                            hh.value.map(|v| v.to_vec()).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -251,7 +288,11 @@ impl FetchedRecord {
     }
 
     pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn header_str(&self, key: &str) -> Option<&str> {
@@ -261,19 +302,31 @@ impl FetchedRecord {
     pub fn owned_headers(&self) -> OwnedHeaders {
         let mut h = OwnedHeaders::new_with_capacity(self.headers.len());
         for (k, v) in &self.headers {
-            h = h.insert(rdkafka::message::Header { key: k, value: Some(v) });
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
         }
         h
     }
 }
 
 /// Low and high watermarks of partition 0.
-pub fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(i64, i64), KafkaError> {
     consumer.fetch_watermarks(topic, 0, timeout)
 }
 
 /// Reads the record at `offset` of partition 0, waiting up to `timeout`.
-pub fn read_at(consumer: &BaseConsumer, topic: &str, offset: i64, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+pub fn read_at(
+    consumer: &BaseConsumer,
+    topic: &str,
+    offset: i64,
+    timeout: Duration,
+) -> Result<Option<FetchedRecord>, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(offset))?;
     consumer.assign(&tpl)?;
@@ -284,10 +337,20 @@ pub fn read_at(consumer: &BaseConsumer, topic: &str, offset: i64, timeout: Durat
             return Ok(None);
         }
         match consumer.poll(left.min(Duration::from_millis(200))) {
-            Some(Ok(m)) if m.offset() == offset => return Ok(Some(FetchedRecord::from_message(&m))),
+            Some(Ok(m)) if m.offset() == offset => {
+                return Ok(Some(FetchedRecord::from_message(&m)))
+            }
             Some(Ok(m)) if m.offset() > offset => {
-                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)).map_err(|e| {
-                    tracing::error!(topic, wanted = offset, got = m.offset(), "fetch skipped past the requested offset");
+                return Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OffsetOutOfRange,
+                ))
+                .map_err(|e| {
+                    tracing::error!(
+                        topic,
+                        wanted = offset,
+                        got = m.offset(),
+                        "fetch skipped past the requested offset"
+                    );
                     e
                 })
             }
@@ -299,14 +362,20 @@ pub fn read_at(consumer: &BaseConsumer, topic: &str, offset: i64, timeout: Durat
 }
 
 /// The last record of partition 0, or `None` if the partition is empty.
-pub fn read_last(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+pub fn read_last(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<FetchedRecord>, KafkaError> {
     let (low, high) = watermarks(consumer, topic, timeout)?;
     if high <= low {
         return Ok(None);
     }
     match read_at(consumer, topic, high - 1, timeout)? {
         Some(r) => Ok(Some(r)),
-        None => Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut)),
+        None => Err(KafkaError::MessageConsumption(
+            RDKafkaErrorCode::RequestTimedOut,
+        )),
     }
 }
 
@@ -351,8 +420,7 @@ mod tests {
 
     #[test]
     fn tls_and_sasl_are_typed() {
-        let c = cfg(
-            r#"
+        let c = cfg(r#"
             [sites.sf.tls]
             ca_file = "/ca.pem"
             cert_file = "/c.pem"
@@ -361,13 +429,15 @@ mod tests {
             mechanism = "SCRAM-SHA-512"
             username = "continuum"
             password = "pw"
-            "#,
-        );
+            "#);
         let b = base_config("sf", c.local(), "t").unwrap();
         assert_eq!(b.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(b.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(b.get("ssl.ca.location"), Some("/ca.pem"));
-        assert_eq!(b.get("ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(
+            b.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
     }
 
     #[test]
@@ -430,7 +500,8 @@ mod tests {
         assert_eq!(b.get("sasl.password"), Some("from-env"));
         assert_eq!(b.get("ssl.key.password"), Some("key-from-env"));
         // A key password file that cannot be read names the setting.
-        let c = cfg("[sites.sf.tls]\nca_file = \"/ca.pem\"\nkey_password_file = \"/nonexistent/pw\"\n");
+        let c =
+            cfg("[sites.sf.tls]\nca_file = \"/ca.pem\"\nkey_password_file = \"/nonexistent/pw\"\n");
         let e = base_config("sf", c.local(), "t").unwrap_err().to_string();
         assert!(e.contains("sites.sf.tls.key_password_file"), "{e}");
     }
@@ -454,15 +525,16 @@ mod tests {
 
     #[test]
     fn sasl_without_password_names_the_setting() {
-        let c = cfg(
-            r#"
+        let c = cfg(r#"
             [sites.sf.sasl]
             mechanism = "PLAIN"
             username = "continuum"
-            "#,
-        );
+            "#);
         let e = base_config("sf", c.local(), "t").unwrap_err().to_string();
-        assert!(e.contains("sites.sf.sasl.password") && e.contains("CONTINUUM_SF_SASL_PASSWORD"), "{e}");
+        assert!(
+            e.contains("sites.sf.sasl.password") && e.contains("CONTINUUM_SF_SASL_PASSWORD"),
+            "{e}"
+        );
     }
 }
 
@@ -470,7 +542,11 @@ mod tests {
 /// empty partition. A writer that resumes from its topic's tail calls this, so that a record
 /// still in flight from a predecessor that just died is counted before the writer decides
 /// where to resume.
-pub fn read_last_stable(cfg: &ClientConfig, topic: &str, timeout: Duration) -> Result<Option<FetchedRecord>, KafkaError> {
+pub fn read_last_stable(
+    cfg: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<FetchedRecord>, KafkaError> {
     let consumer: BaseConsumer = cfg.create()?;
     let mut high = watermarks(&consumer, topic, timeout)?.1;
     for _ in 0..20 {

@@ -20,7 +20,9 @@ pub enum LockError {
         #[source]
         source: mysql_async::Error,
     },
-    #[error("the lock '{lock}' on {target} is held by connection {holder}: {what} is already running")]
+    #[error(
+        "the lock '{lock}' on {target} is held by connection {holder}: {what} is already running"
+    )]
     Held {
         lock: String,
         target: String,
@@ -28,7 +30,11 @@ pub enum LockError {
         what: String,
     },
     #[error("lost the lock '{lock}' on {target}: {reason}; stopping at once so that no second writer can interleave")]
-    Lost { lock: String, target: String, reason: String },
+    Lost {
+        lock: String,
+        target: String,
+        reason: String,
+    },
 }
 
 impl LockError {
@@ -56,16 +62,34 @@ impl Drop for NamedLock {
 impl NamedLock {
     /// Takes `name`, or fails with [`LockError::Held`]; `what` names the guarded work in the
     /// message ("a producer for sf.cdc").
-    pub async fn acquire(opts: Opts, target: &str, name: &str, what: &str) -> Result<NamedLock, LockError> {
-        let db = |source| LockError::Db { lock: name.to_owned(), target: target.to_owned(), source };
+    pub async fn acquire(
+        opts: Opts,
+        target: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<NamedLock, LockError> {
+        let db = |source| LockError::Db {
+            lock: name.to_owned(),
+            target: target.to_owned(),
+            source,
+        };
         let mut conn = Conn::new(opts).await.map_err(db)?;
-        let got: Option<Option<i64>> = conn.exec_first("SELECT GET_LOCK(?, 0)", (name,)).await.map_err(db)?;
+        let got: Option<Option<i64>> = conn
+            .exec_first("SELECT GET_LOCK(?, 0)", (name,))
+            .await
+            .map_err(db)?;
         if got.flatten() != Some(1) {
-            let holder: Option<Option<i64>> = conn.exec_first("SELECT IS_USED_LOCK(?)", (name,)).await.map_err(db)?;
+            let holder: Option<Option<i64>> = conn
+                .exec_first("SELECT IS_USED_LOCK(?)", (name,))
+                .await
+                .map_err(db)?;
             return Err(LockError::Held {
                 lock: name.to_owned(),
                 target: target.to_owned(),
-                holder: holder.flatten().map(|h| h.to_string()).unwrap_or_else(|| "unknown".into()),
+                holder: holder
+                    .flatten()
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
                 what: what.to_owned(),
             });
         }
@@ -75,8 +99,9 @@ impl NamedLock {
             let mut conn = conn;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let r: Result<Option<Option<i64>>, _> =
-                    conn.exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (&lock_name,)).await;
+                let r: Result<Option<Option<i64>>, _> = conn
+                    .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (&lock_name,))
+                    .await;
                 let reason = match r {
                     Ok(Some(Some(1))) => continue,
                     Ok(_) => "the lock is no longer held by this connection".to_string(),
@@ -87,13 +112,22 @@ impl NamedLock {
             }
         });
         tracing::info!(lock = %name, "holding the lock");
-        Ok(NamedLock { name: name.to_owned(), target: target.to_owned(), lost: rx, task })
+        Ok(NamedLock {
+            name: name.to_owned(),
+            target: target.to_owned(),
+            lost: rx,
+            task,
+        })
     }
 
     /// The loss as an error, if the lock was lost.
     pub fn check(&self) -> Result<(), LockError> {
         match self.lost.borrow().clone() {
-            Some(reason) => Err(LockError::Lost { lock: self.name.clone(), target: self.target.clone(), reason }),
+            Some(reason) => Err(LockError::Lost {
+                lock: self.name.clone(),
+                target: self.target.clone(),
+                reason,
+            }),
             None => Ok(()),
         }
     }

@@ -21,7 +21,9 @@ pub fn limit_malloc_arenas() {
         // process starts other threads.
         let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
         if ok != 1 {
-            eprintln!("warning: mallopt(M_ARENA_MAX, {MALLOC_ARENAS}) failed; memory use may be higher");
+            eprintln!(
+                "warning: mallopt(M_ARENA_MAX, {MALLOC_ARENAS}) failed; memory use may be higher"
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ pub fn init_logging(cfg: &LogConfig) {
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match cfg.format {
         LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => b
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 
@@ -100,7 +104,10 @@ pub fn install_metrics() -> PrometheusHandle {
 pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAddr> {
     let prom = install_metrics();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e} (set metrics_listen to a free address)"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot serve metrics on {addr}: {e} (set metrics_listen to a free address)"),
+        )
     })?;
     let bound = listener.local_addr()?;
     let app = Router::new()

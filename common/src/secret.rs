@@ -64,12 +64,14 @@ impl SecretRef {
             return Ok(Some(v.clone()));
         }
         match &self.file {
-            Some(f) => Secret::from_file(f)
-                .map(Some)
-                .map_err(|e| crate::config::ConfigError::Invalid {
-                    setting: what.to_owned(),
-                    reason: format!("cannot read {}: {e}", f.display()),
-                }),
+            Some(f) => {
+                Secret::from_file(f)
+                    .map(Some)
+                    .map_err(|e| crate::config::ConfigError::Invalid {
+                        setting: what.to_owned(),
+                        reason: format!("cannot read {}: {e}", f.display()),
+                    })
+            }
             None => Ok(None),
         }
     }
@@ -95,9 +97,19 @@ mod tests {
         let f = dir.join("pw");
         std::fs::write(&f, "s3cret\n").unwrap();
         assert_eq!(Secret::from_file(&f).unwrap().expose(), "s3cret");
-        let r = SecretRef { value: None, file: Some(f) };
+        let r = SecretRef {
+            value: None,
+            file: Some(f),
+        };
         assert_eq!(r.resolve("x").unwrap().unwrap().expose(), "s3cret");
-        let missing = SecretRef { value: None, file: Some(dir.join("nope")) };
-        assert!(missing.resolve("database.password_file").unwrap_err().to_string().contains("database.password_file"));
+        let missing = SecretRef {
+            value: None,
+            file: Some(dir.join("nope")),
+        };
+        assert!(missing
+            .resolve("database.password_file")
+            .unwrap_err()
+            .to_string()
+            .contains("database.password_file"));
     }
 }

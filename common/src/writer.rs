@@ -13,7 +13,9 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::ClientConfig;
 
 /// The header whose value identifies a record in delivery-failure messages.
@@ -36,7 +38,11 @@ impl ProducerContext for Deliveries {
             Err((e, m)) => {
                 let pos = m
                     .headers()
-                    .and_then(|h| h.iter().find(|x| x.key == HEADER_POS).and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == HEADER_POS)
+                            .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    })
                     .unwrap_or_default();
                 let mut f = self.failed.lock().unwrap();
                 if f.is_none() {
@@ -75,11 +81,23 @@ pub struct Writer {
 impl Writer {
     /// `config` should come from [`crate::kafka::producer_config`]; `delivered_metric` names
     /// the counter of delivered records.
-    pub fn new(config: ClientConfig, topic: &str, delivered_metric: &'static str) -> Result<Self, KafkaError> {
-        let producer: ThreadedProducer<Deliveries> =
-            config.create_with_context(Deliveries { failed: Mutex::new(None), metric: delivered_metric })?;
+    pub fn new(
+        config: ClientConfig,
+        topic: &str,
+        delivered_metric: &'static str,
+    ) -> Result<Self, KafkaError> {
+        let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries {
+            failed: Mutex::new(None),
+            metric: delivered_metric,
+        })?;
         let ctx = producer.context().clone();
-        Ok(Writer { producer: Arc::new(producer), ctx, config, topic: topic.to_owned(), metric: delivered_metric })
+        Ok(Writer {
+            producer: Arc::new(producer),
+            ctx,
+            config,
+            topic: topic.to_owned(),
+            metric: delivered_metric,
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -89,7 +107,10 @@ impl Writer {
     /// The first delivery failure, if any.
     pub fn check(&self) -> Result<(), SendError> {
         match self.ctx.failed.lock().unwrap().clone() {
-            Some(reason) => Err(SendError::Delivery { topic: self.topic.clone(), reason }),
+            Some(reason) => Err(SendError::Delivery {
+                topic: self.topic.clone(),
+                reason,
+            }),
             None => Ok(()),
         }
     }
@@ -109,7 +130,12 @@ impl Writer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     return Err(SendError::TooLarge { size })
                 }
-                Err((e, _)) => return Err(SendError::Kafka { topic: self.topic.clone(), source: e }),
+                Err((e, _)) => {
+                    return Err(SendError::Kafka {
+                        topic: self.topic.clone(),
+                        source: e,
+                    })
+                }
             }
         }
     }
@@ -119,13 +145,20 @@ impl Writer {
     pub async fn flush(&self) -> Result<(), SendError> {
         loop {
             let p = self.producer.clone();
-            let done = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await.expect("flush task");
+            let done = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5)))
+                .await
+                .expect("flush task");
             match done {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
                     tracing::warn!(topic = %self.topic, queued = self.producer.in_flight_count(), "records not yet delivered; waiting for the broker");
                 }
-                Err(e) => return Err(SendError::Kafka { topic: self.topic.clone(), source: e }),
+                Err(e) => {
+                    return Err(SendError::Kafka {
+                        topic: self.topic.clone(),
+                        source: e,
+                    })
+                }
             }
         }
     }
@@ -141,7 +174,10 @@ impl Writer {
         let _ = self.flush().await;
         self.purge_queue();
         let producer: ThreadedProducer<Deliveries> =
-            self.config.create_with_context(Deliveries { failed: Mutex::new(None), metric: self.metric })?;
+            self.config.create_with_context(Deliveries {
+                failed: Mutex::new(None),
+                metric: self.metric,
+            })?;
         self.ctx = producer.context().clone();
         self.producer = Arc::new(producer);
         Ok(())

@@ -29,8 +29,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use continuum_common::config::DdlPolicy;
 use continuum_common::observe::{Health, Status};
 use continuum_schemas::{
-    ChangeEvent, Decoder, Gtid, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase, StreamPosition,
-    StreamRecord,
+    ChangeEvent, Decoder, Gtid, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
+    StreamPosition, StreamRecord,
 };
 use mysql_async::prelude::*;
 use mysql_async::Opts;
@@ -103,7 +103,10 @@ pub async fn main(mut cfg: continuum_common::SiteConfig, args: ApplyArgs) -> Res
         until_caught_up: args.until_caught_up,
         serve_metrics: !args.no_metrics,
     };
-    let outcome = Apply::new(settings, run, Health::default()).await?.run().await?;
+    let outcome = Apply::new(settings, run, Health::default())
+        .await?
+        .run()
+        .await?;
     match outcome {
         Outcome::UntilTime { offset, until_ms } => eprintln!(
             "apply stopped at offset {offset}: the next record is newer than --until-time {}. Run `continuum-consumer replay` again (without --until-time) to go on",
@@ -195,7 +198,12 @@ impl Apply {
     /// Takes the apply lock; fails at once if another apply holds it.
     pub async fn new(settings: ApplySettings, run: RunOptions, health: Health) -> Result<Apply> {
         let opts = settings.db_opts()?;
-        let lock = ApplyLock::acquire(settings.db_opts_plain()?, &settings.target(), &settings.topic).await?;
+        let lock = ApplyLock::acquire(
+            settings.db_opts_plain()?,
+            &settings.target(),
+            &settings.topic,
+        )
+        .await?;
         Ok(Apply {
             settings,
             opts,
@@ -212,7 +220,11 @@ impl Apply {
     fn backoff(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(self.settings.max_retry_delay().max(Duration::from_millis(200)))
+            .with_max_delay(
+                self.settings
+                    .max_retry_delay()
+                    .max(Duration::from_millis(200)),
+            )
             .with_jitter()
             .without_max_times()
             .build()
@@ -223,10 +235,12 @@ impl Apply {
         if self.run.serve_metrics {
             continuum_common::observe::serve(self.settings.metrics_listen, self.health.clone())
                 .await
-                .map_err(|e| ApplyError::Config(continuum_common::ConfigError::Invalid {
-                    setting: "consumer.metrics_listen".into(),
-                    reason: e.to_string(),
-                }))?;
+                .map_err(|e| {
+                    ApplyError::Config(continuum_common::ConfigError::Invalid {
+                        setting: "consumer.metrics_listen".into(),
+                        reason: e.to_string(),
+                    })
+                })?;
         }
         self.clock.spawn_ticker();
         let mut term = signal_stream();
@@ -259,7 +273,8 @@ impl Apply {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(1));
                     m::error(e.kind());
                     tracing::warn!(error = %e, retry_in = ?delay, "apply: transient error; restarting from the checkpoint");
-                    self.health.set("apply", Status::Starting, format!("retrying after: {e}"));
+                    self.health
+                        .set("apply", Status::Starting, format!("retrying after: {e}"));
                     tokio::time::sleep(delay).await;
                     // Keep the diagnosis going if one was under way; stops are re-derived.
                     directives.stop_before = None;
@@ -271,7 +286,8 @@ impl Apply {
         match &result {
             Ok(o) => {
                 tracing::info!(outcome = ?o, "apply stopped");
-                self.health.set("apply", Status::Ok, format!("stopped: {o:?}"));
+                self.health
+                    .set("apply", Status::Ok, format!("stopped: {o:?}"));
             }
             Err(e) => {
                 m::error(e.kind());
@@ -285,7 +301,9 @@ impl Apply {
 
     async fn record_error(&self, msg: &str) {
         if let Ok(mut c) = mysql_async::Conn::new(self.opts.clone()).await {
-            if let Err(e) = checkpoint::record_error(&mut c, &self.settings.topic, PARTITION, msg).await {
+            if let Err(e) =
+                checkpoint::record_error(&mut c, &self.settings.topic, PARTITION, msg).await
+            {
                 tracing::warn!(error = %e, "could not record the error in continuum.checkpoint");
             }
             let _ = c.disconnect().await;
@@ -319,7 +337,11 @@ impl Apply {
         let r = reader.clone();
         let (parts, marks) = blocking(move || {
             let p = r.partitions()?;
-            let w = if p.is_some() { Some(r.watermarks()?) } else { None };
+            let w = if p.is_some() {
+                Some(r.watermarks()?)
+            } else {
+                None
+            };
             Ok((p, w))
         })
         .await
@@ -369,16 +391,19 @@ impl Apply {
                 let loading = c.snapshot.as_ref().map(|l| l.id.clone());
                 let r = reader.clone();
                 let found = blocking(move || {
-                    let o = r.first_where(low, high, |rec| match position_of(rec) {
-                        Some(StreamPosition::Txn { gtid, .. }) => covered_pos.contains(&gtid),
-                        Some(StreamPosition::At(p)) => covered_pos.covers(&p),
-                        Some(StreamPosition::Snapshot { id, position }) => {
-                            loading.as_deref() != Some(id.as_str()) && covered_pos.covers(&position)
+                    let o = r.first_where(low, high, |rec| {
+                        match position_of(rec) {
+                            Some(StreamPosition::Txn { gtid, .. }) => covered_pos.contains(&gtid),
+                            Some(StreamPosition::At(p)) => covered_pos.covers(&p),
+                            Some(StreamPosition::Snapshot { id, position }) => {
+                                loading.as_deref() != Some(id.as_str())
+                                    && covered_pos.covers(&position)
+                            }
+                            None => false,
                         }
-                        None => false,
-                    }
-                    .then_some(())
-                    .is_none())?;
+                        .then_some(())
+                        .is_none()
+                    })?;
                     align_to_start(&r, low, o, high)
                 })
                 .await
@@ -401,7 +426,11 @@ impl Apply {
         Ok((ck, high))
     }
 
-    async fn session(&mut self, d: &Directives, term: &mut tokio::sync::mpsc::Receiver<()>) -> Result<SessionEnd> {
+    async fn session(
+        &mut self,
+        d: &Directives,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
         self.lock.ensure().await?;
         let target = self.settings.target();
         let mut w = Writer::connect(&self.opts, &target).await?;
@@ -409,11 +438,15 @@ impl Apply {
             checkpoint::ensure_schema(w.conn().await?, &target).await?;
             self.schema_ready = true;
         }
-        let loaded = checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
+        let loaded =
+            checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
         let (ck, high) = self.start_point(loaded).await?;
         if ck.until_reached {
             if let Some(until_ms) = ck.until_ts_ms {
-                tracing::info!(offset = ck.next_offset, "apply already stopped at replay --until-time; run `replay` again to go on");
+                tracing::info!(
+                    offset = ck.next_offset,
+                    "apply already stopped at replay --until-time; run `replay` again to go on"
+                );
                 return Ok(SessionEnd::Done(Outcome::UntilTime {
                     offset: ck.next_offset,
                     until_ms,
@@ -425,17 +458,19 @@ impl Apply {
         }
         let end = self.run.until_caught_up.then_some(high);
         if end.is_some_and(|e| ck.next_offset >= e) {
-            return Ok(SessionEnd::Done(Outcome::CaughtUp { offset: ck.next_offset }));
+            return Ok(SessionEnd::Done(Outcome::CaughtUp {
+                offset: ck.next_offset,
+            }));
         }
         let registry = self.settings.registry()?;
-        let consumer: BaseConsumer = self
-            .settings
-            .consumer_config("apply")?
-            .create()
-            .map_err(|source| ApplyError::Kafka {
-                what: "creating a consumer".into(),
-                source,
-            })?;
+        let consumer: BaseConsumer =
+            self.settings
+                .consumer_config("apply")?
+                .create()
+                .map_err(|source| ApplyError::Kafka {
+                    what: "creating a consumer".into(),
+                    source,
+                })?;
         let mut reader = Reader::start(
             consumer,
             self.settings.topic.clone(),
@@ -451,7 +486,10 @@ impl Apply {
         self.health.set(
             "apply",
             Status::Ok,
-            format!("applying {} from the {} cluster", self.settings.topic, self.settings.read_from),
+            format!(
+                "applying {} from the {} cluster",
+                self.settings.topic, self.settings.read_from
+            ),
         );
         let mut s = Session {
             settings: &self.settings,
@@ -483,7 +521,9 @@ impl Apply {
 async fn blocking<T: Send + 'static, E: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
 ) -> std::result::Result<T, E> {
-    tokio::task::spawn_blocking(f).await.expect("blocking task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking task panicked")
 }
 
 #[derive(Debug)]
@@ -500,7 +540,12 @@ impl From<rdkafka::error::KafkaError> for AlignError {
 
 /// Moves `o` back to where what it is part of starts: a source transaction's first event, or
 /// a snapshot's START marker. Returns `high` for `o >= high`.
-pub fn align_to_start(r: &TopicReader, low: i64, o: i64, high: i64) -> std::result::Result<i64, AlignError> {
+pub fn align_to_start(
+    r: &TopicReader,
+    low: i64,
+    o: i64,
+    high: i64,
+) -> std::result::Result<i64, AlignError> {
     if o >= high {
         return Ok(high);
     }
@@ -514,7 +559,10 @@ pub fn align_to_start(r: &TopicReader, low: i64, o: i64, high: i64) -> std::resu
             let start = o - index as i64;
             if start >= low {
                 let first = r.must_read(start)?;
-                if let Some(StreamPosition::Txn { gtid: g, index: 0, .. }) = position_of(&first) {
+                if let Some(StreamPosition::Txn {
+                    gtid: g, index: 0, ..
+                }) = position_of(&first)
+                {
                     if g == gtid && first.offset == start {
                         return Ok(start);
                     }
@@ -575,10 +623,18 @@ impl Session<'_> {
     }
 
     fn diagnosing(&self, offset: i64) -> bool {
-        self.d.diagnose.as_ref().is_some_and(|(until, _)| offset <= *until)
+        self.d
+            .diagnose
+            .as_ref()
+            .is_some_and(|(until, _)| offset <= *until)
     }
 
-    async fn run(&mut self, w: &mut Writer, reader: &mut Reader, term: &mut tokio::sync::mpsc::Receiver<()>) -> Result<SessionEnd> {
+    async fn run(
+        &mut self,
+        w: &mut Writer,
+        reader: &mut Reader,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
         match self.run_inner(w, reader, term).await {
             // A multi-row statement (or the commit) failed: redo the batch one row per statement
             // and one source transaction per commit, to name the record MariaDB refuses.
@@ -599,7 +655,12 @@ impl Session<'_> {
         }
     }
 
-    async fn run_inner(&mut self, w: &mut Writer, reader: &mut Reader, term: &mut tokio::sync::mpsc::Receiver<()>) -> Result<SessionEnd> {
+    async fn run_inner(
+        &mut self,
+        w: &mut Writer,
+        reader: &mut Reader,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
         loop {
             if self.open.is_none() {
                 if let Some(end) = self.end {
@@ -697,7 +758,11 @@ impl Session<'_> {
     }
 
     fn skip_gtid(&self, gtid: &Gtid) -> bool {
-        let replaying = self.pending.replay_until.as_ref().is_some_and(|r| r.contains(gtid));
+        let replaying = self
+            .pending
+            .replay_until
+            .as_ref()
+            .is_some_and(|r| r.contains(gtid));
         !replaying && self.pending.gtid_position.contains(gtid)
     }
 
@@ -724,8 +789,16 @@ impl Session<'_> {
                 return Ok(Flow::End(SessionEnd::StoppedBefore));
             }
         }
-        if self.d.discard.iter().any(|(a, b)| (*a..*b).contains(&inc.offset)) {
-            tracing::debug!(offset = inc.offset, "discarding a record of an abandoned transaction");
+        if self
+            .d
+            .discard
+            .iter()
+            .any(|(a, b)| (*a..*b).contains(&inc.offset))
+        {
+            tracing::debug!(
+                offset = inc.offset,
+                "discarding a record of an abandoned transaction"
+            );
             return Ok(Flow::Continue);
         }
         if let Some(until) = self.d.diagnose.as_ref().map(|(u, _)| *u) {
@@ -763,7 +836,11 @@ impl Session<'_> {
                         self.open = None;
                         self.pending.until_reached = true;
                         self.commit(w).await?;
-                        tracing::info!(offset = inc.offset, until_ms, "reached replay --until-time");
+                        tracing::info!(
+                            offset = inc.offset,
+                            until_ms,
+                            "reached replay --until-time"
+                        );
                         return Ok(Flow::End(SessionEnd::Done(Outcome::UntilTime {
                             offset: self.pending.next_offset,
                             until_ms,
@@ -773,27 +850,46 @@ impl Session<'_> {
             }
         }
         match (&inc.pos, &inc.record) {
-            (StreamPosition::Txn { gtid, index, last, resume }, StreamRecord::Change(ev)) => {
-                self.txn_row(w, &inc, *gtid, *index, *last, resume, ev).await
+            (
+                StreamPosition::Txn {
+                    gtid,
+                    index,
+                    last,
+                    resume,
+                },
+                StreamRecord::Change(ev),
+            ) => {
+                self.txn_row(w, &inc, *gtid, *index, *last, resume, ev)
+                    .await
             }
-            (StreamPosition::Snapshot { id, .. }, StreamRecord::Change(ev)) => self.snapshot_row(w, &inc, id, ev).await,
-            (StreamPosition::Txn { gtid, index, last, resume }, StreamRecord::SchemaChange(sc)) => {
-                self.ddl(w, &inc, *gtid, *index, *last, resume, sc).await
+            (StreamPosition::Snapshot { id, .. }, StreamRecord::Change(ev)) => {
+                self.snapshot_row(w, &inc, id, ev).await
             }
+            (
+                StreamPosition::Txn {
+                    gtid,
+                    index,
+                    last,
+                    resume,
+                },
+                StreamRecord::SchemaChange(sc),
+            ) => self.ddl(w, &inc, *gtid, *index, *last, resume, sc).await,
             (StreamPosition::Snapshot { id, .. }, StreamRecord::SchemaChange(sc)) => {
                 self.snapshot_ddl(w, &inc, id, sc).await
             }
-            (_, StreamRecord::Heartbeat(h)) => {
-                self.heartbeat(w, &inc, &h.position, h.ts_ms).await
-            }
+            (_, StreamRecord::Heartbeat(h)) => self.heartbeat(w, &inc, &h.position, h.ts_ms).await,
             (_, StreamRecord::Snapshot(mk)) => match mk.phase {
                 SnapshotPhase::Start => self.snapshot_start(w, &inc, mk).await,
                 SnapshotPhase::End => self.snapshot_end(w, &inc, mk).await,
             },
             (p, r) => Err(ApplyError::Record {
                 at: Box::new(self.ctx(&inc, "", String::new())),
-                reason: format!("a {} record with position '{p}' does not fit the changelog's rules", r.kind()),
-                fix: "the topic holds a record the producer does not write; find what wrote it".into(),
+                reason: format!(
+                    "a {} record with position '{p}' does not fit the changelog's rules",
+                    r.kind()
+                ),
+                fix: "the topic holds a record the producer does not write; find what wrote it"
+                    .into(),
             }),
         }
     }
@@ -804,7 +900,10 @@ impl Session<'_> {
         let full = self.batch.ops.total() as usize >= a.batch_rows
             || self.batch.txns as usize >= a.batch_transactions
             || self.batch.bytes >= a.batch_bytes
-            || self.batch.started.is_some_and(|t| t.elapsed() >= a.batch_wait)
+            || self
+                .batch
+                .started
+                .is_some_and(|t| t.elapsed() >= a.batch_wait)
             || self.diagnosing(offset);
         if full {
             self.commit(w).await?;
@@ -878,7 +977,14 @@ impl Session<'_> {
         }
     }
 
-    fn close_txn(&mut self, inc: &Incoming, gtid: Gtid, resume: &GtidPosition, commit_ts_ms: i64, skip: bool) {
+    fn close_txn(
+        &mut self,
+        inc: &Incoming,
+        gtid: Gtid,
+        resume: &GtidPosition,
+        commit_ts_ms: i64,
+        skip: bool,
+    ) {
         self.open = None;
         let after = resume.with(gtid);
         let p = &mut self.pending;
@@ -886,7 +992,11 @@ impl Session<'_> {
             p.gtid_position = merge_max(&p.gtid_position, &after);
             self.batch.skipped += 1;
         } else {
-            p.gtid_position = if p.replay_until.is_some() { after } else { merge_max(&p.gtid_position, &after) };
+            p.gtid_position = if p.replay_until.is_some() {
+                after
+            } else {
+                merge_max(&p.gtid_position, &after)
+            };
             p.last_gtid = Some(gtid);
             self.batch.txns += 1;
         }
@@ -909,7 +1019,11 @@ impl Session<'_> {
         let cached = self.targets.cached(&ev.table);
         let planned = match cached {
             Some(p) => Ok(p),
-            None => self.targets.plan(w.conn().await?, &self.settings.target(), &ev.table).await?,
+            None => {
+                self.targets
+                    .plan(w.conn().await?, &self.settings.target(), &ev.table)
+                    .await?
+            }
         };
         let planned = match planned {
             Ok(p) => p,
@@ -925,13 +1039,21 @@ impl Session<'_> {
             // Re-applying history (replay, or a snapshot row written before a later schema change):
             // the columns a later schema change dropped are left out; the suffix converges.
             let replaying = match &inc.pos {
-                StreamPosition::Txn { gtid, .. } => self.pending.replay_until.as_ref().is_some_and(|r| r.contains(gtid)),
+                StreamPosition::Txn { gtid, .. } => self
+                    .pending
+                    .replay_until
+                    .as_ref()
+                    .is_some_and(|r| r.contains(gtid)),
                 _ => false,
             };
             if !replaying {
                 return Err(ApplyError::Record {
                     at: Box::new(self.ctx(inc, &ev.table.qualified_name(), key_text(ev))),
-                    reason: crate::target::missing_columns_reason(&ev.table.db, &ev.table.table, &planned.missing),
+                    reason: crate::target::missing_columns_reason(
+                        &ev.table.db,
+                        &ev.table.table,
+                        &planned.missing,
+                    ),
                     fix: "fix the replica's schema, then restart apply".into(),
                 });
             }
@@ -974,10 +1096,18 @@ impl Session<'_> {
         let flushed = match flushed {
             // A foreign-key action refused by the replica's newer rows (a replay): apply the row
             // without the action, as the rows it would change are re-applied by the suffix.
-            Err(e) if checked && self.diagnosing(inc.offset) && matches!(e.server_code(), Some(1451 | 1452 | 1062)) => {
+            Err(e)
+                if checked
+                    && self.diagnosing(inc.offset)
+                    && matches!(e.server_code(), Some(1451 | 1452 | 1062)) =>
+            {
                 tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %key_text(ev), error = %e,
                     "a foreign-key action could not run against the replica's rows (re-applying over newer state?); applying the row without it");
-                w.execute("SET SESSION foreign_key_checks=0".into(), "turning foreign-key checks off").await?;
+                w.execute(
+                    "SET SESSION foreign_key_checks=0".into(),
+                    "turning foreign-key checks off",
+                )
+                .await?;
                 buffer_row(&mut w.buf, &plan, ev, false).map_err(literal_err)?;
                 w.buf.seal();
                 w.flush_now().await
@@ -1014,11 +1144,22 @@ impl Session<'_> {
         }
     }
 
-    async fn snapshot_row(&mut self, w: &mut Writer, inc: &Incoming, id: &str, ev: &ChangeEvent) -> Result<Flow> {
+    async fn snapshot_row(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        id: &str,
+        ev: &ChangeEvent,
+    ) -> Result<Flow> {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a snapshot row"));
         }
-        self.check_loading(inc, id, "a row", self.ctx(inc, &ev.table.qualified_name(), key_text(ev)))?;
+        self.check_loading(
+            inc,
+            id,
+            "a row",
+            self.ctx(inc, &ev.table.qualified_name(), key_text(ev)),
+        )?;
         self.row(w, inc, ev).await?;
         self.pending.next_offset = inc.offset + 1;
         self.pending.record_ts_ms = inc.timestamp_ms;
@@ -1033,11 +1174,18 @@ impl Session<'_> {
                 "{what} arrived while transaction {} (from offset {}) is open and expects event {}",
                 o.gtid, o.first_offset, o.next_index
             ),
-            fix: "the topic holds an incomplete transaction; restart the producer with --resnapshot".into(),
+            fix:
+                "the topic holds an incomplete transaction; restart the producer with --resnapshot"
+                    .into(),
         }
     }
 
-    async fn snapshot_start(&mut self, w: &mut Writer, inc: &Incoming, mk: &SnapshotMarker) -> Result<Flow> {
+    async fn snapshot_start(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        mk: &SnapshotMarker,
+    ) -> Result<Flow> {
         if let Some(o) = &self.open {
             // The producer died inside a transaction and began a new snapshot: the snapshot
             // replaces it. Drop what of it this batch holds.
@@ -1058,14 +1206,23 @@ impl Session<'_> {
             let Some((db, table)) = t.split_once('.') else {
                 return Err(ApplyError::Record {
                     at: Box::new(self.ctx(inc, t, String::new())),
-                    reason: format!("snapshot {} lists table '{t}', which is not db.table", mk.snapshot_id),
-                    fix: "the snapshot marker is malformed; restart the producer with --resnapshot".into(),
+                    reason: format!(
+                        "snapshot {} lists table '{t}', which is not db.table",
+                        mk.snapshot_id
+                    ),
+                    fix: "the snapshot marker is malformed; restart the producer with --resnapshot"
+                        .into(),
                 });
             };
             tables.push(crate::sql::qualified(db, table));
         }
         for (t, q) in mk.tables.iter().zip(&tables) {
-            let r = w.execute(format!("DELETE FROM {q}"), "emptying a table for a snapshot").await;
+            let r = w
+                .execute(
+                    format!("DELETE FROM {q}"),
+                    "emptying a table for a snapshot",
+                )
+                .await;
             match r {
                 Ok(()) => {}
                 // Missing here: the snapshot carries the table's definition (CREATE TABLE IF NOT
@@ -1089,18 +1246,31 @@ impl Session<'_> {
         Ok(Flow::Continue)
     }
 
-    async fn snapshot_end(&mut self, w: &mut Writer, inc: &Incoming, mk: &SnapshotMarker) -> Result<Flow> {
+    async fn snapshot_end(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        mk: &SnapshotMarker,
+    ) -> Result<Flow> {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a snapshot END"));
         }
-        let loading = self.pending.snapshot.as_ref().is_some_and(|l| l.id == mk.snapshot_id);
+        let loading = self
+            .pending
+            .snapshot
+            .as_ref()
+            .is_some_and(|l| l.id == mk.snapshot_id);
         if !loading {
             tracing::warn!(snapshot = %mk.snapshot_id, offset = inc.offset, "END of a snapshot this replica did not load; treated as a heartbeat");
             return self.heartbeat(w, inc, &mk.position, mk.ts_ms).await;
         }
         self.pending.snapshot = None;
         self.pending.gtid_position = mk.position.clone();
-        self.pending.replay_until = self.pending.replay_until.take().filter(|r| !mk.position.covers(r));
+        self.pending.replay_until = self
+            .pending
+            .replay_until
+            .take()
+            .filter(|r| !mk.position.covers(r));
         self.pending.next_offset = inc.offset + 1;
         self.pending.record_ts_ms = inc.timestamp_ms;
         if mk.ts_ms > 0 {
@@ -1112,7 +1282,13 @@ impl Session<'_> {
         Ok(Flow::Continue)
     }
 
-    async fn heartbeat(&mut self, w: &mut Writer, inc: &Incoming, position: &GtidPosition, ts_ms: i64) -> Result<Flow> {
+    async fn heartbeat(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        position: &GtidPosition,
+        ts_ms: i64,
+    ) -> Result<Flow> {
         if self.open.is_some() {
             return Ok(Flow::Continue);
         }
@@ -1165,7 +1341,10 @@ impl Session<'_> {
             let at = Box::new(self.ctx(inc, &sc.database, String::new()));
             match self.settings.apply.ddl {
                 DdlPolicy::Stop => {
-                    return Err(ApplyError::DdlStop { at, ddl: sc.ddl.clone() });
+                    return Err(ApplyError::DdlStop {
+                        at,
+                        ddl: sc.ddl.clone(),
+                    });
                 }
                 DdlPolicy::Skip => {
                     tracing::warn!(offset = inc.offset, %gtid, ddl = %sc.ddl, "schema change skipped (consumer.apply.ddl = skip)");
@@ -1187,16 +1366,32 @@ impl Session<'_> {
     /// the START marker and the table's rows). It can only create what is missing, never alter
     /// what exists, so it runs under `ddl = apply` and `ddl = stop` alike (stop guards schema
     /// *changes* from the binlog); under `ddl = skip` it is skipped and the table must exist.
-    async fn snapshot_ddl(&mut self, w: &mut Writer, inc: &Incoming, id: &str, sc: &SchemaChange) -> Result<Flow> {
+    async fn snapshot_ddl(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        id: &str,
+        sc: &SchemaChange,
+    ) -> Result<Flow> {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a snapshot's table definition"));
         }
-        self.check_loading(inc, id, "a table definition", self.ctx(inc, &sc.database, String::new()))?;
+        self.check_loading(
+            inc,
+            id,
+            "a table definition",
+            self.ctx(inc, &sc.database, String::new()),
+        )?;
         let upper = sc.ddl.trim_start().to_ascii_uppercase();
-        if !(upper.starts_with("CREATE TABLE IF NOT EXISTS") || upper.starts_with("CREATE DATABASE IF NOT EXISTS")) {
+        if !(upper.starts_with("CREATE TABLE IF NOT EXISTS")
+            || upper.starts_with("CREATE DATABASE IF NOT EXISTS"))
+        {
             return Err(ApplyError::Record {
                 at: Box::new(self.ctx(inc, &sc.database, String::new())),
-                reason: format!("a snapshot may only carry CREATE ... IF NOT EXISTS, this one carries: {}", sc.ddl),
+                reason: format!(
+                    "a snapshot may only carry CREATE ... IF NOT EXISTS, this one carries: {}",
+                    sc.ddl
+                ),
                 fix: "find what wrote this record".into(),
             });
         }
@@ -1247,14 +1442,22 @@ impl Session<'_> {
                 m::ddl("applied");
                 Ok(())
             }
-            Err(mysql_async::Error::Server(e)) if DDL_ALREADY_DONE.iter().any(|(c, _)| *c == e.code) => {
-                let why = DDL_ALREADY_DONE.iter().find(|(c, _)| *c == e.code).map(|(_, w)| *w).unwrap_or("");
+            Err(mysql_async::Error::Server(e))
+                if DDL_ALREADY_DONE.iter().any(|(c, _)| *c == e.code) =>
+            {
+                let why = DDL_ALREADY_DONE
+                    .iter()
+                    .find(|(c, _)| *c == e.code)
+                    .map(|(_, w)| *w)
+                    .unwrap_or("");
                 tracing::warn!(offset = at.offset, gtid = %at.gtid, ddl = %sc.ddl, code = e.code, error = %e.message,
                     "schema change already in effect ({why}); counted as applied");
                 m::ddl("already_applied");
                 Ok(())
             }
-            Err(e) if crate::error::db_error_is_transient(&e) => Err(db_err("running a schema change", e)),
+            Err(e) if crate::error::db_error_is_transient(&e) => {
+                Err(db_err("running a schema change", e))
+            }
             Err(e) => Err(ApplyError::Ddl {
                 at,
                 target,
@@ -1266,7 +1469,9 @@ impl Session<'_> {
 
     /// Commits the batch and the checkpoint (nothing if there is no progress).
     async fn commit(&mut self, w: &mut Writer) -> Result<()> {
-        debug_assert!(self.open.is_none() || !w.dirty() || self.open.as_ref().is_some_and(|o| o.rows == 0));
+        debug_assert!(
+            self.open.is_none() || !w.dirty() || self.open.as_ref().is_some_and(|o| o.rows == 0)
+        );
         if !self.progress() && !w.dirty() {
             self.batch = Batch::default();
             return Ok(());
@@ -1276,7 +1481,12 @@ impl Session<'_> {
         let sql = self.pending.upsert_sql();
         w.commit(&sql).await?;
         *self.commits += 1;
-        m::batch_committed(&self.batch.ops, self.batch.txns, self.batch.skipped, self.pending.next_offset);
+        m::batch_committed(
+            &self.batch.ops,
+            self.batch.txns,
+            self.batch.skipped,
+            self.pending.next_offset,
+        );
         if let Some(ts) = self.pending.source_ts_ms {
             self.clock.set(ts);
         }
@@ -1299,7 +1509,9 @@ fn buffer_row(
     checked: bool,
 ) -> std::result::Result<bool, crate::sql::LiteralError> {
     match ev.op {
-        Op::Insert | Op::Read => buf.replace(plan, ev.after.as_deref().unwrap_or_default()).map(|_| false),
+        Op::Insert | Op::Read => buf
+            .replace(plan, ev.after.as_deref().unwrap_or_default())
+            .map(|_| false),
         Op::Update => {
             let after = ev.after.as_deref().unwrap_or_default();
             match ev.before.as_deref() {
@@ -1333,7 +1545,11 @@ fn buffer_row(
     }
 }
 
-fn key_changed(plan: &RowStatements, before: &[continuum_schemas::Value], after: &[continuum_schemas::Value]) -> bool {
+fn key_changed(
+    plan: &RowStatements,
+    before: &[continuum_schemas::Value],
+    after: &[continuum_schemas::Value],
+) -> bool {
     plan.key.iter().any(|(i, ..)| before[*i] != after[*i])
 }
 

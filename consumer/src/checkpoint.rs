@@ -104,7 +104,10 @@ impl Checkpoint {
         s.push(',');
         opt_num(&mut s, self.record_ts_ms);
         s.push_str(",UTC_TIMESTAMP(6),");
-        opt_text(&mut s, self.replay_until.as_ref().map(|p| p.to_string()).as_deref());
+        opt_text(
+            &mut s,
+            self.replay_until.as_ref().map(|p| p.to_string()).as_deref(),
+        );
         s.push(',');
         opt_num(&mut s, self.until_ts_ms);
         s.push_str(if self.until_reached { ",1," } else { ",0," });
@@ -165,7 +168,12 @@ pub async fn ensure_schema(conn: &mut Conn, target: &str) -> Result<()> {
 }
 
 /// Reads the checkpoint row of `topic`, if there is one.
-pub async fn load(conn: &mut Conn, target: &str, topic: &str, partition: i32) -> Result<Option<Checkpoint>> {
+pub async fn load(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<Checkpoint>> {
     let row: Option<mysql_async::Row> = conn
         .exec_first(
             "SELECT `cluster`,`next_offset`,`gtid_position`,`last_gtid`,`source_ts_ms`,`record_ts_ms`,
@@ -207,7 +215,9 @@ pub async fn load(conn: &mut Conn, target: &str, topic: &str, partition: i32) ->
     let snapshot_id: Option<String> = col!(10, Option<String>);
     let snapshot_state: Option<String> = col!(11, Option<String>);
     let error: Option<String> = col!(12, Option<String>);
-    let gtid_position: GtidPosition = gtid.parse().map_err(|e| bad(format!("gtid_position: {e}")))?;
+    let gtid_position: GtidPosition = gtid
+        .parse()
+        .map_err(|e| bad(format!("gtid_position: {e}")))?;
     let last_gtid = match last_gtid {
         Some(g) if !g.is_empty() => Some(g.parse().map_err(|e| bad(format!("last_gtid: {e}")))?),
         _ => None,
@@ -239,7 +249,12 @@ pub async fn load(conn: &mut Conn, target: &str, topic: &str, partition: i32) ->
 }
 
 /// Records why apply stopped, without moving the checkpoint (its own autocommit statement).
-pub async fn record_error(conn: &mut Conn, topic: &str, partition: i32, message: &str) -> std::result::Result<(), mysql_async::Error> {
+pub async fn record_error(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    message: &str,
+) -> std::result::Result<(), mysql_async::Error> {
     conn.exec_drop(
         "UPDATE `continuum`.`checkpoint` SET `error`=?, `error_at`=UTC_TIMESTAMP(6) WHERE `source_topic`=? AND `partition`=?",
         (message, topic, partition),

@@ -12,10 +12,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use continuum_common::config::LogFormat;
 use continuum_common::SiteConfig;
-use continuum_consumer::{apply, mirror, orphans, promote, replay, run as run_verb, status, verify};
+use continuum_consumer::{
+    apply, mirror, orphans, promote, replay, run as run_verb, status, verify,
+};
 
 #[derive(Parser, Debug)]
-#[command(name = "continuum-consumer", version, about = "Continuum consumer: apply a changelog to the local MariaDB, and the operator's verbs")]
+#[command(
+    name = "continuum-consumer",
+    version,
+    about = "Continuum consumer: apply a changelog to the local MariaDB, and the operator's verbs"
+)]
 struct Cli {
     /// The site's configuration file.
     #[arg(long, env = "CONTINUUM_CONFIG", global = true, value_name = "FILE")]
@@ -106,7 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     continuum_common::memory::limit_malloc_arenas();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("continuum-consumer: cannot start the async runtime: {e}");

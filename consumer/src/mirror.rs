@@ -64,9 +64,17 @@ pub enum MirrorError {
         registry: String,
     },
     #[error("record {topic}@{offset}: {reason}")]
-    Record { topic: String, offset: i64, reason: String },
+    Record {
+        topic: String,
+        offset: i64,
+        reason: String,
+    },
     #[error("the last record of {topic} on the {site} cluster (offset {offset}) has no {HEADER_MIRROR_OFFSET} header: the target topic holds records that were not mirrored here; point the mirror at a topic of its own")]
-    ForeignTarget { site: String, topic: String, offset: i64 },
+    ForeignTarget {
+        site: String,
+        topic: String,
+        offset: i64,
+    },
 }
 
 impl MirrorError {
@@ -131,15 +139,25 @@ pub struct MirrorSettings {
 
 impl MirrorSettings {
     pub fn resolve(cfg: &SiteConfig, args: &MirrorArgs) -> Result<Self, ConfigError> {
-        let from = match args.from.clone().or_else(|| cfg.consumer.mirror.from.clone()) {
+        let from = match args
+            .from
+            .clone()
+            .or_else(|| cfg.consumer.mirror.from.clone())
+        {
             Some(s) => s,
             None => cfg.other_site("consumer.mirror.from")?,
         };
-        let to = args.to.clone().or_else(|| cfg.consumer.mirror.to.clone()).unwrap_or_else(|| cfg.site.clone());
+        let to = args
+            .to
+            .clone()
+            .or_else(|| cfg.consumer.mirror.to.clone())
+            .unwrap_or_else(|| cfg.site.clone());
         if from == to {
             return Err(ConfigError::Invalid {
                 setting: "consumer.mirror".into(),
-                reason: format!("from and to are both '{from}': a topic cannot be mirrored onto itself"),
+                reason: format!(
+                    "from and to are both '{from}': a topic cannot be mirrored onto itself"
+                ),
             });
         }
         let mut from_cluster = cfg.cluster(&from)?.clone();
@@ -170,10 +188,16 @@ impl MirrorSettings {
 }
 
 /// Registry settings of a cluster (URL, basic auth, CA).
-pub fn registry_settings(c: &ClusterConfig, setting: &str) -> Result<RegistrySettings, ConfigError> {
+pub fn registry_settings(
+    c: &ClusterConfig,
+    setting: &str,
+) -> Result<RegistrySettings, ConfigError> {
     let r = &c.registry;
-    let password = continuum_common::secret::SecretRef { value: r.password.clone(), file: r.password_file.clone() }
-        .resolve(&format!("{setting}.registry.password_file"))?;
+    let password = continuum_common::secret::SecretRef {
+        value: r.password.clone(),
+        file: r.password_file.clone(),
+    }
+    .resolve(&format!("{setting}.registry.password_file"))?;
     let ca_pem = match &r.ca_file {
         Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError::Invalid {
             setting: format!("{setting}.registry.ca_file"),
@@ -183,7 +207,12 @@ pub fn registry_settings(c: &ClusterConfig, setting: &str) -> Result<RegistrySet
     };
     Ok(RegistrySettings {
         url: r.url.clone(),
-        basic_auth: r.username.clone().map(|u| (u, password.map(|p| p.expose().to_owned()).unwrap_or_default())),
+        basic_auth: r.username.clone().map(|u| {
+            (
+                u,
+                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+            )
+        }),
         ca_pem,
         timeout: Some(r.timeout),
     })
@@ -199,7 +228,12 @@ struct SchemaMap {
 }
 
 impl SchemaMap {
-    async fn target_id(&mut self, id: u32, offset: i64, part: &'static str) -> Result<u32, MirrorError> {
+    async fn target_id(
+        &mut self,
+        id: u32,
+        offset: i64,
+        part: &'static str,
+    ) -> Result<u32, MirrorError> {
         if let Some(t) = self.ids.get(&id) {
             return Ok(*t);
         }
@@ -222,12 +256,18 @@ impl SchemaMap {
             offset,
             reason: format!("{part} schema id {id} does not parse: {reason}"),
         })?;
-        let name = schema.name().map(|n| n.fullname(None)).ok_or_else(|| MirrorError::Record {
-            topic: self.topic.clone(),
-            offset,
-            reason: format!("{part} schema id {id} is not a named record"),
-        })?;
-        let target = self.to.register(&avro::subject(&self.topic, &name), &text).await?;
+        let name = schema
+            .name()
+            .map(|n| n.fullname(None))
+            .ok_or_else(|| MirrorError::Record {
+                topic: self.topic.clone(),
+                offset,
+                reason: format!("{part} schema id {id} is not a named record"),
+            })?;
+        let target = self
+            .to
+            .register(&avro::subject(&self.topic, &name), &text)
+            .await?;
         counter!("continuum_mirror_schema_translations_total").increment(1);
         tracing::debug!(source_id = id, target_id = target, subject = %avro::subject(&self.topic, &name), "schema mirrored");
         self.ids.insert(id, target);
@@ -235,12 +275,19 @@ impl SchemaMap {
     }
 
     /// The payload with its schema id replaced by the target registry's.
-    async fn rewrite(&mut self, bytes: &[u8], offset: i64, part: &'static str) -> Result<Vec<u8>, MirrorError> {
+    async fn rewrite(
+        &mut self,
+        bytes: &[u8],
+        offset: i64,
+        part: &'static str,
+    ) -> Result<Vec<u8>, MirrorError> {
         if bytes.len() < 5 || bytes[0] != 0 {
             return Err(MirrorError::Record {
                 topic: self.topic.clone(),
                 offset,
-                reason: format!("{part} is not in Confluent wire format (magic byte 0 and a schema id)"),
+                reason: format!(
+                    "{part} is not in Confluent wire format (magic byte 0 and a schema id)"
+                ),
             });
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -254,20 +301,38 @@ impl SchemaMap {
 }
 
 /// Runs the mirror until shutdown (Ok) or a fatal error, restarting after transient ones.
-pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bool>) -> Result<(), MirrorError> {
+pub async fn run(
+    s: MirrorSettings,
+    health: Health,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), MirrorError> {
     let client_id = format!("continuum-mirror-{}-to-{}", s.from, s.to);
     let pcfg = kafka::producer_config(&s.to, &s.to_cluster, &client_id, &s.producer)?;
     let target_read = kafka::consumer_config(&s.to, &s.to_cluster, &format!("{client_id}-tail"))?;
     let source_read = kafka::consumer_config(&s.from, &s.from_cluster, &client_id)?;
     let mut schemas = SchemaMap {
-        from: Registry::new(&registry_settings(&s.from_cluster, &format!("sites.{}", s.from))?)?,
-        to: Registry::new(&registry_settings(&s.to_cluster, &format!("sites.{}", s.to))?)?,
+        from: Registry::new(&registry_settings(
+            &s.from_cluster,
+            &format!("sites.{}", s.from),
+        )?)?,
+        to: Registry::new(&registry_settings(
+            &s.to_cluster,
+            &format!("sites.{}", s.to),
+        )?)?,
         from_site: s.from.clone(),
         topic: s.topic.clone(),
         ids: HashMap::new(),
     };
-    let mut writer = Writer::new(pcfg.clone(), &s.topic, "continuum_mirror_records_delivered_total")
-        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: "creating the producer".into(), source })?;
+    let mut writer = Writer::new(
+        pcfg.clone(),
+        &s.topic,
+        "continuum_mirror_records_delivered_total",
+    )
+    .map_err(|source| MirrorError::Kafka {
+        site: s.to.clone(),
+        what: "creating the producer".into(),
+        source,
+    })?;
     let opts = db::opts(&s.database, &[])?;
     let target = db::describe(&s.database);
     let lock_name = format!("continuum.mirror.{}.{}", s.to, s.topic);
@@ -279,7 +344,14 @@ pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bo
             return Ok(());
         }
         if lock.is_none() {
-            match NamedLock::acquire(opts.clone(), &target, &lock_name, &format!("a mirror of {} into the {} cluster", s.topic, s.to)).await {
+            match NamedLock::acquire(
+                opts.clone(),
+                &target,
+                &lock_name,
+                &format!("a mirror of {} into the {} cluster", s.topic, s.to),
+            )
+            .await
+            {
                 Ok(l) => lock = Some(l),
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next().unwrap_or(s.max_retry_delay);
@@ -290,7 +362,17 @@ pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bo
                 Err(e) => return Err(e.into()),
             }
         }
-        let result = session(&s, &mut writer, &mut schemas, &target_read, &source_read, lock.as_ref().expect("lock"), &health, &shutdown).await;
+        let result = session(
+            &s,
+            &mut writer,
+            &mut schemas,
+            &target_read,
+            &source_read,
+            lock.as_ref().expect("lock"),
+            &health,
+            &shutdown,
+        )
+        .await;
         match result {
             Ok(()) => {
                 writer.flush().await?;
@@ -303,10 +385,11 @@ pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bo
                     lock = None;
                 }
                 if matches!(e, MirrorError::Send(SendError::Delivery { .. })) {
-                    writer
-                        .reset()
-                        .await
-                        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: "re-creating the producer".into(), source })?;
+                    writer.reset().await.map_err(|source| MirrorError::Kafka {
+                        site: s.to.clone(),
+                        what: "re-creating the producer".into(),
+                        source,
+                    })?;
                 }
                 let delay = backoff.next().unwrap_or(s.max_retry_delay);
                 health.set("mirror", Status::Starting, format!("retrying after: {e}"));
@@ -320,30 +403,51 @@ pub async fn run(s: MirrorSettings, health: Health, shutdown: watch::Receiver<bo
                 return Err(e);
             }
         }
-        if health.snapshot().get("mirror").is_some_and(|c| c.status == Status::Ok) {
+        if health
+            .snapshot()
+            .get("mirror")
+            .is_some_and(|c| c.status == Status::Ok)
+        {
             backoff = new_backoff(s.max_retry_delay);
         }
     }
 }
 
 fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(max).without_max_times().build()
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
 }
 
 /// Where to resume: the source offset after the target's last mirrored record.
-async fn resume_offset(s: &MirrorSettings, target_read: &ClientConfig) -> Result<Option<i64>, MirrorError> {
+async fn resume_offset(
+    s: &MirrorSettings,
+    target_read: &ClientConfig,
+) -> Result<Option<i64>, MirrorError> {
     let cfg = target_read.clone();
     let topic = s.topic.clone();
     let to = s.to.clone();
-    let last = tokio::task::spawn_blocking(move || kafka::read_last_stable(&cfg, &topic, Duration::from_secs(10)))
-        .await
-        .expect("tail task")
-        .map_err(|source| MirrorError::Kafka { site: s.to.clone(), what: format!("reading the last record of {}", s.topic), source })?;
+    let last = tokio::task::spawn_blocking(move || {
+        kafka::read_last_stable(&cfg, &topic, Duration::from_secs(10))
+    })
+    .await
+    .expect("tail task")
+    .map_err(|source| MirrorError::Kafka {
+        site: s.to.clone(),
+        what: format!("reading the last record of {}", s.topic),
+        source,
+    })?;
     let Some(rec) = last else { return Ok(None) };
     let offset: i64 = rec
         .header_str(HEADER_MIRROR_OFFSET)
         .and_then(|v| v.parse().ok())
-        .ok_or(MirrorError::ForeignTarget { site: to, topic: s.topic.clone(), offset: rec.offset })?;
+        .ok_or(MirrorError::ForeignTarget {
+            site: to,
+            topic: s.topic.clone(),
+            offset: rec.offset,
+        })?;
     Ok(Some(offset + 1))
 }
 
@@ -368,7 +472,9 @@ async fn session(
     kafka::ensure_changelog_topic(&writer_config(s)?, &s.topic, Duration::from_secs(30))
         .await
         .map_err(kerr(&s.to, &format!("creating topic {}", s.topic)))?;
-    let consumer: StreamConsumer = source_read.create().map_err(kerr(&s.from, "creating the consumer"))?;
+    let consumer: StreamConsumer = source_read
+        .create()
+        .map_err(kerr(&s.from, "creating the consumer"))?;
     let (low, high) = {
         let topic = s.topic.clone();
         let c = source_read.clone();
@@ -398,8 +504,17 @@ async fn session(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&s.topic, 0, Offset::Offset(start))
         .map_err(kerr(&s.from, "assigning the partition"))?;
-    consumer.assign(&tpl).map_err(kerr(&s.from, "assigning the partition"))?;
-    health.set("mirror", Status::Ok, format!("mirroring {} from {} to {} at {start}", s.topic, s.from, s.to));
+    consumer
+        .assign(&tpl)
+        .map_err(kerr(&s.from, "assigning the partition"))?;
+    health.set(
+        "mirror",
+        Status::Ok,
+        format!(
+            "mirroring {} from {} to {} at {start}",
+            s.topic, s.from, s.to
+        ),
+    );
 
     let mut lost = lock.lost.clone();
     let mut shutdown = shutdown.clone();
@@ -444,10 +559,19 @@ async fn session(
 }
 
 fn writer_config(s: &MirrorSettings) -> Result<ClientConfig, MirrorError> {
-    Ok(kafka::base_config(&s.to, &s.to_cluster, "continuum-mirror-admin")?)
+    Ok(kafka::base_config(
+        &s.to,
+        &s.to_cluster,
+        "continuum-mirror-admin",
+    )?)
 }
 
-async fn mirror_one(s: &MirrorSettings, writer: &Writer, schemas: &mut SchemaMap, rec: &FetchedRecord) -> Result<(), MirrorError> {
+async fn mirror_one(
+    s: &MirrorSettings,
+    writer: &Writer,
+    schemas: &mut SchemaMap,
+    rec: &FetchedRecord,
+) -> Result<(), MirrorError> {
     let key = match &rec.key {
         Some(k) => Some(schemas.rewrite(k, rec.offset, "key").await?),
         None => None,
@@ -460,10 +584,16 @@ async fn mirror_one(s: &MirrorSettings, writer: &Writer, schemas: &mut SchemaMap
     let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 1);
     for (k, v) in &rec.headers {
         if k != HEADER_MIRROR_OFFSET {
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
     }
-    headers = headers.insert(Header { key: HEADER_MIRROR_OFFSET, value: Some(&offset) });
+    headers = headers.insert(Header {
+        key: HEADER_MIRROR_OFFSET,
+        value: Some(&offset),
+    });
     let mut record = BaseRecord::<[u8], [u8]>::to(&s.topic).headers(headers);
     if let Some(ts) = rec.timestamp_ms {
         record = record.timestamp(ts);
@@ -483,8 +613,14 @@ pub async fn main(cfg: SiteConfig, args: MirrorArgs) -> Result<(), MirrorError> 
     let s = MirrorSettings::resolve(&cfg, &args)?;
     let health = Health::default();
     health.set("mirror", Status::Starting, "starting");
-    if let Err(e) = continuum_common::observe::serve(cfg.consumer.metrics_listen, health.clone()).await {
-        return Err(ConfigError::Invalid { setting: "consumer.metrics_listen".into(), reason: e.to_string() }.into());
+    if let Err(e) =
+        continuum_common::observe::serve(cfg.consumer.metrics_listen, health.clone()).await
+    {
+        return Err(ConfigError::Invalid {
+            setting: "consumer.metrics_listen".into(),
+            reason: e.to_string(),
+        }
+        .into());
     }
     let (_stop, rx) = shutdown_on_signal();
     run(s, health, rx).await
@@ -494,7 +630,8 @@ pub async fn main(cfg: SiteConfig, args: MirrorArgs) -> Result<(), MirrorError> 
 pub fn shutdown_on_signal() -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

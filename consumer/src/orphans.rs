@@ -16,7 +16,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 use serde::Serialize;
 
-use continuum_common::binlog::{parse_gtid_event, FL_STANDALONE, MARIADB_GTID, SKIP_REPLICATION_FLAG};
+use continuum_common::binlog::{
+    parse_gtid_event, FL_STANDALONE, MARIADB_GTID, SKIP_REPLICATION_FLAG,
+};
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::{Gtid, GtidPosition};
 
@@ -33,9 +35,18 @@ pub enum OrphansError {
         source: mysql_async::Error,
     },
     #[error("the {replica} site has no checkpoint for {topic}: it never applied {source_site}'s changelog, so every transaction of {source_site} is unapplied; nothing to compare")]
-    NoCheckpoint { replica: String, topic: String, source_site: String },
+    NoCheckpoint {
+        replica: String,
+        topic: String,
+        source_site: String,
+    },
     #[error("{source_site}'s binlog no longer holds the position {position} that {replica} applied up to (error 1236: {message}); the orphans cannot be listed from the binlog")]
-    Purged { source_site: String, replica: String, position: String, message: String },
+    Purged {
+        source_site: String,
+        replica: String,
+        position: String,
+        message: String,
+    },
     #[error("binlog of {site}: {0}", site = .1)]
     Binlog(String, String),
 }
@@ -105,10 +116,19 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     let replica_db = cfg.database_of(&replica)?.clone();
     let dberr = |site: &str, target: &str, what: &str| {
         let (site, target, what) = (site.to_owned(), target.to_owned(), what.to_owned());
-        move |source| OrphansError::Db { site, target, what, source }
+        move |source| OrphansError::Db {
+            site,
+            target,
+            what,
+            source,
+        }
     };
     let rtarget = db::describe(&replica_db);
-    let mut rconn = Conn::new(db::opts(&replica_db, &[])?).await.map_err(dberr(&replica, &rtarget, "connecting"))?;
+    let mut rconn = Conn::new(db::opts(&replica_db, &[])?).await.map_err(dberr(
+        &replica,
+        &rtarget,
+        "connecting",
+    ))?;
     let applied: Option<String> = rconn
         .exec_first("SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = ? AND `partition` = 0", (&topic,))
         .await
@@ -118,15 +138,32 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
         })
         .map_err(dberr(&replica, &rtarget, "reading the checkpoint"))?;
     let applied: GtidPosition = applied
-        .ok_or_else(|| OrphansError::NoCheckpoint { replica: replica.clone(), topic: topic.clone(), source_site: source.clone() })?
+        .ok_or_else(|| OrphansError::NoCheckpoint {
+            replica: replica.clone(),
+            topic: topic.clone(),
+            source_site: source.clone(),
+        })?
         .parse()
-        .map_err(|e: continuum_schemas::ParsePositionError| OrphansError::Binlog(e.to_string(), source.clone()))?;
+        .map_err(|e: continuum_schemas::ParsePositionError| {
+            OrphansError::Binlog(e.to_string(), source.clone())
+        })?;
 
     let starget = db::describe(&source_db);
     let sopts = db::opts(&source_db, &[])?;
-    let mut sconn = Conn::new(sopts.clone()).await.map_err(dberr(&source, &starget, "connecting"))?;
-    let now: Option<String> = sconn.query_first("SELECT @@gtid_binlog_pos").await.map_err(dberr(&source, &starget, "reading @@gtid_binlog_pos"))?;
-    let source_position: GtidPosition = now.unwrap_or_default().parse().map_err(|e: continuum_schemas::ParsePositionError| OrphansError::Binlog(e.to_string(), source.clone()))?;
+    let mut sconn =
+        Conn::new(sopts.clone())
+            .await
+            .map_err(dberr(&source, &starget, "connecting"))?;
+    let now: Option<String> = sconn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .map_err(dberr(&source, &starget, "reading @@gtid_binlog_pos"))?;
+    let source_position: GtidPosition =
+        now.unwrap_or_default()
+            .parse()
+            .map_err(|e: continuum_schemas::ParsePositionError| {
+                OrphansError::Binlog(e.to_string(), source.clone())
+            })?;
     let mut report = OrphansReport {
         source: source.clone(),
         replica: replica.clone(),
@@ -143,15 +180,29 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     }
     // Read from what the replica applied, in the source's own domains; domains the replica
     // never saw start from the beginning of the source's binlog.
-    let start: GtidPosition = source_position.iter().filter_map(|g| applied.get(g.domain)).collect();
-    let server_id = args.server_id.unwrap_or(cfg.producer.server_id.wrapping_add(1000));
-    sconn.query_drop("SET @mariadb_slave_capability=4").await.map_err(dberr(&source, &starget, "setting up the binlog stream"))?;
+    let start: GtidPosition = source_position
+        .iter()
+        .filter_map(|g| applied.get(g.domain))
+        .collect();
+    let server_id = args
+        .server_id
+        .unwrap_or(cfg.producer.server_id.wrapping_add(1000));
+    sconn
+        .query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .map_err(dberr(&source, &starget, "setting up the binlog stream"))?;
     sconn
         .exec_drop("SET @slave_connect_state=?", (start.to_string(),))
         .await
         .map_err(dberr(&source, &starget, "setting up the binlog stream"))?;
-    let request = BinlogStreamRequest::new(server_id).with_filename(b"").with_pos(4u64).with_non_blocking();
-    let mut stream = sconn.get_binlog_stream(request).await.map_err(|e| purged(e, &source, &replica, &start, &starget))?;
+    let request = BinlogStreamRequest::new(server_id)
+        .with_filename(b"")
+        .with_pos(4u64)
+        .with_non_blocking();
+    let mut stream = sconn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| purged(e, &source, &replica, &start, &starget))?;
     let mut open: Option<Open> = None;
     let mut tables: BTreeMap<u64, String> = BTreeMap::new();
     while let Some(ev) = stream.next().await {
@@ -159,23 +210,37 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
         let h = ev.header();
         let ty = h.event_type_raw();
         if ty == MARIADB_GTID {
-            let (gtid, flags) = parse_gtid_event(ev.data(), h.server_id()).map_err(|e| OrphansError::Binlog(e, source.clone()))?;
+            let (gtid, flags) = parse_gtid_event(ev.data(), h.server_id())
+                .map_err(|e| OrphansError::Binlog(e, source.clone()))?;
             open = Some(Open {
-                orphan: Orphan { gtid: gtid.to_string(), time: h.timestamp() as i64, tables: BTreeMap::new(), ddl: Vec::new() },
+                orphan: Orphan {
+                    gtid: gtid.to_string(),
+                    time: h.timestamp() as i64,
+                    tables: BTreeMap::new(),
+                    ddl: Vec::new(),
+                },
                 flagged: h.flags_raw() & SKIP_REPLICATION_FLAG != 0,
                 standalone: flags & FL_STANDALONE != 0,
             });
             continue;
         }
-        let Ok(Some(data)) = ev.read_data() else { continue };
+        let Ok(Some(data)) = ev.read_data() else {
+            continue;
+        };
         match data {
             EventData::TableMapEvent(t) => {
-                tables.insert(t.table_id(), format!("{}.{}", t.database_name(), t.table_name()));
+                tables.insert(
+                    t.table_id(),
+                    format!("{}.{}", t.database_name(), t.table_name()),
+                );
             }
             EventData::RowsEvent(r) => {
                 if let (Some(o), Some(tme)) = (open.as_mut(), stream.get_tme(r.table_id())) {
                     let n = r.rows(tme).count() as u64;
-                    let name = tables.get(&r.table_id()).cloned().unwrap_or_else(|| format!("table id {}", r.table_id()));
+                    let name = tables
+                        .get(&r.table_id())
+                        .cloned()
+                        .unwrap_or_else(|| format!("table id {}", r.table_id()));
                     *o.orphan.tables.entry(name).or_default() += n;
                 }
             }
@@ -211,7 +276,13 @@ fn finish(open: &mut Option<Open>, report: &mut OrphansReport) {
     }
 }
 
-fn purged(e: mysql_async::Error, source: &str, replica: &str, start: &GtidPosition, target: &str) -> OrphansError {
+fn purged(
+    e: mysql_async::Error,
+    source: &str,
+    replica: &str,
+    start: &GtidPosition,
+    target: &str,
+) -> OrphansError {
     if let mysql_async::Error::Server(s) = &e {
         if s.code == 1236 {
             return OrphansError::Purged {
@@ -222,11 +293,18 @@ fn purged(e: mysql_async::Error, source: &str, replica: &str, start: &GtidPositi
             };
         }
     }
-    OrphansError::Db { site: source.to_owned(), target: target.to_owned(), what: "reading the binlog".into(), source: e }
+    OrphansError::Db {
+        site: source.to_owned(),
+        target: target.to_owned(),
+        what: "reading the binlog".into(),
+        source: e,
+    }
 }
 
 fn fmt_time(secs: i64) -> String {
-    continuum_schemas::types::DateTime::from_epoch_micros(secs * 1_000_000).to_string()[..19].to_owned() + "Z"
+    continuum_schemas::types::DateTime::from_epoch_micros(secs * 1_000_000).to_string()[..19]
+        .to_owned()
+        + "Z"
 }
 
 /// The human form.
@@ -246,8 +324,17 @@ pub fn render(r: &OrphansReport) -> String {
         r.last_time.map(fmt_time).unwrap_or_default()
     ));
     for o in &r.orphans {
-        let tables: Vec<String> = o.tables.iter().map(|(t, n)| format!("{t} ({n} rows)")).collect();
-        out.push_str(&format!("  {:<16} {}  {}", o.gtid, fmt_time(o.time), tables.join(", ")));
+        let tables: Vec<String> = o
+            .tables
+            .iter()
+            .map(|(t, n)| format!("{t} ({n} rows)"))
+            .collect();
+        out.push_str(&format!(
+            "  {:<16} {}  {}",
+            o.gtid,
+            fmt_time(o.time),
+            tables.join(", ")
+        ));
         for d in &o.ddl {
             out.push_str(&format!("  DDL: {d}"));
         }
@@ -261,7 +348,10 @@ pub fn render(r: &OrphansReport) -> String {
 pub async fn main(cfg: SiteConfig, args: OrphansArgs) -> Result<bool, OrphansError> {
     let r = orphans(&cfg, &args).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("report serializes")
+        );
     } else {
         print!("{}", render(&r));
     }
@@ -270,5 +360,8 @@ pub async fn main(cfg: SiteConfig, args: OrphansArgs) -> Result<bool, OrphansErr
 
 /// The GTIDs of a report, for checks.
 pub fn gtids(r: &OrphansReport) -> Vec<Gtid> {
-    r.orphans.iter().filter_map(|o| o.gtid.parse().ok()).collect()
+    r.orphans
+        .iter()
+        .filter_map(|o| o.gtid.parse().ok())
+        .collect()
 }

@@ -40,7 +40,13 @@ pub enum PromoteError {
     #[error("{site} is already the primary{since}; nothing was changed. To move the primary role to another site, run promote there")]
     AlreadyPrimary { site: String, since: String },
     #[error("the drain did not finish within {timeout:?}: apply is at offset {at} of {high} of {topic} in the {site} cluster. Is `continuum-consumer run` running here? Promote without draining with --now (what is not applied becomes orphans)")]
-    DrainTimeout { site: String, topic: String, at: i64, high: i64, timeout: Duration },
+    DrainTimeout {
+        site: String,
+        topic: String,
+        at: i64,
+        high: i64,
+        timeout: Duration,
+    },
     #[error("apply did not release its lock within {0:?} after the site became writable; is an old apply process stuck? Stop it, then run promote again")]
     ApplyStillRunning(Duration),
     #[error("Kafka: {0}")]
@@ -48,7 +54,12 @@ pub enum PromoteError {
     #[error("{0}")]
     Orphans(#[from] orphans::OrphansError),
     #[error("{site} has {count} transaction(s) that {old} never applied (its orphans, listed below); they would reach {old} once it follows {site} again. Decide before the switchover: --orphans apply (let {old} apply them) or --orphans discard (it skips them). See docs/failover.md\n{list}")]
-    UnresolvedOrphans { site: String, old: String, count: usize, list: String },
+    UnresolvedOrphans {
+        site: String,
+        old: String,
+        count: usize,
+        list: String,
+    },
 }
 
 /// What happens to this site's own orphans when the old primary follows it again.
@@ -119,16 +130,29 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
     let target = db::describe(&cfg.database);
     let e = |what: &str| {
         let (site, target, what) = (site.clone(), target.clone(), what.to_owned());
-        move |source| PromoteError::Db { site, target, what, source }
+        move |source| PromoteError::Db {
+            site,
+            target,
+            what,
+            source,
+        }
     };
-    let mut conn = Conn::new(db::opts(&cfg.database, &[])?).await.map_err(e("connecting"))?;
-    let read_only: Option<u8> = conn.query_first("SELECT @@read_only").await.map_err(e("reading read_only"))?;
+    let mut conn = Conn::new(db::opts(&cfg.database, &[])?)
+        .await
+        .map_err(e("connecting"))?;
+    let read_only: Option<u8> = conn
+        .query_first("SELECT @@read_only")
+        .await
+        .map_err(e("reading read_only"))?;
     if read_only == Some(0) {
         let since: Option<String> = conn
             .exec_first("SELECT CONCAT(' since ', promoted_at, ' UTC') FROM continuum.promotion WHERE site = ? ORDER BY id DESC LIMIT 1", (&site,))
             .await
             .unwrap_or(None);
-        return Err(PromoteError::AlreadyPrimary { site, since: since.unwrap_or_default() });
+        return Err(PromoteError::AlreadyPrimary {
+            site,
+            since: since.unwrap_or_default(),
+        });
     }
 
     // Drain what the local cluster holds of the old primary's changelog.
@@ -150,13 +174,21 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
         .map_err(PromoteError::Kafka)?;
         let deadline = Instant::now() + args.drain_timeout;
         loop {
-            let (at, _) = checkpoint(&mut conn, &topic).await.map_err(e("reading the checkpoint"))?;
+            let (at, _) = checkpoint(&mut conn, &topic)
+                .await
+                .map_err(e("reading the checkpoint"))?;
             if at >= high {
                 drained = true;
                 break;
             }
             if Instant::now() > deadline {
-                return Err(PromoteError::DrainTimeout { site, topic, at, high, timeout: args.drain_timeout });
+                return Err(PromoteError::DrainTimeout {
+                    site,
+                    topic,
+                    at,
+                    high,
+                    timeout: args.drain_timeout,
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -171,12 +203,22 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), Conn::new(opts)).await {
                 let own = orphans::orphans(
                     cfg,
-                    &OrphansArgs { source: Some(site.clone()), replica: Some(old.clone()), server_id: None, json: false },
+                    &OrphansArgs {
+                        source: Some(site.clone()),
+                        replica: Some(old.clone()),
+                        server_id: None,
+                        json: false,
+                    },
                 )
                 .await;
                 match own {
                     Ok(r) if !r.orphans.is_empty() && args.orphans.is_none() => {
-                        return Err(PromoteError::UnresolvedOrphans { site, old, count: r.count, list: orphans::render(&r) });
+                        return Err(PromoteError::UnresolvedOrphans {
+                            site,
+                            old,
+                            count: r.count,
+                            list: orphans::render(&r),
+                        });
                     }
                     Ok(r) => own_orphans = Some(r),
                     // The old primary never applied this site's changelog: nothing to decide.
@@ -189,14 +231,23 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
 
     // Stop applying: the site becomes writable; apply notices, stops at a commit boundary and
     // releases its lock. Holding that lock proves apply has stopped.
-    conn.query_drop("SET GLOBAL read_only = OFF").await.map_err(e("making the site writable (SET GLOBAL read_only = OFF needs READ_ONLY ADMIN or SUPER)"))?;
+    conn.query_drop("SET GLOBAL read_only = OFF")
+        .await
+        .map_err(e(
+            "making the site writable (SET GLOBAL read_only = OFF needs READ_ONLY ADMIN or SUPER)",
+        ))?;
     let name = lock_name(&topic);
     let wait = Duration::from_secs(60);
-    let got: Option<Option<i64>> = conn.exec_first("SELECT GET_LOCK(?, ?)", (&name, wait.as_secs())).await.map_err(e("waiting for apply to stop"))?;
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (&name, wait.as_secs()))
+        .await
+        .map_err(e("waiting for apply to stop"))?;
     if got.flatten() != Some(1) {
         return Err(PromoteError::ApplyStillRunning(wait));
     }
-    let (_, applied) = checkpoint(&mut conn, &topic).await.map_err(e("reading the checkpoint"))?;
+    let (_, applied) = checkpoint(&mut conn, &topic)
+        .await
+        .map_err(e("reading the checkpoint"))?;
     let _ = conn.exec_drop("SELECT RELEASE_LOCK(?)", (&name,)).await;
 
     // The old primary: orphans and demotion, if it answers.
@@ -214,14 +265,21 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
                         // The old primary's apply is stopped (it was the primary until now);
                         // moving its checkpoint past the orphans makes it skip them.
                         let target = db::describe(old_db);
-                        let pos: continuum_schemas::GtidPosition = r.source_position.parse().unwrap_or_default();
-                        let applied: continuum_schemas::GtidPosition = r.applied_position.parse().unwrap_or_default();
+                        let pos: continuum_schemas::GtidPosition =
+                            r.source_position.parse().unwrap_or_default();
+                        let applied: continuum_schemas::GtidPosition =
+                            r.applied_position.parse().unwrap_or_default();
                         let merged = crate::checkpoint::merge_max(&applied, &pos);
                         // Bookkeeping of this site, not a change to replicate: flagged like
                         // apply's own writes, so neither a producer nor `orphans` counts it.
                         oc.query_drop("SET SESSION skip_replication = 1")
                             .await
-                            .map_err(|source| PromoteError::Db { site: old.clone(), target: target.clone(), what: "SET SESSION skip_replication = 1".into(), source })?;
+                            .map_err(|source| PromoteError::Db {
+                                site: old.clone(),
+                                target: target.clone(),
+                                what: "SET SESSION skip_replication = 1".into(),
+                                source,
+                            })?;
                         oc.exec_drop(
                             "UPDATE continuum.checkpoint SET gtid_position = ? WHERE source_topic = ? AND `partition` = 0",
                             (merged.to_string(), &r.topic),
@@ -233,7 +291,12 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
                 }
                 let report = orphans::orphans(
                     cfg,
-                    &OrphansArgs { source: Some(old.clone()), replica: Some(site.clone()), server_id: None, json: false },
+                    &OrphansArgs {
+                        source: Some(old.clone()),
+                        replica: Some(site.clone()),
+                        server_id: None,
+                        json: false,
+                    },
                 )
                 .await?;
                 orphan_report = Some(report);
@@ -243,7 +306,9 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
 
     // The promotion record is this site's own bookkeeping: flagged, so it is neither captured
     // nor ever reported as an orphan.
-    conn.query_drop("SET SESSION skip_replication = 1").await.map_err(e("SET SESSION skip_replication = 1"))?;
+    conn.query_drop("SET SESSION skip_replication = 1")
+        .await
+        .map_err(e("SET SESSION skip_replication = 1"))?;
     for stmt in [
         "CREATE DATABASE IF NOT EXISTS `continuum`",
         "CREATE TABLE IF NOT EXISTS `continuum`.`promotion` (
@@ -280,7 +345,10 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
         old_primary_reachable: reachable,
         old_primary_demoted: demoted,
         orphans: orphan_report,
-        own_orphans_decision: own_orphans.as_ref().filter(|r| !r.orphans.is_empty()).and(args.orphans),
+        own_orphans_decision: own_orphans
+            .as_ref()
+            .filter(|r| !r.orphans.is_empty())
+            .and(args.orphans),
         own_orphans,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -314,13 +382,17 @@ pub fn render(p: &Promotion) -> String {
             r.count,
             p.site,
             match d {
-                OrphanDecision::Apply => format!("{} will apply them from {}", p.old_primary, r.topic),
+                OrphanDecision::Apply =>
+                    format!("{} will apply them from {}", p.old_primary, r.topic),
                 OrphanDecision::Discard => format!("discarded: {} skips them", p.old_primary),
             }
         ));
     }
     out.push_str("next steps:\n");
-    out.push_str(&format!("  1. point the applications at {} (it is writable now);\n", p.site));
+    out.push_str(&format!(
+        "  1. point the applications at {} (it is writable now);\n",
+        p.site
+    ));
     if p.old_primary_demoted {
         out.push_str(&format!("  2. {} was made read-only (a replica); its `consumer run` now applies {}'s writes to it (failback);\n", p.old_primary, p.site));
     } else {
@@ -340,7 +412,10 @@ pub fn render(p: &Promotion) -> String {
 pub async fn main(cfg: SiteConfig, args: PromoteArgs) -> Result<(), PromoteError> {
     let p = promote(&cfg, &args).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&p).expect("promotion serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&p).expect("promotion serializes")
+        );
     } else {
         print!("{}", render(&p));
     }

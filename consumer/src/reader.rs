@@ -190,7 +190,11 @@ fn kafka_error(topic: &str, cluster: &str, e: KafkaError) -> ApplyError {
 }
 
 /// Decodes one fetched record.
-pub async fn decode(decoder: &mut Decoder, topic: &str, r: FetchedRecord) -> Result<Incoming, ApplyError> {
+pub async fn decode(
+    decoder: &mut Decoder,
+    topic: &str,
+    r: FetchedRecord,
+) -> Result<Incoming, ApplyError> {
     let header_pos: Option<StreamPosition> = r.header_str(POS_HEADER).and_then(|s| s.parse().ok());
     let gtid = gtid_text(header_pos.as_ref());
     let ctx = |table: String| RecordContext {
@@ -200,10 +204,12 @@ pub async fn decode(decoder: &mut Decoder, topic: &str, r: FetchedRecord) -> Res
         table,
         key: String::new(),
     };
-    let poison = |reason: String| ApplyError::Record {
+    let poison = |reason: String| {
+        ApplyError::Record {
         at: Box::new(ctx(String::new())),
         reason,
         fix: "the record is not a valid Continuum record; find out what wrote it (the producer, the mirror, or something else writing to this topic). To pass it, move the checkpoint past it with `continuum-consumer replay --to-offset` once the replica is known to be right".into(),
+    }
     };
     let Some(value) = r.value.as_deref() else {
         return Err(poison("the record has no value".into()));
@@ -229,7 +235,11 @@ pub async fn decode(decoder: &mut Decoder, topic: &str, r: FetchedRecord) -> Res
     let pos = match (header_pos, r.header_str(POS_HEADER)) {
         (Some(p), _) => p,
         (None, None) => record.position(),
-        (None, Some(text)) => return Err(poison(format!("its {POS_HEADER} header '{text}' does not parse"))),
+        (None, Some(text)) => {
+            return Err(poison(format!(
+                "its {POS_HEADER} header '{text}' does not parse"
+            )))
+        }
     };
     let size = r.key.as_ref().map_or(0, |k| k.len()) + value.len();
     Ok(Incoming {

@@ -120,15 +120,26 @@ impl std::fmt::Display for ReplayReport {
             writeln!(
                 f,
                 "time lookup: {}",
-                if ok { "the broker's answer checked out" } else { "the broker's answer was wrong; found by a search over record timestamps" }
+                if ok {
+                    "the broker's answer checked out"
+                } else {
+                    "the broker's answer was wrong; found by a search over record timestamps"
+                }
             )?;
         }
         match &self.replay_until {
-            Some(p) => writeln!(f, "GTID skip is suspended until position {p} is passed again")?,
+            Some(p) => writeln!(
+                f,
+                "GTID skip is suspended until position {p} is passed again"
+            )?,
             None => writeln!(f, "nothing to re-apply before the current position")?,
         }
         if let Some(t) = self.until_time_ms {
-            writeln!(f, "apply will stop before the first record written after {}", fmt_ms(t))?;
+            writeln!(
+                f,
+                "apply will stop before the first record written after {}",
+                fmt_ms(t)
+            )?;
         }
         write!(f, "start apply to re-apply")
     }
@@ -163,7 +174,10 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: ReplayArgs) -> Result
     let settings = ApplySettings::resolve(&cfg).map_err(ApplyError::from)?;
     let report = replay(&settings, args.from(), args.until_time).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
     } else {
         println!("{report}");
     }
@@ -171,12 +185,25 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: ReplayArgs) -> Result
 }
 
 /// Moves the checkpoint.
-pub async fn replay(settings: &ApplySettings, from: ReplayFrom, until_ms: Option<i64>) -> Result<ReplayReport, ReplayError> {
+pub async fn replay(
+    settings: &ApplySettings,
+    from: ReplayFrom,
+    until_ms: Option<i64>,
+) -> Result<ReplayReport, ReplayError> {
     let target = settings.target();
     let lock = match ApplyLock::acquire(settings.db_opts_plain()?, &target, &settings.topic).await {
         Ok(l) => l,
-        Err(ApplyError::LockHeld { lock, holder, topic, .. }) => {
-            return Err(ReplayError::ApplyRunning { topic, holder, lock })
+        Err(ApplyError::LockHeld {
+            lock,
+            holder,
+            topic,
+            ..
+        }) => {
+            return Err(ReplayError::ApplyRunning {
+                topic,
+                holder,
+                lock,
+            })
         }
         Err(e) => return Err(e.into()),
     };
@@ -185,7 +212,11 @@ pub async fn replay(settings: &ApplySettings, from: ReplayFrom, until_ms: Option
     r
 }
 
-async fn move_checkpoint(settings: &ApplySettings, from: ReplayFrom, until_ms: Option<i64>) -> Result<ReplayReport, ReplayError> {
+async fn move_checkpoint(
+    settings: &ApplySettings,
+    from: ReplayFrom,
+    until_ms: Option<i64>,
+) -> Result<ReplayReport, ReplayError> {
     let target = settings.target();
     let mut conn = writer::connect(&settings.db_opts()?, &target).await?;
     checkpoint::ensure_schema(&mut conn, &target).await?;
@@ -207,7 +238,10 @@ async fn move_checkpoint(settings: &ApplySettings, from: ReplayFrom, until_ms: O
         })
     };
     let r = reader.clone();
-    let (low, high) = tokio::task::spawn_blocking(move || r.watermarks()).await.expect("join").map_err(kafka)?;
+    let (low, high) = tokio::task::spawn_blocking(move || r.watermarks())
+        .await
+        .expect("join")
+        .map_err(kafka)?;
     let mut broker_ok = None;
     let wanted = match from {
         ReplayFrom::Beginning => low,
@@ -225,7 +259,10 @@ async fn move_checkpoint(settings: &ApplySettings, from: ReplayFrom, until_ms: O
         }
         ReplayFrom::Time(t) => {
             let r = reader.clone();
-            let (o, ok) = tokio::task::spawn_blocking(move || r.offset_for_time(t)).await.expect("join").map_err(kafka)?;
+            let (o, ok) = tokio::task::spawn_blocking(move || r.offset_for_time(t))
+                .await
+                .expect("join")
+                .map_err(kafka)?;
             if !ok {
                 tracing::warn!(%topic, time = %fmt_ms(t), offset = o, "the broker's offset for this time was wrong; used a search over record timestamps");
             }
@@ -234,35 +271,42 @@ async fn move_checkpoint(settings: &ApplySettings, from: ReplayFrom, until_ms: O
         }
     };
     let r = reader.clone();
-    let (aligned, before) = tokio::task::spawn_blocking(move || -> Result<(i64, Option<GtidPosition>), AlignError> {
-        let a = align_to_start(&r, low, wanted, high)?;
-        if a >= high {
-            return Ok((a, None));
-        }
-        let rec = r.must_read(a)?;
-        // The position just before the record: where the replica will be when apply gets there.
-        let before = match position_of(&rec) {
-            Some(StreamPosition::Txn { resume, .. }) => Some(resume),
-            Some(StreamPosition::At(p)) => Some(p),
-            Some(StreamPosition::Snapshot { .. }) => Some(GtidPosition::new()),
-            None => None,
-        };
-        Ok((a, before))
-    })
-    .await
-    .expect("join")
-    .map_err(|e| match e {
-        AlignError::Kafka(source) => kafka(source),
-        AlignError::Other(reason) => ReplayError::Topic {
-            topic: topic.clone(),
-            cluster: cluster.clone(),
-            reason,
-        },
-    })?;
+    let (aligned, before) =
+        tokio::task::spawn_blocking(move || -> Result<(i64, Option<GtidPosition>), AlignError> {
+            let a = align_to_start(&r, low, wanted, high)?;
+            if a >= high {
+                return Ok((a, None));
+            }
+            let rec = r.must_read(a)?;
+            // The position just before the record: where the replica will be when apply gets there.
+            let before = match position_of(&rec) {
+                Some(StreamPosition::Txn { resume, .. }) => Some(resume),
+                Some(StreamPosition::At(p)) => Some(p),
+                Some(StreamPosition::Snapshot { .. }) => Some(GtidPosition::new()),
+                None => None,
+            };
+            Ok((a, before))
+        })
+        .await
+        .expect("join")
+        .map_err(|e| match e {
+            AlignError::Kafka(source) => kafka(source),
+            AlignError::Other(reason) => ReplayError::Topic {
+                topic: topic.clone(),
+                cluster: cluster.clone(),
+                reason,
+            },
+        })?;
     if aligned != wanted {
-        tracing::info!(wanted, aligned, "moved the replay start back to where a transaction or snapshot starts");
+        tracing::info!(
+            wanted,
+            aligned,
+            "moved the replay start back to where a transaction or snapshot starts"
+        );
     }
-    let mut ck = old.clone().unwrap_or_else(|| Checkpoint::new(&topic, PARTITION, &cluster, aligned));
+    let mut ck = old
+        .clone()
+        .unwrap_or_else(|| Checkpoint::new(&topic, PARTITION, &cluster, aligned));
     let previous_offset = old.as_ref().map(|c| c.next_offset);
     if aligned < high {
         let old_pos = old.as_ref().map(|c| {
@@ -286,11 +330,13 @@ async fn move_checkpoint(settings: &ApplySettings, from: ReplayFrom, until_ms: O
     ck.snapshot = None;
     ck.error = None;
     use mysql_async::prelude::Queryable;
-    conn.query_drop(ck.upsert_sql()).await.map_err(|source| ApplyError::Db {
-        target: target.clone(),
-        what: "writing the checkpoint".into(),
-        source,
-    })?;
+    conn.query_drop(ck.upsert_sql())
+        .await
+        .map_err(|source| ApplyError::Db {
+            target: target.clone(),
+            what: "writing the checkpoint".into(),
+            source,
+        })?;
     let _ = conn.disconnect().await;
     tracing::info!(%topic, from = ?previous_offset, to = aligned, replay_until = ?ck.replay_until.as_ref().map(|p| p.to_string()), "checkpoint moved");
     Ok(ReplayReport {

@@ -85,7 +85,14 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
         Some(s) => s,
         None => cfg.other_site("consumer.apply.source_site")?,
     };
-    let mirror_settings = MirrorSettings::resolve(&cfg, &MirrorArgs { from: Some(source.clone()), to: Some(cfg.site.clone()), ..Default::default() })?;
+    let mirror_settings = MirrorSettings::resolve(
+        &cfg,
+        &MirrorArgs {
+            from: Some(source.clone()),
+            to: Some(cfg.site.clone()),
+            ..Default::default()
+        },
+    )?;
     cfg.consumer.apply.source_site = Some(source);
     cfg.consumer.apply.read_from = Some(cfg.site.clone());
     let apply_settings = ApplySettings::resolve(&cfg).map_err(RunError::Config)?;
@@ -96,7 +103,10 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
     if !args.apply.no_metrics {
         continuum_common::observe::serve(cfg.consumer.metrics_listen, health.clone())
             .await
-            .map_err(|e| ConfigError::Invalid { setting: "consumer.metrics_listen".into(), reason: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid {
+                setting: "consumer.metrics_listen".into(),
+                reason: e.to_string(),
+            })?;
     }
     tracing::info!(site = %cfg.site, from = %mirror_settings.from, topic = %mirror_settings.topic, "continuum-consumer run starting");
     let (_signals, stop) = mirror::shutdown_on_signal();
@@ -107,7 +117,11 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
     loop {
         // This site is the primary: mirror only, until it is a replica again.
         while !*replica.borrow() {
-            health.set("apply", Status::Ok, "not applying: this site is the primary (its MariaDB is writable)");
+            health.set(
+                "apply",
+                Status::Ok,
+                "not applying: this site is the primary (its MariaDB is writable)",
+            );
             tracing::info!("this site is the primary: apply waits; the mirror goes on");
             tokio::select! {
                 r = &mut mirror_task => return mirror_end(r, &stop),
@@ -118,9 +132,16 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
                 return mirror_task.await.map_err(RunError::Mirror);
             }
         }
-        let apply = Apply::new(apply_settings.clone(), RunOptions { until_caught_up: false, serve_metrics: false }, health.clone())
-            .await
-            .map_err(RunError::Apply)?;
+        let apply = Apply::new(
+            apply_settings.clone(),
+            RunOptions {
+                until_caught_up: false,
+                serve_metrics: false,
+            },
+            health.clone(),
+        )
+        .await
+        .map_err(RunError::Apply)?;
         let apply_task = apply.run();
         tokio::pin!(apply_task);
         let promoted = loop {
@@ -143,7 +164,9 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
         };
         if promoted {
             // Dropping apply closes its connections: an open batch rolls back, the lock is free.
-            tracing::warn!("this site became the primary: apply stops at its last commit; the mirror goes on");
+            tracing::warn!(
+                "this site became the primary: apply stops at its last commit; the mirror goes on"
+            );
         }
     }
 }

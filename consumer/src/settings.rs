@@ -44,7 +44,12 @@ impl ApplySettings {
                 ),
             });
         }
-        let read_from = cfg.consumer.apply.read_from.clone().unwrap_or_else(|| cfg.site.clone());
+        let read_from = cfg
+            .consumer
+            .apply
+            .read_from
+            .clone()
+            .unwrap_or_else(|| cfg.site.clone());
         let topic = cfg.topic_of(&source_site)?;
         let cluster = cfg.cluster(&read_from)?.clone();
         Ok(ApplySettings {

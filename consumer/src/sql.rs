@@ -53,7 +53,11 @@ pub fn push_literal_text(out: &mut String, s: &str) {
 /// A string literal for quoting into a single-quoted SQL string (callers only ever pass text made
 /// of digits and punctuation, so no escaping is needed; this is asserted in debug builds).
 fn push_quoted_plain(out: &mut String, s: &str) {
-    debug_assert!(s.bytes().all(|b| b.is_ascii_digit() || b"-:. ".contains(&b)), "{s}");
+    debug_assert!(
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || b"-:. ".contains(&b)),
+        "{s}"
+    );
     out.push('\'');
     out.push_str(s);
     out.push('\'');
@@ -74,7 +78,12 @@ fn push_quoted_plain(out: &mut String, s: &str) {
 /// | TIME | `'-H:MM:SS.ffffff'` (signed, hours past 24) |
 /// | text, ENUM, SET, JSON | `_utf8mb4 X'…'` |
 /// | BINARY, VARBINARY, BLOB, INET4/6, UUID, GEOMETRY (SRID + WKB as MariaDB stores it) | `X'…'` |
-pub fn push_literal(out: &mut String, v: &Value, ty: &ColumnType, column: &str) -> Result<(), LiteralError> {
+pub fn push_literal(
+    out: &mut String,
+    v: &Value,
+    ty: &ColumnType,
+    column: &str,
+) -> Result<(), LiteralError> {
     let bad = |reason: String| LiteralError {
         column: column.to_owned(),
         reason,
@@ -176,7 +185,13 @@ pub struct RowStatements {
 }
 
 impl RowStatements {
-    pub fn new(id: u64, db: &str, table: &str, columns: Vec<(usize, ColumnType, String)>, key: Vec<(usize, ColumnType, String)>) -> Self {
+    pub fn new(
+        id: u64,
+        db: &str,
+        table: &str,
+        columns: Vec<(usize, ColumnType, String)>,
+        key: Vec<(usize, ColumnType, String)>,
+    ) -> Self {
         let q = qualified(db, table);
         let mut replace_prefix = format!("REPLACE INTO {q} (");
         for (i, (_, _, name)) in columns.iter().enumerate() {
@@ -210,7 +225,12 @@ impl RowStatements {
     }
 
     /// `UPDATE … SET every written column WHERE key of before`.
-    pub fn push_update(&self, out: &mut String, before: &[Value], after: &[Value]) -> Result<(), LiteralError> {
+    pub fn push_update(
+        &self,
+        out: &mut String,
+        before: &[Value],
+        after: &[Value],
+    ) -> Result<(), LiteralError> {
         out.push_str(&self.update_prefix);
         for (n, (i, ty, name)) in self.columns.iter().enumerate() {
             if n > 0 {
@@ -280,7 +300,9 @@ pub fn describe_value(v: &Value) -> String {
         Value::DateTime(d) => format!("'{d}'"),
         Value::Timestamp(us) => format!("'{}'", DateTime::from_epoch_micros(*us)),
         Value::Time(us) => format!("'{}'", format_time(*us)),
-        Value::Text(s) if s.chars().count() > 64 => format!("'{}…'", s.chars().take(64).collect::<String>()),
+        Value::Text(s) if s.chars().count() > 64 => {
+            format!("'{}…'", s.chars().take(64).collect::<String>())
+        }
         Value::Text(s) => format!("'{s}'"),
         Value::Bytes(b) => {
             let mut s = String::new();
@@ -361,17 +383,30 @@ impl StatementBuffer {
     /// Adds `DELETE` of the row whose key is in `row` (a before-image), with foreign-key checks
     /// on if the table has cascading foreign keys.
     pub fn delete(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
-        let kind = if stmts.cascade_delete { StmtKind::DeleteChecked } else { StmtKind::Delete };
+        let kind = if stmts.cascade_delete {
+            StmtKind::DeleteChecked
+        } else {
+            StmtKind::Delete
+        };
         self.add(stmts, kind, row)
     }
 
     /// Adds `DELETE` with foreign-key checks off whatever the table.
-    pub fn delete_unchecked(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
+    pub fn delete_unchecked(
+        &mut self,
+        stmts: &RowStatements,
+        row: &[Value],
+    ) -> Result<(), LiteralError> {
         self.add(stmts, StmtKind::Delete, row)
     }
 
     /// Adds `UPDATE` from `before` to `after` with foreign-key checks on (a single statement).
-    pub fn update_checked(&mut self, stmts: &RowStatements, before: &[Value], after: &[Value]) -> Result<(), LiteralError> {
+    pub fn update_checked(
+        &mut self,
+        stmts: &RowStatements,
+        before: &[Value],
+        after: &[Value],
+    ) -> Result<(), LiteralError> {
         let mark = self.text.len();
         let saved = self.open;
         self.seal();
@@ -389,7 +424,12 @@ impl StatementBuffer {
         Ok(())
     }
 
-    fn add(&mut self, stmts: &RowStatements, kind: StmtKind, row: &[Value]) -> Result<(), LiteralError> {
+    fn add(
+        &mut self,
+        stmts: &RowStatements,
+        kind: StmtKind,
+        row: &[Value],
+    ) -> Result<(), LiteralError> {
         let mark = self.text.len();
         let saved = self.open;
         let (merged, n, start) = self.begin(stmts.id, kind);
@@ -461,42 +501,94 @@ mod tests {
 
     #[test]
     fn literals() {
-        let int = ColumnType::Integer { width: IntWidth::Int, unsigned: false };
+        let int = ColumnType::Integer {
+            width: IntWidth::Int,
+            unsigned: false,
+        };
         assert_eq!(lit(Value::Null, int.clone()), "NULL");
         assert_eq!(lit(Value::Int(-5), int.clone()), "-5");
-        assert_eq!(lit(Value::UInt(u64::MAX), int.clone()), "18446744073709551615");
-        assert_eq!(lit(Value::Decimal("-12.500".into()), int.clone()), "-12.500");
-        assert_eq!(lit(Value::Float(0.5), ColumnType::Float), "5e-1");
-        assert_eq!(lit(Value::Float(f32::MAX), ColumnType::Float), "3.4028234663852886e38");
-        assert_eq!(lit(Value::Double(-1.5), ColumnType::Double), "-1.5e0");
-        assert_eq!(lit(Value::Bytes(vec![0x03, 0xff]), ColumnType::Bit { bits: 10 }), "1023");
         assert_eq!(
-            lit(Value::Date("0000-00-00".parse::<Date>().unwrap()), ColumnType::Date),
+            lit(Value::UInt(u64::MAX), int.clone()),
+            "18446744073709551615"
+        );
+        assert_eq!(
+            lit(Value::Decimal("-12.500".into()), int.clone()),
+            "-12.500"
+        );
+        assert_eq!(lit(Value::Float(0.5), ColumnType::Float), "5e-1");
+        assert_eq!(
+            lit(Value::Float(f32::MAX), ColumnType::Float),
+            "3.4028234663852886e38"
+        );
+        assert_eq!(lit(Value::Double(-1.5), ColumnType::Double), "-1.5e0");
+        assert_eq!(
+            lit(Value::Bytes(vec![0x03, 0xff]), ColumnType::Bit { bits: 10 }),
+            "1023"
+        );
+        assert_eq!(
+            lit(
+                Value::Date("0000-00-00".parse::<Date>().unwrap()),
+                ColumnType::Date
+            ),
             "'0000-00-00'"
         );
-        assert_eq!(lit(Value::Timestamp(0), ColumnType::Timestamp { fsp: 0 }), "'0000-00-00 00:00:00'");
         assert_eq!(
-            lit(Value::Timestamp(1_000_000), ColumnType::Timestamp { fsp: 6 }),
+            lit(Value::Timestamp(0), ColumnType::Timestamp { fsp: 0 }),
+            "'0000-00-00 00:00:00'"
+        );
+        assert_eq!(
+            lit(
+                Value::Timestamp(1_000_000),
+                ColumnType::Timestamp { fsp: 6 }
+            ),
             "'1970-01-01 00:00:01.000000'"
         );
-        assert_eq!(lit(Value::Time(-1), ColumnType::Time { fsp: 6 }), "'-0:00:00.000001'");
         assert_eq!(
-            lit(Value::Text("a'b".into()), ColumnType::Text { kind: TextKind::VarChar }),
+            lit(Value::Time(-1), ColumnType::Time { fsp: 6 }),
+            "'-0:00:00.000001'"
+        );
+        assert_eq!(
+            lit(
+                Value::Text("a'b".into()),
+                ColumnType::Text {
+                    kind: TextKind::VarChar
+                }
+            ),
             "_utf8mb4 X'612762'"
         );
-        assert_eq!(lit(Value::Bytes(vec![]), ColumnType::Blob { kind: BlobKind::Blob }), "X''");
+        assert_eq!(
+            lit(
+                Value::Bytes(vec![]),
+                ColumnType::Blob {
+                    kind: BlobKind::Blob
+                }
+            ),
+            "X''"
+        );
     }
 
     #[test]
     fn bad_values_are_refused() {
         let mut s = String::new();
-        assert!(push_literal(&mut s, &Value::Decimal("1;DROP".into()), &ColumnType::Decimal { precision: 5, scale: 0 }, "d").is_err());
+        assert!(push_literal(
+            &mut s,
+            &Value::Decimal("1;DROP".into()),
+            &ColumnType::Decimal {
+                precision: 5,
+                scale: 0
+            },
+            "d"
+        )
+        .is_err());
         assert!(push_literal(&mut s, &Value::Double(f64::NAN), &ColumnType::Double, "d").is_err());
         assert!(s.is_empty());
     }
 
     fn stmts(id: u64, cascade: bool) -> RowStatements {
-        let int = ColumnType::Integer { width: IntWidth::Int, unsigned: false };
+        let int = ColumnType::Integer {
+            width: IntWidth::Int,
+            unsigned: false,
+        };
         let mut r = RowStatements::new(
             id,
             "d",
@@ -530,7 +622,10 @@ mod tests {
         );
         assert!(b.is_empty());
         b.delete(&u, &[Value::Int(6), Value::Null]).unwrap();
-        assert!(b.take().ends_with("SET SESSION foreign_key_checks=0"), "checks go back off at every end");
+        assert!(
+            b.take().ends_with("SET SESSION foreign_key_checks=0"),
+            "checks go back off at every end"
+        );
     }
 
     #[test]

@@ -97,7 +97,10 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result
             reason: "status timed out".into(),
         })??;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
     } else {
         print!("{report}");
     }
@@ -108,14 +111,21 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, StatusErro
     let target = settings.target();
     let db = |what: &str| {
         let (t, w) = (target.clone(), what.to_owned());
-        move |source| ApplyError::Db { target: t, what: w, source }
+        move |source| ApplyError::Db {
+            target: t,
+            what: w,
+            source,
+        }
     };
-    let mut conn = mysql_async::Conn::new(settings.db_opts_plain()?).await.map_err(db("connecting"))?;
-    let ck: Option<Checkpoint> = match checkpoint::load(&mut conn, &target, &settings.topic, PARTITION).await {
-        Ok(c) => c,
-        Err(e) if e.server_code() == Some(1146) || e.server_code() == Some(1049) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let mut conn = mysql_async::Conn::new(settings.db_opts_plain()?)
+        .await
+        .map_err(db("connecting"))?;
+    let ck: Option<Checkpoint> =
+        match checkpoint::load(&mut conn, &target, &settings.topic, PARTITION).await {
+            Ok(c) => c,
+            Err(e) if e.server_code() == Some(1146) || e.server_code() == Some(1049) => None,
+            Err(e) => return Err(e.into()),
+        };
     let holder: Option<Option<i64>> = conn
         .exec_first("SELECT IS_USED_LOCK(?)", (lock_name(&settings.topic),))
         .await
@@ -124,14 +134,21 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, StatusErro
     let _ = conn.disconnect().await;
 
     // The topic: watermarks and the last record.
-    let consumer: Result<BaseConsumer, _> = settings.consumer_config("status").map_err(ApplyError::from)?.create();
+    let consumer: Result<BaseConsumer, _> = settings
+        .consumer_config("status")
+        .map_err(ApplyError::from)?
+        .create();
     let topic = settings.topic.clone();
     let kafka = match consumer {
         Ok(c) => {
             let r = TopicReader::new(c, &topic);
             tokio::task::spawn_blocking(move || -> Result<_, rdkafka::error::KafkaError> {
                 let (low, high) = r.watermarks()?;
-                let last = if high > low { r.read_from(high - 1)? } else { None };
+                let last = if high > low {
+                    r.read_from(high - 1)?
+                } else {
+                    None
+                };
                 Ok((low, high, last))
             })
             .await
@@ -189,9 +206,13 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, StatusErro
             .map(|ts| ((now - ts).max(0) as f64 / 1000.0 * 1000.0).round() / 1000.0),
         source_time: ck.as_ref().and_then(|c| c.source_ts_ms).map(fmt_ms),
         applied_at: ck.as_ref().and_then(|c| c.applied_at.clone()),
-        replay_until: ck.as_ref().and_then(|c| c.replay_until.as_ref().map(|p| p.to_string())),
+        replay_until: ck
+            .as_ref()
+            .and_then(|c| c.replay_until.as_ref().map(|p| p.to_string())),
         until_time: ck.as_ref().and_then(|c| c.until_ts_ms).map(fmt_ms),
-        snapshot_loading: ck.as_ref().and_then(|c| c.snapshot.as_ref().map(|s| s.id.clone())),
+        snapshot_loading: ck
+            .as_ref()
+            .and_then(|c| c.snapshot.as_ref().map(|s| s.id.clone())),
         error: ck.as_ref().and_then(|c| c.error.clone()),
         kafka_error,
     })
@@ -201,13 +222,19 @@ impl std::fmt::Display for StatusReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let n = |v: Option<i64>| v.map_or("-".into(), |x| x.to_string());
-        writeln!(f, "topic            {} [{}] read from the {} cluster", self.topic, self.partition, self.read_from)?;
+        writeln!(
+            f,
+            "topic            {} [{}] read from the {} cluster",
+            self.topic, self.partition, self.read_from
+        )?;
         writeln!(f, "target           {}", self.target)?;
         writeln!(
             f,
             "state            {}{}",
             self.state,
-            self.apply_connection.map_or(String::new(), |c| format!(" (apply holds the lock on connection {c})"))
+            self.apply_connection.map_or(String::new(), |c| format!(
+                " (apply holds the lock on connection {c})"
+            ))
         )?;
         writeln!(
             f,
@@ -220,12 +247,23 @@ impl std::fmt::Display for StatusReport {
                 _ => String::new(),
             }
         )?;
-        writeln!(f, "gtid applied     {} (last transaction {})", o(&self.gtid_applied), o(&self.last_applied_gtid))?;
-        writeln!(f, "gtid in topic    {} (last record {})", o(&self.gtid_latest), o(&self.latest_record))?;
+        writeln!(
+            f,
+            "gtid applied     {} (last transaction {})",
+            o(&self.gtid_applied),
+            o(&self.last_applied_gtid)
+        )?;
+        writeln!(
+            f,
+            "gtid in topic    {} (last record {})",
+            o(&self.gtid_latest),
+            o(&self.latest_record)
+        )?;
         writeln!(
             f,
             "behind source    {} (source time {}, applied at {})",
-            self.seconds_behind_source.map_or("-".into(), |s| format!("{s:.3} s")),
+            self.seconds_behind_source
+                .map_or("-".into(), |s| format!("{s:.3} s")),
             o(&self.source_time),
             o(&self.applied_at)
         )?;
@@ -236,7 +274,10 @@ impl std::fmt::Display for StatusReport {
             writeln!(f, "until time       {t}")?;
         }
         if let Some(s) = &self.snapshot_loading {
-            writeln!(f, "snapshot         loading {s} (its tables are partial until it ends)")?;
+            writeln!(
+                f,
+                "snapshot         loading {s} (its tables are partial until it ends)"
+            )?;
         }
         if let Some(e) = &self.error {
             writeln!(f, "error            {e}")?;

@@ -65,7 +65,9 @@ impl Targets {
 
     /// The statements for rows of `shape`, if already known.
     pub fn cached(&self, shape: &Arc<TableSchema>) -> Option<Planned> {
-        self.plans.get(&(Arc::as_ptr(shape) as usize)).map(|(_, p)| p.clone())
+        self.plans
+            .get(&(Arc::as_ptr(shape) as usize))
+            .map(|(_, p)| p.clone())
     }
 
     /// The statements for rows of `shape`, or `Ok(Err(reason))` if the target table does not
@@ -94,12 +96,26 @@ impl Targets {
             .filter(|c| !table.columns.contains_key(&c.name.to_lowercase()))
             .map(|c| c.name.clone())
             .collect();
-        let record_pk: Vec<String> = shape.primary_key.iter().map(|&i| shape.columns[i].name.to_lowercase()).collect();
+        let record_pk: Vec<String> = shape
+            .primary_key
+            .iter()
+            .map(|&i| shape.columns[i].name.to_lowercase())
+            .collect();
         if record_pk.is_empty() {
-            return Ok(Err(format!("records of {}.{} carry no primary key", shape.db, shape.table)));
+            return Ok(Err(format!(
+                "records of {}.{} carry no primary key",
+                shape.db, shape.table
+            )));
         }
-        if let Some(c) = record_pk.iter().find(|c| missing.iter().any(|m| m.to_lowercase() == **c)) {
-            return Ok(Err(missing_columns_reason(&shape.db, &shape.table, &[c.clone()])));
+        if let Some(c) = record_pk
+            .iter()
+            .find(|c| missing.iter().any(|m| m.to_lowercase() == **c))
+        {
+            return Ok(Err(missing_columns_reason(
+                &shape.db,
+                &shape.table,
+                &[c.clone()],
+            )));
         }
         if record_pk != table.pk {
             return Ok(Err(format!(
@@ -120,7 +136,13 @@ impl Targets {
         let key_cols = shape
             .primary_key
             .iter()
-            .map(|&i| (i, shape.columns[i].ty.clone(), shape.columns[i].name.clone()))
+            .map(|&i| {
+                (
+                    i,
+                    shape.columns[i].ty.clone(),
+                    shape.columns[i].name.clone(),
+                )
+            })
             .collect();
         self.next_id += 1;
         let mut p = RowStatements::new(self.next_id, &shape.db, &shape.table, columns, key_cols);
@@ -128,7 +150,12 @@ impl Targets {
         p.cascade_update = table
             .cascade_update
             .iter()
-            .filter_map(|c| shape.columns.iter().position(|col| col.name.eq_ignore_ascii_case(c)))
+            .filter_map(|c| {
+                shape
+                    .columns
+                    .iter()
+                    .position(|col| col.name.eq_ignore_ascii_case(c))
+            })
             .collect();
         let p = Planned {
             stmts: Arc::new(p),
@@ -137,7 +164,6 @@ impl Targets {
         self.plans.insert(key, (shape.clone(), p.clone()));
         Ok(Ok(p))
     }
-
 }
 
 /// Why records with columns the target lacks cannot be applied.
@@ -149,7 +175,13 @@ pub fn missing_columns_reason(db: &str, table: &str, missing: &[String]) -> Stri
 }
 
 impl Targets {
-    async fn table(&mut self, conn: &mut Conn, target: &str, db: &str, table: &str) -> Result<Option<Arc<TargetTable>>> {
+    async fn table(
+        &mut self,
+        conn: &mut Conn,
+        target: &str,
+        db: &str,
+        table: &str,
+    ) -> Result<Option<Arc<TargetTable>>> {
         let k = (db.to_owned(), table.to_owned());
         if let Some(t) = self.tables.get(&k) {
             return Ok(t.clone());

@@ -40,18 +40,23 @@ impl TopicReader {
     /// Number of partitions, or `None` if the topic does not exist.
     pub fn partitions(&self) -> Result<Option<usize>, KafkaError> {
         let md = self.consumer.fetch_metadata(Some(&self.topic), TIMEOUT)?;
-        Ok(md.topics().iter().find(|t| t.name() == self.topic).and_then(|t| {
-            if t.error().is_some() || t.partitions().is_empty() {
-                None
-            } else {
-                Some(t.partitions().len())
-            }
-        }))
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .and_then(|t| {
+                if t.error().is_some() || t.partitions().is_empty() {
+                    None
+                } else {
+                    Some(t.partitions().len())
+                }
+            }))
     }
 
     /// Low and high watermarks of the partition.
     pub fn watermarks(&self) -> Result<(i64, i64), KafkaError> {
-        self.consumer.fetch_watermarks(&self.topic, PARTITION, TIMEOUT)
+        self.consumer
+            .fetch_watermarks(&self.topic, PARTITION, TIMEOUT)
     }
 
     /// The first record at or after `offset`, or `None` if there is none within the timeout.
@@ -78,7 +83,9 @@ impl TopicReader {
     /// The record at or after `offset` that must exist (`offset` below the high watermark).
     pub fn must_read(&self, offset: i64) -> Result<FetchedRecord, KafkaError> {
         self.read_from(offset)?
-            .ok_or(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::RequestTimedOut))
+            .ok_or(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+            ))
     }
 
     /// The smallest offset in `[lo, hi)` whose record satisfies `pred`, or `hi`; `pred` must be
@@ -131,8 +138,14 @@ impl TopicReader {
         let ts = |r: &FetchedRecord| r.timestamp_ms.unwrap_or(i64::MIN);
         let verified = match self.broker_offset_for_time(ts_ms, high) {
             Ok(o) if o >= low && o <= high => {
-                let at_ok = o == high || self.read_from(o)?.is_some_and(|r| r.offset == o && ts(&r) >= ts_ms);
-                let before_ok = o == low || self.read_from(o - 1)?.is_some_and(|r| r.offset == o - 1 && ts(&r) < ts_ms);
+                let at_ok = o == high
+                    || self
+                        .read_from(o)?
+                        .is_some_and(|r| r.offset == o && ts(&r) >= ts_ms);
+                let before_ok = o == low
+                    || self
+                        .read_from(o - 1)?
+                        .is_some_and(|r| r.offset == o - 1 && ts(&r) < ts_ms);
                 (at_ok && before_ok).then_some(o)
             }
             Ok(o) => {

@@ -25,7 +25,13 @@ use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::GtidPosition;
 
 /// Databases never compared.
-const SYSTEM: &[&str] = &["mysql", "information_schema", "performance_schema", "sys", "continuum"];
+const SYSTEM: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "continuum",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -40,7 +46,11 @@ pub enum VerifyError {
         source: mysql_async::Error,
     },
     #[error("the replica did not reach the source position {position} within {timeout:?} (its checkpoint is at {checkpoint}); is apply running? (continuum-consumer status)")]
-    NotCaughtUp { position: String, checkpoint: String, timeout: Duration },
+    NotCaughtUp {
+        position: String,
+        checkpoint: String,
+        timeout: Duration,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -119,21 +129,38 @@ struct Side {
 impl Side {
     fn err(&self, what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> VerifyError + '_ {
         let what = what.into();
-        move |source| VerifyError::Db { side: self.name, target: self.target.clone(), what, source }
+        move |source| VerifyError::Db {
+            side: self.name,
+            target: self.target.clone(),
+            what,
+            source,
+        }
     }
 }
 
-async fn connect(name: &'static str, cfg: &continuum_common::config::DatabaseConfig) -> Result<Side, VerifyError> {
+async fn connect(
+    name: &'static str,
+    cfg: &continuum_common::config::DatabaseConfig,
+) -> Result<Side, VerifyError> {
     let target = db::describe(cfg);
-    let opts = db::opts(cfg, &["SET SESSION time_zone = '+00:00'", "SET NAMES utf8mb4"])?;
-    let conn = Conn::new(opts)
-        .await
-        .map_err(|source| VerifyError::Db { side: name, target: target.clone(), what: "connecting".into(), source })?;
+    let opts = db::opts(
+        cfg,
+        &["SET SESSION time_zone = '+00:00'", "SET NAMES utf8mb4"],
+    )?;
+    let conn = Conn::new(opts).await.map_err(|source| VerifyError::Db {
+        side: name,
+        target: target.clone(),
+        what: "connecting".into(),
+        source,
+    })?;
     Ok(Side { name, target, conn })
 }
 
 /// Base tables per non-system database.
-async fn tables(side: &mut Side, only: &[String]) -> Result<BTreeSet<(String, String)>, VerifyError> {
+async fn tables(
+    side: &mut Side,
+    only: &[String],
+) -> Result<BTreeSet<(String, String)>, VerifyError> {
     let rows: Vec<(String, String)> = side
         .conn
         .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'")
@@ -148,13 +175,22 @@ async fn tables(side: &mut Side, only: &[String]) -> Result<BTreeSet<(String, St
 
 /// Column names (ordinal order), primary-key columns (key order), and which columns hold
 /// generated values (compared like the others: they are derived from the same data).
-async fn shape(side: &mut Side, db_name: &str, table: &str) -> Result<(Vec<String>, Vec<String>), VerifyError> {
+async fn shape(
+    side: &mut Side,
+    db_name: &str,
+    table: &str,
+) -> Result<(Vec<String>, Vec<String>), VerifyError> {
     let target = side.target.clone();
     let name = side.name;
     let e = |what: &str| {
         let what = what.to_owned();
         let target = target.clone();
-        move |source| VerifyError::Db { side: name, target, what, source }
+        move |source| VerifyError::Db {
+            side: name,
+            target,
+            what,
+            source,
+        }
     };
     let cols: Vec<String> = side
         .conn
@@ -180,12 +216,22 @@ async fn shape(side: &mut Side, db_name: &str, table: &str) -> Result<(Vec<Strin
 /// (CONCAT_WS skips NULLs, so the flags tell NULL from an empty value).
 fn row_crc(cols: &[String]) -> String {
     let vals: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
-    let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({})", quote_ident(c))).collect();
-    format!("CRC32(CONCAT_WS('#', {}, CONCAT({})))", vals.join(", "), nulls.join(", "))
+    let nulls: Vec<String> = cols
+        .iter()
+        .map(|c| format!("ISNULL({})", quote_ident(c)))
+        .collect();
+    format!(
+        "CRC32(CONCAT_WS('#', {}, CONCAT({})))",
+        vals.join(", "),
+        nulls.join(", ")
+    )
 }
 
 fn pk_list(pk: &[String]) -> String {
-    pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+    pk.iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn placeholders(n: usize) -> String {
@@ -197,7 +243,10 @@ fn key_text(vals: &[MyValue]) -> String {
         .map(|v| match v {
             MyValue::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(s) => s.to_owned(),
-                Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+                Err(_) => format!(
+                    "0x{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                ),
             },
             MyValue::NULL => "NULL".into(),
             other => other.as_sql(true),
@@ -207,7 +256,11 @@ fn key_text(vals: &[MyValue]) -> String {
 }
 
 /// The range condition of a chunk: `pk > from AND pk <= to` (either side open).
-fn range(pk: &[String], from: &Option<Vec<MyValue>>, to: &Option<Vec<MyValue>>) -> (String, Vec<MyValue>) {
+fn range(
+    pk: &[String],
+    from: &Option<Vec<MyValue>>,
+    to: &Option<Vec<MyValue>>,
+) -> (String, Vec<MyValue>) {
     let cols = pk_list(pk);
     let mut conds = Vec::new();
     let mut params = Vec::new();
@@ -219,7 +272,11 @@ fn range(pk: &[String], from: &Option<Vec<MyValue>>, to: &Option<Vec<MyValue>>) 
         conds.push(format!("({cols}) <= ({})", placeholders(pk.len())));
         params.extend(t.iter().cloned());
     }
-    let w = if conds.is_empty() { "1".to_string() } else { conds.join(" AND ") };
+    let w = if conds.is_empty() {
+        "1".to_string()
+    } else {
+        conds.join(" AND ")
+    };
     (w, params)
 }
 
@@ -229,16 +286,37 @@ async fn open_snapshot(side: &mut Side) -> Result<GtidPosition, VerifyError> {
     let name = side.name;
     let e = move |what: &'static str| {
         let target = target.clone();
-        move |source| VerifyError::Db { side: name, target, what: what.into(), source }
+        move |source| VerifyError::Db {
+            side: name,
+            target,
+            what: what.into(),
+            source,
+        }
     };
     let _ = side.conn.query_drop("ROLLBACK").await;
-    side.conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.map_err(e("opening a snapshot"))?;
-    let status: Vec<(String, String)> = side.conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(e("reading the snapshot position"))?;
-    let get = |k: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()).unwrap_or_default();
+    side.conn
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(e("opening a snapshot"))?;
+    let status: Vec<(String, String)> = side
+        .conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(e("reading the snapshot position"))?;
+    let get = |k: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let (file, pos) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
     let gtid: Option<Option<String>> = side
         .conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos.parse::<u64>().unwrap_or(0)))
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&file, pos.parse::<u64>().unwrap_or(0)),
+        )
         .await
         .map_err(e("turning the snapshot position into a GTID position"))?;
     gtid.flatten()
@@ -248,7 +326,12 @@ async fn open_snapshot(side: &mut Side) -> Result<GtidPosition, VerifyError> {
 }
 
 /// Waits until the replica's checkpoint for `topic` covers `position` in the source's domains.
-async fn wait_replica(replica: &mut Side, topic: &str, position: &GtidPosition, timeout: Duration) -> Result<(), VerifyError> {
+async fn wait_replica(
+    replica: &mut Side,
+    topic: &str,
+    position: &GtidPosition,
+    timeout: Duration,
+) -> Result<(), VerifyError> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
@@ -265,20 +348,41 @@ async fn wait_replica(replica: &mut Side, topic: &str, position: &GtidPosition, 
             }
         }
         if Instant::now() > deadline {
-            return Err(VerifyError::NotCaughtUp { position: position.to_string(), checkpoint: last, timeout });
+            return Err(VerifyError::NotCaughtUp {
+                position: position.to_string(),
+                checkpoint: last,
+                timeout,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn chunk_sum(side: &mut Side, q: &str, params: Vec<MyValue>) -> Result<(u64, u64), VerifyError> {
-    let r: Option<(u64, Option<u64>)> = side.conn.exec_first(q, params).await.map_err(side.err("checksumming a chunk"))?;
+async fn chunk_sum(
+    side: &mut Side,
+    q: &str,
+    params: Vec<MyValue>,
+) -> Result<(u64, u64), VerifyError> {
+    let r: Option<(u64, Option<u64>)> = side
+        .conn
+        .exec_first(q, params)
+        .await
+        .map_err(side.err("checksumming a chunk"))?;
     let (n, x) = r.unwrap_or((0, None));
     Ok((n, x.unwrap_or(0)))
 }
 
-async fn row_sums(side: &mut Side, q: &str, params: Vec<MyValue>, npk: usize) -> Result<BTreeMap<String, u64>, VerifyError> {
-    let rows: Vec<Row> = side.conn.exec(q, params).await.map_err(side.err("reading row checksums"))?;
+async fn row_sums(
+    side: &mut Side,
+    q: &str,
+    params: Vec<MyValue>,
+    npk: usize,
+) -> Result<BTreeMap<String, u64>, VerifyError> {
+    let rows: Vec<Row> = side
+        .conn
+        .exec(q, params)
+        .await
+        .map_err(side.err("reading row checksums"))?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -286,7 +390,10 @@ async fn row_sums(side: &mut Side, q: &str, params: Vec<MyValue>, npk: usize) ->
             let crc = match &vals[npk] {
                 MyValue::UInt(u) => *u,
                 MyValue::Int(i) => *i as u64,
-                MyValue::Bytes(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+                MyValue::Bytes(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
                 _ => 0,
             };
             (key_text(&vals[..npk]), crc)
@@ -297,27 +404,48 @@ async fn row_sums(side: &mut Side, q: &str, params: Vec<MyValue>, npk: usize) ->
 /// Runs the comparison.
 pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let source_site = match args.source.clone().or_else(|| cfg.consumer.apply.source_site.clone()) {
+    let source_site = match args
+        .source
+        .clone()
+        .or_else(|| cfg.consumer.apply.source_site.clone())
+    {
         Some(s) => s,
         None => cfg.other_site("verify --source")?,
     };
     let topic = cfg.topic_of(&source_site)?;
     let mut src = connect("source", cfg.database_of(&source_site)?).await?;
     let mut rep = connect("replica", &cfg.database).await?;
-    let mut report = Report { source_site: source_site.clone(), replica_site: cfg.site.clone(), ..Default::default() };
+    let mut report = Report {
+        source_site: source_site.clone(),
+        replica_site: cfg.site.clone(),
+        ..Default::default()
+    };
     let st = tables(&mut src, &args.databases).await?;
     let rt = tables(&mut rep, &args.databases).await?;
-    report.source_only = st.difference(&rt).map(|(d, t)| format!("{d}.{t}")).collect();
-    report.replica_only = rt.difference(&st).map(|(d, t)| format!("{d}.{t}")).collect();
+    report.source_only = st
+        .difference(&rt)
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect();
+    report.replica_only = rt
+        .difference(&st)
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect();
 
     for (d, t) in st.intersection(&rt) {
         let qualified = format!("{}.{}", quote_ident(d), quote_ident(t));
         let (cols, pk) = shape(&mut src, d, t).await?;
         let (rcols, _) = shape(&mut rep, d, t).await?;
-        let mut tr = TableReport { table: format!("{d}.{t}"), ..Default::default() };
+        let mut tr = TableReport {
+            table: format!("{d}.{t}"),
+            ..Default::default()
+        };
         if cols != rcols {
             tr.differences.push(ChunkDiff {
-                changed: vec![format!("columns differ: source ({}) vs replica ({})", cols.join(", "), rcols.join(", "))],
+                changed: vec![format!(
+                    "columns differ: source ({}) vs replica ({})",
+                    cols.join(", "),
+                    rcols.join(", ")
+                )],
                 ..Default::default()
             });
             report.tables.push(tr);
@@ -330,8 +458,17 @@ pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, Verif
         loop {
             // The chunk's upper bound: the chunk_rows-th key after `from`, on the source.
             let (w, p) = range(&pk, &from, &None);
-            let bound_q = format!("SELECT {} FROM {qualified} WHERE {w} ORDER BY {} LIMIT 1 OFFSET {}", pk_list(&pk), pk_list(&pk), args.chunk_rows.saturating_sub(1));
-            let bound: Option<Row> = src.conn.exec_first(bound_q.as_str(), p).await.map_err(src.err("finding a chunk bound"))?;
+            let bound_q = format!(
+                "SELECT {} FROM {qualified} WHERE {w} ORDER BY {} LIMIT 1 OFFSET {}",
+                pk_list(&pk),
+                pk_list(&pk),
+                args.chunk_rows.saturating_sub(1)
+            );
+            let bound: Option<Row> = src
+                .conn
+                .exec_first(bound_q.as_str(), p)
+                .await
+                .map_err(src.err("finding a chunk bound"))?;
             let to = bound.map(|r| r.unwrap());
             let (w, p) = range(&pk, &from, &to);
             let sum_q = format!("SELECT COUNT(*), BIT_XOR({crc}) FROM {qualified} WHERE {w}");
@@ -353,7 +490,11 @@ pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, Verif
             if equal {
                 tr.equal_chunks += 1;
             } else {
-                let rows_q = format!("SELECT {}, {crc} FROM {qualified} WHERE {w} ORDER BY {}", pk_list(&pk), pk_list(&pk));
+                let rows_q = format!(
+                    "SELECT {}, {crc} FROM {qualified} WHERE {w} ORDER BY {}",
+                    pk_list(&pk),
+                    pk_list(&pk)
+                );
                 let a = row_sums(&mut src, &rows_q, p.clone(), pk.len()).await?;
                 let b = row_sums(&mut rep, &rows_q, p.clone(), pk.len()).await?;
                 let mut diff = ChunkDiff {
@@ -397,9 +538,16 @@ pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, Verif
 
 /// The human form of a report.
 pub fn render(r: &Report) -> String {
-    let mut out = format!("verify: {} (source) against {} (replica)\n", r.source_site, r.replica_site);
+    let mut out = format!(
+        "verify: {} (source) against {} (replica)\n",
+        r.source_site, r.replica_site
+    );
     for t in &r.tables {
-        let verdict = if t.differences.is_empty() { "identical" } else { "DIFFERENT" };
+        let verdict = if t.differences.is_empty() {
+            "identical"
+        } else {
+            "DIFFERENT"
+        };
         out.push_str(&format!(
             "  {:<40} {verdict:<9}  rows {}/{}  chunks {}/{} equal\n",
             t.table, t.source_rows, t.replica_rows, t.equal_chunks, t.chunks
@@ -407,10 +555,18 @@ pub fn render(r: &Report) -> String {
         for d in &t.differences {
             let range = match (&d.from, &d.to) {
                 (None, None) => "whole table".to_string(),
-                (f, t) => format!("keys ({}, {}]", f.as_deref().unwrap_or("start"), t.as_deref().unwrap_or("end")),
+                (f, t) => format!(
+                    "keys ({}, {}]",
+                    f.as_deref().unwrap_or("start"),
+                    t.as_deref().unwrap_or("end")
+                ),
             };
             out.push_str(&format!("    chunk {range}\n"));
-            for (label, keys) in [("changed", &d.changed), ("missing on replica", &d.missing), ("only on replica", &d.extra)] {
+            for (label, keys) in [
+                ("changed", &d.changed),
+                ("missing on replica", &d.missing),
+                ("only on replica", &d.extra),
+            ] {
                 if !keys.is_empty() {
                     out.push_str(&format!("      {label}: {}\n", keys.join("; ")));
                 }
@@ -425,7 +581,11 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&format!(
         "verdict: {} ({} tables, {:.1}s)\n",
-        if r.identical { "IDENTICAL" } else { "DIFFERENT" },
+        if r.identical {
+            "IDENTICAL"
+        } else {
+            "DIFFERENT"
+        },
         r.tables.len(),
         r.seconds
     ));
@@ -436,7 +596,10 @@ pub fn render(r: &Report) -> String {
 pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError> {
     let report = verify(&cfg, &args).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
     } else {
         print!("{}", render(&report));
     }

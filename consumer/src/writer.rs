@@ -42,7 +42,9 @@ pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
         what: what.to_owned(),
         source,
     };
-    let mut conn = Conn::new(opts.clone()).await.map_err(|e| err("connecting", e))?;
+    let mut conn = Conn::new(opts.clone())
+        .await
+        .map_err(|e| err("connecting", e))?;
     for s in SESSION_SETTINGS {
         conn.query_drop(*s)
             .await
@@ -186,7 +188,9 @@ impl Writer {
         self.buf.push_statement(checkpoint_sql);
         self.buf.push_statement("COMMIT");
         let text = self.buf.take();
-        let r = self.send_now(text, "committing a batch with its checkpoint").await;
+        let r = self
+            .send_now(text, "committing a batch with its checkpoint")
+            .await;
         self.in_txn = false;
         self.sent = false;
         if r.is_err() {

@@ -24,19 +24,32 @@ fn bank_tables(src: &mut Source, db: &str) {
     src.table(table(
         db,
         "accounts",
-        vec![int_col("id", false), varchar_col("owner", false), bigint_col("balance", false)],
+        vec![
+            int_col("id", false),
+            varchar_col("owner", false),
+            bigint_col("balance", false),
+        ],
         vec![0],
     ));
     src.table(table(
         db,
         "ledger",
-        vec![bigint_col("id", false), int_col("account_id", false), bigint_col("amount", false), varbinary_col("note", true)],
+        vec![
+            bigint_col("id", false),
+            int_col("account_id", false),
+            bigint_col("amount", false),
+            varbinary_col("note", true),
+        ],
         vec![0],
     ));
 }
 
 fn account(id: i64, owner: &str, balance: i64) -> Vec<Value> {
-    vec![Value::Int(id), Value::Text(owner.into()), Value::Int(balance)]
+    vec![
+        Value::Int(id),
+        Value::Text(owner.into()),
+        Value::Int(balance),
+    ]
 }
 
 fn int(v: &Value) -> i64 {
@@ -54,7 +67,11 @@ fn row_of(src: &Source, table: &str, key: i64) -> Vec<Value> {
 }
 
 fn col(name: &str, ty: ColumnType) -> Column {
-    Column { name: name.into(), ty, nullable: true }
+    Column {
+        name: name.into(),
+        ty,
+        nullable: true,
+    }
 }
 
 fn json(out: &std::process::Output) -> serde_json::Value {
@@ -95,7 +112,13 @@ async fn every_type_round_trips() {
         col("iu", i(IntWidth::Int, true)),
         col("bi", i(IntWidth::Big, false)),
         col("bu", i(IntWidth::Big, true)),
-        col("de", ColumnType::Decimal { precision: 65, scale: 30 }),
+        col(
+            "de",
+            ColumnType::Decimal {
+                precision: 65,
+                scale: 30,
+            },
+        ),
         col("fl", ColumnType::Float),
         col("dbl", ColumnType::Double),
         col("bt", ColumnType::Bit { bits: 10 }),
@@ -104,15 +127,55 @@ async fn every_type_round_trips() {
         col("tm", ColumnType::Time { fsp: 6 }),
         col("dtm", ColumnType::DateTime { fsp: 6 }),
         col("ts", ColumnType::Timestamp { fsp: 6 }),
-        col("ch", ColumnType::Text { kind: TextKind::Char }),
-        col("vc", ColumnType::Text { kind: TextKind::VarChar }),
-        col("tx", ColumnType::Text { kind: TextKind::Text }),
+        col(
+            "ch",
+            ColumnType::Text {
+                kind: TextKind::Char,
+            },
+        ),
+        col(
+            "vc",
+            ColumnType::Text {
+                kind: TextKind::VarChar,
+            },
+        ),
+        col(
+            "tx",
+            ColumnType::Text {
+                kind: TextKind::Text,
+            },
+        ),
         col("bn", ColumnType::Binary { len: 4 }),
-        col("vb", ColumnType::Blob { kind: BlobKind::VarBinary }),
-        col("bl", ColumnType::Blob { kind: BlobKind::Blob }),
-        col("en", ColumnType::Enum { values: vec!["a".into(), "b c".into(), "it's".into()] }),
-        col("st", ColumnType::Set { values: vec!["x".into(), "y".into(), "z".into()] }),
-        col("js", ColumnType::Text { kind: TextKind::LongText }),
+        col(
+            "vb",
+            ColumnType::Blob {
+                kind: BlobKind::VarBinary,
+            },
+        ),
+        col(
+            "bl",
+            ColumnType::Blob {
+                kind: BlobKind::Blob,
+            },
+        ),
+        col(
+            "en",
+            ColumnType::Enum {
+                values: vec!["a".into(), "b c".into(), "it's".into()],
+            },
+        ),
+        col(
+            "st",
+            ColumnType::Set {
+                values: vec!["x".into(), "y".into(), "z".into()],
+            },
+        ),
+        col(
+            "js",
+            ColumnType::Text {
+                kind: TextKind::LongText,
+            },
+        ),
         col("ge", ColumnType::Geometry),
         col("i6", ColumnType::Binary { len: 16 }),
         col("uu", ColumnType::Binary { len: 16 }),
@@ -155,7 +218,10 @@ async fn every_type_round_trips() {
         Value::Text(r#"{"k": [1, "two", null]}"#.into()),
         Value::Bytes(point.clone()),
         Value::Bytes([[0u8; 15].as_slice(), &[1]].concat()),
-        Value::Bytes(vec![0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00]),
+        Value::Bytes(vec![
+            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+            0x40, 0x00,
+        ]),
     ];
     let extremes = vec![
         Value::Int(2),
@@ -199,7 +265,14 @@ async fn every_type_round_trips() {
     let mut changed = extremes.clone();
     changed[1] = Value::Int(127);
     changed[17] = Value::Text("changed".into());
-    src.txn(vec![("types", RowOp::Update { key: extremes.clone(), after: changed.clone() })]).await;
+    src.txn(vec![(
+        "types",
+        RowOp::Update {
+            key: extremes.clone(),
+            after: changed.clone(),
+        },
+    )])
+    .await;
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["types"]).await;
@@ -215,12 +288,27 @@ async fn every_type_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_partial_transaction_is_ever_visible() {
     // Small batches: many commits, so many intermediate states to observe.
-    let fx = Fixture::new("bank", BANK_DDL, "batch_transactions = 7\nbatch_wait = \"5ms\"").await;
+    let fx = Fixture::new(
+        "bank",
+        BANK_DDL,
+        "batch_transactions = 7\nbatch_wait = \"5ms\"",
+    )
+    .await;
     let mut src = fx.source().await;
     bank_tables(&mut src, &fx.db);
     const N: i64 = 100;
     const TOTAL: i64 = N * 1000;
-    src.txn((0..N).map(|i| ("accounts", RowOp::Insert(account(i, &format!("owner{i}"), 1000)))).collect()).await;
+    src.txn(
+        (0..N)
+            .map(|i| {
+                (
+                    "accounts",
+                    RowOp::Insert(account(i, &format!("owner{i}"), 1000)),
+                )
+            })
+            .collect(),
+    )
+    .await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut ledger_id = 0;
     let mut transfer = |src: &mut Source, rng: &mut rand::rngs::StdRng| {
@@ -232,7 +320,10 @@ async fn no_partial_transaction_is_ever_visible() {
         let x = rng.random_range(1..50);
         let ra = row_of(src, "accounts", a);
         let rb = row_of(src, "accounts", b);
-        let upd = |r: &Vec<Value>, d: i64| RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + d)] };
+        let upd = |r: &Vec<Value>, d: i64| RowOp::Update {
+            key: r.clone(),
+            after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + d)],
+        };
         if rng.random_bool(0.5) {
             // Between two accounts, in one table.
             vec![("accounts", upd(&ra, -x)), ("accounts", upd(&rb, x))]
@@ -241,7 +332,15 @@ async fn no_partial_transaction_is_ever_visible() {
             ledger_id += 1;
             vec![
                 ("accounts", upd(&ra, -x)),
-                ("ledger", RowOp::Insert(vec![Value::Int(ledger_id), Value::Int(a), Value::Int(x), Value::Null])),
+                (
+                    "ledger",
+                    RowOp::Insert(vec![
+                        Value::Int(ledger_id),
+                        Value::Int(a),
+                        Value::Int(x),
+                        Value::Null,
+                    ]),
+                ),
             ]
         }
     };
@@ -272,9 +371,15 @@ async fn no_partial_transaction_is_ever_visible() {
                     .unwrap();
                 let (count, total, ledger) = r.unwrap();
                 reads += 1;
-                assert!(count == 0 || count == N, "partial transaction visible: {count} accounts");
+                assert!(
+                    count == 0 || count == N,
+                    "partial transaction visible: {count} accounts"
+                );
                 if count == N {
-                    assert_eq!(total, TOTAL, "partial transaction visible: total {total} (ledger rows {ledger})");
+                    assert_eq!(
+                        total, TOTAL,
+                        "partial transaction visible: total {total} (ledger rows {ledger})"
+                    );
                 }
                 seen.insert(ledger);
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -292,12 +397,18 @@ async fn no_partial_transaction_is_ever_visible() {
     src.heartbeat().await;
     src.flush().await;
     let high = fx.high_watermark();
-    wait_for(120, "apply to reach the end of the topic", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    wait_for(120, "apply to reach the end of the topic", || async {
+        fx.checkpoint().await.is_some_and(|c| c.0 == high)
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, states) = reader.await.unwrap();
     kill9(&mut apply);
     eprintln!("{reads} consistent reads, {states} distinct ledger states observed during apply");
-    assert!(states > 20, "the reader saw only {states} states: it did not run during apply");
+    assert!(
+        states > 20,
+        "the reader saw only {states} states: it did not run during apply"
+    );
     fx.assert_same(&["accounts", "ledger"]).await;
     fx.drop_databases().await;
 }
@@ -308,16 +419,68 @@ const SWAP_DDL: &[&str] = &[
 ];
 
 /// Unique swaps, primary-key updates (single and composite), deletes and re-used unique values.
-async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, mut mid: impl FnMut(usize, &mut Source)) {
-    src.table(table(&fx.db, "u", vec![int_col("id", false), varchar_col("code", false), int_col("v", false)], vec![0]));
-    src.table(table(&fx.db, "k", vec![int_col("a", false), int_col("b", false), varchar_col("name", false)], vec![0, 1]));
+async fn swap_workload(
+    fx: &Fixture,
+    src: &mut Source,
+    txns: usize,
+    seed: u64,
+    mut mid: impl FnMut(usize, &mut Source),
+) {
+    src.table(table(
+        &fx.db,
+        "u",
+        vec![
+            int_col("id", false),
+            varchar_col("code", false),
+            int_col("v", false),
+        ],
+        vec![0],
+    ));
+    src.table(table(
+        &fx.db,
+        "k",
+        vec![
+            int_col("a", false),
+            int_col("b", false),
+            varchar_col("name", false),
+        ],
+        vec![0, 1],
+    ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ids: Vec<i64> = (0..40).collect();
     let mut next_id = 1000;
     let mut free_codes: Vec<String> = Vec::new();
-    src.txn(ids.iter().map(|&i| ("u", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("c{i}")), Value::Int(0)]))).collect()).await;
+    src.txn(
+        ids.iter()
+            .map(|&i| {
+                (
+                    "u",
+                    RowOp::Insert(vec![
+                        Value::Int(i),
+                        Value::Text(format!("c{i}")),
+                        Value::Int(0),
+                    ]),
+                )
+            })
+            .collect(),
+    )
+    .await;
     let mut keys: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
-    src.txn(keys.iter().map(|&(a, b)| ("k", RowOp::Insert(vec![Value::Int(a), Value::Int(b), Value::Text(format!("n{a}"))]))).collect()).await;
+    src.txn(
+        keys.iter()
+            .map(|&(a, b)| {
+                (
+                    "k",
+                    RowOp::Insert(vec![
+                        Value::Int(a),
+                        Value::Int(b),
+                        Value::Text(format!("n{a}")),
+                    ]),
+                )
+            })
+            .collect(),
+    )
+    .await;
     for n in 0..txns {
         mid(n, src);
         let get = |src: &Source, id: i64| row_of(src, "u", id);
@@ -330,11 +493,31 @@ async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, m
                     y = ids[(ids.iter().position(|&i| i == x).unwrap() + 1) % ids.len()];
                 }
                 let (rx, ry) = (get(src, x), get(src, y));
-                let tmp = |r: &Vec<Value>, code: Value| vec![r[0].clone(), code, Value::Int(int(&r[2]) + 1)];
+                let tmp = |r: &Vec<Value>, code: Value| {
+                    vec![r[0].clone(), code, Value::Int(int(&r[2]) + 1)]
+                };
                 src.txn(vec![
-                    ("u", RowOp::Update { key: rx.clone(), after: tmp(&rx, Value::Text(format!("tmp{n}"))) }),
-                    ("u", RowOp::Update { key: ry.clone(), after: tmp(&ry, rx[1].clone()) }),
-                    ("u", RowOp::Update { key: tmp(&rx, Value::Text(format!("tmp{n}"))), after: tmp(&rx, ry[1].clone()) }),
+                    (
+                        "u",
+                        RowOp::Update {
+                            key: rx.clone(),
+                            after: tmp(&rx, Value::Text(format!("tmp{n}"))),
+                        },
+                    ),
+                    (
+                        "u",
+                        RowOp::Update {
+                            key: ry.clone(),
+                            after: tmp(&ry, rx[1].clone()),
+                        },
+                    ),
+                    (
+                        "u",
+                        RowOp::Update {
+                            key: tmp(&rx, Value::Text(format!("tmp{n}"))),
+                            after: tmp(&rx, ry[1].clone()),
+                        },
+                    ),
                 ])
                 .await;
             }
@@ -345,7 +528,14 @@ async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, m
                 let r = get(src, x);
                 next_id += 1;
                 ids[p] = next_id;
-                src.txn(vec![("u", RowOp::Update { key: r.clone(), after: vec![Value::Int(next_id), r[1].clone(), r[2].clone()] })]).await;
+                src.txn(vec![(
+                    "u",
+                    RowOp::Update {
+                        key: r.clone(),
+                        after: vec![Value::Int(next_id), r[1].clone(), r[2].clone()],
+                    },
+                )])
+                .await;
             }
             5 if ids.len() > 5 => {
                 let p = rng.random_range(0..ids.len());
@@ -361,7 +551,11 @@ async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, m
                 next_id += 1;
                 ids.push(next_id);
                 let c = free_codes.remove(0);
-                src.txn(vec![("u", RowOp::Insert(vec![Value::Int(next_id), Value::Text(c), Value::Int(-1)]))]).await;
+                src.txn(vec![(
+                    "u",
+                    RowOp::Insert(vec![Value::Int(next_id), Value::Text(c), Value::Int(-1)]),
+                )])
+                .await;
             }
             7 => {
                 // Composite primary-key update and a name swap in one transaction.
@@ -370,14 +564,34 @@ async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, m
                 let (ka, kb) = (keys[i], keys[j]);
                 let find = |src: &Source, (a, b): (i64, i64)| {
                     let t = &src.tables["k"];
-                    src.rows[&("k".to_string(), key_of(t, &[Value::Int(a), Value::Int(b), Value::Null]))].clone()
+                    src.rows[&(
+                        "k".to_string(),
+                        key_of(t, &[Value::Int(a), Value::Int(b), Value::Null]),
+                    )]
+                        .clone()
                 };
                 let (ra, rb) = (find(src, ka), find(src, kb));
                 let moved = (ka.0, ka.1 + 100);
                 keys[i] = moved;
                 src.txn(vec![
-                    ("k", RowOp::Update { key: ra.clone(), after: vec![Value::Int(moved.0), Value::Int(moved.1), Value::Text(format!("t{n}"))] }),
-                    ("k", RowOp::Update { key: rb.clone(), after: vec![rb[0].clone(), rb[1].clone(), ra[2].clone()] }),
+                    (
+                        "k",
+                        RowOp::Update {
+                            key: ra.clone(),
+                            after: vec![
+                                Value::Int(moved.0),
+                                Value::Int(moved.1),
+                                Value::Text(format!("t{n}")),
+                            ],
+                        },
+                    ),
+                    (
+                        "k",
+                        RowOp::Update {
+                            key: rb.clone(),
+                            after: vec![rb[0].clone(), rb[1].clone(), ra[2].clone()],
+                        },
+                    ),
                     (
                         "k",
                         RowOp::Update {
@@ -391,7 +605,14 @@ async fn swap_workload(fx: &Fixture, src: &mut Source, txns: usize, seed: u64, m
             _ if !ids.is_empty() => {
                 let x = ids[rng.random_range(0..ids.len())];
                 let r = get(src, x);
-                src.txn(vec![("u", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + 10)] })]).await;
+                src.txn(vec![(
+                    "u",
+                    RowOp::Update {
+                        key: r.clone(),
+                        after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + 10)],
+                    },
+                )])
+                .await;
             }
             _ => {}
         }
@@ -422,7 +643,9 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
     let position = src.position.to_string();
     assert_eq!(fx.checkpoint().await.unwrap().0, end);
 
-    let time = chrono::DateTime::from_timestamp_millis(mid_time).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let time = chrono::DateTime::from_timestamp_millis(mid_time)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mid = mid_offset.to_string();
     for args in [
         vec!["replay", "--from-beginning", "--json"],
@@ -432,9 +655,16 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
         let out = fx.run(&args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         let rep = json(&out);
-        assert_eq!(rep["replay_until"], serde_json::json!(position), "{args:?}: {rep}");
+        assert_eq!(
+            rep["replay_until"],
+            serde_json::json!(position),
+            "{args:?}: {rep}"
+        );
         if args[1] == "--from-time" {
-            eprintln!("replay --from-time: broker's ListOffsets-by-time correct: {}", rep["broker_time_lookup_ok"]);
+            eprintln!(
+                "replay --from-time: broker's ListOffsets-by-time correct: {}",
+                rep["broker_time_lookup_ok"]
+            );
             let off = rep["offset"].as_i64().unwrap();
             assert!(off > 0 && off < end, "{rep}");
         }
@@ -443,7 +673,11 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
         fx.apply_caught_up();
         fx.assert_same(&["u", "k"]).await;
         let (off, gtid, replay_until, _) = fx.checkpoint().await.unwrap();
-        assert_eq!((off, gtid.as_str(), replay_until), (end, position.as_str(), None), "after {args:?}");
+        assert_eq!(
+            (off, gtid.as_str(), replay_until),
+            (end, position.as_str(), None),
+            "after {args:?}"
+        );
     }
     fx.drop_databases().await;
 }
@@ -462,31 +696,88 @@ async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
     )
     .await;
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "p", vec![int_col("id", false), varchar_col("code", false), int_col("v", false)], vec![0]));
-    src.table(table(&fx.db, "c", vec![int_col("id", false), int_col("pid", false)], vec![0]));
-    src.table(table(&fx.db, "g", vec![int_col("id", false), int_col("cid", false)], vec![0]));
-    src.table(table(&fx.db, "n", vec![int_col("id", false), varchar_col("pcode", true)], vec![0]));
-    let p = |id: i64, code: &str, v: i64| vec![Value::Int(id), Value::Text(code.into()), Value::Int(v)];
+    src.table(table(
+        &fx.db,
+        "p",
+        vec![
+            int_col("id", false),
+            varchar_col("code", false),
+            int_col("v", false),
+        ],
+        vec![0],
+    ));
+    src.table(table(
+        &fx.db,
+        "c",
+        vec![int_col("id", false), int_col("pid", false)],
+        vec![0],
+    ));
+    src.table(table(
+        &fx.db,
+        "g",
+        vec![int_col("id", false), int_col("cid", false)],
+        vec![0],
+    ));
+    src.table(table(
+        &fx.db,
+        "n",
+        vec![int_col("id", false), varchar_col("pcode", true)],
+        vec![0],
+    ));
+    let p =
+        |id: i64, code: &str, v: i64| vec![Value::Int(id), Value::Text(code.into()), Value::Int(v)];
     let mut ops = vec![];
     for i in 1..=5 {
         ops.push(("p", RowOp::Insert(p(i, &format!("p{i}"), 0))));
         for j in 0..3 {
             let cid = i * 10 + j;
             ops.push(("c", RowOp::Insert(vec![Value::Int(cid), Value::Int(i)])));
-            ops.push(("g", RowOp::Insert(vec![Value::Int(cid * 10), Value::Int(cid)])));
+            ops.push((
+                "g",
+                RowOp::Insert(vec![Value::Int(cid * 10), Value::Int(cid)]),
+            ));
         }
-        ops.push(("n", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("p{i}"))])));
+        ops.push((
+            "n",
+            RowOp::Insert(vec![Value::Int(i), Value::Text(format!("p{i}"))]),
+        ));
     }
     src.txn(ops).await;
     // The source logs only the parent's change; InnoDB changes the children.
     src.txn(vec![("p", RowOp::Delete(p(1, "p1", 0)))]).await; // cascades to c, g; n.pcode = NULL
-    src.txn(vec![("p", RowOp::Update { key: p(2, "p2", 0), after: p(20, "p2", 0) })]).await; // c.pid 2 -> 20
-    src.txn(vec![("p", RowOp::Update { key: p(3, "p3", 0), after: p(3, "p3new", 0) })]).await; // n.pcode
-    src.txn(vec![("p", RowOp::Update { key: p(4, "p4", 0), after: p(4, "p4", 99) })]).await; // REPLACE: no cascade
+    src.txn(vec![(
+        "p",
+        RowOp::Update {
+            key: p(2, "p2", 0),
+            after: p(20, "p2", 0),
+        },
+    )])
+    .await; // c.pid 2 -> 20
+    src.txn(vec![(
+        "p",
+        RowOp::Update {
+            key: p(3, "p3", 0),
+            after: p(3, "p3new", 0),
+        },
+    )])
+    .await; // n.pcode
+    src.txn(vec![(
+        "p",
+        RowOp::Update {
+            key: p(4, "p4", 0),
+            after: p(4, "p4", 99),
+        },
+    )])
+    .await; // REPLACE: no cascade
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["p", "c", "g", "n"]).await;
-    let children: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM c WHERE pid = 4").await.unwrap();
+    let children: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM c WHERE pid = 4")
+        .await
+        .unwrap();
     assert_eq!(children, Some(3), "REPLACE of a parent must not cascade");
     // Re-applying everything over the newer state converges too.
     let out = fx.run(&["replay", "--from-beginning"]);
@@ -505,24 +796,60 @@ async fn poison_record_stops_apply_and_the_checkpoint_stays() {
     )
     .await;
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
     for i in 0..5 {
-        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+        src.txn(vec![(
+            "a",
+            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+        )])
+        .await;
     }
     // Not Confluent wire format, with the headers of a row event of transaction 1-1-6.
     let before = src.position.clone();
     let ts = src.next_ts();
-    let poison = src.send_raw(Some(b"k"), b"\x07garbage", "row", &format!("txn:1-1-6:0:last:{before}"), ts).await;
+    let poison = src
+        .send_raw(
+            Some(b"k"),
+            b"\x07garbage",
+            "row",
+            &format!("txn:1-1-6:0:last:{before}"),
+            ts,
+        )
+        .await;
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[&format!("@{poison}"), "1-1-6", "does not decode", "magic byte"]).await;
-    assert_eq!(fx.checkpoint().await.unwrap().0, poison, "the checkpoint is right before the poison record");
+    fx.apply_caught_up_expect_failure(&[
+        &format!("@{poison}"),
+        "1-1-6",
+        "does not decode",
+        "magic byte",
+    ])
+    .await;
+    assert_eq!(
+        fx.checkpoint().await.unwrap().0,
+        poison,
+        "the checkpoint is right before the poison record"
+    );
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "stopped-at-error", "{st}");
-    assert!(st["error"].as_str().unwrap().contains("does not decode"), "{st}");
+    assert!(
+        st["error"].as_str().unwrap().contains("does not decode"),
+        "{st}"
+    );
     // Again: same stop, same checkpoint.
-    fx.apply_caught_up_expect_failure(&[&format!("@{poison}")]).await;
+    fx.apply_caught_up_expect_failure(&[&format!("@{poison}")])
+        .await;
     assert_eq!(fx.checkpoint().await.unwrap().0, poison);
-    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM a")
+        .await
+        .unwrap();
     assert_eq!(count, Some(5));
     fx.drop_databases().await;
 }
@@ -531,35 +858,97 @@ async fn poison_record_stops_apply_and_the_checkpoint_stays() {
 async fn a_column_missing_on_the_replica_names_the_record() {
     let fx = Fixture::new(
         "missing",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB", "CREATE TABLE m (id INT PRIMARY KEY, x INT NULL, y VARCHAR(20) NULL) ENGINE=InnoDB"],
+        &[
+            "CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+            "CREATE TABLE m (id INT PRIMARY KEY, x INT NULL, y VARCHAR(20) NULL) ENGINE=InnoDB",
+        ],
         "",
     )
     .await;
-    fx.replica().await.query_drop("ALTER TABLE m DROP COLUMN y").await.unwrap();
+    fx.replica()
+        .await
+        .query_drop("ALTER TABLE m DROP COLUMN y")
+        .await
+        .unwrap();
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
-    src.table(table(&fx.db, "m", vec![int_col("id", false), int_col("x", true), varchar_col("y", true)], vec![0]));
-    src.txn(vec![("a", RowOp::Insert(vec![Value::Int(1), Value::Int(1)]))]).await;
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
+    src.table(table(
+        &fx.db,
+        "m",
+        vec![
+            int_col("id", false),
+            int_col("x", true),
+            varchar_col("y", true),
+        ],
+        vec![0],
+    ));
+    src.txn(vec![(
+        "a",
+        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
+    )])
+    .await;
     let first = src.produced;
     src.txn(vec![
         ("a", RowOp::Insert(vec![Value::Int(2), Value::Int(2)])),
-        ("m", RowOp::Insert(vec![Value::Int(42), Value::Int(1), Value::Text("y".into())])),
+        (
+            "m",
+            RowOp::Insert(vec![Value::Int(42), Value::Int(1), Value::Text("y".into())]),
+        ),
     ])
     .await;
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[&format!("@{}", first + 1), "GTID 1-1-2", &format!("table {}.m", fx.db), "primary key id=42", "no column `y`"]).await;
-    assert_eq!(fx.checkpoint().await.unwrap().0, first, "the checkpoint is at the failing transaction's start");
-    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
-    assert_eq!(count, Some(1), "no part of the failing transaction is applied");
+    fx.apply_caught_up_expect_failure(&[
+        &format!("@{}", first + 1),
+        "GTID 1-1-2",
+        &format!("table {}.m", fx.db),
+        "primary key id=42",
+        "no column `y`",
+    ])
+    .await;
+    assert_eq!(
+        fx.checkpoint().await.unwrap().0,
+        first,
+        "the checkpoint is at the failing transaction's start"
+    );
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM a")
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        Some(1),
+        "no part of the failing transaction is applied"
+    );
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
-    let fx = Fixture::new("refused", &["CREATE TABLE r (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL) ENGINE=InnoDB"], "").await;
-    fx.replica().await.query_drop("ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL").await.unwrap();
+    let fx = Fixture::new(
+        "refused",
+        &["CREATE TABLE r (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    fx.replica()
+        .await
+        .query_drop("ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL")
+        .await
+        .unwrap();
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "r", vec![int_col("id", false), varchar_col("s", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "r",
+        vec![int_col("id", false), varchar_col("s", false)],
+        vec![0],
+    ));
     let mut bad_offset = 0;
     let mut bad_start = 0;
     for i in 0..300 {
@@ -567,37 +956,85 @@ async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
             bad_start = src.produced;
             bad_offset = bad_start + 1;
             src.txn(vec![
-                ("r", RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())])),
-                ("r", RowOp::Insert(vec![Value::Int(10_000), Value::Text("far too long".into())])),
+                (
+                    "r",
+                    RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())]),
+                ),
+                (
+                    "r",
+                    RowOp::Insert(vec![Value::Int(10_000), Value::Text("far too long".into())]),
+                ),
             ])
             .await;
         } else {
-            src.txn(vec![("r", RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())]))]).await;
+            src.txn(vec![(
+                "r",
+                RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())]),
+            )])
+            .await;
         }
     }
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[&format!("@{bad_offset}"), "id=10000", "Data too long"]).await;
+    fx.apply_caught_up_expect_failure(&[&format!("@{bad_offset}"), "id=10000", "Data too long"])
+        .await;
     assert_eq!(fx.checkpoint().await.unwrap().0, bad_start);
-    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM r").await.unwrap();
-    assert_eq!(count, Some(150), "every transaction before the failing one is applied, nothing after");
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM r")
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        Some(150),
+        "every transaction before the failing one is applied, nothing after"
+    );
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
-    let fx = Fixture::new("ddl", &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "ddl",
+        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let mut src = fx.source().await;
     src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))]).await;
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
+        .await;
     src.flush().await;
     fx.apply_caught_up();
-    let v1 = table(&fx.db, "t2", vec![int_col("id", false), int_col("a", true)], vec![0]);
-    let v2 = table(&fx.db, "t2", vec![int_col("id", false), int_col("a", true), varchar_col("b", true)], vec![0]);
-    let v3 = table(&fx.db, "t2", vec![int_col("id", false), varchar_col("b", true)], vec![0]);
+    let v1 = table(
+        &fx.db,
+        "t2",
+        vec![int_col("id", false), int_col("a", true)],
+        vec![0],
+    );
+    let v2 = table(
+        &fx.db,
+        "t2",
+        vec![
+            int_col("id", false),
+            int_col("a", true),
+            varchar_col("b", true),
+        ],
+        vec![0],
+    );
+    let v3 = table(
+        &fx.db,
+        "t2",
+        vec![int_col("id", false), varchar_col("b", true)],
+        vec![0],
+    );
     // Each schema change is also run on the replica first: the state a crash leaves between
     // running a schema change and committing the checkpoint past it.
     let steps: Vec<(&str, Option<continuum_schemas::TableSchema>)> = vec![
-        ("CREATE TABLE t2 (id INT PRIMARY KEY, a INT NULL) ENGINE=InnoDB", Some(v1)),
+        (
+            "CREATE TABLE t2 (id INT PRIMARY KEY, a INT NULL) ENGINE=InnoDB",
+            Some(v1),
+        ),
         ("ALTER TABLE t2 ADD COLUMN b VARCHAR(10) NULL", Some(v2)),
         ("CREATE INDEX ib ON t2 (b)", None),
         ("ALTER TABLE t2 DROP COLUMN a", Some(v3)),
@@ -629,11 +1066,27 @@ async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
         }
         src.flush().await;
         let err = fx.apply_caught_up();
-        assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark(), "{ddl}: {err}");
+        assert_eq!(
+            fx.checkpoint().await.unwrap().0,
+            fx.high_watermark(),
+            "{ddl}: {err}"
+        );
     }
     fx.assert_same(&["base", "t2"]).await;
-    let a: (String, String) = fx.source_conn().await.query_first("SHOW CREATE TABLE t2").await.unwrap().unwrap();
-    let b: (String, String) = fx.replica().await.query_first("SHOW CREATE TABLE t2").await.unwrap().unwrap();
+    let a: (String, String) = fx
+        .source_conn()
+        .await
+        .query_first("SHOW CREATE TABLE t2")
+        .await
+        .unwrap()
+        .unwrap();
+    let b: (String, String) = fx
+        .replica()
+        .await
+        .query_first("SHOW CREATE TABLE t2")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.1, b.1);
     // Re-applying the whole history, schema changes included, over the final schema.
     let out = fx.run(&["replay", "--from-beginning"]);
@@ -647,24 +1100,41 @@ async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
         .await
         .unwrap();
     assert_eq!(t3, Some(0));
-    let _ = fx.replica().await.query_drop("DROP DATABASE IF EXISTS ct_ddl_extra_db_unused").await;
+    let _ = fx
+        .replica()
+        .await
+        .query_drop("DROP DATABASE IF EXISTS ct_ddl_extra_db_unused")
+        .await;
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_policy_stop_and_skip() {
-    let fx = Fixture::new("ddlpolicy", &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "ddlpolicy",
+        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let mut src = fx.source().await;
     src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))]).await;
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
+        .await;
     let ddl_offset = src.produced;
-    src.ddl("CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB").await;
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(2)]))]).await;
+    src.ddl("CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(2)]))])
+        .await;
     src.flush().await;
     let out = fx.run(&["apply", "--until-caught-up", "--ddl", "stop"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("CREATE TABLE extra") && err.contains(&format!("@{ddl_offset}")) && err.contains("ddl = \"stop\""), "{err}");
+    assert!(
+        err.contains("CREATE TABLE extra")
+            && err.contains(&format!("@{ddl_offset}"))
+            && err.contains("ddl = \"stop\""),
+        "{err}"
+    );
     assert_eq!(fx.checkpoint().await.unwrap().0, ddl_offset);
     let out = fx.run(&["apply", "--until-caught-up", "--ddl", "skip"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -681,15 +1151,33 @@ async fn ddl_policy_stop_and_skip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_snapshot_leaves_no_stale_rows() {
-    let fx = Fixture::new("snap", &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "snap",
+        &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "s", vec![int_col("id", false), varchar_col("v", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "s",
+        vec![int_col("id", false), varchar_col("v", false)],
+        vec![0],
+    ));
     // Rows that exist before capture starts: only snapshots carry them.
     for i in 1..=100 {
-        src.source_only("s", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))])).await;
+        src.source_only(
+            "s",
+            RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))]),
+        )
+        .await;
     }
     // The replica has leftovers from an earlier life, too.
-    fx.replica().await.query_drop("INSERT INTO s VALUES (5000, 'stale'), (5001, 'stale')").await.unwrap();
+    fx.replica()
+        .await
+        .query_drop("INSERT INTO s VALUES (5000, 'stale'), (5001, 'stale')")
+        .await
+        .unwrap();
     // Snapshot A: abandoned after 60 rows.
     src.snapshot("A", &["s"], Some(60)).await;
     src.flush().await;
@@ -697,29 +1185,58 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "snapshot-loading", "{st}");
     assert_eq!(st["snapshot_loading"], "A", "{st}");
-    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM s").await.unwrap();
-    assert_eq!(count, Some(60), "while A loads, the table holds A's rows only");
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM s")
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        Some(60),
+        "while A loads, the table holds A's rows only"
+    );
     // The source changes, then snapshot B is taken in full.
     for i in 1..=20 {
-        src.source_only("s", RowOp::Delete(vec![Value::Int(i), Value::Null])).await;
+        src.source_only("s", RowOp::Delete(vec![Value::Int(i), Value::Null]))
+            .await;
     }
     for i in 101..=110 {
-        src.source_only("s", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))])).await;
+        src.source_only(
+            "s",
+            RowOp::Insert(vec![Value::Int(i), Value::Text(format!("v{i}"))]),
+        )
+        .await;
     }
     src.snapshot("B", &["s"], None).await;
     for i in 21..=25 {
-        src.txn(vec![("s", RowOp::Update { key: vec![Value::Int(i), Value::Null], after: vec![Value::Int(i), Value::Text("after".into())] })]).await;
+        src.txn(vec![(
+            "s",
+            RowOp::Update {
+                key: vec![Value::Int(i), Value::Null],
+                after: vec![Value::Int(i), Value::Text("after".into())],
+            },
+        )])
+        .await;
     }
     // The producer dies inside a transaction and starts over with snapshot C: the partial
     // transaction's rows must not appear.
-    let (gtid, before, after) = (continuum_schemas::Gtid::new(1, 1, src.seq + 1), src.position.clone(), src.position.with(continuum_schemas::Gtid::new(1, 1, src.seq + 1)));
+    let (gtid, before, after) = (
+        continuum_schemas::Gtid::new(1, 1, src.seq + 1),
+        src.position.clone(),
+        src.position
+            .with(continuum_schemas::Gtid::new(1, 1, src.seq + 1)),
+    );
     let t = src.tables["s"].clone();
     for idx in 0..3u64 {
         let rec = StreamRecord::Change(continuum_schemas::ChangeEvent {
             op: continuum_schemas::Op::Insert,
             table: t.clone(),
             before: None,
-            after: Some(vec![Value::Int(9000 + idx as i64), Value::Text("abandoned".into())]),
+            after: Some(vec![
+                Value::Int(9000 + idx as i64),
+                Value::Text("abandoned".into()),
+            ]),
             source: continuum_schemas::SourceInfo {
                 server_id: 1,
                 gtid: Some(gtid),
@@ -729,12 +1246,19 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
                 commit_ts_ms: now_ms(),
                 snapshot_id: None,
             },
-            tx: Some(continuum_schemas::TxPlace { index: idx, last: false }),
+            tx: Some(continuum_schemas::TxPlace {
+                index: idx,
+                last: false,
+            }),
         });
         src.send(&rec).await;
     }
     src.snapshot("C", &["s"], None).await;
-    src.txn(vec![("s", RowOp::Delete(vec![Value::Int(30), Value::Null]))]).await;
+    src.txn(vec![(
+        "s",
+        RowOp::Delete(vec![Value::Int(30), Value::Null]),
+    )])
+    .await;
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["s"]).await;
@@ -746,20 +1270,37 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lock_and_metrics() {
-    let fx = Fixture::new("status", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "status",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "not-started", "{st}");
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
     for i in 0..20 {
-        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+        src.txn(vec![(
+            "a",
+            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+        )])
+        .await;
     }
     src.heartbeat().await;
     src.flush().await;
     let port = 20000 + (std::process::id() % 20000) as u16;
     let mut apply = fx.spawn_apply(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
     let high = fx.high_watermark();
-    wait_for(60, "apply to catch up", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    wait_for(60, "apply to catch up", || async {
+        fx.checkpoint().await.is_some_and(|c| c.0 == high)
+    })
+    .await;
     let out = fx.run(&["status", "--json"]);
     let st = json(&out);
     assert_eq!(st["state"], "idle", "{st}");
@@ -772,13 +1313,26 @@ async fn status_lock_and_metrics() {
     assert!(st["seconds_behind_source"].as_f64().unwrap() < 60.0, "{st}");
     assert!(st["apply_connection"].is_number(), "{st}");
     let text = String::from_utf8_lossy(&fx.run(&["status"]).stdout).into_owned();
-    assert!(text.contains("state            idle") && text.contains(&format!("offset {high} of {high} (0 records behind)")), "{text}");
+    assert!(
+        text.contains("state            idle")
+            && text.contains(&format!("offset {high} of {high} (0 records behind)")),
+        "{text}"
+    );
     // Only one apply per topic.
     let out = fx.run(&["apply", "--until-caught-up"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("another apply holds the lock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another apply holds the lock"),
+        "{}",
+        stderr(&out)
+    );
     // Metrics and health.
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for m in [
         "continuum_apply_rows_total",
         "continuum_apply_transactions_total",
@@ -788,14 +1342,26 @@ async fn status_lock_and_metrics() {
     ] {
         assert!(body.contains(m), "{m} missing from /metrics:\n{body}");
     }
-    assert!(body.contains(&format!("continuum_apply_checkpoint_offset {high}")), "{body}");
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap();
+    assert!(
+        body.contains(&format!("continuum_apply_checkpoint_offset {high}")),
+        "{body}"
+    );
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     // Live: new transactions arrive and are applied.
-    src.txn(vec![("a", RowOp::Insert(vec![Value::Int(100), Value::Int(100)]))]).await;
+    src.txn(vec![(
+        "a",
+        RowOp::Insert(vec![Value::Int(100), Value::Int(100)]),
+    )])
+    .await;
     src.flush().await;
     let high = fx.high_watermark();
-    wait_for(30, "apply to apply a live transaction", || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) }).await;
+    wait_for(30, "apply to apply a live transaction", || async {
+        fx.checkpoint().await.is_some_and(|c| c.0 == high)
+    })
+    .await;
     // SIGTERM stops it cleanly.
     unsafe_sigterm(apply.id());
     let status = apply.wait().unwrap();
@@ -807,36 +1373,73 @@ async fn status_lock_and_metrics() {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn until_time_stops_before_the_first_newer_transaction() {
-    let fx = Fixture::new("until", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "until",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let mut src = fx.source().await;
-    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
     src.set_ts(now_ms() - 100_000);
     src.ts_step = Some(1);
     for i in 0..50 {
-        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+        src.txn(vec![(
+            "a",
+            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+        )])
+        .await;
     }
     // A transaction whose records span the cut: none of it may be applied.
     let cut_start = src.produced;
     let cut = src.last_ts + 5;
-    src.txn((50..60).map(|i| ("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))).collect()).await;
+    src.txn(
+        (50..60)
+            .map(|i| ("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)])))
+            .collect(),
+    )
+    .await;
     for i in 60..80 {
-        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+        src.txn(vec![(
+            "a",
+            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+        )])
+        .await;
     }
     src.flush().await;
     fx.apply_caught_up();
     // A point-in-time rebuild: empty the replica, replay from the beginning until the cut.
-    fx.replica().await.query_drop("DELETE FROM a").await.unwrap();
-    let t = chrono::DateTime::from_timestamp_millis(cut).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    fx.replica()
+        .await
+        .query_drop("DELETE FROM a")
+        .await
+        .unwrap();
+    let t = chrono::DateTime::from_timestamp_millis(cut)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let out = fx.run(&["replay", "--from-beginning", "--until-time", &t]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = fx.apply_caught_up();
     assert!(err.contains("until-time"), "{err}");
-    let count: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM a").await.unwrap();
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM a")
+        .await
+        .unwrap();
     assert_eq!(count, Some(50), "exactly the transactions before the cut");
     assert_eq!(fx.checkpoint().await.unwrap().0, cut_start);
     let st = json(&fx.run(&["status", "--json"]));
@@ -853,30 +1456,61 @@ async fn until_time_stops_before_the_first_newer_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_to_another_cluster_finds_the_place_by_gtid() {
-    let fx = Fixture::new("switch", &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"], "").await;
+    let fx = Fixture::new(
+        "switch",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
     let mut src = fx.source().await;
     fx.mirror_to(&mut src, "sf").await;
     // Offsets differ between the clusters: the SF copy has extra records at its start.
     for _ in 0..7 {
         src.mirror.as_mut().unwrap().heartbeat().await;
     }
-    src.table(table(&fx.db, "a", vec![int_col("id", false), int_col("v", false)], vec![0]));
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
     for i in 0..30 {
-        src.txn(vec![("a", RowOp::Insert(vec![Value::Int(i), Value::Int(i)]))]).await;
+        src.txn(vec![(
+            "a",
+            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+        )])
+        .await;
     }
     src.flush().await;
     fx.apply_caught_up(); // from the EU cluster
     for i in 30..60 {
-        src.txn((0..3).map(|j| ("a", RowOp::Insert(vec![Value::Int(i * 10 + j), Value::Int(i)]))).collect()).await;
+        src.txn(
+            (0..3)
+                .map(|j| {
+                    (
+                        "a",
+                        RowOp::Insert(vec![Value::Int(i * 10 + j), Value::Int(i)]),
+                    )
+                })
+                .collect(),
+        )
+        .await;
     }
     src.flush().await;
     let out = fx.run(&["--read-from", "sf", "apply", "--until-caught-up"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("found its place here by GTID position"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("found its place here by GTID position"),
+        "{}",
+        stderr(&out)
+    );
     fx.assert_same(&["a"]).await;
     let mut c = fx.replica_admin.conn().await;
     let (cluster, off): (String, i64) = c
-        .exec_first("SELECT cluster, next_offset FROM continuum.checkpoint WHERE source_topic=?", (&fx.topic,))
+        .exec_first(
+            "SELECT cluster, next_offset FROM continuum.checkpoint WHERE source_topic=?",
+            (&fx.topic,),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -884,4 +1518,3 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
     assert_eq!(off, fx.high_watermark() + 7, "the SF copy's end");
     fx.drop_databases().await;
 }
-

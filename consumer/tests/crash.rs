@@ -27,12 +27,35 @@ const DDL: &[&str] = &[
 const TABLES: &[&str] = &["customers", "orders", "order_lines", "items"];
 
 fn setup(src: &mut Source, db: &str) {
-    src.table(table(db, "customers", vec![int_col("id", false), varchar_col("email", false), bigint_col("credit", false)], vec![0]));
-    src.table(table(db, "orders", vec![bigint_col("id", false), int_col("customer_id", false), bigint_col("total", false)], vec![0]));
+    src.table(table(
+        db,
+        "customers",
+        vec![
+            int_col("id", false),
+            varchar_col("email", false),
+            bigint_col("credit", false),
+        ],
+        vec![0],
+    ));
+    src.table(table(
+        db,
+        "orders",
+        vec![
+            bigint_col("id", false),
+            int_col("customer_id", false),
+            bigint_col("total", false),
+        ],
+        vec![0],
+    ));
     src.table(table(
         db,
         "order_lines",
-        vec![bigint_col("id", false), bigint_col("order_id", false), varchar_col("sku", false), int_col("qty", false)],
+        vec![
+            bigint_col("id", false),
+            bigint_col("order_id", false),
+            varchar_col("sku", false),
+            int_col("qty", false),
+        ],
         vec![0],
     ));
     let created = continuum_schemas::Column {
@@ -40,7 +63,17 @@ fn setup(src: &mut Source, db: &str) {
         ty: continuum_schemas::ColumnType::DateTime { fsp: 6 },
         nullable: false,
     };
-    src.table(table(db, "items", vec![bigint_col("id", false), varchar_col("code", false), varbinary_col("payload", true), created], vec![0]));
+    src.table(table(
+        db,
+        "items",
+        vec![
+            bigint_col("id", false),
+            varchar_col("code", false),
+            varbinary_col("payload", true),
+            created,
+        ],
+        vec![0],
+    ));
 }
 
 fn item(i: usize) -> Vec<Value> {
@@ -48,7 +81,9 @@ fn item(i: usize) -> Vec<Value> {
         Value::Int(i as i64),
         Value::Text(format!("item-{i:08}")),
         Value::Bytes(format!("payload {i} ").repeat(3).into_bytes()),
-        Value::DateTime(DateTime::from_epoch_micros(1_700_000_000_000_000 + i as i64 * 1_000_123)),
+        Value::DateTime(DateTime::from_epoch_micros(
+            1_700_000_000_000_000 + i as i64 * 1_000_123,
+        )),
     ]
 }
 
@@ -70,11 +105,19 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 let c = cust[rng.random_range(0..cust.len())];
                 state.next_order += 1;
                 let o = state.next_order;
-                let mut ops = vec![("orders", RowOp::Insert(vec![Value::Int(o), Value::Int(c), Value::Int(0)]))];
+                let mut ops = vec![(
+                    "orders",
+                    RowOp::Insert(vec![Value::Int(o), Value::Int(c), Value::Int(0)]),
+                )];
                 for l in 0..rng.random_range(1..4) {
                     ops.push((
                         "order_lines",
-                        RowOp::Insert(vec![Value::Int(o * 10 + l), Value::Int(o), Value::Text(format!("sku{l}")), Value::Int(l + 1)]),
+                        RowOp::Insert(vec![
+                            Value::Int(o * 10 + l),
+                            Value::Int(o),
+                            Value::Text(format!("sku{l}")),
+                            Value::Int(l + 1),
+                        ]),
                     ));
                 }
                 let r = get(src, "customers", c).unwrap();
@@ -82,7 +125,13 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                     Value::Int(x) => x,
                     _ => 0,
                 };
-                ops.push(("customers", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(credit - 5)] }));
+                ops.push((
+                    "customers",
+                    RowOp::Update {
+                        key: r.clone(),
+                        after: vec![r[0].clone(), r[1].clone(), Value::Int(credit - 5)],
+                    },
+                ));
                 src.txn(ops).await;
                 state.orders.push((o, c));
             }
@@ -93,13 +142,34 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 if a == b {
                     continue;
                 }
-                let (ra, rb) = (get(src, "customers", a).unwrap(), get(src, "customers", b).unwrap());
+                let (ra, rb) = (
+                    get(src, "customers", a).unwrap(),
+                    get(src, "customers", b).unwrap(),
+                );
                 let with = |r: &Vec<Value>, e: Value| vec![r[0].clone(), e, r[2].clone()];
                 let tmp = Value::Text(format!("tmp-{}", state.next_order));
                 src.txn(vec![
-                    ("customers", RowOp::Update { key: ra.clone(), after: with(&ra, tmp.clone()) }),
-                    ("customers", RowOp::Update { key: rb.clone(), after: with(&rb, ra[1].clone()) }),
-                    ("customers", RowOp::Update { key: with(&ra, tmp), after: with(&ra, rb[1].clone()) }),
+                    (
+                        "customers",
+                        RowOp::Update {
+                            key: ra.clone(),
+                            after: with(&ra, tmp.clone()),
+                        },
+                    ),
+                    (
+                        "customers",
+                        RowOp::Update {
+                            key: rb.clone(),
+                            after: with(&rb, ra[1].clone()),
+                        },
+                    ),
+                    (
+                        "customers",
+                        RowOp::Update {
+                            key: with(&ra, tmp),
+                            after: with(&ra, rb[1].clone()),
+                        },
+                    ),
                 ])
                 .await;
             }
@@ -110,7 +180,14 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 state.next_customer += 1;
                 let new = state.next_customer;
                 let r = get(src, "customers", c).unwrap();
-                src.txn(vec![("customers", RowOp::Update { key: r.clone(), after: vec![Value::Int(new), r[1].clone(), r[2].clone()] })]).await;
+                src.txn(vec![(
+                    "customers",
+                    RowOp::Update {
+                        key: r.clone(),
+                        after: vec![Value::Int(new), r[1].clone(), r[2].clone()],
+                    },
+                )])
+                .await;
                 state.customers[p] = new;
                 for o in state.orders.iter_mut().filter(|o| o.1 == c) {
                     o.1 = new;
@@ -128,7 +205,12 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 let c = state.customers.remove(p);
                 let r = get(src, "customers", c).unwrap();
                 src.txn(vec![("customers", RowOp::Delete(r))]).await;
-                let gone: Vec<i64> = state.orders.iter().filter(|o| o.1 == c).map(|o| o.0).collect();
+                let gone: Vec<i64> = state
+                    .orders
+                    .iter()
+                    .filter(|o| o.1 == c)
+                    .map(|o| o.0)
+                    .collect();
                 state.orders.retain(|o| o.1 != c);
                 src.rows.retain(|(t, _), row| match t.as_str() {
                     "orders" => row[1] != Value::Int(c),
@@ -140,12 +222,21 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 // An item's primary key changes.
                 let i = rng.random_range(0..state.items.len());
                 let old = state.items[i];
-                let Some(r) = get(src, "items", old) else { continue };
+                let Some(r) = get(src, "items", old) else {
+                    continue;
+                };
                 let new = 10_000_000 + old * 3 + rng.random_range(0..3);
                 if get(src, "items", new).is_some() {
                     continue;
                 }
-                src.txn(vec![("items", RowOp::Update { key: r.clone(), after: vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()] })]).await;
+                src.txn(vec![(
+                    "items",
+                    RowOp::Update {
+                        key: r.clone(),
+                        after: vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()],
+                    },
+                )])
+                .await;
                 state.items[i] = new;
             }
             8 => {
@@ -157,8 +248,17 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
             }
             _ => {
                 if let Some(&(o, _)) = state.orders.last() {
-                    let Some(r) = get(src, "orders", o) else { continue };
-                    src.txn(vec![("orders", RowOp::Update { key: r.clone(), after: vec![r[0].clone(), r[1].clone(), Value::Int(99)] })]).await;
+                    let Some(r) = get(src, "orders", o) else {
+                        continue;
+                    };
+                    src.txn(vec![(
+                        "orders",
+                        RowOp::Update {
+                            key: r.clone(),
+                            after: vec![r[0].clone(), r[1].clone(), Value::Int(99)],
+                        },
+                    )])
+                    .await;
                 }
             }
         }
@@ -178,16 +278,40 @@ struct State {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_resume_converges() {
-    let big: usize = std::env::var("CRASH_BIG_TXN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    let big: usize = std::env::var("CRASH_BIG_TXN_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let kills: usize = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
     let fx = Fixture::new("crash", DDL, "").await;
     let mut src = fx.source().await;
     setup(&mut src, &fx.db);
     let started = Instant::now();
     // Before: customers and some items.
-    src.txn((0..50).map(|i| ("customers", RowOp::Insert(vec![Value::Int(i), Value::Text(format!("c{i}@x")), Value::Int(1000)]))).collect())
-        .await;
-    src.txn((0..500).map(|i| ("items", RowOp::Insert(item(1_000_000 + i)))).collect()).await;
+    src.txn(
+        (0..50)
+            .map(|i| {
+                (
+                    "customers",
+                    RowOp::Insert(vec![
+                        Value::Int(i),
+                        Value::Text(format!("c{i}@x")),
+                        Value::Int(1000),
+                    ]),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    src.txn(
+        (0..500)
+            .map(|i| ("items", RowOp::Insert(item(1_000_000 + i))))
+            .collect(),
+    )
+    .await;
     src.flush().await;
     let producer = {
         let mut src = src;
@@ -229,10 +353,17 @@ async fn kill_9_at_random_moments_then_resume_converges() {
         }
         kill9(&mut apply);
         let ck = fx.checkpoint().await;
-        eprintln!("kill {k:2} after {life:?}: checkpoint {:?}", ck.as_ref().map(|c| (c.0, c.1.clone())));
+        eprintln!(
+            "kill {k:2} after {life:?}: checkpoint {:?}",
+            ck.as_ref().map(|c| (c.0, c.1.clone()))
+        );
     }
     let src = producer.await.unwrap();
-    eprintln!("workload and {kills} kills took {:?}; peak RSS of apply {} MiB", started.elapsed(), peak_rss / 1024);
+    eprintln!(
+        "workload and {kills} kills took {:?}; peak RSS of apply {} MiB",
+        started.elapsed(),
+        peak_rss / 1024
+    );
     let t = Instant::now();
     let mut apply = fx.spawn_apply(&["--no-metrics", "--until-caught-up"]);
     loop {
@@ -245,14 +376,30 @@ async fn kill_9_at_random_moments_then_resume_converges() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("final apply took {:?}; peak RSS {} MiB", t.elapsed(), peak_rss / 1024);
+    eprintln!(
+        "final apply took {:?}; peak RSS {} MiB",
+        t.elapsed(),
+        peak_rss / 1024
+    );
     fx.assert_same(TABLES).await;
     let (off, gtid, _, err) = fx.checkpoint().await.unwrap();
     assert_eq!(off, fx.high_watermark(), "checkpoint = end of topic");
     assert_eq!(gtid, src.position.to_string());
     assert_eq!(err, None);
-    let items: Option<i64> = fx.replica().await.query_first("SELECT COUNT(*) FROM items").await.unwrap();
-    assert!(items.unwrap() as usize >= big, "the big transaction is there");
-    assert!(peak_rss < 128 * 1024, "peak RSS {} KiB above 128 MiB", peak_rss);
+    let items: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM items")
+        .await
+        .unwrap();
+    assert!(
+        items.unwrap() as usize >= big,
+        "the big transaction is there"
+    );
+    assert!(
+        peak_rss < 128 * 1024,
+        "peak RSS {} KiB above 128 MiB",
+        peak_rss
+    );
     fx.drop_databases().await;
 }

@@ -37,7 +37,10 @@ async fn kill9_at_random_moments_copies_every_record_exactly_once() {
     let _ = mirror.wait();
     assert_exact_copy(&topic, N as usize).await;
     let log = case.log();
-    assert!(log.matches("mirroring").count() >= 2, "the mirror resumed after kills:\n{log}");
+    assert!(
+        log.matches("mirroring").count() >= 2,
+        "the mirror resumed after kills:\n{log}"
+    );
     eprintln!("{kills} kills, {N} records mirrored exactly once");
 }
 
@@ -59,5 +62,8 @@ async fn a_second_mirror_of_the_same_topic_is_refused() {
     let _ = first.wait();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is held by connection") && err.contains(&format!("a mirror of {topic}")), "{err}");
+    assert!(
+        err.contains("is held by connection") && err.contains(&format!("a mirror of {topic}")),
+        "{err}"
+    );
 }

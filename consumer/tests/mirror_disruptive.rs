@@ -46,8 +46,14 @@ async fn once_mirrored_the_eu_site_decodes_without_the_sf_registry() {
         let copy = s.eu.read_from(&topic, 0, 90, Duration::from_secs(60));
         for m in &copy {
             use rdkafka::Message;
-            let at = RecordAt { topic: topic.clone(), partition: 0, offset: m.offset() };
-            dec.decode(&at, m.key(), m.payload().unwrap()).await.unwrap_or_else(|e| panic!("EU decode of {at} with SF's registry down: {e}"));
+            let at = RecordAt {
+                topic: topic.clone(),
+                partition: 0,
+                offset: m.offset(),
+            };
+            dec.decode(&at, m.key(), m.payload().unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("EU decode of {at} with SF's registry down: {e}"));
         }
     });
     let outcome = futures::FutureExt::catch_unwind(result).await;

@@ -15,18 +15,29 @@ const TABLES: &[&str] = &[
 ];
 
 async fn fill(conn: &mut mysql_async::Conn, db: &str) {
-    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+    conn.query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
     conn.query_drop(format!("USE {db}")).await.unwrap();
     for t in TABLES {
         conn.query_drop(*t).await.unwrap();
     }
     for chunk in 0..5 {
         let rows: Vec<String> = (chunk * 500..(chunk + 1) * 500)
-            .map(|i| format!("({i}, 'v{i} ü', {i}.125, '2024-01-02 03:04:05.{:06}', {i}.5e-3, X'{:04x}')", i, i))
+            .map(|i| {
+                format!(
+                    "({i}, 'v{i} ü', {i}.125, '2024-01-02 03:04:05.{:06}', {i}.5e-3, X'{:04x}')",
+                    i, i
+                )
+            })
             .collect();
-        conn.query_drop(format!("INSERT INTO t1 VALUES {}", rows.join(","))).await.unwrap();
+        conn.query_drop(format!("INSERT INTO t1 VALUES {}", rows.join(",")))
+            .await
+            .unwrap();
     }
-    conn.query_drop("INSERT INTO t2 VALUES (1, 'x', ''), (1, 'y', NULL), (2, 'x', 'z')").await.unwrap();
+    conn.query_drop("INSERT INTO t2 VALUES (1, 'x', ''), (1, 'y', NULL), (2, 'x', 'z')")
+        .await
+        .unwrap();
 }
 
 fn config(dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
@@ -52,7 +63,16 @@ user = "{}"
 brokers = "{}"
 registry = {{ url = "{}" }}
 "#,
-            s.eu.db_host, s.eu.db_port, s.eu.db_user, s.sf.brokers, s.sf.registry, s.sf.db_host, s.sf.db_port, s.sf.db_user, s.eu.brokers, s.eu.registry
+            s.eu.db_host,
+            s.eu.db_port,
+            s.eu.db_user,
+            s.sf.brokers,
+            s.sf.registry,
+            s.sf.db_host,
+            s.sf.db_port,
+            s.sf.db_user,
+            s.eu.brokers,
+            s.eu.registry
         ),
     )
     .unwrap();
@@ -61,7 +81,15 @@ registry = {{ url = "{}" }}
 
 fn run_verify(cfg: &std::path::Path, db: &str, json: bool) -> (i32, String) {
     let s = stack();
-    let mut args = vec!["--config".to_string(), cfg.display().to_string(), "verify".into(), "--databases".into(), db.into(), "--chunk-rows".into(), "1000".into()];
+    let mut args = vec![
+        "--config".to_string(),
+        cfg.display().to_string(),
+        "verify".into(),
+        "--databases".into(),
+        db.into(),
+        "--chunk-rows".into(),
+        "1000".into(),
+    ];
     if json {
         args.push("--json".into());
     }
@@ -71,7 +99,14 @@ fn run_verify(cfg: &std::path::Path, db: &str, json: bool) -> (i32, String) {
         .env("CONTINUUM_SF_DB_PASSWORD", &s.sf.db_password)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,33 +130,84 @@ async fn verify_reports_identical_then_names_planted_differences() {
     let (code, out) = run_verify(&cfg, &db, false);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verdict: IDENTICAL"), "{out}");
-    assert!(out.contains(&format!("{db}.t1")) && out.contains("rows 2500/2500") && out.contains("chunks 3/3 equal"), "{out}");
+    assert!(
+        out.contains(&format!("{db}.t1"))
+            && out.contains("rows 2500/2500")
+            && out.contains("chunks 3/3 equal"),
+        "{out}"
+    );
 
-    eu.query_drop(format!("UPDATE {db}.t1 SET v = 'tampered' WHERE id = 1500")).await.unwrap();
-    eu.query_drop(format!("DELETE FROM {db}.t1 WHERE id = 10")).await.unwrap();
-    eu.query_drop(format!("INSERT INTO {db}.t1 (id, v) VALUES (99999, 'extra')")).await.unwrap();
-    eu.query_drop(format!("UPDATE {db}.t2 SET v = NULL WHERE a = 1 AND b = 'x'")).await.unwrap();
-    sf.query_drop(format!("CREATE TABLE {db}.sf_only (id INT PRIMARY KEY)")).await.unwrap();
-    eu.query_drop(format!("CREATE TABLE {db}.eu_only (id INT PRIMARY KEY)")).await.unwrap();
+    eu.query_drop(format!("UPDATE {db}.t1 SET v = 'tampered' WHERE id = 1500"))
+        .await
+        .unwrap();
+    eu.query_drop(format!("DELETE FROM {db}.t1 WHERE id = 10"))
+        .await
+        .unwrap();
+    eu.query_drop(format!(
+        "INSERT INTO {db}.t1 (id, v) VALUES (99999, 'extra')"
+    ))
+    .await
+    .unwrap();
+    eu.query_drop(format!(
+        "UPDATE {db}.t2 SET v = NULL WHERE a = 1 AND b = 'x'"
+    ))
+    .await
+    .unwrap();
+    sf.query_drop(format!("CREATE TABLE {db}.sf_only (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    eu.query_drop(format!("CREATE TABLE {db}.eu_only (id INT PRIMARY KEY)"))
+        .await
+        .unwrap();
 
     let (code, out) = run_verify(&cfg, &db, false);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verdict: DIFFERENT"), "{out}");
     let (code, json) = run_verify(&cfg, &db, true);
     assert_eq!(code, 1, "{json}");
-    let r: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let r: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(r["identical"], false);
-    assert_eq!(r["source_only"], serde_json::json!([format!("{db}.sf_only")]));
-    assert_eq!(r["replica_only"], serde_json::json!([format!("{db}.eu_only")]));
-    let table = |name: &str| r["tables"].as_array().unwrap().iter().find(|t| t["table"] == format!("{db}.{name}")).unwrap().clone();
+    assert_eq!(
+        r["source_only"],
+        serde_json::json!([format!("{db}.sf_only")])
+    );
+    assert_eq!(
+        r["replica_only"],
+        serde_json::json!([format!("{db}.eu_only")])
+    );
+    let table = |name: &str| {
+        r["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == format!("{db}.{name}"))
+            .unwrap()
+            .clone()
+    };
     let t1 = table("t1");
     let diffs = t1["differences"].as_array().unwrap();
-    let all = |field: &str| diffs.iter().flat_map(|d| d[field].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned())).collect::<Vec<_>>();
+    let all = |field: &str| {
+        diffs
+            .iter()
+            .flat_map(|d| {
+                d[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(all("changed"), vec!["1500"], "{json}");
     assert_eq!(all("missing"), vec!["10"], "{json}");
     assert_eq!(all("extra"), vec!["99999"], "{json}");
     let t2 = table("t2");
     let d2 = &t2["differences"].as_array().unwrap()[0];
-    assert_eq!(d2["changed"], serde_json::json!(["1, x"]), "NULL against '' is a difference: {json}");
+    assert_eq!(
+        d2["changed"],
+        serde_json::json!(["1, x"]),
+        "NULL against '' is a difference: {json}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
-use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 
 use continuum_schemas::{BinlogPosition, Gtid, GtidPosition, Op, Row, TableSchema};
 
-use continuum_common::binlog::{parse_gtid_event, parse_gtid_list, FL_STANDALONE, MARIADB_GTID, MARIADB_GTID_LIST, SKIP_REPLICATION_FLAG};
+use continuum_common::binlog::{
+    parse_gtid_event, parse_gtid_list, FL_STANDALONE, MARIADB_GTID, MARIADB_GTID_LIST,
+    SKIP_REPLICATION_FLAG,
+};
 
 use crate::ddl::{classify, DdlTarget};
 use crate::error::{DbContext, ProducerError};
@@ -38,7 +41,6 @@ const ROWS_COMPRESSED_LAST: u8 = 171;
 const HEARTBEAT: u8 = 27;
 const ROTATE: u8 = 4;
 const FORMAT_DESCRIPTION: u8 = 15;
-
 
 /// What the reader reports, in binlog order.
 #[derive(Debug, Clone)]
@@ -108,16 +110,33 @@ pub struct BinlogReader {
 
 impl BinlogReader {
     /// Connects and requests the binlog after `position`.
-    pub async fn connect(opts: Opts, position: &GtidPosition, s: ReaderSettings) -> Result<Self, ProducerError> {
+    pub async fn connect(
+        opts: Opts,
+        position: &GtidPosition,
+        s: ReaderSettings,
+    ) -> Result<Self, ProducerError> {
         let target = s.target.clone();
         let mut conn = Conn::new(opts).await.db(&target)?;
         let period_ns = s.heartbeat_period.as_nanos().max(1_000_000) as u64;
-        conn.query_drop("SET @mariadb_slave_capability=4").await.db(&target)?;
-        conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),)).await.db(&target)?;
-        conn.query_drop("SET @slave_gtid_strict_mode=1").await.db(&target)?;
-        conn.query_drop(format!("SET @master_heartbeat_period={period_ns}")).await.db(&target)?;
-        let request = BinlogStreamRequest::new(s.server_id).with_filename(b"").with_pos(4u64);
-        let stream = conn.get_binlog_stream(request).await.map_err(|e| map_stream_error(e, &target, position))?;
+        conn.query_drop("SET @mariadb_slave_capability=4")
+            .await
+            .db(&target)?;
+        conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),))
+            .await
+            .db(&target)?;
+        conn.query_drop("SET @slave_gtid_strict_mode=1")
+            .await
+            .db(&target)?;
+        conn.query_drop(format!("SET @master_heartbeat_period={period_ns}"))
+            .await
+            .db(&target)?;
+        let request = BinlogStreamRequest::new(s.server_id)
+            .with_filename(b"")
+            .with_pos(4u64);
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| map_stream_error(e, &target, position))?;
         tracing::info!(position = %position, "streaming the binlog");
         Ok(BinlogReader {
             stream,
@@ -167,11 +186,14 @@ impl BinlogReader {
                 if let Some(open) = &self.tx {
                     return Err(ProducerError::Binlog(format!(
                         "GTID {} began before transaction {} ended",
-                        parse_gtid_event(ev.data(), h.server_id()).map(|g| g.0.to_string()).unwrap_or_default(),
+                        parse_gtid_event(ev.data(), h.server_id())
+                            .map(|g| g.0.to_string())
+                            .unwrap_or_default(),
                         open.gtid
                     )));
                 }
-                let (gtid, flags) = parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
+                let (gtid, flags) =
+                    parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
                 self.tx = Some(OpenTx {
                     gtid,
                     flagged: h.flags_raw() & SKIP_REPLICATION_FLAG != 0,
@@ -221,7 +243,9 @@ impl BinlogReader {
             }
             _ => {}
         }
-        let data = ev.read_data().map_err(|e| ProducerError::Binlog(format!("undecodable event of type {ty}: {e}")))?;
+        let data = ev
+            .read_data()
+            .map_err(|e| ProducerError::Binlog(format!("undecodable event of type {ty}: {e}")))?;
         match data {
             Some(EventData::TableMapEvent(tme)) => {
                 let id = tme.table_id();
@@ -235,7 +259,9 @@ impl BinlogReader {
                 if shape.primary_key.is_empty() {
                     match self.s.no_pk {
                         NoPrimaryKey::Refuse => {
-                            return Err(ProducerError::NoPrimaryKey { tables: shape.qualified_name() })
+                            return Err(ProducerError::NoPrimaryKey {
+                                tables: shape.qualified_name(),
+                            })
                         }
                         NoPrimaryKey::Exclude => {
                             tracing::warn!(table = %shape.qualified_name(), "table has no primary key; its rows are not captured (tables_without_primary_key = exclude)");
@@ -259,8 +285,17 @@ impl BinlogReader {
             Some(EventData::XidEvent(_)) => self.commit(out),
             Some(EventData::QueryEvent(q)) => {
                 let sql = q.query();
-                let upper: String = sql.trim_start().chars().take(24).collect::<String>().to_ascii_uppercase();
-                if upper.starts_with("BEGIN") || upper.starts_with("SAVEPOINT") || upper.starts_with("RELEASE SAVEPOINT") || upper.starts_with("ROLLBACK TO") {
+                let upper: String = sql
+                    .trim_start()
+                    .chars()
+                    .take(24)
+                    .collect::<String>()
+                    .to_ascii_uppercase();
+                if upper.starts_with("BEGIN")
+                    || upper.starts_with("SAVEPOINT")
+                    || upper.starts_with("RELEASE SAVEPOINT")
+                    || upper.starts_with("ROLLBACK TO")
+                {
                     return Ok(());
                 }
                 if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") {
@@ -273,8 +308,11 @@ impl BinlogReader {
                         self.binlog_pos(ev)
                     )));
                 }
-                let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD "].iter().any(|k| upper.starts_with(k));
-                let flagged = self.tx.as_ref().is_some_and(|t| t.flagged) || h.flags_raw() & SKIP_REPLICATION_FLAG != 0;
+                let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD "]
+                    .iter()
+                    .any(|k| upper.starts_with(k));
+                let flagged = self.tx.as_ref().is_some_and(|t| t.flagged)
+                    || h.flags_raw() & SKIP_REPLICATION_FLAG != 0;
                 if dml && !flagged {
                     return Err(ProducerError::Preflight {
                         setting: "binlog_format".into(),
@@ -286,7 +324,11 @@ impl BinlogReader {
                 let database = q.schema().into_owned();
                 let captured = !flagged
                     && match classify(&sql) {
-                        DdlTarget::Tables(ts) => ts.iter().any(|(db, t)| self.s.filter.captures(db.as_deref().unwrap_or(&database), t)),
+                        DdlTarget::Tables(ts) => ts.iter().any(|(db, t)| {
+                            self.s
+                                .filter
+                                .captures(db.as_deref().unwrap_or(&database), t)
+                        }),
                         DdlTarget::Database(db) => self.s.filter.captures_database(&db),
                         DdlTarget::NotReplicated(why) => {
                             // Only the statement's first words: the rest may hold a password
@@ -297,15 +339,27 @@ impl BinlogReader {
                     };
                 if captured {
                     self.begin(out);
-                    out.push(SourceEvent::Ddl { database, ddl: sql.into_owned(), binlog: self.binlog_pos(ev) });
+                    out.push(SourceEvent::Ddl {
+                        database,
+                        ddl: sql.into_owned(),
+                        binlog: self.binlog_pos(ev),
+                    });
                 }
                 if self.tx.as_ref().is_some_and(|t| t.standalone) {
                     self.commit(out);
                 }
             }
-            Some(EventData::StopEvent) | Some(EventData::IntvarEvent(_)) | Some(EventData::RandEvent(_)) | Some(EventData::UserVarEvent(_)) | None => {}
+            Some(EventData::StopEvent)
+            | Some(EventData::IntvarEvent(_))
+            | Some(EventData::RandEvent(_))
+            | Some(EventData::UserVarEvent(_))
+            | None => {}
             Some(other) => {
-                tracing::debug!(event_type = ty, "ignoring binlog event {:?}", std::mem::discriminant(&other));
+                tracing::debug!(
+                    event_type = ty,
+                    "ignoring binlog event {:?}",
+                    std::mem::discriminant(&other)
+                );
             }
         }
         Ok(())
@@ -328,36 +382,50 @@ impl BinlogReader {
     fn commit(&mut self, out: &mut Vec<SourceEvent>) {
         if let Some(t) = self.tx.take() {
             self.position.advance(t.gtid);
-            out.push(SourceEvent::Commit { gtid: t.gtid, position: self.position.clone() });
+            out.push(SourceEvent::Commit {
+                gtid: t.gtid,
+                position: self.position.clone(),
+            });
         }
     }
 
-    fn rows(&mut self, ev: &Event, rows: &RowsEventData<'_>, out: &mut Vec<SourceEvent>) -> Result<(), ProducerError> {
+    fn rows(
+        &mut self,
+        ev: &Event,
+        rows: &RowsEventData<'_>,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), ProducerError> {
         if self.tx.as_ref().is_none_or(|t| t.flagged) {
             return Ok(());
         }
         let table_id = rows.table_id();
         let Some(shape) = self.tables.get(&table_id).cloned() else {
-            return Err(ProducerError::Binlog(format!("rows event for table id {table_id} without a TABLE_MAP")));
+            return Err(ProducerError::Binlog(format!(
+                "rows event for table id {table_id} without a TABLE_MAP"
+            )));
         };
         let Some(shape) = shape else { return Ok(()) };
-        let tme = self
-            .stream
-            .get_tme(table_id)
-            .ok_or_else(|| ProducerError::Binlog(format!("no TABLE_MAP for table id {table_id}")))?;
+        let tme = self.stream.get_tme(table_id).ok_or_else(|| {
+            ProducerError::Binlog(format!("no TABLE_MAP for table id {table_id}"))
+        })?;
         let op = match rows {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
             RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
             RowsEventData::PartialUpdateRowsEvent(_) => {
-                return Err(ProducerError::Binlog("partial JSON update rows event (MySQL only)".into()))
+                return Err(ProducerError::Binlog(
+                    "partial JSON update rows event (MySQL only)".into(),
+                ))
             }
         };
         let binlog = self.binlog_pos(ev);
         let mut decoded = Vec::new();
         for r in rows.rows(tme) {
             let (before, after) = r.map_err(|e| {
-                ProducerError::Binlog(format!("undecodable row of {} at {binlog}: {e}", shape.qualified_name()))
+                ProducerError::Binlog(format!(
+                    "undecodable row of {} at {binlog}: {e}",
+                    shape.qualified_name()
+                ))
             })?;
             let conv = |row: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Row>, ProducerError> {
                 let Some(row) = row else { return Ok(None) };
@@ -378,7 +446,13 @@ impl BinlogReader {
         }
         self.begin(out);
         for (before, after) in decoded {
-            out.push(SourceEvent::Row { op, table: shape.clone(), before, after, binlog: binlog.clone() });
+            out.push(SourceEvent::Row {
+                op,
+                table: shape.clone(),
+                before,
+                after,
+                binlog: binlog.clone(),
+            });
         }
         Ok(())
     }
@@ -387,9 +461,14 @@ impl BinlogReader {
 fn map_stream_error(e: mysql_async::Error, target: &str, position: &GtidPosition) -> ProducerError {
     if let mysql_async::Error::Server(s) = &e {
         if s.code == 1236 {
-            return ProducerError::PositionPurged { position: position.to_string(), message: s.message.clone() };
+            return ProducerError::PositionPurged {
+                position: position.to_string(),
+                message: s.message.clone(),
+            };
         }
     }
-    ProducerError::Db { target: target.to_owned(), source: e }
+    ProducerError::Db {
+        target: target.to_owned(),
+        source: e,
+    }
 }
-

@@ -127,7 +127,10 @@ impl P {
 }
 
 pub fn classify(sql: &str) -> DdlTarget {
-    let mut p = P { t: tokens(sql, 4096), i: 0 };
+    let mut p = P {
+        t: tokens(sql, 4096),
+        i: 0,
+    };
     use DdlTarget::*;
     if p.kw("CREATE") {
         if p.kw("OR") && !p.kw("REPLACE") {
@@ -138,18 +141,27 @@ pub fn classify(sql: &str) -> DdlTarget {
         }
         if p.kw("TABLE") {
             p.if_exists();
-            return p.qualified().map(|t| Tables(vec![t])).unwrap_or(NotReplicated("unreadable CREATE TABLE"));
+            return p
+                .qualified()
+                .map(|t| Tables(vec![t]))
+                .unwrap_or(NotReplicated("unreadable CREATE TABLE"));
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
             p.if_exists();
-            return p.ident().map(Database).unwrap_or(NotReplicated("unreadable CREATE DATABASE"));
+            return p
+                .ident()
+                .map(Database)
+                .unwrap_or(NotReplicated("unreadable CREATE DATABASE"));
         }
         let _ = p.kw("UNIQUE") || p.kw("FULLTEXT") || p.kw("SPATIAL");
         if p.kw("INDEX") {
             p.if_exists();
             p.ident();
             if p.kw("ON") {
-                return p.qualified().map(|t| Tables(vec![t])).unwrap_or(NotReplicated("unreadable CREATE INDEX"));
+                return p
+                    .qualified()
+                    .map(|t| Tables(vec![t]))
+                    .unwrap_or(NotReplicated("unreadable CREATE INDEX"));
             }
         }
         return NotReplicated("not a table or database statement");
@@ -159,10 +171,16 @@ pub fn classify(sql: &str) -> DdlTarget {
         let _ = p.kw("IGNORE");
         if p.kw("TABLE") {
             p.if_exists();
-            return p.qualified().map(|t| Tables(vec![t])).unwrap_or(NotReplicated("unreadable ALTER TABLE"));
+            return p
+                .qualified()
+                .map(|t| Tables(vec![t]))
+                .unwrap_or(NotReplicated("unreadable ALTER TABLE"));
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
-            return p.ident().map(Database).unwrap_or(NotReplicated("ALTER DATABASE without a name"));
+            return p
+                .ident()
+                .map(Database)
+                .unwrap_or(NotReplicated("ALTER DATABASE without a name"));
         }
         return NotReplicated("not a table or database statement");
     }
@@ -182,24 +200,37 @@ pub fn classify(sql: &str) -> DdlTarget {
                     break;
                 }
             }
-            return if v.is_empty() { NotReplicated("unreadable DROP TABLE") } else { Tables(v) };
+            return if v.is_empty() {
+                NotReplicated("unreadable DROP TABLE")
+            } else {
+                Tables(v)
+            };
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
             p.if_exists();
-            return p.ident().map(Database).unwrap_or(NotReplicated("unreadable DROP DATABASE"));
+            return p
+                .ident()
+                .map(Database)
+                .unwrap_or(NotReplicated("unreadable DROP DATABASE"));
         }
         if p.kw("INDEX") {
             p.if_exists();
             p.ident();
             if p.kw("ON") {
-                return p.qualified().map(|t| Tables(vec![t])).unwrap_or(NotReplicated("unreadable DROP INDEX"));
+                return p
+                    .qualified()
+                    .map(|t| Tables(vec![t]))
+                    .unwrap_or(NotReplicated("unreadable DROP INDEX"));
             }
         }
         return NotReplicated("not a table or database statement");
     }
     if p.kw("TRUNCATE") {
         let _ = p.kw("TABLE");
-        return p.qualified().map(|t| Tables(vec![t])).unwrap_or(NotReplicated("unreadable TRUNCATE"));
+        return p
+            .qualified()
+            .map(|t| Tables(vec![t]))
+            .unwrap_or(NotReplicated("unreadable TRUNCATE"));
     }
     if p.kw("RENAME") {
         if !(p.kw("TABLE") || p.kw("TABLES")) {
@@ -218,7 +249,11 @@ pub fn classify(sql: &str) -> DdlTarget {
                 break;
             }
         }
-        return if v.is_empty() { NotReplicated("unreadable RENAME TABLE") } else { Tables(v) };
+        return if v.is_empty() {
+            NotReplicated("unreadable RENAME TABLE")
+        } else {
+            Tables(v)
+        };
     }
     NotReplicated("not DDL on tables or databases")
 }
@@ -234,11 +269,26 @@ mod tests {
 
     #[test]
     fn table_statements() {
-        assert_eq!(classify("CREATE TABLE t (id int primary key)"), Tables(vec![t(None, "t")]));
-        assert_eq!(classify("create table if not exists `shop`.`my t` (x int)"), Tables(vec![t(Some("shop"), "my t")]));
-        assert_eq!(classify("CREATE OR REPLACE TABLE a.b (x int)"), Tables(vec![t(Some("a"), "b")]));
-        assert_eq!(classify("/* x */ ALTER TABLE t ADD COLUMN c INT"), Tables(vec![t(None, "t")]));
-        assert_eq!(classify("ALTER ONLINE IGNORE TABLE d.t ENGINE=InnoDB"), Tables(vec![t(Some("d"), "t")]));
+        assert_eq!(
+            classify("CREATE TABLE t (id int primary key)"),
+            Tables(vec![t(None, "t")])
+        );
+        assert_eq!(
+            classify("create table if not exists `shop`.`my t` (x int)"),
+            Tables(vec![t(Some("shop"), "my t")])
+        );
+        assert_eq!(
+            classify("CREATE OR REPLACE TABLE a.b (x int)"),
+            Tables(vec![t(Some("a"), "b")])
+        );
+        assert_eq!(
+            classify("/* x */ ALTER TABLE t ADD COLUMN c INT"),
+            Tables(vec![t(None, "t")])
+        );
+        assert_eq!(
+            classify("ALTER ONLINE IGNORE TABLE d.t ENGINE=InnoDB"),
+            Tables(vec![t(Some("d"), "t")])
+        );
         assert_eq!(
             classify("DROP TABLE IF EXISTS `a`, b.c /* generated by server */"),
             Tables(vec![t(None, "a"), t(Some("b"), "c")])
@@ -247,16 +297,30 @@ mod tests {
         assert_eq!(classify("truncate y"), Tables(vec![t(None, "y")]));
         assert_eq!(
             classify("RENAME TABLE a TO b, d.c TO e.f"),
-            Tables(vec![t(None, "a"), t(None, "b"), t(Some("d"), "c"), t(Some("e"), "f")])
+            Tables(vec![
+                t(None, "a"),
+                t(None, "b"),
+                t(Some("d"), "c"),
+                t(Some("e"), "f")
+            ])
         );
-        assert_eq!(classify("CREATE UNIQUE INDEX i ON s.t (x)"), Tables(vec![t(Some("s"), "t")]));
+        assert_eq!(
+            classify("CREATE UNIQUE INDEX i ON s.t (x)"),
+            Tables(vec![t(Some("s"), "t")])
+        );
         assert_eq!(classify("DROP INDEX i ON t"), Tables(vec![t(None, "t")]));
-        assert_eq!(classify("CREATE TABLE `we``ird` (x int)"), Tables(vec![t(None, "we`ird")]));
+        assert_eq!(
+            classify("CREATE TABLE `we``ird` (x int)"),
+            Tables(vec![t(None, "we`ird")])
+        );
     }
 
     #[test]
     fn database_statements() {
-        assert_eq!(classify("CREATE DATABASE IF NOT EXISTS shop"), Database("shop".into()));
+        assert_eq!(
+            classify("CREATE DATABASE IF NOT EXISTS shop"),
+            Database("shop".into())
+        );
         assert_eq!(classify("DROP SCHEMA `shop`"), Database("shop".into()));
     }
 

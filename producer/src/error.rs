@@ -20,7 +20,9 @@ pub enum ProducerError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error("a record was not delivered to {topic}: {reason}; resuming from the topic's last record")]
+    #[error(
+        "a record was not delivered to {topic}: {reason}; resuming from the topic's last record"
+    )]
     Delivery { topic: String, reason: String },
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -65,7 +67,9 @@ impl ProducerError {
     /// Whether restarting the pipeline (from the topic's last record) may help.
     pub fn is_transient(&self) -> bool {
         match self {
-            ProducerError::Db { source, .. } => continuum_common::db::is_transient(source) || is_connect_error(source),
+            ProducerError::Db { source, .. } => {
+                continuum_common::db::is_transient(source) || is_connect_error(source)
+            }
             ProducerError::Kafka { source, .. } => continuum_common::kafka::is_transient(source),
             ProducerError::Delivery { .. } => true,
             ProducerError::Codec(c) => c.is_transient(),
@@ -95,7 +99,10 @@ impl ProducerError {
 
 fn is_connect_error(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Io(_))
-        || matches!(e, mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed))
+        || matches!(
+            e,
+            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)
+        )
 }
 
 /// Attaches the source description to MariaDB errors.

@@ -8,7 +8,13 @@ use continuum_common::config::ProducerConfig;
 use continuum_common::ConfigError;
 
 /// Databases that are never captured.
-pub const SYSTEM_DATABASES: &[&str] = &["mysql", "information_schema", "performance_schema", "sys", "continuum"];
+pub const SYSTEM_DATABASES: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "continuum",
+];
 
 #[derive(Debug, Clone)]
 pub struct TableFilter {
@@ -24,7 +30,9 @@ fn compile(list: &[String], setting: &str) -> Result<Vec<Pattern>, ConfigError> 
             if !p.contains('.') {
                 return Err(ConfigError::Invalid {
                     setting: setting.into(),
-                    reason: format!("pattern '{p}' must have the form db.table (use db.* for a whole database)"),
+                    reason: format!(
+                        "pattern '{p}' must have the form db.table (use db.* for a whole database)"
+                    ),
                 });
             }
             Pattern::new(p).map_err(|e| ConfigError::Invalid {
@@ -71,7 +79,9 @@ impl TableFilter {
         }
         // A table name that matches any '*'-suffixed include of this database.
         let probe = format!("{db}.\u{1}");
-        self.include.iter().any(|p| p.matches(&probe) || p.as_str().starts_with(&format!("{db}.")))
+        self.include
+            .iter()
+            .any(|p| p.matches(&probe) || p.as_str().starts_with(&format!("{db}.")))
     }
 }
 
@@ -111,8 +121,14 @@ mod tests {
 
     #[test]
     fn patterns_need_a_dot() {
-        let cfg = ProducerConfig { include: vec!["shop".into()], ..Default::default() };
+        let cfg = ProducerConfig {
+            include: vec!["shop".into()],
+            ..Default::default()
+        };
         let e = TableFilter::new(&cfg).unwrap_err().to_string();
-        assert!(e.contains("producer.include") && e.contains("db.table"), "{e}");
+        assert!(
+            e.contains("producer.include") && e.contains("db.table"),
+            "{e}"
+        );
     }
 }

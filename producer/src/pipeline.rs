@@ -15,12 +15,12 @@ use mysql_async::{Conn, Opts};
 use tokio::sync::watch;
 
 use continuum_common::config::SiteConfig;
-use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::lock::{LockError, NamedLock};
+use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
-    ChangeEvent, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, SchemaChange, SourceInfo,
-    StreamRecord, TxPlace,
+    ChangeEvent, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, SchemaChange,
+    SourceInfo, StreamRecord, TxPlace,
 };
 
 use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
@@ -66,11 +66,24 @@ struct Tx {
 }
 
 impl Producer {
-    pub fn new(cfg: SiteConfig, initial: Initial, health: Health, shutdown: watch::Receiver<bool>) -> Result<Self, ProducerError> {
+    pub fn new(
+        cfg: SiteConfig,
+        initial: Initial,
+        health: Health,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, ProducerError> {
         let topic = cfg.topic_of(&cfg.site)?;
         let opts = db::opts(&cfg.database, &[])?;
         let target = db::describe(&cfg.database);
-        Ok(Producer { cfg, topic, opts, target, initial, health, shutdown })
+        Ok(Producer {
+            cfg,
+            topic,
+            opts,
+            target,
+            initial,
+            health,
+            shutdown,
+        })
     }
 
     /// Runs until shutdown (Ok) or a fatal error.
@@ -80,8 +93,13 @@ impl Producer {
         let client_id = format!("continuum-producer-{site}");
         let pcfg = kafka::producer_config(&site, &cluster, &client_id, &self.cfg.producer)?;
         let ccfg = kafka::consumer_config(&site, &cluster, &format!("{client_id}-resume"))?;
-        let registry = Registry::new(&registry_settings(&cluster)?).map_err(|e| ProducerError::Codec(e.into()))?;
-        let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic), self.cfg.producer.max_record_bytes)?;
+        let registry = Registry::new(&registry_settings(&cluster)?)
+            .map_err(|e| ProducerError::Codec(e.into()))?;
+        let mut sink = Sink::new(
+            pcfg.clone(),
+            Encoder::new(registry, &self.topic),
+            self.cfg.producer.max_record_bytes,
+        )?;
 
         let mut backoff = self.backoff();
         let mut lock: Option<NamedLock> = None;
@@ -91,7 +109,9 @@ impl Producer {
                 sink.flush().await?;
                 return Ok(());
             }
-            let result = self.session(&mut sink, &pcfg, &ccfg, &mut lock, first).await;
+            let result = self
+                .session(&mut sink, &pcfg, &ccfg, &mut lock, first)
+                .await;
             first = false;
             match result {
                 Ok(()) => {
@@ -99,7 +119,10 @@ impl Producer {
                     tracing::info!("stopped");
                     return Ok(());
                 }
-                Err(e) if e.is_transient() || matches!(e, ProducerError::Lock(LockError::Lost { .. })) => {
+                Err(e)
+                    if e.is_transient()
+                        || matches!(e, ProducerError::Lock(LockError::Lost { .. })) =>
+                {
                     counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
                     if matches!(e, ProducerError::Lock(LockError::Lost { .. })) {
                         sink.purge_queue();
@@ -107,7 +130,8 @@ impl Producer {
                     }
                     let delay = backoff.next().unwrap_or(self.cfg.producer.max_retry_delay);
                     tracing::warn!(error = %e, retry_in = ?delay, "pipeline interrupted; resuming from the topic's last record");
-                    self.health.set("producer", Status::Starting, format!("retrying after: {e}"));
+                    self.health
+                        .set("producer", Status::Starting, format!("retrying after: {e}"));
                     if matches!(e, ProducerError::Delivery { .. }) {
                         sink.reset().await?;
                     }
@@ -153,12 +177,22 @@ impl Producer {
         let lock = lock.as_ref().expect("lock held");
         kafka::ensure_changelog_topic(pcfg, &self.topic, Duration::from_secs(30))
             .await
-            .map_err(|source| ProducerError::Kafka { what: format!("creating topic {}", self.topic), source })?;
+            .map_err(|source| ProducerError::Kafka {
+                what: format!("creating topic {}", self.topic),
+                source,
+            })?;
         tracing::debug!(topic = %self.topic, "changelog topic present");
 
         let mut filter = TableFilter::new(&self.cfg.producer)?;
         let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
-        let facts = preflight::check(&mut conn, &self.target, self.cfg.producer.server_id, &mut filter, self.cfg.producer.tables_without_primary_key).await?;
+        let facts = preflight::check(
+            &mut conn,
+            &self.target,
+            self.cfg.producer.server_id,
+            &mut filter,
+            self.cfg.producer.tables_without_primary_key,
+        )
+        .await?;
         drop(conn);
         tracing::debug!("preflight passed");
 
@@ -168,7 +202,11 @@ impl Producer {
         if first {
             match std::mem::replace(&mut self.initial, Initial::Resume) {
                 Initial::Resume => {}
-                Initial::Resnapshot => start = Start::Snapshot { reason: "--resnapshot was given".into() },
+                Initial::Resnapshot => {
+                    start = Start::Snapshot {
+                        reason: "--resnapshot was given".into(),
+                    }
+                }
                 Initial::StartAt(p) => {
                     if let Some((offset, pos)) = &last {
                         return Err(ProducerError::Resume(format!(
@@ -181,7 +219,9 @@ impl Producer {
             }
         }
         match &last {
-            Some((offset, pos)) => tracing::info!(topic = %self.topic, offset, last = %pos, decision = ?start, "resuming"),
+            Some((offset, pos)) => {
+                tracing::info!(topic = %self.topic, offset, last = %pos, decision = ?start, "resuming")
+            }
             None => tracing::info!(topic = %self.topic, decision = ?start, "topic is empty"),
         }
         let (position, mut within) = match start {
@@ -207,7 +247,8 @@ impl Producer {
             Start::At(p) => (p, None),
             Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
         };
-        self.stream(sink, lock, filter, facts, position, &mut within).await
+        self.stream(sink, lock, filter, facts, position, &mut within)
+            .await
     }
 
     async fn stream(
@@ -234,7 +275,8 @@ impl Producer {
             },
         )
         .await?;
-        self.health.set("producer", Status::Ok, format!("streaming from {position}"));
+        self.health
+            .set("producer", Status::Ok, format!("streaming from {position}"));
         let mut events = Vec::with_capacity(256);
         let mut tx: Option<Tx> = None;
         let mut last_write = Instant::now();
@@ -277,7 +319,12 @@ impl Producer {
             for ev in events.drain(..) {
                 match ev {
                     SourceEvent::CaughtUp => caught_up_at = Some(now_ms()),
-                    SourceEvent::Begin { gtid, resume, commit_ts_ms, server_id } => {
+                    SourceEvent::Begin {
+                        gtid,
+                        resume,
+                        commit_ts_ms,
+                        server_id,
+                    } => {
                         caught_up_at = None;
                         let skip = match within.take() {
                             Some((g, n)) if g == gtid => n,
@@ -288,10 +335,26 @@ impl Producer {
                             }
                             None => 0,
                         };
-                        tx = Some(Tx { gtid, resume, commit_ts_ms, server_id, next_index: 0, skip, pending: None });
+                        tx = Some(Tx {
+                            gtid,
+                            resume,
+                            commit_ts_ms,
+                            server_id,
+                            next_index: 0,
+                            skip,
+                            pending: None,
+                        });
                     }
-                    SourceEvent::Row { op, table, before, after, binlog } => {
-                        let t = tx.as_mut().ok_or_else(|| ProducerError::Binlog("row outside a transaction".into()))?;
+                    SourceEvent::Row {
+                        op,
+                        table,
+                        before,
+                        after,
+                        binlog,
+                    } => {
+                        let t = tx.as_mut().ok_or_else(|| {
+                            ProducerError::Binlog("row outside a transaction".into())
+                        })?;
                         let rec = StreamRecord::Change(ChangeEvent {
                             op,
                             table,
@@ -312,8 +375,14 @@ impl Producer {
                             last_write = Instant::now();
                         }
                     }
-                    SourceEvent::Ddl { database, ddl, binlog } => {
-                        let t = tx.as_mut().ok_or_else(|| ProducerError::Binlog("DDL outside a transaction".into()))?;
+                    SourceEvent::Ddl {
+                        database,
+                        ddl,
+                        binlog,
+                    } => {
+                        let t = tx.as_mut().ok_or_else(|| {
+                            ProducerError::Binlog("DDL outside a transaction".into())
+                        })?;
                         tracing::info!(gtid = %t.gtid, %database, ddl = %ddl.chars().take(200).collect::<String>(), "schema change");
                         let rec = StreamRecord::SchemaChange(SchemaChange {
                             database,
@@ -327,7 +396,10 @@ impl Producer {
                                 commit_ts_ms: t.commit_ts_ms,
                                 snapshot_id: None,
                             },
-                            tx: TxPlace { index: 0, last: false },
+                            tx: TxPlace {
+                                index: 0,
+                                last: false,
+                            },
                         });
                         if push(sink, t, rec).await? {
                             last_write = Instant::now();
@@ -337,7 +409,10 @@ impl Producer {
                         caught_up_at = None;
                         if let Some(mut t) = tx.take() {
                             if t.gtid != gtid {
-                                return Err(ProducerError::Binlog(format!("commit of {gtid} while {} is open", t.gtid)));
+                                return Err(ProducerError::Binlog(format!(
+                                    "commit of {gtid} while {} is open",
+                                    t.gtid
+                                )));
                             }
                             if let Some(rec) = t.pending.take() {
                                 sink.send(&finish(rec, t.next_index - 1, true)).await?;
@@ -398,13 +473,21 @@ fn finish(rec: StreamRecord, index: u64, last: bool) -> StreamRecord {
 }
 
 fn backoff_reset_due(health: &Health) -> bool {
-    health.snapshot().get("producer").is_some_and(|c| c.status == Status::Ok)
+    health
+        .snapshot()
+        .get("producer")
+        .is_some_and(|c| c.status == Status::Ok)
 }
 
-pub fn registry_settings(c: &continuum_common::config::ClusterConfig) -> Result<RegistrySettings, ProducerError> {
+pub fn registry_settings(
+    c: &continuum_common::config::ClusterConfig,
+) -> Result<RegistrySettings, ProducerError> {
     let r = &c.registry;
-    let password = continuum_common::secret::SecretRef { value: r.password.clone(), file: r.password_file.clone() }
-        .resolve("registry.password_file")?;
+    let password = continuum_common::secret::SecretRef {
+        value: r.password.clone(),
+        file: r.password_file.clone(),
+    }
+    .resolve("registry.password_file")?;
     let ca_pem = match &r.ca_file {
         Some(f) => Some(std::fs::read(f).map_err(|e| {
             ProducerError::Config(continuum_common::ConfigError::Invalid {
@@ -416,7 +499,12 @@ pub fn registry_settings(c: &continuum_common::config::ClusterConfig) -> Result<
     };
     Ok(RegistrySettings {
         url: r.url.clone(),
-        basic_auth: r.username.clone().map(|u| (u, password.map(|p| p.expose().to_owned()).unwrap_or_default())),
+        basic_auth: r.username.clone().map(|u| {
+            (
+                u,
+                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+            )
+        }),
         ca_pem,
         timeout: Some(r.timeout),
     })

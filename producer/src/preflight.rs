@@ -27,8 +27,14 @@ pub struct SourceFacts {
 /// The global privileges the producer needs, and why.
 pub const REQUIRED_PRIVILEGES: &[(&str, &str)] = &[
     ("REPLICATION SLAVE", "to read the binlog as a replica"),
-    ("BINLOG MONITOR", "to read binlog positions (SHOW BINLOG STATUS, binlog_snapshot_*)"),
-    ("REPLICATION MASTER ADMIN", "to list the source's replicas (SHOW SLAVE HOSTS) and check the server_id"),
+    (
+        "BINLOG MONITOR",
+        "to read binlog positions (SHOW BINLOG STATUS, binlog_snapshot_*)",
+    ),
+    (
+        "REPLICATION MASTER ADMIN",
+        "to list the source's replicas (SHOW SLAVE HOSTS) and check the server_id",
+    ),
     ("SELECT", "to read tables for the snapshot"),
 ];
 
@@ -45,7 +51,13 @@ fn expect(setting: &str, actual: &str, expected: &str, fix: &str) -> Result<(), 
     }
 }
 
-pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &mut TableFilter, no_pk: NoPrimaryKey) -> Result<SourceFacts, ProducerError> {
+pub async fn check(
+    conn: &mut Conn,
+    target: &str,
+    our_server_id: u32,
+    filter: &mut TableFilter,
+    no_pk: NoPrimaryKey,
+) -> Result<SourceFacts, ProducerError> {
     let row: Option<(String, String, String, String, u32, String, String, u8)> = conn
         .query_first(
             "SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image, @@binlog_row_metadata, @@server_id, \
@@ -55,12 +67,46 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
         .db(target)?;
     let (log_bin, format, image, metadata, server_id, compress, checksum, read_only) =
         row.ok_or_else(|| ProducerError::Binlog("the server returned no settings".into()))?;
-    let restart = "set it in the server's configuration ([mariadbd] section) and restart the server";
-    expect("log_bin", if log_bin == "1" || log_bin.eq_ignore_ascii_case("ON") { "ON" } else { "OFF" }, "ON", &format!("enable the binary log (log_bin): {restart}"))?;
-    expect("binlog_format", &format, "ROW", "SET GLOBAL binlog_format=ROW (and in the server config)")?;
-    expect("binlog_row_image", &image, "FULL", "SET GLOBAL binlog_row_image=FULL (and in the server config)")?;
-    expect("binlog_row_metadata", &metadata, "FULL", "SET GLOBAL binlog_row_metadata=FULL (and in the server config)")?;
-    expect("log_bin_compress", if compress == "1" || compress.eq_ignore_ascii_case("ON") { "ON" } else { "OFF" }, "OFF", "SET GLOBAL log_bin_compress=OFF")?;
+    let restart =
+        "set it in the server's configuration ([mariadbd] section) and restart the server";
+    expect(
+        "log_bin",
+        if log_bin == "1" || log_bin.eq_ignore_ascii_case("ON") {
+            "ON"
+        } else {
+            "OFF"
+        },
+        "ON",
+        &format!("enable the binary log (log_bin): {restart}"),
+    )?;
+    expect(
+        "binlog_format",
+        &format,
+        "ROW",
+        "SET GLOBAL binlog_format=ROW (and in the server config)",
+    )?;
+    expect(
+        "binlog_row_image",
+        &image,
+        "FULL",
+        "SET GLOBAL binlog_row_image=FULL (and in the server config)",
+    )?;
+    expect(
+        "binlog_row_metadata",
+        &metadata,
+        "FULL",
+        "SET GLOBAL binlog_row_metadata=FULL (and in the server config)",
+    )?;
+    expect(
+        "log_bin_compress",
+        if compress == "1" || compress.eq_ignore_ascii_case("ON") {
+            "ON"
+        } else {
+            "OFF"
+        },
+        "OFF",
+        "SET GLOBAL log_bin_compress=OFF",
+    )?;
 
     // Privileges.
     let granted: Vec<String> = conn
@@ -78,7 +124,9 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
         .iter()
         .filter(|(p, _)| {
             let p = *p;
-            !(all || granted.contains(p) || (p == "BINLOG MONITOR" && granted.contains("REPLICATION CLIENT")))
+            !(all
+                || granted.contains(p)
+                || (p == "BINLOG MONITOR" && granted.contains("REPLICATION CLIENT")))
         })
         .map(|(p, why)| format!("{p} ({why})"))
         .collect();
@@ -132,7 +180,11 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
         .collect();
     if !captured.is_empty() {
         match no_pk {
-            NoPrimaryKey::Refuse => return Err(ProducerError::NoPrimaryKey { tables: captured.join(", ") }),
+            NoPrimaryKey::Refuse => {
+                return Err(ProducerError::NoPrimaryKey {
+                    tables: captured.join(", "),
+                })
+            }
             NoPrimaryKey::Exclude => {
                 tracing::warn!(tables = %captured.join(", "), "tables without a primary key are not captured (tables_without_primary_key = exclude)");
                 for t in captured {
@@ -152,5 +204,10 @@ pub async fn check(conn: &mut Conn, target: &str, our_server_id: u32, filter: &m
             .filter_map(|(id, cs)| Some((u16::try_from(id?).ok()?, cs?)))
             .collect(),
     );
-    Ok(SourceFacts { server_id, crc32: checksum.eq_ignore_ascii_case("CRC32"), read_only: read_only != 0, charsets })
+    Ok(SourceFacts {
+        server_id,
+        crc32: checksum.eq_ignore_ascii_case("CRC32"),
+        read_only: read_only != 0,
+        charsets,
+    })
 }

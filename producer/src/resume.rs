@@ -20,27 +20,52 @@ use crate::sink::HEADER_POS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
-    Snapshot { reason: String },
+    Snapshot {
+        reason: String,
+    },
     At(GtidPosition),
     /// Re-read transaction `gtid` from `resume`, skipping its first `skip` events.
-    Within { resume: GtidPosition, gtid: Gtid, skip: u64 },
+    Within {
+        resume: GtidPosition,
+        gtid: Gtid,
+        skip: u64,
+    },
 }
 
 /// Decides from the position of the topic's last record.
 pub fn from_last(last: Option<StreamPosition>) -> Start {
     match last {
-        None => Start::Snapshot { reason: "the topic is empty".into() },
+        None => Start::Snapshot {
+            reason: "the topic is empty".into(),
+        },
         Some(StreamPosition::Snapshot { id, .. }) => Start::Snapshot {
             reason: format!("snapshot {id} did not finish; it is abandoned and a new one starts"),
         },
         Some(StreamPosition::At(p)) => Start::At(p),
-        Some(StreamPosition::Txn { gtid, last: true, resume, .. }) => Start::At(resume.with(gtid)),
-        Some(StreamPosition::Txn { gtid, index, last: false, resume }) => Start::Within { resume, gtid, skip: index + 1 },
+        Some(StreamPosition::Txn {
+            gtid,
+            last: true,
+            resume,
+            ..
+        }) => Start::At(resume.with(gtid)),
+        Some(StreamPosition::Txn {
+            gtid,
+            index,
+            last: false,
+            resume,
+        }) => Start::Within {
+            resume,
+            gtid,
+            skip: index + 1,
+        },
     }
 }
 
 /// Reads the topic's last record's position, once the end offset is stable.
-pub async fn read_last_position(cfg: &ClientConfig, topic: &str) -> Result<Option<(i64, StreamPosition)>, ProducerError> {
+pub async fn read_last_position(
+    cfg: &ClientConfig,
+    topic: &str,
+) -> Result<Option<(i64, StreamPosition)>, ProducerError> {
     let cfg = cfg.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -73,12 +98,25 @@ mod tests {
     #[test]
     fn decisions() {
         assert!(matches!(from_last(None), Start::Snapshot { .. }));
-        assert!(matches!(from_last(p("snapshot:abc:1-1-5")), Start::Snapshot { .. }));
-        assert_eq!(from_last(p("at:1-1-5,2-2-1")), Start::At("1-1-5,2-2-1".parse().unwrap()));
-        assert_eq!(from_last(p("txn:1-1-6:4:last:1-1-5,2-2-1")), Start::At("1-1-6,2-2-1".parse().unwrap()));
+        assert!(matches!(
+            from_last(p("snapshot:abc:1-1-5")),
+            Start::Snapshot { .. }
+        ));
+        assert_eq!(
+            from_last(p("at:1-1-5,2-2-1")),
+            Start::At("1-1-5,2-2-1".parse().unwrap())
+        );
+        assert_eq!(
+            from_last(p("txn:1-1-6:4:last:1-1-5,2-2-1")),
+            Start::At("1-1-6,2-2-1".parse().unwrap())
+        );
         assert_eq!(
             from_last(p("txn:1-1-6:4:more:1-1-5")),
-            Start::Within { resume: "1-1-5".parse().unwrap(), gtid: Gtid::new(1, 1, 6), skip: 5 }
+            Start::Within {
+                resume: "1-1-5".parse().unwrap(),
+                gtid: Gtid::new(1, 1, 6),
+                skip: 5
+            }
         );
     }
 }

@@ -69,7 +69,10 @@ fn string_length(meta: &[u8]) -> u16 {
 }
 
 /// The shape of a table from its TABLE_MAP event.
-pub fn from_table_map(tme: &TableMapEvent<'_>, charsets: &Charsets) -> Result<TableSchema, UnsupportedColumn> {
+pub fn from_table_map(
+    tme: &TableMapEvent<'_>,
+    charsets: &Charsets,
+) -> Result<TableSchema, UnsupportedColumn> {
     let db = tme.database_name().into_owned();
     let table = tme.table_name().into_owned();
     let qualified = format!("{db}.{table}");
@@ -97,14 +100,26 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, charsets: &Charsets) -> Result<Ta
     let mut set_values = Vec::new();
     for f in tme.iter_optional_meta() {
         match f.map_err(|e| bad_meta(format!("unreadable TABLE_MAP metadata: {e}")))? {
-            OptionalMetadataField::EnumStrValue(v) => enum_values.extend(
-                v.iter_values()
-                    .map(|vals| vals.map(|vals| vals.values().iter().map(|x| x.value().into_owned()).collect::<Vec<_>>())),
-            ),
-            OptionalMetadataField::SetStrValue(v) => set_values.extend(
-                v.iter_values()
-                    .map(|vals| vals.map(|vals| vals.values().iter().map(|x| x.value().into_owned()).collect::<Vec<_>>())),
-            ),
+            OptionalMetadataField::EnumStrValue(v) => {
+                enum_values.extend(v.iter_values().map(|vals| {
+                    vals.map(|vals| {
+                        vals.values()
+                            .iter()
+                            .map(|x| x.value().into_owned())
+                            .collect::<Vec<_>>()
+                    })
+                }))
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                set_values.extend(v.iter_values().map(|vals| {
+                    vals.map(|vals| {
+                        vals.values()
+                            .iter()
+                            .map(|x| x.value().into_owned())
+                            .collect::<Vec<_>>()
+                    })
+                }))
+            }
             _ => {}
         }
     }
@@ -142,7 +157,10 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, charsets: &Charsets) -> Result<Ta
             ty: ty.into(),
             reason: reason.into(),
         };
-        let text_or_bytes = |text: ColumnType, bytes: ColumnType, sql: &str| -> Result<ColumnType, UnsupportedColumn> {
+        let text_or_bytes = |text: ColumnType,
+                             bytes: ColumnType,
+                             sql: &str|
+         -> Result<ColumnType, UnsupportedColumn> {
             match charsets.kind(charset.unwrap_or(63)) {
                 CharsetKind::Binary => Ok(bytes),
                 CharsetKind::Utf8 => Ok(text),
@@ -151,11 +169,26 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, charsets: &Charsets) -> Result<Ta
         };
         use MyType::*;
         let ty = match my {
-            MYSQL_TYPE_TINY => ColumnType::Integer { width: IntWidth::Tiny, unsigned },
-            MYSQL_TYPE_SHORT => ColumnType::Integer { width: IntWidth::Small, unsigned },
-            MYSQL_TYPE_INT24 => ColumnType::Integer { width: IntWidth::Medium, unsigned },
-            MYSQL_TYPE_LONG => ColumnType::Integer { width: IntWidth::Int, unsigned },
-            MYSQL_TYPE_LONGLONG => ColumnType::Integer { width: IntWidth::Big, unsigned },
+            MYSQL_TYPE_TINY => ColumnType::Integer {
+                width: IntWidth::Tiny,
+                unsigned,
+            },
+            MYSQL_TYPE_SHORT => ColumnType::Integer {
+                width: IntWidth::Small,
+                unsigned,
+            },
+            MYSQL_TYPE_INT24 => ColumnType::Integer {
+                width: IntWidth::Medium,
+                unsigned,
+            },
+            MYSQL_TYPE_LONG => ColumnType::Integer {
+                width: IntWidth::Int,
+                unsigned,
+            },
+            MYSQL_TYPE_LONGLONG => ColumnType::Integer {
+                width: IntWidth::Big,
+                unsigned,
+            },
             MYSQL_TYPE_NEWDECIMAL => ColumnType::Decimal {
                 precision: m.first().copied().unwrap_or(10),
                 scale: m.get(1).copied().unwrap_or(0),
@@ -163,51 +196,88 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, charsets: &Charsets) -> Result<Ta
             MYSQL_TYPE_FLOAT => ColumnType::Float,
             MYSQL_TYPE_DOUBLE => ColumnType::Double,
             MYSQL_TYPE_BIT => ColumnType::Bit {
-                bits: (m.get(1).copied().unwrap_or(0) as u16 * 8 + m.first().copied().unwrap_or(0) as u16) as u8,
+                bits: (m.get(1).copied().unwrap_or(0) as u16 * 8
+                    + m.first().copied().unwrap_or(0) as u16) as u8,
             },
             MYSQL_TYPE_YEAR => ColumnType::Year,
             MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATE => ColumnType::Date,
-            MYSQL_TYPE_TIME2 => ColumnType::Time { fsp: m.first().copied().unwrap_or(0) },
+            MYSQL_TYPE_TIME2 => ColumnType::Time {
+                fsp: m.first().copied().unwrap_or(0),
+            },
             MYSQL_TYPE_TIME => ColumnType::Time { fsp: 0 },
-            MYSQL_TYPE_DATETIME2 => ColumnType::DateTime { fsp: m.first().copied().unwrap_or(0) },
+            MYSQL_TYPE_DATETIME2 => ColumnType::DateTime {
+                fsp: m.first().copied().unwrap_or(0),
+            },
             MYSQL_TYPE_DATETIME => ColumnType::DateTime { fsp: 0 },
-            MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp { fsp: m.first().copied().unwrap_or(0) },
+            MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp {
+                fsp: m.first().copied().unwrap_or(0),
+            },
             MYSQL_TYPE_TIMESTAMP => ColumnType::Timestamp { fsp: 0 },
             MYSQL_TYPE_ENUM => ColumnType::Enum {
                 values: enum_values
                     .next()
                     .transpose()
                     .map_err(|e| bad_meta(format!("column {name}: ENUM values: {e}")))?
-                    .ok_or_else(|| unsupported("ENUM", "the TABLE_MAP carries no ENUM values; set binlog_row_metadata=FULL"))?,
+                    .ok_or_else(|| {
+                        unsupported(
+                            "ENUM",
+                            "the TABLE_MAP carries no ENUM values; set binlog_row_metadata=FULL",
+                        )
+                    })?,
             },
             MYSQL_TYPE_SET => ColumnType::Set {
                 values: set_values
                     .next()
                     .transpose()
                     .map_err(|e| bad_meta(format!("column {name}: SET values: {e}")))?
-                    .ok_or_else(|| unsupported("SET", "the TABLE_MAP carries no SET values; set binlog_row_metadata=FULL"))?,
+                    .ok_or_else(|| {
+                        unsupported(
+                            "SET",
+                            "the TABLE_MAP carries no SET values; set binlog_row_metadata=FULL",
+                        )
+                    })?,
             },
             MYSQL_TYPE_STRING => text_or_bytes(
-                ColumnType::Text { kind: TextKind::Char },
-                ColumnType::Binary { len: string_length(m) },
+                ColumnType::Text {
+                    kind: TextKind::Char,
+                },
+                ColumnType::Binary {
+                    len: string_length(m),
+                },
                 "CHAR",
             )?,
             MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => text_or_bytes(
-                ColumnType::Text { kind: TextKind::VarChar },
-                ColumnType::Blob { kind: BlobKind::VarBinary },
+                ColumnType::Text {
+                    kind: TextKind::VarChar,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::VarBinary,
+                },
                 "VARCHAR",
             )?,
-            MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
+            MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB => {
                 let (tk, bk) = match m.first().copied().unwrap_or(2) {
                     1 => (TextKind::TinyText, BlobKind::TinyBlob),
                     2 => (TextKind::Text, BlobKind::Blob),
                     3 => (TextKind::MediumText, BlobKind::MediumBlob),
                     _ => (TextKind::LongText, BlobKind::LongBlob),
                 };
-                text_or_bytes(ColumnType::Text { kind: tk }, ColumnType::Blob { kind: bk }, "TEXT")?
+                text_or_bytes(
+                    ColumnType::Text { kind: tk },
+                    ColumnType::Blob { kind: bk },
+                    "TEXT",
+                )?
             }
             MYSQL_TYPE_GEOMETRY => ColumnType::Geometry,
-            other => return Err(unsupported(&format!("{other:?}"), "no lossless Avro mapping is defined for this type")),
+            other => {
+                return Err(unsupported(
+                    &format!("{other:?}"),
+                    "no lossless Avro mapping is defined for this type",
+                ))
+            }
         };
         columns.push(Column {
             name,
@@ -302,53 +372,141 @@ pub fn from_information_schema(
             Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => CharsetKind::Utf8,
             Some(o) => CharsetKind::Other(o.into()),
         };
-        let text_or_bytes = |text: ColumnType, bytes: ColumnType| -> Result<ColumnType, UnsupportedColumn> {
-            match &charset_kind {
-                CharsetKind::Binary => Ok(bytes),
-                CharsetKind::Utf8 => Ok(text),
-                CharsetKind::Other(cs) => Err(unsupported_charset(&qualified, &c.name, &c.data_type.to_uppercase(), cs)),
-            }
-        };
+        let text_or_bytes =
+            |text: ColumnType, bytes: ColumnType| -> Result<ColumnType, UnsupportedColumn> {
+                match &charset_kind {
+                    CharsetKind::Binary => Ok(bytes),
+                    CharsetKind::Utf8 => Ok(text),
+                    CharsetKind::Other(cs) => Err(unsupported_charset(
+                        &qualified,
+                        &c.name,
+                        &c.data_type.to_uppercase(),
+                        cs,
+                    )),
+                }
+            };
         let fsp = c.datetime_precision.unwrap_or(0) as u8;
         let ty = match c.data_type.as_str() {
-            "tinyint" => ColumnType::Integer { width: IntWidth::Tiny, unsigned },
-            "smallint" => ColumnType::Integer { width: IntWidth::Small, unsigned },
-            "mediumint" => ColumnType::Integer { width: IntWidth::Medium, unsigned },
-            "int" => ColumnType::Integer { width: IntWidth::Int, unsigned },
-            "bigint" => ColumnType::Integer { width: IntWidth::Big, unsigned },
+            "tinyint" => ColumnType::Integer {
+                width: IntWidth::Tiny,
+                unsigned,
+            },
+            "smallint" => ColumnType::Integer {
+                width: IntWidth::Small,
+                unsigned,
+            },
+            "mediumint" => ColumnType::Integer {
+                width: IntWidth::Medium,
+                unsigned,
+            },
+            "int" => ColumnType::Integer {
+                width: IntWidth::Int,
+                unsigned,
+            },
+            "bigint" => ColumnType::Integer {
+                width: IntWidth::Big,
+                unsigned,
+            },
             "decimal" => ColumnType::Decimal {
                 precision: c.numeric_precision.unwrap_or(10) as u8,
                 scale: c.numeric_scale.unwrap_or(0) as u8,
             },
             "float" => ColumnType::Float,
             "double" => ColumnType::Double,
-            "bit" => ColumnType::Bit { bits: c.numeric_precision.unwrap_or(1) as u8 },
+            "bit" => ColumnType::Bit {
+                bits: c.numeric_precision.unwrap_or(1) as u8,
+            },
             "year" => ColumnType::Year,
             "date" => ColumnType::Date,
             "time" => ColumnType::Time { fsp },
             "datetime" => ColumnType::DateTime { fsp },
             "timestamp" => ColumnType::Timestamp { fsp },
-            "enum" => ColumnType::Enum { values: value_list(&c.column_type).ok_or_else(|| unsupported("unreadable ENUM values"))? },
-            "set" => ColumnType::Set { values: value_list(&c.column_type).ok_or_else(|| unsupported("unreadable SET values"))? },
-            "char" => ColumnType::Text { kind: TextKind::Char },
-            "varchar" => text_or_bytes(ColumnType::Text { kind: TextKind::VarChar }, ColumnType::Blob { kind: BlobKind::VarBinary })?,
-            "binary" => ColumnType::Binary { len: c.octet_length.unwrap_or(0) as u16 },
-            "varbinary" => ColumnType::Blob { kind: BlobKind::VarBinary },
+            "enum" => ColumnType::Enum {
+                values: value_list(&c.column_type)
+                    .ok_or_else(|| unsupported("unreadable ENUM values"))?,
+            },
+            "set" => ColumnType::Set {
+                values: value_list(&c.column_type)
+                    .ok_or_else(|| unsupported("unreadable SET values"))?,
+            },
+            "char" => ColumnType::Text {
+                kind: TextKind::Char,
+            },
+            "varchar" => text_or_bytes(
+                ColumnType::Text {
+                    kind: TextKind::VarChar,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::VarBinary,
+                },
+            )?,
+            "binary" => ColumnType::Binary {
+                len: c.octet_length.unwrap_or(0) as u16,
+            },
+            "varbinary" => ColumnType::Blob {
+                kind: BlobKind::VarBinary,
+            },
             "inet4" => ColumnType::Binary { len: 4 },
             "inet6" | "uuid" => ColumnType::Binary { len: 16 },
-            "tinytext" => text_or_bytes(ColumnType::Text { kind: TextKind::TinyText }, ColumnType::Blob { kind: BlobKind::TinyBlob })?,
-            "text" => text_or_bytes(ColumnType::Text { kind: TextKind::Text }, ColumnType::Blob { kind: BlobKind::Blob })?,
-            "mediumtext" => text_or_bytes(ColumnType::Text { kind: TextKind::MediumText }, ColumnType::Blob { kind: BlobKind::MediumBlob })?,
-            "longtext" | "json" => text_or_bytes(ColumnType::Text { kind: TextKind::LongText }, ColumnType::Blob { kind: BlobKind::LongBlob })?,
-            "tinyblob" => ColumnType::Blob { kind: BlobKind::TinyBlob },
-            "blob" => ColumnType::Blob { kind: BlobKind::Blob },
-            "mediumblob" => ColumnType::Blob { kind: BlobKind::MediumBlob },
-            "longblob" => ColumnType::Blob { kind: BlobKind::LongBlob },
-            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
-            | "geometrycollection" => ColumnType::Geometry,
-            _ => return Err(unsupported("no lossless Avro mapping is defined for this type")),
+            "tinytext" => text_or_bytes(
+                ColumnType::Text {
+                    kind: TextKind::TinyText,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::TinyBlob,
+                },
+            )?,
+            "text" => text_or_bytes(
+                ColumnType::Text {
+                    kind: TextKind::Text,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::Blob,
+                },
+            )?,
+            "mediumtext" => text_or_bytes(
+                ColumnType::Text {
+                    kind: TextKind::MediumText,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::MediumBlob,
+                },
+            )?,
+            "longtext" | "json" => text_or_bytes(
+                ColumnType::Text {
+                    kind: TextKind::LongText,
+                },
+                ColumnType::Blob {
+                    kind: BlobKind::LongBlob,
+                },
+            )?,
+            "tinyblob" => ColumnType::Blob {
+                kind: BlobKind::TinyBlob,
+            },
+            "blob" => ColumnType::Blob {
+                kind: BlobKind::Blob,
+            },
+            "mediumblob" => ColumnType::Blob {
+                kind: BlobKind::MediumBlob,
+            },
+            "longblob" => ColumnType::Blob {
+                kind: BlobKind::LongBlob,
+            },
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" => ColumnType::Geometry,
+            _ => {
+                return Err(unsupported(
+                    "no lossless Avro mapping is defined for this type",
+                ))
+            }
         };
-        if let (ColumnType::Text { kind: TextKind::Char }, CharsetKind::Other(cs)) = (&ty, &charset_kind) {
+        if let (
+            ColumnType::Text {
+                kind: TextKind::Char,
+            },
+            CharsetKind::Other(cs),
+        ) = (&ty, &charset_kind)
+        {
             return Err(unsupported_charset(&qualified, &c.name, "CHAR", cs));
         }
         columns.push(Column {
@@ -360,12 +518,15 @@ pub fn from_information_schema(
     let primary_key = pk
         .iter()
         .map(|n| {
-            columns.iter().position(|c| &c.name == n).ok_or_else(|| UnsupportedColumn {
-                table: qualified.clone(),
-                column: n.clone(),
-                ty: "?".into(),
-                reason: "primary-key column not among the table's columns".into(),
-            })
+            columns
+                .iter()
+                .position(|c| &c.name == n)
+                .ok_or_else(|| UnsupportedColumn {
+                    table: qualified.clone(),
+                    column: n.clone(),
+                    ty: "?".into(),
+                    reason: "primary-key column not among the table's columns".into(),
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok(TableSchema {
@@ -387,7 +548,9 @@ pub struct BadValue {
 }
 
 fn int_value(ty: &ColumnType, v: &MyValue) -> Option<Value> {
-    let ColumnType::Integer { width, unsigned } = ty else { return None };
+    let ColumnType::Integer { width, unsigned } = ty else {
+        return None;
+    };
     match (v, *width, *unsigned) {
         (MyValue::UInt(u), IntWidth::Big, true) => Some(Value::UInt(*u)),
         (MyValue::Int(i), IntWidth::Big, true) => Some(Value::UInt(*i as u64)),
@@ -417,7 +580,8 @@ fn parse_ascii<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
 }
 
 fn micros_of_time(neg: bool, days: u32, h: u8, m: u8, s: u8, us: u32) -> i64 {
-    let t = ((days as i64 * 24 + h as i64) * 3600 + m as i64 * 60 + s as i64) * 1_000_000 + us as i64;
+    let t =
+        ((days as i64 * 24 + h as i64) * 3600 + m as i64 * 60 + s as i64) * 1_000_000 + us as i64;
     if neg {
         -t
     } else {
@@ -427,7 +591,12 @@ fn micros_of_time(neg: bool, days: u32, h: u8, m: u8, s: u8, us: u32) -> i64 {
 
 /// Converts one value as the snapshot (binary protocol, session time zone UTC) or the binlog
 /// delivers it.
-pub fn convert(t: &TableSchema, col: usize, v: &MyValue, from_binlog: bool) -> Result<Value, BadValue> {
+pub fn convert(
+    t: &TableSchema,
+    col: usize,
+    v: &MyValue,
+    from_binlog: bool,
+) -> Result<Value, BadValue> {
     let c = &t.columns[col];
     let bad = |reason: String| BadValue {
         table: t.qualified_name(),
@@ -455,20 +624,34 @@ pub fn convert(t: &TableSchema, col: usize, v: &MyValue, from_binlog: bool) -> R
         }
         (ColumnType::Year, MyValue::Int(y)) => Value::Int(*y),
         (ColumnType::Year, MyValue::UInt(y)) => Value::Int(*y as i64),
-        (ColumnType::Date, MyValue::Date(y, m, d, ..)) => Value::Date(Date { year: *y, month: *m, day: *d }),
-        (ColumnType::DateTime { .. }, MyValue::Date(y, mo, d, h, mi, s, us)) => Value::DateTime(DateTime {
-            date: Date { year: *y, month: *mo, day: *d },
-            hour: *h,
-            minute: *mi,
-            second: *s,
-            micros: *us,
+        (ColumnType::Date, MyValue::Date(y, m, d, ..)) => Value::Date(Date {
+            year: *y,
+            month: *m,
+            day: *d,
         }),
+        (ColumnType::DateTime { .. }, MyValue::Date(y, mo, d, h, mi, s, us)) => {
+            Value::DateTime(DateTime {
+                date: Date {
+                    year: *y,
+                    month: *mo,
+                    day: *d,
+                },
+                hour: *h,
+                minute: *mi,
+                second: *s,
+                micros: *us,
+            })
+        }
         // Binlog: seconds since the epoch, with a fraction when fsp > 0; 0 is the zero timestamp.
         (ColumnType::Timestamp { .. }, MyValue::Bytes(b)) => {
             let s = std::str::from_utf8(b).map_err(|_| bad(got()))?;
             let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
             let secs: i64 = secs.parse().map_err(|_| bad(got()))?;
-            let us: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad(got()))? };
+            let us: i64 = if frac.is_empty() {
+                0
+            } else {
+                format!("{frac:0<6}").parse().map_err(|_| bad(got()))?
+            };
             Value::Timestamp(secs * 1_000_000 + us)
         }
         (ColumnType::Timestamp { .. }, MyValue::Int(secs)) => Value::Timestamp(secs * 1_000_000),
@@ -477,14 +660,26 @@ pub fn convert(t: &TableSchema, col: usize, v: &MyValue, from_binlog: bool) -> R
             if *y == 0 && *mo == 0 && *d == 0 {
                 Value::Timestamp(0)
             } else {
-                let dt = DateTime { date: Date { year: *y, month: *mo, day: *d }, hour: *h, minute: *mi, second: *s, micros: *us };
+                let dt = DateTime {
+                    date: Date {
+                        year: *y,
+                        month: *mo,
+                        day: *d,
+                    },
+                    hour: *h,
+                    minute: *mi,
+                    second: *s,
+                    micros: *us,
+                };
                 Value::Timestamp(dt.to_epoch_micros().ok_or_else(|| bad(got()))?)
             }
         }
-        (ColumnType::Time { .. }, MyValue::Time(neg, days, h, m, s, us)) => Value::Time(micros_of_time(*neg, *days, *h, *m, *s, *us)),
-        (ColumnType::Text { .. }, MyValue::Bytes(b)) => {
-            Value::Text(String::from_utf8(b.clone()).map_err(|_| bad("text is not valid UTF-8".into()))?)
+        (ColumnType::Time { .. }, MyValue::Time(neg, days, h, m, s, us)) => {
+            Value::Time(micros_of_time(*neg, *days, *h, *m, *s, *us))
         }
+        (ColumnType::Text { .. }, MyValue::Bytes(b)) => Value::Text(
+            String::from_utf8(b.clone()).map_err(|_| bad("text is not valid UTF-8".into()))?,
+        ),
         (ColumnType::Binary { len }, MyValue::Bytes(b)) => {
             // The binlog drops trailing zero bytes of BINARY(n); MariaDB stores them padded.
             let mut b = b.clone();
@@ -494,12 +689,19 @@ pub fn convert(t: &TableSchema, col: usize, v: &MyValue, from_binlog: bool) -> R
             b.resize(*len as usize, 0);
             Value::Bytes(b)
         }
-        (ColumnType::Blob { .. } | ColumnType::Geometry, MyValue::Bytes(b)) => Value::Bytes(b.clone()),
+        (ColumnType::Blob { .. } | ColumnType::Geometry, MyValue::Bytes(b)) => {
+            Value::Bytes(b.clone())
+        }
         (ColumnType::Enum { values }, MyValue::Int(i)) => Value::Text(match *i {
             0 => String::new(),
-            i => values.get(i as usize - 1).cloned().ok_or_else(|| bad(format!("ENUM index {i} out of range")))?,
+            i => values
+                .get(i as usize - 1)
+                .cloned()
+                .ok_or_else(|| bad(format!("ENUM index {i} out of range")))?,
         }),
-        (ColumnType::Enum { .. }, MyValue::Bytes(b)) => Value::Text(String::from_utf8(b.clone()).map_err(|_| bad(got()))?),
+        (ColumnType::Enum { .. }, MyValue::Bytes(b)) => {
+            Value::Text(String::from_utf8(b.clone()).map_err(|_| bad(got()))?)
+        }
         (ColumnType::Set { values }, MyValue::Bytes(b)) if from_binlog => {
             let mut members = Vec::new();
             for (i, v) in values.iter().enumerate() {
@@ -509,13 +711,19 @@ pub fn convert(t: &TableSchema, col: usize, v: &MyValue, from_binlog: bool) -> R
             }
             Value::Text(members.join(","))
         }
-        (ColumnType::Set { .. }, MyValue::Bytes(b)) => Value::Text(String::from_utf8(b.clone()).map_err(|_| bad(got()))?),
+        (ColumnType::Set { .. }, MyValue::Bytes(b)) => {
+            Value::Text(String::from_utf8(b.clone()).map_err(|_| bad(got()))?)
+        }
         _ => return Err(bad(got())),
     })
 }
 
 /// Converts a binlog value (MariaDB sends no JSONB, so anything else is an error).
-pub fn convert_binlog(t: &TableSchema, col: usize, v: Option<&BinlogValue<'_>>) -> Result<Value, BadValue> {
+pub fn convert_binlog(
+    t: &TableSchema,
+    col: usize,
+    v: Option<&BinlogValue<'_>>,
+) -> Result<Value, BadValue> {
     match v {
         None => Ok(Value::Null),
         Some(BinlogValue::Value(v)) => convert(t, col, v, true),
@@ -549,41 +757,132 @@ mod tests {
     }
 
     fn t(ty: ColumnType) -> TableSchema {
-        TableSchema { db: "d".into(), table: "t".into(), columns: vec![Column { name: "c".into(), ty, nullable: true }], primary_key: vec![] }
+        TableSchema {
+            db: "d".into(),
+            table: "t".into(),
+            columns: vec![Column {
+                name: "c".into(),
+                ty,
+                nullable: true,
+            }],
+            primary_key: vec![],
+        }
     }
 
     #[test]
     fn binlog_quirks_are_normalised() {
-        assert_eq!(convert(&t(ColumnType::Year), 0, &MyValue::Bytes(b"1900".to_vec()), true).unwrap(), Value::Int(0));
-        assert_eq!(convert(&t(ColumnType::Year), 0, &MyValue::Bytes(b"2024".to_vec()), true).unwrap(), Value::Int(2024));
         assert_eq!(
-            convert(&t(ColumnType::Binary { len: 4 }), 0, &MyValue::Bytes(vec![1]), true).unwrap(),
+            convert(
+                &t(ColumnType::Year),
+                0,
+                &MyValue::Bytes(b"1900".to_vec()),
+                true
+            )
+            .unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(
+            convert(
+                &t(ColumnType::Year),
+                0,
+                &MyValue::Bytes(b"2024".to_vec()),
+                true
+            )
+            .unwrap(),
+            Value::Int(2024)
+        );
+        assert_eq!(
+            convert(
+                &t(ColumnType::Binary { len: 4 }),
+                0,
+                &MyValue::Bytes(vec![1]),
+                true
+            )
+            .unwrap(),
             Value::Bytes(vec![1, 0, 0, 0])
         );
         assert_eq!(
-            convert(&t(ColumnType::Timestamp { fsp: 6 }), 0, &MyValue::Bytes(b"1704164645.678901".to_vec()), true).unwrap(),
+            convert(
+                &t(ColumnType::Timestamp { fsp: 6 }),
+                0,
+                &MyValue::Bytes(b"1704164645.678901".to_vec()),
+                true
+            )
+            .unwrap(),
             Value::Timestamp(1_704_164_645_678_901)
         );
         assert_eq!(
-            convert(&t(ColumnType::Timestamp { fsp: 1 }), 0, &MyValue::Bytes(b"10.5".to_vec()), true).unwrap(),
+            convert(
+                &t(ColumnType::Timestamp { fsp: 1 }),
+                0,
+                &MyValue::Bytes(b"10.5".to_vec()),
+                true
+            )
+            .unwrap(),
             Value::Timestamp(10_500_000)
         );
-        let set = ColumnType::Set { values: vec!["a".into(), "b".into(), "c".into()] };
-        assert_eq!(convert(&t(set), 0, &MyValue::Bytes(vec![0b101]), true).unwrap(), Value::Text("a,c".into()));
-        let en = ColumnType::Enum { values: vec!["x".into(), "y".into()] };
-        assert_eq!(convert(&t(en.clone()), 0, &MyValue::Int(2), true).unwrap(), Value::Text("y".into()));
-        assert_eq!(convert(&t(en), 0, &MyValue::Int(0), true).unwrap(), Value::Text(String::new()));
-        let u8c = ColumnType::Integer { width: IntWidth::Tiny, unsigned: true };
-        assert_eq!(convert(&t(u8c.clone()), 0, &MyValue::Int(-1), true).unwrap(), Value::Int(255));
-        assert_eq!(convert(&t(u8c), 0, &MyValue::UInt(255), false).unwrap(), Value::Int(255));
-        let i24 = ColumnType::Integer { width: IntWidth::Medium, unsigned: false };
-        assert_eq!(convert(&t(i24.clone()), 0, &MyValue::Int(8_388_608), true).unwrap(), Value::Int(-8_388_608));
-        assert_eq!(convert(&t(i24.clone()), 0, &MyValue::Int(16_777_215), true).unwrap(), Value::Int(-1));
-        assert_eq!(convert(&t(i24), 0, &MyValue::Int(8_388_607), true).unwrap(), Value::Int(8_388_607));
-        let u64c = ColumnType::Integer { width: IntWidth::Big, unsigned: true };
-        assert_eq!(convert(&t(u64c), 0, &MyValue::Int(-1), true).unwrap(), Value::UInt(u64::MAX));
+        let set = ColumnType::Set {
+            values: vec!["a".into(), "b".into(), "c".into()],
+        };
         assert_eq!(
-            convert(&t(ColumnType::Time { fsp: 6 }), 0, &MyValue::Time(true, 34, 22, 59, 59, 999_999), true).unwrap(),
+            convert(&t(set), 0, &MyValue::Bytes(vec![0b101]), true).unwrap(),
+            Value::Text("a,c".into())
+        );
+        let en = ColumnType::Enum {
+            values: vec!["x".into(), "y".into()],
+        };
+        assert_eq!(
+            convert(&t(en.clone()), 0, &MyValue::Int(2), true).unwrap(),
+            Value::Text("y".into())
+        );
+        assert_eq!(
+            convert(&t(en), 0, &MyValue::Int(0), true).unwrap(),
+            Value::Text(String::new())
+        );
+        let u8c = ColumnType::Integer {
+            width: IntWidth::Tiny,
+            unsigned: true,
+        };
+        assert_eq!(
+            convert(&t(u8c.clone()), 0, &MyValue::Int(-1), true).unwrap(),
+            Value::Int(255)
+        );
+        assert_eq!(
+            convert(&t(u8c), 0, &MyValue::UInt(255), false).unwrap(),
+            Value::Int(255)
+        );
+        let i24 = ColumnType::Integer {
+            width: IntWidth::Medium,
+            unsigned: false,
+        };
+        assert_eq!(
+            convert(&t(i24.clone()), 0, &MyValue::Int(8_388_608), true).unwrap(),
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            convert(&t(i24.clone()), 0, &MyValue::Int(16_777_215), true).unwrap(),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            convert(&t(i24), 0, &MyValue::Int(8_388_607), true).unwrap(),
+            Value::Int(8_388_607)
+        );
+        let u64c = ColumnType::Integer {
+            width: IntWidth::Big,
+            unsigned: true,
+        };
+        assert_eq!(
+            convert(&t(u64c), 0, &MyValue::Int(-1), true).unwrap(),
+            Value::UInt(u64::MAX)
+        );
+        assert_eq!(
+            convert(
+                &t(ColumnType::Time { fsp: 6 }),
+                0,
+                &MyValue::Time(true, 34, 22, 59, 59, 999_999),
+                true
+            )
+            .unwrap(),
             Value::Time(-((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999))
         );
     }

@@ -32,7 +32,10 @@ fn key_text(ev: &continuum_schemas::ChangeEvent) -> String {
         .iter()
         .map(|v| match v {
             Value::Text(s) => format!("'{s}'"),
-            Value::Bytes(b) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Value::Bytes(b) => format!(
+                "0x{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
             other => format!("{other:?}"),
         })
         .collect::<Vec<_>>()
@@ -43,18 +46,36 @@ impl From<SendError> for ProducerError {
     fn from(e: SendError) -> Self {
         match e {
             SendError::Delivery { topic, reason } => ProducerError::Delivery { topic, reason },
-            SendError::Kafka { topic, source } => ProducerError::Kafka { what: format!("producing to {topic}"), source },
-            SendError::TooLarge { size } => ProducerError::Delivery { topic: String::new(), reason: format!("a record of {size} bytes was refused as too large") },
+            SendError::Kafka { topic, source } => ProducerError::Kafka {
+                what: format!("producing to {topic}"),
+                source,
+            },
+            SendError::TooLarge { size } => ProducerError::Delivery {
+                topic: String::new(),
+                reason: format!("a record of {size} bytes was refused as too large"),
+            },
         }
     }
 }
 
 impl Sink {
-    pub fn new(config: ClientConfig, encoder: Encoder, limit: usize) -> Result<Self, ProducerError> {
+    pub fn new(
+        config: ClientConfig,
+        encoder: Encoder,
+        limit: usize,
+    ) -> Result<Self, ProducerError> {
         let topic = encoder.topic().to_owned();
         let writer = Writer::new(config, &topic, "continuum_producer_records_delivered_total")
-            .map_err(|source| ProducerError::Kafka { what: format!("creating the producer for {topic}"), source })?;
-        Ok(Sink { writer, encoder, limit, last_ts: 0 })
+            .map_err(|source| ProducerError::Kafka {
+                what: format!("creating the producer for {topic}"),
+                source,
+            })?;
+        Ok(Sink {
+            writer,
+            encoder,
+            limit,
+            last_ts: 0,
+        })
     }
 
     /// The first delivery failure, if any.
@@ -90,8 +111,14 @@ impl Sink {
         let pos = rec.position().to_string();
         // Two headers only: the local broker stores each header as a row of its own.
         let headers = OwnedHeaders::new_with_capacity(2)
-            .insert(Header { key: HEADER_KIND, value: Some(rec.kind()) })
-            .insert(Header { key: HEADER_POS, value: Some(&pos) });
+            .insert(Header {
+                key: HEADER_KIND,
+                value: Some(rec.kind()),
+            })
+            .insert(Header {
+                key: HEADER_POS,
+                value: Some(&pos),
+            });
         let mut record = BaseRecord::<[u8], [u8]>::to(self.writer.topic())
             .payload(&enc.value[..])
             .timestamp(self.last_ts)
@@ -122,6 +149,9 @@ impl Sink {
         self.writer
             .reset()
             .await
-            .map_err(|source| ProducerError::Kafka { what: format!("re-creating the producer for {topic}"), source })
+            .map_err(|source| ProducerError::Kafka {
+                what: format!("re-creating the producer for {topic}"),
+                source,
+            })
     }
 }

@@ -17,15 +17,15 @@ use mysql_async::{Conn, Opts, Params};
 
 use continuum_common::db::quote_ident;
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema,
-    TxPlace,
+    BinlogPosition, ChangeEvent, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
+    SourceInfo, StreamRecord, TableSchema, TxPlace,
 };
 
 use crate::error::{DbContext, ProducerError};
 use crate::filter::TableFilter;
-use continuum_common::lock::NamedLock;
 use crate::shape::{self, InfoColumn};
 use crate::sink::Sink;
+use continuum_common::lock::NamedLock;
 
 pub struct SnapshotSettings<'a> {
     pub opts: Opts,
@@ -44,12 +44,35 @@ struct Planned {
 }
 
 fn new_snapshot_id() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{:x}{:04x}", now.as_secs(), now.subsec_nanos(), std::process::id() & 0xffff)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:x}{:04x}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id() & 0xffff
+    )
 }
 
-async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estimate: u64) -> Result<Planned, ProducerError> {
-    type ColRow = (String, String, String, String, Option<u64>, Option<u64>, Option<u64>, Option<String>, Option<u64>);
+async fn plan_table(
+    conn: &mut Conn,
+    target: &str,
+    db: &str,
+    table: &str,
+    estimate: u64,
+) -> Result<Planned, ProducerError> {
+    type ColRow = (
+        String,
+        String,
+        String,
+        String,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<String>,
+        Option<u64>,
+    );
     let cols: Vec<ColRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, \
@@ -61,17 +84,19 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
         .db(target)?;
     let info: Vec<InfoColumn> = cols
         .into_iter()
-        .map(|(name, data_type, column_type, nullable, p, s, dp, cs, ol)| InfoColumn {
-            name,
-            data_type: data_type.to_lowercase(),
-            column_type: column_type.to_lowercase(),
-            nullable: nullable == "YES",
-            numeric_precision: p,
-            numeric_scale: s,
-            datetime_precision: dp,
-            charset: cs,
-            octet_length: ol,
-        })
+        .map(
+            |(name, data_type, column_type, nullable, p, s, dp, cs, ol)| InfoColumn {
+                name,
+                data_type: data_type.to_lowercase(),
+                column_type: column_type.to_lowercase(),
+                nullable: nullable == "YES",
+                numeric_precision: p,
+                numeric_scale: s,
+                datetime_precision: dp,
+                charset: cs,
+                octet_length: ol,
+            },
+        )
         .collect();
     let pk: Vec<String> = conn
         .exec(
@@ -83,7 +108,9 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
         .db(target)?;
     let shape = shape::from_information_schema(db, table, &info, &pk)?;
     if shape.primary_key.is_empty() {
-        return Err(ProducerError::NoPrimaryKey { tables: shape.qualified_name() });
+        return Err(ProducerError::NoPrimaryKey {
+            tables: shape.qualified_name(),
+        });
     }
     let exprs: Vec<String> = info
         .iter()
@@ -97,17 +124,35 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
             }
         })
         .collect();
-    let select = format!("SELECT {} FROM {}.{}", exprs.join(", "), quote_ident(db), quote_ident(table));
+    let select = format!(
+        "SELECT {} FROM {}.{}",
+        exprs.join(", "),
+        quote_ident(db),
+        quote_ident(table)
+    );
     let row: Option<(String, String)> = conn
-        .query_first(format!("SHOW CREATE TABLE {}.{}", quote_ident(db), quote_ident(table)))
+        .query_first(format!(
+            "SHOW CREATE TABLE {}.{}",
+            quote_ident(db),
+            quote_ident(table)
+        ))
         .await
         .db(target)?;
     let create = row.map(|(_, c)| c).unwrap_or_default();
     let create = match create.strip_prefix("CREATE TABLE ") {
         Some(rest) => format!("CREATE TABLE IF NOT EXISTS {rest}"),
-        None => return Err(ProducerError::Snapshot(format!("SHOW CREATE TABLE {db}.{table} returned no CREATE TABLE statement"))),
+        None => {
+            return Err(ProducerError::Snapshot(format!(
+                "SHOW CREATE TABLE {db}.{table} returned no CREATE TABLE statement"
+            )))
+        }
     };
-    Ok(Planned { shape: Arc::new(shape), select, estimate, create })
+    Ok(Planned {
+        shape: Arc::new(shape),
+        select,
+        estimate,
+        create,
+    })
 }
 
 /// On a read-only source (a replica) nothing local-origin exists yet: its data came from
@@ -117,7 +162,11 @@ async fn plan_table(conn: &mut Conn, target: &str, db: &str, table: &str, estima
 /// promotion are the site's new writes.
 ///
 /// `--start-position` uses the same marker at a given position.
-pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink, at: Option<GtidPosition>) -> Result<GtidPosition, ProducerError> {
+pub async fn mark_start(
+    s: SnapshotSettings<'_>,
+    sink: &mut Sink,
+    at: Option<GtidPosition>,
+) -> Result<GtidPosition, ProducerError> {
     let position = match at {
         Some(p) => {
             tracing::info!(position = %p, "--start-position: no snapshot; capturing from the given position");
@@ -125,7 +174,10 @@ pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink, at: Option<Gti
         }
         None => {
             let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
-            let pos: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await.db(s.target)?;
+            let pos: Option<String> = conn
+                .query_first("SELECT @@gtid_binlog_pos")
+                .await
+                .db(s.target)?;
             let p: GtidPosition = pos
                 .unwrap_or_default()
                 .parse()
@@ -150,20 +202,45 @@ pub async fn mark_start(s: SnapshotSettings<'_>, sink: &mut Sink, at: Option<Gti
 }
 
 /// Takes the snapshot and returns the GTID position streaming continues from.
-pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> Result<GtidPosition, ProducerError> {
+pub async fn run(
+    s: SnapshotSettings<'_>,
+    sink: &mut Sink,
+    lock: &NamedLock,
+) -> Result<GtidPosition, ProducerError> {
     let target = s.target;
     let mut conn = Conn::new(s.opts.clone()).await.db(target)?;
-    conn.query_drop("SET SESSION time_zone = '+00:00'").await.db(target)?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.db(target)?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.db(target)?;
-    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.db(target)?;
-    let get = |k: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .db(target)?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .db(target)?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .db(target)?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .db(target)?;
+    let get = |k: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     let file = get("binlog_snapshot_file").unwrap_or_default();
-    let pos: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pos: u64 = get("binlog_snapshot_position")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     if file.is_empty() {
-        return Err(ProducerError::Snapshot("binlog_snapshot_file is empty: is the binary log enabled?".into()));
+        return Err(ProducerError::Snapshot(
+            "binlog_snapshot_file is empty: is the binary log enabled?".into(),
+        ));
     }
-    let gtid: Option<Option<String>> = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos)).await.db(target)?;
+    let gtid: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
+        .await
+        .db(target)?;
     let position: GtidPosition = gtid
         .flatten()
         .unwrap_or_default()
@@ -174,10 +251,16 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
         .query("SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
         .await
         .db(target)?;
-    let captured: Vec<_> = tables.into_iter().filter(|(d, t, _, _)| s.filter.captures(d, t)).collect();
+    let captured: Vec<_> = tables
+        .into_iter()
+        .filter(|(d, t, _, _)| s.filter.captures(d, t))
+        .collect();
     let not_innodb: Vec<String> = captured
         .iter()
-        .filter(|(_, _, e, _)| !e.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")))
+        .filter(|(_, _, e, _)| {
+            !e.as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case("InnoDB"))
+        })
         .map(|(d, t, e, _)| format!("{d}.{t} ({})", e.clone().unwrap_or_default()))
         .collect();
     if !not_innodb.is_empty() {
@@ -222,7 +305,10 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
             database: database.to_owned(),
             ddl,
             source: source.clone(),
-            tx: TxPlace { index: 0, last: true },
+            tx: TxPlace {
+                index: 0,
+                last: true,
+            },
         })
     };
     let mut created_dbs = std::collections::BTreeSet::new();
@@ -230,10 +316,18 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
         let t = &plan.shape;
         // The table's definition travels with its rows, so an empty replica needs no setup.
         if created_dbs.insert(t.db.clone()) {
-            sink.send(&ddl(&t.db, format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&t.db)))).await?;
+            sink.send(&ddl(
+                &t.db,
+                format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&t.db)),
+            ))
+            .await?;
         }
         sink.send(&ddl(&t.db, plan.create.clone())).await?;
-        let pk_cols: Vec<String> = t.primary_key.iter().map(|&i| quote_ident(&t.columns[i].name)).collect();
+        let pk_cols: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|&i| quote_ident(&t.columns[i].name))
+            .collect();
         let order = pk_cols.join(", ");
         let first = format!("{} ORDER BY {order} LIMIT {}", plan.select, s.chunk_rows);
         let next = format!(
@@ -249,7 +343,10 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
             sink.check()?;
             let rows: Vec<mysql_async::Row> = match &after {
                 None => conn.exec(first.as_str(), Params::Empty).await.db(target)?,
-                Some(k) => conn.exec(next.as_str(), Params::Positional(k.clone())).await.db(target)?,
+                Some(k) => conn
+                    .exec(next.as_str(), Params::Positional(k.clone()))
+                    .await
+                    .db(target)?,
             };
             let n = rows.len();
             for row in rows {
@@ -270,7 +367,8 @@ pub async fn run(s: SnapshotSettings<'_>, sink: &mut Sink, lock: &NamedLock) -> 
             }
             table_rows += n as u64;
             done_rows += n as u64;
-            counter!("continuum_producer_snapshot_rows_total", "table" => t.qualified_name()).increment(n as u64);
+            counter!("continuum_producer_snapshot_rows_total", "table" => t.qualified_name())
+                .increment(n as u64);
             let pct = (done_rows as f64 / total_estimate as f64 * 100.0).min(99.9);
             gauge!("continuum_producer_snapshot_progress_percent").set(pct);
             if last_report.elapsed() >= Duration::from_secs(5) {

@@ -10,11 +10,19 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
 
-use continuum_schemas::{Decoder, Gtid, Op, RecordAt, Registry, RegistrySettings, StreamPosition, StreamRecord};
+use continuum_schemas::{
+    Decoder, Gtid, Op, RecordAt, Registry, RegistrySettings, StreamPosition, StreamRecord,
+};
 use support::*;
 
 async fn decoder() -> Decoder {
-    Decoder::new(Registry::new(&RegistrySettings { url: stack().registry, ..Default::default() }).unwrap())
+    Decoder::new(
+        Registry::new(&RegistrySettings {
+            url: stack().registry,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
 }
 
 async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
@@ -22,9 +30,20 @@ async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
     let mut dec = decoder().await;
     let mut out = Vec::new();
     for r in read_topic(&s.brokers, topic) {
-        let at = RecordAt { topic: topic.to_owned(), partition: 0, offset: r.offset };
-        let rec = dec.decode(&at, r.key.as_deref(), r.value.as_deref().unwrap()).await.unwrap();
-        assert_eq!(rec.position(), pos(&r), "header and payload positions agree at {at}");
+        let at = RecordAt {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: r.offset,
+        };
+        let rec = dec
+            .decode(&at, r.key.as_deref(), r.value.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            rec.position(),
+            pos(&r),
+            "header and payload positions agree at {at}"
+        );
         out.push((r.offset, rec));
     }
     out
@@ -75,17 +94,26 @@ const ROWS: &str = "INSERT INTO t VALUES
 async fn snapshot_and_binlog_paths_produce_identical_records() {
     let p = TestPipeline::new("p_types");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
     c.query_drop(format!("USE {}", p.db)).await.unwrap();
-    c.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'").await.unwrap();
-    c.query_drop(format!("CREATE TABLE t {ALL_TYPES}")).await.unwrap();
+    c.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE TABLE t {ALL_TYPES}"))
+        .await
+        .unwrap();
     c.query_drop(ROWS).await.unwrap();
 
     let mut prod = p.spawn(&[]);
     let s = stack();
     // Snapshot, then delete every row: the delete's before-images come from the binlog.
     wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic).iter().any(|r| matches!(pos(r), StreamPosition::At(_))).then_some(())
+        read_topic(&s.brokers, &p.topic)
+            .iter()
+            .any(|r| matches!(pos(r), StreamPosition::At(_)))
+            .then_some(())
     })
     .await;
     c.query_drop("DELETE FROM t ORDER BY id").await.unwrap();
@@ -102,8 +130,13 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
             let id = format!("{:?}", ev.key());
             let schema_id = u32::from_be_bytes(r.value.as_ref().unwrap()[1..5].try_into().unwrap());
             match ev.op {
-                Op::Read => snap.insert(id, (schema_id, ev.after.clone().unwrap(), ev.table.clone())),
-                Op::Delete => deleted.insert(id, (schema_id, ev.before.clone().unwrap(), ev.table.clone())),
+                Op::Read => {
+                    snap.insert(id, (schema_id, ev.after.clone().unwrap(), ev.table.clone()))
+                }
+                Op::Delete => deleted.insert(
+                    id,
+                    (schema_id, ev.before.clone().unwrap(), ev.table.clone()),
+                ),
                 other => panic!("unexpected {other:?}"),
             };
         }
@@ -114,9 +147,16 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
         let (bid, brow, bshape) = &deleted[id];
         assert_eq!(shape.columns, bshape.columns, "shape of {id}");
         for (i, col) in shape.columns.iter().enumerate() {
-            assert_eq!(row[i], brow[i], "row {id}, column {} ({})", col.name, col.ty);
+            assert_eq!(
+                row[i], brow[i],
+                "row {id}, column {} ({})",
+                col.name, col.ty
+            );
         }
-        assert_eq!(sid, bid, "snapshot and binlog use one schema id for row {id}");
+        assert_eq!(
+            sid, bid,
+            "snapshot and binlog use one schema id for row {id}"
+        );
     }
     cleanup(&p.dir);
 }
@@ -128,14 +168,24 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let p = TestPipeline::new("p_kill");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
     for t in ["a", "b", "c"] {
-        c.query_drop(format!("CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)", p.db)).await.unwrap();
+        c.query_drop(format!(
+            "CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)",
+            p.db
+        ))
+        .await
+        .unwrap();
     }
     // The snapshot (of empty tables) first; then the workload, with kills while it streams.
     let mut prod = p.spawn(&[]);
     wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic).iter().any(|r| matches!(pos(r), StreamPosition::At(_))).then_some(())
+        read_topic(&s.brokers, &p.topic)
+            .iter()
+            .any(|r| matches!(pos(r), StreamPosition::At(_)))
+            .then_some(())
     })
     .await;
     // Workload: small multi-table transactions, updates and deletes, and a few big ones.
@@ -153,16 +203,34 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
             let big = round % 150 == 40;
             let n = if big { 3_000 } else { 1 + (round % 5) };
             for t in ["a", "b", "c"] {
-                let values: Vec<String> = (0..n).map(|k| format!("({}, 'v{}', {})", next_id + k as i64, next_id + k as i64, round)).collect();
-                tx.query_drop(format!("INSERT INTO {db}.{t} VALUES {}", values.join(","))).await.unwrap();
+                let values: Vec<String> = (0..n)
+                    .map(|k| {
+                        format!(
+                            "({}, 'v{}', {})",
+                            next_id + k as i64,
+                            next_id + k as i64,
+                            round
+                        )
+                    })
+                    .collect();
+                tx.query_drop(format!("INSERT INTO {db}.{t} VALUES {}", values.join(",")))
+                    .await
+                    .unwrap();
                 rows += n;
                 if !big {
-                    tx.query_drop(format!("UPDATE {db}.{t} SET n = n + 1 WHERE id = {}", next_id)).await.unwrap();
+                    tx.query_drop(format!(
+                        "UPDATE {db}.{t} SET n = n + 1 WHERE id = {}",
+                        next_id
+                    ))
+                    .await
+                    .unwrap();
                     rows += 1;
                 }
             }
             if round % 7 == 0 {
-                tx.query_drop(format!("DELETE FROM {db}.a WHERE id = {}", next_id)).await.unwrap();
+                tx.query_drop(format!("DELETE FROM {db}.a WHERE id = {}", next_id))
+                    .await
+                    .unwrap();
                 rows += 1;
             }
             next_id += n as i64;
@@ -194,7 +262,10 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let records = read_topic(&s.brokers, &p.topic);
     let mut seen: Vec<(Gtid, u64, bool)> = Vec::new();
     for r in &records {
-        if let StreamPosition::Txn { gtid, index, last, .. } = pos(r) {
+        if let StreamPosition::Txn {
+            gtid, index, last, ..
+        } = pos(r)
+        {
             seen.push((gtid, index, last));
         }
     }
@@ -210,25 +281,43 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
         }
         let cur = per_tx.last_mut().unwrap();
         assert_eq!(cur.0, *g, "event {i} of {g} interleaves with {}", cur.0);
-        assert_eq!(*idx, expect_index, "transaction {g}: index {idx} where {expect_index} was due (duplicate or gap)");
+        assert_eq!(
+            *idx, expect_index,
+            "transaction {g}: index {idx} where {expect_index} was due (duplicate or gap)"
+        );
         expect_index += 1;
         cur.1 += 1;
         if i + 1 < seen.len() && seen[i + 1].1 != 0 {
             assert!(!last, "{g} index {idx} marked last but more follow");
         } else {
-            assert!(*last, "{g} index {idx} is the final event but not marked last");
+            assert!(
+                *last,
+                "{g} index {idx} is the final event but not marked last"
+            );
         }
     }
     let got: HashMap<Gtid, u64> = per_tx.into_iter().collect();
     for (g, rows) in &expected {
-        assert_eq!(got.get(g).copied(), Some(*rows as u64), "transaction {g}: rows in topic vs committed");
+        assert_eq!(
+            got.get(g).copied(),
+            Some(*rows as u64),
+            "transaction {g}: rows in topic vs committed"
+        );
     }
-    assert_eq!(got.len(), expected.len(), "no transactions beyond the workload's");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no transactions beyond the workload's"
+    );
     // Some restarts resumed inside a transaction (the topic's last record was not its last).
     let log = std::fs::read_to_string(p.dir.join("producer.log")).unwrap();
     let within = log.matches("decision=Within").count();
     assert!(within >= 1, "no kill landed inside a transaction");
-    eprintln!("{kills} kills ({within} resumed inside a transaction), {} transactions, {} records", expected.len(), records.len());
+    eprintln!(
+        "{kills} kills ({within} resumed inside a transaction), {} transactions, {} records",
+        expected.len(),
+        records.len()
+    );
     cleanup(&p.dir);
 }
 
@@ -236,16 +325,26 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
 async fn a_second_producer_on_the_same_topic_is_refused() {
     let p = TestPipeline::new("p_lock");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
     let first = p.spawn(&[]);
     let s = stack();
-    wait_for("the first producer's snapshot", Duration::from_secs(60), || async {
-        (!read_topic(&s.brokers, &p.topic).is_empty()).then_some(())
-    })
+    wait_for(
+        "the first producer's snapshot",
+        Duration::from_secs(60),
+        || async { (!read_topic(&s.brokers, &p.topic).is_empty()).then_some(()) },
+    )
     .await;
-    let (ok, log) = p.run_to_exit(&["--server-id", &(p.server_id + 1).to_string()], Duration::from_secs(60));
+    let (ok, log) = p.run_to_exit(
+        &["--server-id", &(p.server_id + 1).to_string()],
+        Duration::from_secs(60),
+    );
     assert!(!ok, "second producer must fail");
-    assert!(log.contains("is held by connection") && log.contains("another continuum-producer for"), "{log}");
+    assert!(
+        log.contains("is held by connection") && log.contains("another continuum-producer for"),
+        "{log}"
+    );
     drop(first);
     cleanup(&p.dir);
 }
@@ -255,20 +354,48 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
     let p = TestPipeline::new("p_skip");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
-    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY, v INT)", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, v INT)",
+        p.db
+    ))
+    .await
+    .unwrap();
     let mut prod = p.spawn(&[]);
     wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic).iter().any(|r| matches!(pos(r), StreamPosition::At(_))).then_some(())
+        read_topic(&s.brokers, &p.topic)
+            .iter()
+            .any(|r| matches!(pos(r), StreamPosition::At(_)))
+            .then_some(())
     })
     .await;
-    c.query_drop(format!("INSERT INTO {}.t VALUES (1, 1)", p.db)).await.unwrap();
+    c.query_drop(format!("INSERT INTO {}.t VALUES (1, 1)", p.db))
+        .await
+        .unwrap();
     let mut applier = admin().await;
-    applier.query_drop("SET SESSION skip_replication = 1").await.unwrap();
-    applier.query_drop(format!("INSERT INTO {}.t VALUES (100, 100)", p.db)).await.unwrap();
-    applier.query_drop(format!("UPDATE {}.t SET v = 2 WHERE id = 1", p.db)).await.unwrap();
-    c.query_drop(format!("ALTER TABLE {}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'", p.db)).await.unwrap();
-    c.query_drop(format!("INSERT INTO {}.t VALUES (2, 2, 'new')", p.db)).await.unwrap();
+    applier
+        .query_drop("SET SESSION skip_replication = 1")
+        .await
+        .unwrap();
+    applier
+        .query_drop(format!("INSERT INTO {}.t VALUES (100, 100)", p.db))
+        .await
+        .unwrap();
+    applier
+        .query_drop(format!("UPDATE {}.t SET v = 2 WHERE id = 1", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "ALTER TABLE {}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'",
+        p.db
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("INSERT INTO {}.t VALUES (2, 2, 'new')", p.db))
+        .await
+        .unwrap();
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     prod.kill9();
@@ -279,9 +406,16 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
         match r {
             StreamRecord::Change(ev) if ev.op != Op::Read => {
                 let id = ev.after.as_ref().or(ev.before.as_ref()).unwrap()[0].clone();
-                kinds.push(format!("{:?} {:?} cols={}", ev.op, id, ev.table.columns.len()));
+                kinds.push(format!(
+                    "{:?} {:?} cols={}",
+                    ev.op,
+                    id,
+                    ev.table.columns.len()
+                ));
             }
-            StreamRecord::SchemaChange(sc) if sc.source.snapshot_id.is_none() => kinds.push(format!("ddl {}", sc.ddl.contains("ADD COLUMN w"))),
+            StreamRecord::SchemaChange(sc) if sc.source.snapshot_id.is_none() => {
+                kinds.push(format!("ddl {}", sc.ddl.contains("ADD COLUMN w")))
+            }
             _ => {}
         }
     }
@@ -296,6 +430,9 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
     });
     let ev = last_row.unwrap();
     assert_eq!(ev.table.columns[2].name, "w");
-    assert_eq!(ev.after.unwrap()[2], continuum_schemas::Value::Text("new".into()));
+    assert_eq!(
+        ev.after.unwrap()[2],
+        continuum_schemas::Value::Text("new".into())
+    );
     cleanup(&p.dir);
 }

@@ -16,10 +16,18 @@ where
     F: FnOnce() -> (),
 {
     let mut c = admin().await;
-    let old: String = c.query_first(format!("SELECT @@GLOBAL.{setting}")).await.unwrap().unwrap();
-    c.query_drop(format!("SET GLOBAL {setting} = '{value}'")).await.unwrap();
+    let old: String = c
+        .query_first(format!("SELECT @@GLOBAL.{setting}"))
+        .await
+        .unwrap()
+        .unwrap();
+    c.query_drop(format!("SET GLOBAL {setting} = '{value}'"))
+        .await
+        .unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    c.query_drop(format!("SET GLOBAL {setting} = '{old}'")).await.unwrap();
+    c.query_drop(format!("SET GLOBAL {setting} = '{old}'"))
+        .await
+        .unwrap();
     if let Err(e) = r {
         std::panic::resume_unwind(e);
     }
@@ -28,17 +36,36 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
     for (setting, bad, expected) in [
-        ("binlog_format", "STATEMENT", "preflight: binlog_format is STATEMENT, expected ROW"),
-        ("binlog_row_image", "MINIMAL", "preflight: binlog_row_image is MINIMAL, expected FULL"),
-        ("binlog_row_metadata", "MINIMAL", "preflight: binlog_row_metadata is MINIMAL, expected FULL"),
+        (
+            "binlog_format",
+            "STATEMENT",
+            "preflight: binlog_format is STATEMENT, expected ROW",
+        ),
+        (
+            "binlog_row_image",
+            "MINIMAL",
+            "preflight: binlog_row_image is MINIMAL, expected FULL",
+        ),
+        (
+            "binlog_row_metadata",
+            "MINIMAL",
+            "preflight: binlog_row_metadata is MINIMAL, expected FULL",
+        ),
     ] {
         let p = TestPipeline::new("pf_set");
-        admin().await.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+        admin()
+            .await
+            .query_drop(format!("CREATE DATABASE {}", p.db))
+            .await
+            .unwrap();
         with_global(setting, bad, || {
             let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
             assert!(!ok, "{setting}={bad} must stop the producer");
             assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
-            assert!(log.contains("SET GLOBAL"), "the message says how to fix it:\n{log}");
+            assert!(
+                log.contains("SET GLOBAL"),
+                "the message says how to fix it:\n{log}"
+            );
         })
         .await;
         cleanup(&p.dir);
@@ -50,8 +77,16 @@ async fn missing_privileges_are_named() {
     let p = TestPipeline::new("pf_priv");
     let mut c = admin().await;
     let user = format!("np{}", &p.db[p.db.len() - 8..]);
-    c.query_drop(format!("CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'")).await.unwrap();
-    c.query_drop(format!("GRANT SELECT, REPLICATION SLAVE ON *.* TO '{user}'@'127.0.0.1'")).await.unwrap();
+    c.query_drop(format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw'"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "GRANT SELECT, REPLICATION SLAVE ON *.* TO '{user}'@'127.0.0.1'"
+    ))
+    .await
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
         .args(["--config", p.config.to_str().unwrap(), "--db-user", &user])
         .env("CONTINUUM_DB_PASSWORD", "pw")
@@ -60,10 +95,15 @@ async fn missing_privileges_are_named() {
         .spawn()
         .unwrap();
     let out = wait_exit(&mut child);
-    c.query_drop(format!("DROP USER '{user}'@'127.0.0.1'")).await.unwrap();
+    c.query_drop(format!("DROP USER '{user}'@'127.0.0.1'"))
+        .await
+        .unwrap();
     assert!(out.contains("missing BINLOG MONITOR"), "{out}");
     assert!(out.contains("REPLICATION MASTER ADMIN"), "{out}");
-    assert!(!out.contains("missing REPLICATION SLAVE"), "granted privileges are not reported: {out}");
+    assert!(
+        !out.contains("missing REPLICATION SLAVE"),
+        "granted privileges are not reported: {out}"
+    );
     cleanup(&p.dir);
 }
 
@@ -85,15 +125,29 @@ fn wait_exit(child: &mut Child) -> String {
 async fn tables_without_a_primary_key_are_listed() {
     let p = TestPipeline::new("pf_nopk");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
-    c.query_drop(format!("CREATE TABLE {}.keyed (id INT PRIMARY KEY)", p.db)).await.unwrap();
-    c.query_drop(format!("CREATE TABLE {}.loose (a INT, b INT)", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE TABLE {}.keyed (id INT PRIMARY KEY)", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE TABLE {}.loose (a INT, b INT)", p.db))
+        .await
+        .unwrap();
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
     assert!(!ok);
-    assert!(log.contains(&format!("tables without a primary key are captured: {}.loose", p.db)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "tables without a primary key are captured: {}.loose",
+            p.db
+        )),
+        "{log}"
+    );
     assert!(!log.contains("keyed"), "{log}");
     // A table without a key left behind would stop every producer that captures everything.
-    c.query_drop(format!("DROP DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("DROP DATABASE {}", p.db))
+        .await
+        .unwrap();
     cleanup(&p.dir);
 }
 
@@ -102,25 +156,48 @@ async fn a_clashing_server_id_is_refused() {
     let a = TestPipeline::new("pf_sid_a");
     let b = TestPipeline::new("pf_sid_b");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", a.db)).await.unwrap();
-    c.query_drop(format!("CREATE DATABASE {}", b.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", a.db))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", b.db))
+        .await
+        .unwrap();
     let _running = a.spawn(&[]);
     let s = stack();
     // Wait until A is registered as a replica.
-    wait_for("producer A to register as a replica", Duration::from_secs(60), || async {
-        let mut c = admin().await;
-        let hosts: Vec<mysql_async::Row> = c.query("SHOW SLAVE HOSTS").await.unwrap();
-        hosts.iter().any(|r| r.get::<u32, _>("Server_id") == Some(a.server_id)).then_some(())
-    })
+    wait_for(
+        "producer A to register as a replica",
+        Duration::from_secs(60),
+        || async {
+            let mut c = admin().await;
+            let hosts: Vec<mysql_async::Row> = c.query("SHOW SLAVE HOSTS").await.unwrap();
+            hosts
+                .iter()
+                .any(|r| r.get::<u32, _>("Server_id") == Some(a.server_id))
+                .then_some(())
+        },
+    )
     .await;
     let _ = s;
-    let (ok, log) = b.run_to_exit(&["--server-id", &a.server_id.to_string()], Duration::from_secs(60));
+    let (ok, log) = b.run_to_exit(
+        &["--server-id", &a.server_id.to_string()],
+        Duration::from_secs(60),
+    );
     assert!(!ok);
-    assert!(log.contains(&format!("preflight: producer.server_id is {}, already registered by a replica", a.server_id)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "preflight: producer.server_id is {}, already registered by a replica",
+            a.server_id
+        )),
+        "{log}"
+    );
     // The source's own id is refused too.
     let (ok, log) = b.run_to_exit(&["--server-id", "1"], Duration::from_secs(60));
     assert!(!ok);
-    assert!(log.contains("a replica id different from the source's own server_id 1"), "{log}");
+    assert!(
+        log.contains("a replica id different from the source's own server_id 1"),
+        "{log}"
+    );
     cleanup(&a.dir);
     cleanup(&b.dir);
 }
@@ -131,31 +208,64 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     let p = TestPipeline::new("pf_purge");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
     // The topic claims a position far in the past of domain 1.
-    let admin_cfg = rdkafka::ClientConfig::new().set("bootstrap.servers", &s.brokers).clone();
-    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, Duration::from_secs(30)).await.unwrap();
-    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &s.brokers).create().unwrap();
+    let admin_cfg = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .clone();
+    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
     let headers = rdkafka::message::OwnedHeaders::new()
-        .insert(rdkafka::message::Header { key: "continuum.kind", value: Some("heartbeat") })
-        .insert(rdkafka::message::Header { key: "continuum.pos", value: Some("at:1-1-1") });
+        .insert(rdkafka::message::Header {
+            key: "continuum.kind",
+            value: Some("heartbeat"),
+        })
+        .insert(rdkafka::message::Header {
+            key: "continuum.pos",
+            value: Some("at:1-1-1"),
+        });
     producer
-        .send(BaseRecord::<(), [u8]>::to(&p.topic).partition(0).payload(&[0u8, 0, 0, 0, 1][..]).headers(headers))
+        .send(
+            BaseRecord::<(), [u8]>::to(&p.topic)
+                .partition(0)
+                .payload(&[0u8, 0, 0, 0, 1][..])
+                .headers(headers),
+        )
         .map_err(|(e, _)| e)
         .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
     // Rotate and purge every earlier binlog, so 1-1-1's file is gone.
     c.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let current: String = c.query_first("SHOW MASTER STATUS").await.unwrap().map(|r: mysql_async::Row| r.get(0).unwrap()).unwrap();
-    c.query_drop(format!("PURGE BINARY LOGS TO '{current}'")).await.unwrap();
+    let current: String = c
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|r: mysql_async::Row| r.get(0).unwrap())
+        .unwrap();
+    c.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+        .await
+        .unwrap();
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
     assert!(!ok);
-    assert!(log.contains("is no longer on the source (error 1236"), "{log}");
+    assert!(
+        log.contains("is no longer on the source (error 1236"),
+        "{log}"
+    );
     assert!(log.contains("--resnapshot"), "{log}");
     // And --resnapshot is indeed the way on.
     let mut prod = p.spawn(&["--resnapshot"]);
     wait_for("a fresh snapshot", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic).iter().any(|r| r.header_str("continuum.kind") == Some("snapshot")).then_some(())
+        read_topic(&s.brokers, &p.topic)
+            .iter()
+            .any(|r| r.header_str("continuum.kind") == Some("snapshot"))
+            .then_some(())
     })
     .await;
     prod.kill9();
@@ -184,7 +294,10 @@ async fn a_source_without_binary_log_is_refused() {
     assert!(ok, "mariadb-install-db failed");
     let port = free_port();
     // TLS with the stack's certificates, as the binaries are configured for it (.stack/env).
-    let tls: Vec<String> = match std::env::var("STACK_TLS_DIR").ok().filter(|d| !d.is_empty()) {
+    let tls: Vec<String> = match std::env::var("STACK_TLS_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
         Some(d) => vec![
             format!("--ssl-ca={d}/ca.pem"),
             format!("--ssl-cert={d}/server.pem"),
@@ -209,27 +322,45 @@ async fn a_source_without_binary_log_is_refused() {
         .spawn()
         .map(KillOnDrop)
         .unwrap();
-    let opts = mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false);
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("root"))
+        .prefer_socket(false);
     wait_for("the throwaway server", Duration::from_secs(60), || {
         let o = opts.clone();
         async move { mysql_async::Conn::new(o).await.ok().map(|_| ()) }
     })
     .await;
     let p = TestPipeline::new("pf_nobin");
-    let (ok, log) = p.run_to_exit_with(&["--db-port", &port.to_string(), "--db-user", "root"], Duration::from_secs(60), &[]);
+    let (ok, log) = p.run_to_exit_with(
+        &["--db-port", &port.to_string(), "--db-user", "root"],
+        Duration::from_secs(60),
+        &[],
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok);
-    assert!(log.contains("preflight: log_bin is OFF, expected ON"), "{log}");
+    assert!(
+        log.contains("preflight: log_bin is OFF, expected ON"),
+        "{log}"
+    );
     cleanup(&p.dir);
 }
 
 fn whoami() -> String {
-    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned()
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process that is killed and reaped when dropped, also when the test panics, so a

@@ -15,9 +15,7 @@ use num_bigint::BigInt;
 use serde_json::{json, Map, Value as Json};
 
 use crate::model::{ChangeEvent, Op, SourceInfo};
-use crate::types::{
-    ColumnType, Date, DateTime, IntWidth, Row, TableSchema, Value,
-};
+use crate::types::{ColumnType, Date, DateTime, IntWidth, Row, TableSchema, Value};
 
 pub const SOURCE_AVSC: &str = include_str!("../avro/Source.avsc");
 pub const TRANSACTION_AVSC: &str = include_str!("../avro/Transaction.avsc");
@@ -112,7 +110,10 @@ fn expand(schema: &mut Json, defs: &[(&str, &str)], defined: &mut HashSet<String
 }
 
 fn fixed_defs() -> [(&'static str, &'static str); 2] {
-    [(SOURCE_NAME, SOURCE_AVSC), (TRANSACTION_NAME, TRANSACTION_AVSC)]
+    [
+        (SOURCE_NAME, SOURCE_AVSC),
+        (TRANSACTION_NAME, TRANSACTION_AVSC),
+    ]
 }
 
 /// A self-contained schema text for one of the fixed record types.
@@ -145,7 +146,10 @@ fn column_avro_type(ty: &ColumnType) -> Vec<Json> {
         }
         ColumnType::Float => vec![json!("float")],
         ColumnType::Double => vec![json!("double")],
-        ColumnType::Date => vec![json!({"type": "int", "logicalType": "date"}), json!("string")],
+        ColumnType::Date => vec![
+            json!({"type": "int", "logicalType": "date"}),
+            json!("string"),
+        ],
         ColumnType::DateTime { .. } => vec![
             json!({"type": "long", "logicalType": "local-timestamp-micros"}),
             json!("string"),
@@ -297,7 +301,8 @@ fn columns_from_record(rec: &Json) -> Result<Vec<crate::types::Column>, String> 
                 .ok_or_else(|| format!("field '{name}' has no {PROP_TYPE} property"))?
                 .parse::<ColumnType>()
                 .map_err(|e| format!("field '{name}': {e}"))?;
-            let nullable = matches!(f.get("type"), Some(Json::Array(u)) if u.first() == Some(&json!("null")));
+            let nullable =
+                matches!(f.get("type"), Some(Json::Array(u)) if u.first() == Some(&json!("null")));
             Ok(crate::types::Column {
                 name: name.to_owned(),
                 ty,
@@ -347,7 +352,10 @@ pub fn decimal_to_bytes(text: &str, scale: u8) -> Result<Vec<u8>, String> {
     };
     let (int_part, frac) = digits.split_once('.').unwrap_or((digits, ""));
     if int_part.is_empty() && frac.is_empty()
-        || !int_part.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        || !int_part
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(format!("'{text}' is not a decimal number"));
     }
@@ -427,7 +435,9 @@ pub fn write_value(
     let mismatch = || bad("value variant does not match the column type".into());
     match ty {
         ColumnType::Date => {
-            let Value::Date(d) = v else { return Err(mismatch()) };
+            let Value::Date(d) = v else {
+                return Err(mismatch());
+            };
             match d.to_epoch_days() {
                 Some(days) => {
                     put_long(buf, off);
@@ -441,7 +451,9 @@ pub fn write_value(
             return Ok(());
         }
         ColumnType::DateTime { .. } => {
-            let Value::DateTime(dt) = v else { return Err(mismatch()) };
+            let Value::DateTime(dt) = v else {
+                return Err(mismatch());
+            };
             match dt.to_epoch_micros() {
                 Some(us) => {
                     put_long(buf, off);
@@ -460,7 +472,13 @@ pub fn write_value(
         put_long(buf, 1);
     }
     match (ty, v) {
-        (ColumnType::Integer { width: IntWidth::Big, unsigned: true }, Value::UInt(u)) => {
+        (
+            ColumnType::Integer {
+                width: IntWidth::Big,
+                unsigned: true,
+            },
+            Value::UInt(u),
+        ) => {
             let n = BigInt::from(*u);
             put_bytes(buf, &n.to_signed_bytes_be());
         }
@@ -478,18 +496,20 @@ pub fn write_value(
         (ColumnType::Double, Value::Double(f)) => buf.extend_from_slice(&f.to_le_bytes()),
         (ColumnType::Timestamp { .. }, Value::Timestamp(us)) => put_long(buf, *us),
         (ColumnType::Time { .. }, Value::Time(us)) => put_long(buf, *us),
-        (ColumnType::Text { .. } | ColumnType::Enum { .. } | ColumnType::Set { .. }, Value::Text(s)) => {
-            put_bytes(buf, s.as_bytes())
-        }
+        (
+            ColumnType::Text { .. } | ColumnType::Enum { .. } | ColumnType::Set { .. },
+            Value::Text(s),
+        ) => put_bytes(buf, s.as_bytes()),
         (ColumnType::Binary { len }, Value::Bytes(b)) => {
             if b.len() != *len as usize {
                 return Err(bad(format!("BINARY({len}) value of {} bytes", b.len())));
             }
             put_bytes(buf, b)
         }
-        (ColumnType::Bit { .. } | ColumnType::Blob { .. } | ColumnType::Geometry, Value::Bytes(b)) => {
-            put_bytes(buf, b)
-        }
+        (
+            ColumnType::Bit { .. } | ColumnType::Blob { .. } | ColumnType::Geometry,
+            Value::Bytes(b),
+        ) => put_bytes(buf, b),
         _ => return Err(mismatch()),
     }
     Ok(())
@@ -605,7 +625,13 @@ pub fn value_from_avro(ty: &ColumnType, v: &AvroValue) -> Result<Value, String> 
     let wrong = || format!("Avro value {v:?} does not fit column type {}", ty.sql());
     Ok(match (ty, v) {
         (_, AvroValue::Null) => Value::Null,
-        (ColumnType::Integer { width: IntWidth::Big, unsigned: true }, AvroValue::Decimal(d)) => {
+        (
+            ColumnType::Integer {
+                width: IntWidth::Big,
+                unsigned: true,
+            },
+            AvroValue::Decimal(d),
+        ) => {
             let bytes: Vec<u8> = d.try_into().map_err(|_| wrong())?;
             let n = BigInt::from_signed_bytes_be(&bytes);
             Value::UInt(u64::try_from(n).map_err(|_| wrong())?)
@@ -628,11 +654,15 @@ pub fn value_from_avro(ty: &ColumnType, v: &AvroValue) -> Result<Value, String> 
         }
         (ColumnType::Timestamp { .. }, AvroValue::TimestampMicros(us)) => Value::Timestamp(*us),
         (ColumnType::Time { .. }, AvroValue::Long(us)) => Value::Time(*us),
-        (ColumnType::Text { .. } | ColumnType::Enum { .. } | ColumnType::Set { .. }, AvroValue::String(s)) => {
-            Value::Text(s.clone())
-        }
         (
-            ColumnType::Bit { .. } | ColumnType::Binary { .. } | ColumnType::Blob { .. } | ColumnType::Geometry,
+            ColumnType::Text { .. } | ColumnType::Enum { .. } | ColumnType::Set { .. },
+            AvroValue::String(s),
+        ) => Value::Text(s.clone()),
+        (
+            ColumnType::Bit { .. }
+            | ColumnType::Binary { .. }
+            | ColumnType::Blob { .. }
+            | ColumnType::Geometry,
             AvroValue::Bytes(b),
         ) => Value::Bytes(b.clone()),
         _ => return Err(wrong()),
@@ -655,13 +685,17 @@ pub fn row_from_avro(t: &TableSchema, v: &AvroValue) -> Result<Row, String> {
     t.columns
         .iter()
         .zip(fields)
-        .map(|(c, (_, fv))| value_from_avro(&c.ty, fv).map_err(|e| format!("column '{}': {e}", c.name)))
+        .map(|(c, (_, fv))| {
+            value_from_avro(&c.ty, fv).map_err(|e| format!("column '{}': {e}", c.name))
+        })
         .collect()
 }
 
 /// A parsed schema, shared.
 pub fn parse_schema(json: &str) -> Result<Arc<Schema>, String> {
-    Schema::parse_str(json).map(Arc::new).map_err(|e| e.to_string())
+    Schema::parse_str(json)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// Parsed fixed schemas, built once.
@@ -704,7 +738,17 @@ mod tests {
         assert_eq!(escape_name("a__b"), "__a_00005f_00005fb");
         assert_eq!(escape_name("größe"), "__gr_0000f6_0000dfe");
         assert_eq!(escape_name("😀"), "___01f600");
-        let names = ["a b", "a_b", "a__b", "__a", "a-b", "a_0000_20b", "1", "_1", "a.b"];
+        let names = [
+            "a b",
+            "a_b",
+            "a__b",
+            "__a",
+            "a-b",
+            "a_0000_20b",
+            "1",
+            "_1",
+            "a.b",
+        ];
         let escaped: HashSet<String> = names.iter().map(|n| escape_name(n)).collect();
         assert_eq!(escaped.len(), names.len());
         let re = |s: &str| {
@@ -723,8 +767,14 @@ mod tests {
             ("0.00", 2),
             ("-0.01", 2),
             ("12345.678000000000000000000000000000", 30),
-            ("99999999999999999999999999999999999.999999999999999999999999999999", 30),
-            ("-99999999999999999999999999999999999.999999999999999999999999999999", 30),
+            (
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+                30,
+            ),
+            (
+                "-99999999999999999999999999999999999.999999999999999999999999999999",
+                30,
+            ),
             ("18446744073709551615", 0),
             ("-128", 0),
             ("127", 0),
@@ -732,14 +782,25 @@ mod tests {
             let b = decimal_to_bytes(text, scale).unwrap();
             assert_eq!(decimal_from_bytes(&b, scale), text);
         }
-        assert_eq!(decimal_to_bytes("1.5", 3).map(|b| decimal_from_bytes(&b, 3)).unwrap(), "1.500");
+        assert_eq!(
+            decimal_to_bytes("1.5", 3)
+                .map(|b| decimal_from_bytes(&b, 3))
+                .unwrap(),
+            "1.500"
+        );
         assert!(decimal_to_bytes("1.234", 2).is_err());
         assert!(decimal_to_bytes("abc", 2).is_err());
     }
 
     #[test]
     fn fixed_schemas_are_self_contained() {
-        for avsc in [SCHEMA_CHANGE_AVSC, HEARTBEAT_AVSC, SNAPSHOT_MARKER_AVSC, SOURCE_AVSC, TRANSACTION_AVSC] {
+        for avsc in [
+            SCHEMA_CHANGE_AVSC,
+            HEARTBEAT_AVSC,
+            SNAPSHOT_MARKER_AVSC,
+            SOURCE_AVSC,
+            TRANSACTION_AVSC,
+        ] {
             let j = fixed_schema_json(avsc);
             Schema::parse_str(&j).unwrap_or_else(|e| panic!("{e}: {j}"));
         }
@@ -757,6 +818,9 @@ mod tests {
         assert_eq!(enc(1), [0x02]);
         assert_eq!(enc(-64), [0x7f]);
         assert_eq!(enc(64), [0x80, 0x01]);
-        assert_eq!(enc(i64::MIN), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(
+            enc(i64::MIN),
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
     }
 }

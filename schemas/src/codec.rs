@@ -55,7 +55,9 @@ pub enum CodecError {
         part: &'static str,
         len: usize,
     },
-    #[error("record {at}: {part} uses schema id {id}, which the registry {registry} does not have")]
+    #[error(
+        "record {at}: {part} uses schema id {id}, which the registry {registry} does not have"
+    )]
     UnknownSchemaId {
         at: RecordAt,
         part: &'static str,
@@ -189,7 +191,11 @@ impl Encoder {
         Ok(ids)
     }
 
-    async fn fixed_id(&mut self, name: &'static str, avsc: &'static str) -> Result<u32, CodecError> {
+    async fn fixed_id(
+        &mut self,
+        name: &'static str,
+        avsc: &'static str,
+    ) -> Result<u32, CodecError> {
         if let Some(id) = self.fixed.get(name) {
             return Ok(*id);
         }
@@ -209,12 +215,14 @@ impl Encoder {
         match rec {
             StreamRecord::Change(ev) => {
                 let ids = self.ids(&ev.table).await?;
-                let row = ev.after.as_ref().or(ev.before.as_ref()).ok_or_else(|| {
-                    CodecError::Encode {
-                        what: format!("change to {}", ev.table.qualified_name()),
-                        reason: "it has neither a before nor an after image".into(),
-                    }
-                })?;
+                let row =
+                    ev.after
+                        .as_ref()
+                        .or(ev.before.as_ref())
+                        .ok_or_else(|| CodecError::Encode {
+                            what: format!("change to {}", ev.table.qualified_name()),
+                            reason: "it has neither a before nor an after image".into(),
+                        })?;
                 let what = || format!("row of {}", ev.table.qualified_name());
                 let mut key = Vec::with_capacity(16);
                 wire_header(&mut key, ids.key);
@@ -250,13 +258,18 @@ impl Encoder {
                 Ok(Encoded { key: None, value })
             }
             StreamRecord::Heartbeat(h) => {
-                let id = self.fixed_id(avro::HEARTBEAT_NAME, avro::HEARTBEAT_AVSC).await?;
+                let id = self
+                    .fixed_id(avro::HEARTBEAT_NAME, avro::HEARTBEAT_AVSC)
+                    .await?;
                 let schema = avro::fixed_schema(avro::HEARTBEAT_AVSC);
                 let body = avro::encode_with_apache(
                     &schema,
                     AvroValue::Record(vec![
                         ("server_id".into(), AvroValue::Long(h.server_id as i64)),
-                        ("gtid_position".into(), AvroValue::String(h.position.to_string())),
+                        (
+                            "gtid_position".into(),
+                            AvroValue::String(h.position.to_string()),
+                        ),
                         ("ts_ms".into(), AvroValue::Long(h.ts_ms)),
                     ]),
                 )
@@ -281,14 +294,23 @@ impl Encoder {
                 let body = avro::encode_with_apache(
                     &schema,
                     AvroValue::Record(vec![
-                        ("snapshot_id".into(), AvroValue::String(m.snapshot_id.clone())),
+                        (
+                            "snapshot_id".into(),
+                            AvroValue::String(m.snapshot_id.clone()),
+                        ),
                         ("phase".into(), AvroValue::Enum(idx, sym.into())),
                         ("server_id".into(), AvroValue::Long(m.server_id as i64)),
-                        ("gtid_position".into(), AvroValue::String(m.position.to_string())),
+                        (
+                            "gtid_position".into(),
+                            AvroValue::String(m.position.to_string()),
+                        ),
                         (
                             "tables".into(),
                             AvroValue::Array(
-                                m.tables.iter().map(|t| AvroValue::String(t.clone())).collect(),
+                                m.tables
+                                    .iter()
+                                    .map(|t| AvroValue::String(t.clone()))
+                                    .collect(),
                             ),
                         ),
                         ("ts_ms".into(), AvroValue::Long(m.ts_ms)),
@@ -367,7 +389,12 @@ impl Decoder {
         &self.registry
     }
 
-    async fn writer(&mut self, id: u32, at: &RecordAt, part: &'static str) -> Result<Arc<Writer>, CodecError> {
+    async fn writer(
+        &mut self,
+        id: u32,
+        at: &RecordAt,
+        part: &'static str,
+    ) -> Result<Arc<Writer>, CodecError> {
         if let Some(w) = self.writers.get(&id) {
             return Ok(w.clone());
         }
@@ -405,13 +432,21 @@ impl Decoder {
                     .and_then(Json::as_array)
                     .map(|fs| {
                         fs.iter()
-                            .filter_map(|f| f.get(avro::PROP_NAME).and_then(Json::as_str).map(str::to_owned))
+                            .filter_map(|f| {
+                                f.get(avro::PROP_NAME)
+                                    .and_then(Json::as_str)
+                                    .map(str::to_owned)
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
                 WriterKind::Key { pk_names }
             }
-            other => return Err(undecodable(format!("record type '{other}' is not a Continuum record"))),
+            other => {
+                return Err(undecodable(format!(
+                    "record type '{other}' is not a Continuum record"
+                )))
+            }
         };
         let w = Arc::new(Writer { schema, kind });
         self.writers.insert(id, w.clone());
@@ -439,7 +474,10 @@ impl Decoder {
             .and_then(|r| r.read_value(&mut reader))
             .map_err(|e| undecodable(e.to_string()))?;
         if !reader.is_empty() {
-            return Err(undecodable(format!("{} bytes left over after the record", reader.len())));
+            return Err(undecodable(format!(
+                "{} bytes left over after the record",
+                reader.len()
+            )));
         }
         let AvroValue::Record(fields) = decoded else {
             return Err(undecodable("not a record".into()));
@@ -453,8 +491,10 @@ impl Decoder {
                 let source = field(&fields, "source")
                     .ok_or_else(|| invalid("envelope has no source".into()))?;
                 let (source_info, db, table) = source_from_avro(source).map_err(invalid)?;
-                let table = table.ok_or_else(|| invalid("row change without source.table".into()))?;
-                let key = key.ok_or_else(|| invalid(format!("row change to {db}.{table} has no key")))?;
+                let table =
+                    table.ok_or_else(|| invalid("row change without source.table".into()))?;
+                let key =
+                    key.ok_or_else(|| invalid(format!("row change to {db}.{table} has no key")))?;
                 let (key_id, _) = split_wire(key, at, "key")?;
                 let cache_key = (id, key_id, db.clone(), table.clone());
                 let schema = match self.tables.get(&cache_key) {
@@ -462,7 +502,9 @@ impl Decoder {
                     None => {
                         let kw = self.writer(key_id, at, "key").await?;
                         let WriterKind::Key { pk_names } = &kw.kind else {
-                            return Err(invalid(format!("key schema id {key_id} is not a key record")));
+                            return Err(invalid(format!(
+                                "key schema id {key_id} is not a key record"
+                            )));
                         };
                         let mut t = columns.clone();
                         t.db = db.clone();
@@ -471,7 +513,9 @@ impl Decoder {
                             .iter()
                             .map(|n| {
                                 t.column_index(n).ok_or_else(|| {
-                                    invalid(format!("key column '{n}' is not a column of {db}.{table}"))
+                                    invalid(format!(
+                                        "key column '{n}' is not a column of {db}.{table}"
+                                    ))
                                 })
                             })
                             .collect::<Result<_, _>>()?;
@@ -511,7 +555,8 @@ impl Decoder {
                 }))
             }
             WriterKind::SchemaChange => {
-                let source = field(&fields, "source").ok_or_else(|| invalid("schema change has no source".into()))?;
+                let source = field(&fields, "source")
+                    .ok_or_else(|| invalid("schema change has no source".into()))?;
                 let (source_info, _, _) = source_from_avro(source).map_err(invalid)?;
                 let tx = match field(&fields, "transaction") {
                     Some(AvroValue::Record(t)) => TxPlace {
@@ -521,7 +566,10 @@ impl Decoder {
                     _ => return Err(invalid("schema change has no transaction".into())),
                 };
                 Ok(StreamRecord::SchemaChange(SchemaChange {
-                    database: field(&fields, "database").and_then(as_str).unwrap_or_default().to_owned(),
+                    database: field(&fields, "database")
+                        .and_then(as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
                     ddl: field(&fields, "ddl")
                         .and_then(as_str)
                         .ok_or_else(|| invalid("schema change has no ddl".into()))?
@@ -540,7 +588,10 @@ impl Decoder {
                 ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
             })),
             WriterKind::Snapshot => Ok(StreamRecord::Snapshot(SnapshotMarker {
-                snapshot_id: field(&fields, "snapshot_id").and_then(as_str).unwrap_or_default().to_owned(),
+                snapshot_id: field(&fields, "snapshot_id")
+                    .and_then(as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 phase: match field(&fields, "phase") {
                     Some(AvroValue::Enum(0, _)) => SnapshotPhase::Start,
                     Some(AvroValue::Enum(1, _)) => SnapshotPhase::End,
@@ -553,7 +604,9 @@ impl Decoder {
                     .parse()
                     .map_err(|e: crate::position::ParsePositionError| invalid(e.to_string()))?,
                 tables: match field(&fields, "tables") {
-                    Some(AvroValue::Array(a)) => a.iter().filter_map(as_str).map(str::to_owned).collect(),
+                    Some(AvroValue::Array(a)) => {
+                        a.iter().filter_map(as_str).map(str::to_owned).collect()
+                    }
                     _ => Vec::new(),
                 },
                 ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
@@ -571,17 +624,27 @@ fn source_from_avro(v: &AvroValue) -> Result<(SourceInfo, String, Option<String>
     let s = |n: &str| field(f, n).and_then(as_str).map(str::to_owned);
     let need = |n: &str| s(n).ok_or_else(|| format!("source.{n} is missing"));
     let gtid: Option<Gtid> = match s("gtid") {
-        Some(g) => Some(g.parse().map_err(|e: crate::position::ParsePositionError| e.to_string())?),
+        Some(g) => Some(
+            g.parse()
+                .map_err(|e: crate::position::ParsePositionError| e.to_string())?,
+        ),
         None => None,
     };
-    let pos = |n: &str| -> Result<GtidPosition, String> { need(n)?.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()) };
+    let pos = |n: &str| -> Result<GtidPosition, String> {
+        need(n)?
+            .parse()
+            .map_err(|e: crate::position::ParsePositionError| e.to_string())
+    };
     Ok((
         SourceInfo {
             server_id: field(f, "server_id").and_then(as_long).unwrap_or(0) as u32,
             gtid,
             gtid_position: pos("gtid_position")?,
             resume_position: pos("resume_position")?,
-            binlog: BinlogPosition::new(need("file")?, field(f, "pos").and_then(as_long).unwrap_or(0) as u64),
+            binlog: BinlogPosition::new(
+                need("file")?,
+                field(f, "pos").and_then(as_long).unwrap_or(0) as u64,
+            ),
             commit_ts_ms: field(f, "ts_ms").and_then(as_long).unwrap_or(0),
             snapshot_id: s("snapshot_id"),
         },

@@ -266,16 +266,19 @@ impl FromStr for StreamPosition {
     type Err = ParsePositionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParsePositionError {
+        let err = || {
+            ParsePositionError {
             what: "stream position",
             input: s.to_owned(),
             expected: "txn:<gtid>:<index>:<last|more>:<position>, at:<position> or snapshot:<id>:<position>",
+        }
         };
         let (kind, rest) = s.split_once(':').ok_or_else(err)?;
         match kind {
             "txn" => {
                 let mut it = rest.splitn(4, ':');
-                let (Some(g), Some(i), Some(l), Some(r)) = (it.next(), it.next(), it.next(), it.next())
+                let (Some(g), Some(i), Some(l), Some(r)) =
+                    (it.next(), it.next(), it.next(), it.next())
                 else {
                     return Err(err());
                 };
@@ -322,7 +325,13 @@ mod tests {
             let p: StreamPosition = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
         }
-        for bad in ["", "txn:1-1-5:0:maybe:", "txn:1-1-5:x:last:", "snapshot::1-1-1", "foo:1"] {
+        for bad in [
+            "",
+            "txn:1-1-5:0:maybe:",
+            "txn:1-1-5:x:last:",
+            "snapshot::1-1-1",
+            "foo:1",
+        ] {
             assert!(bad.parse::<StreamPosition>().is_err(), "{bad}");
         }
     }

@@ -259,7 +259,11 @@ mod tests {
 
     #[test]
     fn gtid_round_trips() {
-        for s in ["0-0-0", "1-1-100", "4294967295-4294967295-18446744073709551615"] {
+        for s in [
+            "0-0-0",
+            "1-1-100",
+            "4294967295-4294967295-18446744073709551615",
+        ] {
             let g: Gtid = s.parse().unwrap();
             assert_eq!(g.to_string(), s);
         }
@@ -272,7 +276,16 @@ mod tests {
 
     #[test]
     fn gtid_rejects_malformed() {
-        for s in ["", "1-1", "1-1-1-1", "a-1-1", "1--1", "-1-1-1", "1-1-18446744073709551616", "1-1- 2"] {
+        for s in [
+            "",
+            "1-1",
+            "1-1-1-1",
+            "a-1-1",
+            "1--1",
+            "-1-1-1",
+            "1-1-18446744073709551616",
+            "1-1- 2",
+        ] {
             let e = s.parse::<Gtid>().unwrap_err();
             assert_eq!(e.input, s);
         }
@@ -285,7 +298,10 @@ mod tests {
         let q: GtidPosition = p.to_string().parse().unwrap();
         assert_eq!(p, q);
         assert!("".parse::<GtidPosition>().unwrap().is_empty());
-        assert!("1-1-1,1-2-3".parse::<GtidPosition>().is_err(), "two GTIDs in one domain");
+        assert!(
+            "1-1-1,1-2-3".parse::<GtidPosition>().is_err(),
+            "two GTIDs in one domain"
+        );
         assert!("1-1-1,".parse::<GtidPosition>().is_err());
     }
 
@@ -293,9 +309,15 @@ mod tests {
     fn position_contains_per_domain() {
         let p: GtidPosition = "1-1-100,2-2-7".parse().unwrap();
         assert!(p.contains(&Gtid::new(1, 1, 100)));
-        assert!(p.contains(&Gtid::new(1, 9, 50)), "server id does not matter for ordering");
+        assert!(
+            p.contains(&Gtid::new(1, 9, 50)),
+            "server id does not matter for ordering"
+        );
         assert!(!p.contains(&Gtid::new(1, 1, 101)));
-        assert!(!p.contains(&Gtid::new(3, 3, 1)), "unknown domain is not contained");
+        assert!(
+            !p.contains(&Gtid::new(3, 3, 1)),
+            "unknown domain is not contained"
+        );
         assert!(p.covers(&"1-1-99,2-2-7".parse().unwrap()));
         assert!(!p.covers(&"1-1-99,2-2-8".parse().unwrap()));
         assert_eq!(p.with(Gtid::new(2, 2, 8)).to_string(), "1-1-100,2-2-8");

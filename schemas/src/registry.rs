@@ -31,7 +31,10 @@ impl std::fmt::Debug for RegistrySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrySettings")
             .field("url", &self.url)
-            .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field("timeout", &self.timeout)
             .finish()
@@ -102,7 +105,10 @@ fn is_transient(e: &SRCError) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(r) = s.downcast_ref::<reqwest::Error>() {
-            return r.is_connect() || r.is_timeout() || r.is_request() || r.status().is_some_and(|s| s.is_server_error());
+            return r.is_connect()
+                || r.is_timeout()
+                || r.is_request()
+                || r.status().is_some_and(|s| s.is_server_error());
         }
         src = s.source();
     }
@@ -145,9 +151,7 @@ impl Registry {
         let sr = sb
             .build_with(client_builder()?)
             .map_err(|e| bad(describe(&e)))?;
-        let http = client_builder()?
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let http = client_builder()?.build().map_err(|e| bad(e.to_string()))?;
         Ok(Registry {
             url,
             sr,

@@ -103,22 +103,46 @@ impl BlobKind {
 /// TABLE_MAP carries no type name for them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ColumnType {
-    Integer { width: IntWidth, unsigned: bool },
-    Decimal { precision: u8, scale: u8 },
+    Integer {
+        width: IntWidth,
+        unsigned: bool,
+    },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Float,
     Double,
-    Bit { bits: u8 },
+    Bit {
+        bits: u8,
+    },
     Year,
     Date,
-    Time { fsp: u8 },
-    DateTime { fsp: u8 },
-    Timestamp { fsp: u8 },
-    Text { kind: TextKind },
+    Time {
+        fsp: u8,
+    },
+    DateTime {
+        fsp: u8,
+    },
+    Timestamp {
+        fsp: u8,
+    },
+    Text {
+        kind: TextKind,
+    },
     /// Fixed-length `BINARY(len)`; values are always exactly `len` bytes (zero-padded).
-    Binary { len: u16 },
-    Blob { kind: BlobKind },
-    Enum { values: Vec<String> },
-    Set { values: Vec<String> },
+    Binary {
+        len: u16,
+    },
+    Blob {
+        kind: BlobKind,
+    },
+    Enum {
+        values: Vec<String>,
+    },
+    Set {
+        values: Vec<String>,
+    },
     Geometry,
 }
 
@@ -236,7 +260,12 @@ impl FromStr for ColumnType {
                 Ok(ColumnType::Integer { width, unsigned })
             }
         };
-        if unsigned && !matches!(base, "tinyint" | "smallint" | "mediumint" | "int" | "bigint") {
+        if unsigned
+            && !matches!(
+                base,
+                "tinyint" | "smallint" | "mediumint" | "int" | "bigint"
+            )
+        {
             return Err(err());
         }
         let plain = |t: ColumnType| if args.is_some() { Err(err()) } else { Ok(t) };
@@ -261,14 +290,18 @@ impl FromStr for ColumnType {
             "time" => Ok(ColumnType::Time { fsp: small(args)? }),
             "datetime" => Ok(ColumnType::DateTime { fsp: small(args)? }),
             "timestamp" => Ok(ColumnType::Timestamp { fsp: small(args)? }),
-            "char" => plain(ColumnType::Text { kind: TextKind::Char }),
+            "char" => plain(ColumnType::Text {
+                kind: TextKind::Char,
+            }),
             "varchar" => plain(ColumnType::Text {
                 kind: TextKind::VarChar,
             }),
             "tinytext" => plain(ColumnType::Text {
                 kind: TextKind::TinyText,
             }),
-            "text" => plain(ColumnType::Text { kind: TextKind::Text }),
+            "text" => plain(ColumnType::Text {
+                kind: TextKind::Text,
+            }),
             "mediumtext" => plain(ColumnType::Text {
                 kind: TextKind::MediumText,
             }),
@@ -282,7 +315,9 @@ impl FromStr for ColumnType {
             "tinyblob" => plain(ColumnType::Blob {
                 kind: BlobKind::TinyBlob,
             }),
-            "blob" => plain(ColumnType::Blob { kind: BlobKind::Blob }),
+            "blob" => plain(ColumnType::Blob {
+                kind: BlobKind::Blob,
+            }),
             "mediumblob" => plain(ColumnType::Blob {
                 kind: BlobKind::MediumBlob,
             }),
@@ -352,11 +387,7 @@ impl Date {
         if !self.is_calendar_date() {
             return None;
         }
-        Some(days_from_civil(
-            self.year as i64,
-            self.month as i64,
-            self.day as i64,
-        ) as i32)
+        Some(days_from_civil(self.year as i64, self.month as i64, self.day as i64) as i32)
     }
 
     pub fn from_epoch_days(days: i32) -> Self {
@@ -594,7 +625,13 @@ mod tests {
                 kind: BlobKind::VarBinary,
             },
             ColumnType::Enum {
-                values: vec!["a".into(), "b c".into(), "it's".into(), "back\\slash".into(), "".into()],
+                values: vec![
+                    "a".into(),
+                    "b c".into(),
+                    "it's".into(),
+                    "back\\slash".into(),
+                    "".into(),
+                ],
             },
             ColumnType::Set {
                 values: vec!["x".into(), "y,".into()],
@@ -605,7 +642,14 @@ mod tests {
             let s = t.sql();
             assert_eq!(s.parse::<ColumnType>().unwrap(), t, "{s}");
         }
-        for bad in ["int(11)", "varchar(10)", "decimal(10)", "float unsigned", "enum(a)", "nope"] {
+        for bad in [
+            "int(11)",
+            "varchar(10)",
+            "decimal(10)",
+            "float unsigned",
+            "enum(a)",
+            "nope",
+        ] {
             assert!(bad.parse::<ColumnType>().is_err(), "{bad}");
         }
     }
@@ -648,7 +692,10 @@ mod tests {
 
     #[test]
     fn time_formats_like_mariadb() {
-        assert_eq!(format_time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999), "-838:59:59.999999");
+        assert_eq!(
+            format_time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999),
+            "-838:59:59.999999"
+        );
         assert_eq!(format_time(25 * 3_600_000_000), "25:00:00.000000");
         assert_eq!(format_time(0), "0:00:00.000000");
     }

@@ -9,8 +9,8 @@ use apache_avro::types::Value as AvroValue;
 use continuum_schemas::types::{BlobKind, Date, DateTime, IntWidth, TextKind};
 use continuum_schemas::{
     avro, BinlogPosition, ChangeEvent, CodecError, Column, ColumnType, Decoder, Encoder, Gtid,
-    GtidPosition, Op, RecordAt, Registry, RegistrySettings, SourceInfo, StreamRecord,
-    TableSchema, TxPlace, Value,
+    GtidPosition, Op, RecordAt, Registry, RegistrySettings, SourceInfo, StreamRecord, TableSchema,
+    TxPlace, Value,
 };
 
 fn registry_url() -> String {
@@ -28,7 +28,10 @@ fn registry() -> Registry {
 
 /// A topic name no other test run uses, so subjects never collide.
 fn unique_topic(name: &str) -> String {
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("test.{name}.{n}")
 }
 
@@ -109,10 +112,19 @@ async fn round_trip(topic: &str, t: &Arc<TableSchema>, values: Vec<Value>) {
             (Value::Double(a), Value::Double(b)) if a.is_nan() => assert!(b.is_nan()),
             _ => assert_eq!(got, &v, "{} {}", t.table, t.columns[1].ty),
         }
-        assert_eq!(c.table.columns, t.columns, "shape read back from the registry");
+        assert_eq!(
+            c.table.columns, t.columns,
+            "shape read back from the registry"
+        );
         assert_eq!(c.table.primary_key, t.primary_key);
         assert_eq!(c.source, source());
-        assert_eq!(c.tx, Some(TxPlace { index: i as u64, last: false }));
+        assert_eq!(
+            c.tx,
+            Some(TxPlace {
+                index: i as u64,
+                last: false
+            })
+        );
     }
 }
 
@@ -134,7 +146,12 @@ async fn integers_keep_their_extremes() {
         round_trip(
             &topic,
             &table(name, int(width, false)),
-            vec![Value::Int(lo as i64), Value::Int(hi as i64), Value::Int(0), Value::Null],
+            vec![
+                Value::Int(lo as i64),
+                Value::Int(hi as i64),
+                Value::Int(0),
+                Value::Null,
+            ],
         )
         .await;
         if width == IntWidth::Big {
@@ -151,7 +168,12 @@ async fn integers_keep_their_extremes() {
     round_trip(
         &topic,
         &table("bigint_unsigned", int(IntWidth::Big, true)),
-        vec![Value::UInt(0), Value::UInt(18_446_744_073_709_551_615), Value::UInt(1 << 63), Value::Null],
+        vec![
+            Value::UInt(0),
+            Value::UInt(18_446_744_073_709_551_615),
+            Value::UInt(1 << 63),
+            Value::Null,
+        ],
     )
     .await;
     // BOOL is TINYINT(1): 2 is a legal value and must survive.
@@ -169,7 +191,13 @@ async fn decimals_floats_and_bits_are_exact() {
     let max65 = format!("{}.{}", "9".repeat(35), "9".repeat(30));
     round_trip(
         &topic,
-        &table("dec65_30", ColumnType::Decimal { precision: 65, scale: 30 }),
+        &table(
+            "dec65_30",
+            ColumnType::Decimal {
+                precision: 65,
+                scale: 30,
+            },
+        ),
         vec![
             Value::Decimal(max65.clone()),
             Value::Decimal(format!("-{max65}")),
@@ -181,8 +209,17 @@ async fn decimals_floats_and_bits_are_exact() {
     .await;
     round_trip(
         &topic,
-        &table("dec10_0", ColumnType::Decimal { precision: 10, scale: 0 }),
-        vec![Value::Decimal("9999999999".into()), Value::Decimal("-9999999999".into())],
+        &table(
+            "dec10_0",
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 0,
+            },
+        ),
+        vec![
+            Value::Decimal("9999999999".into()),
+            Value::Decimal("-9999999999".into()),
+        ],
     )
     .await;
     round_trip(
@@ -219,7 +256,11 @@ async fn decimals_floats_and_bits_are_exact() {
     round_trip(
         &topic,
         &table("bit64", ColumnType::Bit { bits: 64 }),
-        vec![Value::Bytes(vec![0xff; 8]), Value::Bytes(vec![0; 8]), Value::Null],
+        vec![
+            Value::Bytes(vec![0xff; 8]),
+            Value::Bytes(vec![0; 8]),
+            Value::Null,
+        ],
     )
     .await;
 }
@@ -229,11 +270,29 @@ async fn dates_and_times_keep_microseconds_and_zero_values() {
     let topic = unique_topic("time");
     let d = |s: &str| Value::Date(s.parse::<Date>().unwrap());
     let dt = |s: &str| Value::DateTime(s.parse::<DateTime>().unwrap());
-    round_trip(&topic, &table("year", ColumnType::Year), vec![Value::Int(1901), Value::Int(2155), Value::Int(0), Value::Null]).await;
+    round_trip(
+        &topic,
+        &table("year", ColumnType::Year),
+        vec![
+            Value::Int(1901),
+            Value::Int(2155),
+            Value::Int(0),
+            Value::Null,
+        ],
+    )
+    .await;
     round_trip(
         &topic,
         &table("date", ColumnType::Date),
-        vec![d("1000-01-01"), d("9999-12-31"), d("1970-01-01"), d("0000-00-00"), d("2024-00-15"), d("2024-02-00"), Value::Null],
+        vec![
+            d("1000-01-01"),
+            d("9999-12-31"),
+            d("1970-01-01"),
+            d("0000-00-00"),
+            d("2024-00-15"),
+            d("2024-02-00"),
+            Value::Null,
+        ],
     )
     .await;
     for fsp in 0..=6u8 {
@@ -254,9 +313,9 @@ async fn dates_and_times_keep_microseconds_and_zero_values() {
             &topic,
             &table(&format!("timestamp{fsp}"), ColumnType::Timestamp { fsp }),
             vec![
-                Value::Timestamp(1_000_000),                 // 1970-01-01 00:00:01 UTC
-                Value::Timestamp(2_147_483_647_999_999),     // 2038-01-19 03:14:07.999999 UTC
-                Value::Timestamp(0),                          // the zero timestamp
+                Value::Timestamp(1_000_000),             // 1970-01-01 00:00:01 UTC
+                Value::Timestamp(2_147_483_647_999_999), // 2038-01-19 03:14:07.999999 UTC
+                Value::Timestamp(0),                     // the zero timestamp
                 Value::Null,
             ],
         )
@@ -265,7 +324,13 @@ async fn dates_and_times_keep_microseconds_and_zero_values() {
         round_trip(
             &topic,
             &table(&format!("time{fsp}"), ColumnType::Time { fsp }),
-            vec![Value::Time(max), Value::Time(-max), Value::Time(25 * 3_600_000_000), Value::Time(-1), Value::Null],
+            vec![
+                Value::Time(max),
+                Value::Time(-max),
+                Value::Time(25 * 3_600_000_000),
+                Value::Time(-1),
+                Value::Null,
+            ],
         )
         .await;
     }
@@ -274,10 +339,20 @@ async fn dates_and_times_keep_microseconds_and_zero_values() {
 #[tokio::test]
 async fn strings_and_bytes_survive_exactly() {
     let topic = unique_topic("strings");
-    for kind in [TextKind::Char, TextKind::VarChar, TextKind::TinyText, TextKind::Text, TextKind::MediumText, TextKind::LongText] {
+    for kind in [
+        TextKind::Char,
+        TextKind::VarChar,
+        TextKind::TinyText,
+        TextKind::Text,
+        TextKind::MediumText,
+        TextKind::LongText,
+    ] {
         round_trip(
             &topic,
-            &table(&format!("{kind:?}").to_lowercase(), ColumnType::Text { kind }),
+            &table(
+                &format!("{kind:?}").to_lowercase(),
+                ColumnType::Text { kind },
+            ),
             vec![
                 Value::Text(String::new()),
                 Value::Text("héllo 😀 𝄞 中文".into()),
@@ -288,43 +363,92 @@ async fn strings_and_bytes_survive_exactly() {
         .await;
     }
     let not_utf8 = vec![0xff, 0xfe, 0x00, 0xc3, 0x28];
-    for kind in [BlobKind::VarBinary, BlobKind::TinyBlob, BlobKind::Blob, BlobKind::MediumBlob, BlobKind::LongBlob] {
+    for kind in [
+        BlobKind::VarBinary,
+        BlobKind::TinyBlob,
+        BlobKind::Blob,
+        BlobKind::MediumBlob,
+        BlobKind::LongBlob,
+    ] {
         round_trip(
             &topic,
-            &table(&format!("{kind:?}").to_lowercase(), ColumnType::Blob { kind }),
-            vec![Value::Bytes(vec![]), Value::Bytes(not_utf8.clone()), Value::Null],
+            &table(
+                &format!("{kind:?}").to_lowercase(),
+                ColumnType::Blob { kind },
+            ),
+            vec![
+                Value::Bytes(vec![]),
+                Value::Bytes(not_utf8.clone()),
+                Value::Null,
+            ],
         )
         .await;
     }
     round_trip(
         &topic,
         &table("binary16", ColumnType::Binary { len: 16 }),
-        vec![Value::Bytes(vec![0; 16]), Value::Bytes((0..16).collect()), Value::Null],
+        vec![
+            Value::Bytes(vec![0; 16]),
+            Value::Bytes((0..16).collect()),
+            Value::Null,
+        ],
     )
     .await;
     // INET4, INET6, UUID travel as BINARY(4) / BINARY(16).
-    round_trip(&topic, &table("inet4", ColumnType::Binary { len: 4 }), vec![Value::Bytes(vec![10, 0, 0, 1])]).await;
+    round_trip(
+        &topic,
+        &table("inet4", ColumnType::Binary { len: 4 }),
+        vec![Value::Bytes(vec![10, 0, 0, 1])],
+    )
+    .await;
     round_trip(
         &topic,
         &table("uuid", ColumnType::Binary { len: 16 }),
-        vec![Value::Bytes(vec![0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x55, 0x44, 0, 0])],
+        vec![Value::Bytes(vec![
+            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x55, 0x44, 0,
+            0,
+        ])],
     )
     .await;
     round_trip(
         &topic,
-        &table("enum", ColumnType::Enum { values: vec!["x".into(), "y z".into(), "it's".into()] }),
-        vec![Value::Text("y z".into()), Value::Text("it's".into()), Value::Text(String::new()), Value::Null],
+        &table(
+            "enum",
+            ColumnType::Enum {
+                values: vec!["x".into(), "y z".into(), "it's".into()],
+            },
+        ),
+        vec![
+            Value::Text("y z".into()),
+            Value::Text("it's".into()),
+            Value::Text(String::new()),
+            Value::Null,
+        ],
     )
     .await;
     round_trip(
         &topic,
-        &table("set", ColumnType::Set { values: vec!["a".into(), "b".into(), "c".into()] }),
-        vec![Value::Text("a,c".into()), Value::Text(String::new()), Value::Null],
+        &table(
+            "set",
+            ColumnType::Set {
+                values: vec!["a".into(), "b".into(), "c".into()],
+            },
+        ),
+        vec![
+            Value::Text("a,c".into()),
+            Value::Text(String::new()),
+            Value::Null,
+        ],
     )
     .await;
     round_trip(
         &topic,
-        &table("json", ColumnType::Text { kind: TextKind::LongText }),
+        &table(
+            "json",
+            ColumnType::Text {
+                kind: TextKind::LongText,
+            },
+        ),
         vec![Value::Text(r#"{"a": [1, 2.5, "ü"], "b": null}"#.into())],
     )
     .await;
@@ -336,16 +460,28 @@ async fn strings_and_bytes_survive_exactly() {
         &2.0f64.to_le_bytes(),
     ]
     .concat();
-    round_trip(&topic, &table("geometry", ColumnType::Geometry), vec![Value::Bytes(point), Value::Null]).await;
+    round_trip(
+        &topic,
+        &table("geometry", ColumnType::Geometry),
+        vec![Value::Bytes(point), Value::Null],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_16_mib_blob_round_trips() {
     let topic = unique_topic("bigblob");
-    let blob: Vec<u8> = (0..16 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let blob: Vec<u8> = (0..16 * 1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     round_trip(
         &topic,
-        &table("longblob", ColumnType::Blob { kind: BlobKind::LongBlob }),
+        &table(
+            "longblob",
+            ColumnType::Blob {
+                kind: BlobKind::LongBlob,
+            },
+        ),
         vec![Value::Bytes(blob)],
     )
     .await;
@@ -360,11 +496,36 @@ async fn a_stock_reader_decodes_our_bytes_with_the_registry_schema_alone() {
         db: "shop".into(),
         table: "order items".into(),
         columns: vec![
-            Column { name: "id".into(), ty: int(IntWidth::Big, true), nullable: false },
-            Column { name: "price".into(), ty: ColumnType::Decimal { precision: 10, scale: 2 }, nullable: false },
-            Column { name: "when".into(), ty: ColumnType::DateTime { fsp: 6 }, nullable: true },
-            Column { name: "note text".into(), ty: ColumnType::Text { kind: TextKind::VarChar }, nullable: true },
-            Column { name: "at".into(), ty: ColumnType::Timestamp { fsp: 3 }, nullable: false },
+            Column {
+                name: "id".into(),
+                ty: int(IntWidth::Big, true),
+                nullable: false,
+            },
+            Column {
+                name: "price".into(),
+                ty: ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                nullable: false,
+            },
+            Column {
+                name: "when".into(),
+                ty: ColumnType::DateTime { fsp: 6 },
+                nullable: true,
+            },
+            Column {
+                name: "note text".into(),
+                ty: ColumnType::Text {
+                    kind: TextKind::VarChar,
+                },
+                nullable: true,
+            },
+            Column {
+                name: "at".into(),
+                ty: ColumnType::Timestamp { fsp: 3 },
+                nullable: false,
+            },
         ],
         primary_key: vec![0],
     });
@@ -386,7 +547,10 @@ async fn a_stock_reader_decodes_our_bytes_with_the_registry_schema_alone() {
             Value::Timestamp(1_700_000_000_123_000),
         ]),
         source: source(),
-        tx: Some(TxPlace { index: 3, last: true }),
+        tx: Some(TxPlace {
+            index: 3,
+            last: true,
+        }),
     });
     let mut enc = Encoder::new(registry(), &topic);
     let e = enc.encode(&rec, 77).await.unwrap();
@@ -405,24 +569,63 @@ async fn a_stock_reader_decodes_our_bytes_with_the_registry_schema_alone() {
         .read_value(&mut payload)
         .unwrap();
     assert!(payload.is_empty());
-    let AvroValue::Record(fields) = decoded else { panic!() };
-    let get = |r: &[(String, AvroValue)], n: &str| r.iter().find(|(k, _)| k == n).unwrap().1.clone();
-    let AvroValue::Union(1, after) = get(&fields, "after") else { panic!("after is not set") };
-    let AvroValue::Record(after) = *after else { panic!() };
-    let AvroValue::Decimal(id_dec) = get(&after, "id") else { panic!() };
-    assert_eq!(Vec::<u8>::try_from(id_dec).unwrap(), vec![0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    let AvroValue::Decimal(price) = get(&after, "price") else { panic!() };
+    let AvroValue::Record(fields) = decoded else {
+        panic!()
+    };
+    let get =
+        |r: &[(String, AvroValue)], n: &str| r.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let AvroValue::Union(1, after) = get(&fields, "after") else {
+        panic!("after is not set")
+    };
+    let AvroValue::Record(after) = *after else {
+        panic!()
+    };
+    let AvroValue::Decimal(id_dec) = get(&after, "id") else {
+        panic!()
+    };
+    assert_eq!(
+        Vec::<u8>::try_from(id_dec).unwrap(),
+        vec![0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+    );
+    let AvroValue::Decimal(price) = get(&after, "price") else {
+        panic!()
+    };
     assert_eq!(Vec::<u8>::try_from(price).unwrap(), vec![0xfb], "-5 cents");
-    assert_eq!(get(&after, "when"), AvroValue::Union(1, Box::new(AvroValue::LocalTimestampMicros(1_714_979_289_123_456))));
-    assert_eq!(get(&after, "__note_000020text"), AvroValue::Union(1, Box::new(AvroValue::String("ok 😀".into()))));
-    assert_eq!(get(&after, "at"), AvroValue::TimestampMicros(1_700_000_000_123_000));
+    assert_eq!(
+        get(&after, "when"),
+        AvroValue::Union(
+            1,
+            Box::new(AvroValue::LocalTimestampMicros(1_714_979_289_123_456))
+        )
+    );
+    assert_eq!(
+        get(&after, "__note_000020text"),
+        AvroValue::Union(1, Box::new(AvroValue::String("ok 😀".into())))
+    );
+    assert_eq!(
+        get(&after, "at"),
+        AvroValue::TimestampMicros(1_700_000_000_123_000)
+    );
     assert_eq!(get(&fields, "op"), AvroValue::String("u".into()));
     assert_eq!(get(&fields, "ts_ms"), AvroValue::Long(77));
-    let AvroValue::Record(src) = get(&fields, "source") else { panic!() };
-    assert_eq!(get(&src, "gtid"), AvroValue::Union(1, Box::new(AvroValue::String("1-1-42".into()))));
-    assert_eq!(get(&src, "gtid_position"), AvroValue::String("1-1-42,2-2-7".into()));
-    assert_eq!(get(&src, "table"), AvroValue::Union(1, Box::new(AvroValue::String("order items".into()))));
-    let AvroValue::Union(1, tx) = get(&fields, "transaction") else { panic!() };
+    let AvroValue::Record(src) = get(&fields, "source") else {
+        panic!()
+    };
+    assert_eq!(
+        get(&src, "gtid"),
+        AvroValue::Union(1, Box::new(AvroValue::String("1-1-42".into())))
+    );
+    assert_eq!(
+        get(&src, "gtid_position"),
+        AvroValue::String("1-1-42,2-2-7".into())
+    );
+    assert_eq!(
+        get(&src, "table"),
+        AvroValue::Union(1, Box::new(AvroValue::String("order items".into())))
+    );
+    let AvroValue::Union(1, tx) = get(&fields, "transaction") else {
+        panic!()
+    };
     assert_eq!(
         *tx,
         AvroValue::Record(vec![
@@ -433,10 +636,20 @@ async fn a_stock_reader_decodes_our_bytes_with_the_registry_schema_alone() {
     );
     // The generated envelope embeds the fixed .avsc parts exactly.
     let env: serde_json::Value = serde_json::from_str(&avro::table_schemas(&t).value_json).unwrap();
-    let src_field = env["fields"].as_array().unwrap().iter().find(|f| f["name"] == "source").unwrap();
+    let src_field = env["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "source")
+        .unwrap();
     let source_avsc: serde_json::Value = serde_json::from_str(avro::SOURCE_AVSC).unwrap();
     assert_eq!(src_field["type"], source_avsc);
-    let tx_field = env["fields"].as_array().unwrap().iter().find(|f| f["name"] == "transaction").unwrap();
+    let tx_field = env["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "transaction")
+        .unwrap();
     let tx_avsc: serde_json::Value = serde_json::from_str(avro::TRANSACTION_AVSC).unwrap();
     assert_eq!(tx_field["type"][1], tx_avsc);
 }
@@ -450,9 +663,16 @@ async fn precomputed_writer_matches_apache_avro_writer() {
     let ev = ChangeEvent {
         op: Op::Delete,
         table: t.clone(),
-        before: Some(vec![Value::Int(-7), Value::Date("0000-00-00".parse().unwrap())]),
+        before: Some(vec![
+            Value::Int(-7),
+            Value::Date("0000-00-00".parse().unwrap()),
+        ]),
         after: None,
-        source: SourceInfo { snapshot_id: Some("s1".into()), gtid: None, ..source() },
+        source: SourceInfo {
+            snapshot_id: Some("s1".into()),
+            gtid: None,
+            ..source()
+        },
         tx: None,
     };
     let mut ours = Vec::new();
@@ -469,7 +689,10 @@ async fn precomputed_writer_matches_apache_avro_writer() {
                 ])),
             ),
         ),
-        ("after".into(), AvroValue::Union(0, Box::new(AvroValue::Null))),
+        (
+            "after".into(),
+            AvroValue::Union(0, Box::new(AvroValue::Null)),
+        ),
         (
             "source".into(),
             AvroValue::Record(vec![
@@ -477,7 +700,10 @@ async fn precomputed_writer_matches_apache_avro_writer() {
                 ("connector".into(), s("continuum")),
                 ("name".into(), s("topic")),
                 ("server_id".into(), AvroValue::Long(1)),
-                ("gtid".into(), AvroValue::Union(0, Box::new(AvroValue::Null))),
+                (
+                    "gtid".into(),
+                    AvroValue::Union(0, Box::new(AvroValue::Null)),
+                ),
                 ("gtid_position".into(), s("1-1-42,2-2-7")),
                 ("resume_position".into(), s("1-1-41,2-2-7")),
                 ("file".into(), s("sf-bin.000001")),
@@ -491,7 +717,10 @@ async fn precomputed_writer_matches_apache_avro_writer() {
         ),
         ("op".into(), s("d")),
         ("ts_ms".into(), AvroValue::Long(99)),
-        ("transaction".into(), AvroValue::Union(0, Box::new(AvroValue::Null))),
+        (
+            "transaction".into(),
+            AvroValue::Union(0, Box::new(AvroValue::Null)),
+        ),
     ]);
     let theirs = avro::encode_with_apache(&schema, reference).unwrap();
     assert_eq!(ours, theirs);
@@ -505,22 +734,40 @@ async fn schema_evolution_registers_versions_and_old_records_still_decode() {
     // A table name of its own: the registry deduplicates identical schema texts across subjects,
     // and rivven-schema then adds no version to a new subject, so reruns must not reuse texts.
     let name = topic.replace('.', "_");
-    let v1 = table(&name, ColumnType::Text { kind: TextKind::VarChar });
+    let v1 = table(
+        &name,
+        ColumnType::Text {
+            kind: TextKind::VarChar,
+        },
+    );
     let mut add = (*v1).clone();
-    add.columns.push(Column { name: "added".into(), ty: ColumnType::Double, nullable: true });
+    add.columns.push(Column {
+        name: "added".into(),
+        ty: ColumnType::Double,
+        nullable: true,
+    });
     let add = Arc::new(add);
     let mut drop = (*add).clone();
     drop.columns.remove(1);
     let drop = Arc::new(drop);
     let mut modify = (*drop).clone();
-    modify.columns[1].ty = ColumnType::Decimal { precision: 12, scale: 4 };
+    modify.columns[1].ty = ColumnType::Decimal {
+        precision: 12,
+        scale: 4,
+    };
     let modify = Arc::new(modify);
 
     let rows = [
         (v1.clone(), vec![Value::Int(1), Value::Text("one".into())]),
-        (add.clone(), vec![Value::Int(2), Value::Text("two".into()), Value::Double(2.5)]),
+        (
+            add.clone(),
+            vec![Value::Int(2), Value::Text("two".into()), Value::Double(2.5)],
+        ),
         (drop.clone(), vec![Value::Int(3), Value::Double(3.5)]),
-        (modify.clone(), vec![Value::Int(4), Value::Decimal("4.1234".into())]),
+        (
+            modify.clone(),
+            vec![Value::Int(4), Value::Decimal("4.1234".into())],
+        ),
     ];
     let mut encoded = Vec::new();
     let mut ids = Vec::new();
@@ -531,21 +778,29 @@ async fn schema_evolution_registers_versions_and_old_records_still_decode() {
             before: None,
             after: Some(row.clone()),
             source: source(),
-            tx: Some(TxPlace { index: 0, last: true }),
+            tx: Some(TxPlace {
+                index: 0,
+                last: true,
+            }),
         });
         let e = enc.encode(&rec, 1).await.unwrap();
         ids.push(u32::from_be_bytes(e.value[1..5].try_into().unwrap()));
         encoded.push(e);
     }
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
-    assert_eq!(distinct.len(), 4, "each shape is a new schema version: {ids:?}");
+    assert_eq!(
+        distinct.len(),
+        4,
+        "each shape is a new schema version: {ids:?}"
+    );
     let subject = avro::subject(&topic, &format!("roundtrip.{name}.Envelope"));
-    let versions: Vec<u32> = reqwest::get(format!("{}/subjects/{subject}/versions", registry_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: Vec<u32> =
+        reqwest::get(format!("{}/subjects/{subject}/versions", registry_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(versions.len(), 4, "four versions under {subject}");
 
     // A fresh decoder (no cache) reads every version, oldest first and newest first.
@@ -553,7 +808,11 @@ async fn schema_evolution_registers_versions_and_old_records_still_decode() {
         let mut dec = Decoder::new(registry());
         for i in order {
             let e = &encoded[i];
-            let StreamRecord::Change(c) = dec.decode(&at(&topic, i as i64), e.key.as_deref(), &e.value).await.unwrap() else {
+            let StreamRecord::Change(c) = dec
+                .decode(&at(&topic, i as i64), e.key.as_deref(), &e.value)
+                .await
+                .unwrap()
+            else {
                 panic!()
             };
             assert_eq!(c.after.as_ref().unwrap(), &rows[i].1);
@@ -565,49 +824,87 @@ async fn schema_evolution_registers_versions_and_old_records_still_decode() {
         .encode(&change(&v1, 9, Value::Text("again".into())), 1)
         .await
         .unwrap();
-    assert_eq!(u32::from_be_bytes(again.value[1..5].try_into().unwrap()), ids[0]);
+    assert_eq!(
+        u32::from_be_bytes(again.value[1..5].try_into().unwrap()),
+        ids[0]
+    );
 }
 
 #[tokio::test]
 async fn malformed_records_give_fatal_errors_that_name_the_position() {
     let topic = unique_topic("malformed");
     let reg = registry();
-    let t = table("bad", ColumnType::Text { kind: TextKind::VarChar });
+    let t = table(
+        "bad",
+        ColumnType::Text {
+            kind: TextKind::VarChar,
+        },
+    );
     let mut enc = Encoder::new(reg.clone(), &topic);
-    let good = enc.encode(&change(&t, 1, Value::Text("x".into())), 1).await.unwrap();
+    let good = enc
+        .encode(&change(&t, 1, Value::Text("x".into())), 1)
+        .await
+        .unwrap();
     let mut dec = Decoder::new(reg);
     let pos = at(&topic, 17);
 
     // Wrong magic byte.
     let mut bad = good.value.clone();
     bad[0] = 1;
-    let e = dec.decode(&pos, good.key.as_deref(), &bad).await.unwrap_err();
+    let e = dec
+        .decode(&pos, good.key.as_deref(), &bad)
+        .await
+        .unwrap_err();
     assert!(matches!(e, CodecError::BadMagic { found: 1, .. }), "{e}");
     assert!(e.to_string().contains(&format!("{topic}[0]@17")), "{e}");
     assert!(!e.is_transient());
 
     // Too short for a header.
-    let e = dec.decode(&pos, good.key.as_deref(), &[0, 0, 1]).await.unwrap_err();
+    let e = dec
+        .decode(&pos, good.key.as_deref(), &[0, 0, 1])
+        .await
+        .unwrap_err();
     assert!(matches!(e, CodecError::TooShort { len: 3, .. }), "{e}");
 
     // Unknown schema id.
     let mut unknown = good.value.clone();
     unknown[1..5].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
-    let e = dec.decode(&pos, good.key.as_deref(), &unknown).await.unwrap_err();
-    assert!(matches!(e, CodecError::UnknownSchemaId { id: 0x7fff_fff0, .. }), "{e}");
+    let e = dec
+        .decode(&pos, good.key.as_deref(), &unknown)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodecError::UnknownSchemaId {
+                id: 0x7fff_fff0,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("@17"), "{e}");
     assert!(!e.is_transient());
 
     // Truncated Avro body.
     let cut = &good.value[..good.value.len() - 3];
-    let e = dec.decode(&pos, good.key.as_deref(), cut).await.unwrap_err();
+    let e = dec
+        .decode(&pos, good.key.as_deref(), cut)
+        .await
+        .unwrap_err();
     assert!(matches!(e, CodecError::Undecodable { .. }), "{e}");
 
     // Trailing garbage after a complete record.
     let mut long = good.value.clone();
     long.extend_from_slice(&[1, 2, 3]);
-    let e = dec.decode(&pos, good.key.as_deref(), &long).await.unwrap_err();
-    assert!(matches!(e, CodecError::Undecodable { ref reason, .. } if reason.contains("left over")), "{e}");
+    let e = dec
+        .decode(&pos, good.key.as_deref(), &long)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CodecError::Undecodable { ref reason, .. } if reason.contains("left over")),
+        "{e}"
+    );
 
     // Row change without a key.
     let e = dec.decode(&pos, None, &good.value).await.unwrap_err();
@@ -630,7 +927,11 @@ async fn control_records_round_trip() {
     let mut dec = Decoder::new(reg);
     let pos: GtidPosition = "1-1-9,2-2-3".parse().unwrap();
     let records = vec![
-        StreamRecord::Heartbeat(Heartbeat { server_id: 1, position: pos.clone(), ts_ms: 123 }),
+        StreamRecord::Heartbeat(Heartbeat {
+            server_id: 1,
+            position: pos.clone(),
+            ts_ms: 123,
+        }),
         StreamRecord::Snapshot(SnapshotMarker {
             snapshot_id: "snap-1".into(),
             phase: SnapshotPhase::Start,
@@ -651,13 +952,19 @@ async fn control_records_round_trip() {
             database: "shop".into(),
             ddl: "ALTER TABLE t ADD COLUMN `ü` INT".into(),
             source: source(),
-            tx: TxPlace { index: 0, last: true },
+            tx: TxPlace {
+                index: 0,
+                last: true,
+            },
         }),
     ];
     for (i, r) in records.iter().enumerate() {
         let e = enc.encode(r, 8).await.unwrap();
         assert!(e.key.is_none());
-        let back = dec.decode(&at(&topic, i as i64), None, &e.value).await.unwrap();
+        let back = dec
+            .decode(&at(&topic, i as i64), None, &e.value)
+            .await
+            .unwrap();
         assert_eq!(&back, r);
     }
 }

@@ -41,11 +41,15 @@ pub fn stack_tls_toml() -> String {
 /// `.stack/env`) and verifying the host name, as the `continuum` users require
 /// (`scripts/stack.sh`, "TLS"). `None` for a stack without TLS.
 pub fn stack_ssl() -> Option<mysql_async::SslOpts> {
-    let ca = std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty())?;
-    Some(continuum_common::db::ssl_opts(&continuum_common::config::DbTlsConfig {
-        ca_file: PathBuf::from(ca),
-        verify_hostname: true,
-    }))
+    let ca = std::env::var("STACK_TLS_CA")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    Some(continuum_common::db::ssl_opts(
+        &continuum_common::config::DbTlsConfig {
+            ca_file: PathBuf::from(ca),
+            verify_hostname: true,
+        },
+    ))
 }
 
 /// One site of the local stack, as `.stack/env` describes it.

@@ -40,7 +40,12 @@ impl Pipeline {
         let prefix = unique_name(name);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
-        Pipeline { sf_topic: format!("{prefix}.sf.cdc"), eu_topic: format!("{prefix}.eu.cdc"), prefix, dir }
+        Pipeline {
+            sf_topic: format!("{prefix}.sf.cdc"),
+            eu_topic: format!("{prefix}.eu.cdc"),
+            prefix,
+            dir,
+        }
     }
 
     fn envs(&self) -> Vec<(&'static str, String)> {
@@ -88,7 +93,10 @@ impl Pipeline {
     fn consumer_at(&self, site: &str, args: &[&str]) -> Output {
         let bin = workspace_root().join("target/debug/continuum-consumer");
         Command::new("bash")
-            .args(["-c", &format!("eval \"$(scripts/pipeline.sh env {site})\" && exec \"$0\" \"$@\"")])
+            .args([
+                "-c",
+                &format!("eval \"$(scripts/pipeline.sh env {site})\" && exec \"$0\" \"$@\""),
+            ])
             .arg(bin)
             .args(args)
             .envs(self.envs())
@@ -146,7 +154,11 @@ impl Pipeline {
 
 async fn sf_position() -> GtidPosition {
     let mut c = stack().sf.admin_conn().await;
-    let p: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    let p: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
     p.parse().unwrap()
 }
 
@@ -167,7 +179,10 @@ async fn wait_eu_caught_up(topic: &str, target: &GtidPosition, timeout: Duration
                 }
             }
         }
-        assert!(Instant::now() < deadline, "EU did not apply {topic} up to {want} within {timeout:?}; its checkpoint is at {last}");
+        assert!(
+            Instant::now() < deadline,
+            "EU did not apply {topic} up to {want} within {timeout:?}; its checkpoint is at {last}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -176,11 +191,17 @@ async fn wait_eu_caught_up(topic: &str, target: &GtidPosition, timeout: Duration
 /// also across databases, so the invariant is the total over all databases, read by one
 /// statement (one consistent read). While the workload sets up, some databases may not be
 /// seeded yet: the total is then a whole multiple of one database's seed, never anything else.
-async fn sample_invariant(dbs: Vec<String>, stop: tokio::sync::watch::Receiver<bool>) -> (u64, Vec<String>) {
+async fn sample_invariant(
+    dbs: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (u64, Vec<String>) {
     let per_db = workload::expected_total(1);
     let q = format!(
         "SELECT CAST(SUM(s) * 100 AS CHAR) FROM ({}) x",
-        dbs.iter().map(|d| format!("SELECT SUM(balance) AS s FROM `{d}`.accounts")).collect::<Vec<_>>().join(" UNION ALL ")
+        dbs.iter()
+            .map(|d| format!("SELECT SUM(balance) AS s FROM `{d}`.accounts"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     );
     let mut samples = 0;
     let mut violations = Vec::new();
@@ -191,7 +212,10 @@ async fn sample_invariant(dbs: Vec<String>, stop: tokio::sync::watch::Receiver<b
                 let cents: i128 = sum.split('.').next().unwrap().parse().unwrap();
                 samples += 1;
                 if cents % per_db != 0 || cents / per_db > dbs.len() as i128 {
-                    violations.push(format!("total {} at sample {samples}", workload::format_cents(cents)));
+                    violations.push(format!(
+                        "total {} at sample {samples}",
+                        workload::format_cents(cents)
+                    ));
                 }
             }
         }
@@ -202,9 +226,16 @@ async fn sample_invariant(dbs: Vec<String>, stop: tokio::sync::watch::Receiver<b
 
 fn verify(p: &Pipeline, dbs: &[String]) {
     let out = p.consumer_at("eu", &["verify", "--databases", &dbs.join(",")]);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{text}");
-    assert!(out.status.success() && text.contains("verdict: IDENTICAL"), "verify found differences:\n{text}");
+    assert!(
+        out.status.success() && text.contains("verdict: IDENTICAL"),
+        "verify found differences:\n{text}"
+    );
 }
 
 /// Checks the SF changelog while the run is in progress: a reader follows the topic from
@@ -242,18 +273,28 @@ impl ChangelogCheck {
             return Ok(());
         }
         if offset != self.next_offset {
-            return Err(format!("offsets {} to {} are missing from the changelog", self.next_offset, offset - 1));
+            return Err(format!(
+                "offsets {} to {} are missing from the changelog",
+                self.next_offset,
+                offset - 1
+            ));
         }
         self.next_offset = offset + 1;
         let pos = m
             .headers()
-            .and_then(|h| h.iter().find(|x| x.key == "continuum.pos").and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+            .and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == "continuum.pos")
+                    .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
             .ok_or_else(|| format!("the record at offset {offset} has no continuum.pos header"))?;
         if let Ok(StreamPosition::Txn { gtid, index, .. }) = pos.parse() {
             match self.last {
                 Some((g, i)) if g == gtid => {
                     if index != i + 1 {
-                        return Err(format!("{gtid}: event {index} after {i} at offset {offset}"));
+                        return Err(format!(
+                            "{gtid}: event {index} after {i} at offset {offset}"
+                        ));
                     }
                 }
                 Some((g, _)) => {
@@ -284,9 +325,14 @@ impl ChangelogFollower {
         use rdkafka::{Offset, TopicPartitionList};
         let sf = &stack().sf;
         sf.wait_topic_ready(topic, Duration::from_secs(60));
-        let consumer: BaseConsumer = sf.consumer_config("changelog-follower").set("fetch.wait.max.ms", "100").create().expect("consumer");
+        let consumer: BaseConsumer = sf
+            .consumer_config("changelog-follower")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(0)).expect("partition list");
+        tpl.add_partition_offset(topic, 0, Offset::Offset(0))
+            .expect("partition list");
         consumer.assign(&tpl).expect("assign");
         let until = Arc::new(AtomicI64::new(-1));
         let target = until.clone();
@@ -300,7 +346,8 @@ impl ChangelogFollower {
                     if check.next_offset >= until {
                         return Ok(check);
                     }
-                    let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(600));
+                    let d =
+                        *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(600));
                     if Instant::now() > d {
                         return Err(format!("the changelog reader reached offset {} of {topic}, not {until}, within 600s of the end of the run ({} read errors)", check.next_offset, check.errors));
                     }
@@ -311,7 +358,10 @@ impl ChangelogFollower {
                         // Broker kills show up here (transport failures); librdkafka retries.
                         check.errors += 1;
                         if check.errors % 50 == 1 {
-                            eprintln!("changelog reader: {e} (read error {}, at offset {})", check.errors, check.next_offset);
+                            eprintln!(
+                                "changelog reader: {e} (read error {}, at offset {})",
+                                check.errors, check.next_offset
+                            );
                         }
                     }
                     None => {}
@@ -326,8 +376,15 @@ impl ChangelogFollower {
     fn finish(self, topic: &str) -> usize {
         let (_, high) = stack().sf.wait_topic_ready(topic, Duration::from_secs(60));
         self.until.store(high, Ordering::SeqCst);
-        let check = self.reader.join().expect("changelog reader").unwrap_or_else(|e| panic!("{topic}: {e}"));
-        eprintln!("changelog: {} records checked, {} source transactions, each once and in order", check.next_offset, check.txns);
+        let check = self
+            .reader
+            .join()
+            .expect("changelog reader")
+            .unwrap_or_else(|e| panic!("{topic}: {e}"));
+        eprintln!(
+            "changelog: {} records checked, {} source transactions, each once and in order",
+            check.next_offset, check.txns
+        );
         check.txns
     }
 }
@@ -338,29 +395,42 @@ impl ChangelogFollower {
 async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
     let s = &stack().eu;
     let mut conn = mysql_async::Conn::new(s.admin_opts()).await.unwrap();
-    conn.query_drop("SET @mariadb_slave_capability=4").await.unwrap();
-    conn.query_drop("SET @slave_connect_state=''").await.unwrap();
-    let req = mysql_async::BinlogStreamRequest::new(4_000_000_000 - (std::process::id() % 1000)).with_filename(b"").with_pos(4u64).with_non_blocking();
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .unwrap();
+    conn.query_drop("SET @slave_connect_state=''")
+        .await
+        .unwrap();
+    let req = mysql_async::BinlogStreamRequest::new(4_000_000_000 - (std::process::id() % 1000))
+        .with_filename(b"")
+        .with_pos(4u64)
+        .with_non_blocking();
     let mut stream = conn.get_binlog_stream(req).await.unwrap();
     let mut commits = 0;
     let mut prev_after: Option<GtidPosition> = None;
     let mut cp_table: Option<u64> = None;
     let text = |v: Option<&mysql_async::binlog::value::BinlogValue<'_>>| -> Option<String> {
         match v {
-            Some(mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Bytes(b))) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Bytes(b))) => {
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
             _ => None,
         }
     };
     while let Some(ev) = stream.next().await {
         let ev = ev.unwrap();
-        let Ok(Some(data)) = ev.read_data() else { continue };
+        let Ok(Some(data)) = ev.read_data() else {
+            continue;
+        };
         match data {
             mysql_async::binlog::events::EventData::TableMapEvent(t) => {
                 if t.database_name() == "continuum" && t.table_name() == "checkpoint" {
                     cp_table = Some(t.table_id());
                 }
             }
-            mysql_async::binlog::events::EventData::RowsEvent(r) if Some(r.table_id()) == cp_table => {
+            mysql_async::binlog::events::EventData::RowsEvent(r)
+                if Some(r.table_id()) == cp_table =>
+            {
                 let tme = stream.get_tme(r.table_id()).unwrap();
                 for row in r.rows(tme) {
                     let (before, after) = row.unwrap();
@@ -368,7 +438,8 @@ async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
                     if text(after.as_ref(0)).as_deref() != Some(topic) {
                         continue;
                     }
-                    let a: GtidPosition = text(after.as_ref(4)).unwrap_or_default().parse().unwrap();
+                    let a: GtidPosition =
+                        text(after.as_ref(4)).unwrap_or_default().parse().unwrap();
                     let b: GtidPosition = before
                         .and_then(|b| text(b.as_ref(4)))
                         .map(|t| t.parse().unwrap())
@@ -376,9 +447,15 @@ async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
                     let a1: GtidPosition = a.iter().filter(|g| g.domain == 1).copied().collect();
                     let b1: GtidPosition = b.iter().filter(|g| g.domain == 1).copied().collect();
                     if let Some(p) = &prev_after {
-                        assert_eq!(&b1, p, "an apply commit started at {b1} where the previous one ended at {p}");
+                        assert_eq!(
+                            &b1, p,
+                            "an apply commit started at {b1} where the previous one ended at {p}"
+                        );
                     }
-                    assert!(a1.covers(&b1), "an apply commit moved the checkpoint back from {b1} to {a1}");
+                    assert!(
+                        a1.covers(&b1),
+                        "an apply commit moved the checkpoint back from {b1} to {a1}"
+                    );
                     prev_after = Some(a1);
                     commits += 1;
                 }
@@ -393,7 +470,9 @@ async fn drop_databases(dbs: &[String]) {
     for site in [&stack().sf, &stack().eu] {
         if let Ok(mut c) = mysql_async::Conn::new(site.admin_opts()).await {
             for db in dbs {
-                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await;
+                let _ = c
+                    .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                    .await;
             }
         }
     }
@@ -401,7 +480,10 @@ async fn drop_databases(dbs: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_replicates_a_workload_consistently() {
-    let seconds: u64 = std::env::var("E2E_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    let seconds: u64 = std::env::var("E2E_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
     let p = Pipeline::new("e2e");
     let dbs = p.databases(3);
     p.start();
@@ -409,13 +491,18 @@ async fn pipeline_replicates_a_workload_consistently() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample_invariant(dbs.clone(), stop_rx));
     let mut wl = p.workload(seconds, 3, 11);
-    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "workload failed:\n{}", p.log());
     let target = sf_position().await;
     wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(600)).await;
     let _ = stop_tx.send(true);
     let (samples, violations) = sampler.await.unwrap();
-    assert!(violations.is_empty(), "partial transactions were visible on EU: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "partial transactions were visible on EU: {violations:?}"
+    );
     assert!(samples > 100, "only {samples} invariant samples were taken");
     verify(&p, &dbs);
     let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
@@ -427,14 +514,24 @@ async fn pipeline_replicates_a_workload_consistently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kill9_components_loses_nothing() {
-    let cycles: usize = std::env::var("CHAOS_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let cycles: usize = std::env::var("CHAOS_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let p = Pipeline::new("chaos");
     let dbs = p.databases(2);
     p.start();
     let changelog = ChangelogFollower::start(&p.sf_topic);
     let seconds = (cycles as u64 * 12).max(60);
     let mut wl = p.workload(seconds, 2, 23);
-    let targets = ["sf-producer", "eu-consumer", "sf-broker", "eu-broker", "sf-db", "eu-db"];
+    let targets = [
+        "sf-producer",
+        "eu-consumer",
+        "sf-broker",
+        "eu-broker",
+        "sf-db",
+        "eu-db",
+    ];
     let mut rng = rand::rng();
     let mut log: BTreeMap<usize, String> = BTreeMap::new();
     let started = Instant::now();
@@ -450,11 +547,16 @@ async fn chaos_kill9_components_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
         p.must("scripts/stack.sh", &["up"]);
         p.must("scripts/pipeline.sh", &["start"]);
-        let line = format!("cycle {cycle:>3}: killed {target:<12} at {t0:7.1}s, restarted by {:7.1}s", started.elapsed().as_secs_f64());
+        let line = format!(
+            "cycle {cycle:>3}: killed {target:<12} at {t0:7.1}s, restarted by {:7.1}s",
+            started.elapsed().as_secs_f64()
+        );
         eprintln!("{line}");
         log.insert(cycle, line);
     }
-    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "workload failed:\n{}", p.log());
     let target = sf_position().await;
     wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(900)).await;

@@ -12,8 +12,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use continuum_schemas::{Registry, RegistrySettings, RetryPolicy};
 use continuum_common::kafka::read_at;
+use continuum_schemas::{Registry, RegistrySettings, RetryPolicy};
 use continuum_tests::{restart_part, stack, stack_cmd, unique_name, workspace_root, Site};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -309,14 +309,28 @@ async fn sf_registry_restarted_keeps_schema_ids() {
     // first, so a restore that took subjects in name order would register the shared schema there
     // first, after which rivven-schema adds no version 2 to the evolving subject.
     let (evolving, copy) = (format!("{ns}-z.Evolving"), format!("{ns}-a.Copy"));
-    let s_old = format!(r#"{{"type":"record","name":"E","namespace":"{ns}","fields":[{{"name":"a","type":"long"}}]}}"#);
+    let s_old = format!(
+        r#"{{"type":"record","name":"E","namespace":"{ns}","fields":[{{"name":"a","type":"long"}}]}}"#
+    );
     let s_new = format!(
         r#"{{"type":"record","name":"E","namespace":"{ns}","fields":[{{"name":"a","type":"long"}},{{"name":"b","type":["null","long"],"default":null}}]}}"#
     );
-    let id_old = before.register(&evolving, &s_old).await.expect("register v1");
-    let id_new = before.register(&evolving, &s_new).await.expect("register v2");
+    let id_old = before
+        .register(&evolving, &s_old)
+        .await
+        .expect("register v1");
+    let id_new = before
+        .register(&evolving, &s_new)
+        .await
+        .expect("register v2");
     assert_ne!(id_old, id_new);
-    assert_eq!(before.register(&copy, &s_new).await.expect("register the copy"), id_new);
+    assert_eq!(
+        before
+            .register(&copy, &s_new)
+            .await
+            .expect("register the copy"),
+        id_new
+    );
 
     stack_cmd("stop", &site.registry_part());
     // The start replays the dump and refuses to serve if any subject's ids differ.
@@ -341,9 +355,15 @@ async fn sf_registry_restarted_keeps_schema_ids() {
         );
     }
     let after_shared = reg();
-    assert_eq!(after_shared.register(&evolving, &s_new).await.unwrap(), id_new);
+    assert_eq!(
+        after_shared.register(&evolving, &s_new).await.unwrap(),
+        id_new
+    );
     assert_eq!(after_shared.register(&copy, &s_new).await.unwrap(), id_new);
-    assert_eq!(after_shared.register(&evolving, &s_old).await.unwrap(), id_old);
+    assert_eq!(
+        after_shared.register(&evolving, &s_old).await.unwrap(),
+        id_old
+    );
     let fresh = format!(r#"{{"type":"record","name":"Fresh","namespace":"{ns}","fields":[]}}"#);
     let new_id = after
         .register(&format!("{ns}-{ns}.Fresh"), &fresh)
@@ -487,7 +507,8 @@ fn broker_storage_has_the_header_index() {
     if s.broker_storage != "sqlite" {
         return;
     }
-    let dir = std::env::var("STACK_DIR").unwrap_or_else(|_| workspace_root().join(".stack").display().to_string());
+    let dir = std::env::var("STACK_DIR")
+        .unwrap_or_else(|_| workspace_root().join(".stack").display().to_string());
     for part in ["sf-broker", "eu-broker"] {
         let db = format!("{dir}/{part}/{part}.db");
         let out = std::process::Command::new("python3")

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use continuum_schemas::types::{IntWidth, TextKind};
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, Column, ColumnType, Decoder, Encoder, Gtid, GtidPosition, Op, RecordAt, Registry,
-    RegistrySettings, SourceInfo, StreamRecord, TableSchema, TxPlace, Value,
+    BinlogPosition, ChangeEvent, Column, ColumnType, Decoder, Encoder, Gtid, GtidPosition, Op,
+    RecordAt, Registry, RegistrySettings, SourceInfo, StreamRecord, TableSchema, TxPlace, Value,
 };
 use continuum_tests::{stack, wait_for_blocking, Site};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -51,17 +51,37 @@ metrics_listen = "127.0.0.1:0"
 [consumer.mirror]
 max_retry_delay = "1s"
 "#,
-                s.eu.db_host, s.eu.db_port, s.eu.db_user, s.sf.brokers, s.sf.registry, s.eu.brokers, s.eu.registry
+                s.eu.db_host,
+                s.eu.db_port,
+                s.eu.db_user,
+                s.sf.brokers,
+                s.sf.registry,
+                s.eu.brokers,
+                s.eu.registry
             ),
         )
         .unwrap();
-        MirrorCase { topic: topic.to_owned(), dir, config }
+        MirrorCase {
+            topic: topic.to_owned(),
+            dir,
+            config,
+        }
     }
 
     pub fn spawn(&self) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("mirror.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mirror.log"))
+            .unwrap();
         Command::new(env!("CARGO_BIN_EXE_continuum-consumer"))
-            .args(["--config", self.config.to_str().unwrap(), "--log", "info,continuum_consumer=debug", "mirror"])
+            .args([
+                "--config",
+                self.config.to_str().unwrap(),
+                "--log",
+                "info,continuum_consumer=debug",
+                "mirror",
+            ])
             .env("CONTINUUM_DB_PASSWORD", &stack().eu.db_password)
             .stdout(Stdio::null())
             .stderr(log)
@@ -75,7 +95,11 @@ max_retry_delay = "1s"
 }
 
 pub fn registry(site: &Site) -> Registry {
-    Registry::new(&RegistrySettings { url: site.registry.clone(), ..Default::default() }).unwrap()
+    Registry::new(&RegistrySettings {
+        url: site.registry.clone(),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 pub fn table() -> Arc<TableSchema> {
@@ -83,9 +107,29 @@ pub fn table() -> Arc<TableSchema> {
         db: "mirrored".into(),
         table: "items".into(),
         columns: vec![
-            Column { name: "id".into(), ty: ColumnType::Integer { width: IntWidth::Big, unsigned: false }, nullable: false },
-            Column { name: "name".into(), ty: ColumnType::Text { kind: TextKind::VarChar }, nullable: true },
-            Column { name: "price".into(), ty: ColumnType::Decimal { precision: 12, scale: 2 }, nullable: true },
+            Column {
+                name: "id".into(),
+                ty: ColumnType::Integer {
+                    width: IntWidth::Big,
+                    unsigned: false,
+                },
+                nullable: false,
+            },
+            Column {
+                name: "name".into(),
+                ty: ColumnType::Text {
+                    kind: TextKind::VarChar,
+                },
+                nullable: true,
+            },
+            Column {
+                name: "price".into(),
+                ty: ColumnType::Decimal {
+                    precision: 12,
+                    scale: 2,
+                },
+                nullable: true,
+            },
         ],
         primary_key: vec![0],
     })
@@ -100,7 +144,11 @@ pub fn record(t: &Arc<TableSchema>, n: u64) -> StreamRecord {
         op: Op::Insert,
         table: t.clone(),
         before: None,
-        after: Some(vec![Value::Int(n as i64), Value::Text(format!("item {n} ü")), Value::Decimal(format!("{}.{:02}", n, n % 100))]),
+        after: Some(vec![
+            Value::Int(n as i64),
+            Value::Text(format!("item {n} ü")),
+            Value::Decimal(format!("{}.{:02}", n, n % 100)),
+        ]),
         source: SourceInfo {
             server_id: 1,
             gtid: Some(gtid),
@@ -110,7 +158,10 @@ pub fn record(t: &Arc<TableSchema>, n: u64) -> StreamRecord {
             commit_ts_ms: 1_700_000_000_000 + n as i64,
             snapshot_id: None,
         },
-        tx: Some(TxPlace { index: n % 3, last: n % 3 == 2 }),
+        tx: Some(TxPlace {
+            index: n % 3,
+            last: n % 3 == 2,
+        }),
     })
 }
 
@@ -125,12 +176,23 @@ pub async fn produce(topic: &str, from: u64, to: u64, pace: Duration) {
         let e = enc.encode(&rec, 1_700_000_000_000).await.unwrap();
         let pos = rec.position().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "continuum.kind", value: Some("row") })
-            .insert(Header { key: "continuum.pos", value: Some(&pos) });
+            .insert(Header {
+                key: "continuum.kind",
+                value: Some("row"),
+            })
+            .insert(Header {
+                key: "continuum.pos",
+                value: Some(&pos),
+            });
         let key = e.key.unwrap();
         producer
             .send(
-                FutureRecord::to(topic).partition(0).key(&key).payload(&e.value).headers(headers).timestamp(1_700_000_000_000 + n as i64),
+                FutureRecord::to(topic)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&e.value)
+                    .headers(headers)
+                    .timestamp(1_700_000_000_000 + n as i64),
                 Duration::from_secs(60),
             )
             .await
@@ -145,15 +207,19 @@ pub async fn produce(topic: &str, from: u64, to: u64, pace: Duration) {
 pub fn high_watermark(site: &Site, topic: &str) -> Option<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = site.consumer_config("mirror-test-wm").create().unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(5)).ok().map(|w| w.1)
+    c.fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .ok()
+        .map(|w| w.1)
 }
 
 /// Waits until the EU copy has as many records as the SF topic.
 pub fn wait_mirrored(topic: &str, expected: i64, timeout: Duration) {
     let s = stack();
-    wait_for_blocking(&format!("{topic} mirrored to {expected} records"), timeout, || {
-        (high_watermark(&s.eu, topic)? >= expected).then_some(())
-    });
+    wait_for_blocking(
+        &format!("{topic} mirrored to {expected} records"),
+        timeout,
+        || (high_watermark(&s.eu, topic)? >= expected).then_some(()),
+    );
 }
 
 /// Source and target hold the same records, in order, once each: same headers (plus the
@@ -163,15 +229,33 @@ pub async fn assert_exact_copy(topic: &str, expected: usize) {
     let s = stack();
     let src: Vec<OwnedMessage> = s.sf.read_from(topic, 0, expected, Duration::from_secs(120));
     let dst: Vec<OwnedMessage> = s.eu.read_from(topic, 0, expected, Duration::from_secs(120));
-    assert_eq!(high_watermark(&s.eu, topic), Some(expected as i64), "no record beyond the source's");
+    assert_eq!(
+        high_watermark(&s.eu, topic),
+        Some(expected as i64),
+        "no record beyond the source's"
+    );
     let mut sf_dec = Decoder::new(registry(&s.sf));
     let mut eu_dec = Decoder::new(registry(&s.eu));
     for (a, b) in src.iter().zip(&dst) {
         let hdr = |m: &OwnedMessage, k: &str| {
-            m.headers().and_then(|h| h.iter().filter(|x| x.key == k).last().and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+            m.headers().and_then(|h| {
+                h.iter()
+                    .filter(|x| x.key == k)
+                    .last()
+                    .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
         };
-        assert_eq!(hdr(b, "continuum.mirror.offset"), Some(a.offset().to_string()), "target offset {} carries its source offset", b.offset());
-        assert_eq!(b.offset(), a.offset(), "offsets line up: nothing skipped or doubled");
+        assert_eq!(
+            hdr(b, "continuum.mirror.offset"),
+            Some(a.offset().to_string()),
+            "target offset {} carries its source offset",
+            b.offset()
+        );
+        assert_eq!(
+            b.offset(),
+            a.offset(),
+            "offsets line up: nothing skipped or doubled"
+        );
         assert_eq!(hdr(b, "continuum.pos"), hdr(a, "continuum.pos"));
         assert_eq!(hdr(b, "continuum.kind"), hdr(a, "continuum.kind"));
         assert_eq!(b.timestamp().to_millis(), a.timestamp().to_millis());
@@ -179,9 +263,16 @@ pub async fn assert_exact_copy(topic: &str, expected: usize) {
         let (av, bv) = (a.payload().unwrap(), b.payload().unwrap());
         assert_eq!(&ak[5..], &bk[5..]);
         assert_eq!(&av[5..], &bv[5..]);
-        let at = RecordAt { topic: topic.into(), partition: 0, offset: a.offset() };
+        let at = RecordAt {
+            topic: topic.into(),
+            partition: 0,
+            offset: a.offset(),
+        };
         let ra = sf_dec.decode(&at, Some(ak), av).await.unwrap();
-        let rb = eu_dec.decode(&at, Some(bk), bv).await.unwrap_or_else(|e| panic!("EU decode of {at}: {e}"));
+        let rb = eu_dec
+            .decode(&at, Some(bk), bv)
+            .await
+            .unwrap_or_else(|e| panic!("EU decode of {at}: {e}"));
         assert_eq!(ra, rb);
     }
 }

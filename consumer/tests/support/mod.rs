@@ -19,8 +19,9 @@ use continuum_common::kafka::{ensure_changelog_topic, producer_config};
 use continuum_common::SiteConfig;
 use continuum_schemas::types::{format_time, DateTime};
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, Encoder, Gtid, GtidPosition, Op, Registry, RegistrySettings, SchemaChange,
-    SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema, TxPlace, Value,
+    BinlogPosition, ChangeEvent, Encoder, Gtid, GtidPosition, Op, Registry, RegistrySettings,
+    SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo, StreamRecord, TableSchema, TxPlace,
+    Value,
 };
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
@@ -30,7 +31,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 pub const BIN: &str = env!("CARGO_BIN_EXE_continuum-consumer");
 
 fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start the stack (`make up`) and `. .stack/env` first"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the stack (`make up`) and `. .stack/env` first")
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -43,7 +46,11 @@ pub struct Db {
 
 impl Db {
     fn from_env(prefix: &str, admin: bool) -> Db {
-        let (u, p) = if admin { ("DB_ADMIN_USER", "DB_ADMIN_PASSWORD") } else { ("DB_USER", "DB_PASSWORD") };
+        let (u, p) = if admin {
+            ("DB_ADMIN_USER", "DB_ADMIN_PASSWORD")
+        } else {
+            ("DB_USER", "DB_PASSWORD")
+        };
         Db {
             host: var(&format!("{prefix}_DB_HOST")),
             port: var(&format!("{prefix}_DB_PORT")).parse().unwrap(),
@@ -61,19 +68,28 @@ impl Db {
             .prefer_socket(false)
             .ssl_opts(continuum_tests::stack_ssl());
         let mut c = Conn::new(opts).await.expect("connect to MariaDB");
-        c.query_drop("SET time_zone='+00:00', NAMES utf8mb4").await.unwrap();
+        c.query_drop("SET time_zone='+00:00', NAMES utf8mb4")
+            .await
+            .unwrap();
         c
     }
 }
 
 /// A unique name for this test run.
 pub fn unique(name: &str) -> String {
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() % 10_000_000_000;
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 10_000_000_000;
     format!("{name}_{n}_{}", std::process::id() % 1000)
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// One test's world: a database (same name on source and replica), a topic, a config file.
@@ -141,11 +157,17 @@ filter = "info,continuum_consumer=debug"
         for admin in [&source_admin, &replica_admin] {
             let mut c = admin.conn().await;
             c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-            c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await.unwrap();
-            c.query_drop(format!("CREATE DATABASE `{db}`")).await.unwrap();
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                .await
+                .unwrap();
+            c.query_drop(format!("CREATE DATABASE `{db}`"))
+                .await
+                .unwrap();
             c.query_drop(format!("USE `{db}`")).await.unwrap();
             for s in ddl {
-                c.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+                c.query_drop(*s)
+                    .await
+                    .unwrap_or_else(|e| panic!("{s}: {e}"));
             }
         }
         Fixture {
@@ -170,10 +192,17 @@ filter = "info,continuum_consumer=debug"
     pub async fn source_on(&self, site: &str) -> Source {
         let cluster = self.cfg.cluster(site).unwrap().clone();
         let base = continuum_common::kafka::base_config(site, &cluster, "test-admin").unwrap();
-        ensure_changelog_topic(&base, &self.topic, Duration::from_secs(20)).await.unwrap();
+        ensure_changelog_topic(&base, &self.topic, Duration::from_secs(20))
+            .await
+            .unwrap();
         let mut pcfg = self.cfg.producer.clone();
         // Bigger batches than the producer's default: the local broker's cost is per batch.
-        pcfg.linger = Duration::from_millis(std::env::var("TEST_PRODUCER_LINGER_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20));
+        pcfg.linger = Duration::from_millis(
+            std::env::var("TEST_PRODUCER_LINGER_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20),
+        );
         let pc = producer_config(site, &cluster, "test-source", &pcfg).unwrap();
         let producer: FutureProducer = pc.create().unwrap();
         let registry = Registry::new(&RegistrySettings {
@@ -231,7 +260,11 @@ filter = "info,continuum_consumer=debug"
     pub fn spawn_apply(&self, extra: &[&str]) -> Child {
         let mut args = vec!["apply"];
         args.extend_from_slice(extra);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         self.command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -264,7 +297,10 @@ filter = "info,continuum_consumer=debug"
             .unwrap_or_default()
             .to_owned();
         for n in needles {
-            assert!(last.contains(n), "'{n}' not in the error message: {last}\n(full stderr: {err})");
+            assert!(
+                last.contains(n),
+                "'{n}' not in the error message: {last}\n(full stderr: {err})"
+            );
         }
     }
 
@@ -306,7 +342,11 @@ filter = "info,continuum_consumer=debug"
             let ca: Option<i64> = s.query_first(&cq).await.unwrap();
             let cb: Option<i64> = r.query_first(&cq).await.unwrap();
             assert_eq!(ca, cb, "row count of {t}: source vs replica");
-            assert_eq!(a.unwrap().1, b.unwrap().1, "CHECKSUM TABLE {t}: source vs replica");
+            assert_eq!(
+                a.unwrap().1,
+                b.unwrap().1,
+                "CHECKSUM TABLE {t}: source vs replica"
+            );
         }
     }
 
@@ -314,15 +354,22 @@ filter = "info,continuum_consumer=debug"
     pub fn high_watermark(&self) -> i64 {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let cluster = self.cfg.cluster("eu").unwrap();
-        let c: BaseConsumer = continuum_common::kafka::consumer_config("eu", cluster, "test-wm").unwrap().create().unwrap();
-        c.fetch_watermarks(&self.topic, 0, Duration::from_secs(10)).unwrap().1
+        let c: BaseConsumer = continuum_common::kafka::consumer_config("eu", cluster, "test-wm")
+            .unwrap()
+            .create()
+            .unwrap();
+        c.fetch_watermarks(&self.topic, 0, Duration::from_secs(10))
+            .unwrap()
+            .1
     }
 
     pub async fn drop_databases(&self) {
         for admin in [&self.source_admin, &self.replica_admin] {
             let mut c = admin.conn().await;
             let _ = c.query_drop("SET SESSION sql_log_bin=0").await;
-            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.db)).await;
+            let _ = c
+                .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.db))
+                .await;
         }
     }
 }
@@ -338,7 +385,10 @@ where
         if f().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -348,7 +398,10 @@ where
 pub enum RowOp {
     Insert(Vec<Value>),
     /// New full row; the before image comes from the model.
-    Update { key: Vec<Value>, after: Vec<Value> },
+    Update {
+        key: Vec<Value>,
+        after: Vec<Value>,
+    },
     Delete(Vec<Value>),
 }
 
@@ -374,7 +427,11 @@ pub struct Source {
 }
 
 pub fn key_of(t: &TableSchema, row: &[Value]) -> String {
-    t.primary_key.iter().map(|&i| format!("{:?}", row[i])).collect::<Vec<_>>().join("|")
+    t.primary_key
+        .iter()
+        .map(|&i| format!("{:?}", row[i]))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// `?`, or a binary-string placeholder for bytes (so INET6, UUID, BIT, GEOMETRY get bytes).
@@ -430,18 +487,49 @@ impl Source {
         let enc = self.encoder.encode(rec, ts).await.expect("encode");
         if let Some(m) = self.mirror.as_mut() {
             let e2 = m.encoder.encode(rec, ts).await.expect("encode");
-            m.send_raw(e2.key.as_deref(), &e2.value, rec.kind(), &rec.position().to_string(), ts).await;
+            m.send_raw(
+                e2.key.as_deref(),
+                &e2.value,
+                rec.kind(),
+                &rec.position().to_string(),
+                ts,
+            )
+            .await;
         }
-        self.send_raw(enc.key.as_deref(), &enc.value, rec.kind(), &rec.position().to_string(), ts).await
+        self.send_raw(
+            enc.key.as_deref(),
+            &enc.value,
+            rec.kind(),
+            &rec.position().to_string(),
+            ts,
+        )
+        .await
     }
 
     /// Sends raw bytes with the given headers; returns the record's index in this source.
-    pub async fn send_raw(&mut self, key: Option<&[u8]>, value: &[u8], kind: &str, pos: &str, ts: i64) -> i64 {
+    pub async fn send_raw(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        kind: &str,
+        pos: &str,
+        ts: i64,
+    ) -> i64 {
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "continuum.kind", value: Some(kind) })
-            .insert(Header { key: "continuum.pos", value: Some(pos) });
+            .insert(Header {
+                key: "continuum.kind",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "continuum.pos",
+                value: Some(pos),
+            });
         loop {
-            let mut r = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(value).partition(0).timestamp(ts).headers(headers.clone());
+            let mut r = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .payload(value)
+                .partition(0)
+                .timestamp(ts)
+                .headers(headers.clone());
             if let Some(k) = key {
                 r = r.key(k);
             }
@@ -451,7 +539,13 @@ impl Source {
                     break;
                 }
                 Err((e, _)) => {
-                    assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "produce: {e}");
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "produce: {e}"
+                    );
                     self.producer.poll(Duration::from_millis(10));
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -474,7 +568,13 @@ impl Source {
         }
     }
 
-    fn source_info(&self, gtid: Gtid, before: &GtidPosition, after: &GtidPosition, ts: i64) -> SourceInfo {
+    fn source_info(
+        &self,
+        gtid: Gtid,
+        before: &GtidPosition,
+        after: &GtidPosition,
+        ts: i64,
+    ) -> SourceInfo {
         SourceInfo {
             server_id: 1,
             gtid: Some(gtid),
@@ -498,14 +598,28 @@ impl Source {
     /// Executes `ops` as one transaction on the source, then writes its records.
     pub async fn txn(&mut self, ops: Vec<(&str, RowOp)>) -> Gtid {
         // The source first: it enforces constraints.
-        let mut sql_tx = self.conn.start_transaction(Default::default()).await.unwrap();
+        let mut sql_tx = self
+            .conn
+            .start_transaction(Default::default())
+            .await
+            .unwrap();
         let mut events = Vec::with_capacity(ops.len());
         for (table, op) in ops {
             let t = self.tables[table].clone();
             let q = |s: &str| format!("`{}`", s);
             let cols: Vec<String> = t.columns.iter().map(|c| q(&c.name)).collect();
-            let key_where = t.primary_key.iter().map(|&i| format!("{}=?", q(&t.columns[i].name))).collect::<Vec<_>>().join(" AND ");
-            let key_params = |row: &[Value]| t.primary_key.iter().map(|&i| param(&row[i])).collect::<Vec<_>>();
+            let key_where = t
+                .primary_key
+                .iter()
+                .map(|&i| format!("{}=?", q(&t.columns[i].name)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let key_params = |row: &[Value]| {
+                t.primary_key
+                    .iter()
+                    .map(|&i| param(&row[i]))
+                    .collect::<Vec<_>>()
+            };
             match op {
                 RowOp::Insert(row) => {
                     let sql = format!(
@@ -514,24 +628,40 @@ impl Source {
                         cols.join(","),
                         row.iter().map(placeholder).collect::<Vec<_>>().join(",")
                     );
-                    sql_tx.exec_drop(sql, row.iter().map(param).collect::<Vec<_>>()).await.unwrap();
-                    self.rows.insert((table.into(), key_of(&t, &row)), row.clone());
+                    sql_tx
+                        .exec_drop(sql, row.iter().map(param).collect::<Vec<_>>())
+                        .await
+                        .unwrap();
+                    self.rows
+                        .insert((table.into(), key_of(&t, &row)), row.clone());
                     events.push((t.clone(), Op::Insert, None, Some(row)));
                 }
                 RowOp::Update { key, after } => {
                     let k = key_of(&t, &key);
-                    let before = self.rows.remove(&(table.into(), k)).unwrap_or_else(|| panic!("no row {key:?} in {table}"));
-                    let sets = cols.iter().zip(&after).map(|(c, v)| format!("{c}={}", placeholder(v))).collect::<Vec<_>>().join(",");
+                    let before = self
+                        .rows
+                        .remove(&(table.into(), k))
+                        .unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let sets = cols
+                        .iter()
+                        .zip(&after)
+                        .map(|(c, v)| format!("{c}={}", placeholder(v)))
+                        .collect::<Vec<_>>()
+                        .join(",");
                     let sql = format!("UPDATE `{}` SET {sets} WHERE {key_where}", t.table);
                     let mut p: Vec<mysql_async::Value> = after.iter().map(param).collect();
                     p.extend(key_params(&before));
                     sql_tx.exec_drop(sql, p).await.unwrap();
-                    self.rows.insert((table.into(), key_of(&t, &after)), after.clone());
+                    self.rows
+                        .insert((table.into(), key_of(&t, &after)), after.clone());
                     events.push((t.clone(), Op::Update, Some(before), Some(after)));
                 }
                 RowOp::Delete(key) => {
                     let k = key_of(&t, &key);
-                    let before = self.rows.remove(&(table.into(), k)).unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let before = self
+                        .rows
+                        .remove(&(table.into(), k))
+                        .unwrap_or_else(|| panic!("no row {key:?} in {table}"));
                     let sql = format!("DELETE FROM `{}` WHERE {key_where}", t.table);
                     sql_tx.exec_drop(sql, key_params(&before)).await.unwrap();
                     events.push((t.clone(), Op::Delete, Some(before), None));
@@ -549,7 +679,10 @@ impl Source {
                 before: b,
                 after: a,
                 source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace { index: i as u64, last: i + 1 == n }),
+                tx: Some(TxPlace {
+                    index: i as u64,
+                    last: i + 1 == n,
+                }),
             });
             self.send(&rec).await;
         }
@@ -558,16 +691,30 @@ impl Source {
 
     /// A large insert-only transaction, streamed: `rows(i)` gives row i. The source runs it as
     /// multi-row INSERTs in one transaction.
-    pub async fn big_insert(&mut self, table: &str, n: usize, row: impl Fn(usize) -> Vec<Value>) -> Gtid {
+    pub async fn big_insert(
+        &mut self,
+        table: &str,
+        n: usize,
+        row: impl Fn(usize) -> Vec<Value>,
+    ) -> Gtid {
         let t = self.tables[table].clone();
         let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
-        let mut sql_tx = self.conn.start_transaction(Default::default()).await.unwrap();
+        let mut sql_tx = self
+            .conn
+            .start_transaction(Default::default())
+            .await
+            .unwrap();
         let chunk = 2000;
         let mut i = 0;
         while i < n {
             let m = chunk.min(n - i);
             let one = format!("({})", vec!["?"; cols.len()].join(","));
-            let sql = format!("INSERT INTO `{}` ({}) VALUES {}", t.table, cols.join(","), vec![one; m].join(","));
+            let sql = format!(
+                "INSERT INTO `{}` ({}) VALUES {}",
+                t.table,
+                cols.join(","),
+                vec![one; m].join(",")
+            );
             let mut p = Vec::with_capacity(m * cols.len());
             for j in i..i + m {
                 p.extend(row(j).iter().map(param));
@@ -587,7 +734,10 @@ impl Source {
                 before: None,
                 after: Some(r),
                 source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace { index: j as u64, last: j + 1 == n }),
+                tx: Some(TxPlace {
+                    index: j as u64,
+                    last: j + 1 == n,
+                }),
             });
             self.send(&rec).await;
         }
@@ -595,7 +745,12 @@ impl Source {
     }
 
     /// Insert records of one transaction, without running anything on the source (benchmarks).
-    pub async fn records_only_insert(&mut self, table: &str, ids: std::ops::Range<usize>, row: impl Fn(usize) -> Vec<Value>) -> Gtid {
+    pub async fn records_only_insert(
+        &mut self,
+        table: &str,
+        ids: std::ops::Range<usize>,
+        row: impl Fn(usize) -> Vec<Value>,
+    ) -> Gtid {
         let t = self.tables[table].clone();
         let (gtid, before, after) = self.next_gtid();
         let ts = self.next_ts();
@@ -607,7 +762,10 @@ impl Source {
                 before: None,
                 after: Some(row(j)),
                 source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace { index: k as u64, last: k + 1 == n }),
+                tx: Some(TxPlace {
+                    index: k as u64,
+                    last: k + 1 == n,
+                }),
             });
             self.send(&rec).await;
         }
@@ -623,7 +781,10 @@ impl Source {
             database: self.db.clone(),
             ddl: ddl.to_owned(),
             source: self.source_info(gtid, &before, &after, ts),
-            tx: TxPlace { index: 0, last: true },
+            tx: TxPlace {
+                index: 0,
+                last: true,
+            },
         });
         self.send(&rec).await;
         gtid
@@ -701,23 +862,52 @@ impl Source {
         match op {
             RowOp::Insert(row) => {
                 let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
-                let sql = format!("INSERT INTO `{}` ({}) VALUES ({})", t.table, cols.join(","), vec!["?"; cols.len()].join(","));
-                self.conn.exec_drop(sql, row.iter().map(param).collect::<Vec<_>>()).await.unwrap();
+                let sql = format!(
+                    "INSERT INTO `{}` ({}) VALUES ({})",
+                    t.table,
+                    cols.join(","),
+                    vec!["?"; cols.len()].join(",")
+                );
+                self.conn
+                    .exec_drop(sql, row.iter().map(param).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
                 self.rows.insert((table.into(), key_of(&t, &row)), row);
             }
             RowOp::Delete(key) => {
                 let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
-                let w = t.primary_key.iter().map(|&i| format!("`{}`=?", t.columns[i].name)).collect::<Vec<_>>().join(" AND ");
+                let w = t
+                    .primary_key
+                    .iter()
+                    .map(|&i| format!("`{}`=?", t.columns[i].name))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
                 let p: Vec<_> = t.primary_key.iter().map(|&i| param(&before[i])).collect();
-                self.conn.exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p).await.unwrap();
+                self.conn
+                    .exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p)
+                    .await
+                    .unwrap();
             }
             RowOp::Update { key, after } => {
                 let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
-                let set = t.columns.iter().map(|c| format!("`{}`=?", c.name)).collect::<Vec<_>>().join(",");
-                let w = t.primary_key.iter().map(|&i| format!("`{}`=?", t.columns[i].name)).collect::<Vec<_>>().join(" AND ");
+                let set = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("`{}`=?", c.name))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let w = t
+                    .primary_key
+                    .iter()
+                    .map(|&i| format!("`{}`=?", t.columns[i].name))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
                 let mut p: Vec<_> = after.iter().map(param).collect();
                 p.extend(t.primary_key.iter().map(|&i| param(&before[i])));
-                self.conn.exec_drop(format!("UPDATE `{}` SET {set} WHERE {w}", t.table), p).await.unwrap();
+                self.conn
+                    .exec_drop(format!("UPDATE `{}` SET {set} WHERE {w}", t.table), p)
+                    .await
+                    .unwrap();
                 self.rows.insert((table.into(), key_of(&t, &after)), after);
             }
         }
@@ -766,7 +956,12 @@ pub fn varbinary_col(name: &str, nullable: bool) -> continuum_schemas::Column {
     }
 }
 
-pub fn table(db: &str, name: &str, columns: Vec<continuum_schemas::Column>, pk: Vec<usize>) -> TableSchema {
+pub fn table(
+    db: &str,
+    name: &str,
+    columns: Vec<continuum_schemas::Column>,
+    pk: Vec<usize>,
+) -> TableSchema {
     TableSchema {
         db: db.into(),
         table: name.into(),

@@ -13,7 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make test`, or `make up` and `. .stack/env` first"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `make test`, or `make up` and `. .stack/env` first")
+    })
 }
 
 pub struct Stack {
@@ -46,13 +48,19 @@ pub fn stack() -> Stack {
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}_{}", n % 10_000_000_000)
 }
 
 /// A replica server id no concurrently running test uses.
 pub fn server_id() -> u32 {
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u32;
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u32;
     10_000 + (n % 1_000_000_000)
 }
 
@@ -64,7 +72,9 @@ pub async fn admin() -> mysql_async::Conn {
         .user(Some(s.admin_user))
         .pass(Some(s.admin_password))
         .prefer_socket(false);
-    let mut c = mysql_async::Conn::new(opts).await.expect("admin connection to SF");
+    let mut c = mysql_async::Conn::new(opts)
+        .await
+        .expect("admin connection to SF");
     c.query_drop("SET NAMES utf8mb4").await.unwrap();
     c
 }
@@ -115,7 +125,13 @@ filter = "info,continuum_producer=debug"
             ),
         )
         .unwrap();
-        TestPipeline { dir, config, db, topic, server_id }
+        TestPipeline {
+            dir,
+            config,
+            db,
+            topic,
+            server_id,
+        }
     }
 
     pub fn spawn(&self, extra: &[&str]) -> ProducerProc {
@@ -123,12 +139,20 @@ filter = "info,continuum_producer=debug"
     }
 
     pub fn spawn_logged(&self, extra: &[&str], log_name: &str) -> ProducerProc {
-        self.spawn_with(extra, log_name, &[("CONTINUUM_DB_PASSWORD", &stack().db_password)])
+        self.spawn_with(
+            extra,
+            log_name,
+            &[("CONTINUUM_DB_PASSWORD", &stack().db_password)],
+        )
     }
 
     pub fn spawn_with(&self, extra: &[&str], log_name: &str, env: &[(&str, &str)]) -> ProducerProc {
         let log = self.dir.join(format!("{log_name}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
             .arg("--config")
             .arg(&self.config)
@@ -143,19 +167,34 @@ filter = "info,continuum_producer=debug"
 
     /// Runs the producer to completion (for errors that stop it) and returns (success, log).
     pub fn run_to_exit(&self, extra: &[&str], timeout: Duration) -> (bool, String) {
-        self.run_to_exit_with(extra, timeout, &[("CONTINUUM_DB_PASSWORD", &stack().db_password)])
+        self.run_to_exit_with(
+            extra,
+            timeout,
+            &[("CONTINUUM_DB_PASSWORD", &stack().db_password)],
+        )
     }
 
-    pub fn run_to_exit_with(&self, extra: &[&str], timeout: Duration, env: &[(&str, &str)]) -> (bool, String) {
+    pub fn run_to_exit_with(
+        &self,
+        extra: &[&str],
+        timeout: Duration,
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
         let mut p = self.spawn_with(extra, &unique("run"), env);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = p.child.try_wait().unwrap() {
-                return (status.success(), std::fs::read_to_string(&p.log).unwrap_or_default());
+                return (
+                    status.success(),
+                    std::fs::read_to_string(&p.log).unwrap_or_default(),
+                );
             }
             if Instant::now() > deadline {
                 p.kill9();
-                panic!("producer did not exit within {timeout:?}; log:\n{}", std::fs::read_to_string(&p.log).unwrap_or_default());
+                panic!(
+                    "producer did not exit within {timeout:?}; log:\n{}",
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -212,12 +251,17 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<FetchedRecord> {
         return Vec::new();
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(low)).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low))
+        .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::with_capacity((high - low) as usize);
     let deadline = Instant::now() + Duration::from_secs(300);
     while out.last().map_or(low - 1, |r: &FetchedRecord| r.offset) < high - 1 {
-        assert!(Instant::now() < deadline, "reading {topic} timed out at {} of {high}", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} timed out at {} of {high}",
+            out.len()
+        );
         match c.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => out.push(FetchedRecord::from_message(&m)),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
@@ -238,36 +282,57 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// The `continuum.pos` header of a record.
 pub fn pos(r: &FetchedRecord) -> continuum_schemas::StreamPosition {
-    r.header_str("continuum.pos").expect("continuum.pos header").parse().unwrap()
+    r.header_str("continuum.pos")
+        .expect("continuum.pos header")
+        .parse()
+        .unwrap()
 }
 
 /// The SF server's current GTID position.
 pub async fn gtid_binlog_pos(c: &mut mysql_async::Conn) -> continuum_schemas::GtidPosition {
-    let p: String = c.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    let p: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
     p.parse().unwrap()
 }
 
 /// Waits until the topic's last record is at or after `target` (domain 1, where the tests
 /// write).
-pub async fn wait_caught_up(brokers: &str, topic: &str, target: &continuum_schemas::GtidPosition, timeout: Duration) {
+pub async fn wait_caught_up(
+    brokers: &str,
+    topic: &str,
+    target: &continuum_schemas::GtidPosition,
+    timeout: Duration,
+) {
     let c = consumer(brokers);
     let deadline = Instant::now() + timeout;
     let mut last_seen = String::new();
     loop {
         if let Ok((_, high)) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
             if high > 0 {
-                if let Ok(Some(rec)) = continuum_common::kafka::read_at(&c, topic, high - 1, Duration::from_secs(5)) {
+                if let Ok(Some(rec)) =
+                    continuum_common::kafka::read_at(&c, topic, high - 1, Duration::from_secs(5))
+                {
                     let p = pos(&rec);
                     last_seen = p.to_string();
                     if let Some(after) = p.after() {
-                        if target.iter().filter(|g| g.domain == 1).all(|g| after.contains(g)) {
+                        if target
+                            .iter()
+                            .filter(|g| g.domain == 1)
+                            .all(|g| after.contains(g))
+                        {
                             return;
                         }
                     }

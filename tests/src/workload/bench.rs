@@ -83,7 +83,13 @@ pub struct BenchArgs {
     #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
     pub user: String,
     /// MariaDB password.
-    #[arg(long, env = "SF_DB_ADMIN_PASSWORD", default_value = "", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long,
+        env = "SF_DB_ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub password: String,
 }
 
@@ -136,8 +142,16 @@ impl BenchArgs {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.database.is_empty() || !self.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            bail!("--database {:?}: use letters, digits and underscores", self.database);
+        if self.database.is_empty()
+            || !self
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            bail!(
+                "--database {:?}: use letters, digits and underscores",
+                self.database
+            );
         }
         if self.workers == 0 || self.workers > 64 {
             bail!("--workers {}: use 1 to 64", self.workers);
@@ -149,7 +163,10 @@ impl BenchArgs {
             bail!("--small-max and --large-rows must be at least 1");
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
-            bail!("--rate {}: row changes per second, 0 for as fast as possible", self.rate);
+            bail!(
+                "--rate {}: row changes per second, 0 for as fast as possible",
+                self.rate
+            );
         }
         if !self.reset && self.rows.is_none() && self.duration.is_none() {
             bail!("give --rows, --duration or --reset");
@@ -159,7 +176,9 @@ impl BenchArgs {
 }
 
 async fn connect(opts: &Opts) -> Result<Conn> {
-    let mut c = Conn::new(opts.clone()).await.context("connecting to MariaDB")?;
+    let mut c = Conn::new(opts.clone())
+        .await
+        .context("connecting to MariaDB")?;
     c.query_drop("SET NAMES utf8mb4, SESSION time_zone = '+00:00', SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
         .await
         .context("setting the session")?;
@@ -169,12 +188,19 @@ async fn connect(opts: &Opts) -> Result<Conn> {
 /// Drops and re-creates the database with empty tables.
 pub async fn reset(conn: &mut Conn, database: &str, tables: usize) -> Result<()> {
     let db = q(database);
-    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}")).await?;
-    conn.query_drop(format!("CREATE DATABASE {db} CHARACTER SET utf8mb4")).await?;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}"))
+        .await?;
+    conn.query_drop(format!("CREATE DATABASE {db} CHARACTER SET utf8mb4"))
+        .await?;
     for t in 0..tables {
-        conn.query_drop(format!("CREATE TABLE {db}.`t{t}` {}", table_body())).await?;
+        conn.query_drop(format!("CREATE TABLE {db}.`t{t}` {}", table_body()))
+            .await?;
     }
-    conn.query_drop(format!("CREATE TABLE {db}.`heartbeat` {}", heartbeat_body())).await?;
+    conn.query_drop(format!(
+        "CREATE TABLE {db}.`heartbeat` {}",
+        heartbeat_body()
+    ))
+    .await?;
     Ok(())
 }
 
@@ -197,7 +223,8 @@ impl Budget {
                     if take == 0 {
                         return 0;
                     }
-                    match r.compare_exchange(cur, cur - take, Ordering::Relaxed, Ordering::Relaxed) {
+                    match r.compare_exchange(cur, cur - take, Ordering::Relaxed, Ordering::Relaxed)
+                    {
                         Ok(_) => return take,
                         Err(now) => cur = now,
                     }
@@ -249,9 +276,17 @@ impl Worker {
         let mut next_k = Vec::with_capacity(args.tables);
         for t in 0..args.tables {
             let ids: Vec<i64> = conn
-                .query(format!("SELECT id FROM {db}.`t{t}` WHERE id % {} = {idx}", args.workers))
+                .query(format!(
+                    "SELECT id FROM {db}.`t{t}` WHERE id % {} = {idx}",
+                    args.workers
+                ))
                 .await
-                .with_context(|| format!("loading the ids of {}.t{t} (run `workload bench --reset` first)", args.database))?;
+                .with_context(|| {
+                    format!(
+                        "loading the ids of {}.t{t} (run `workload bench --reset` first)",
+                        args.database
+                    )
+                })?;
             let max = ids.iter().copied().max().unwrap_or(0);
             next_k.push(max / args.workers as i64 + 1);
             live.push(ids);
@@ -260,7 +295,11 @@ impl Worker {
             idx,
             workers: args.workers,
             db,
-            rng: StdRng::seed_from_u64(args.seed.wrapping_add(idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            rng: StdRng::seed_from_u64(
+                args.seed
+                    .wrapping_add(idx as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
             conn,
             live,
             next_k,
@@ -270,7 +309,9 @@ impl Worker {
 
     fn text(&mut self, min: usize, max: usize) -> String {
         let n = self.rng.random_range(min..=max);
-        (0..n).map(|_| ALNUM[self.rng.random_range(0..ALNUM.len())] as char).collect()
+        (0..n)
+            .map(|_| ALNUM[self.rng.random_range(0..ALNUM.len())] as char)
+            .collect()
     }
 
     fn new_id(&mut self, t: usize) -> i64 {
@@ -325,7 +366,13 @@ impl Worker {
         for _ in 0..n {
             let t = self.rng.random_range(0..tables);
             let r: f64 = self.rng.random();
-            let op = if r < 0.50 { 0 } else if r < 0.85 { 1 } else { 2 };
+            let op = if r < 0.50 {
+                0
+            } else if r < 0.85 {
+                1
+            } else {
+                2
+            };
             match op {
                 1 if !self.live[t].is_empty() => {
                     let id = self.pick_live(t).unwrap();
@@ -342,13 +389,21 @@ impl Worker {
                 }
                 2 if !self.live[t].is_empty() => {
                     let id = self.take_live(t).unwrap();
-                    out.push(Stmt { sql: format!("DELETE FROM {}.`t{t}` WHERE id = {id}", self.db), rows: 1, kind: 2 });
+                    out.push(Stmt {
+                        sql: format!("DELETE FROM {}.`t{t}` WHERE id = {id}", self.db),
+                        rows: 1,
+                        kind: 2,
+                    });
                 }
                 _ => {
                     let id = self.new_id(t);
                     let v = self.row_values(id, now);
                     self.live[t].push(id);
-                    out.push(Stmt { sql: self.insert_sql(t, &[v]), rows: 1, kind: 0 });
+                    out.push(Stmt {
+                        sql: self.insert_sql(t, &[v]),
+                        rows: 1,
+                        kind: 0,
+                    });
                 }
             }
         }
@@ -383,7 +438,11 @@ impl Worker {
             plan_del -= ids.len();
             let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             out.push(Stmt {
-                sql: format!("DELETE FROM {}.`t{t}` WHERE id IN ({})", self.db, list.join(",")),
+                sql: format!(
+                    "DELETE FROM {}.`t{t}` WHERE id IN ({})",
+                    self.db,
+                    list.join(",")
+                ),
                 rows: ids.len() as u64,
                 kind: 2,
             });
@@ -424,7 +483,11 @@ impl Worker {
                 vals.push(self.row_values(id, now));
                 self.live[t].push(id);
             }
-            out.push(Stmt { sql: self.insert_sql(t, &vals), rows: m as u64, kind: 0 });
+            out.push(Stmt {
+                sql: self.insert_sql(t, &vals),
+                rows: m as u64,
+                kind: 0,
+            });
             ins -= m;
         }
         out
@@ -445,7 +508,9 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
                         continue;
                     }
-                    return Err(anyhow!(e).context(format!("worker {}: transaction failed", self.idx)));
+                    return Err(
+                        anyhow!(e).context(format!("worker {}: transaction failed", self.idx))
+                    );
                 }
             }
         }
@@ -458,28 +523,42 @@ impl Worker {
             let got = self.conn.affected_rows();
             if got != s.rows {
                 return Err(mysql_async::Error::Other(
-                    format!("statement changed {got} rows, expected {}: {:.200}", s.rows, s.sql).into(),
+                    format!(
+                        "statement changed {got} rows, expected {}: {:.200}",
+                        s.rows, s.sql
+                    )
+                    .into(),
                 ));
             }
         }
         self.conn.query_drop("COMMIT").await
     }
 
-    async fn run(mut self, args: Arc<BenchArgs>, budget: Arc<Budget>, deadline: Option<Instant>) -> Result<Stats> {
+    async fn run(
+        mut self,
+        args: Arc<BenchArgs>,
+        budget: Arc<Budget>,
+        deadline: Option<Instant>,
+    ) -> Result<Stats> {
         let rate = args.rate / args.workers as f64;
         let mut sched_start = Instant::now();
         let mut sched_rows: u64 = 0;
         loop {
-            if budget.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if budget.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 break;
             }
             if rate > 0.0 {
                 let due = sched_start + Duration::from_secs_f64(sched_rows as f64 / rate);
                 let now = Instant::now();
                 if due > now {
-                    let wait = deadline.map_or(due - now, |d| (due - now).min(d.saturating_duration_since(now)));
+                    let wait = deadline.map_or(due - now, |d| {
+                        (due - now).min(d.saturating_duration_since(now))
+                    });
                     tokio::time::sleep(wait).await;
-                    if deadline.is_some_and(|d| Instant::now() >= d) || budget.stop.load(Ordering::Relaxed) {
+                    if deadline.is_some_and(|d| Instant::now() >= d)
+                        || budget.stop.load(Ordering::Relaxed)
+                    {
                         break;
                     }
                 } else if now - due > Duration::from_secs(2) {
@@ -490,13 +569,23 @@ impl Worker {
             }
             let k = budget.txn_counter.fetch_add(1, Ordering::Relaxed);
             let large = args.large_every > 0 && k % args.large_every == args.large_every - 1;
-            let want = if large { args.large_rows as u64 } else { self.rng.random_range(1..=args.small_max as u64) };
+            let want = if large {
+                args.large_rows as u64
+            } else {
+                self.rng.random_range(1..=args.small_max as u64)
+            };
             let n = budget.claim(want);
             if n == 0 {
                 break;
             }
-            let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-            let stmts = if large { self.plan_large(n, &now) } else { self.plan_small(n, &now) };
+            let now = chrono::Utc::now()
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string();
+            let stmts = if large {
+                self.plan_large(n, &now)
+            } else {
+                self.plan_small(n, &now)
+            };
             self.execute(&stmts).await?;
             let st = &mut self.stats;
             st.transactions += 1;
@@ -525,11 +614,19 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
         let mut c = connect(&opts).await?;
         reset(&mut c, &args.database, args.tables).await?;
         let _ = c.disconnect().await;
-        return Ok(BenchSummary { database: args.database.clone(), workers: args.workers, ..Default::default() });
+        return Ok(BenchSummary {
+            database: args.database.clone(),
+            workers: args.workers,
+            ..Default::default()
+        });
     }
     let mut workers = Vec::new();
     for w in 0..args.workers {
-        workers.push(Worker::start(w, &args, &opts).await.with_context(|| format!("starting worker {w}"))?);
+        workers.push(
+            Worker::start(w, &args, &opts)
+                .await
+                .with_context(|| format!("starting worker {w}"))?,
+        );
     }
     let budget = Arc::new(Budget {
         remaining: args.rows.map(AtomicU64::new),
@@ -550,7 +647,12 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
             r
         }));
     }
-    let mut s = BenchSummary { database: args.database.clone(), workers: args.workers, rate: args.rate, ..Default::default() };
+    let mut s = BenchSummary {
+        database: args.database.clone(),
+        workers: args.workers,
+        rate: args.rate,
+        ..Default::default()
+    };
     let mut first_err = None;
     for h in handles {
         match h.await {
@@ -584,18 +686,21 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
 
 /// `workload bench ARGS...`: `argv` without the leading `bench`.
 pub async fn main(argv: Vec<String>) -> std::process::ExitCode {
-    let args = match BenchArgs::try_parse_from(std::iter::once("workload bench".to_owned()).chain(argv)) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let args =
+        match BenchArgs::try_parse_from(std::iter::once("workload bench".to_owned()).chain(argv)) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = e.print();
+                return std::process::ExitCode::from(2);
+            }
+        };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
                 return;
             };
             tokio::select! {
@@ -607,7 +712,10 @@ pub async fn main(argv: Vec<String>) -> std::process::ExitCode {
     }
     match run(args, stop).await {
         Ok(s) => {
-            println!("{}", serde_json::to_string_pretty(&s).expect("summary as JSON"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("summary as JSON")
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -623,7 +731,11 @@ mod tests {
 
     #[test]
     fn budget_is_exact() {
-        let b = Budget { remaining: Some(AtomicU64::new(25)), txn_counter: AtomicU64::new(0), stop: Arc::new(AtomicBool::new(false)) };
+        let b = Budget {
+            remaining: Some(AtomicU64::new(25)),
+            txn_counter: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         assert_eq!(b.claim(10), 10);
         assert_eq!(b.claim(10), 10);
         assert_eq!(b.claim(10), 5);
@@ -632,7 +744,16 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        let a = BenchArgs::try_parse_from(["workload bench", "--rows", "100", "--rate", "50", "--workers", "2"]).unwrap();
+        let a = BenchArgs::try_parse_from([
+            "workload bench",
+            "--rows",
+            "100",
+            "--rate",
+            "50",
+            "--workers",
+            "2",
+        ])
+        .unwrap();
         assert_eq!(a.rows, Some(100));
         a.validate().unwrap();
         let a = BenchArgs::try_parse_from(["workload bench"]).unwrap();

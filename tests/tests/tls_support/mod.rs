@@ -847,7 +847,11 @@ pub fn binary(name: &str) -> PathBuf {
     }
     let mut src = SystemTime::UNIX_EPOCH;
     // Only the crates this binary is built from: a newer file elsewhere does not relink it.
-    let own = if name.contains("producer") { "producer/src" } else { "consumer/src" };
+    let own = if name.contains("producer") {
+        "producer/src"
+    } else {
+        "consumer/src"
+    };
     for d in ["common/src", "schemas/src", own] {
         newest(&workspace_root().join(d), &mut src);
     }
