@@ -45,12 +45,18 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
 
-# Alive means the process exists and is not a zombie (a zombie has exited; only its parent,
-# possibly not us, can reap it).
+# Whether process $1 still runs: it exists and some thread of it is not a zombie (a zombie has
+# exited; only its parent, possibly not us, can reap it). Every thread counts, not only the main
+# one: after SIGKILL the main thread can turn zombie while others are still exiting, and those hold
+# the process's files, its listening socket included, until the last of them is gone.
 alive() {
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]]
+  local stat s
+  for stat in /proc/"$1"/task/*/stat; do
+    { s=$(<"$stat"); } 2>/dev/null || continue
+    s=${s##*) } # the name in parentheses may itself hold spaces
+    [[ ${s%% *} != Z ]] && return 0
+  done
+  return 1
 }
 
 # The PID of a running part, or nothing. A stale PID file (process gone, or the PID reused by some
@@ -494,6 +500,13 @@ start_part() {
 port_free() {
   local part=$1 port holder
   port=$(port_of "$part")
+  # A listener that has just died can take a moment to let go of its port; give it a few seconds
+  # before blaming someone else.
+  local deadline=$((SECONDS + 5))
+  while port_open "$port"; do
+    ((SECONDS < deadline)) || break
+    sleep 0.2
+  done
   port_open "$port" || return 0
   holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -n 1 || true)
   log "error: $part: port $port is in use by a process this stack did not start${holder:+ ($holder)}; stop it, or move this part with $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT=..."
