@@ -1343,7 +1343,8 @@ async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
     let delete = env_or("BENCH_DELETE_TOPICS", "0") == "1";
-    if !delete && !(topics_sf.is_empty() && topics_eu.is_empty()) {
+    let any_topics = !topics_sf.is_empty() || !topics_eu.is_empty();
+    if !delete && any_topics {
         say(format!(
             "keeping the run's topics (BENCH_DELETE_TOPICS=1 deletes them): SF {}; EU {}",
             topics_sf.join(", "),

@@ -341,18 +341,15 @@ pub fn read_at(
                 return Ok(Some(FetchedRecord::from_message(&m)))
             }
             Some(Ok(m)) if m.offset() > offset => {
+                tracing::error!(
+                    topic,
+                    wanted = offset,
+                    got = m.offset(),
+                    "fetch skipped past the requested offset"
+                );
                 return Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::OffsetOutOfRange,
-                ))
-                .map_err(|e| {
-                    tracing::error!(
-                        topic,
-                        wanted = offset,
-                        got = m.offset(),
-                        "fetch skipped past the requested offset"
-                    );
-                    e
-                })
+                ));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e),
@@ -377,6 +374,28 @@ pub fn read_last(
             RDKafkaErrorCode::RequestTimedOut,
         )),
     }
+}
+
+/// The last record of partition 0 once the end offset has stopped moving, or `None` for an
+/// empty partition. A writer that resumes from its topic's tail calls this, so that a record
+/// still in flight from a predecessor that just died is counted before the writer decides
+/// where to resume.
+pub fn read_last_stable(
+    cfg: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<FetchedRecord>, KafkaError> {
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut high = watermarks(&consumer, topic, timeout)?.1;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        let h = watermarks(&consumer, topic, timeout)?.1;
+        if h == high {
+            break;
+        }
+        high = h;
+    }
+    read_last(&consumer, topic, timeout)
 }
 
 #[cfg(test)]
@@ -536,26 +555,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// The last record of partition 0 once the end offset has stopped moving, or `None` for an
-/// empty partition. A writer that resumes from its topic's tail calls this, so that a record
-/// still in flight from a predecessor that just died is counted before the writer decides
-/// where to resume.
-pub fn read_last_stable(
-    cfg: &ClientConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Option<FetchedRecord>, KafkaError> {
-    let consumer: BaseConsumer = cfg.create()?;
-    let mut high = watermarks(&consumer, topic, timeout)?.1;
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(300));
-        let h = watermarks(&consumer, topic, timeout)?.1;
-        if h == high {
-            break;
-        }
-        high = h;
-    }
-    read_last(&consumer, topic, timeout)
 }

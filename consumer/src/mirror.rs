@@ -558,12 +558,8 @@ async fn session(
     }
 }
 
-fn writer_config(s: &MirrorSettings) -> Result<ClientConfig, MirrorError> {
-    Ok(kafka::base_config(
-        &s.to,
-        &s.to_cluster,
-        "continuum-mirror-admin",
-    )?)
+fn writer_config(s: &MirrorSettings) -> Result<ClientConfig, ConfigError> {
+    kafka::base_config(&s.to, &s.to_cluster, "continuum-mirror-admin")
 }
 
 async fn mirror_one(

@@ -31,7 +31,7 @@ pub enum RunError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("mirror failed, so run stops (apply stopped with it): {0}")]
-    Mirror(MirrorError),
+    Mirror(Box<MirrorError>),
     #[error("apply failed, so run stops (the mirror stopped with it): {0}")]
     Apply(ApplyError),
     #[error("{0} stopped unexpectedly; run stops the other task too")]
@@ -129,7 +129,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
                 _ = stop_rx.changed() => {}
             }
             if *stop.borrow() {
-                return mirror_task.await.map_err(RunError::Mirror);
+                return mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e)));
             }
         }
         let apply = Apply::new(
@@ -149,7 +149,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
                 r = &mut mirror_task => return mirror_end(r, &stop),
                 r = &mut apply_task => return match r {
                     Err(e) => Err(RunError::Apply(e)),
-                    Ok(Outcome::Signal { .. }) => mirror_task.await.map_err(RunError::Mirror),
+                    Ok(Outcome::Signal { .. }) => mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e))),
                     Ok(other) => {
                         tracing::error!(outcome = ?other, "apply ended");
                         Err(RunError::Ended("apply"))
@@ -173,7 +173,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
 
 fn mirror_end(r: Result<(), MirrorError>, stop: &watch::Receiver<bool>) -> Result<(), RunError> {
     match r {
-        Err(e) => Err(RunError::Mirror(e)),
+        Err(e) => Err(RunError::Mirror(Box::new(e))),
         Ok(()) if *stop.borrow() => Ok(()),
         Ok(()) => Err(RunError::Ended("the mirror")),
     }

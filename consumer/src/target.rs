@@ -114,7 +114,7 @@ impl Targets {
             return Ok(Err(missing_columns_reason(
                 &shape.db,
                 &shape.table,
-                &[c.clone()],
+                std::slice::from_ref(c),
             )));
         }
         if record_pk != table.pk {

@@ -191,11 +191,8 @@ pub fn classify(sql: &str) -> DdlTarget {
         if p.kw("TABLE") || p.kw("TABLES") {
             p.if_exists();
             let mut v = Vec::new();
-            loop {
-                match p.qualified() {
-                    Some(t) => v.push(t),
-                    None => break,
-                }
+            while let Some(t) = p.qualified() {
+                v.push(t);
                 if !p.sym(',') {
                     break;
                 }
@@ -237,8 +234,7 @@ pub fn classify(sql: &str) -> DdlTarget {
             return NotReplicated("RENAME USER");
         }
         let mut v = Vec::new();
-        loop {
-            let Some(a) = p.qualified() else { break };
+        while let Some(a) = p.qualified() {
             v.push(a);
             if !p.kw("TO") {
                 break;

@@ -58,7 +58,10 @@ pub async fn check(
     filter: &mut TableFilter,
     no_pk: NoPrimaryKey,
 ) -> Result<SourceFacts, ProducerError> {
-    let row: Option<(String, String, String, String, u32, String, String, u8)> = conn
+    /// log_bin, binlog_format, binlog_row_image, binlog_row_metadata, server_id,
+    /// log_bin_compress, binlog_checksum, read_only.
+    type Settings = (String, String, String, String, u32, String, String, u8);
+    let row: Option<Settings> = conn
         .query_first(
             "SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image, @@binlog_row_metadata, @@server_id, \
              CAST(@@log_bin_compress AS CHAR), @@binlog_checksum, @@read_only",

@@ -13,7 +13,7 @@ use support::*;
 
 async fn with_global<F>(setting: &str, value: &str, f: F)
 where
-    F: FnOnce() -> (),
+    F: FnOnce(),
 {
     let mut c = admin().await;
     let old: String = c

@@ -359,10 +359,8 @@ pub fn decimal_to_bytes(text: &str, scale: u8) -> Result<Vec<u8>, String> {
     {
         return Err(format!("'{text}' is not a decimal number"));
     }
-    if frac.len() > scale as usize {
-        if frac[scale as usize..].bytes().any(|b| b != b'0') {
-            return Err(format!("'{text}' has more than {scale} fractional digits"));
-        }
+    if frac.len() > scale as usize && frac[scale as usize..].bytes().any(|b| b != b'0') {
+        return Err(format!("'{text}' has more than {scale} fractional digits"));
     }
     let mut unscaled = String::with_capacity(int_part.len() + scale as usize + 1);
     if neg {
@@ -700,7 +698,8 @@ pub fn parse_schema(json: &str) -> Result<Arc<Schema>, String> {
 
 /// Parsed fixed schemas, built once.
 pub fn fixed_schema(avsc: &'static str) -> Arc<Schema> {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(&'static str, Arc<Schema>)>>> = OnceLock::new();
+    type Parsed = std::sync::Mutex<Vec<(&'static str, Arc<Schema>)>>;
+    static CACHE: OnceLock<Parsed> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut c = cache.lock().unwrap();
     if let Some((_, s)) = c.iter().find(|(k, _)| std::ptr::eq(*k, avsc)) {

@@ -41,17 +41,11 @@ impl std::fmt::Debug for RegistrySettings {
     }
 }
 
-/// How long to keep retrying transient registry failures.
-#[derive(Debug, Clone, Copy)]
+/// How long to keep retrying transient registry failures. The default retries forever.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RetryPolicy {
     /// `None`: retry forever (the pipeline's choice: block, never drop).
     pub max_elapsed: Option<Duration>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { max_elapsed: None }
-    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

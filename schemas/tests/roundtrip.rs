@@ -926,7 +926,7 @@ async fn control_records_round_trip() {
     let mut enc = Encoder::new(reg.clone(), &topic);
     let mut dec = Decoder::new(reg);
     let pos: GtidPosition = "1-1-9,2-2-3".parse().unwrap();
-    let records = vec![
+    let records = [
         StreamRecord::Heartbeat(Heartbeat {
             server_id: 1,
             position: pos.clone(),

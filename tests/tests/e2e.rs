@@ -423,10 +423,10 @@ async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
             continue;
         };
         match data {
-            mysql_async::binlog::events::EventData::TableMapEvent(t) => {
-                if t.database_name() == "continuum" && t.table_name() == "checkpoint" {
-                    cp_table = Some(t.table_id());
-                }
+            mysql_async::binlog::events::EventData::TableMapEvent(t)
+                if t.database_name() == "continuum" && t.table_name() == "checkpoint" =>
+            {
+                cp_table = Some(t.table_id());
             }
             mysql_async::binlog::events::EventData::RowsEvent(r)
                 if Some(r.table_id()) == cp_table =>

@@ -157,8 +157,7 @@ async fn mariadb_refuses_the_continuum_user_without_tls() {
         db.password = Some(continuum_common::Secret::new(site.db_password.clone()));
         let e = Conn::new(continuum_common::db::opts(&db, &[]).unwrap())
             .await
-            .err()
-            .expect("no TLS configured: refused");
+            .expect_err("no TLS configured: refused");
         assert!(e.to_string().contains("Access denied"), "{e}");
         db.set_tls_ca(tls.ca());
         let mut c = Conn::new(continuum_common::db::opts(&db, &[]).unwrap())
@@ -196,8 +195,7 @@ async fn mariadb_host_name_and_ca_are_verified() {
 
     let e = Conn::new(db("127.0.0.2", port, &tls.ca(), true))
         .await
-        .err()
-        .expect("a name the certificate does not have must be refused");
+        .expect_err("a name the certificate does not have must be refused");
     let msg = e.to_string();
     assert!(
         msg.contains("certificate verify failed") || msg.to_lowercase().contains("hostname"),
@@ -221,8 +219,7 @@ async fn mariadb_host_name_and_ca_are_verified() {
     let (foreign_ca, _, _) = foreign_server_cert(&dir);
     let e = Conn::new(db("127.0.0.1", sf.db_port, &foreign_ca, false))
         .await
-        .err()
-        .expect("another CA must not be trusted");
+        .expect_err("another CA must not be trusted");
     assert!(e.to_string().contains("certificate verify failed"), "{e}");
     fwd.abort();
 }

@@ -240,8 +240,7 @@ filter = "info,continuum_consumer=debug"
 
     /// Runs the consumer binary to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run continuum-consumer");
-        out
+        self.command(args).output().expect("run continuum-consumer")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -292,8 +291,7 @@ filter = "info,continuum_consumer=debug"
         assert!(!out.status.success(), "apply should have failed: {err}");
         let last = err
             .lines()
-            .filter(|l| l.starts_with("continuum-consumer: error:"))
-            .next_back()
+            .rfind(|l| l.starts_with("continuum-consumer: error:"))
             .unwrap_or_default()
             .to_owned();
         for n in needles {
