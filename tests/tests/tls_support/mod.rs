@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use openssl::nid::Nid;
-use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::ssl::{ErrorCode, Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
@@ -286,9 +286,14 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct ProxyStats {
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
-    /// Connections that never completed a handshake (plaintext clients, clients that refused
-    /// the certificate, clients without a required certificate).
+    /// Connections whose handshake failed (plaintext clients, clients that refused the
+    /// certificate, clients without a required certificate).
     pub failed_handshakes: AtomicU64,
+    /// Connections the client closed in the middle of the handshake without a TLS alert, so
+    /// without refusing anything: librdkafka drops a connection it no longer needs when a
+    /// short-lived client (a tail read, a metadata lookup) is destroyed. Nothing of such a
+    /// connection reached the upstream.
+    pub abandoned_handshakes: AtomicU64,
     /// Common names of the client certificates presented.
     pub client_names: Mutex<BTreeSet<String>>,
     /// HTTP requests with the right basic-auth credentials, and without.
@@ -303,6 +308,9 @@ impl ProxyStats {
     }
     pub fn failed(&self) -> u64 {
         self.failed_handshakes.load(Ordering::SeqCst)
+    }
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned_handshakes.load(Ordering::SeqCst)
     }
     pub fn authorized(&self) -> u64 {
         self.authorized.load(Ordering::SeqCst)
@@ -402,7 +410,13 @@ async fn handle(
     let ssl = Ssl::new(acceptor.context()).unwrap();
     let mut tls = SslStream::new(ssl, tcp).unwrap();
     if let Err(e) = Pin::new(&mut tls).accept().await {
-        stats.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+        // A bare EOF: the peer closed the socket, no alert and no I/O error.
+        let hung_up = e.code() == ErrorCode::SYSCALL && e.io_error().is_none();
+        if hung_up {
+            stats.abandoned_handshakes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            stats.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+        }
         stats.errors.lock().unwrap().push(e.to_string());
         return;
     }
