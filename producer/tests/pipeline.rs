@@ -436,3 +436,83 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
     );
     cleanup(&p.dir);
 }
+
+/// A row change whose record exceeds `producer.max_record_bytes` stops the producer with an
+/// error that names the table and the key; nothing after it reaches the topic, and a restart
+/// stops at the same row again instead of skipping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped() {
+    let p = TestPipeline::new("p_large");
+    p.set_producer_option("max_record_bytes = 65536");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    let mut producer = p.spawn(&[]);
+    wait_for(
+        "the producer to stream the binlog",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
+    .await;
+    for (id, len) in [(1, 100), (2, 100_000), (3, 100)] {
+        c.query_drop(format!(
+            "INSERT INTO {}.t VALUES ({id}, REPEAT('x', {len}))",
+            p.db
+        ))
+        .await
+        .unwrap();
+    }
+    let expect = |log: &str| {
+        assert!(
+            log.contains("record too large")
+                && log.contains(&format!("table {}.t, primary key (Int(2))", p.db))
+                && log.contains("producer.max_record_bytes = 65536"),
+            "the error names the table, the key and the setting:\n{log}"
+        );
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !producer.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer did not stop at the large row; log:\n{}",
+            producer.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect(&producer.log());
+
+    // Restarted, it resumes after the last record in the topic and stops at the same row.
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    expect(&log);
+
+    let ids: Vec<i64> = decode_all(&p.topic)
+        .await
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.table.table == "t" => match ev.key().first() {
+                Some(continuum_schemas::Value::Int(id)) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [1],
+        "only the row before the large one is in the topic"
+    );
+    cleanup(&p.dir);
+}

@@ -528,3 +528,79 @@ fn broker_storage_has_the_header_index() {
         );
     }
 }
+
+/// tansu 0.6.0 never serves a record larger than its fetch cap (5 MiB), whatever the client asks
+/// for: a fetch at that offset returns nothing, so every reader would wait there forever, with no
+/// error. Kafka serves it (KIP-74). So the stack's configs (`config/*.toml`) set
+/// `producer.max_record_bytes` below the cap, and the producer stops with an error that names the
+/// table and the key instead. This checks both sides of that limit: the largest record the
+/// producer lets through with the stack's config comes back, and one over 5 MiB does not. If a
+/// later tansu serves it, this test fails; then the limit can go.
+#[tokio::test(flavor = "multi_thread")]
+async fn tansu_0_6_0_serves_no_record_over_its_5_mib_fetch_cap() {
+    let site = &stack().sf;
+    let cfg = continuum_common::SiteConfig::from_file(&workspace_root().join("config/sf.toml"))
+        .expect("config/sf.toml");
+    let limit = cfg.producer.max_record_bytes;
+    assert!(
+        limit < 5 << 20,
+        "config/sf.toml: producer.max_record_bytes = {limit} must stay under tansu's 5 MiB cap"
+    );
+    // The producer refuses a record whose key and value come within 512 bytes of the limit.
+    let largest_allowed = limit - 512;
+    let over = (5 << 20) + (64 << 10);
+    let topic = unique_name("large");
+    site.create_topic(&topic, 1).await;
+    let producer: FutureProducer = site
+        .producer_config("test-large")
+        .set("message.max.bytes", (64 << 20).to_string())
+        .create()
+        .expect("producer");
+    // Incompressible bytes: what tansu stores and serves is the size that counts.
+    let payload = |n: usize| -> Vec<u8> { (0..n).map(|_| rand::random::<u8>()).collect() };
+    let sizes = [largest_allowed, over, 10];
+    for (i, n) in sizes.iter().enumerate() {
+        let value = payload(*n);
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&value)
+                    .headers(headers_for(i)),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing {n} bytes to {topic}: {e}"));
+    }
+    // Fetch sizes as the pipeline sets them (5 MiB), and far larger ones.
+    for fetch in [5usize << 20, 100 << 20] {
+        let consumer: BaseConsumer = site
+            .consumer_config("test-large")
+            .set("fetch.max.bytes", fetch.to_string())
+            .set("max.partition.fetch.bytes", fetch.to_string())
+            .set("receive.message.max.bytes", (200 << 20).to_string())
+            .create()
+            .expect("consumer");
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, 0, READ)
+            .expect("watermarks");
+        assert_eq!(high, 3, "all three records were written");
+        let first = read_at(&consumer, &topic, 0, READ)
+            .unwrap_or_else(|e| panic!("fetch {fetch}: reading offset 0: {e}"))
+            .unwrap_or_else(|| {
+                panic!("fetch {fetch}: offset 0 ({largest_allowed} bytes) never came back")
+            });
+        assert_eq!(
+            first.value.map(|v| v.len()),
+            Some(largest_allowed),
+            "fetch {fetch}: the largest record the stack's producer allows comes back whole"
+        );
+        let second = read_at(&consumer, &topic, 1, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("fetch {fetch}: reading offset 1: {e}"));
+        assert!(
+            second.is_none(),
+            "fetch {fetch}: tansu served the {over}-byte record at offset 1; if this tansu serves records over 5 MiB, the stack's max_record_bytes limit can go"
+        );
+    }
+}

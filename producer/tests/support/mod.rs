@@ -134,6 +134,20 @@ filter = "info,continuum_producer=debug"
         }
     }
 
+    /// Adds `line` (a `key = value` setting) to the config's `[producer]` section.
+    pub fn set_producer_option(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains("[producer]\n"),
+            "the test config has a [producer] section"
+        );
+        std::fs::write(
+            &self.config,
+            text.replacen("[producer]\n", &format!("[producer]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     pub fn spawn(&self, extra: &[&str]) -> ProducerProc {
         self.spawn_logged(extra, "producer")
     }
