@@ -482,16 +482,9 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
             "the error names the table, the key and the setting:\n{log}"
         );
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !producer.exited() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer did not stop at the large row; log:\n{}",
-            producer.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    expect(&producer.log());
+    // It stops at the large row.
+    let (_, log) = producer.wait_exit(Duration::from_secs(60));
+    expect(&log);
 
     // Restarted, it resumes after the last record in the topic and stops at the same row.
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));

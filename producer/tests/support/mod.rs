@@ -194,24 +194,8 @@ filter = "info,continuum_producer=debug"
         timeout: Duration,
         env: &[(&str, &str)],
     ) -> (bool, String) {
-        let mut p = self.spawn_with(extra, &unique("run"), env);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                return (
-                    status.success(),
-                    std::fs::read_to_string(&p.log).unwrap_or_default(),
-                );
-            }
-            if Instant::now() > deadline {
-                p.kill9();
-                panic!(
-                    "producer did not exit within {timeout:?}; log:\n{}",
-                    std::fs::read_to_string(&p.log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.spawn_with(extra, &unique("run"), env)
+            .wait_exit(timeout)
     }
 }
 
@@ -230,8 +214,23 @@ impl ProducerProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
+    /// Waits (bounded) for the producer to exit on its own; returns (success, log). Panics with
+    /// the log, after killing it, if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (bool, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.success(), self.log());
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!(
+                    "producer did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
