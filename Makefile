@@ -5,22 +5,24 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Pinned tools for the local stack, each installed into its own versioned root so that a
-# different version elsewhere on PATH is never picked up by accident.
-TANSU_VERSION  := 0.6.0
-RIVVEN_VERSION := 0.0.22
-TOOLS_ROOT     ?= $(HOME)/.cache/continuum/tools
-TANSU_ROOT     := $(TOOLS_ROOT)/tansu-$(TANSU_VERSION)
-RIVVEN_ROOT    := $(TOOLS_ROOT)/rivven-schema-$(RIVVEN_VERSION)
-TANSU          := $(TANSU_ROOT)/bin/tansu
-RIVVEN         := $(RIVVEN_ROOT)/bin/rivven-schema
-# scripts/stack.sh starts exactly these binaries (and records them in .stack/env).
-export TANSU_BIN         := $(TANSU)
-export RIVVEN_SCHEMA_BIN := $(RIVVEN)
+# different version elsewhere on PATH is never picked up by accident. The versions live in the
+# poms under tools/ (Maven resolves them from Maven Central) and in tools/python/requirements.txt.
+TOOLS_ROOT       ?= $(HOME)/.cache/continuum/tools
+pom_prop          = $(shell sed -n 's:.*<$(1)>\(.*\)</$(1)>.*:\1:p' $(2))
+KAFKA_VERSION    := $(call pom_prop,kafka.version,tools/kafka/pom.xml)
+APICURIO_VERSION := $(call pom_prop,apicurio.version,tools/apicurio/pom.xml)
+PY_REQS_HASH     := $(shell sha256sum tools/python/requirements.txt | cut -c1-12)
+export KAFKA_HOME    := $(TOOLS_ROOT)/kafka-$(KAFKA_VERSION)
+export APICURIO_HOME := $(TOOLS_ROOT)/apicurio-registry-$(APICURIO_VERSION)
+PY_HOME              := $(TOOLS_ROOT)/python-$(PY_REQS_HASH)
+# scripts/stack.sh starts exactly these (and records them in .stack/env).
+export STACK_PYTHON  := $(PY_HOME)/bin/python
+MVN := mvn -B -q -Dstyle.color=never
 
 # Debian packages the build and the stack need: the MariaDB server and client, and the headers
 # rdkafka (bundled librdkafka) and mysql_async link against.
 APT_PACKAGES := mariadb-server mariadb-client libssl-dev zlib1g-dev pkg-config curl build-essential \
-                python3 iproute2
+                python3 python3-venv iproute2 maven openjdk-17-jre-headless
 STACK := scripts/stack.sh
 
 # Where the stack keeps everything (data, logs, PID files, env); scripts/stack.sh uses the same.
@@ -60,15 +62,34 @@ deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq "$${missing[@]}"; \
 	fi
 
-$(TANSU):
-	@echo "installing tansu $(TANSU_VERSION) into $(TANSU_ROOT) (about 12 minutes on 2 cores)"
-	cargo install tansu --locked --version $(TANSU_VERSION) --features dynostore,libsql,postgres --root $(TANSU_ROOT)
+# Apache Kafka: the broker's jars, from the pom. Written to a temporary directory and moved into
+# place, so an interrupted download never leaves a half-installed root behind.
+$(KAFKA_HOME)/.installed: tools/kafka/pom.xml
+	@echo "installing Apache Kafka $(KAFKA_VERSION) into $(KAFKA_HOME) (Maven Central)"
+	rm -rf $(KAFKA_HOME) $(KAFKA_HOME).tmp
+	$(MVN) -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME).tmp/libs
+	touch $(KAFKA_HOME).tmp/.installed && mv $(KAFKA_HOME).tmp $(KAFKA_HOME)
 
-$(RIVVEN):
-	@echo "installing rivven-schema $(RIVVEN_VERSION) into $(RIVVEN_ROOT)"
-	cargo install rivven-schema --locked --version $(RIVVEN_VERSION) --root $(RIVVEN_ROOT)
+# Apicurio Registry: its self-contained distribution (quarkus-run.jar and its lib/).
+$(APICURIO_HOME)/.installed: tools/apicurio/pom.xml
+	@echo "installing Apicurio Registry $(APICURIO_VERSION) into $(APICURIO_HOME) (Maven Central)"
+	rm -rf $(APICURIO_HOME) $(APICURIO_HOME).tmp
+	$(MVN) -f tools/apicurio/pom.xml dependency:copy-dependencies -DoutputDirectory=$(APICURIO_HOME).tmp/dist
+	tar -xzf $(APICURIO_HOME).tmp/dist/apicurio-registry-app-$(APICURIO_VERSION)-all.tar.gz -C $(APICURIO_HOME).tmp
+	rm -rf $(APICURIO_HOME).tmp/dist
+	test -f $(APICURIO_HOME).tmp/quarkus-run.jar
+	touch $(APICURIO_HOME).tmp/.installed && mv $(APICURIO_HOME).tmp $(APICURIO_HOME)
 
-tools: deps $(TANSU) $(RIVVEN)
+# The stack's Python with a stock Kafka client (confluent-kafka), in a venv of its own (made in
+# place: a venv cannot be moved; the marker file is written last).
+$(PY_HOME)/.installed: tools/python/requirements.txt
+	@echo "installing the stack's Python packages into $(PY_HOME) (PyPI)"
+	rm -rf $(PY_HOME)
+	python3 -m venv $(PY_HOME)
+	$(PY_HOME)/bin/python -m pip install -q --disable-pip-version-check -r tools/python/requirements.txt
+	touch $@
+
+tools: deps $(KAFKA_HOME)/.installed $(APICURIO_HOME)/.installed $(PY_HOME)/.installed
 
 build: deps
 	cargo build --workspace --bins
@@ -77,7 +98,6 @@ up: tools
 	@$(STACK) up
 
 down:
-	@if [[ -f $(STACK_DIR)/env ]]; then $(PIPELINE) stop; fi
 	@$(STACK) down
 
 clean:

@@ -28,6 +28,19 @@ consumer_at() {
   (eval "$(scripts/pipeline.sh env "$site")" && "$BIN/continuum-consumer" "$@")
 }
 
+# The workload starts once SF's producer streams the binlog: a workload that started during the
+# producer's first snapshot would make it retry the snapshot (its tables change under it).
+say "waiting for SF's producer to stream (its /health on 127.0.0.1:9101)"
+deadline=$((SECONDS + 120))
+until curl -fsS http://127.0.0.1:9101/health 2>/dev/null | grep -q '"detail":"streaming'; do
+  if ((SECONDS >= deadline)); then
+    tail -n 20 "$STACK_DIR/logs/sf-producer.log" >&2
+    echo "SF's producer is not streaming after 120s; see .stack/logs/sf-producer.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+
 say "writing a sample workload to SF for ${DEMO_SECONDS}s (databases ${DEMO_PREFIX}_0, ${DEMO_PREFIX}_1)"
 "$BIN/workload" --prefix "$DEMO_PREFIX" --databases 2 --duration "${DEMO_SECONDS}s" --rate 40 \
   --large-every 150 --large-rows 2000 --ddl on --seed 7

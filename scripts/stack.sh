@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local two-site stack: two MariaDB servers, two Kafka-compatible brokers (tansu) and two
-# Confluent-compatible schema registries (rivven-schema), as native processes on loopback.
+# The local two-site stack: two MariaDB servers, two Apache Kafka brokers (KRaft) and two
+# Apicurio schema registries (Confluent-compatible API), as native processes on loopback.
 #
 #   scripts/stack.sh up                 start whatever is stopped, wait for health, write .stack/env
 #   scripts/stack.sh down               stop everything `up` started (by PID file)
@@ -26,14 +26,9 @@ SF_BROKER_PORT=${SF_BROKER_PORT:-19092}
 EU_BROKER_PORT=${EU_BROKER_PORT:-29092}
 SF_REGISTRY_PORT=${SF_REGISTRY_PORT:-18081}
 EU_REGISTRY_PORT=${EU_REGISTRY_PORT:-28081}
-# Storage engine of the local brokers. sqlite is durable (survives kill -9). memory is faster but,
-# in tansu 0.6.0, wrong as soon as a batch holds several records (high watermark, fetch from an
-# offset inside a batch, time lookups); see README.md before choosing it.
-BROKER_STORAGE=${BROKER_STORAGE:-sqlite}
 CONTINUUM_DB_USER=${CONTINUUM_DB_USER:-continuum}
-# The broker and registry binaries: the Makefile passes its pinned builds; otherwise PATH.
-TANSU_BIN=${TANSU_BIN:-$(command -v tansu || true)}
-RIVVEN_SCHEMA_BIN=${RIVVEN_SCHEMA_BIN:-$(command -v rivven-schema || true)}
+# Where the pinned Kafka and Apicurio are installed, and the Python that talks to Kafka (a venv
+# with confluent-kafka): the Makefile passes what `make tools` installed.
 
 PARTS=(sf-db eu-db sf-broker eu-broker sf-registry eu-registry)
 
@@ -70,10 +65,19 @@ running_pid() {
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   case "$1" in
     *-db) [[ $exe == */mariadbd ]] ;;
-    *-broker) [[ $exe == */tansu* ]] ;;
-    *-registry) [[ $exe == */rivven-schema* ]] ;;
+    *-broker) [[ $exe == */java ]] && is_main "$pid" kafka.Kafka ;;
+    *-registry) [[ $exe == */java ]] && is_main "$pid" quarkus-run.jar ;;
   esac || return 0
   echo "$pid"
+}
+
+# Whether the JVM $1 runs $2 (its main class or jar is one of its arguments).
+is_main() {
+  local arg
+  while IFS= read -r -d '' arg; do
+    [[ $arg == "$2" || $arg == */"$2" ]] && return 0
+  done <"/proc/$1/cmdline" 2>/dev/null
+  return 1
 }
 
 site_of() { echo "${1%%-*}"; }
@@ -336,130 +340,210 @@ stop_db() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Broker and registry
+# Broker: Apache Kafka, one KRaft node per site (broker and controller in one JVM), from the jars
+# `make tools` put under $KAFKA_HOME/libs (tools/kafka/pom.xml). Four listeners per site, each
+# on loopback:
+#
+#   <SITE>_BROKER_PORT      PLAINTEXT   what the stack's pipeline and most tests use
+#   <SITE>_BROKER_PORT + 1  CONTROLLER  the KRaft controller (never given to clients)
+#   <SITE>_BROKER_PORT + 2  SSL         TLS, with a client certificate required (mutual TLS)
+#   <SITE>_BROKER_PORT + 3  SASL_SSL    TLS, then SCRAM-SHA-512 (user continuum, password in
+#                                       .stack/secrets/kafka-password)
+#
+# The server certificate is the stack's (for 127.0.0.1 and localhost, signed by .stack/tls/ca.pem),
+# so clients verify the name. The node is formatted once (`kafka.tools.StorageTool format`, with
+# the SCRAM credential); its data lives in .stack/<site>-broker/data. A record is in the page
+# cache before it is acknowledged, so a kill -9 of the broker keeps every acknowledged record;
+# only a crash of the machine itself could lose the unflushed tail (Kafka relies on replication
+# for that, and the local stack has one node per site).
 
-STATE=$ROOT/scripts/registry-state.py
+KAFKA_HOME=${KAFKA_HOME:-}
+APICURIO_HOME=${APICURIO_HOME:-}
+STACK_PYTHON=${STACK_PYTHON:-}
+BROKER_HEAP=${BROKER_HEAP:-512m}
+REGISTRY_HEAP=${REGISTRY_HEAP:-384m}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-continuum}
 
-start_broker() {
+# The newest JDK under /usr/lib/jvm whose major version is at least $1 (Apicurio needs 21).
+java_at_least() {
+  local want=$1 best="" best_v=0 j v
+  for j in /usr/lib/jvm/*/bin/java; do
+    [[ -x $j && ! -L ${j%/bin/java} ]] || continue
+    v=$("$j" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' | head -n 1)
+    v=${v%%.*}
+    [[ $v =~ ^[0-9]+$ ]] || continue
+    if ((v >= want && v > best_v)); then best=$j best_v=$v; fi
+  done
+  echo "$best"
+}
+
+kafka_password() {
+  local f=$STACK_DIR/secrets/kafka-password
+  if [[ ! -s $f ]]; then
+    mkdir -p "$STACK_DIR/secrets"
+    chmod 700 "$STACK_DIR/secrets"
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$f")
+  fi
+  cat "$f"
+}
+
+broker_classpath() {
+  [[ -n $KAFKA_HOME && -d $KAFKA_HOME/libs ]] ||
+    die "Apache Kafka not found (KAFKA_HOME='$KAFKA_HOME'); run 'make tools', which installs the pinned version"
+  local cp
+  cp=$(printf '%s:' "$KAFKA_HOME"/libs/*.jar)
+  echo "${cp%:}"
+}
+
+# The server key and certificate in one file, as Kafka's PEM keystore wants them.
+broker_keystore() {
+  local f=$TLS_DIR/kafka-server.pem
+  if [[ ! -s $f || $TLS_DIR/server.pem -nt $f ]]; then
+    (umask 077 && cat "$TLS_DIR/server.key" "$TLS_DIR/server.pem" >"$f")
+  fi
+  echo "$f"
+}
+
+broker_config() {
   local part=$1 port dir
   port=$(port_of "$part")
   dir=$STACK_DIR/$part
-  mkdir -p "$dir"
-  local storage
-  case $BROKER_STORAGE in
-    # tansu resolves sqlite://NAME against its working directory: .stack/<part>/<part>.db
-    sqlite) storage="sqlite://$part.db" ;;
-    memory)
-      storage="memory://tansu/"
-      log "warning: $part: memory storage keeps nothing across a restart, and tansu 0.6.0 answers watermarks, fetches inside a batch and time lookups wrongly with it (README.md, caveats)"
-      ;;
-    *) die "BROKER_STORAGE must be sqlite or memory, not '$BROKER_STORAGE'" ;;
-  esac
-  [[ -x $TANSU_BIN ]] || die "tansu not found (TANSU_BIN='$TANSU_BIN'); run 'make tools', which installs the pinned version"
-  echo "$BROKER_STORAGE" >"$dir/storage"
-  # tansu also reads settings from the environment (SCHEMA_REGISTRY would make it validate
-  # records against its own schema store): start it with only what is given here.
-  spawn "$part" "$dir" env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT -u CLUSTER_ID \
-    -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE NO_COLOR=1 \
-    "$TANSU_BIN" broker \
-    --kafka-cluster-id "continuum-$(site_of "$part")" \
-    --kafka-listener-url "tcp://127.0.0.1:$port" \
-    --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "$storage"
-  wait_until "Kafka metadata on port $port" 60 "$part" broker_ok "$port"
-  if [[ $BROKER_STORAGE == sqlite ]]; then
-    index_headers "$dir/$part.db" || die "$part: could not index the header table of $dir/$part.db"
+  cat <<EOF
+# Written by scripts/stack.sh at every start; edits are lost.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$((port + 1))
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1)),SSL://127.0.0.1:$((port + 2)),SASL_SSL://127.0.0.1:$((port + 3))
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SSL://127.0.0.1:$((port + 2)),SASL_SSL://127.0.0.1:$((port + 3))
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+# One node: every internal topic at replication factor 1 (Kafka's defaults, 3 with min.isr 2,
+# make transactions and group offsets fail), and few partitions, so that the first group or
+# transaction does not wait for 50 partitions to be created.
+default.replication.factor=1
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Topics are created on purpose, with their settings (Continuum sets max.message.bytes on the
+# changelog topics it creates), never as a side effect of a client's metadata request.
+auto.create.topics.enable=false
+# message.max.bytes stays at Kafka's default (about 1 MiB), as on a real cluster: a topic
+# created by Continuum raises it for itself with max.message.bytes.
+#
+# TLS: the stack's server certificate. Clients of the SSL listener must show a certificate from
+# the stack's CA; the SASL_SSL listener asks for SCRAM-SHA-512 instead.
+ssl.keystore.type=PEM
+ssl.keystore.location=$(broker_keystore)
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.ssl.client.auth=none
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+}
+
+broker_log_config() {
+  cat <<'EOF'
+# Written by scripts/stack.sh. The broker logs to its stdout, which the stack appends to
+# .stack/logs/<part>.log.
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+# Every client the broker starts would print its whole configuration.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+EOF
+}
+
+start_broker() {
+  local part=$1 dir cp java
+  dir=$STACK_DIR/$part
+  mkdir -p "$dir" "$STACK_DIR/logs"
+  tls_ensure
+  cp=$(broker_classpath)
+  java=${BROKER_JAVA:-$(command -v java || true)}
+  [[ -n $java && -x $java ]] || die "no java on PATH for the broker (set BROKER_JAVA); Kafka needs Java 17 or newer"
+  broker_config "$part" >"$dir/server.properties"
+  broker_log_config >"$dir/log4j2.properties"
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    log "$part: formatting a new KRaft node in $dir/data"
+    [[ -s $dir/cluster-id ]] ||
+      "$java" -cp "$cp" kafka.tools.StorageTool random-uuid 2>>"$STACK_DIR/logs/$part.format.log" | tail -n 1 >"$dir/cluster-id"
+    [[ -s $dir/cluster-id ]] || die "$part: could not make a cluster id; see $STACK_DIR/logs/$part.format.log"
+    "$java" -cp "$cp" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
+      -t "$(<"$dir/cluster-id")" -c "$dir/server.properties" --ignore-formatted \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(kafka_password)]" \
+      >>"$STACK_DIR/logs/$part.format.log" 2>&1 ||
+      die "$part: formatting failed; see $STACK_DIR/logs/$part.format.log"
   fi
+  spawn "$part" "$dir" "$java" -Xms"$BROKER_HEAP" -Xmx"$BROKER_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -cp "$cp" kafka.Kafka "$dir/server.properties"
 }
 
-# tansu 0.6.0's sqlite schema has no index on header(topition, offset_id), and every fetched
-# record looks its headers up by those columns: each fetch scans the whole header table, so
-# reads slow down with every record ever written (20k records took minutes to read back once
-# the table held 480k headers). The index makes the lookup a seek. tansu creates its tables
-# with IF NOT EXISTS and leaves the index alone. tests/tests/stack.rs checks it is in place.
-index_headers() {
-  python3 - "$1" <<'PY'
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], timeout=60)
-c.execute("CREATE INDEX IF NOT EXISTS continuum_header_topition_offset ON header (topition, offset_id)")
-c.commit()
-PY
+# scripts/kafka.py on the stack's Python (a venv with confluent-kafka that `make tools` makes).
+kafka_py() {
+  [[ -n $STACK_PYTHON && -x $STACK_PYTHON ]] ||
+    die "the stack's Python (STACK_PYTHON='$STACK_PYTHON') is missing; run 'make tools'"
+  "$STACK_PYTHON" "$ROOT/scripts/kafka.py" "$@"
 }
 
-# Healthy means it answers a Kafka Metadata request, not merely that the port accepts.
-broker_ok() { python3 "$STATE" broker-topics "127.0.0.1:$1" >/dev/null 2>&1; }
+# Healthy means the broker answers a Kafka Metadata request on its plaintext listener, not
+# merely that the port accepts.
+broker_ok() { kafka_py metadata "127.0.0.1:$1" >/dev/null 2>&1; }
 
-# The registry (rivven-schema) keeps schemas in memory only and numbers ids from 1 after a
-# restart, while the broker keeps records that carry the old ids. So a graceful stop dumps the
-# registry to .stack/<part>/schemas.json and the next start replays it, checking that every id
-# comes back the same. A registry that lost its schemas (killed, no dump) next to a broker that
-# holds topics refuses to start: those records could decode with the wrong schema.
+# ---------------------------------------------------------------------------------------------
+# Registry: Apicurio Registry 3 (its Quarkus distribution, from `make tools`), one per site,
+# serving the Confluent Schema Registry API at http://127.0.0.1:<port>/apis/ccompat/v7. It keeps
+# everything in a journal topic (kafkasql-journal) on its own site's broker and replays it at
+# start, so schema ids survive a restart and a kill -9 with nothing to dump or restore. A
+# registry needs its broker: the stack starts the broker first.
+
+registry_url() { echo "http://127.0.0.1:$(port_of "$1")/apis/ccompat/v7"; }
+
 start_registry() {
-  local part=$1 port dir dump broker topics
+  local part=$1 port dir broker java
   port=$(port_of "$part")
   dir=$STACK_DIR/$part
-  dump=$dir/schemas.json
   broker=$(site_of "$part")-broker
-  mkdir -p "$dir"
-  [[ -x $RIVVEN_SCHEMA_BIN ]] || die "rivven-schema not found (RIVVEN_SCHEMA_BIN='$RIVVEN_SCHEMA_BIN'); run 'make tools', which installs the pinned version"
-  need python3
-  if [[ ! -f $dump ]]; then
-    [[ -n $(running_pid "$broker") ]] ||
-      die "$part: start $broker first; with no schema dump the registry must check that the broker holds no data"
-    topics=$(python3 "$STATE" broker-topics "127.0.0.1:$(port_of "$broker")") ||
-      die "$part: could not list the topics of $broker"
-    if [[ -n $topics ]]; then
-      local n
-      n=$(wc -l <<<"$topics")
-      die "$part: refusing to start an empty registry. It was not stopped with 'scripts/stack.sh stop $part' or 'make down' (killed?), so there is no schema dump ($dump), and $broker holds $n topic(s) ($(head -n 3 <<<"$topics" | paste -sd, -)$( ((n > 3)) && echo ', ...')) whose records name schema ids this registry no longer has. A fresh registry would hand those ids to new schemas, and old records would decode with the wrong schema. 'make clean' deletes the whole stack (.stack/) and starts over."
-    fi
-  fi
-  spawn "$part" "$dir" env NO_COLOR=1 "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$port"
-  wait_until "its REST API on $port" 60 "$part" registry_ok "$port"
-  if [[ -f $dump ]]; then
-    if ! python3 "$STATE" restore "http://127.0.0.1:$port" "$dump" >>"$STACK_DIR/logs/$part.log" 2>&1; then
-      # Never leave a half-restored registry serving, and never dump it over the good dump.
-      local pid
-      pid=$(running_pid "$part")
-      [[ -z $pid ]] || kill -KILL "$pid"
-      rm -f "$(pidfile "$part")"
-      tail -n 25 "$STACK_DIR/logs/$part.log" >&2 || true
-      die "$part: restoring $dump failed (see above and $STACK_DIR/logs/$part.log); the registry is stopped and the dump kept. 'make clean' starts over."
-    fi
-    tail -n 1 "$STACK_DIR/logs/$part.log" | sed "s/^/[stack] $part: /" >&2
-    # From now on the live registry is the truth; a later kill -9 must not find this dump and
-    # replay a state older than the records written meanwhile.
-    mv "$dump" "$dir/schemas.restored.json"
-  fi
+  mkdir -p "$dir" "$STACK_DIR/logs"
+  [[ -n $APICURIO_HOME && -f $APICURIO_HOME/quarkus-run.jar ]] ||
+    die "Apicurio Registry not found (APICURIO_HOME='$APICURIO_HOME'); run 'make tools', which installs the pinned version"
+  java=${REGISTRY_JAVA:-$(java_at_least 21)}
+  [[ -n $java && -x $java ]] || die "$part: Apicurio Registry 3 needs Java 21 or newer, and none was found under /usr/lib/jvm (set REGISTRY_JAVA)"
+  [[ -n $(running_pid "$broker") ]] || die "$part: start $broker first; the registry keeps its schemas there"
+  # The management interface (health, metrics) takes the port after the API's, on loopback.
+  spawn "$part" "$dir" env \
+    APICURIO_STORAGE_KIND=kafkasql \
+    APICURIO_KAFKASQL_BOOTSTRAP_SERVERS="127.0.0.1:$(port_of "$broker")" \
+    QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT="$port" \
+    QUARKUS_MANAGEMENT_HOST=127.0.0.1 QUARKUS_MANAGEMENT_PORT="$((port + 1))" \
+    QUARKUS_HTTP_ACCESS_LOG_ENABLED=false \
+    "$java" -Xms128m -Xmx"$REGISTRY_HEAP" -Djava.awt.headless=true \
+    -jar "$APICURIO_HOME/quarkus-run.jar"
 }
 
-registry_ok() { curl -fsS "http://127.0.0.1:$1/subjects" >/dev/null 2>&1; }
-
-stop_registry() {
-  local part=$1 pid dir
-  pid=$(running_pid "$part")
-  [[ -n $pid ]] || return 0
-  dir=$STACK_DIR/$part
-  mkdir -p "$dir"
-  if [[ -n ${NO_DUMP:-} ]]; then # `clean`: everything is about to be deleted anyway
-    kill -TERM "$pid"
-    wait_gone "$part" "$pid" 30
-    return 0
-  fi
-  if ! python3 "$STATE" dump "http://127.0.0.1:$(port_of "$part")" "$dir/schemas.json" 2>&1 |
-    sed "s/^/[stack] $part: /" >&2; then
-    die "$part: could not dump its schemas, so it is left running (stopping it would lose them); see the message above"
-  fi
-  kill -TERM "$pid"
-  wait_gone "$part" "$pid" 30
-}
+registry_ok() { curl -fsS "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1; }
 
 stop_plain() {
-  local part=$1 pid
+  local part=$1 secs=${2:-30} pid
   pid=$(running_pid "$part")
   [[ -n $pid ]] || return 0
   kill -TERM "$pid"
-  wait_gone "$part" "$pid" 30
+  wait_gone "$part" "$pid" "$secs"
 }
 
 wait_gone() {
@@ -478,15 +562,12 @@ wait_gone() {
 
 # ---------------------------------------------------------------------------------------------
 
-start_part() {
-  local part=$1 port pid
+# Starts a stopped part without waiting for it (a part already running is left alone). A
+# MariaDB server is waited for here: it is quick, and provisioning needs it.
+launch_part() {
+  local part=$1 port
   port=$(port_of "$part")
-  pid=$(running_pid "$part")
-  if [[ -n $pid ]]; then
-    # Already ours and running: only make sure it is healthy.
-    wait_until "health" 60 "$part" healthy "$part"
-    return 0
-  fi
+  [[ -z $(running_pid "$part") ]] || return 0
   port_free "$part" || exit 1
   log "starting $part on 127.0.0.1:$port"
   case $part in
@@ -496,21 +577,55 @@ start_part() {
   esac
 }
 
-# Whether a stopped part's port is free; if not, says who holds it and what to do.
+# Waits until a part answers; then finishes what needs it running.
+await_part() {
+  local part=$1 secs
+  case $part in
+    *-db) secs=120 ;;
+    *-broker) secs=120 ;;
+    *-registry) secs=180 ;;
+  esac
+  wait_until "health" "$secs" "$part" healthy "$part"
+  if [[ $part == *-broker ]]; then
+    kafka_py scram "127.0.0.1:$(port_of "$part")" "$KAFKA_SASL_USER" "$STACK_DIR/secrets/kafka-password" \
+      >>"$STACK_DIR/logs/$part.log" 2>&1 ||
+      die "$part: could not set the SCRAM-SHA-512 credential of user $KAFKA_SASL_USER; see $STACK_DIR/logs/$part.log"
+  fi
+}
+
+start_part() {
+  launch_part "$1"
+  await_part "$1"
+}
+
+# Every port a part listens on: a broker has four (plaintext, controller, TLS, SASL_SSL), a
+# registry two (its API and its management interface).
+ports_of() {
+  local p
+  p=$(port_of "$1")
+  case $1 in
+    *-db) echo "$p" ;;
+    *-broker) echo "$p $((p + 1)) $((p + 2)) $((p + 3))" ;;
+    *-registry) echo "$p $((p + 1))" ;;
+  esac
+}
+
+# Whether a stopped part's ports are free; if not, says who holds one and what to do.
 port_free() {
-  local part=$1 port holder
-  port=$(port_of "$part")
-  # A listener that has just died can take a moment to let go of its port; give it a few seconds
-  # before blaming someone else.
-  local deadline=$((SECONDS + 5))
-  while port_open "$port"; do
-    ((SECONDS < deadline)) || break
-    sleep 0.2
+  local part=$1 port holder deadline
+  for port in $(ports_of "$part"); do
+    # A listener that has just died can take a moment to let go of its port; give it a few
+    # seconds before blaming someone else.
+    deadline=$((SECONDS + 5))
+    while port_open "$port"; do
+      ((SECONDS < deadline)) || break
+      sleep 0.2
+    done
+    port_open "$port" || continue
+    holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -n 1 || true)
+    log "error: $part: port $port is in use by a process this stack did not start${holder:+ ($holder)}; stop it, or move this part with $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT=... (it uses ports $(ports_of "$part" | tr ' ' ','))"
+    return 1
   done
-  port_open "$port" || return 0
-  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(.*)' | head -n 1 || true)
-  log "error: $part: port $port is in use by a process this stack did not start${holder:+ ($holder)}; stop it, or move this part with $(upper "$(site_of "$part")")_$(kind_var "$part")_PORT=..."
-  return 1
 }
 
 healthy() {
@@ -528,8 +643,8 @@ kind_var() {
 stop_part() {
   case $1 in
     *-db) stop_db "$1" ;;
-    *-registry) stop_registry "$1" ;;
-    *) stop_plain "$1" ;;
+    *-broker) stop_plain "$1" 120 ;;
+    *) stop_plain "$1" 30 ;;
   esac
 }
 
@@ -557,13 +672,18 @@ export SF_DB_ADMIN_USER='root' SF_DB_ADMIN_PASSWORD=''
 export EU_DB_ADMIN_USER='root' EU_DB_ADMIN_PASSWORD=''
 export SF_DB_SOCKET='$(db_socket sf-db)' EU_DB_SOCKET='$(db_socket eu-db)'
 export SF_BROKERS='127.0.0.1:$SF_BROKER_PORT' EU_BROKERS='127.0.0.1:$EU_BROKER_PORT'
-export SF_REGISTRY='http://127.0.0.1:$SF_REGISTRY_PORT' EU_REGISTRY='http://127.0.0.1:$EU_REGISTRY_PORT'
-export BROKER_STORAGE='$BROKER_STORAGE'
+# The brokers' TLS (client certificate required) and SASL_SSL (SCRAM-SHA-512) listeners.
+export SF_BROKERS_TLS='127.0.0.1:$((SF_BROKER_PORT + 2))' EU_BROKERS_TLS='127.0.0.1:$((EU_BROKER_PORT + 2))'
+export SF_BROKERS_SASL='127.0.0.1:$((SF_BROKER_PORT + 3))' EU_BROKERS_SASL='127.0.0.1:$((EU_BROKER_PORT + 3))'
+export STACK_KAFKA_SASL_MECHANISM='SCRAM-SHA-512' STACK_KAFKA_SASL_USER='$KAFKA_SASL_USER'
+export STACK_KAFKA_SASL_PASSWORD='$(kafka_password)' STACK_KAFKA_SASL_PASSWORD_FILE='$STACK_DIR/secrets/kafka-password'
+# The URLs a Confluent Schema Registry client takes (Apicurio's Confluent-compatible API).
+export SF_REGISTRY='$(registry_url sf-registry)' EU_REGISTRY='$(registry_url eu-registry)'
 # What scripts/stack.sh needs to start or stop one part with these same settings.
 export SF_BROKER_PORT='$SF_BROKER_PORT' EU_BROKER_PORT='$EU_BROKER_PORT'
 export SF_REGISTRY_PORT='$SF_REGISTRY_PORT' EU_REGISTRY_PORT='$EU_REGISTRY_PORT'
 export CONTINUUM_DB_USER='$CONTINUUM_DB_USER'
-export TANSU_BIN='$TANSU_BIN' RIVVEN_SCHEMA_BIN='$RIVVEN_SCHEMA_BIN'
+export KAFKA_HOME='$KAFKA_HOME' APICURIO_HOME='$APICURIO_HOME' STACK_PYTHON='$STACK_PYTHON'
 # TLS: the CA that signed every server certificate of the stack (MariaDB), a client
 # certificate, and whether the continuum users must use TLS. See "TLS" in scripts/stack.sh.
 export STACK_TLS_CA='$TLS_DIR/ca.pem' STACK_TLS_DIR='$TLS_DIR' STACK_DB_REQUIRE_TLS='$STACK_DB_REQUIRE_TLS'
@@ -603,16 +723,28 @@ case $cmd in
       [[ -n $(running_pid "$part") ]] || port_free "$part" || clash=1
     done
     ((clash == 0)) || die "nothing was started"
-    for part in "${PARTS[@]}"; do start_part "$part"; done
+    # Both databases, then both brokers together, then both registries together: a registry
+    # needs its broker, and each JVM takes a while to start.
+    for part in sf-db eu-db; do start_part "$part"; done
+    for kind in broker registry; do
+      for site in sf eu; do launch_part "$site-$kind"; done
+      for site in sf eu; do await_part "$site-$kind"; done
+    done
     for part in sf-db eu-db; do db_tls_check "$part"; done
     write_env
     status
     ;;
   down)
+    # `make run`'s pipeline first, while the servers it talks to are still up (it stops
+    # gracefully then). A pipeline left running would go on writing into whatever stack comes up
+    # next, and after `clean` its PID files would be gone: nothing would show it any more.
+    if [[ -f $STACK_DIR/env ]]; then
+      STACK_DIR=$STACK_DIR "$ROOT/scripts/pipeline.sh" stop || die "could not stop the pipeline; the stack is left running"
+    fi
     for part in sf-registry eu-registry sf-broker eu-broker sf-db eu-db; do stop_part "$part"; done
     ;;
   clean)
-    NO_DUMP=1 "$0" down
+    "$0" down
     rm -rf "$STACK_DIR"
     ;;
   status) status ;;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -74,8 +74,18 @@ pub fn base_config(
 }
 
 /// An idempotent producer: the log always holds a prefix of what was sent, in order.
-/// `message.timeout.ms=0` makes delivery wait for an unavailable broker instead of failing:
-/// the pipeline blocks, it never drops.
+///
+/// - `acks=all` and `enable.idempotence`: no duplicates and no reordering across retries, with
+///   up to 5 requests in flight (Kafka's limit for idempotent ordering).
+/// - `enable.gapless.guarantee`: if the broker refuses a record for good (too large, say), the
+///   producer fails as a whole and every record queued after it fails too. Without it librdkafka
+///   drops the refused record and still delivers the ones behind it, and a writer that resumes
+///   from its topic's tail would then skip the refused one for ever.
+/// - `message.timeout.ms=0`: delivery waits for an unavailable broker instead of failing, so
+///   the pipeline blocks, it never drops.
+/// - `message.max.bytes`: the largest record the writer hands to librdkafka, the writer's own
+///   limit (the topic's `max.message.bytes` may be lower; the writers read it and stop with an
+///   error naming both before sending a larger record).
 pub fn producer_config(
     site: &str,
     c: &ClusterConfig,
@@ -84,6 +94,7 @@ pub fn producer_config(
 ) -> Result<ClientConfig, ConfigError> {
     let mut cfg = base_config(site, c, client_id)?;
     cfg.set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", "0")
@@ -118,43 +129,35 @@ pub fn consumer_config(
         .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false");
     // Fetch and prefetch-queue sizes, each unless kafka_options sets it. librdkafka's defaults
-    // (50 MiB fetches, a 64 MiB queue per consumer) let one process hold hundreds of MiB of
-    // prefetched records; `consumer run` has two consumers. queued.min.messages (librdkafka:
-    // 100000) stops the prefetch early too. 5 MiB fetches keep each consumer's buffers to a few
-    // MiB (a fetch is counted compressed, so it can hold more once decompressed) and are big
-    // enough that a fetch is rarely the bottleneck. tansu 0.6.0 caps a fetch at 5 MiB anyway,
-    // and scans the partition from the fetch offset to its end for every fetch, so there the
-    // largest fetch drains a backlog fastest. A record larger than the fetch size is still
-    // returned whole by Kafka (KIP-74), up to receive.message.max.bytes.
+    // (50 MiB fetches, a 64 MiB prefetch queue per consumer) let one process hold hundreds of MiB
+    // of records, and `consumer run` has two consumers. Each Continuum consumer reads one
+    // partition, so a fetch is one partition's: 4 MiB (counted compressed) is thousands of row
+    // changes, enough that the next fetch is in flight long before the queue runs dry, and the
+    // queue holds two fetches. The queue is bounded by bytes only (queued.min.messages is
+    // librdkafka's default), so small records do not stop the prefetch early. A record larger
+    // than the fetch size is still returned whole (Kafka's KIP-74), up to
+    // receive.message.max.bytes, which must exceed the largest record a writer may send.
+    //
+    // fetch.wait.max.ms stays at librdkafka's 500 ms: Kafka answers a fetch as soon as it has
+    // data, so the wait only bounds how long an idle consumer's fetch is held (50 ms would cost
+    // an idle consumer 20 empty fetches a second for nothing).
     for (k, v) in [
         ("fetch.max.bytes", CONSUMER_FETCH_BYTES),
         ("max.partition.fetch.bytes", CONSUMER_FETCH_BYTES),
         ("queued.max.messages.kbytes", CONSUMER_QUEUE_KBYTES),
-        ("queued.min.messages", "2000"),
         ("receive.message.max.bytes", "209715200"),
     ] {
         if !c.kafka_options.contains_key(k) {
             cfg.set(k, v);
         }
     }
-    // How long the broker may hold a fetch. librdkafka's default is 500 ms. Kafka answers as
-    // soon as data arrives, but tansu 0.6.0 (the local stack's broker) sleeps after every fetch,
-    // data or not, for half the wait (tansu-storage service/fetch.rs): each fetch then takes at
-    // least 250 ms, which caps throughput and adds that much lag per hop (mirror, then apply).
-    // 20 ms costs an idle consumer 50 empty fetches a second on Kafka; kafka_options may raise it.
-    if !c.kafka_options.contains_key("fetch.wait.max.ms") {
-        cfg.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
-    }
     Ok(cfg)
 }
 
 /// The default `fetch.max.bytes` and `max.partition.fetch.bytes` of Continuum's consumers.
-pub const CONSUMER_FETCH_BYTES: &str = "5242880";
+pub const CONSUMER_FETCH_BYTES: &str = "4194304";
 /// The default `queued.max.messages.kbytes` (prefetch queue) of Continuum's consumers.
-pub const CONSUMER_QUEUE_KBYTES: &str = "5120";
-
-/// The default `fetch.wait.max.ms` of Continuum's consumers (see [`consumer_config`]).
-pub const FETCH_WAIT_MAX_MS: &str = "20";
+pub const CONSUMER_QUEUE_KBYTES: &str = "8192";
 
 /// Whether a Kafka error is worth retrying (broker unavailable, timeouts, transport).
 pub fn is_transient(e: &KafkaError) -> bool {
@@ -183,10 +186,14 @@ pub fn is_transient(e: &KafkaError) -> bool {
 }
 
 /// Creates `topic` with one partition if it does not exist, and checks that an existing one
-/// has exactly one: the changelog is the binlog, in order.
+/// has exactly one: the changelog is the binlog, in order. A topic created here gets
+/// `max.message.bytes = max_message_bytes`, so that it takes every record its writer may send
+/// (a cluster's default, `message.max.bytes`, is about 1 MiB); an existing topic keeps its own
+/// (the writers read it with [`topic_max_message_bytes`]).
 pub async fn ensure_changelog_topic(
     cfg: &ClientConfig,
     topic: &str,
+    max_message_bytes: usize,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = cfg.create()?;
@@ -200,7 +207,8 @@ pub async fn ensure_changelog_topic(
         }
         None => {}
     }
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+    let limit = max_message_bytes.to_string();
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("max.message.bytes", &limit);
     let res = admin
         .create_topics(
             [&new],
@@ -230,6 +238,40 @@ pub async fn ensure_changelog_topic(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The topic's `max.message.bytes` as the broker applies it (its own setting, else the
+/// cluster's `message.max.bytes`): the largest record batch the broker accepts for it.
+pub async fn topic_max_message_bytes(
+    cfg: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.create()?;
+    let res = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(timeout)),
+        )
+        .await?;
+    let bad = |why: String| {
+        KafkaError::AdminOpCreation(format!(
+            "reading max.message.bytes of topic {topic}: {why}"
+        ))
+    };
+    let resource = res
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("no answer".into()))?
+        .map_err(|code| bad(code.to_string()))?;
+    let entry = resource
+        .get("max.message.bytes")
+        .ok_or_else(|| bad("the broker did not return it".into()))?;
+    entry
+        .value
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad(format!("unreadable value {:?}", entry.value)))
 }
 
 /// Number of partitions of `topic`, or `None` if it does not exist.
@@ -430,11 +472,12 @@ mod tests {
         let k = consumer_config("sf", c.local(), "test").unwrap();
         assert_eq!(k.get("isolation.level"), Some("read_committed"));
         assert_eq!(k.get("enable.auto.commit"), Some("false"));
-        assert_eq!(k.get("fetch.wait.max.ms"), Some(FETCH_WAIT_MAX_MS));
-        // kafka_options may set it (on Kafka, a longer wait means fewer empty fetches).
-        let c = cfg("[sites.sf.kafka_options]\n\"fetch.wait.max.ms\" = \"500\"\n");
+        assert_eq!(p.get("enable.gapless.guarantee"), Some("true"));
+        assert_eq!(k.get("fetch.max.bytes"), Some(CONSUMER_FETCH_BYTES));
+        // kafka_options may set the fetch sizes.
+        let c = cfg("[sites.sf.kafka_options]\n\"fetch.max.bytes\" = \"1048576\"\n");
         let k = consumer_config("sf", c.local(), "test").unwrap();
-        assert_eq!(k.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(k.get("fetch.max.bytes"), Some("1048576"));
     }
 
     #[test]

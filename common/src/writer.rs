@@ -21,9 +21,20 @@ use rdkafka::ClientConfig;
 /// The header whose value identifies a record in delivery-failure messages.
 pub const HEADER_POS: &str = "continuum.pos";
 
+/// The first record the broker did not take.
+#[derive(Debug, Clone)]
+struct Failure {
+    code: Option<RDKafkaErrorCode>,
+    reason: String,
+    /// The record's `continuum.pos` header.
+    position: String,
+    /// Key plus value, in bytes.
+    size: usize,
+}
+
 /// Delivery reports: the first failure is kept; successes are counted under `metric`.
 pub struct Deliveries {
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Failure>>,
     metric: &'static str,
 }
 
@@ -36,7 +47,7 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(_) => metrics::counter!(self.metric).increment(1),
             Err((e, m)) => {
-                let pos = m
+                let position = m
                     .headers()
                     .and_then(|h| {
                         h.iter()
@@ -46,7 +57,12 @@ impl ProducerContext for Deliveries {
                     .unwrap_or_default();
                 let mut f = self.failed.lock().unwrap();
                 if f.is_none() {
-                    *f = Some(format!("{e} (record {pos})"));
+                    *f = Some(Failure {
+                        code: e.rdkafka_error_code(),
+                        reason: e.to_string(),
+                        position,
+                        size: m.payload_len() + m.key().map_or(0, <[u8]>::len),
+                    });
                 }
             }
         }
@@ -59,15 +75,78 @@ pub enum SendError {
     /// An earlier record was not delivered; stop, flush, and resume from the topic's tail.
     #[error("a record was not delivered to {topic}: {reason}")]
     Delivery { topic: String, reason: String },
-    /// The record is larger than `message.max.bytes`.
+    /// The record is larger than the producer's `message.max.bytes` (refused before sending).
     #[error("record of {size} bytes is larger than message.max.bytes")]
     TooLarge { size: usize },
+    /// The broker refused a record for its size. With `enable.gapless.guarantee` nothing queued
+    /// after it was written. Retrying cannot help: the topic's or the cluster's limit must rise.
+    #[error("the {topic} broker refused the record at position {position} ({size} bytes of key and value): {reason}. Nothing after it was written. Raise the topic's max.message.bytes (or the cluster's message.max.bytes) above the record's size; the writer stops at this record until then, and never skips it")]
+    Refused {
+        topic: String,
+        position: String,
+        size: usize,
+        reason: String,
+    },
     #[error("producing to {topic}: {source}")]
     Kafka {
         topic: String,
         #[source]
         source: KafkaError,
     },
+}
+
+/// The largest record a writer sends: `producer.max_record_bytes` (its `message.max.bytes`), or
+/// the topic's `max.message.bytes` if that is lower. Both are named in the error a larger record
+/// gives, so the operator knows which to raise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLimit {
+    pub max_record_bytes: usize,
+    pub topic: String,
+    /// The topic's `max.message.bytes`, once read from the broker.
+    pub topic_max: Option<usize>,
+}
+
+/// Room left in the limit for what the broker counts besides key and value: the record
+/// batch's header, the record's own framing and its two headers.
+const RECORD_OVERHEAD: usize = 512;
+
+impl RecordLimit {
+    pub fn new(max_record_bytes: usize, topic: &str, topic_max: usize) -> Self {
+        RecordLimit {
+            max_record_bytes,
+            topic: topic.to_owned(),
+            topic_max: Some(topic_max),
+        }
+    }
+
+    /// Before the topic's own limit is known.
+    pub fn unknown_topic(max_record_bytes: usize, topic: &str) -> Self {
+        RecordLimit {
+            max_record_bytes,
+            topic: topic.to_owned(),
+            topic_max: None,
+        }
+    }
+
+    /// The largest key plus value that fits.
+    pub fn bytes(&self) -> usize {
+        self.max_record_bytes
+            .min(self.topic_max.unwrap_or(usize::MAX))
+            .saturating_sub(RECORD_OVERHEAD)
+    }
+
+    /// Which settings bound the record size, for the error a larger record gives.
+    pub fn describe(&self) -> String {
+        let topic = match self.topic_max {
+            Some(t) => format!("topic {}'s max.message.bytes = {t}", self.topic),
+            None => format!("topic {}'s max.message.bytes", self.topic),
+        };
+        format!(
+            "{} bytes of key and value, from producer.max_record_bytes = {} and {topic}, less {RECORD_OVERHEAD} bytes of record framing",
+            self.bytes(),
+            self.max_record_bytes
+        )
+    }
 }
 
 pub struct Writer {
@@ -106,13 +185,24 @@ impl Writer {
 
     /// The first delivery failure, if any.
     pub fn check(&self) -> Result<(), SendError> {
-        match self.ctx.failed.lock().unwrap().clone() {
-            Some(reason) => Err(SendError::Delivery {
+        let Some(f) = self.ctx.failed.lock().unwrap().clone() else {
+            return Ok(());
+        };
+        use RDKafkaErrorCode as C;
+        Err(match f.code {
+            Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
+                SendError::Refused {
+                    topic: self.topic.clone(),
+                    position: f.position,
+                    size: f.size,
+                    reason: f.reason,
+                }
+            }
+            _ => SendError::Delivery {
                 topic: self.topic.clone(),
-                reason,
-            }),
-            None => Ok(()),
-        }
+                reason: format!("{} (record {})", f.reason, f.position),
+            },
+        })
     }
 
     /// Queues one record for partition 0, waiting while the local queue is full.

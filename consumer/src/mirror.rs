@@ -30,7 +30,7 @@ use continuum_common::config::{ClusterConfig, ProducerConfig};
 use continuum_common::kafka::{self, FetchedRecord};
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
-use continuum_common::writer::{SendError, Writer};
+use continuum_common::writer::{RecordLimit, SendError, Writer, HEADER_POS};
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::{avro, Registry, RegistryError, RegistrySettings};
 
@@ -69,6 +69,16 @@ pub enum MirrorError {
         offset: i64,
         reason: String,
     },
+    #[error("record {topic}@{offset} of the {from} cluster (position {position}) is {size} bytes of key and value, more than the {to} cluster takes: the limit is {limit}. Raise the {to} cluster's topic max.message.bytes (and producer.max_record_bytes if it is the lower); nothing from this record on was mirrored, and the mirror stops here again until then")]
+    TooLarge {
+        from: String,
+        to: String,
+        topic: String,
+        offset: i64,
+        position: String,
+        size: usize,
+        limit: String,
+    },
     #[error("the last record of {topic} on the {site} cluster (offset {offset}) has no {HEADER_MIRROR_OFFSET} header: the target topic holds records that were not mirrored here; point the mirror at a topic of its own")]
     ForeignTarget {
         site: String,
@@ -96,6 +106,7 @@ impl MirrorError {
             MirrorError::Registry(_) | MirrorError::SchemaNotFound { .. } => "registry",
             MirrorError::Lock(_) => "lock",
             MirrorError::Record { .. } | MirrorError::ForeignTarget { .. } => "record",
+            MirrorError::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -469,9 +480,6 @@ async fn session(
         let what = what.to_owned();
         move |source| MirrorError::Kafka { site, what, source }
     };
-    kafka::ensure_changelog_topic(&writer_config(s)?, &s.topic, Duration::from_secs(30))
-        .await
-        .map_err(kerr(&s.to, &format!("creating topic {}", s.topic)))?;
     let consumer: StreamConsumer = source_read
         .create()
         .map_err(kerr(&s.from, "creating the consumer"))?;
@@ -486,6 +494,24 @@ async fn session(
         .expect("watermarks task")
         .map_err(kerr(&s.from, &format!("watermarks of {}", s.topic)))?
     };
+    // The target topic takes what the source topic takes (a topic created here copies the
+    // source's max.message.bytes); a target whose limit is lower stops the mirror at the first
+    // record it would refuse, with both settings named.
+    let source_max = kafka::topic_max_message_bytes(
+        &kafka::base_config(&s.from, &s.from_cluster, "continuum-mirror-admin")?,
+        &s.topic,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(kerr(&s.from, &format!("reading the settings of topic {}", s.topic)))?;
+    let admin = writer_config(s)?;
+    kafka::ensure_changelog_topic(&admin, &s.topic, source_max, Duration::from_secs(30))
+        .await
+        .map_err(kerr(&s.to, &format!("creating topic {}", s.topic)))?;
+    let target_max = kafka::topic_max_message_bytes(&admin, &s.topic, Duration::from_secs(30))
+        .await
+        .map_err(kerr(&s.to, &format!("reading the settings of topic {}", s.topic)))?;
+    let limit = RecordLimit::new(s.producer.max_record_bytes, &s.topic, target_max);
     let start = match resume_offset(s, target_read).await? {
         Some(o) => o,
         None => low,
@@ -547,7 +573,7 @@ async fn session(
                 let m = m.map_err(kerr(&s.from, &format!("reading {}", s.topic)))?;
                 let rec = FetchedRecord::from_message(&m);
                 drop(m);
-                mirror_one(s, writer, schemas, &rec).await?;
+                mirror_one(s, writer, schemas, &limit, &rec).await?;
                 next = rec.offset + 1;
                 if let Some(ts) = rec.timestamp_ms {
                     gauge!("continuum_mirror_lag_seconds").set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
@@ -566,8 +592,21 @@ async fn mirror_one(
     s: &MirrorSettings,
     writer: &Writer,
     schemas: &mut SchemaMap,
+    limit: &RecordLimit,
     rec: &FetchedRecord,
 ) -> Result<(), MirrorError> {
+    let size = rec.key.as_ref().map_or(0, Vec::len) + rec.value.as_ref().map_or(0, Vec::len);
+    if size > limit.bytes() {
+        return Err(MirrorError::TooLarge {
+            from: s.from.clone(),
+            to: s.to.clone(),
+            topic: s.topic.clone(),
+            offset: rec.offset,
+            position: rec.header_str(HEADER_POS).unwrap_or("?").to_owned(),
+            size,
+            limit: limit.describe(),
+        });
+    }
     let key = match &rec.key {
         Some(k) => Some(schemas.rewrite(k, rec.offset, "key").await?),
         None => None,

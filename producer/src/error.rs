@@ -45,14 +45,16 @@ pub enum ProducerError {
     PositionPurged { position: String, message: String },
     #[error("{0}")]
     Lock(#[from] continuum_common::lock::LockError),
-    #[error("record too large for {topic}: {size} bytes for table {table}, primary key ({key}); the limit is producer.max_record_bytes = {limit} and the broker's message.max.bytes. Raise both, or exclude the table")]
+    #[error("record too large for {topic}: {size} bytes of key and value for table {table}, primary key ({key}); the limit is {limit}. Raise both settings above the record's size, or exclude the table. Nothing from this row change on was written; a restart stops here again, and never skips it")]
     RecordTooLarge {
         topic: String,
         table: String,
         key: String,
         size: usize,
-        limit: usize,
+        limit: String,
     },
+    #[error("{0}")]
+    Refused(String),
     #[error("resume: {0}")]
     Resume(String),
     #[error("binlog: {0}")]
@@ -89,7 +91,7 @@ impl ProducerError {
             ProducerError::Unsupported(_) | ProducerError::BadValue(_) => "type",
             ProducerError::PositionPurged { .. } => "purged",
             ProducerError::Lock(_) => "lock",
-            ProducerError::RecordTooLarge { .. } => "too_large",
+            ProducerError::RecordTooLarge { .. } | ProducerError::Refused(_) => "too_large",
             ProducerError::Resume(_) => "resume",
             ProducerError::Binlog(_) => "binlog",
             ProducerError::Snapshot(_) => "snapshot",

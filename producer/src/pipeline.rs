@@ -29,6 +29,7 @@ use crate::filter::TableFilter;
 use crate::preflight::{self, SourceFacts};
 use crate::resume::{self, Start};
 use crate::sink::Sink;
+use continuum_common::writer::RecordLimit;
 use crate::snapshot::{self, SnapshotSettings};
 
 /// How the first session starts.
@@ -95,11 +96,7 @@ impl Producer {
         let ccfg = kafka::consumer_config(&site, &cluster, &format!("{client_id}-resume"))?;
         let registry = Registry::new(&registry_settings(&cluster)?)
             .map_err(|e| ProducerError::Codec(e.into()))?;
-        let mut sink = Sink::new(
-            pcfg.clone(),
-            Encoder::new(registry, &self.topic),
-            self.cfg.producer.max_record_bytes,
-        )?;
+        let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic))?;
 
         let mut backoff = self.backoff();
         let mut lock: Option<NamedLock> = None;
@@ -175,12 +172,19 @@ impl Producer {
             *lock = Some(NamedLock::acquire(self.opts.clone(), &self.target, &name, &what).await?);
         }
         let lock = lock.as_ref().expect("lock held");
-        kafka::ensure_changelog_topic(pcfg, &self.topic, Duration::from_secs(30))
+        let max = self.cfg.producer.max_record_bytes;
+        let kerr = |what: String| move |source| ProducerError::Kafka { what, source };
+        kafka::ensure_changelog_topic(pcfg, &self.topic, max, Duration::from_secs(30))
             .await
-            .map_err(|source| ProducerError::Kafka {
-                what: format!("creating topic {}", self.topic),
-                source,
-            })?;
+            .map_err(kerr(format!("creating topic {}", self.topic)))?;
+        let topic_max = kafka::topic_max_message_bytes(pcfg, &self.topic, Duration::from_secs(30))
+            .await
+            .map_err(kerr(format!("reading the settings of topic {}", self.topic)))?;
+        if topic_max < max {
+            tracing::warn!(topic = %self.topic, topic_max_message_bytes = topic_max, producer_max_record_bytes = max,
+                "the topic takes smaller records than producer.max_record_bytes allows; a larger row change will stop the producer");
+        }
+        sink.set_limit(RecordLimit::new(max, &self.topic, topic_max));
         tracing::debug!(topic = %self.topic, "changelog topic present");
 
         let mut filter = TableFilter::new(&self.cfg.producer)?;

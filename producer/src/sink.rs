@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::ClientConfig;
 
-use continuum_common::writer::{SendError, Writer};
+use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_schemas::{Encoder, StreamRecord, Value};
 
 use crate::error::ProducerError;
@@ -23,7 +23,7 @@ pub use continuum_common::writer::HEADER_POS;
 pub struct Sink {
     writer: Writer,
     encoder: Encoder,
-    limit: usize,
+    limit: RecordLimit,
     last_ts: i64,
 }
 
@@ -54,28 +54,36 @@ impl From<SendError> for ProducerError {
                 topic: String::new(),
                 reason: format!("a record of {size} bytes was refused as too large"),
             },
+            e @ SendError::Refused { .. } => ProducerError::Refused(e.to_string()),
         }
     }
 }
 
 impl Sink {
-    pub fn new(
-        config: ClientConfig,
-        encoder: Encoder,
-        limit: usize,
-    ) -> Result<Self, ProducerError> {
+    /// A sink whose record limit is `producer.max_record_bytes` (the `message.max.bytes` of
+    /// `config`) until [`Sink::set_limit`] adds the topic's.
+    pub fn new(config: ClientConfig, encoder: Encoder) -> Result<Self, ProducerError> {
+        let max_record_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX);
         let topic = encoder.topic().to_owned();
         let writer = Writer::new(config, &topic, "continuum_producer_records_delivered_total")
             .map_err(|source| ProducerError::Kafka {
                 what: format!("creating the producer for {topic}"),
                 source,
             })?;
+        let limit = RecordLimit::unknown_topic(max_record_bytes, &topic);
         Ok(Sink {
             writer,
             encoder,
             limit,
             last_ts: 0,
         })
+    }
+
+    pub fn set_limit(&mut self, limit: RecordLimit) {
+        self.limit = limit;
     }
 
     /// The first delivery failure, if any.
@@ -94,17 +102,17 @@ impl Sink {
                 table: ev.table.qualified_name(),
                 key: key_text(ev),
                 size,
-                limit: self.limit,
+                limit: self.limit.describe(),
             },
             other => ProducerError::RecordTooLarge {
                 topic: self.writer.topic().to_owned(),
                 table: format!("({} record)", other.kind()),
                 key: String::new(),
                 size,
-                limit: self.limit,
+                limit: self.limit.describe(),
             },
         };
-        if size + 512 > self.limit {
+        if size > self.limit.bytes() {
             return Err(too_large(size));
         }
         self.last_ts = self.last_ts.max(now);

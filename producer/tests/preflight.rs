@@ -215,7 +215,7 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     let admin_cfg = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
         .clone();
-    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, Duration::from_secs(30))
+    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, 64 << 20, Duration::from_secs(30))
         .await
         .unwrap();
     let producer: BaseProducer = rdkafka::ClientConfig::new()

@@ -89,7 +89,7 @@ fn metadata(cfg: &ClientConfig, secs: u64) -> Result<usize, String> {
 async fn round_trip(c: &SiteConfig, what: &str) {
     let topic = unique_name(what);
     let base = client(c);
-    ensure_changelog_topic(&base, &topic, Duration::from_secs(20))
+    ensure_changelog_topic(&base, &topic, 64 << 20, Duration::from_secs(20))
         .await
         .unwrap_or_else(|e| panic!("{what}: creating {topic}: {e}"));
     let p: ThreadedProducer<DefaultProducerContext> =

@@ -192,7 +192,7 @@ filter = "info,continuum_consumer=debug"
     pub async fn source_on(&self, site: &str) -> Source {
         let cluster = self.cfg.cluster(site).unwrap().clone();
         let base = continuum_common::kafka::base_config(site, &cluster, "test-admin").unwrap();
-        ensure_changelog_topic(&base, &self.topic, Duration::from_secs(20))
+        ensure_changelog_topic(&base, &self.topic, 64 << 20, Duration::from_secs(20))
             .await
             .unwrap();
         let mut pcfg = self.cfg.producer.clone();
