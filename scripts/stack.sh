@@ -293,7 +293,6 @@ start_db() {
   fi
   spawn "$part" "$dir" "$(command -v mariadbd)" --defaults-file="$dir/my.cnf"
   wait_until "connections" 120 "$part" db_ping "$part"
-  db_provision "$part"
 }
 
 db_ping() { db_root "$1" -e 'SELECT 1' >/dev/null 2>&1; }
@@ -310,7 +309,7 @@ SET SESSION sql_log_bin=0;
 CREATE USER IF NOT EXISTS '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
-GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW,
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW, CREATE TEMPORARY TABLES,
       READ_ONLY ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
 $(db_tls_require_sql)
 -- root may only log in from this machine; the stack is local only.
@@ -586,6 +585,11 @@ await_part() {
     *-registry) secs=180 ;;
   esac
   wait_until "health" "$secs" "$part" healthy "$part"
+  # Users, grants and credentials on every `up`, running or not: a stack started by an older
+  # version of this script gets what this one grants (each step is idempotent).
+  if [[ $part == *-db ]]; then
+    db_provision "$part"
+  fi
   if [[ $part == *-broker ]]; then
     kafka_py scram "127.0.0.1:$(port_of "$part")" "$KAFKA_SASL_USER" "$STACK_DIR/secrets/kafka-password" \
       >>"$STACK_DIR/logs/$part.log" 2>&1 ||

@@ -313,7 +313,7 @@ pub struct InfoColumn {
 }
 
 /// Parses `enum('a','b''c')` / `set(...)` value lists as `information_schema` prints them.
-fn value_list(column_type: &str) -> Option<Vec<String>> {
+pub fn value_list(column_type: &str) -> Option<Vec<String>> {
     let inner = column_type.split_once('(')?.1.strip_suffix(')')?;
     let mut out = Vec::new();
     let mut chars = inner.chars().peekable();

@@ -7,6 +7,12 @@
 //! marker, and streaming continues from exactly `P`: no gap, no overlap. Table shapes come from
 //! `information_schema` inside the snapshot transaction. A crash mid-snapshot leaves a START
 //! without END; the next run starts a new snapshot with a new id.
+//!
+//! MariaDB prints ENUM and SET members through its system character set (utf8mb3), in
+//! `SHOW CREATE TABLE` and `information_schema` alike, so a member holding a 4-byte character
+//! (an emoji) reads as `?`. Such a definition is never passed on as read: the exact members are
+//! read back from a temporary table of the column's type ([`exact_members`]), and the table's
+//! shape and its `CREATE TABLE` carry those.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +63,7 @@ fn new_snapshot_id() -> String {
 
 async fn plan_table(
     conn: &mut Conn,
+    opts: &Opts,
     target: &str,
     db: &str,
     table: &str,
@@ -82,10 +89,13 @@ async fn plan_table(
         )
         .await
         .db(target)?;
-    let info: Vec<InfoColumn> = cols
+    let mut raw_types = Vec::with_capacity(cols.len());
+    let mut info: Vec<InfoColumn> = cols
         .into_iter()
         .map(
-            |(name, data_type, column_type, nullable, p, s, dp, cs, ol)| InfoColumn {
+            |(name, data_type, column_type, nullable, p, s, dp, cs, ol)| {
+                raw_types.push(column_type.clone());
+                InfoColumn {
                 name,
                 data_type: data_type.to_lowercase(),
                 column_type: column_type.to_lowercase(),
@@ -95,9 +105,27 @@ async fn plan_table(
                 datetime_precision: dp,
                 charset: cs,
                 octet_length: ol,
+            }
             },
         )
         .collect();
+    // Member lists MariaDB could not print (see the module note), with their exact text.
+    let mut exact_types = Vec::new();
+    for (c, raw) in info.iter_mut().zip(&raw_types) {
+        let kind = match c.data_type.as_str() {
+            "enum" => MemberKind::Enum,
+            "set" => MemberKind::Set,
+            _ => continue,
+        };
+        if !raw.contains('?') {
+            continue;
+        }
+        let count = shape::value_list(&c.column_type).map_or(0, |v| v.len());
+        let members = exact_members(opts, target, db, table, &c.name, kind, count).await?;
+        let exact = members_type(kind, &members);
+        c.column_type = exact.to_lowercase();
+        exact_types.push((format!("{} {raw}", quote_ident(&c.name)), format!("{} {exact}", quote_ident(&c.name))));
+    }
     let pk: Vec<String> = conn
         .exec(
             "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
@@ -138,7 +166,15 @@ async fn plan_table(
         ))
         .await
         .db(target)?;
-    let create = row.map(|(_, c)| c).unwrap_or_default();
+    let mut create = row.map(|(_, c)| c).unwrap_or_default();
+    for (lossy, exact) in &exact_types {
+        if !create.contains(lossy.as_str()) {
+            return Err(ProducerError::Snapshot(format!(
+                "SHOW CREATE TABLE {db}.{table} does not hold the column definition {lossy} that information_schema gives, so its ENUM or SET members (some outside utf8mb3) cannot be put right; exclude the table, or rename those members"
+            )));
+        }
+        create = create.replacen(lossy.as_str(), exact, 1);
+    }
     let create = match create.strip_prefix("CREATE TABLE ") {
         Some(rest) => format!("CREATE TABLE IF NOT EXISTS {rest}"),
         None => {
@@ -153,6 +189,96 @@ async fn plan_table(
         estimate,
         create,
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberKind {
+    Enum,
+    Set,
+}
+
+/// The exact members of an ENUM or SET column with `count` members, in order: a temporary table
+/// with the column's own type (`CREATE TEMPORARY TABLE ... SELECT col ... LIMIT 0`) is filled
+/// with every member by number (ENUM index `1..=count`, SET bit `1 << i`) and read back as bytes.
+/// Temporary tables are private to the session and, with row-based binary logging, never
+/// logged, so the source's binlog and GTID sequence do not move. It runs on a connection of its
+/// own: the snapshot's transaction is read-only. Needs the `CREATE TEMPORARY TABLES` privilege on
+/// the table's database.
+async fn exact_members(
+    opts: &Opts,
+    target: &str,
+    db: &str,
+    table: &str,
+    column: &str,
+    kind: MemberKind,
+    count: usize,
+) -> Result<Vec<String>, ProducerError> {
+    if count == 0 || (kind == MemberKind::Set && count > 64) {
+        return Err(ProducerError::Snapshot(format!(
+            "{db}.{table}.{column}: cannot read the member list of the column's type ({count} members)"
+        )));
+    }
+    let tmp = format!("{}.`continuum_members_tmp`", quote_ident(db));
+    let col = quote_ident(column);
+    let numbers: Vec<String> = (0..count)
+        .map(|i| match kind {
+            MemberKind::Enum => format!("({})", i + 1),
+            MemberKind::Set => format!("({})", 1u64 << i),
+        })
+        .collect();
+    let statements = [
+        format!("DROP TEMPORARY TABLE IF EXISTS {tmp}"),
+        format!(
+            "CREATE TEMPORARY TABLE {tmp} (n INT AUTO_INCREMENT PRIMARY KEY) SELECT {col} FROM {}.{} LIMIT 0",
+            quote_ident(db),
+            quote_ident(table)
+        ),
+        format!("INSERT INTO {tmp} ({col}) VALUES {}", numbers.join(", ")),
+    ];
+    let privilege = |e: mysql_async::Error| match &e {
+        mysql_async::Error::Server(se) if se.code == 1044 || se.code == 1142 => {
+            ProducerError::Snapshot(format!(
+                "{db}.{table}.{column} has ENUM or SET members with characters outside utf8mb3, which MariaDB prints as '?'; reading them exactly needs a temporary table: GRANT CREATE TEMPORARY TABLES ON `{db}`.* to the producer's user ({e})"
+            ))
+        }
+        _ => ProducerError::Db {
+            target: target.to_owned(),
+            source: e,
+        },
+    };
+    let mut conn = Conn::new(opts.clone()).await.db(target)?;
+    for sql in &statements {
+        conn.query_drop(sql).await.map_err(privilege)?;
+    }
+    let rows: Vec<Vec<u8>> = conn
+        .query(format!("SELECT CAST({col} AS BINARY) FROM {tmp} ORDER BY n"))
+        .await
+        .db(target)?;
+    conn.disconnect().await.db(target)?;
+    let members: Vec<String> = rows
+        .into_iter()
+        .map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        .collect();
+    if members.len() != count {
+        return Err(ProducerError::Snapshot(format!(
+            "{db}.{table}.{column}: read {} members of the column's type, expected {count}",
+            members.len()
+        )));
+    }
+    Ok(members)
+}
+
+/// `enum('a','b''c')` or `set(...)`, quoted as `SHOW CREATE TABLE` quotes members.
+fn members_type(kind: MemberKind, members: &[String]) -> String {
+    let quoted: Vec<String> = members
+        .iter()
+        .map(|m| format!("'{}'", m.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
+    let name = match kind {
+        MemberKind::Enum => "enum",
+        MemberKind::Set => "set",
+    };
+    format!("{name}({})", quoted.join(","))
 }
 
 /// On a read-only source (a replica) nothing local-origin exists yet: its data came from
@@ -271,7 +397,7 @@ pub async fn run(
     }
     let mut plans = Vec::with_capacity(captured.len());
     for (d, t, _, rows) in &captured {
-        plans.push(plan_table(&mut conn, target, d, t, rows.unwrap_or(0)).await?);
+        plans.push(plan_table(&mut conn, &s.opts, target, d, t, rows.unwrap_or(0)).await?);
     }
     let id = new_snapshot_id();
     let total_estimate: u64 = plans.iter().map(|p| p.estimate).sum::<u64>().max(1);
@@ -396,4 +522,25 @@ pub async fn run(
     let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
     tracing::info!(snapshot = %id, rows = done_rows, rows_per_sec = rate as u64, seconds = started.elapsed().as_secs_f64(), %position, "snapshot finished");
     Ok(position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_lists_are_quoted_as_show_create_table_prints_them() {
+        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            members_type(MemberKind::Enum, &m(&["a", "\u{1F600}", "it's", "b\\c"])),
+            "enum('a','\u{1F600}','it''s','b\\\\c')"
+        );
+        assert_eq!(members_type(MemberKind::Set, &m(&["x"])), "set('x')");
+        // What the shape parser reads back is what went in.
+        let t = members_type(MemberKind::Enum, &m(&["a", "it's", "\u{1F600}"]));
+        assert_eq!(
+            shape::value_list(&t).unwrap(),
+            m(&["a", "it's", "\u{1F600}"])
+        );
+    }
 }
