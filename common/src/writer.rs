@@ -241,6 +241,18 @@ impl Writer {
             match done {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+                    // A producer that raised a fatal error (a record refused with
+                    // enable.gapless.guarantee) sends nothing more: what it still holds will
+                    // never be delivered, so waiting for it would wait for ever.
+                    if let Some((code, reason)) = self.producer.client().fatal_error() {
+                        self.purge_all();
+                        self.check()?;
+                        return Err(SendError::Kafka {
+                            topic: self.topic.clone(),
+                            source: KafkaError::MessageProduction(code),
+                        })
+                        .inspect_err(|_| tracing::error!(topic = %self.topic, %reason, "the producer failed for good"));
+                    }
                     tracing::warn!(topic = %self.topic, queued = self.producer.in_flight_count(), "records not yet delivered; waiting for the broker");
                 }
                 Err(e) => {
@@ -256,6 +268,12 @@ impl Writer {
     /// Drops queued (not yet sent) records, so nothing more reaches the topic from here.
     pub fn purge_queue(&self) {
         self.producer.purge(PurgeConfig::default().queue());
+    }
+
+    /// Drops queued and in-flight records alike: for a producer that can send nothing more.
+    fn purge_all(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
     }
 
     /// After a failed delivery the idempotent producer may be unusable: drain it and start a

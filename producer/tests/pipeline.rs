@@ -58,7 +58,7 @@ const ALL_TYPES: &str = "(
   tm TIME, tm6 TIME(6),
   c CHAR(10), vc VARCHAR(100), tt TINYTEXT, tx TEXT, mt MEDIUMTEXT, lt LONGTEXT,
   bn BINARY(16), vb VARBINARY(100), tb TINYBLOB, bl BLOB, mb MEDIUMBLOB, lb LONGBLOB,
-  en ENUM('a','b c'), st SET('x','y','z'), js JSON, g GEOMETRY, i4 INET4, i6 INET6, u UUID,
+  en ENUM('a','b c','😀'), st SET('x','y','z','😀'), js JSON, g GEOMETRY, i4 INET4, i6 INET6, u UUID,
   `odd name ü` INT
 )";
 
@@ -69,7 +69,7 @@ const ROWS: &str = "INSERT INTO t VALUES
   '-838:59:59', '-838:59:59.999999',
   '', '', '', '', '', '',
   X'00000000000000000000000000000000', X'', X'', X'', X'', X'',
-  'a', '', '[]', ST_GeomFromText('POINT(0 0)'), '0.0.0.0', '::', '00000000-0000-0000-0000-000000000000', 0),
+  '😀', 'x,😀', '[]', ST_GeomFromText('POINT(0 0)'), '0.0.0.0', '::', '00000000-0000-0000-0000-000000000000', 0),
  (2, 127, 255, 32767, 65535, 8388607, 16777215, 2147483647, 4294967295, 9223372036854775807, 18446744073709551615,
   '99999999999999999999999999999999999.999999999999999999999999999999', 99999999.99, 3.40282e38, 1.7976931348623157e308, b'1', b'1111111111111111111111111111111111111111111111111111111111111111', TRUE,
   '9999-12-31', 2155, '9999-12-31 23:59:59', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07', '2038-01-19 03:14:07.999999',
@@ -89,7 +89,8 @@ const ROWS: &str = "INSERT INTO t VALUES
   '', '', 'null', ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))'), '10.0.0.1', '::1', '6ccd780c-baba-1026-9564-5b8c656024db', -1)";
 
 /// Snapshot reads and binlog row images of the same rows are identical: same schema id, same
-/// values, for every column type.
+/// values, for every column type. The snapshot's `CREATE TABLE` keeps ENUM and SET members that
+/// MariaDB itself prints as `?` (characters outside utf8mb3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_binlog_paths_produce_identical_records() {
     let p = TestPipeline::new("p_types");
@@ -140,6 +141,18 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
                 other => panic!("unexpected {other:?}"),
             };
         }
+    }
+    let create = recs
+        .iter()
+        .find_map(|(_, r)| match r {
+            StreamRecord::SchemaChange(sc) if sc.ddl.starts_with("CREATE TABLE") => {
+                Some(sc.ddl.clone())
+            }
+            _ => None,
+        })
+        .expect("the snapshot's CREATE TABLE");
+    for want in ["enum('a','b c','😀')", "set('x','y','z','😀')"] {
+        assert!(create.contains(want), "the snapshot's definition holds {want}:\n{create}");
     }
     assert_eq!(snap.len(), 4, "four snapshot reads");
     assert_eq!(deleted.len(), 4, "four deletes");
@@ -434,6 +447,112 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
         ev.after.unwrap()[2],
         continuum_schemas::Value::Text("new".into())
     );
+    cleanup(&p.dir);
+}
+
+/// Inserts rows 1, 2 and 3 into `db.t` (a LONGBLOB column), each in its own transaction; row 2
+/// holds `big` random bytes. Random, so that compression cannot shrink the record: the broker
+/// checks a batch's size as sent, compressed.
+async fn insert_small_big_small(c: &mut mysql_async::Conn, db: &str, big: usize) {
+    for (id, len) in [(1, 100), (2, big), (3, 100)] {
+        let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        c.exec_drop(format!("INSERT INTO {db}.t VALUES (?, ?)"), (id, bytes))
+            .await
+            .unwrap();
+    }
+}
+
+/// The ids of the rows of `t` in the topic, in order.
+async fn ids_in_topic(topic: &str) -> Vec<i64> {
+    decode_all(topic)
+        .await
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.table.table == "t" => match ev.key().first() {
+                Some(continuum_schemas::Value::Int(id)) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// A topic that takes smaller records than `producer.max_record_bytes` (its
+/// `max.message.bytes` was set by hand): the producer reads the topic's limit, and stops at a
+/// larger row change with an error naming the table, the key and both settings. Nothing after
+/// it reaches the topic, and a restart stops at the same row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
+    let p = TestPipeline::new("p_topiclimit");
+    create_topic_with_limit(&p.topic, 65536).await;
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)", p.db))
+        .await
+        .unwrap();
+    let mut producer = p.spawn(&[]);
+    wait_for("the producer to stream the binlog", Duration::from_secs(60), || async {
+        producer.log().contains("streaming the binlog").then_some(())
+    })
+    .await;
+    insert_small_big_small(&mut c, &p.db, 100_000).await;
+    let expect = |what: &str, log: &str| {
+        for want in [
+            "record too large".to_owned(),
+            format!("table {}.t, primary key (Int(2))", p.db),
+            format!("topic {}'s max.message.bytes = 65536", p.topic),
+            "producer.max_record_bytes = 67108864".to_owned(),
+        ] {
+            assert!(log.contains(&want), "{what}: the error names {want:?}:\n{log}");
+        }
+    };
+    let (ok, log) = producer.wait_exit(Duration::from_secs(60));
+    assert!(!ok);
+    expect("first run", &log);
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    expect("restart", &log);
+    assert_eq!(ids_in_topic(&p.topic).await, [1], "only the row before the large one is in the topic");
+    cleanup(&p.dir);
+}
+
+/// The broker refuses a record the producer sent (the topic's limit was lowered while the
+/// producer ran, after it had read the old one): with `enable.gapless.guarantee` nothing queued
+/// after the refused record is written, and the producer stops with an error naming the record's
+/// position and the setting to raise, instead of resuming past a gap. Restarted, it reads the
+/// new limit and stops at the same row, naming the table and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
+    let p = TestPipeline::new("p_refused");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
+    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)", p.db))
+        .await
+        .unwrap();
+    let mut producer = p.spawn(&[]);
+    wait_for("the producer to stream the binlog", Duration::from_secs(60), || async {
+        producer.log().contains("streaming the binlog").then_some(())
+    })
+    .await;
+    set_topic_limit(&p.topic, 65536).await;
+    insert_small_big_small(&mut c, &p.db, 100_000).await;
+    let (ok, log) = producer.wait_exit(Duration::from_secs(60));
+    assert!(!ok);
+    for want in [
+        format!("the {} broker refused the record at position txn:", p.topic),
+        "Nothing after it was written".to_owned(),
+        "Raise the topic's max.message.bytes".to_owned(),
+    ] {
+        assert!(log.contains(&want), "the error names {want:?}:\n{log}");
+    }
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    assert!(
+        log.contains(&format!("table {}.t, primary key (Int(2))", p.db))
+            && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
+        "restarted, it names the table, the key and the topic's limit:\n{log}"
+    );
+    assert_eq!(ids_in_topic(&p.topic).await, [1], "only the row before the refused one is in the topic");
     cleanup(&p.dir);
 }
 

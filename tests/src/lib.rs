@@ -65,8 +65,12 @@ pub struct Site {
     /// An administrative login over TCP (root on the local stack).
     pub db_admin_user: String,
     pub db_admin_password: String,
-    /// `bootstrap.servers` of the site's Kafka-compatible cluster.
+    /// `bootstrap.servers` of the site's Kafka cluster (its plaintext listener).
     pub brokers: String,
+    /// The same broker's TLS listener (a client certificate from the stack's CA is required).
+    pub brokers_tls: String,
+    /// The same broker's SASL_SSL listener (SCRAM-SHA-512, see [`Stack::kafka_sasl`]).
+    pub brokers_sasl: String,
     /// Base URL of the site's schema registry.
     pub registry: String,
 }
@@ -76,16 +80,12 @@ pub struct Site {
 pub struct Stack {
     pub sf: Site,
     pub eu: Site,
-    /// `sqlite` (durable) or `memory`, as the brokers were started.
-    pub broker_storage: String,
+    /// The SCRAM-SHA-512 user and password of both brokers' SASL_SSL listeners.
+    pub kafka_sasl: (String, String),
 }
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HINT}"))
-}
-
-fn var_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 impl Site {
@@ -103,6 +103,8 @@ impl Site {
             db_admin_user: var(&format!("{p}_DB_ADMIN_USER")),
             db_admin_password: var(&format!("{p}_DB_ADMIN_PASSWORD")),
             brokers: var(&format!("{p}_BROKERS")),
+            brokers_tls: var(&format!("{p}_BROKERS_TLS")),
+            brokers_sasl: var(&format!("{p}_BROKERS_SASL")),
             registry: var(&format!("{p}_REGISTRY"))
                 .trim_end_matches('/')
                 .to_owned(),
@@ -225,8 +227,15 @@ impl Site {
         cfg
     }
 
-    /// Creates a topic (replication factor 1, the local clusters have one broker each).
+    /// Creates a topic (replication factor 1, the local clusters have one broker each) that
+    /// keeps its records whatever their age (`retention.ms=-1`): suites write records with fixed
+    /// timestamps from the past, which Kafka's default retention (7 days) would delete at once.
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.create_topic_with(topic, partitions, &[]).await
+    }
+
+    /// [`Site::create_topic`] with topic settings of its own (`max.message.bytes`, ...).
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32, settings: &[(&str, &str)]) {
         let admin: AdminClient<DefaultClientContext> = self
             .kafka_config("test-admin")
             .create()
@@ -234,7 +243,11 @@ impl Site {
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let res = admin
             .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &[settings.iter().fold(
+                    NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+                        .set("retention.ms", "-1"),
+                    |t, (k, v)| t.set(k, v),
+                )],
                 &opts,
             )
             .await
@@ -316,7 +329,7 @@ pub fn stack() -> &'static Stack {
     STACK.get_or_init(|| Stack {
         sf: Site::from_env("sf"),
         eu: Site::from_env("eu"),
-        broker_storage: var_or("BROKER_STORAGE", "sqlite"),
+        kafka_sasl: (var("STACK_KAFKA_SASL_USER"), var("STACK_KAFKA_SASL_PASSWORD")),
     })
 }
 
@@ -437,6 +450,27 @@ pub fn stack_cmd_result(cmd: &str, part: &str) -> Result<String, String> {
             out.status
         ))
     }
+}
+
+/// Runs `script` (Python source) on the stack's Python, the venv with confluent-kafka that
+/// `make tools` makes (`STACK_PYTHON` in `.stack/env`), with `args`, and returns its standard
+/// output. Panics with both outputs if it fails: for checks made with a stock Kafka client.
+pub fn stack_python(script: &str, args: &[&str]) -> String {
+    let python = var("STACK_PYTHON");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{python} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Restarts one part: `stop` (graceful) or `kill` (SIGKILL), then `start`, which waits until

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
-use continuum_tests::{stack, unique_name, workload, workspace_root};
+use continuum_tests::{stack, stack_python, unique_name, workload, workspace_root, Site};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
@@ -242,11 +242,9 @@ fn verify(p: &Pipeline, dbs: &[String]) {
 /// offset 0 at its tail and checks every record as it arrives, so that every event of every
 /// source transaction is in the changelog exactly once, in order, with no offset missing.
 ///
-/// It follows the tail rather than reading the whole topic once at the end because tansu 0.6.0
-/// scans a partition from the fetch offset to its end for every fetch: reading a soak's topic
-/// (close to a million records) from offset 0 afterwards is quadratic and takes hours, while a
-/// reader at the tail fetches only what is new. The reader rides through broker kills the way
-/// the mirror does (librdkafka reconnects and resumes at its fetch position).
+/// It follows the tail during the run, so that a long soak's topic (close to a million records)
+/// is checked as it grows instead of read again at the end. The reader rides through broker
+/// kills the way the mirror does (librdkafka reconnects and resumes at its fetch position).
 struct ChangelogFollower {
     /// The offset the reader must reach before it reports, -1 while the run is in progress.
     until: Arc<AtomicI64>,
@@ -488,6 +486,51 @@ async fn drop_databases(dbs: &[String]) {
     }
 }
 
+/// Reads a whole changelog topic with stock Confluent clients (confluent-kafka's consumer and
+/// `AvroDeserializer`, the site's registry), and checks that every record decodes, keys
+/// included, and that the row changes carry Debezium's `op` codes. Returns how many records were
+/// decoded, and of them how many were creates, updates and deletes.
+fn decode_with_a_stock_client(site: &Site, topic: &str) -> (u64, u64, u64, u64) {
+    let out = stack_python(
+        r#"
+import sys
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+brokers, registry, topic = sys.argv[1:4]
+des = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+c = Consumer({"bootstrap.servers": brokers, "group.id": "stock-decode",
+              "enable.auto.commit": False, "isolation.level": "read_committed"})
+lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+c.assign([TopicPartition(topic, 0, lo)])
+n, ops = 0, {"c": 0, "u": 0, "d": 0}
+while n < hi - lo:
+    m = c.poll(30)
+    if m is None:
+        sys.exit(f"{topic}: no record after offset {lo + n - 1} within 30 s ({hi - lo} expected)")
+    if m.error():
+        sys.exit(f"{topic}: {m.error()}")
+    v = des(m.value(), SerializationContext(topic, MessageField.VALUE))
+    if m.key() is not None:
+        des(m.key(), SerializationContext(topic, MessageField.KEY))
+    op = v.get("op") if isinstance(v, dict) else None
+    if op in ops:
+        ops[op] += 1
+    n += 1
+c.close()
+print(n, ops["c"], ops["u"], ops["d"])
+"#,
+        &[&site.brokers, &site.registry, topic],
+    );
+    let n: Vec<u64> = out
+        .split_whitespace()
+        .map(|x| x.parse().expect("a count"))
+        .collect();
+    assert_eq!(n.len(), 4, "the decoding script printed {out:?}");
+    (n[0], n[1], n[2], n[3])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_replicates_a_workload_consistently() {
     let seconds: u64 = std::env::var("E2E_SECONDS")
@@ -518,6 +561,14 @@ async fn pipeline_replicates_a_workload_consistently() {
     let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
     let txns = changelog.finish(&p.sf_topic);
     p.stop();
+    // Both copies of the changelog, each with its own site's registry, decode with stock
+    // Confluent clients: the EU copy needs nothing from SF.
+    let s = stack();
+    for (site, what) in [(&s.sf, "SF's changelog"), (&s.eu, "EU's copy of it")] {
+        let (n, c, u, d) = decode_with_a_stock_client(site, &p.sf_topic);
+        assert!(c > 0 && u > 0 && d > 0, "{what}: creates {c}, updates {u}, deletes {d}");
+        eprintln!("{what}: {n} records decoded by a stock Confluent client ({c} creates, {u} updates, {d} deletes)");
+    }
     eprintln!("pipeline: {seconds}s of workload, {txns} source transactions, {commits} apply commits, {samples} invariant samples, no violation");
     drop_databases(&dbs).await;
 }

@@ -1,11 +1,16 @@
 //! The local stack keeps the promises the pipeline relies on, checked against the real servers
-//! (`make up`, `.stack/env`):
+//! (`make up`, `.stack/env`): Apache Kafka and Apicurio Registry, as a site runs them.
 //!
+//! - each site's broker is an Apache Kafka JVM, and a stock client's transaction commits on it;
 //! - a broker restarted (gracefully or with SIGKILL) still serves what was written before;
 //! - the SF MariaDB restarted keeps its GTID sequence going (same domain, next number);
-//! - the registry restarted gracefully maps every schema id to the same schema as before;
+//! - the registry answers a stock Confluent client, and restarted (gracefully or with SIGKILL)
+//!   maps every schema id to the same schema as before;
 //! - an idempotent producer's records come back in order with their headers from a given
-//!   offset, and the watermark and time-based offset lookups answer correctly.
+//!   offset, and the watermark and time-based offset lookups answer as Kafka documents them;
+//! - a record over a topic's `max.message.bytes` is refused, one under it is served whole even
+//!   to a consumer with a smaller fetch size, and a gapless idempotent writer writes nothing
+//!   after a refused record.
 //!
 //! These tests restart servers: run them alone and one at a time, as the Makefile does
 //! (`cargo test -p continuum-tests --test stack -- --test-threads=1`).
@@ -14,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use continuum_common::kafka::read_at;
 use continuum_schemas::{Registry, RegistrySettings, RetryPolicy};
-use continuum_tests::{restart_part, stack, stack_cmd, unique_name, workspace_root, Site};
+use continuum_tests::{
+    restart_part, stack, stack_python, unique_name, wait_for_blocking, workspace_root, Site,
+};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -141,15 +148,7 @@ fn check_records(msgs: &[OwnedMessage], first: usize, first_offset: i64) {
 }
 
 async fn broker_restart_keeps_records(how: &str) {
-    let s = stack();
-    if s.broker_storage != "sqlite" {
-        eprintln!(
-            "SKIPPED: the brokers run with BROKER_STORAGE={}, which keeps nothing across a restart; durability is only promised with sqlite",
-            s.broker_storage
-        );
-        return;
-    }
-    let site = &s.sf;
+    let site = &stack().sf;
     let topic = unique_name(&format!("broker_{how}"));
     site.create_topic(&topic, 1).await;
     let offsets = produce(site, &topic, 50, 0, None).await;
@@ -277,8 +276,9 @@ async fn sf_mariadb_killed_and_started_continues_gtid() {
     mariadb_restart_continues_gtid("kill").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sf_registry_restarted_keeps_schema_ids() {
+/// Schemas registered before `stack.sh <how> sf-registry` and a start keep their ids: Apicurio
+/// replays its journal topic (kafkasql) from the site's broker, with no dump to restore.
+async fn registry_restart_keeps_schema_ids(how: &str) {
     let site = &stack().sf;
     let ns = unique_name("registry");
     let schemas: Vec<(String, String)> = (0..3)
@@ -305,9 +305,7 @@ async fn sf_registry_restarted_keeps_schema_ids() {
         ids.push(before.register(subject, schema).await.expect("register"));
     }
     // One schema under two subjects: version 2 of an evolving subject, then version 1 of
-    // another (as when a second topic captures a table after its ALTER). The other subject sorts
-    // first, so a restore that took subjects in name order would register the shared schema there
-    // first, after which rivven-schema adds no version 2 to the evolving subject.
+    // another (as when a second topic captures a table after its ALTER). Both keep the id.
     let (evolving, copy) = (format!("{ns}-z.Evolving"), format!("{ns}-a.Copy"));
     let s_old = format!(
         r#"{{"type":"record","name":"E","namespace":"{ns}","fields":[{{"name":"a","type":"long"}}]}}"#
@@ -332,9 +330,7 @@ async fn sf_registry_restarted_keeps_schema_ids() {
         id_new
     );
 
-    stack_cmd("stop", &site.registry_part());
-    // The start replays the dump and refuses to serve if any subject's ids differ.
-    stack_cmd("start", &site.registry_part());
+    restart_part(&site.registry_part(), how);
 
     let after = reg(); // a fresh client: nothing cached
     for ((subject, schema), id) in schemas.iter().zip(&ids) {
@@ -373,6 +369,50 @@ async fn sf_registry_restarted_keeps_schema_ids() {
         new_id > *ids.iter().max().unwrap(),
         "a new schema gets a new id ({new_id}), never an old one ({ids:?})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sf_registry_stopped_and_started_keeps_schema_ids() {
+    registry_restart_keeps_schema_ids("stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sf_registry_killed_and_started_keeps_schema_ids() {
+    registry_restart_keeps_schema_ids("kill").await;
+}
+
+/// Apicurio's Confluent-compatible API, as a stock Confluent client (confluent-kafka's
+/// `SchemaRegistryClient`) uses it at `SF_REGISTRY`: register, look up by id, by subject and
+/// version, and list subjects.
+#[test]
+fn sf_registry_answers_a_stock_confluent_client() {
+    let site = &stack().sf;
+    let ns = unique_name("ccompat");
+    let out = stack_python(
+        r#"
+import json, sys
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+url, ns = sys.argv[1], sys.argv[2]
+c = SchemaRegistryClient({"url": url})
+text = json.dumps({"type": "record", "name": "R", "namespace": ns,
+                   "fields": [{"name": "a", "type": "long"}]})
+subject = f"{ns}-{ns}.R"
+sid = c.register_schema(subject, Schema(text, "AVRO"))
+assert c.register_schema(subject, Schema(text, "AVRO")) == sid, "registering again gives the same id"
+got = c.get_schema(sid)
+assert json.loads(got.schema_str) == json.loads(text), got.schema_str
+latest = c.get_latest_version(subject)
+assert (latest.schema_id, latest.version) == (sid, 1), (latest.schema_id, latest.version)
+assert subject in c.get_subjects(), "the subject is listed"
+print(sid)
+"#,
+        &[&site.registry, &ns],
+    );
+    let id: u32 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the Confluent client printed {out:?}, not a schema id"));
+    assert!(id > 0);
 }
 
 /// Ten records with explicit create times one second apart, in the recent past, on a new topic.
@@ -462,15 +502,10 @@ async fn watermarks_and_offsets_for_times_answer_correctly() {
     );
 }
 
-/// Kafka answers "no such offset" (-1, `Offset::End`) for a time after the last record. tansu
-/// 0.6.0 with sqlite storage answers offset 0 instead (tansu-storage `lite.rs` falls back to
-/// `Some(0)`), which would send a client that trusts it back to the start of the topic. This test
-/// pins down that gap, and that it is detectable: the record at the answered offset is older
-/// than the time asked for. Continuum never trusts the broker alone here (see
-/// `continuum-consumer`'s `topic::offset_for_time`, which checks the answer against record
-/// timestamps and falls back to a binary search over them).
+/// Kafka answers "no such offset" (-1, `Offset::End`) for a time after the last record, never
+/// an offset inside the topic (a client that trusted such an answer would go back in time).
 #[tokio::test(flavor = "multi_thread")]
-async fn offsets_for_times_after_the_last_record_is_the_end_or_detectably_wrong() {
+async fn offsets_for_times_after_the_last_record_is_the_end() {
     let site = &stack().sf;
     let (topic, base, step) = timed_topic(site, "after_last").await;
     let consumer: BaseConsumer = site
@@ -478,129 +513,207 @@ async fn offsets_for_times_after_the_last_record_is_the_end_or_detectably_wrong(
         .create()
         .expect("consumer");
     let ts = base + 9 * step + 1;
-    match offset_for_time(&consumer, &topic, ts) {
-        Ok(Offset::End) => {}
-        Ok(Offset::Offset(o)) => {
-            let rec = read_at(&consumer, &topic, o, Duration::from_secs(10))
-                .expect("read")
-                .expect("a record at the answered offset");
-            let rts = rec.timestamp_ms.expect("timestamp");
-            assert!(
-                rts < ts,
-                "the broker answered offset {o} for time {ts}, and the record there has timestamp {rts}: \
-                 a wrong answer a client cannot detect"
-            );
-            eprintln!("broker gap confirmed: offsets_for_times({ts}) after the last record answered offset {o} (timestamp {rts}) instead of the end");
-        }
-        other => panic!("offsets_for_times for a time after the last record: {other:?}"),
-    }
+    assert_eq!(
+        offset_for_time(&consumer, &topic, ts),
+        Ok(Offset::End),
+        "offsets_for_times for a time after the last record of {topic}"
+    );
 }
 
-/// tansu 0.6.0's sqlite schema has no index on `header (topition, offset_id)`, and every
-/// fetched record looks its headers up by those columns, so reads slowed down with every record
-/// ever written (measured: 20k records took minutes to read back with 480k headers stored,
-/// 6 s with the index). scripts/stack.sh adds the index when it starts a broker; this checks
-/// that both brokers have it.
+/// `.stack/pids/sf-broker.pid` is an Apache Kafka JVM (main class `kafka.Kafka`), and a stock
+/// client (confluent-kafka) commits and aborts transactions on it: only the committed records
+/// reach a `read_committed` consumer.
 #[test]
-fn broker_storage_has_the_header_index() {
-    let s = stack();
-    if s.broker_storage != "sqlite" {
-        return;
-    }
+fn sf_broker_is_apache_kafka_and_commits_a_stock_clients_transaction() {
+    let site = &stack().sf;
     let dir = std::env::var("STACK_DIR")
         .unwrap_or_else(|_| workspace_root().join(".stack").display().to_string());
-    for part in ["sf-broker", "eu-broker"] {
-        let db = format!("{dir}/{part}/{part}.db");
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); \
-                 print([r[1] for r in c.execute('PRAGMA index_list(header)')])",
-                &db,
-            ])
-            .output()
-            .expect("python3");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("continuum_header_topition_offset"),
-            "{db} lacks the header index (stdout {text}, stderr {})",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let pid = std::fs::read_to_string(format!("{dir}/pids/sf-broker.pid")).expect("sf-broker.pid");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+        .unwrap_or_else(|e| panic!("sf-broker pid {}: {e}", pid.trim()));
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(
+        args.first().is_some_and(|a| a.ends_with("/java")) && args.iter().any(|a| a == "kafka.Kafka"),
+        "sf-broker (pid {}) is not a kafka.Kafka JVM: {args:?}",
+        pid.trim()
+    );
+
+    let topic = unique_name("txn");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(site.create_topic(&topic, 1));
+    stack_python(
+        r#"
+import sys
+from confluent_kafka import Producer
+brokers, topic = sys.argv[1], sys.argv[2]
+p = Producer({"bootstrap.servers": brokers, "transactional.id": topic})
+p.init_transactions(60)
+def txn(prefix, n, commit):
+    p.begin_transaction()
+    for i in range(n):
+        p.produce(topic, key=f"{prefix}{i}", value=f"{prefix} {i}", partition=0)
+    p.flush(30)
+    (p.commit_transaction if commit else p.abort_transaction)(30)
+txn("committed-a", 3, True)
+txn("aborted", 2, False)
+txn("committed-b", 1, True)
+"#,
+        &[&site.brokers, &topic],
+    );
+    let msgs = site.read_from(&topic, 0, 4, READ);
+    let values: Vec<String> = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(
+        values,
+        ["committed-a 0", "committed-a 1", "committed-a 2", "committed-b 0"],
+        "a read_committed consumer sees the committed transactions only"
+    );
+    // Three transactions' records plus their three commit or abort markers.
+    let consumer: BaseConsumer = site.consumer_config("test-txn").create().unwrap();
+    let (_, high) = consumer.fetch_watermarks(&topic, 0, READ).unwrap();
+    assert_eq!(high, 9, "6 records and 3 transaction markers in {topic}");
 }
 
-/// tansu 0.6.0 never serves a record larger than its fetch cap (5 MiB), whatever the client asks
-/// for: a fetch at that offset returns nothing, so every reader would wait there forever, with no
-/// error. Kafka serves it (KIP-74). So the stack's configs (`config/*.toml`) set
-/// `producer.max_record_bytes` below the cap, and the producer stops with an error that names the
-/// table and the key instead. This checks both sides of that limit: the largest record the
-/// producer lets through with the stack's config comes back, and one over 5 MiB does not. If a
-/// later tansu serves it, this test fails; then the limit can go.
-#[tokio::test(flavor = "multi_thread")]
-async fn tansu_0_6_0_serves_no_record_over_its_5_mib_fetch_cap() {
+/// Random bytes: compression cannot shrink them, so the size sent is the size the broker sees.
+fn incompressible(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Settings as Continuum's writers build them, for the SF cluster.
+fn continuum_site() -> continuum_common::SiteConfig {
     let site = &stack().sf;
-    let cfg = continuum_common::SiteConfig::from_file(&workspace_root().join("config/sf.toml"))
-        .expect("config/sf.toml");
-    let limit = cfg.producer.max_record_bytes;
+    continuum_common::SiteConfig::from_toml(&format!(
+        "site = \"sf\"\n[database]\nuser = \"u\"\n[sites.sf]\nbrokers = \"{}\"\nregistry = {{ url = \"{}\" }}\n",
+        site.brokers, site.registry
+    ))
+    .expect("site config")
+}
+
+/// Kafka's record limit, both sides of it. A topic created with the cluster's defaults takes
+/// about 1 MiB (`message.max.bytes`); a changelog topic that Continuum creates takes
+/// `producer.max_record_bytes` (its `max.message.bytes`), and a record just under that comes back
+/// whole to a consumer whose fetch size is far smaller (KIP-74).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_over_the_topic_limit_is_refused_and_one_under_it_is_served_whole() {
+    use continuum_common::kafka::{base_config, ensure_changelog_topic, topic_max_message_bytes};
+    let site = &stack().sf;
+    let cfg = continuum_site();
+    let admin = base_config("sf", cfg.local(), "test-limit").unwrap();
+
+    let plain = unique_name("limit_default");
+    site.create_topic(&plain, 1).await;
+    let default_max = topic_max_message_bytes(&admin, &plain, READ).await.unwrap();
     assert!(
-        limit < 5 << 20,
-        "config/sf.toml: producer.max_record_bytes = {limit} must stay under tansu's 5 MiB cap"
+        (1 << 20..2 << 20).contains(&default_max),
+        "a topic with the cluster's defaults takes about 1 MiB, not {default_max} bytes"
     );
-    // The producer refuses a record whose key and value come within 512 bytes of the limit.
-    let largest_allowed = limit - 512;
-    let over = (5 << 20) + (64 << 10);
-    let topic = unique_name("large");
-    site.create_topic(&topic, 1).await;
     let producer: FutureProducer = site
-        .producer_config("test-large")
+        .producer_config("test-limit")
         .set("message.max.bytes", (64 << 20).to_string())
         .create()
-        .expect("producer");
-    // Incompressible bytes: what tansu stores and serves is the size that counts.
-    let payload = |n: usize| -> Vec<u8> { (0..n).map(|_| rand::random::<u8>()).collect() };
-    let sizes = [largest_allowed, over, 10];
-    for (i, n) in sizes.iter().enumerate() {
-        let value = payload(*n);
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .partition(0)
-                    .key("k")
-                    .payload(&value)
-                    .headers(headers_for(i)),
-                Duration::from_secs(30),
+        .unwrap();
+    let over = incompressible(2 << 20);
+    let refused = producer
+        .send(
+            FutureRecord::to(&plain).partition(0).key("k").payload(&over),
+            Duration::from_secs(30),
+        )
+        .await;
+    match refused {
+        Err((e, _)) => assert_eq!(
+            e.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+            "a 2 MiB record to {plain}: {e}"
+        ),
+        Ok(d) => panic!("the broker took a 2 MiB record into {plain} (offset {})", d.offset),
+    }
+
+    let big = unique_name("limit_changelog");
+    let limit = 8 << 20;
+    ensure_changelog_topic(&admin, &big, limit, READ).await.unwrap();
+    assert_eq!(topic_max_message_bytes(&admin, &big, READ).await.unwrap(), limit);
+    let under = incompressible(limit - 600);
+    producer
+        .send(
+            FutureRecord::to(&big).partition(0).key("k").payload(&under),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("a record of {} bytes into {big}: {e}", under.len()));
+    let consumer: BaseConsumer = site
+        .consumer_config("test-limit")
+        .set("fetch.max.bytes", (1 << 20).to_string())
+        .set("max.partition.fetch.bytes", (1 << 20).to_string())
+        .set("receive.message.max.bytes", (64 << 20).to_string())
+        .create()
+        .unwrap();
+    let back = read_at(&consumer, &big, 0, READ)
+        .expect("read")
+        .expect("the record under the limit comes back");
+    assert_eq!(back.value.as_deref(), Some(&under[..]), "it comes back whole");
+}
+
+/// A record the broker refuses stops Continuum's writer with nothing after it written:
+/// `enable.gapless.guarantee`. Without it librdkafka would drop the refused record and deliver
+/// the ones queued behind it, and a writer resuming after the topic's last record would skip
+/// the refused one for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gapless_writer_writes_nothing_after_a_refused_record() {
+    use continuum_common::kafka::producer_config;
+    use continuum_common::writer::{SendError, Writer};
+    let site = &stack().sf;
+    let cfg = continuum_site();
+    let topic = unique_name("gapless");
+    site.create_topic(&topic, 1).await; // the cluster's ~1 MiB limit
+    let pcfg = producer_config("sf", cfg.local(), "test-gapless", &cfg.producer).unwrap();
+    let writer = Writer::new(pcfg, &topic, "test_delivered").unwrap();
+    let huge = incompressible(2 << 20);
+    let send = |i: usize, value: &[u8]| {
+        let pos = format!("txn:1-1-{i}:0:last:1-1-{}", i - 1);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: continuum_common::writer::HEADER_POS,
+            value: Some(pos.as_bytes()),
+        });
+        let key = format!("k{i}");
+        let value = value.to_vec();
+        let (w, topic) = (&writer, &topic);
+        async move {
+            w.send(
+                rdkafka::producer::BaseRecord::<[u8], [u8]>::to(topic)
+                    .key(key.as_bytes())
+                    .payload(&value[..])
+                    .headers(headers),
             )
             .await
-            .unwrap_or_else(|(e, _)| panic!("producing {n} bytes to {topic}: {e}"));
+        }
+    };
+    // One small record, the refused one, then more small ones queued right behind it.
+    send(1, b"small").await.unwrap();
+    let mut queued = vec![send(2, &huge).await];
+    for i in 3..10 {
+        queued.push(send(i, b"small").await);
     }
-    // Fetch sizes as the pipeline sets them (5 MiB), and far larger ones.
-    for fetch in [5usize << 20, 100 << 20] {
-        let consumer: BaseConsumer = site
-            .consumer_config("test-large")
-            .set("fetch.max.bytes", fetch.to_string())
-            .set("max.partition.fetch.bytes", fetch.to_string())
-            .set("receive.message.max.bytes", (200 << 20).to_string())
-            .create()
-            .expect("consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(&topic, 0, READ)
-            .expect("watermarks");
-        assert_eq!(high, 3, "all three records were written");
-        let first = read_at(&consumer, &topic, 0, READ)
-            .unwrap_or_else(|e| panic!("fetch {fetch}: reading offset 0: {e}"))
-            .unwrap_or_else(|| {
-                panic!("fetch {fetch}: offset 0 ({largest_allowed} bytes) never came back")
-            });
-        assert_eq!(
-            first.value.map(|v| v.len()),
-            Some(largest_allowed),
-            "fetch {fetch}: the largest record the stack's producer allows comes back whole"
-        );
-        let second = read_at(&consumer, &topic, 1, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("fetch {fetch}: reading offset 1: {e}"));
-        assert!(
-            second.is_none(),
-            "fetch {fetch}: tansu served the {over}-byte record at offset 1; if this tansu serves records over 5 MiB, the stack's max_record_bytes limit can go"
-        );
+    let _ = writer.flush().await;
+    match writer.check() {
+        Err(SendError::Refused { position, size, .. }) => {
+            assert_eq!(position, "txn:1-1-2:0:last:1-1-1", "the refused record is named");
+            assert_eq!(size, huge.len() + 2);
+        }
+        other => panic!("the writer should report the refused record, not {other:?} (sends: {queued:?})"),
     }
+    let consumer: BaseConsumer = site.consumer_config("test-gapless").create().unwrap();
+    let high = wait_for_blocking("the watermark of the gapless topic", READ, || {
+        consumer.fetch_watermarks(&topic, 0, READ).ok().map(|(_, h)| h)
+    });
+    assert_eq!(
+        high, 1,
+        "only the record before the refused one is in {topic}; nothing queued after it landed"
+    );
+    let msgs = site.read_from(&topic, 0, 1, READ);
+    assert_eq!(msgs[0].key(), Some(&b"k1"[..]));
 }

@@ -167,41 +167,53 @@ pub fn record(t: &Arc<TableSchema>, n: u64) -> StreamRecord {
 
 /// Writes records `from..to` to the SF topic, with the producer's headers.
 pub async fn produce(topic: &str, from: u64, to: u64, pace: Duration) {
-    let s = stack();
-    let producer: FutureProducer = s.sf.producer_config("mirror-test-source").create().unwrap();
-    let mut enc = Encoder::new(registry(&s.sf), topic);
     let t = table();
     for n in from..to {
-        let rec = record(&t, n);
-        let e = enc.encode(&rec, 1_700_000_000_000).await.unwrap();
-        let pos = rec.position().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "continuum.kind",
-                value: Some("row"),
-            })
-            .insert(Header {
-                key: "continuum.pos",
-                value: Some(&pos),
-            });
-        let key = e.key.unwrap();
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .partition(0)
-                    .key(&key)
-                    .payload(&e.value)
-                    .headers(headers)
-                    .timestamp(1_700_000_000_000 + n as i64),
-                Duration::from_secs(60),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        produce_record(topic, &record(&t, n), n).await;
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
         }
     }
+}
+
+/// Writes one record to the SF topic as the producer would, with a timestamp from `n`. Returns
+/// the size of its key and value.
+pub async fn produce_record(topic: &str, rec: &StreamRecord, n: u64) -> usize {
+    static PRODUCER: std::sync::OnceLock<FutureProducer> = std::sync::OnceLock::new();
+    let s = stack();
+    let producer = PRODUCER.get_or_init(|| {
+        s.sf.producer_config("mirror-test-source")
+            .set("message.max.bytes", (64 << 20).to_string())
+            .create()
+            .unwrap()
+    });
+    let mut enc = Encoder::new(registry(&s.sf), topic);
+    let e = enc.encode(rec, 1_700_000_000_000).await.unwrap();
+    let pos = rec.position().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "continuum.kind",
+            value: Some("row"),
+        })
+        .insert(Header {
+            key: "continuum.pos",
+            value: Some(&pos),
+        });
+    let key = e.key.unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(&key)
+                .payload(&e.value)
+                .headers(headers)
+                .timestamp(1_700_000_000_000 + n as i64),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    key.len() + e.value.len()
 }
 
 pub fn high_watermark(site: &Site, topic: &str) -> Option<i64> {

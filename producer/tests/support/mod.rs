@@ -360,3 +360,62 @@ pub async fn wait_caught_up(
 pub fn cleanup(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The admin client of the SF cluster.
+fn kafka_admin() -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", stack().brokers)
+        .create()
+        .expect("admin client")
+}
+
+/// Creates `topic` (one partition, records kept whatever their age) with `max.message.bytes`.
+pub async fn create_topic_with_limit(topic: &str, max_message_bytes: usize) {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let limit = max_message_bytes.to_string();
+    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+        .set("retention.ms", "-1")
+        .set("max.message.bytes", &limit);
+    for r in kafka_admin()
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("CreateTopics")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Sets `max.message.bytes` of an existing topic, and waits until the broker applies it.
+pub async fn set_topic_limit(topic: &str, max_message_bytes: usize) {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    let limit = max_message_bytes.to_string();
+    let change =
+        AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &limit);
+    for r in kafka_admin()
+        .alter_configs([&change], &AdminOptions::new())
+        .await
+        .expect("AlterConfigs")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("altering {t:?}: {e}"));
+    }
+    let cfg = {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", stack().brokers);
+        c
+    };
+    wait_for(
+        &format!("{topic}'s max.message.bytes to read {max_message_bytes}"),
+        Duration::from_secs(30),
+        || async {
+            let got = continuum_common::kafka::topic_max_message_bytes(
+                &cfg,
+                topic,
+                Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+            (got == max_message_bytes).then_some(())
+        },
+    )
+    .await;
+}
