@@ -171,7 +171,7 @@ test-suites:
 	$(MAKE) --no-print-directory bench BENCH_ROWS=20000 BENCH_PROFILE=dev BENCH_STEADY_SECS=5 BENCH_OUT=$(STACK_DIR)/bench/results
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1
 
-# Look inside a topic of the running stack (Debian's kcat cannot talk to tansu; see README.md).
+# Look inside a topic of the running stack, decoded with the site's registry (README.md, "Looking inside a topic").
 peek:
 	@[[ -n "$(TOPIC)" ]] || { echo "usage: make peek TOPIC=sf.cdc [SITE=sf|eu] [FROM=offset|-n] [COUNT=20]" >&2; exit 2; }
 	@[[ -f $(STACK_DIR)/env ]] || { echo "no $(STACK_DIR)/env: run 'make up' first" >&2; exit 1; }

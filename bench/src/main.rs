@@ -67,7 +67,6 @@ pub struct Cfg {
     pub eu_brokers: String,
     pub sf_registry: String,
     pub eu_registry: String,
-    pub broker_storage: String,
     pub phase_timeout: Duration,
 }
 
@@ -163,7 +162,6 @@ impl Cfg {
             eu_brokers: env("EU_BROKERS")?,
             sf_registry: env("SF_REGISTRY")?,
             eu_registry: env("EU_REGISTRY")?,
-            broker_storage: env_or("BROKER_STORAGE", "sqlite"),
             phase_timeout: Duration::from_secs(env_num("BENCH_PHASE_TIMEOUT", 300 + rows / 200)?),
         })
     }
@@ -1334,27 +1332,13 @@ async fn steady(
     Ok(out)
 }
 
-/// Deletes the run's checkpoint rows at EU, and its topics only with `BENCH_DELETE_TOPICS=1`:
-/// on tansu 0.6.0 (sqlite) a DeleteTopics was followed by a panic of the broker's storage
-/// thread (`lite.rs:503: more or less than one row`), which leaves the broker listening but
-/// unable to serve anything until restarted. The topics are named per run, so keeping them
-/// costs only disk.
+/// Deletes the run's checkpoint rows at EU and its topics on both clusters (`BENCH_KEEP=1`
+/// keeps everything, for a look afterwards): a 1M-row run leaves several topics of hundreds of
+/// MB each.
 async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let delete = env_or("BENCH_DELETE_TOPICS", "0") == "1";
-    let any_topics = !topics_sf.is_empty() || !topics_eu.is_empty();
-    if !delete && any_topics {
-        say(format!(
-            "keeping the run's topics (BENCH_DELETE_TOPICS=1 deletes them): SF {}; EU {}",
-            topics_sf.join(", "),
-            topics_eu.join(", ")
-        ));
-    }
     for (brokers, topics) in [(&cfg.sf_brokers, topics_sf), (&cfg.eu_brokers, topics_eu)] {
-        if !delete {
-            break;
-        }
         if topics.is_empty() {
             continue;
         }
@@ -1452,7 +1436,6 @@ mod tests {
             eu_brokers: "127.0.0.1:4".into(),
             sf_registry: "http://127.0.0.1:5".into(),
             eu_registry: "http://127.0.0.1:6".into(),
-            broker_storage: "sqlite".into(),
             phase_timeout: Duration::from_secs(1),
         };
         let t = cfg.site_toml("eu", "bench.1.e2e");

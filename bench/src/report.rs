@@ -85,6 +85,27 @@ pub struct Report {
     out_stem: String,
 }
 
+/// The brokers and registries the run measured, from the install roots `make tools` recorded
+/// in `.stack/env` (`KAFKA_HOME=.../kafka-4.4.0`, `APICURIO_HOME=.../apicurio-registry-3.3.3`).
+fn stack_servers() -> String {
+    let version = |var: &str, prefix: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|p| {
+                std::path::Path::new(&p)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .and_then(|n| n.strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
+        version("KAFKA_HOME", "kafka-"),
+        version("APICURIO_HOME", "apicurio-registry-")
+    )
+}
+
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
     let o = std::process::Command::new(cmd).args(args).output().ok()?;
     let s = String::from_utf8_lossy(&o.stdout)
@@ -136,20 +157,13 @@ impl Report {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let tansu = std::env::var("TANSU_BIN")
-            .ok()
-            .and_then(|b| first_line(&b, &["--version"]))
-            .unwrap_or_else(|| "tansu".into());
-        let mut notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
-        if cfg.broker_storage == "memory" {
-            notes.push("The brokers ran on tansu's MEMORY storage, which answers watermarks, fetches inside a batch and time lookups wrongly: these Continuum numbers are not from a faithful Kafka.".into());
-        }
+        let notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
         Report {
             run_id: run_id.to_owned(),
             date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
             machine: machine(),
-            broker: format!("{tansu}, storage {}", cfg.broker_storage),
+            broker: stack_servers(),
             durability: d.clone(),
             relaxed: cfg.relaxed,
             build_profile: cfg.profile.clone(),

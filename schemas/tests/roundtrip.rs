@@ -731,8 +731,8 @@ async fn schema_evolution_registers_versions_and_old_records_still_decode() {
     let topic = unique_topic("evolve");
     let reg = registry();
     let mut enc = Encoder::new(reg.clone(), &topic);
-    // A table name of its own: the registry deduplicates identical schema texts across subjects,
-    // and rivven-schema then adds no version to a new subject, so reruns must not reuse texts.
+    // A table name of its own: a registry gives identical schema texts the same id across
+    // subjects, so reruns must not reuse texts, or the versions would not be new.
     let name = topic.replace('.', "_");
     let v1 = table(
         &name,

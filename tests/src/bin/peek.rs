@@ -4,10 +4,8 @@
 //! For each record: offset, timestamp, headers, then key and value. A key or value in
 //! Confluent wire format (magic byte 0, schema id) is decoded with the writer's schema from the
 //! site's registry and printed as JSON; anything else prints as text, or as hex when it is not
-//! UTF-8. It reads up to the end of the partition as it was when it started, then exits.
-//!
-//! (Debian's `kcat` cannot talk to the local broker: its librdkafka 2.0.2 fails to parse
-//! tansu's ApiVersions reply. This uses the workspace's own rdkafka.)
+//! UTF-8. It reads up to the end of the partition as it was when it started, then exits. It uses
+//! the workspace's own rdkafka, so it needs nothing installed.
 
 use std::io::Write;
 use std::time::Duration;
