@@ -167,6 +167,7 @@ test-suites:
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror_disruptive -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-consumer --test crash -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-tests --test e2e -- --test-threads=1 --nocapture
+	$(WITH_ENV) cargo test -p continuum-tests --test operations -- --test-threads=1
 	DRILL_SF_SECONDS=10 DRILL_EU_SECONDS=8 scripts/drill.sh
 	$(MAKE) --no-print-directory bench BENCH_ROWS=20000 BENCH_PROFILE=dev BENCH_STEADY_SECS=5 BENCH_OUT=$(STACK_DIR)/bench/results
 	$(WITH_ENV) cargo test -p continuum-tests --test stack -- --test-threads=1

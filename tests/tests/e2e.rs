@@ -152,6 +152,14 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    /// A failed test leaves no pipeline running behind it: the next suite would find its
+    /// processes holding the stack's ports, locks and replica ids.
+    fn drop(&mut self) {
+        let _ = self.script("scripts/pipeline.sh", &["stop"]);
+    }
+}
+
 async fn sf_position() -> GtidPosition {
     let mut c = stack().sf.admin_conn().await;
     let p: String = c
