@@ -22,7 +22,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 
 /// Per-op row counts of one batch.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OpCounts {
     pub insert: u64,
     pub update: u64,

@@ -287,6 +287,21 @@ impl RowStatements {
     }
 }
 
+/// The primary key of a row change as `col=value, ...`, for messages.
+pub fn key_text(ev: &continuum_schemas::ChangeEvent) -> String {
+    let row = ev.after.as_ref().or(ev.before.as_ref());
+    match row {
+        Some(r) => ev
+            .table
+            .primary_key
+            .iter()
+            .map(|&i| format!("{}={}", ev.table.columns[i].name, describe_value(&r[i])))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => String::new(),
+    }
+}
+
 /// A short human-readable rendering of a value, for error messages.
 pub fn describe_value(v: &Value) -> String {
     match v {

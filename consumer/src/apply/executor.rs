@@ -1,0 +1,387 @@
+//! Carries out what the apply [`Session`] decides, against MariaDB: row statements into the
+//! [`Writer`]'s buffer (matched to the replica's tables by [`Targets`]), commits with the
+//! checkpoint row, rollbacks, schema changes on a connection of their own, and the emptying of
+//! tables for a snapshot. It owns no decision of its own beyond how to send a row: which
+//! records make a transaction, when to commit and what the checkpoint says are the session's.
+//!
+//! Guarantees: a commit always carries the session's checkpoint row with the rows before it,
+//! and is checked against the apply lock first; a row MariaDB refuses while diagnosing is named
+//! by its record; a foreign-key action that cannot run against rows newer than the record
+//! (re-applying history) is applied without the action, as the suffix re-applies what it would
+//! have changed.
+
+use std::time::Instant;
+
+use continuum_common::config::DdlPolicy;
+use continuum_schemas::{ChangeEvent, Op, StreamRecord};
+use mysql_async::Opts;
+
+use super::ddl;
+use super::session::{Action, Commit, Session, SessionEnd};
+use crate::error::{ApplyError, RecordContext, Result};
+use crate::lock::ApplyLock;
+use crate::metrics::{self as m, SourceClock};
+use crate::reader::{Incoming, Reader};
+use crate::settings::ApplySettings;
+use crate::sql::{key_text, RowStatements};
+use crate::target::Targets;
+use crate::writer::Writer;
+
+/// What one session's executor works with.
+pub struct Executor<'a> {
+    pub settings: &'a ApplySettings,
+    pub opts: &'a Opts,
+    pub lock: &'a ApplyLock,
+    pub clock: &'a SourceClock,
+    /// Commits made (across sessions), so the caller can reset its backoff after progress.
+    pub commits: &'a mut u64,
+    pub targets: Targets,
+}
+
+enum Flow {
+    Continue,
+    End(SessionEnd),
+}
+
+impl Executor<'_> {
+    /// Runs the session until it ends: reads records, asks the session what to do, does it.
+    pub async fn run(
+        &mut self,
+        s: &mut Session,
+        w: &mut Writer,
+        reader: &mut Reader,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
+        match self.run_inner(s, w, reader, term).await {
+            Err(e) => match s.on_batch_error(e) {
+                Ok(actions) => match self.execute(s, w, None, actions).await? {
+                    Flow::End(end) => Ok(end),
+                    Flow::Continue => unreachable!("a batch error ends the session"),
+                },
+                Err(e) => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    async fn run_inner(
+        &mut self,
+        s: &mut Session,
+        w: &mut Writer,
+        reader: &mut Reader,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
+        loop {
+            if let Some(actions) = s.before_next() {
+                if let Flow::End(e) = self.execute(s, w, None, actions).await? {
+                    return Ok(e);
+                }
+            }
+            let deadline = s.deadline(w.dirty());
+            let next = tokio::select! {
+                biased;
+                _ = term.recv() => {
+                    let actions = s.on_signal();
+                    match self.execute(s, w, None, actions).await? {
+                        Flow::End(e) => return Ok(e),
+                        Flow::Continue => continue,
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let actions = s.on_deadline();
+                    self.execute(s, w, None, actions).await?;
+                    continue;
+                }
+                n = reader.recv() => n,
+            };
+            let inc = match next {
+                None => {
+                    return Err(ApplyError::Topic {
+                        topic: self.settings.topic.clone(),
+                        cluster: self.settings.read_from.clone(),
+                        reason: "the reader stopped without an error".into(),
+                    })
+                }
+                Some(Err(e)) => {
+                    let actions = s.on_record_error(e);
+                    match self.execute(s, w, None, actions).await? {
+                        Flow::End(e) => return Ok(e),
+                        Flow::Continue => unreachable!("a record error ends the session"),
+                    }
+                }
+                Some(Ok(inc)) => inc,
+            };
+            let actions = match s.on_record(&inc, Instant::now()) {
+                Ok(a) => a,
+                Err(e) => s.on_record_error(e),
+            };
+            let flow = match self.execute(s, w, Some(&inc), actions).await {
+                // The record's work is done: the checkpoint moves past it.
+                Ok(Flow::Continue) => {
+                    let actions = s.record_done(&inc, Instant::now());
+                    self.execute(s, w, Some(&inc), actions).await?
+                }
+                Ok(end) => end,
+                Err(e @ ApplyError::Db { .. }) => return Err(e),
+                Err(e) if e.is_transient() => return Err(e),
+                // A record the executor could not apply (its row, its schema change).
+                Err(e) => {
+                    let actions = s.on_record_error(e);
+                    self.execute(s, w, None, actions).await?
+                }
+            };
+            if let Flow::End(e) = flow {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Carries out `actions` in order, for the record `inc` (if they are about one).
+    async fn execute(
+        &mut self,
+        s: &mut Session,
+        w: &mut Writer,
+        inc: Option<&Incoming>,
+        actions: Vec<Action>,
+    ) -> Result<Flow> {
+        for a in actions {
+            match a {
+                Action::Row {
+                    allow_missing,
+                    diagnose,
+                } => {
+                    let inc = inc.expect("a row action comes with its record");
+                    let StreamRecord::Change(ev) = &inc.record else {
+                        unreachable!("a row action is for a row change")
+                    };
+                    self.row(w, inc, ev, allow_missing, diagnose).await?;
+                }
+                Action::Commit(c) => self.commit(s, w, &c).await?,
+                Action::Rollback => w.rollback().await,
+                Action::SchemaChange { at, ddl: policy } => {
+                    let inc = inc.expect("a schema change action comes with its record");
+                    let StreamRecord::SchemaChange(sc) = &inc.record else {
+                        unreachable!("a schema change action is for a schema change")
+                    };
+                    match policy {
+                        DdlPolicy::Skip => {
+                            tracing::warn!(offset = inc.offset, ddl = %sc.ddl, "schema change skipped (consumer.apply.ddl = skip)");
+                            m::ddl("skipped");
+                        }
+                        DdlPolicy::Apply | DdlPolicy::Stop => {
+                            ddl::run(self.opts, &self.settings.target(), at, sc).await?
+                        }
+                    }
+                    self.targets.invalidate();
+                }
+                Action::EmptyTables { id, tables } => {
+                    for (db, table) in &tables {
+                        let q = crate::sql::qualified(db, table);
+                        match w
+                            .execute(format!("DELETE FROM {q}"), "emptying a table for a snapshot")
+                            .await
+                        {
+                            Ok(()) => {}
+                            // Missing here: the snapshot carries the table's definition (CREATE
+                            // TABLE IF NOT EXISTS) ahead of its rows, so it is created empty
+                            // before they arrive.
+                            Err(e) if matches!(e.server_code(), Some(1146) | Some(1049)) => {
+                                tracing::info!(snapshot = %id, table = %format!("{db}.{table}"), "table does not exist on the replica yet; the snapshot's definition creates it");
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Action::End(e) => return Ok(Flow::End(e)),
+                Action::Fail(e) => return Err(e),
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Commits the batch and the checkpoint (nothing if neither moved).
+    async fn commit(&mut self, s: &mut Session, w: &mut Writer, c: &Commit) -> Result<()> {
+        if c.checkpoint == *s.checkpoint() && !w.dirty() {
+            return Ok(());
+        }
+        self.lock.check(w.conn().await?).await?;
+        let mut ck = c.checkpoint.clone();
+        ck.error = None;
+        w.commit(&ck.upsert_sql()).await?;
+        *self.commits += 1;
+        m::batch_committed(&c.stats.ops, c.stats.txns, c.stats.skipped, ck.next_offset);
+        if let Some(ts) = ck.source_ts_ms {
+            self.clock.set(ts);
+        }
+        tracing::debug!(
+            offset = ck.next_offset, rows = c.stats.ops.total(), txns = c.stats.txns,
+            gtid_position = %ck.gtid_position, "committed"
+        );
+        s.committed(c);
+        Ok(())
+    }
+
+    fn ctx(&self, inc: &Incoming, ev: &ChangeEvent) -> RecordContext {
+        RecordContext {
+            topic: self.settings.topic.clone(),
+            offset: inc.offset,
+            gtid: crate::reader::gtid_text(Some(&inc.pos)),
+            table: ev.table.qualified_name(),
+            key: key_text(ev),
+        }
+    }
+
+    /// Buffers the statements of one row change (sending them when the buffer is full, or at
+    /// once while diagnosing).
+    async fn row(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        ev: &ChangeEvent,
+        allow_missing: bool,
+        diagnose: bool,
+    ) -> Result<()> {
+        let planned = match self.targets.cached(&ev.table) {
+            Some(p) => Ok(p),
+            None => {
+                self.targets
+                    .plan(w.conn().await?, &self.settings.target(), &ev.table)
+                    .await?
+            }
+        };
+        let record_error = |reason: String, fix: &str| ApplyError::Record {
+            at: Box::new(self.ctx(inc, ev)),
+            reason,
+            fix: fix.into(),
+        };
+        let planned = planned.map_err(|reason| {
+            record_error(reason, "fix the replica's schema, then restart apply")
+        })?;
+        if !planned.missing.is_empty() {
+            if !allow_missing {
+                return Err(record_error(
+                    crate::target::missing_columns_reason(
+                        &ev.table.db,
+                        &ev.table.table,
+                        &planned.missing,
+                    ),
+                    "fix the replica's schema, then restart apply",
+                ));
+            }
+            tracing::debug!(table = %ev.table.qualified_name(), missing = ?planned.missing, offset = inc.offset,
+                "replay: leaving out columns the replica no longer has");
+        }
+        let plan = planned.stmts;
+        let bad_image = |what: &str| {
+            record_error(
+                format!("a {} change without its {what} image", ev.op.code()),
+                "the source must log full row images (binlog_row_image=FULL)",
+            )
+        };
+        if matches!(ev.op, Op::Insert | Op::Read | Op::Update) && ev.after.is_none() {
+            return Err(bad_image("after"));
+        }
+        if ev.op == Op::Delete && ev.before.is_none() {
+            return Err(bad_image("before"));
+        }
+        let literal_err = |e: crate::sql::LiteralError| {
+            record_error(
+                e.to_string(),
+                "the value cannot be stored by MariaDB; check the source row",
+            )
+        };
+        let checked = buffer_row(&mut w.buf, &plan, ev, true).map_err(literal_err)?;
+        let flushed = if diagnose {
+            w.buf.seal();
+            w.flush_now().await
+        } else {
+            w.maybe_flush().await
+        };
+        let flushed = match flushed {
+            // A foreign-key action refused by the replica's newer rows (a replay): apply the row
+            // without the action, as the rows it would change are re-applied by the suffix.
+            Err(e) if checked && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) => {
+                tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %key_text(ev), error = %e,
+                    "a foreign-key action could not run against the replica's rows (re-applying over newer state?); applying the row without it");
+                w.execute(
+                    "SET SESSION foreign_key_checks=0".into(),
+                    "turning foreign-key checks off",
+                )
+                .await?;
+                buffer_row(&mut w.buf, &plan, ev, false).map_err(literal_err)?;
+                w.buf.seal();
+                w.flush_now().await
+            }
+            other => other,
+        };
+        match flushed {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => Err(e),
+            Err(ApplyError::Db { source, .. }) if diagnose => Err(record_error(
+                format!("MariaDB refused it: {source}"),
+                "make the replica's table accept the source's row (its definition must match the source's), then restart apply",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Buffers the statements of one row change; returns whether a statement runs with foreign-key
+/// checks on (only if `checked` allows it and the table has cascading foreign keys).
+fn buffer_row(
+    buf: &mut crate::sql::StatementBuffer,
+    plan: &RowStatements,
+    ev: &ChangeEvent,
+    checked: bool,
+) -> std::result::Result<bool, crate::sql::LiteralError> {
+    match ev.op {
+        Op::Insert | Op::Read => buf
+            .replace(plan, ev.after.as_deref().unwrap_or_default())
+            .map(|_| false),
+        Op::Update => {
+            let after = ev.after.as_deref().unwrap_or_default();
+            match ev.before.as_deref() {
+                // Referenced columns change: UPDATE with checks on runs the ON UPDATE action;
+                // the REPLACE after it makes the row right if the UPDATE found nothing.
+                Some(before) if checked && plan.needs_cascading_update(before, after) => {
+                    buf.update_checked(plan, before, after)?;
+                    buf.replace(plan, after)?;
+                    Ok(true)
+                }
+                // The key changes: the old key goes (no delete action: the source updated the
+                // row, it did not delete it), then the after-image.
+                Some(before) if key_changed(plan, before, after) => {
+                    buf.delete_unchecked(plan, before)?;
+                    buf.replace(plan, after)?;
+                    Ok(false)
+                }
+                _ => buf.replace(plan, after).map(|_| false),
+            }
+        }
+        Op::Delete => {
+            let before = ev.before.as_deref().unwrap_or_default();
+            if checked {
+                buf.delete(plan, before)?;
+                Ok(plan.cascade_delete)
+            } else {
+                buf.delete_unchecked(plan, before)?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn key_changed(
+    plan: &RowStatements,
+    before: &[continuum_schemas::Value],
+    after: &[continuum_schemas::Value],
+) -> bool {
+    plan.key.iter().any(|(i, ..)| before[*i] != after[*i])
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,363 @@
+//! `apply`: keeps the replica at a source commit boundary by applying the changelog of the
+//! source site, read from the configured cluster, to this site's MariaDB.
+//!
+//! This module only wires the parts: the verb and its options, the apply process (the lock, the
+//! metrics endpoint, restarts with backoff), and one session after another. Each part states
+//! its own guarantees:
+//!
+//! | part | what it does |
+//! |---|---|
+//! | [`session`] | the state machine: transactions whole, batches, GTID skip, replay bounds, snapshots, schema changes, redo directives. Pure, unit-tested without a server |
+//! | [`executor`] | carries out the session's actions on MariaDB: row statements, commits with the checkpoint, rollbacks |
+//! | [`ddl`] | runs one schema change, and decides whether it is already in effect |
+//! | [`start`] | where a session starts in the topic |
+//!
+//! Guarantees of the whole: no MariaDB commit ever contains part of a source transaction; a
+//! crash at any instant resumes exactly (the checkpoint commits with the data); re-applying any
+//! suffix of the topic converges; a record that cannot be applied stops apply with a message
+//! naming its offset, GTID, table and key, and the checkpoint never moves past it. Transient
+//! faults (deadlock, lock wait, lost connection, broker or registry unavailable) restart the
+//! session from the checkpoint after an exponential backoff (`backon`).
+
+pub mod ddl;
+pub mod executor;
+pub mod session;
+pub mod start;
+
+pub use ddl::DDL_ALREADY_DONE;
+pub use session::Outcome;
+pub use start::{align_to_start, AlignError};
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use continuum_common::config::DdlPolicy;
+use continuum_common::observe::{Health, Status};
+use continuum_schemas::Decoder;
+use mysql_async::Opts;
+use rdkafka::consumer::BaseConsumer;
+
+use crate::checkpoint;
+use crate::error::{ApplyError, Result};
+use crate::lock::ApplyLock;
+use crate::metrics::{self as m, SourceClock};
+use crate::reader::Reader;
+use crate::settings::{ApplySettings, PARTITION};
+use crate::target::Targets;
+use crate::writer::Writer;
+use executor::Executor;
+use session::{Directives, Limits, Session, SessionEnd};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ApplyArgs {
+    /// Schema-change policy: apply, skip or stop (overrides consumer.apply.ddl).
+    #[arg(long, value_parser = parse_ddl, value_name = "POLICY")]
+    pub ddl: Option<DdlPolicy>,
+    /// Where to serve /metrics and /health (overrides consumer.metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Do not serve /metrics and /health.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Apply what the topic holds when apply starts, then exit.
+    #[arg(long)]
+    pub until_caught_up: bool,
+}
+
+fn parse_ddl(s: &str) -> std::result::Result<DdlPolicy, String> {
+    match s {
+        "apply" => Ok(DdlPolicy::Apply),
+        "skip" => Ok(DdlPolicy::Skip),
+        "stop" => Ok(DdlPolicy::Stop),
+        _ => Err(format!("'{s}': expected apply, skip or stop")),
+    }
+}
+
+/// The `apply` verb.
+pub async fn main(mut cfg: continuum_common::SiteConfig, args: ApplyArgs) -> Result<()> {
+    if let Some(p) = args.ddl {
+        cfg.consumer.apply.ddl = p;
+    }
+    if let Some(a) = args.metrics_listen {
+        cfg.consumer.metrics_listen = a;
+    }
+    let settings = ApplySettings::resolve(&cfg)?;
+    let run = RunOptions {
+        until_caught_up: args.until_caught_up,
+        serve_metrics: !args.no_metrics,
+    };
+    let outcome = Apply::new(settings, run, Health::default())
+        .await?
+        .run()
+        .await?;
+    match outcome {
+        Outcome::UntilTime { offset, until_ms } => eprintln!(
+            "apply stopped at offset {offset}: the next record is newer than --until-time {}. Run `continuum-consumer replay` again (without --until-time) to go on",
+            crate::replay::fmt_ms(until_ms)
+        ),
+        Outcome::CaughtUp { offset } => eprintln!("apply caught up at offset {offset}"),
+        Outcome::Signal { offset } => eprintln!("apply stopped by a signal at offset {offset}"),
+    }
+    Ok(())
+}
+
+/// Options of one apply run (beyond the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop once the checkpoint reaches the high watermark seen when the session started.
+    pub until_caught_up: bool,
+    /// Serve `/metrics` and `/health`.
+    pub serve_metrics: bool,
+}
+
+/// The apply process: settings, the lock, and the loop that runs sessions.
+pub struct Apply {
+    settings: ApplySettings,
+    opts: Opts,
+    lock: ApplyLock,
+    health: Health,
+    clock: SourceClock,
+    run: RunOptions,
+    schema_ready: bool,
+    commits: u64,
+    /// Discard ranges found so far (abandoned transactions); kept across sessions.
+    discard: Vec<(i64, i64)>,
+}
+
+impl Apply {
+    /// Takes the apply lock; fails at once if another apply holds it.
+    pub async fn new(settings: ApplySettings, run: RunOptions, health: Health) -> Result<Apply> {
+        let opts = settings.db_opts()?;
+        let lock = ApplyLock::acquire(
+            settings.db_opts_plain()?,
+            &settings.target(),
+            &settings.topic,
+        )
+        .await?;
+        Ok(Apply {
+            settings,
+            opts,
+            lock,
+            health,
+            clock: SourceClock::default(),
+            run,
+            schema_ready: false,
+            commits: 0,
+            discard: Vec::new(),
+        })
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(
+                self.settings
+                    .max_retry_delay()
+                    .max(Duration::from_millis(200)),
+            )
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// Runs until an outcome, a fatal error, or forever.
+    pub async fn run(mut self) -> Result<Outcome> {
+        if self.run.serve_metrics {
+            continuum_common::observe::serve(self.settings.metrics_listen, self.health.clone())
+                .await
+                .map_err(|e| {
+                    ApplyError::Config(continuum_common::ConfigError::Invalid {
+                        setting: "consumer.metrics_listen".into(),
+                        reason: e.to_string(),
+                    })
+                })?;
+        }
+        self.clock.spawn_ticker();
+        let mut term = signal_stream();
+        self.health.set("apply", Status::Starting, "starting");
+        let mut backoff = self.backoff();
+        let mut directives = Directives::default();
+        let mut pending_fatal: Option<ApplyError> = None;
+        let result = loop {
+            let commits_before = self.commits;
+            let mut d = directives.clone();
+            d.discard.extend(self.discard.iter().copied());
+            match self.session(&d, &mut term).await {
+                Ok(SessionEnd::Done(o)) => break Ok(o),
+                Ok(SessionEnd::StoppedBefore) => {
+                    if let Some(e) = pending_fatal.take() {
+                        break Err(e);
+                    }
+                    directives = Directives::default();
+                }
+                Ok(SessionEnd::Redo(next, fatal)) => {
+                    directives = next;
+                    if fatal.is_some() {
+                        pending_fatal = fatal;
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    if self.commits > commits_before {
+                        backoff = self.backoff();
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                    m::error(e.kind());
+                    tracing::warn!(error = %e, retry_in = ?delay, "apply: transient error; restarting from the checkpoint");
+                    self.health
+                        .set("apply", Status::Starting, format!("retrying after: {e}"));
+                    tokio::time::sleep(delay).await;
+                    // Keep the diagnosis going if one was under way; stops are re-derived.
+                    directives.stop_before = None;
+                    directives.until_at_stop = None;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match &result {
+            Ok(o) => {
+                tracing::info!(outcome = ?o, "apply stopped");
+                self.health
+                    .set("apply", Status::Ok, format!("stopped: {o:?}"));
+            }
+            Err(e) => {
+                m::error(e.kind());
+                self.health.set("apply", Status::Failed, e.to_string());
+                self.record_error(&e.to_string()).await;
+            }
+        }
+        self.lock.release().await;
+        result
+    }
+
+    async fn record_error(&self, msg: &str) {
+        if let Ok(mut c) = mysql_async::Conn::new(self.opts.clone()).await {
+            if let Err(e) =
+                checkpoint::record_error(&mut c, &self.settings.topic, PARTITION, msg).await
+            {
+                tracing::warn!(error = %e, "could not record the error in continuum.checkpoint");
+            }
+            let _ = c.disconnect().await;
+        }
+    }
+
+    async fn session(
+        &mut self,
+        d: &Directives,
+        term: &mut tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<SessionEnd> {
+        self.lock.ensure().await?;
+        let target = self.settings.target();
+        let mut w = Writer::connect(&self.opts, &target).await?;
+        if !self.schema_ready {
+            checkpoint::ensure_schema(w.conn().await?, &target).await?;
+            self.schema_ready = true;
+        }
+        let loaded =
+            checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
+        let (ck, high) = self.start_point(loaded).await?;
+        if ck.until_reached {
+            if let Some(until_ms) = ck.until_ts_ms {
+                tracing::info!(
+                    offset = ck.next_offset,
+                    "apply already stopped at replay --until-time; run `replay` again to go on"
+                );
+                return Ok(SessionEnd::Done(Outcome::UntilTime {
+                    offset: ck.next_offset,
+                    until_ms,
+                }));
+            }
+        }
+        if let Some(ts) = ck.source_ts_ms {
+            self.clock.set(ts);
+        }
+        let end = self.run.until_caught_up.then_some(high);
+        if end.is_some_and(|e| ck.next_offset >= e) {
+            return Ok(SessionEnd::Done(Outcome::CaughtUp {
+                offset: ck.next_offset,
+            }));
+        }
+        let registry = self.settings.registry()?;
+        let consumer: BaseConsumer =
+            self.settings
+                .consumer_config("apply")?
+                .create()
+                .map_err(|source| ApplyError::Kafka {
+                    what: "creating a consumer".into(),
+                    source,
+                })?;
+        let mut reader = Reader::start(
+            consumer,
+            self.settings.topic.clone(),
+            self.settings.read_from.clone(),
+            ck.next_offset,
+            Decoder::new(registry),
+        )?;
+        tracing::info!(
+            topic = %self.settings.topic, cluster = %self.settings.read_from, offset = ck.next_offset,
+            gtid_position = %ck.gtid_position, replay_until = ?ck.replay_until.as_ref().map(|p| p.to_string()),
+            "applying"
+        );
+        self.health.set(
+            "apply",
+            Status::Ok,
+            format!(
+                "applying {} from the {} cluster",
+                self.settings.topic, self.settings.read_from
+            ),
+        );
+        let a = &self.settings.apply;
+        let mut s = Session::new(
+            ck,
+            d.clone(),
+            Limits {
+                rows: a.batch_rows,
+                transactions: a.batch_transactions,
+                bytes: a.batch_bytes,
+                wait: a.batch_wait,
+            },
+            a.ddl,
+            end,
+        );
+        let mut x = Executor {
+            settings: &self.settings,
+            opts: &self.opts,
+            lock: &self.lock,
+            clock: &self.clock,
+            commits: &mut self.commits,
+            targets: Targets::new(),
+        };
+        let r = x.run(&mut s, &mut w, &mut reader, term).await;
+        self.discard.extend_from_slice(s.found_discards());
+        drop(reader);
+        if r.is_err() {
+            w.rollback().await;
+        }
+        w.close().await;
+        r
+    }
+}
+
+/// SIGTERM and SIGINT, as one stream.
+fn signal_stream() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = tx.send(()).await;
+    });
+    rx
+}
