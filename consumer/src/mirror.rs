@@ -483,12 +483,13 @@ async fn session(
     let consumer: StreamConsumer = source_read
         .create()
         .map_err(kerr(&s.from, "creating the consumer"))?;
+    // The session's first request to the source cluster: a client the source refuses (a wrong
+    // password, CA or protocol) stops the mirror here with a kafka::SecurityError, fatal.
     let (low, high) = {
         let topic = s.topic.clone();
         let c = source_read.clone();
         tokio::task::spawn_blocking(move || {
-            let bc: rdkafka::consumer::BaseConsumer = c.create()?;
-            kafka::watermarks(&bc, &topic, Duration::from_secs(10))
+            kafka::fetch_watermarks(&c, &topic, Duration::from_secs(10))
         })
         .await
         .expect("watermarks task")
@@ -680,4 +681,29 @@ pub fn shutdown_on_signal() -> (tokio::task::JoinHandle<()>, watch::Receiver<boo
         std::process::exit(130);
     });
     (task, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use continuum_common::kafka::{SecurityError, SecurityFailure};
+
+    #[test]
+    fn a_cluster_that_refuses_the_client_stops_the_mirror() {
+        let refused = SecurityError {
+            failure: SecurityFailure::TlsRequired,
+            site: Some("eu".into()),
+            broker: "b:9094".into(),
+            problem: "the listener at b:9094 speaks TLS".into(),
+            setting: "sites.eu.tls".into(),
+            fix: "(a [sites.eu.tls] section)".into(),
+        };
+        let e = MirrorError::Kafka {
+            site: "eu".into(),
+            what: "creating topic t".into(),
+            source: refused.into(),
+        };
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("set sites.eu.tls ("), "{e}");
+    }
 }

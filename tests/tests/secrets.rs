@@ -6,9 +6,9 @@
 //! | secret | real where |
 //! |---|---|
 //! | MariaDB password (`database.password_file`, `CONTINUUM_DB_PASSWORD`, `CONTINUUM_<SITE>_DB_PASSWORD`) | a MariaDB user of this test on both sites, with that password, REQUIRE SSL |
-//! | SASL password (`sites.<site>.sasl.password_file`, `CONTINUUM_<SITE>_SASL_PASSWORD`) | SCRAM-SHA-512 user `continuum` on both (test) clusters, which require authentication |
-//! | TLS key password (`sites.<site>.tls.key_password_file`, `CONTINUUM_<SITE>_TLS_KEY_PASSWORD`) | the client key is encrypted with it; the brokers require the client certificate |
-//! | registry password (`sites.<site>.registry.password_file`, `CONTINUUM_<SITE>_REGISTRY_PASSWORD`) | the HTTPS registries require basic auth with it |
+//! | SASL password (`sites.sf.sasl.password_file`, `CONTINUUM_SF_SASL_PASSWORD`) | a SCRAM-SHA-512 user of this test on SF's broker (made through `scripts/kafka.py scram`), with that password; SF's cluster is reached through its SASL_SSL listener |
+//! | TLS key password (`sites.eu.tls.key_password_file`, `CONTINUUM_EU_TLS_KEY_PASSWORD`) | EU's client key is encrypted with it; EU's cluster is reached through its SSL listener, which requires the client certificate |
+//! | registry password (`sites.<site>.registry.password_file`, `CONTINUUM_<SITE>_REGISTRY_PASSWORD`) | the registries' HTTPS terminators (`tls_support`) require basic auth with it |
 //!
 //! The SF producer reads its secrets from files, the EU `consumer run` from the environment. Both
 //! run at debug level (and once more with librdkafka's own debug output) and replicate a few
@@ -17,6 +17,9 @@
 //! `--version`, config errors that hold the marker, runtime errors with the marker as credential,
 //! `/metrics`, `/health` and the `Debug` output of the loaded configs. The marker (and the
 //! basic-auth header it makes) must be in none of those outputs or logs.
+//!
+//! The runtime errors are real: with the SASL password, the key password or the registry password
+//! one character off, the process that uses it must stop with an error naming that setting.
 
 mod tls_support;
 
@@ -24,7 +27,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use continuum_common::config::SiteConfig;
-use continuum_tests::{stack, unique_name};
+use continuum_tests::{stack, unique_name, wait_for_blocking};
 use mysql_async::prelude::Queryable;
 use tls_support::*;
 
@@ -87,17 +90,48 @@ async fn no_secret_is_ever_printed() {
     );
     let user = unique_name("secrets").replace("t_secrets", "cs");
     create_pipeline_user(&user, &marker).await;
+    let scram_user = unique_name("secrets scram");
     let mut w = World::start(
         "secrets",
         Options {
             db_user: user.clone(),
             db_password: marker.clone(),
-            sasl: Some(("SCRAM-SHA-512".into(), marker.clone())),
-            key_password: Some(marker.clone()),
+            sf_kafka: Kafka::Sasl {
+                user: scram_user.clone(),
+                password: marker.clone(),
+            },
+            eu_kafka: Kafka::Tls {
+                key_password: Some(marker.clone()),
+            },
             registry_password: marker.clone(),
             kafka_debug: None,
         },
     );
+    create_scram_user(&stack().sf, &w.dir, &scram_user, &marker);
+    // The broker takes the new credential from its metadata log: wait (bounded) until it
+    // admits the login, so that the pipeline does not meet a refusal that is only early.
+    {
+        let sasl = w.sf.kafka.clone();
+        let c = SiteConfig::from_toml(&format!(
+            "site = \"sf\"\n[database]\nuser = \"u\"\n[sites.sf]\nbrokers = \"{}\"\nregistry = {{ url = \"http://127.0.0.1:1\" }}\n[sites.sf.tls]\nca_file = \"{}\"\n[sites.sf.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{scram_user}\"\npassword = \"{marker}\"\n",
+            sasl.brokers,
+            w.tls.ca().display()
+        ))
+        .unwrap();
+        let cfg = continuum_common::kafka::base_config("sf", c.local(), "secrets-suite").unwrap();
+        wait_for_blocking(
+            &format!("SF's broker to admit SCRAM user {scram_user}"),
+            Duration::from_secs(60),
+            || {
+                continuum_common::kafka::topic_partitions(
+                    &cfg,
+                    "secrets-probe",
+                    Duration::from_secs(5),
+                )
+                .ok()
+            },
+        );
+    }
     let mut out = Outputs {
         needles: vec![
             marker.clone(),
@@ -136,13 +170,17 @@ async fn no_secret_is_ever_printed() {
     )
     .await;
     assert_eq!(rows.len(), 10);
-    // The credentials were the ones in use.
+    // The credentials were the ones in use: the producer's Kafka connections are all to SF's
+    // SASL_SSL listener (which admits SCRAM-SHA-512 logins only, and the test's user has the
+    // marker as its one password); `consumer run`'s to SF's SASL_SSL listener (the mirror's
+    // source) and to EU's SSL listener (which requires the client certificate, whose key the
+    // marker decrypts).
+    assert_broker_connections(&producer, &[&stack().sf.brokers_sasl]);
+    assert_broker_connections(
+        &consumer,
+        &[&stack().sf.brokers_sasl, &stack().eu.brokers_tls],
+    );
     for site in [&w.sf, &w.eu] {
-        assert!(
-            site.kafka.stats.client_names().contains("continuum"),
-            "{}: the encrypted client key was used",
-            site.name
-        );
         assert!(
             site.registry.stats.authorized() > 0,
             "{}: the registry password was used",
@@ -331,11 +369,9 @@ async fn no_secret_is_ever_printed() {
     }
     // A secret in an environment variable for a setting that is not configured.
     let (no_sasl, _) = {
-        let mut o = w.opts.clone();
-        o.sasl = None;
-        let saved = std::mem::replace(&mut w.opts, o);
+        let saved = w.sf.kafka.sasl.take();
         let r = w.config("eu", SecretsVia::Files, (free_port(), free_port()));
-        w.opts = saved;
+        w.sf.kafka.sasl = saved;
         r
     };
     for var in ["CONTINUUM_SF_SASL_PASSWORD", "CONTINUUM_EU_SASL_PASSWORD"] {
@@ -382,32 +418,97 @@ async fn no_secret_is_ever_printed() {
         .unwrap();
     let t = out.output("status: wrong MariaDB password", &o);
     assert!(!o.status.success() && t.contains("Access denied"), "{t}");
-    // A wrong SASL password, a wrong key password, at debug level: the EU producer keeps
-    // retrying (or stops); its log after a while.
-    for var in [
-        "CONTINUUM_EU_SASL_PASSWORD",
-        "CONTINUUM_EU_TLS_KEY_PASSWORD",
-        "CONTINUUM_EU_REGISTRY_PASSWORD",
-    ] {
-        let log = w.dir.join(format!("producer-wrong-{var}.log"));
-        let mut c = command("continuum-producer");
+    // A wrong SASL password, key password and registry password, at debug level, each to the
+    // process that uses it: each stops by itself (bounded), with an error naming the setting.
+    let wrong_secret = |site: &str, var: &str| -> (std::path::PathBuf, Vec<(String, String)>) {
+        let (cfg, env) = w.config(site, SecretsVia::Env, (free_port(), free_port()));
+        assert!(env.iter().any(|(k, _)| k == var), "{site} has no {var}");
+        let env = env
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == var { format!("{v}x") } else { v };
+                (k, v)
+            })
+            .collect();
+        (cfg, env)
+    };
+    // (binary, its arguments, the site of its config, the variable, what its error says)
+    type WrongSecret = (
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+    let runs: [WrongSecret; 3] = [
+        (
+            "continuum-producer",
+            &[],
+            "sf",
+            "CONTINUUM_SF_SASL_PASSWORD",
+            &["refused the SASL login", "set sites.sf.sasl.password"],
+        ),
+        (
+            "continuum-consumer",
+            &["run"],
+            "eu",
+            "CONTINUUM_EU_TLS_KEY_PASSWORD",
+            &["Kafka (eu cluster) creating", "ssl.key.location failed"],
+        ),
+        (
+            "continuum-producer",
+            &[],
+            "sf",
+            "CONTINUUM_SF_REGISTRY_PASSWORD",
+            &["401"],
+        ),
+    ];
+    for (i, (bin, args, site, var, says)) in runs.into_iter().enumerate() {
+        let (cfg, env) = wrong_secret(site, var);
+        let mut c = command(bin);
         c.arg("--config")
             .arg(&cfg)
             .args(["--log", "debug"])
-            .envs(wrong(var));
-        let mut p = Proc::spawn(var, c, &log);
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        p.stop();
-        out.add(format!("producer: wrong {var}"), p.log_text());
+            .args(args)
+            .envs(env);
+        let mut p = Proc::spawn(var, c, &w.dir.join(format!("wrong-{var}.log")));
+        if var.ends_with("REGISTRY_PASSWORD") {
+            // The producer asks the registry when it meets a table it has no schema for yet.
+            p.wait_log("streaming the binlog", Duration::from_secs(90));
+            let mut c = stack().sf.admin_conn().await;
+            c.query_drop(format!(
+                "CREATE TABLE `{db}`.t{i} (id INT PRIMARY KEY, v VARCHAR(8))"
+            ))
+            .await
+            .unwrap();
+            c.query_drop(format!("INSERT INTO `{db}`.t{i} VALUES (1, 'a')"))
+                .await
+                .unwrap();
+        }
+        let status = p.wait_exit(Duration::from_secs(90));
+        let log = p.log_text();
+        out.add(format!("{bin} {args:?}: wrong {var}"), log.clone());
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{bin} {args:?} with a wrong {var} did not stop with an error within 90 s ({status:?}):\n{log}"
+        );
+        for part in says {
+            assert!(
+                log.contains(part),
+                "{bin} with a wrong {var} does not say `{part}`:\n{log}"
+            );
+        }
     }
+    let (cfg, env) = wrong_secret("eu", "CONTINUUM_EU_TLS_KEY_PASSWORD");
     let o = command("continuum-consumer")
         .arg("--config")
         .arg(&cfg)
         .args(["--log", "debug", "status"])
-        .envs(wrong("CONTINUUM_EU_TLS_KEY_PASSWORD"))
+        .envs(env)
         .output()
         .unwrap();
-    out.output("status: wrong key password", &o);
+    let t = out.output("status: wrong key password", &o);
+    assert!(t.contains("ssl.key.location failed"), "{t}");
 
     // 7. Debug output of the loaded configurations.
     for via in [SecretsVia::Files, SecretsVia::Env] {
@@ -442,4 +543,5 @@ async fn no_secret_is_ever_printed() {
     eprintln!("{} outputs checked for the secret", out.seen.len());
     drop_database_both(&db).await;
     drop_user(&user).await;
+    delete_scram_user(&stack().sf, &scram_user);
 }

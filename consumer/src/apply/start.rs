@@ -42,11 +42,16 @@ impl Apply {
             let what = what.to_owned();
             move |source| ApplyError::Kafka { what, source }
         };
-        let r = reader.clone();
+        // The session's first requests to the cluster go through the guarded helpers: a cluster
+        // that refuses this client (a wrong password, CA or protocol) stops apply at once with
+        // a fatal error naming the setting, instead of timing out for ever.
+        let cfg = s.consumer_config("apply-start")?;
+        let t = topic.clone();
         let (parts, marks) = blocking(move || {
-            let p = r.partitions()?;
+            let timeout = std::time::Duration::from_secs(10);
+            let p = continuum_common::kafka::topic_partitions(&cfg, &t, timeout)?;
             let w = if p.is_some() {
-                Some(r.watermarks()?)
+                Some(continuum_common::kafka::fetch_watermarks(&cfg, &t, timeout)?)
             } else {
                 None
             };

@@ -1,19 +1,20 @@
 //! Shared by the TLS suite (`tls.rs`) and the secret-leak suite (`secrets.rs`).
 //!
-//! What the local stack serves with TLS itself: both MariaDB servers (`scripts/stack.sh`,
-//! "TLS"; the `continuum` users REQUIRE SSL). What it cannot: tansu 0.6.0 never serves TLS
-//! (`tls.rs` proves it) and rivven-schema 0.0.22 has no TLS or auth at all. So that the clients'
-//! TLS, client-certificate, SASL and basic-auth paths still run against real endpoints, these
-//! suites put their own terminators in front:
+//! Every Kafka link goes to the stack's own brokers, Apache Kafka (`scripts/stack.sh`, "Broker"),
+//! through their secured listeners: SSL, which requires a client certificate from the stack's CA
+//! (`SF_BROKERS_TLS`, `EU_BROKERS_TLS`), and SASL_SSL with SCRAM-SHA-512 (`SF_BROKERS_SASL`,
+//! `EU_BROKERS_SASL`). Both serve the stack's server certificate, for 127.0.0.1 and localhost.
+//! MariaDB is the stack's too, over TLS (the `continuum` users REQUIRE SSL).
 //!
-//! - [`TlsProxy`] with [`Upstream::Tcp`]: TLS (optionally requiring a client certificate from the
-//!   stack's CA) in front of a [`Broker`] of the test's own, a tansu that advertises the proxy's
-//!   address, so every connection librdkafka makes goes through TLS;
-//! - [`TlsProxy`] with [`Upstream::Http`]: HTTPS with basic auth in front of the stack's registry.
+//! The schema registry is the one link with a terminator of the suites' own: the stack runs
+//! Apicurio with plain HTTP and no authentication, so [`TlsProxy`] serves HTTPS with basic auth
+//! in front of it (one request per connection). It is for the registry only; every other link is
+//! the stack's server itself.
 //!
-//! [`World`] puts them together: for each site a TLS-only Kafka cluster (with SASL/SCRAM if asked),
-//! an HTTPS registry with basic auth, and the stack's MariaDB over TLS; it writes both sites'
-//! config files and runs the real binaries against them.
+//! [`World`] puts them together: for each site a Kafka link ([`KafkaLink`]: the SSL listener with
+//! a client certificate, or the SASL_SSL listener with a SCRAM user), an HTTPS registry with basic
+//! auth, and the stack's MariaDB over TLS; it writes both sites' config files and runs the real
+//! binaries against them.
 
 #![allow(dead_code)]
 
@@ -21,20 +22,19 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
-use openssl::nid::Nid;
-use openssl::ssl::{ErrorCode, Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::ssl::{ErrorCode, Ssl, SslAcceptor, SslFiletype, SslMethod};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
 
-use continuum_tests::{stack, unique_name, workspace_root};
+use continuum_tests::{stack, stack_python, unique_name, workspace_root, Site};
 
 const HINT: &str =
     "run `make up` (which creates the stack's TLS material) and `. .stack/env` first";
@@ -223,34 +223,43 @@ fn issue(
     (dir.join(pem), dir.join(final_key))
 }
 
+/// A CA of its own (not the stack's) in `dir`, made once: `foreign-ca.pem` and its key.
+fn foreign_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (ca, key) = (dir.join("foreign-ca.pem"), dir.join("foreign-ca.key"));
+    if !ca.is_file() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-days",
+                "30",
+                "-keyout",
+                "foreign-ca.key",
+                "-out",
+                "foreign-ca.pem",
+                "-subj",
+                "/CN=Someone else's CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            &[],
+        );
+    }
+    (ca, key)
+}
+
 /// A CA of its own (not the stack's) in `dir`, and a server certificate from it for 127.0.0.1
 /// and localhost: a certificate with the right names that the stack's CA does not vouch for.
 pub fn foreign_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-days",
-            "30",
-            "-keyout",
-            "foreign-ca.key",
-            "-out",
-            "foreign-ca.pem",
-            "-subj",
-            "/CN=Someone else's CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        &[],
-    );
+    let (ca, ca_key) = foreign_ca(dir);
     let (cert, key) = issue(
         dir,
         "foreign-server",
@@ -258,14 +267,30 @@ pub fn foreign_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         Some("IP:127.0.0.1,DNS:localhost"),
         false,
         None,
-        &dir.join("foreign-ca.pem"),
-        &dir.join("foreign-ca.key"),
+        &ca,
+        &ca_key,
     );
-    (dir.join("foreign-ca.pem"), cert, key)
+    (ca, cert, key)
+}
+
+/// A client certificate (CN `continuum`) and key from the CA of [`foreign_server_cert`]: one
+/// the stack's brokers do not trust.
+pub fn foreign_client_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (ca, ca_key) = foreign_ca(dir);
+    issue(
+        dir,
+        "foreign-client",
+        "continuum",
+        None,
+        true,
+        None,
+        &ca,
+        &ca_key,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
-// TLS terminators
+// The registry's HTTPS terminator
 
 /// The proxies' own runtime: tests block their threads in rdkafka calls, the proxies must not
 /// starve meanwhile.
@@ -287,15 +312,8 @@ pub struct ProxyStats {
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
     /// Connections whose handshake failed (plaintext clients, clients that refused the
-    /// certificate, clients without a required certificate).
+    /// certificate).
     pub failed_handshakes: AtomicU64,
-    /// Connections the client closed in the middle of the handshake without a TLS alert, so
-    /// without refusing anything: librdkafka drops a connection it no longer needs when a
-    /// short-lived client (a tail read, a metadata lookup) is destroyed. Nothing of such a
-    /// connection reached the upstream.
-    pub abandoned_handshakes: AtomicU64,
-    /// Common names of the client certificates presented.
-    pub client_names: Mutex<BTreeSet<String>>,
     /// HTTP requests with the right basic-auth credentials, and without.
     pub authorized: AtomicU64,
     pub unauthorized: AtomicU64,
@@ -309,35 +327,47 @@ impl ProxyStats {
     pub fn failed(&self) -> u64 {
         self.failed_handshakes.load(Ordering::SeqCst)
     }
-    pub fn abandoned(&self) -> u64 {
-        self.abandoned_handshakes.load(Ordering::SeqCst)
-    }
     pub fn authorized(&self) -> u64 {
         self.authorized.load(Ordering::SeqCst)
     }
     pub fn unauthorized(&self) -> u64 {
         self.unauthorized.load(Ordering::SeqCst)
     }
-    pub fn client_names(&self) -> BTreeSet<String> {
-        self.client_names.lock().unwrap().clone()
+}
+
+/// Where a [`TlsProxy`] forwards: HTTP/1.1, one request per connection, only with the basic-auth
+/// `user:password`; anything else is answered 401.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub user: String,
+    pub password: String,
+}
+
+impl Upstream {
+    /// The stack's registry at `url` (`http://IP:PORT/apis/ccompat/v7`), behind basic auth.
+    pub fn registry(url: &str, user: &str, password: &str) -> Upstream {
+        let hostport = url.trim_start_matches("http://").split('/').next().unwrap();
+        Upstream {
+            addr: hostport
+                .parse()
+                .unwrap_or_else(|_| panic!("registry address {url} is not http://IP:PORT/...")),
+            user: user.into(),
+            password: password.into(),
+        }
     }
 }
 
-#[derive(Clone, Debug)]
-pub enum Upstream {
-    /// Forward the decrypted bytes to this address (Kafka).
-    Tcp(SocketAddr),
-    /// HTTP/1.1, one request per connection, forwarded only with this basic-auth `user:password`;
-    /// anything else is answered 401.
-    Http {
-        addr: SocketAddr,
-        user: String,
-        password: String,
-    },
+/// The path of the registry's API under its address (`/apis/ccompat/v7`): the terminator
+/// forwards request lines as they are, so its URLs keep it.
+pub fn registry_path(url: &str) -> String {
+    let rest = url.trim_start_matches("http://");
+    rest.find('/')
+        .map_or(String::new(), |i| rest[i..].to_owned())
 }
 
-/// A TLS terminator on 127.0.0.1, with the certificate and key given; with a client CA, it
-/// requires a client certificate signed by it.
+/// An HTTPS terminator with basic auth on 127.0.0.1, with the certificate and key given, in
+/// front of an HTTP [`Upstream`].
 pub struct TlsProxy {
     pub addr: SocketAddr,
     pub stats: Arc<ProxyStats>,
@@ -350,8 +380,7 @@ impl Drop for TlsProxy {
     }
 }
 
-/// A listener on 127.0.0.1 on a free port (to know a proxy's address before starting what it
-/// fronts).
+/// A listener on 127.0.0.1 on a free port.
 pub fn listener() -> StdListener {
     StdListener::bind("127.0.0.1:0").unwrap()
 }
@@ -362,21 +391,11 @@ pub fn free_port() -> u16 {
 }
 
 impl TlsProxy {
-    pub fn start(
-        listener: StdListener,
-        cert: &Path,
-        key: &Path,
-        client_ca: Option<&Path>,
-        upstream: Upstream,
-    ) -> TlsProxy {
+    pub fn start(listener: StdListener, cert: &Path, key: &Path, upstream: Upstream) -> TlsProxy {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
         b.set_certificate_chain_file(cert).unwrap();
         b.set_private_key_file(key, SslFiletype::PEM).unwrap();
         b.check_private_key().unwrap();
-        if let Some(ca) = client_ca {
-            b.set_ca_file(ca).unwrap();
-            b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        }
         let acceptor = Arc::new(b.build());
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -410,43 +429,20 @@ async fn handle(
     let ssl = Ssl::new(acceptor.context()).unwrap();
     let mut tls = SslStream::new(ssl, tcp).unwrap();
     if let Err(e) = Pin::new(&mut tls).accept().await {
-        // A bare EOF: the peer closed the socket, no alert and no I/O error.
-        let hung_up = e.code() == ErrorCode::SYSCALL && e.io_error().is_none();
-        if hung_up {
-            stats.abandoned_handshakes.fetch_add(1, Ordering::SeqCst);
-        } else {
+        // A bare EOF (the client hung up without an alert) refused nothing.
+        if !(e.code() == ErrorCode::SYSCALL && e.io_error().is_none()) {
             stats.failed_handshakes.fetch_add(1, Ordering::SeqCst);
         }
         stats.errors.lock().unwrap().push(e.to_string());
         return;
     }
     stats.handshakes.fetch_add(1, Ordering::SeqCst);
-    if let Some(cert) = tls.ssl().peer_certificate() {
-        if let Some(cn) = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next() {
-            stats
-                .client_names
-                .lock()
-                .unwrap()
-                .insert(cn.data().to_string().unwrap_or_default());
-        }
-    }
-    match upstream {
-        Upstream::Tcp(addr) => {
-            if let Ok(mut up) = TcpStream::connect(addr).await {
-                let _ = up.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            }
-        }
-        Upstream::Http {
-            addr,
-            user,
-            password,
-        } => {
-            let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
-            if let Err(e) = http_one(&mut tls, addr, &expected, &stats).await {
-                stats.errors.lock().unwrap().push(e.to_string());
-            }
-        }
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{}:{}", upstream.user, upstream.password).as_bytes())
+    );
+    if let Err(e) = http_one(&mut tls, upstream.addr, &expected, &stats).await {
+        stats.errors.lock().unwrap().push(e.to_string());
     }
     let _ = tls.shutdown().await;
 }
@@ -592,152 +588,175 @@ pub fn tcp_forwarder(listen: StdListener, to: SocketAddr) -> tokio::task::JoinHa
 }
 
 // ---------------------------------------------------------------------------------------------
-// A broker of the test's own
+// Kafka: the stack's secured listeners
 
-fn tansu_bin() -> PathBuf {
-    let p = PathBuf::from(
-        std::env::var("TANSU_BIN").unwrap_or_else(|_| panic!("TANSU_BIN is not set: {HINT}")),
-    );
+/// A site's Kafka settings as the binaries get them: `brokers`, `[sites.<site>.tls]`,
+/// `[sites.<site>.sasl]`.
+#[derive(Clone, Debug)]
+pub struct KafkaLink {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub tls: Option<KafkaTls>,
+    /// SCRAM-SHA-512 user and password.
+    pub sasl: Option<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaTls {
+    pub ca: PathBuf,
+    pub verify_hostname: bool,
+    /// Client certificate and key.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The key is encrypted with this password (`ssl.key.password`).
+    pub key_password: Option<String>,
+}
+
+/// How a [`World`]'s site reaches its cluster.
+#[derive(Clone, Debug)]
+pub enum Kafka {
+    /// The SSL listener, with a client certificate from the stack's CA; its key encrypted with
+    /// the password, if one is given.
+    Tls { key_password: Option<String> },
+    /// The SASL_SSL listener as a SCRAM-SHA-512 user (the stack's CA verifies the broker).
+    Sasl { user: String, password: String },
+}
+
+/// `host:port` with the host replaced by `host` (the stack's listeners are on 127.0.0.1, whose
+/// certificate names localhost too).
+pub fn with_host(addr: &str, host: &str) -> String {
+    let port = addr.rsplit_once(':').expect("host:port").1;
+    format!("{host}:{port}")
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} is not host:port"))
+}
+
+/// Every port of the stack's two brokers: plaintext, controller, SSL, SASL_SSL.
+pub fn broker_ports() -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    for site in [&stack().sf, &stack().eu] {
+        let plain = port_of(&site.brokers);
+        ports.extend([
+            plain,
+            plain + 1,
+            port_of(&site.brokers_tls),
+            port_of(&site.brokers_sasl),
+        ]);
+    }
+    ports
+}
+
+/// Creates or updates SCRAM-SHA-512 user `user` with `password` on `site`'s broker, through its
+/// plaintext listener (`scripts/kafka.py scram`); the password goes through a file of `dir`.
+pub fn create_scram_user(site: &Site, dir: &Path, user: &str, password: &str) {
+    let file = dir.join(format!("scram-{user}"));
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let python = std::env::var("STACK_PYTHON").unwrap_or_else(|_| panic!("STACK_PYTHON: {HINT}"));
+    let out = Command::new(&python)
+        .arg(workspace_root().join("scripts/kafka.py"))
+        .args(["scram", &site.brokers, user])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    let _ = std::fs::remove_file(&file);
     assert!(
-        p.is_file(),
-        "TANSU_BIN={} does not exist: run `make tools`",
-        p.display()
+        out.status.success(),
+        "kafka.py scram {} {user} failed: {}",
+        site.name,
+        output_text(&out)
     );
-    p
 }
 
-/// A tansu broker with sqlite storage in its own directory, listening on `port` and advertising
-/// `advertised` (a [`TlsProxy`] in front of it). Killed (by its PID) when dropped.
-pub struct Broker {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub port: u16,
-    pub advertised: u16,
-    pub log: PathBuf,
+/// Deletes SCRAM-SHA-512 user `user` on `site`'s broker (a user one test made).
+pub fn delete_scram_user(site: &Site, user: &str) {
+    stack_python(
+        r#"
+import sys
+from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
+a = AdminClient({"bootstrap.servers": sys.argv[1]})
+d = UserScramCredentialDeletion(sys.argv[2], ScramMechanism.SCRAM_SHA_512)
+for f in a.alter_user_scram_credentials([d], request_timeout=10).values():
+    f.result()
+"#,
+        &[&site.brokers, user],
+    );
 }
 
-impl Broker {
-    /// A broker not started yet.
-    pub fn new(dir: &Path, port: u16, advertised: u16) -> Broker {
-        std::fs::create_dir_all(dir).unwrap();
-        Broker {
-            child: None,
-            dir: dir.to_owned(),
-            port,
-            advertised,
-            log: dir.join("tansu.log"),
-        }
-    }
+/// The records partition 0 of `topic` holds on `site`'s cluster (read through its plaintext
+/// listener), `None` if there is no such topic.
+pub fn records_in(site: &Site, topic: &str) -> Option<i64> {
+    let cfg = site.kafka_config("tls-suite-check");
+    let partitions =
+        continuum_common::kafka::topic_partitions(&cfg, topic, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{} cluster: metadata of {topic}: {e}", site.name));
+    partitions?;
+    let (low, high) =
+        continuum_common::kafka::fetch_watermarks(&cfg, topic, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{} cluster: watermarks of {topic}: {e}", site.name));
+    Some(high - low)
+}
 
-    pub fn start(dir: &Path, port: u16, advertised: u16, authentication: bool) -> Broker {
-        let mut b = Broker::new(dir, port, advertised);
-        b.spawn(authentication, &[]);
-        b
-    }
-
-    /// Starts tansu with `extra` arguments, and waits until its port accepts connections.
-    pub fn spawn(&mut self, authentication: bool, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut c = Command::new(tansu_bin());
-        for v in [
-            "SCHEMA_REGISTRY",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "CLUSTER_ID",
-            "LISTENER_URL",
-            "ADVERTISED_LISTENER_URL",
-            "STORAGE_ENGINE",
-        ] {
-            c.env_remove(v);
-        }
-        c.env("NO_COLOR", "1")
-            .arg("broker")
-            .args(["--kafka-cluster-id", "continuum-tls-test"])
-            .args([
-                "--kafka-listener-url",
-                &format!("tcp://127.0.0.1:{}", self.port),
-            ])
-            .args([
-                "--kafka-advertised-listener-url",
-                &format!("tcp://127.0.0.1:{}", self.advertised),
-            ])
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .args(extra)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if authentication {
-            c.arg("--authentication");
-        }
-        let mut child = c.spawn().expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!(
-                    "tansu exited ({st}) at start; its log:\n{}",
-                    self.log_text()
-                );
+/// The ports of 127.0.0.1 that process `pid` has established TCP connections to (from /proc:
+/// its socket inodes, matched in /proc/net/tcp).
+pub fn loopback_peer_ports(pid: u32) -> BTreeSet<u16> {
+    let mut inodes = BTreeSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy();
+            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.extend(i.parse::<u64>().ok());
             }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {} within 30s; its log:\n{}",
-                self.port,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child = Some(child);
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
-
-    pub fn restart(&mut self, authentication: bool) {
-        self.stop();
-        self.spawn(authentication, &[]);
+    let mut ports = BTreeSet::new();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        if f.len() < 10 || f[3] != "01" {
+            continue;
+        }
+        let inode: u64 = f[9].parse().unwrap_or(0);
+        let Some((ip, port)) = f[2].split_once(':') else {
+            continue;
+        };
+        if inodes.contains(&inode) && ip == "0100007F" {
+            ports.extend(u16::from_str_radix(port, 16).ok());
+        }
     }
-
-    /// Creates a SCRAM user (`scram256` or `scram512`) through the broker's own CLI, which uses
-    /// the Kafka API: only while the broker runs without `--authentication`.
-    pub fn create_scram_user(&self, user: &str, password: &str, mechanism: &str) {
-        let out = Command::new(tansu_bin())
-            .args([
-                "user",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-                "--mechanism",
-                mechanism,
-                user,
-                password,
-            ])
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu user create {user} ({mechanism}) failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+    ports
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
+/// Waits (bounded) until the ports of the stack's brokers that `p` holds connections to are
+/// exactly those of `expected` (`host:port` addresses).
+pub fn assert_broker_connections(p: &Proc, expected: &[&str]) {
+    let expected: BTreeSet<u16> = expected.iter().map(|a| port_of(a)).collect();
+    let pid = p
+        .pid()
+        .unwrap_or_else(|| panic!("{} is not running", p.name));
+    let brokers = broker_ports();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: BTreeSet<u16> = loopback_peer_ports(pid)
+            .intersection(&brokers)
+            .copied()
+            .collect();
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: connections to the brokers' ports {now:?}, expected {expected:?} (the brokers' ports: {brokers:?})",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -852,7 +871,10 @@ pub fn binary(name: &str) -> PathBuf {
             let p = e.path();
             if p.is_dir() {
                 newest(&p, t);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else if p.extension().is_some_and(|x| x == "rs")
+                // `tests.rs`: a `#[cfg(test)]` module, not part of the binary.
+                && p.file_name().is_some_and(|n| n != "tests.rs")
+            {
                 if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
                     *t = (*t).max(m);
                 }
@@ -923,6 +945,28 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits at most `timeout` for the process to exit by itself; its status, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the log contains `needle`; panics with the log if the process exits first or
@@ -1002,11 +1046,9 @@ pub struct Options {
     /// The MariaDB login of the binaries (on both sites), which must REQUIRE SSL.
     pub db_user: String,
     pub db_password: String,
-    /// SASL mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512`) and password of user `continuum` on
-    /// both clusters; `None`: TLS only.
-    pub sasl: Option<(String, String)>,
-    /// The client key is encrypted with this password (`ssl.key.password`).
-    pub key_password: Option<String>,
+    /// How each site reaches its cluster.
+    pub sf_kafka: Kafka,
+    pub eu_kafka: Kafka,
     /// Basic-auth password of user `continuum` on both registries.
     pub registry_password: String,
     /// librdkafka's own `debug` contexts (`kafka_options.debug`), e.g. `security,broker`.
@@ -1016,11 +1058,9 @@ pub struct Options {
 /// One site's secured endpoints.
 pub struct SecureSite {
     pub name: &'static str,
-    pub broker: Broker,
-    pub kafka: TlsProxy,
+    /// What the binaries are given for this site's cluster; a test may change it.
+    pub kafka: KafkaLink,
     pub registry: TlsProxy,
-    /// `127.0.0.1:<kafka proxy port>`.
-    pub brokers: String,
     pub registry_url: String,
     /// The host name the binaries use for this site's MariaDB (a name the certificate has).
     pub db_host: &'static str,
@@ -1029,13 +1069,13 @@ pub struct SecureSite {
 
 pub struct World {
     pub dir: PathBuf,
+    /// `server_id` of this world's SF producer (its EU one is the next): unique per world, so
+    /// that worlds of one test process may run at once.
+    pub server_id: u32,
     pub opts: Options,
     pub tls: StackTls,
     pub sf: SecureSite,
     pub eu: SecureSite,
-    /// Client certificate and key the binaries present to the brokers.
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
     /// The unique part of every name this world uses (databases, topics).
     pub prefix: String,
     pub sf_topic: String,
@@ -1044,19 +1084,10 @@ pub struct World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        self.sf.broker.stop();
-        self.eu.broker.stop();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn registry_addr(url: &str) -> SocketAddr {
-    let hostport = url.trim_start_matches("http://").split('/').next().unwrap();
-    hostport
-        .parse()
-        .unwrap_or_else(|_| panic!("registry address {url} is not http://IP:PORT"))
 }
 
 impl World {
@@ -1065,64 +1096,78 @@ impl World {
         let prefix = unique_name(name);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
-        let (client_cert, client_key) = match &opts.key_password {
-            Some(pw) => tls.issue(&dir, "client", "continuum", None, true, Some(pw)),
-            None => (tls.client_cert(), tls.client_key()),
-        };
-        let site = |name: &'static str, registry: &str, db_host: &'static str, db_port: u16| {
-            let l = listener();
-            let advertised = l.local_addr().unwrap().port();
-            let mut broker = Broker::start(
-                &dir.join(format!("{name}-broker")),
-                free_port(),
-                advertised,
-                false,
-            );
-            if let Some((mechanism, password)) = &opts.sasl {
-                let m = match mechanism.as_str() {
-                    "SCRAM-SHA-256" => "scram256",
-                    "SCRAM-SHA-512" => "scram512",
-                    other => panic!(
-                        "the test brokers support SCRAM-SHA-256 and SCRAM-SHA-512, not {other}"
+        let s = stack();
+        // SF's cluster by address (the certificate's IP SAN), EU's by name (its DNS SAN).
+        let kafka = |site: &Site, host: &str, k: &Kafka| match k {
+            Kafka::Tls { key_password } => {
+                let client = match key_password {
+                    Some(pw) => tls.issue(
+                        &dir,
+                        &format!("{}-client", site.name),
+                        "continuum",
+                        None,
+                        true,
+                        Some(pw),
                     ),
+                    None => (tls.client_cert(), tls.client_key()),
                 };
-                broker.create_scram_user("continuum", password, m);
-                broker.restart(true);
+                KafkaLink {
+                    brokers: with_host(&site.brokers_tls, host),
+                    tls: Some(KafkaTls {
+                        ca: tls.ca(),
+                        verify_hostname: true,
+                        client: Some(client),
+                        key_password: key_password.clone(),
+                    }),
+                    sasl: None,
+                }
             }
-            let kafka = TlsProxy::start(
-                l,
-                &tls.server_cert(),
-                &tls.server_key(),
-                Some(&tls.ca()),
-                Upstream::Tcp(([127, 0, 0, 1], broker.port).into()),
-            );
+            Kafka::Sasl { user, password } => KafkaLink {
+                brokers: with_host(&site.brokers_sasl, host),
+                tls: Some(KafkaTls {
+                    ca: tls.ca(),
+                    verify_hostname: true,
+                    client: None,
+                    key_password: None,
+                }),
+                sasl: Some((user.clone(), password.clone())),
+            },
+        };
+        let site = |site: &Site, kafka: KafkaLink, db_host: &'static str| {
             let registry = TlsProxy::start(
                 listener(),
                 &tls.server_cert(),
                 &tls.server_key(),
-                None,
-                Upstream::Http {
-                    addr: registry_addr(registry),
-                    user: "continuum".into(),
-                    password: opts.registry_password.clone(),
-                },
+                Upstream::registry(&site.registry, "continuum", &opts.registry_password),
             );
             SecureSite {
-                name,
-                brokers: format!("127.0.0.1:{}", kafka.port()),
-                // The registry by name (DNS SAN), Kafka and SF's MariaDB by address (IP SAN).
-                registry_url: format!("https://localhost:{}", registry.port()),
-                broker,
+                name: site.name,
                 kafka,
+                // The registry by name (DNS SAN).
+                registry_url: format!(
+                    "https://localhost:{}{}",
+                    registry.port(),
+                    registry_path(&site.registry)
+                ),
                 registry,
                 db_host,
-                db_port,
+                db_port: site.db_port,
             }
         };
-        let s = stack();
-        let sf = site("sf", &s.sf.registry, "127.0.0.1", s.sf.db_port);
-        let eu = site("eu", &s.eu.registry, "localhost", s.eu.db_port);
+        let sf = site(
+            &s.sf,
+            kafka(&s.sf, "127.0.0.1", &opts.sf_kafka),
+            "127.0.0.1",
+        );
+        let eu = site(
+            &s.eu,
+            kafka(&s.eu, "localhost", &opts.eu_kafka),
+            "localhost",
+        );
+        static WORLDS: AtomicU64 = AtomicU64::new(0);
+        let n = WORLDS.fetch_add(1, Ordering::Relaxed) as u32;
         World {
+            server_id: 20_000 + (std::process::id() * 16 + n * 2) % 20_000,
             sf_topic: format!("{prefix}.sf.cdc"),
             eu_topic: format!("{prefix}.eu.cdc"),
             dir,
@@ -1130,8 +1175,6 @@ impl World {
             tls,
             sf,
             eu,
-            client_cert,
-            client_key,
             prefix,
         }
     }
@@ -1140,6 +1183,14 @@ impl World {
         match name {
             "sf" => &self.sf,
             "eu" => &self.eu,
+            _ => panic!("no site {name}"),
+        }
+    }
+
+    pub fn site_mut(&mut self, name: &str) -> &mut SecureSite {
+        match name {
+            "sf" => &mut self.sf,
+            "eu" => &mut self.eu,
             _ => panic!("no site {name}"),
         }
     }
@@ -1206,7 +1257,7 @@ impl World {
             };
             t += &format!(
                 "[sites.{}]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n",
-                s.name, s.brokers
+                s.name, s.kafka.brokers
             );
             t += &format!(
                 "[sites.{}.registry]\nurl = \"{}\"\nusername = \"continuum\"\nca_file = \"{}\"\n",
@@ -1221,25 +1272,33 @@ impl World {
                 format!("CONTINUUM_{up}_REGISTRY_PASSWORD"),
                 &mut env,
             );
-            t += &format!(
-                "[sites.{}.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nverify_hostname = true\n",
-                s.name,
-                self.tls.ca().display(),
-                self.client_cert.display(),
-                self.client_key.display()
-            );
-            if let Some(pw) = &o.key_password {
-                t += &secret(
-                    "key_password_file",
-                    &format!("{}-key-password", s.name),
-                    pw,
-                    format!("CONTINUUM_{up}_TLS_KEY_PASSWORD"),
-                    &mut env,
-                );
-            }
-            if let Some((mechanism, pw)) = &o.sasl {
+            if let Some(k) = &s.kafka.tls {
                 t += &format!(
-                    "[sites.{}.sasl]\nmechanism = \"{mechanism}\"\nusername = \"continuum\"\n",
+                    "[sites.{}.tls]\nca_file = \"{}\"\nverify_hostname = {}\n",
+                    s.name,
+                    k.ca.display(),
+                    k.verify_hostname
+                );
+                if let Some((cert, key)) = &k.client {
+                    t += &format!(
+                        "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                        cert.display(),
+                        key.display()
+                    );
+                }
+                if let Some(pw) = &k.key_password {
+                    t += &secret(
+                        "key_password_file",
+                        &format!("{}-key-password", s.name),
+                        pw,
+                        format!("CONTINUUM_{up}_TLS_KEY_PASSWORD"),
+                        &mut env,
+                    );
+                }
+            }
+            if let Some((user, pw)) = &s.kafka.sasl {
+                t += &format!(
+                    "[sites.{}.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{user}\"\n",
                     s.name
                 );
                 t += &secret(
@@ -1273,7 +1332,7 @@ impl World {
             }
             t += "\n";
         }
-        let server_id = 20_000 + (std::process::id() % 20_000) + if site == "sf" { 0 } else { 1 };
+        let server_id = self.server_id + if site == "sf" { 0 } else { 1 };
         t += &format!(
             "[producer]\nserver_id = {server_id}\ninclude = [\"{}_*.*\"]\nheartbeat_interval = \"300ms\"\nmetrics_listen = \"127.0.0.1:{}\"\nmax_retry_delay = \"1s\"\n\n",
             self.prefix, metrics.0
@@ -1282,6 +1341,13 @@ impl World {
         let path = self.dir.join(format!("{site}-{via:?}.toml").to_lowercase());
         std::fs::write(&path, t).unwrap();
         (path, env)
+    }
+
+    /// A log file of its own for a process of this world.
+    fn log_file(&self, what: &str, site: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{site}-{what}-{n}.log"))
     }
 
     /// Starts `continuum-producer` for `site`, logging at `log` level.
@@ -1296,7 +1362,7 @@ impl World {
         let mut p = Proc::spawn(
             &format!("{site}-producer"),
             c,
-            &self.dir.join(format!("{site}-producer.log")),
+            &self.log_file("producer", site),
         );
         p.metrics_port = Some(ports.0);
         p
@@ -1304,17 +1370,22 @@ impl World {
 
     /// Starts `continuum-consumer run` for `site`.
     pub fn consumer_run(&self, site: &str, via: SecretsVia, log_level: &str) -> Proc {
+        self.consumer("run", site, via, log_level)
+    }
+
+    /// Starts `continuum-consumer <verb>` (`run`, `mirror`, `apply`) for `site`.
+    pub fn consumer(&self, verb: &str, site: &str, via: SecretsVia, log_level: &str) -> Proc {
         let ports = (free_port(), free_port());
         let (cfg, env) = self.config(site, via, ports);
         let mut c = command("continuum-consumer");
         c.arg("--config")
             .arg(&cfg)
-            .args(["--log", log_level, "run"])
+            .args(["--log", log_level, verb])
             .envs(env);
         let mut p = Proc::spawn(
-            &format!("{site}-consumer"),
+            &format!("{site}-consumer-{verb}"),
             c,
-            &self.dir.join(format!("{site}-consumer.log")),
+            &self.log_file(&format!("consumer-{verb}"), site),
         );
         p.metrics_port = Some(ports.1);
         p
