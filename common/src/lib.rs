@@ -7,6 +7,7 @@
 pub mod binlog;
 pub mod config;
 pub mod db;
+pub mod ddl;
 pub mod kafka;
 pub mod lock;
 pub mod memory;

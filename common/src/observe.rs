@@ -146,3 +146,44 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// An error and its causes as one line, `outer: cause: cause`, leaving out a cause whose text the
+/// line already holds (Continuum's errors name their cause in their own message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// The exit status of a binary that stopped at an error (the README's: 0 success, 1 a
+/// difference found by `verify` or `orphans`, 2 an error).
+pub const EXIT_ERROR: u8 = 2;
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {source}")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let e = Outer {
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(error_chain(&e), "outer: disk full");
+        let bare = std::io::Error::other("alone");
+        assert_eq!(error_chain(&bare), "alone");
+    }
+}

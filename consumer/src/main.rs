@@ -127,7 +127,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "stopped");
             eprintln!("continuum-consumer: error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(continuum_common::observe::EXIT_ERROR)
         }
     }
 }

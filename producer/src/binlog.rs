@@ -25,7 +25,7 @@ use continuum_common::binlog::{
     SKIP_REPLICATION_FLAG,
 };
 
-use crate::ddl::{classify, DdlTarget};
+use continuum_common::ddl::{classify, DdlTarget};
 use crate::error::{DbContext, ProducerError};
 use crate::filter::TableFilter;
 use crate::shape::{self, Charsets};

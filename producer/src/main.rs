@@ -2,7 +2,6 @@
 //! changelog topic, exactly once, in commit order. See docs/architecture.md.
 
 mod binlog;
-mod ddl;
 mod error;
 mod filter;
 mod pipeline;
@@ -111,8 +110,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The cause chain, without a backtrace: the message says what is wrong and what to do.
-            eprintln!("continuum-producer: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let e: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!(
+                "continuum-producer: error: {}",
+                continuum_common::observe::error_chain(e)
+            );
+            std::process::ExitCode::from(continuum_common::observe::EXIT_ERROR)
         }
     }
 }

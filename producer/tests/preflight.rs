@@ -373,3 +373,30 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// An error stops the producer with exit status 2, as the README says (0 success, 1 a
+/// difference found by verify or orphans, 2 an error), and with its cause said once.
+#[test]
+fn an_error_exits_2_and_says_its_cause_once() {
+    let dir = std::env::temp_dir().join(format!("continuum-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("site.toml");
+    std::fs::write(&cfg, "site = \"sf\"\n[database]\nuser = \"u\"\nport = 1\n[sites.sf]\nbrokers = \"127.0.0.1:1\"\nregistry = { url = \"http://127.0.0.1:1\" }\nunknown_setting = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("continuum-producer: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("unknown_setting"), "{line}");
+    assert_eq!(
+        line.matches("unknown field").count(),
+        1,
+        "the cause is said once: {line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
