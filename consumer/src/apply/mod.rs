@@ -24,7 +24,6 @@ pub mod executor;
 pub mod session;
 pub mod start;
 
-pub use ddl::DDL_ALREADY_DONE;
 pub use session::Outcome;
 pub use start::{align_to_start, AlignError};
 
