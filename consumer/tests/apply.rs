@@ -1579,3 +1579,74 @@ async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas
         .await;
     fx.drop_databases().await;
 }
+
+/// `CREATE TABLE ... SELECT` is one source transaction: the new table's definition, then its
+/// rows. Apply ran schema changes only alone in their transaction, and stopped for good at it
+/// ("a schema change must be a transaction of its own"). Now the table is created, its rows
+/// follow and commit with the checkpoint; and after a crash between the two (the table already
+/// there, its rows not) applying it again converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_select_replicates_the_table_then_its_rows() {
+    let fx = Fixture::new(
+        "ctas",
+        &["CREATE TABLE src (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(table(
+        &fx.db,
+        "src",
+        vec![int_col("id", false), varchar_col("name", false)],
+        vec![0],
+    ));
+    for i in 1..=5 {
+        src.txn(vec![(
+            "src",
+            RowOp::Insert(vec![Value::Int(i), Value::Text(format!("n{i}"))]),
+        )])
+        .await;
+    }
+    let shape = |name: &str| {
+        table(
+            &fx.db,
+            name,
+            vec![int_col("id", false), varchar_col("name", false)],
+            vec![0],
+        )
+    };
+    src.create_select(
+        "CREATE TABLE copy (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id > 1",
+        shape("copy"),
+    )
+    .await;
+    src.txn(vec![("src", RowOp::Insert(vec![Value::Int(6), Value::Text("n6".into())]))])
+        .await;
+    src.flush().await;
+    fx.apply_caught_up();
+    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    fx.assert_same(&["src", "copy"]).await;
+
+    // A crash after the statement and before its rows committed: the table is there, empty.
+    fx.replica()
+        .await
+        .query_drop("CREATE TABLE copy2 (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)")
+        .await
+        .unwrap();
+    src.create_select(
+        "CREATE TABLE copy2 (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL) SELECT id, name FROM src",
+        shape("copy2"),
+    )
+    .await;
+    // And one whose SELECT finds nothing: the statement alone is the transaction.
+    src.create_select(
+        "CREATE TABLE copy3 (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id < 0",
+        shape("copy3"),
+    )
+    .await;
+    src.flush().await;
+    fx.apply_caught_up();
+    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    fx.assert_same(&["src", "copy", "copy2", "copy3"]).await;
+    fx.drop_databases().await;
+}

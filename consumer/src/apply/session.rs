@@ -23,8 +23,12 @@
 //!   a replay suspended the skip (`replay_until`) and its position is not passed yet. A
 //!   transaction first met at an index above 0 must be one the position holds (its first
 //!   events were applied before); otherwise its start is missing and apply stops.
-//! - **Schema changes alone.** A schema change runs between two commits: the batch before it
-//!   commits, it runs, and the checkpoint past it commits at once.
+//! - **Schema changes between commits.** A schema change runs between two commits: the batch
+//!   before it commits, it runs, and the checkpoint past it commits at once. `CREATE TABLE ...
+//!   SELECT` is one source transaction (the statement, then the new table's rows): the statement
+//!   runs, the rows follow in a MariaDB transaction, and the checkpoint commits with the last of
+//!   them. A crash in between runs the statement again, which counts as applied once the table is
+//!   there (`ddl.rs`), and the rows are applied again whole.
 //! - **Snapshots.** START empties the listed tables in the same commit that records "loading";
 //!   rows load while the snapshot is open; END sets the GTID position to the snapshot's. A START
 //!   that arrives inside an open transaction means the producer abandoned that transaction: its
@@ -137,6 +141,9 @@ struct OpenTxn {
     skip: bool,
     /// Rows of it sent or buffered.
     rows: usize,
+    /// It began with a schema change that ran (`CREATE TABLE ... SELECT`): it commits as soon as
+    /// it ends, so the new table's rows follow the table closely.
+    ran_ddl: bool,
 }
 
 /// One session's state: from a committed checkpoint to the session's end.
@@ -587,8 +594,13 @@ impl Session {
                 if !last {
                     return vec![];
                 }
+                let ran_ddl = self.open.as_ref().is_some_and(|o| o.ran_ddl);
                 self.close_txn(inc, gtid, &resume, commit_ts_ms, !counted, now);
-                self.consistent_point(inc.offset, now)
+                if ran_ddl {
+                    vec![self.commit()]
+                } else {
+                    self.consistent_point(inc.offset, now)
+                }
             }
             After::SchemaChange {
                 gtid,
@@ -669,6 +681,7 @@ impl Session {
                     first_offset: inc.offset,
                     skip,
                     rows: 0,
+                    ran_ddl: false,
                 });
                 Ok(())
             }
@@ -890,44 +903,52 @@ impl Session {
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a schema change"));
         }
-        if index != 0 || !last {
+        // A schema change starts its transaction. It is alone in it, or, for `CREATE TABLE ...
+        // SELECT`, the new table's rows follow in the same transaction.
+        if index != 0 {
             return Err(ApplyError::Record {
                 at: Box::new(self.ctx(inc, &sc.database, String::new())),
-                reason: format!("a schema change must be a transaction of its own (index 0, last), this one is event {index}"),
+                reason: format!("a schema change must be the first event of its transaction, this one is event {index}"),
                 fix: "find what wrote this record".into(),
             });
         }
-        if self.skip_gtid(&gtid) {
-            // Already applied: passed like a skipped transaction.
+        let skip = self.skip_gtid(&gtid);
+        if !skip && self.ddl == DdlPolicy::Stop {
+            return Err(ApplyError::DdlStop {
+                at: Box::new(self.ctx(inc, &sc.database, String::new())),
+                ddl: sc.ddl.clone(),
+            });
+        }
+        let _ = now;
+        if skip || !last {
+            // Already applied (passed like a skipped transaction), or the first event of a
+            // transaction whose rows follow.
             self.open = Some(OpenTxn {
                 gtid,
                 next_index: 1,
                 first_offset: inc.offset,
-                skip: true,
+                skip,
                 rows: 0,
+                ran_ddl: !skip,
             });
             self.after = After::TxnEvent {
                 gtid,
-                last: true,
+                last,
                 resume: resume.clone(),
                 commit_ts_ms: sc.source.commit_ts_ms,
                 counted: false,
             };
-            let _ = now;
+        } else {
+            self.after = After::SchemaChange {
+                gtid,
+                resume: resume.clone(),
+                commit_ts_ms: sc.source.commit_ts_ms,
+            };
+        }
+        if skip {
             return Ok(vec![]);
         }
         let at = Box::new(self.ctx(inc, &sc.database, String::new()));
-        if self.ddl == DdlPolicy::Stop {
-            return Err(ApplyError::DdlStop {
-                at,
-                ddl: sc.ddl.clone(),
-            });
-        }
-        self.after = After::SchemaChange {
-            gtid,
-            resume: resume.clone(),
-            commit_ts_ms: sc.source.commit_ts_ms,
-        };
         Ok(vec![
             self.commit(),
             Action::SchemaChange { at, ddl: self.ddl },

@@ -788,6 +788,71 @@ impl Source {
         gtid
     }
 
+    /// `CREATE TABLE ... SELECT` as MariaDB logs it: runs `sql` on the source, then writes one
+    /// transaction of the table's definition (as `SHOW CREATE TABLE` prints it, which is what the
+    /// binlog holds) followed by its rows. `shape` is the new table's; its columns must be
+    /// integers or text.
+    pub async fn create_select(&mut self, sql: &str, shape: TableSchema) -> Gtid {
+        self.conn.query_drop(sql).await.unwrap();
+        let (_, create): (String, String) = self
+            .conn
+            .query_first(format!("SHOW CREATE TABLE `{}`", shape.table))
+            .await
+            .unwrap()
+            .unwrap();
+        let cols: Vec<String> = shape.columns.iter().map(|c| format!("`{}`", c.name)).collect();
+        let rows: Vec<mysql_async::Row> = self
+            .conn
+            .query(format!("SELECT {} FROM `{}`", cols.join(","), shape.table))
+            .await
+            .unwrap();
+        let t = self.table(shape);
+        let (gtid, before, after) = self.next_gtid();
+        let ts = self.next_ts();
+        let last_index = rows.len();
+        let rec = StreamRecord::SchemaChange(SchemaChange {
+            database: self.db.clone(),
+            ddl: create,
+            source: self.source_info(gtid, &before, &after, ts),
+            tx: TxPlace {
+                index: 0,
+                last: last_index == 0,
+            },
+        });
+        self.send(&rec).await;
+        for (i, r) in rows.into_iter().enumerate() {
+            // The text protocol returns every value as bytes; the shape says what they are.
+            let row: Vec<Value> = r
+                .unwrap()
+                .into_iter()
+                .zip(&t.columns)
+                .map(|(v, c)| match (v, &c.ty) {
+                    (mysql_async::Value::NULL, _) => Value::Null,
+                    (mysql_async::Value::Bytes(b), continuum_schemas::ColumnType::Integer { .. }) => {
+                        Value::Int(String::from_utf8(b).unwrap().parse().unwrap())
+                    }
+                    (mysql_async::Value::Bytes(b), _) => Value::Text(String::from_utf8(b).unwrap()),
+                    (other, _) => panic!("create_select: unsupported value {other:?}"),
+                })
+                .collect();
+            let key = key_of(&t, &row);
+            self.rows.insert((t.table.clone(), key), row.clone());
+            let rec = StreamRecord::Change(ChangeEvent {
+                op: Op::Insert,
+                table: t.clone(),
+                before: None,
+                after: Some(row),
+                source: self.source_info(gtid, &before, &after, ts),
+                tx: Some(TxPlace {
+                    index: i as u64 + 1,
+                    last: i + 1 == last_index,
+                }),
+            });
+            self.send(&rec).await;
+        }
+        gtid
+    }
+
     pub async fn heartbeat(&mut self) {
         let ts = self.next_ts();
         let rec = StreamRecord::Heartbeat(continuum_schemas::Heartbeat {

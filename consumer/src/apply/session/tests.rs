@@ -618,3 +618,55 @@ fn until_caught_up_ends_at_the_first_boundary_at_or_past_the_end() {
     assert_eq!(commits(&out), [(2, "1-1-2".to_owned())]);
     assert!(matches!(out.last(), Some(Did::End(e)) if e.contains("CaughtUp { offset: 2 }")));
 }
+
+#[test]
+fn create_table_select_runs_the_statement_then_its_rows_and_commits_with_the_last() {
+    let mut s = session_at(0, "1-1-1", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            row(0, 2, 0, true, 9),
+            ddl(1, 3, 0, false),
+            row(2, 3, 1, false, 1),
+            row(3, 3, 2, true, 2),
+            row(4, 4, 0, true, 3),
+        ],
+    );
+    assert_eq!(
+        did,
+        [
+            Did::Row { offset: 0, missing: false, diagnose: false },
+            Did::Commit { next: 1, at: "1-1-2".into(), rows: 1 },
+            Did::Ddl { offset: 1, policy: DdlPolicy::Apply },
+            Did::Row { offset: 2, missing: false, diagnose: false },
+            Did::Row { offset: 3, missing: false, diagnose: false },
+            // The table's rows commit as soon as its transaction ends, with the checkpoint past it.
+            Did::Commit { next: 4, at: "1-1-3".into(), rows: 2 },
+            Did::Row { offset: 4, missing: false, diagnose: false },
+        ]
+    );
+}
+
+#[test]
+fn create_table_select_already_applied_is_skipped_whole() {
+    let mut s = session_at(0, "1-1-3", Limits { transactions: 1, ..BIG });
+    let did = drive(&mut s, &[ddl(0, 3, 0, false), row(1, 3, 1, true, 1)]);
+    assert!(
+        !did.iter().any(|d| matches!(d, Did::Row { .. } | Did::Ddl { .. })),
+        "{did:?}"
+    );
+    let mut out = Vec::new();
+    let a = s.on_signal();
+    carry_out(&mut s, -1, a, &mut out);
+    assert_eq!(commits(&out), [(2, "1-1-3".to_owned())]);
+}
+
+#[test]
+fn a_schema_change_after_the_first_event_of_a_transaction_stops_apply() {
+    let mut s = session_at(0, "1-1-1", BIG);
+    let did = drive(&mut s, &[row(0, 2, 0, false, 1), ddl(1, 2, 1, true)]);
+    assert!(
+        did.iter().any(|d| matches!(d, Did::End(e) if e.contains("is open"))),
+        "{did:?}"
+    );
+}
