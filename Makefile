@@ -160,6 +160,7 @@ test-suites:
 	$(WITH_ENV) cargo test -p continuum-tests --test docker_config
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
 	$(WITH_ENV) cargo test -p continuum-consumer --test apply
+	$(WITH_ENV) cargo test -p continuum-consumer --test run
 	$(WITH_ENV) cargo test -p continuum-consumer --test verify
 	$(WITH_ENV) cargo test -p continuum-tests --test secrets
 	$(WITH_ENV) cargo test -p continuum-tests --test tls -- --test-threads=1

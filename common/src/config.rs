@@ -405,6 +405,12 @@ pub struct ApplyConfig {
     /// Upper bound of retry backoff. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
+    /// `consumer run`: after apply stops at a record it cannot apply (the replica refuses it,
+    /// a schema change fails), how long it waits before it tries that record again. The mirror
+    /// goes on meanwhile, and the error shows in `status`, `/health` and
+    /// `continuum_apply_stalled`. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_failed_after: Duration,
 }
 
 impl Default for ApplyConfig {
@@ -418,6 +424,7 @@ impl Default for ApplyConfig {
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
             max_retry_delay: Duration::from_secs(10),
+            retry_failed_after: Duration::from_secs(30),
         }
     }
 }

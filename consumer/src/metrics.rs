@@ -14,6 +14,7 @@
 //! | `continuum_apply_checkpoint_offset` | gauge | the checkpoint's next offset |
 //! | `continuum_apply_errors_total{kind}` | counter | errors by kind (`db`, `kafka`, `registry`, `record`, `ddl`, …), transient ones included |
 //! | `continuum_apply_ddl_total{outcome}` | counter | schema changes `applied`, `already_applied`, `skipped` |
+//! | `continuum_apply_stalled` | gauge | 1 while apply is stopped at a record it cannot apply (`consumer run` retries it every `consumer.apply.retry_failed_after`), 0 once a commit goes through |
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,11 @@ pub fn batch_committed(ops: &OpCounts, txns: u64, skipped: u64, offset: i64) {
     histogram!("continuum_apply_batch_rows").record(ops.total() as f64);
     histogram!("continuum_apply_batch_transactions").record(txns as f64);
     gauge!("continuum_apply_checkpoint_offset").set(offset as f64);
+}
+
+/// Apply is stopped at a record it cannot apply (`true`), or committing again (`false`).
+pub fn stalled(on: bool) {
+    gauge!("continuum_apply_stalled").set(if on { 1.0 } else { 0.0 });
 }
 
 pub fn error(kind: &'static str) {

@@ -9,9 +9,16 @@
 //! its checkpoint. So the same container serves both roles, and failover needs no
 //! re-deployment.
 //!
-//! Guarantees: if either task fails, the process stops the other and exits non-zero with the
-//! cause; it never keeps half running. A signal stops both (apply at a commit boundary, the
-//! mirror after flushing what it sent).
+//! Guarantees:
+//! - the mirror bounds what a loss of the other site costs, so nothing apply meets stops it: a
+//!   record apply cannot apply (the replica refuses it, a schema change fails), a lock another
+//!   apply holds, a replica that is down, each stalls apply alone. The error shows in `/health`
+//!   (apply `failed`), in `continuum_apply_stalled` and in `status` (the checkpoint's error), and
+//!   apply tries again every `consumer.apply.retry_failed_after` until the cause is fixed, then
+//!   goes on by itself from its checkpoint;
+//! - if the mirror fails (a fatal error of its own), the process stops apply too and exits
+//!   non-zero with the cause;
+//! - a signal stops both (apply at a commit boundary, the mirror after flushing what it sent).
 
 use std::time::Duration;
 
@@ -22,7 +29,6 @@ use continuum_common::observe::{Health, Status};
 use continuum_common::{db, ConfigError, SiteConfig};
 
 use crate::apply::{Apply, ApplyArgs, Outcome, RunOptions};
-use crate::error::ApplyError;
 use crate::mirror::{self, MirrorArgs, MirrorError, MirrorSettings};
 use crate::settings::ApplySettings;
 
@@ -32,8 +38,6 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("mirror failed, so run stops (apply stopped with it): {0}")]
     Mirror(Box<MirrorError>),
-    #[error("apply failed, so run stops (the mirror stopped with it): {0}")]
-    Apply(ApplyError),
     #[error("{0} stopped unexpectedly; run stops the other task too")]
     Ended(&'static str),
 }
@@ -132,27 +136,43 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
                 return mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e)));
             }
         }
-        let apply = Apply::new(
-            apply_settings.clone(),
-            RunOptions {
-                until_caught_up: false,
-                serve_metrics: false,
-            },
-            health.clone(),
-        )
-        .await
-        .map_err(RunError::Apply)?;
-        let apply_task = apply.run();
-        tokio::pin!(apply_task);
+        let attempt = async {
+            let apply = Apply::new(
+                apply_settings.clone(),
+                RunOptions {
+                    until_caught_up: false,
+                    serve_metrics: false,
+                },
+                health.clone(),
+            )
+            .await?;
+            apply.run().await
+        };
+        tokio::pin!(attempt);
         let promoted = loop {
             tokio::select! {
                 r = &mut mirror_task => return mirror_end(r, &stop),
-                r = &mut apply_task => return match r {
-                    Err(e) => Err(RunError::Apply(e)),
-                    Ok(Outcome::Signal { .. }) => mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e))),
+                r = &mut attempt => match r {
+                    Ok(Outcome::Signal { .. }) => return mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e))),
                     Ok(other) => {
                         tracing::error!(outcome = ?other, "apply ended");
-                        Err(RunError::Ended("apply"))
+                        return Err(RunError::Ended("apply"));
+                    }
+                    Err(e) => {
+                        // Stalled: the mirror goes on; apply tries again after a while.
+                        let wait = apply_settings.apply.retry_failed_after;
+                        crate::metrics::stalled(true);
+                        health.set("apply", Status::Failed, format!("{e} (trying again every {})", humantime::format_duration(wait)));
+                        tracing::error!(error = %e, retry_in = ?wait, "apply stopped at an error; the mirror goes on, and apply tries again after the wait");
+                        tokio::select! {
+                            r = &mut mirror_task => return mirror_end(r, &stop),
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop_rx.changed() => {}
+                        }
+                        if *stop.borrow() {
+                            return mirror_task.await.map_err(|e| RunError::Mirror(Box::new(e)));
+                        }
+                        break false;
                     }
                 },
                 _ = replica.changed() => {

@@ -209,6 +209,7 @@ impl Executor<'_> {
         ck.error = None;
         w.commit(&ck.upsert_sql()).await?;
         *self.commits += 1;
+        m::stalled(false);
         m::batch_committed(&c.stats.ops, c.stats.txns, c.stats.skipped, ck.next_offset);
         if let Some(ts) = ck.source_ts_ms {
             self.clock.set(ts);

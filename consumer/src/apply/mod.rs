@@ -220,6 +220,7 @@ impl Apply {
             }
             Err(e) => {
                 m::error(e.kind());
+                m::stalled(true);
                 self.health.set("apply", Status::Failed, e.to_string());
                 self.record_error(&e.to_string()).await;
             }
