@@ -10,7 +10,11 @@
 //! - foreign keys pointing at a table with a cascading action (CASCADE, SET NULL, SET DEFAULT)
 //!   are found, so that apply lets InnoDB perform the action on the replica: MariaDB does not
 //!   binlog the rows a cascade changes, only the parent's change;
-//! - the cache is dropped after every schema change apply runs.
+//! - a table with triggers on the replica is refused, naming them: apply's statements would fire
+//!   them, and the source's trigger effects already arrive as rows;
+//! - the cache is dropped after every schema change apply runs, and each session starts with an
+//!   empty one, so a trigger created on the replica is found at the next session or schema
+//!   change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +36,8 @@ struct TargetTable {
     cascade_delete: bool,
     /// Columns (lower case) referenced by a foreign key with a cascading ON UPDATE action.
     cascade_update: Vec<String>,
+    /// Triggers on the table, `name (TIMING EVENT)`.
+    triggers: Vec<String>,
 }
 
 /// The statements for one record shape, and the record columns the target lacks (written only
@@ -90,6 +96,18 @@ impl Targets {
                 shape.db, shape.table
             )));
         };
+        // A trigger on the replica would fire on apply's statements (REPLACE fires DELETE and
+        // INSERT triggers), while what the source's triggers did is already in the changelog
+        // as rows: their effects would happen twice. MariaDB cannot keep a statement's triggers
+        // from firing, so apply refuses the table.
+        if !table.triggers.is_empty() {
+            return Ok(Err(format!(
+                "the replica's table {}.{} has triggers: {}. Apply's statements would fire them, and what the source's triggers did already arrives as rows, so it would happen twice. Drop them on the replica (keep their definitions to create after a promotion, when this site takes writes), or exclude the table from the changelog",
+                shape.db,
+                shape.table,
+                table.triggers.join(", ")
+            )));
+        }
         let missing: Vec<String> = shape
             .columns
             .iter()
@@ -230,6 +248,14 @@ impl Targets {
                 .collect();
             cascade_update.sort();
             cascade_update.dedup();
+            let triggers: Vec<(String, String, String)> = conn
+                .exec(
+                    "SELECT TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION FROM information_schema.TRIGGERS \
+                     WHERE EVENT_OBJECT_SCHEMA=? AND EVENT_OBJECT_TABLE=? ORDER BY TRIGGER_NAME",
+                    (db, table),
+                )
+                .await
+                .map_err(err)?;
             if cascade_delete || !cascade_update.is_empty() {
                 tracing::info!(table = %format!("{db}.{table}"), cascade_delete, ?cascade_update,
                     "foreign keys with cascading actions point at this table: its deletes and key updates run with foreign-key checks on");
@@ -242,6 +268,10 @@ impl Targets {
                 pk: pk.into_iter().map(|n| n.to_lowercase()).collect(),
                 cascade_delete,
                 cascade_update,
+                triggers: triggers
+                    .into_iter()
+                    .map(|(n, t, e)| format!("{n} ({t} {e})"))
+                    .collect(),
             }))
         };
         self.tables.insert(k, t.clone());

@@ -1650,3 +1650,52 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
     fx.assert_same(&["src", "copy", "copy2", "copy3"]).await;
     fx.drop_databases().await;
 }
+
+/// A trigger on the replica would fire on apply's statements, while what the source's triggers
+/// did already arrives as rows: its effect would happen twice. Apply refuses the table, naming
+/// the trigger, and applies nothing of it; with the trigger gone it goes on. Before, apply ran
+/// and the replica's audit table held a row per REPLACE (the trigger fired), the source's none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_on_the_replica_is_refused_naming_it() {
+    let fx = Fixture::new(
+        "trigger",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+            "CREATE TABLE audit (n INT AUTO_INCREMENT PRIMARY KEY, id INT) ENGINE=InnoDB",
+        ],
+        "",
+    )
+    .await;
+    fx.replica()
+        .await
+        .query_drop("CREATE TRIGGER t_ins AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (id) VALUES (NEW.id)")
+        .await
+        .unwrap();
+    let mut src = fx.source().await;
+    src.table(table(
+        &fx.db,
+        "t",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
+    src.txn(vec![("t", RowOp::Insert(vec![Value::Int(1), Value::Int(1)]))])
+        .await;
+    src.flush().await;
+    fx.apply_caught_up_expect_failure(&["has triggers: t_ins (AFTER INSERT)", ".t"])
+        .await;
+    let audit: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM audit")
+        .await
+        .unwrap();
+    assert_eq!(audit, Some(0), "the trigger never fired");
+    fx.replica()
+        .await
+        .query_drop("DROP TRIGGER t_ins")
+        .await
+        .unwrap();
+    fx.apply_caught_up();
+    fx.assert_same(&["t", "audit"]).await;
+    fx.drop_databases().await;
+}
