@@ -171,8 +171,14 @@ pub struct RowStatements {
     pub delete_prefix: String,
     /// Record column indexes written by REPLACE, in statement order, with their types and names.
     pub columns: Vec<(usize, ColumnType, String)>,
-    /// Record column indexes of the primary key, with quoted names.
+    /// Record column indexes of the primary key, with quoted names. For a table without one,
+    /// every written column: a row is identified by all its values, as MariaDB's own
+    /// replication does ([`RowStatements::keyless`]).
     pub key: Vec<(usize, ColumnType, String, String)>,
+    /// The table has no primary key: rows are inserted with INSERT, and each delete or update
+    /// is a statement of its own that changes one row matching every value of the before-image
+    /// (`<=>`, so NULLs match), `LIMIT 1`: of two identical rows, one goes.
+    pub keyless: bool,
     /// `UPDATE `db`.`t` SET `
     pub update_prefix: String,
     /// The table is referenced by a foreign key whose ON DELETE action changes other rows
@@ -193,7 +199,13 @@ impl RowStatements {
         key: Vec<(usize, ColumnType, String)>,
     ) -> Self {
         let q = qualified(db, table);
-        let mut replace_prefix = format!("REPLACE INTO {q} (");
+        let keyless = key.is_empty();
+        let key = if keyless { columns.clone() } else { key };
+        let mut replace_prefix = if keyless {
+            format!("INSERT INTO {q} (")
+        } else {
+            format!("REPLACE INTO {q} (")
+        };
         for (i, (_, _, name)) in columns.iter().enumerate() {
             if i > 0 {
                 replace_prefix.push(',');
@@ -214,6 +226,7 @@ impl RowStatements {
                 })
                 .collect(),
             update_prefix: format!("UPDATE {q} SET "),
+            keyless,
             cascade_delete: false,
             cascade_update: Vec::new(),
         }
@@ -241,7 +254,11 @@ impl RowStatements {
             push_literal(out, &after[*i], ty, name)?;
         }
         out.push_str(" WHERE ");
-        self.push_key_condition(out, before)
+        self.push_key_condition(out, before)?;
+        if self.keyless {
+            out.push_str(" LIMIT 1");
+        }
+        Ok(())
     }
 
     /// `(v1,v2,…)` of the written columns.
@@ -257,18 +274,20 @@ impl RowStatements {
         Ok(())
     }
 
-    /// The key condition of one row: `` `id`=5 `` or `` (`a`=1 AND `b`=2) ``.
+    /// The key condition of one row: `` `id`=5 `` or `` (`a`=1 AND `b`=2) ``; for a table
+    /// without a primary key, every column, NULL-safe: `` (`a`<=>1 AND `b`<=>NULL) ``.
     pub fn push_key_condition(&self, out: &mut String, row: &[Value]) -> Result<(), LiteralError> {
         let composite = self.key.len() > 1;
         if composite {
             out.push('(');
         }
+        let eq = if self.keyless { "<=>" } else { "=" };
         for (n, (i, ty, name, quoted)) in self.key.iter().enumerate() {
             if n > 0 {
                 out.push_str(" AND ");
             }
             out.push_str(quoted);
-            out.push('=');
+            out.push_str(eq);
             push_literal(out, &row[*i], ty, name)?;
         }
         if composite {
@@ -398,6 +417,14 @@ impl StatementBuffer {
     /// Adds `DELETE` of the row whose key is in `row` (a before-image), with foreign-key checks
     /// on if the table has cascading foreign keys.
     pub fn delete(&mut self, stmts: &RowStatements, row: &[Value]) -> Result<(), LiteralError> {
+        if stmts.keyless {
+            return self.one_row(stmts, stmts.cascade_delete, |out| {
+                out.push_str(&stmts.delete_prefix);
+                stmts.push_key_condition(out, row)?;
+                out.push_str(" LIMIT 1");
+                Ok(())
+            });
+        }
         let kind = if stmts.cascade_delete {
             StmtKind::DeleteChecked
         } else {
@@ -412,7 +439,53 @@ impl StatementBuffer {
         stmts: &RowStatements,
         row: &[Value],
     ) -> Result<(), LiteralError> {
+        if stmts.keyless {
+            return self.one_row(stmts, false, |out| {
+                out.push_str(&stmts.delete_prefix);
+                stmts.push_key_condition(out, row)?;
+                out.push_str(" LIMIT 1");
+                Ok(())
+            });
+        }
         self.add(stmts, StmtKind::Delete, row)
+    }
+
+    /// Adds the `UPDATE` of one row of a table without a primary key (a statement of its own).
+    pub fn update_one(
+        &mut self,
+        stmts: &RowStatements,
+        before: &[Value],
+        after: &[Value],
+    ) -> Result<(), LiteralError> {
+        self.one_row(stmts, false, |out| stmts.push_update(out, before, after))
+    }
+
+    /// A statement of its own for one row, with foreign-key checks on if `checked`.
+    fn one_row(
+        &mut self,
+        _stmts: &RowStatements,
+        checked: bool,
+        write: impl FnOnce(&mut String) -> Result<(), LiteralError>,
+    ) -> Result<(), LiteralError> {
+        let mark = self.text.len();
+        let saved = self.open;
+        self.seal();
+        if !self.text.is_empty() {
+            self.text.push_str(";\n");
+        }
+        if checked {
+            self.text.push_str(FK_ON);
+        }
+        if let Err(e) = write(&mut self.text) {
+            self.text.truncate(mark);
+            self.open = saved;
+            return Err(e);
+        }
+        if checked {
+            self.text.push_str(FK_OFF);
+        }
+        self.rows += 1;
+        Ok(())
     }
 
     /// Adds `UPDATE` from `before` to `after` with foreign-key checks on (a single statement).
@@ -640,6 +713,39 @@ mod tests {
         assert!(
             b.take().ends_with("SET SESSION foreign_key_checks=0"),
             "checks go back off at every end"
+        );
+    }
+
+    #[test]
+    fn a_table_without_a_primary_key_is_written_row_by_row_by_every_value() {
+        let int = ColumnType::Integer {
+            width: IntWidth::Int,
+            unsigned: false,
+        };
+        let t = RowStatements::new(
+            7,
+            "d",
+            "log",
+            vec![(0, int.clone(), "a".into()), (1, int, "b".into())],
+            vec![],
+        );
+        assert!(t.keyless);
+        let mut b = StatementBuffer::new(1 << 20);
+        b.replace(&t, &[Value::Int(1), Value::Null]).unwrap();
+        b.replace(&t, &[Value::Int(1), Value::Null]).unwrap();
+        b.delete(&t, &[Value::Int(1), Value::Null]).unwrap();
+        b.delete(&t, &[Value::Int(2), Value::Int(3)]).unwrap();
+        b.update_one(&t, &[Value::Int(2), Value::Int(3)], &[Value::Int(2), Value::Int(4)])
+            .unwrap();
+        b.replace(&t, &[Value::Int(5), Value::Int(5)]).unwrap();
+        assert_eq!(b.rows(), 6);
+        assert_eq!(
+            b.take(),
+            "INSERT INTO `d`.`log` (`a`,`b`) VALUES (1,NULL),(1,NULL);\n\
+             DELETE FROM `d`.`log` WHERE (`a`<=>1 AND `b`<=>NULL) LIMIT 1;\n\
+             DELETE FROM `d`.`log` WHERE (`a`<=>2 AND `b`<=>3) LIMIT 1;\n\
+             UPDATE `d`.`log` SET `a`=2,`b`=4 WHERE (`a`<=>2 AND `b`<=>3) LIMIT 1;\n\
+             INSERT INTO `d`.`log` (`a`,`b`) VALUES (5,5)"
         );
     }
 

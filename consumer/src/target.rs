@@ -119,10 +119,16 @@ impl Targets {
             .iter()
             .map(|&i| shape.columns[i].name.to_lowercase())
             .collect();
-        if record_pk.is_empty() {
+        // A table without a primary key on both sides is written by full-row identity (see
+        // RowStatements::keyless); on one side only, the rows cannot be matched.
+        if record_pk.is_empty() != table.pk.is_empty() {
             return Ok(Err(format!(
-                "records of {}.{} carry no primary key",
-                shape.db, shape.table
+                "{}.{} has no primary key on the {}, but has one ({}) on the {}; both sides must agree",
+                shape.db,
+                shape.table,
+                if record_pk.is_empty() { "source" } else { "replica" },
+                if record_pk.is_empty() { table.pk.join(", ") } else { record_pk.join(", ") },
+                if record_pk.is_empty() { "replica" } else { "source" },
             )));
         }
         if let Some(c) = record_pk

@@ -1699,3 +1699,67 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
     fx.assert_same(&["t", "audit"]).await;
     fx.drop_databases().await;
 }
+
+/// A table without a primary key is applied as MariaDB's own replication does it: a row is all
+/// its values, an insert is an INSERT, and a delete or an update changes one row matching the
+/// before-image (two identical rows stay two; deleting one leaves the other). A keyless
+/// `CREATE TABLE ... SELECT` is replicated like a keyed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_primary_key_is_applied_by_every_value() {
+    let fx = Fixture::new(
+        "keyless",
+        &["CREATE TABLE log (a INT NULL, b VARCHAR(10) NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    let shape = |name: &str| {
+        table(
+            &fx.db,
+            name,
+            vec![int_col("a", true), varchar_col("b", true)],
+            vec![],
+        )
+    };
+    src.table(shape("log"));
+    let row = |a: i64, b: Option<&str>| {
+        vec![
+            Value::Int(a),
+            b.map_or(Value::Null, |b| Value::Text(b.into())),
+        ]
+    };
+    src.txn(vec![
+        ("log", RowOp::Insert(row(1, Some("x")))),
+        ("log", RowOp::Insert(row(1, Some("x")))),
+        ("log", RowOp::Insert(row(2, None))),
+        ("log", RowOp::Insert(row(3, Some("y")))),
+    ])
+    .await;
+    src.txn(vec![(
+        "log",
+        RowOp::Update {
+            key: row(2, None),
+            after: row(2, Some("z")),
+        },
+    )])
+    .await;
+    src.txn(vec![
+        ("log", RowOp::Delete(row(1, Some("x")))),
+        ("log", RowOp::Delete(row(3, Some("y")))),
+    ])
+    .await;
+    src.create_select("CREATE TABLE copy SELECT a, b FROM log", shape("copy"))
+        .await;
+    src.flush().await;
+    fx.apply_caught_up();
+    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    fx.assert_same(&["log", "copy"]).await;
+    let rows: Vec<(i64, Option<String>)> = fx
+        .replica()
+        .await
+        .query(format!("SELECT a, b FROM `{}`.log ORDER BY a", fx.db))
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, Some("x".into())), (2, Some("z".into()))]);
+    fx.drop_databases().await;
+}

@@ -341,6 +341,11 @@ fn buffer_row(
             .map(|_| false),
         Op::Update => {
             let after = ev.after.as_deref().unwrap_or_default();
+            // Without a primary key, the one row that matches the before-image changes.
+            if plan.keyless {
+                let before = ev.before.as_deref().unwrap_or_default();
+                return buf.update_one(plan, before, after).map(|_| false);
+            }
             match ev.before.as_deref() {
                 // Referenced columns change: UPDATE with checks on runs the ON UPDATE action;
                 // the REPLACE after it makes the row right if the UPDATE found nothing.

@@ -606,17 +606,22 @@ impl Source {
             let t = self.tables[table].clone();
             let q = |s: &str| format!("`{}`", s);
             let cols: Vec<String> = t.columns.iter().map(|c| q(&c.name)).collect();
-            let key_where = t
-                .primary_key
+            // A table without a primary key: a row is all its values (`key` is the whole
+            // before-image), and a statement changes one matching row.
+            let keyless = t.primary_key.is_empty();
+            let key_cols: Vec<usize> = if keyless {
+                (0..t.columns.len()).collect()
+            } else {
+                t.primary_key.clone()
+            };
+            let key_where = key_cols
                 .iter()
-                .map(|&i| format!("{}=?", q(&t.columns[i].name)))
+                .map(|&i| format!("{}<=>?", q(&t.columns[i].name)))
                 .collect::<Vec<_>>()
-                .join(" AND ");
+                .join(" AND ")
+                + if keyless { " LIMIT 1" } else { "" };
             let key_params = |row: &[Value]| {
-                t.primary_key
-                    .iter()
-                    .map(|&i| param(&row[i]))
-                    .collect::<Vec<_>>()
+                key_cols.iter().map(|&i| param(&row[i])).collect::<Vec<_>>()
             };
             match op {
                 RowOp::Insert(row) => {
@@ -636,10 +641,13 @@ impl Source {
                 }
                 RowOp::Update { key, after } => {
                     let k = key_of(&t, &key);
-                    let before = self
-                        .rows
-                        .remove(&(table.into(), k))
-                        .unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let before = if keyless {
+                        key.clone()
+                    } else {
+                        self.rows
+                            .remove(&(table.into(), k))
+                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
+                    };
                     let sets = cols
                         .iter()
                         .zip(&after)
@@ -656,10 +664,13 @@ impl Source {
                 }
                 RowOp::Delete(key) => {
                     let k = key_of(&t, &key);
-                    let before = self
-                        .rows
-                        .remove(&(table.into(), k))
-                        .unwrap_or_else(|| panic!("no row {key:?} in {table}"));
+                    let before = if keyless {
+                        key.clone()
+                    } else {
+                        self.rows
+                            .remove(&(table.into(), k))
+                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
+                    };
                     let sql = format!("DELETE FROM `{}` WHERE {key_where}", t.table);
                     sql_tx.exec_drop(sql, key_params(&before)).await.unwrap();
                     events.push((t.clone(), Op::Delete, Some(before), None));
