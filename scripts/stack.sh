@@ -525,17 +525,26 @@ start_registry() {
   [[ -n $java && -x $java ]] || die "$part: Apicurio Registry 3 needs Java 21 or newer, and none was found under /usr/lib/jvm (set REGISTRY_JAVA)"
   [[ -n $(running_pid "$broker") ]] || die "$part: start $broker first; the registry keeps its schemas there"
   # The management interface (health, metrics) takes the port after the API's, on loopback.
+  # GET /subjects lists at most apicurio.ccompat.max-subjects (1000 by default), where
+  # Confluent's registry lists all; the suites' subjects pass 1000 on a long-lived stack.
   spawn "$part" "$dir" env \
     APICURIO_STORAGE_KIND=kafkasql \
     APICURIO_KAFKASQL_BOOTSTRAP_SERVERS="127.0.0.1:$(port_of "$broker")" \
     QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT="$port" \
     QUARKUS_MANAGEMENT_HOST=127.0.0.1 QUARKUS_MANAGEMENT_PORT="$((port + 1))" \
     QUARKUS_HTTP_ACCESS_LOG_ENABLED=false \
+    APICURIO_CCOMPAT_MAX_SUBJECTS=1000000 \
     "$java" -Xms128m -Xmx"$REGISTRY_HEAP" -Djava.awt.headless=true \
     -jar "$APICURIO_HOME/quarkus-run.jar"
 }
 
-registry_ok() { curl -fsS "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1; }
+# Ready means the management interface's readiness check passes, which it does only once the
+# journal is replayed: before that the API already answers, but as an empty registry (every old
+# id 404, and /subjects an empty list), which is how a restart seemed to lose schemas.
+registry_ok() {
+  curl -fsS "http://127.0.0.1:$(($1 + 1))/health/ready" >/dev/null 2>&1 &&
+    curl -fsS "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1
+}
 
 stop_plain() {
   local part=$1 secs=${2:-30} pid
