@@ -490,7 +490,12 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                         return None; // unnamed: MariaDB names it
                     }
                     v.push(ForeignKeyExists(d.clone(), t.clone(), p.ident()?));
-                } else if p.kw("UNIQUE") || p.kw("FULLTEXT") || p.kw("SPATIAL") || p.peek_kw("INDEX") || p.peek_kw("KEY") {
+                } else if p.kw("UNIQUE")
+                    || p.kw("FULLTEXT")
+                    || p.kw("SPATIAL")
+                    || p.peek_kw("INDEX")
+                    || p.peek_kw("KEY")
+                {
                     let _ = p.kw("INDEX") || p.kw("KEY");
                     p.if_not_exists();
                     if p.t.get(p.i) == Some(&Tok::Sym('(')) {
@@ -520,7 +525,12 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                 } else if p.kw("INDEX") || p.kw("KEY") {
                     p.if_exists();
                     v.push(IndexAbsent(d.clone(), t.clone(), p.ident()?));
-                } else if p.kw("CONSTRAINT") || p.kw("CHECK") || p.kw("PARTITION") || p.kw("PERIOD") || p.kw("SYSTEM") {
+                } else if p.kw("CONSTRAINT")
+                    || p.kw("CHECK")
+                    || p.kw("PARTITION")
+                    || p.kw("PERIOD")
+                    || p.kw("SYSTEM")
+                {
                     return None;
                 } else {
                     let _ = p.kw("COLUMN");
@@ -550,8 +560,12 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                     // Effects so far now live under the new name.
                     for e in &mut v {
                         match e {
-                            ColumnExists(a, b, _) | ColumnAbsent(a, b, _) | IndexExists(a, b, _)
-                            | IndexAbsent(a, b, _) | ForeignKeyExists(a, b, _) | ForeignKeyAbsent(a, b, _)
+                            ColumnExists(a, b, _)
+                            | ColumnAbsent(a, b, _)
+                            | IndexExists(a, b, _)
+                            | IndexAbsent(a, b, _)
+                            | ForeignKeyExists(a, b, _)
+                            | ForeignKeyAbsent(a, b, _)
                                 if (a.as_str(), b.as_str()) == (d.as_str(), t.as_str()) =>
                             {
                                 *a = nd.clone();
@@ -580,8 +594,14 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                 let _ = p.kw("COLUMN");
                 p.if_exists();
                 v.push(ColumnExists(d.clone(), t.clone(), p.ident()?));
-            } else if p.kw("PARTITION") || p.kw("REMOVE") || p.kw("DISCARD") || p.kw("IMPORT")
-                || p.kw("COALESCE") || p.kw("REORGANIZE") || p.kw("EXCHANGE") || p.kw("TRUNCATE")
+            } else if p.kw("PARTITION")
+                || p.kw("REMOVE")
+                || p.kw("DISCARD")
+                || p.kw("IMPORT")
+                || p.kw("COALESCE")
+                || p.kw("REORGANIZE")
+                || p.kw("EXCHANGE")
+                || p.kw("TRUNCATE")
                 || p.kw("CONVERT")
             {
                 return None;
@@ -686,14 +706,20 @@ mod tests {
         use Effect::*;
         let e = |sql: &str| effects(sql, "d");
         let s = |x: &str| x.to_owned();
-        assert_eq!(e("CREATE TABLE IF NOT EXISTS t (id INT)"), Some(vec![TableExists(s("d"), s("t"))]));
+        assert_eq!(
+            e("CREATE TABLE IF NOT EXISTS t (id INT)"),
+            Some(vec![TableExists(s("d"), s("t"))])
+        );
         assert_eq!(
             e("CREATE TABLE x.t2 SELECT * FROM t"),
             Some(vec![TableExists(s("x"), s("t2"))])
         );
         assert_eq!(
             e("DROP TABLE IF EXISTS a, x.b"),
-            Some(vec![TableAbsent(s("d"), s("a")), TableAbsent(s("x"), s("b"))])
+            Some(vec![
+                TableAbsent(s("d"), s("a")),
+                TableAbsent(s("x"), s("b"))
+            ])
         );
         assert_eq!(
             e("RENAME TABLE `a` TO `b`, x.c TO x.e"),
@@ -707,7 +733,11 @@ mod tests {
         // A chain: b holds what the last step left (it is gone again).
         assert_eq!(
             e("RENAME TABLE a TO b, b TO c"),
-            Some(vec![TableAbsent(s("d"), s("a")), TableAbsent(s("d"), s("b")), TableExists(s("d"), s("c"))])
+            Some(vec![
+                TableAbsent(s("d"), s("a")),
+                TableAbsent(s("d"), s("b")),
+                TableExists(s("d"), s("c"))
+            ])
         );
         assert_eq!(
             e("ALTER TABLE t ADD COLUMN c BIGINT UNSIGNED NULL DEFAULT 'a,b' COMMENT 'x, y', ADD INDEX i (c)"),
@@ -718,15 +748,24 @@ mod tests {
         );
         assert_eq!(
             e("ALTER TABLE t DROP COLUMN c, MODIFY COLUMN v VARCHAR(56) NULL"),
-            Some(vec![ColumnAbsent(s("d"), s("t"), s("c")), ColumnExists(s("d"), s("t"), s("v"))])
+            Some(vec![
+                ColumnAbsent(s("d"), s("t"), s("c")),
+                ColumnExists(s("d"), s("t"), s("v"))
+            ])
         );
         assert_eq!(
             e("ALTER TABLE t RENAME COLUMN a TO b"),
-            Some(vec![ColumnAbsent(s("d"), s("t"), s("a")), ColumnExists(s("d"), s("t"), s("b"))])
+            Some(vec![
+                ColumnAbsent(s("d"), s("t"), s("a")),
+                ColumnExists(s("d"), s("t"), s("b"))
+            ])
         );
         assert_eq!(
             e("ALTER TABLE t CHANGE a b INT NOT NULL"),
-            Some(vec![ColumnAbsent(s("d"), s("t"), s("a")), ColumnExists(s("d"), s("t"), s("b"))])
+            Some(vec![
+                ColumnAbsent(s("d"), s("t"), s("a")),
+                ColumnExists(s("d"), s("t"), s("b"))
+            ])
         );
         assert_eq!(
             e("ALTER TABLE t CHANGE COLUMN a a BIGINT"),
@@ -748,13 +787,25 @@ mod tests {
             e("CREATE UNIQUE INDEX i ON x.t (a)"),
             Some(vec![IndexExists(s("x"), s("t"), s("i"))])
         );
-        assert_eq!(e("DROP INDEX i ON t"), Some(vec![IndexAbsent(s("d"), s("t"), s("i"))]));
-        assert_eq!(e("CREATE DATABASE IF NOT EXISTS z"), Some(vec![DatabaseExists(s("z"))]));
+        assert_eq!(
+            e("DROP INDEX i ON t"),
+            Some(vec![IndexAbsent(s("d"), s("t"), s("i"))])
+        );
+        assert_eq!(
+            e("CREATE DATABASE IF NOT EXISTS z"),
+            Some(vec![DatabaseExists(s("z"))])
+        );
         assert_eq!(e("DROP SCHEMA z"), Some(vec![DatabaseAbsent(s("z"))]));
         // What cannot be read from the statement alone.
         assert_eq!(e("ALTER TABLE t ADD INDEX (c)"), None, "an unnamed index");
-        assert_eq!(e("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES p(id)"), None);
-        assert_eq!(e("ALTER TABLE t ADD PARTITION (PARTITION p1 VALUES LESS THAN (10))"), None);
+        assert_eq!(
+            e("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES p(id)"),
+            None
+        );
+        assert_eq!(
+            e("ALTER TABLE t ADD PARTITION (PARTITION p1 VALUES LESS THAN (10))"),
+            None
+        );
         assert_eq!(e("TRUNCATE TABLE t"), None);
     }
 }
