@@ -735,8 +735,12 @@ mod tests {
         b.replace(&t, &[Value::Int(1), Value::Null]).unwrap();
         b.delete(&t, &[Value::Int(1), Value::Null]).unwrap();
         b.delete(&t, &[Value::Int(2), Value::Int(3)]).unwrap();
-        b.update_one(&t, &[Value::Int(2), Value::Int(3)], &[Value::Int(2), Value::Int(4)])
-            .unwrap();
+        b.update_one(
+            &t,
+            &[Value::Int(2), Value::Int(3)],
+            &[Value::Int(2), Value::Int(4)],
+        )
+        .unwrap();
         b.replace(&t, &[Value::Int(5), Value::Int(5)]).unwrap();
         assert_eq!(b.rows(), 6);
         assert_eq!(

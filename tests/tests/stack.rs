@@ -536,7 +536,8 @@ fn sf_broker_is_apache_kafka_and_commits_a_stock_clients_transaction() {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     assert!(
-        args.first().is_some_and(|a| a.ends_with("/java")) && args.iter().any(|a| a == "kafka.Kafka"),
+        args.first().is_some_and(|a| a.ends_with("/java"))
+            && args.iter().any(|a| a == "kafka.Kafka"),
         "sf-broker (pid {}) is not a kafka.Kafka JVM: {args:?}",
         pid.trim()
     );
@@ -570,7 +571,12 @@ txn("committed-b", 1, True)
         .collect();
     assert_eq!(
         values,
-        ["committed-a 0", "committed-a 1", "committed-a 2", "committed-b 0"],
+        [
+            "committed-a 0",
+            "committed-a 1",
+            "committed-a 2",
+            "committed-b 0"
+        ],
         "a read_committed consumer sees the committed transactions only"
     );
     // Three transactions' records plus their three commit or abort markers.
@@ -620,7 +626,10 @@ async fn a_record_over_the_topic_limit_is_refused_and_one_under_it_is_served_who
     let over = incompressible(2 << 20);
     let refused = producer
         .send(
-            FutureRecord::to(&plain).partition(0).key("k").payload(&over),
+            FutureRecord::to(&plain)
+                .partition(0)
+                .key("k")
+                .payload(&over),
             Duration::from_secs(30),
         )
         .await;
@@ -630,13 +639,21 @@ async fn a_record_over_the_topic_limit_is_refused_and_one_under_it_is_served_who
             Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
             "a 2 MiB record to {plain}: {e}"
         ),
-        Ok(d) => panic!("the broker took a 2 MiB record into {plain} (offset {})", d.offset),
+        Ok(d) => panic!(
+            "the broker took a 2 MiB record into {plain} (offset {})",
+            d.offset
+        ),
     }
 
     let big = unique_name("limit_changelog");
     let limit = 8 << 20;
-    ensure_changelog_topic(&admin, &big, limit, READ).await.unwrap();
-    assert_eq!(topic_max_message_bytes(&admin, &big, READ).await.unwrap(), limit);
+    ensure_changelog_topic(&admin, &big, limit, READ)
+        .await
+        .unwrap();
+    assert_eq!(
+        topic_max_message_bytes(&admin, &big, READ).await.unwrap(),
+        limit
+    );
     let under = incompressible(limit - 600);
     producer
         .send(
@@ -655,7 +672,11 @@ async fn a_record_over_the_topic_limit_is_refused_and_one_under_it_is_served_who
     let back = read_at(&consumer, &big, 0, READ)
         .expect("read")
         .expect("the record under the limit comes back");
-    assert_eq!(back.value.as_deref(), Some(&under[..]), "it comes back whole");
+    assert_eq!(
+        back.value.as_deref(),
+        Some(&under[..]),
+        "it comes back whole"
+    );
 }
 
 /// A record the broker refuses stops Continuum's writer with nothing after it written:
@@ -701,14 +722,22 @@ async fn a_gapless_writer_writes_nothing_after_a_refused_record() {
     let _ = writer.flush().await;
     match writer.check() {
         Err(SendError::Refused { position, size, .. }) => {
-            assert_eq!(position, "txn:1-1-2:0:last:1-1-1", "the refused record is named");
+            assert_eq!(
+                position, "txn:1-1-2:0:last:1-1-1",
+                "the refused record is named"
+            );
             assert_eq!(size, huge.len() + 2);
         }
-        other => panic!("the writer should report the refused record, not {other:?} (sends: {queued:?})"),
+        other => {
+            panic!("the writer should report the refused record, not {other:?} (sends: {queued:?})")
+        }
     }
     let consumer: BaseConsumer = site.consumer_config("test-gapless").create().unwrap();
     let high = wait_for_blocking("the watermark of the gapless topic", READ, || {
-        consumer.fetch_watermarks(&topic, 0, READ).ok().map(|(_, h)| h)
+        consumer
+            .fetch_watermarks(&topic, 0, READ)
+            .ok()
+            .map(|(_, h)| h)
     });
     assert_eq!(
         high, 1,

@@ -178,7 +178,10 @@ impl Executor<'_> {
                     for (db, table) in &tables {
                         let q = crate::sql::qualified(db, table);
                         match w
-                            .execute(format!("DELETE FROM {q}"), "emptying a table for a snapshot")
+                            .execute(
+                                format!("DELETE FROM {q}"),
+                                "emptying a table for a snapshot",
+                            )
                             .await
                         {
                             Ok(()) => {}
@@ -301,7 +304,9 @@ impl Executor<'_> {
         let flushed = match flushed {
             // A foreign-key action refused by the replica's newer rows (a replay): apply the row
             // without the action, as the rows it would change are re-applied by the suffix.
-            Err(e) if checked && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) => {
+            Err(e)
+                if checked && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) =>
+            {
                 tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %key_text(ev), error = %e,
                     "a foreign-key action could not run against the replica's rows (re-applying over newer state?); applying the row without it");
                 w.execute(

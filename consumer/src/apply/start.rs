@@ -51,7 +51,9 @@ impl Apply {
             let timeout = std::time::Duration::from_secs(10);
             let p = continuum_common::kafka::topic_partitions(&cfg, &t, timeout)?;
             let w = if p.is_some() {
-                Some(continuum_common::kafka::fetch_watermarks(&cfg, &t, timeout)?)
+                Some(continuum_common::kafka::fetch_watermarks(
+                    &cfg, &t, timeout,
+                )?)
             } else {
                 None
             };
@@ -138,7 +140,6 @@ impl Apply {
         };
         Ok((ck, high))
     }
-
 }
 
 /// Runs a blocking topic call off the async workers.
@@ -213,4 +214,3 @@ pub fn align_to_start(
         _ => Ok(o),
     }
 }
-

@@ -389,8 +389,7 @@ pub async fn create_topic_with_limit(topic: &str, max_message_bytes: usize) {
 pub async fn set_topic_limit(topic: &str, max_message_bytes: usize) {
     use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
     let limit = max_message_bytes.to_string();
-    let change =
-        AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &limit);
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &limit);
     for r in kafka_admin()
         .alter_configs([&change], &AdminOptions::new())
         .await

@@ -154,11 +154,22 @@ fn session_at(offset: i64, at: &str, limits: Limits) -> Session {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Did {
     /// A row of key `id` buffered (`missing`: columns may be left out).
-    Row { offset: i64, missing: bool, diagnose: bool },
+    Row {
+        offset: i64,
+        missing: bool,
+        diagnose: bool,
+    },
     /// A commit: next offset and GTID position of its checkpoint, rows in it.
-    Commit { next: i64, at: String, rows: u64 },
+    Commit {
+        next: i64,
+        at: String,
+        rows: u64,
+    },
     Rollback,
-    Ddl { offset: i64, policy: DdlPolicy },
+    Ddl {
+        offset: i64,
+        policy: DdlPolicy,
+    },
     Empty(String),
     End(String),
     Fail(String),
@@ -246,12 +257,23 @@ fn a_transaction_commits_only_whole_and_the_checkpoint_names_its_end() {
     let mut s = session_at(0, "1-1-1", BIG);
     let did = drive(
         &mut s,
-        &[row(0, 2, 0, false, 1), row(1, 2, 1, false, 2), row(2, 2, 2, true, 3)],
+        &[
+            row(0, 2, 0, false, 1),
+            row(1, 2, 1, false, 2),
+            row(2, 2, 2, true, 3),
+        ],
     );
-    assert_eq!(did.len(), 3, "three rows, no commit inside the transaction: {did:?}");
+    assert_eq!(
+        did.len(),
+        3,
+        "three rows, no commit inside the transaction: {did:?}"
+    );
     // A signal at the boundary commits through the transaction.
     let mut out = Vec::new();
-    let ended = { let a = s.on_signal(); carry_out(&mut s, -1, a, &mut out) };
+    let ended = {
+        let a = s.on_signal();
+        carry_out(&mut s, -1, a, &mut out)
+    };
     assert!(ended);
     assert_eq!(commits(&out), [(3, "1-1-2".to_owned())]);
 }
@@ -261,9 +283,15 @@ fn a_signal_inside_a_transaction_rolls_back_and_keeps_the_checkpoint() {
     let mut s = session_at(0, "1-1-1", BIG);
     drive(&mut s, &[row(0, 2, 0, false, 1)]);
     let mut out = Vec::new();
-    { let a = s.on_signal(); carry_out(&mut s, -1, a, &mut out) };
+    {
+        let a = s.on_signal();
+        carry_out(&mut s, -1, a, &mut out)
+    };
     assert_eq!(out[0], Did::Rollback);
-    assert!(matches!(&out[1], Did::End(e) if e.contains("Signal { offset: 0 }")), "{out:?}");
+    assert!(
+        matches!(&out[1], Did::End(e) if e.contains("Signal { offset: 0 }")),
+        "{out:?}"
+    );
     assert_eq!(s.checkpoint().next_offset, 0);
 }
 
@@ -279,22 +307,40 @@ fn a_transaction_split_across_a_restart_is_applied_whole_by_the_next_session() {
     let mut s2 = Session::new(
         s1.checkpoint().clone(),
         Directives::default(),
-        Limits { transactions: 1, ..BIG },
+        Limits {
+            transactions: 1,
+            ..BIG
+        },
         DdlPolicy::Apply,
         None,
     );
     let did = drive(
         &mut s2,
-        &[row(0, 2, 0, false, 1), row(1, 2, 1, false, 2), row(2, 2, 2, true, 3)],
+        &[
+            row(0, 2, 0, false, 1),
+            row(1, 2, 1, false, 2),
+            row(2, 2, 2, true, 3),
+        ],
     );
-    assert_eq!(did.iter().filter(|d| matches!(d, Did::Row { .. })).count(), 3);
+    assert_eq!(
+        did.iter().filter(|d| matches!(d, Did::Row { .. })).count(),
+        3
+    );
     assert_eq!(commits(&did), [(3, "1-1-2".to_owned())]);
 }
 
 #[test]
 fn a_transaction_already_applied_is_skipped_but_the_checkpoint_moves_past_it() {
     // The checkpoint's position holds 1-1-2 (another cluster's copy was applied up to it).
-    let mut s = session_at(0, "1-1-2", Limits { transactions: 1, rows: 1, ..BIG });
+    let mut s = session_at(
+        0,
+        "1-1-2",
+        Limits {
+            transactions: 1,
+            rows: 1,
+            ..BIG
+        },
+    );
     let did = drive(
         &mut s,
         &[
@@ -310,21 +356,36 @@ fn a_transaction_already_applied_is_skipped_but_the_checkpoint_moves_past_it() {
             _ => None,
         })
         .collect();
-    assert_eq!(rows, [2], "only the new transaction's row is applied: {did:?}");
+    assert_eq!(
+        rows,
+        [2],
+        "only the new transaction's row is applied: {did:?}"
+    );
     assert_eq!(s.checkpoint().next_offset, 3);
     assert_eq!(s.checkpoint().gtid_position.to_string(), "1-1-3");
 }
 
 #[test]
 fn a_duplicate_gtid_later_in_the_topic_is_skipped() {
-    let mut s = session_at(0, "1-1-1", Limits { transactions: 1, ..BIG });
+    let mut s = session_at(
+        0,
+        "1-1-1",
+        Limits {
+            transactions: 1,
+            ..BIG
+        },
+    );
     let did = drive(&mut s, &[row(0, 2, 0, true, 1), row(1, 2, 0, true, 1)]);
     let rows = did.iter().filter(|d| matches!(d, Did::Row { .. })).count();
     assert_eq!(rows, 1, "the second copy of 1-1-2 is skipped: {did:?}");
     let mut out = Vec::new();
     let a = s.on_signal();
     carry_out(&mut s, -1, a, &mut out);
-    assert_eq!(commits(&out), [(2, "1-1-2".to_owned())], "the checkpoint passes the copy");
+    assert_eq!(
+        commits(&out),
+        [(2, "1-1-2".to_owned())],
+        "the checkpoint passes the copy"
+    );
 }
 
 #[test]
@@ -358,16 +419,39 @@ fn a_schema_change_commits_the_batch_before_it_runs_and_commits_past_it() {
     let mut s = session_at(0, "1-1-1", BIG);
     let did = drive(
         &mut s,
-        &[row(0, 2, 0, true, 1), ddl(1, 3, 0, true), row(2, 4, 0, true, 2)],
+        &[
+            row(0, 2, 0, true, 1),
+            ddl(1, 3, 0, true),
+            row(2, 4, 0, true, 2),
+        ],
     );
     assert_eq!(
         did,
         [
-            Did::Row { offset: 0, missing: false, diagnose: false },
-            Did::Commit { next: 1, at: "1-1-2".into(), rows: 1 },
-            Did::Ddl { offset: 1, policy: DdlPolicy::Apply },
-            Did::Commit { next: 2, at: "1-1-3".into(), rows: 0 },
-            Did::Row { offset: 2, missing: false, diagnose: false },
+            Did::Row {
+                offset: 0,
+                missing: false,
+                diagnose: false
+            },
+            Did::Commit {
+                next: 1,
+                at: "1-1-2".into(),
+                rows: 1
+            },
+            Did::Ddl {
+                offset: 1,
+                policy: DdlPolicy::Apply
+            },
+            Did::Commit {
+                next: 2,
+                at: "1-1-3".into(),
+                rows: 0
+            },
+            Did::Row {
+                offset: 2,
+                missing: false,
+                diagnose: false
+            },
         ]
     );
 }
@@ -400,7 +484,10 @@ fn ddl_stop_commits_what_came_before_and_stops_at_the_schema_change() {
     let mut s = Session::new(ck, Directives::default(), BIG, DdlPolicy::Stop, None);
     let did = drive(&mut s, &[row(0, 2, 0, true, 1), ddl(1, 3, 0, true)]);
     assert_eq!(commits(&did), [(1, "1-1-2".to_owned())]);
-    assert!(matches!(did.last(), Some(Did::Fail(e)) if e.contains("ALTER TABLE t")), "{did:?}");
+    assert!(
+        matches!(did.last(), Some(Did::Fail(e)) if e.contains("ALTER TABLE t")),
+        "{did:?}"
+    );
 }
 
 #[test]
@@ -420,12 +507,36 @@ fn a_snapshot_empties_its_tables_loads_rows_and_takes_its_position_at_the_end() 
         did,
         [
             Did::Empty("d.t".into()),
-            Did::Commit { next: 1, at: "".into(), rows: 0 },
-            Did::Row { offset: 1, missing: false, diagnose: false },
-            Did::Row { offset: 2, missing: false, diagnose: false },
-            Did::Commit { next: 3, at: "".into(), rows: 2 },
-            Did::Row { offset: 3, missing: false, diagnose: false },
-            Did::Commit { next: 5, at: "1-1-9".into(), rows: 1 },
+            Did::Commit {
+                next: 1,
+                at: "".into(),
+                rows: 0
+            },
+            Did::Row {
+                offset: 1,
+                missing: false,
+                diagnose: false
+            },
+            Did::Row {
+                offset: 2,
+                missing: false,
+                diagnose: false
+            },
+            Did::Commit {
+                next: 3,
+                at: "".into(),
+                rows: 2
+            },
+            Did::Row {
+                offset: 3,
+                missing: false,
+                diagnose: false
+            },
+            Did::Commit {
+                next: 5,
+                at: "1-1-9".into(),
+                rows: 1
+            },
         ]
     );
     assert!(s.checkpoint().snapshot.is_none());
@@ -446,10 +557,16 @@ fn a_snapshot_start_inside_an_open_transaction_discards_the_abandoned_transactio
     let mut s = session_at(0, "1-1-1", BIG);
     let did = drive(
         &mut s,
-        &[row(0, 2, 0, false, 1), marker(1, "s1", SnapshotPhase::Start, "1-1-9")],
+        &[
+            row(0, 2, 0, false, 1),
+            marker(1, "s1", SnapshotPhase::Start, "1-1-9"),
+        ],
     );
     assert_eq!(did[1], Did::Rollback, "{did:?}");
-    assert!(matches!(&did[2], Did::End(e) if e.contains("discard: [(0, 1)]")), "{did:?}");
+    assert!(
+        matches!(&did[2], Did::End(e) if e.contains("discard: [(0, 1)]")),
+        "{did:?}"
+    );
     assert_eq!(s.found_discards(), [(0, 1)]);
     // The redo passes over the abandoned transaction and loads the snapshot.
     let mut redo = Session::new(
@@ -464,13 +581,20 @@ fn a_snapshot_start_inside_an_open_transaction_discards_the_abandoned_transactio
     );
     let did = drive(
         &mut redo,
-        &[row(0, 2, 0, false, 1), marker(1, "s1", SnapshotPhase::Start, "1-1-9")],
+        &[
+            row(0, 2, 0, false, 1),
+            marker(1, "s1", SnapshotPhase::Start, "1-1-9"),
+        ],
     );
     assert_eq!(
         did,
         [
             Did::Empty("d.t".into()),
-            Did::Commit { next: 2, at: "1-1-1".into(), rows: 0 }
+            Did::Commit {
+                next: 2,
+                at: "1-1-1".into(),
+                rows: 0
+            }
         ]
     );
 }
@@ -483,18 +607,27 @@ fn replay_re_applies_held_transactions_until_its_end_position_then_skips_again()
     let mut s = Session::new(
         ck,
         Directives::default(),
-        Limits { transactions: 1, ..BIG },
+        Limits {
+            transactions: 1,
+            ..BIG
+        },
         DdlPolicy::Apply,
         None,
     );
     let did = drive(
         &mut s,
-        &[row(0, 1, 0, true, 1), row(1, 2, 0, true, 2), row(2, 3, 0, true, 3)],
+        &[
+            row(0, 1, 0, true, 1),
+            row(1, 2, 0, true, 2),
+            row(2, 3, 0, true, 3),
+        ],
     );
     let rows: Vec<(i64, bool)> = did
         .iter()
         .filter_map(|d| match d {
-            Did::Row { offset, missing, .. } => Some((*offset, *missing)),
+            Did::Row {
+                offset, missing, ..
+            } => Some((*offset, *missing)),
             _ => None,
         })
         .collect();
@@ -516,7 +649,14 @@ fn until_time_stops_before_the_first_newer_record_at_a_boundary() {
     ck.until_ts_ms = Some(1);
     let mut s = Session::new(ck, Directives::default(), BIG, DdlPolicy::Apply, None);
     // Records carry their offset as timestamp: offset 2 is newer than 1.
-    let did = drive(&mut s, &[row(0, 2, 0, true, 1), row(1, 3, 0, false, 2), row(2, 3, 1, true, 3)]);
+    let did = drive(
+        &mut s,
+        &[
+            row(0, 2, 0, true, 1),
+            row(1, 3, 0, false, 2),
+            row(2, 3, 1, true, 3),
+        ],
+    );
     // Transaction 1-1-3 started before the limit but ends after it: roll back, redo up to it.
     assert!(did.contains(&Did::Rollback), "{did:?}");
     assert!(
@@ -542,7 +682,9 @@ fn a_batch_error_redoes_the_batch_row_by_row_to_name_the_record() {
     let mut out = Vec::new();
     carry_out(&mut s, -1, actions, &mut out);
     assert_eq!(out[0], Did::Rollback);
-    let Did::End(end) = &out[1] else { panic!("{out:?}") };
+    let Did::End(end) = &out[1] else {
+        panic!("{out:?}")
+    };
     assert!(end.contains("diagnose: Some((1,"), "{end}");
     // The redo sends one row per statement and commits each transaction.
     let mut redo = Session::new(
@@ -559,10 +701,26 @@ fn a_batch_error_redoes_the_batch_row_by_row_to_name_the_record() {
     assert_eq!(
         did,
         [
-            Did::Row { offset: 0, missing: false, diagnose: true },
-            Did::Commit { next: 1, at: "1-1-2".into(), rows: 1 },
-            Did::Row { offset: 1, missing: false, diagnose: true },
-            Did::Commit { next: 2, at: "1-1-3".into(), rows: 1 },
+            Did::Row {
+                offset: 0,
+                missing: false,
+                diagnose: true
+            },
+            Did::Commit {
+                next: 1,
+                at: "1-1-2".into(),
+                rows: 1
+            },
+            Did::Row {
+                offset: 1,
+                missing: false,
+                diagnose: true
+            },
+            Did::Commit {
+                next: 2,
+                at: "1-1-3".into(),
+                rows: 1
+            },
         ]
     );
 }
@@ -570,38 +728,75 @@ fn a_batch_error_redoes_the_batch_row_by_row_to_name_the_record() {
 #[test]
 fn a_redo_after_a_transient_error_starts_from_the_committed_checkpoint_and_applies_each_transaction_once(
 ) {
-    let mut s = session_at(0, "1-1-1", Limits { transactions: 2, ..BIG });
+    let mut s = session_at(
+        0,
+        "1-1-1",
+        Limits {
+            transactions: 2,
+            ..BIG
+        },
+    );
     let did = drive(
         &mut s,
-        &[row(0, 2, 0, true, 1), row(1, 3, 0, true, 2), row(2, 4, 0, true, 3)],
+        &[
+            row(0, 2, 0, true, 1),
+            row(1, 3, 0, true, 2),
+            row(2, 4, 0, true, 3),
+        ],
     );
     // Two transactions committed, the third is in the batch when the connection drops.
     assert_eq!(commits(&did), [(2, "1-1-3".to_owned())]);
     let mut next = Session::new(
         s.checkpoint().clone(),
         Directives::default(),
-        Limits { transactions: 2, ..BIG },
+        Limits {
+            transactions: 2,
+            ..BIG
+        },
         DdlPolicy::Apply,
         None,
     );
     // The reader starts at the checkpoint's offset: only the third transaction again.
     let did = drive(&mut next, &[row(2, 4, 0, true, 3)]);
-    assert_eq!(did.iter().filter(|d| matches!(d, Did::Row { .. })).count(), 1);
+    assert_eq!(
+        did.iter().filter(|d| matches!(d, Did::Row { .. })).count(),
+        1
+    );
     let mut out = Vec::new();
-    { let a = next.on_signal(); carry_out(&mut next, -1, a, &mut out) };
+    {
+        let a = next.on_signal();
+        carry_out(&mut next, -1, a, &mut out)
+    };
     assert_eq!(commits(&out), [(3, "1-1-4".to_owned())]);
 }
 
 #[test]
 fn heartbeats_move_the_position_and_lag_but_not_inside_a_transaction() {
-    let mut s = session_at(0, "1-1-1", Limits { transactions: 1, ..BIG });
+    let mut s = session_at(
+        0,
+        "1-1-1",
+        Limits {
+            transactions: 1,
+            ..BIG
+        },
+    );
     drive(&mut s, &[heartbeat(0, "1-1-5")]);
     let mut out = Vec::new();
-    { let a = s.on_deadline(); carry_out(&mut s, -1, a, &mut out) };
+    {
+        let a = s.on_deadline();
+        carry_out(&mut s, -1, a, &mut out)
+    };
     assert_eq!(commits(&out), [(1, "1-1-5".to_owned())]);
     assert_eq!(s.checkpoint().source_ts_ms, Some(5_000));
     // Inside a transaction a heartbeat changes nothing.
-    let did = drive(&mut s, &[row(1, 6, 0, false, 1), heartbeat(2, "1-1-7"), row(3, 6, 1, true, 2)]);
+    let did = drive(
+        &mut s,
+        &[
+            row(1, 6, 0, false, 1),
+            heartbeat(2, "1-1-7"),
+            row(3, 6, 1, true, 2),
+        ],
+    );
     assert_eq!(commits(&did), [(4, "1-1-6".to_owned())], "{did:?}");
 }
 
@@ -635,24 +830,59 @@ fn create_table_select_runs_the_statement_then_its_rows_and_commits_with_the_las
     assert_eq!(
         did,
         [
-            Did::Row { offset: 0, missing: false, diagnose: false },
-            Did::Commit { next: 1, at: "1-1-2".into(), rows: 1 },
-            Did::Ddl { offset: 1, policy: DdlPolicy::Apply },
-            Did::Row { offset: 2, missing: false, diagnose: false },
-            Did::Row { offset: 3, missing: false, diagnose: false },
+            Did::Row {
+                offset: 0,
+                missing: false,
+                diagnose: false
+            },
+            Did::Commit {
+                next: 1,
+                at: "1-1-2".into(),
+                rows: 1
+            },
+            Did::Ddl {
+                offset: 1,
+                policy: DdlPolicy::Apply
+            },
+            Did::Row {
+                offset: 2,
+                missing: false,
+                diagnose: false
+            },
+            Did::Row {
+                offset: 3,
+                missing: false,
+                diagnose: false
+            },
             // The table's rows commit as soon as its transaction ends, with the checkpoint past it.
-            Did::Commit { next: 4, at: "1-1-3".into(), rows: 2 },
-            Did::Row { offset: 4, missing: false, diagnose: false },
+            Did::Commit {
+                next: 4,
+                at: "1-1-3".into(),
+                rows: 2
+            },
+            Did::Row {
+                offset: 4,
+                missing: false,
+                diagnose: false
+            },
         ]
     );
 }
 
 #[test]
 fn create_table_select_already_applied_is_skipped_whole() {
-    let mut s = session_at(0, "1-1-3", Limits { transactions: 1, ..BIG });
+    let mut s = session_at(
+        0,
+        "1-1-3",
+        Limits {
+            transactions: 1,
+            ..BIG
+        },
+    );
     let did = drive(&mut s, &[ddl(0, 3, 0, false), row(1, 3, 1, true, 1)]);
     assert!(
-        !did.iter().any(|d| matches!(d, Did::Row { .. } | Did::Ddl { .. })),
+        !did.iter()
+            .any(|d| matches!(d, Did::Row { .. } | Did::Ddl { .. })),
         "{did:?}"
     );
     let mut out = Vec::new();
@@ -666,7 +896,8 @@ fn a_schema_change_after_the_first_event_of_a_transaction_stops_apply() {
     let mut s = session_at(0, "1-1-1", BIG);
     let did = drive(&mut s, &[row(0, 2, 0, false, 1), ddl(1, 2, 1, true)]);
     assert!(
-        did.iter().any(|d| matches!(d, Did::End(e) if e.contains("is open"))),
+        did.iter()
+            .any(|d| matches!(d, Did::End(e) if e.contains("is open"))),
         "{did:?}"
     );
 }
