@@ -162,6 +162,7 @@ test-suites:
 	$(WITH_ENV) cargo test -p continuum-consumer --test apply
 	$(WITH_ENV) cargo test -p continuum-consumer --test run
 	$(WITH_ENV) cargo test -p continuum-consumer --test verify
+	$(WITH_ENV) cargo test -p continuum-consumer --test orphans
 	$(WITH_ENV) cargo test -p continuum-tests --test secrets
 	$(WITH_ENV) cargo test -p continuum-tests --test tls -- --test-threads=1
 	$(WITH_ENV) cargo test -p continuum-producer --test preflight -- --test-threads=1

@@ -1,5 +1,12 @@
-//! MariaDB's own binlog events that `mysql_common` does not decode: GTID (type 162) and
-//! GTID_LIST (type 163), parsed from their raw bytes.
+//! Reading MariaDB's binlog, the parts both binaries need:
+//!
+//! - MariaDB's own events that `mysql_common` does not decode: GTID (type 162) and GTID_LIST
+//!   (type 163), parsed from their raw bytes;
+//! - [`Framer`]: which events open, continue and close a transaction. The producer's reader and
+//!   `orphans` both frame the binlog with it, so they never disagree on where a transaction
+//!   ends (`SAVEPOINT` and `ROLLBACK TO` continue one; `COMMIT`, `ROLLBACK` and an XID event
+//!   close it; a standalone GTID's one statement is the whole transaction);
+//! - what an error 1236 from a binlog dump means ([`refusal_of`]).
 
 use continuum_schemas::{Gtid, GtidPosition};
 
@@ -54,9 +61,413 @@ pub fn parse_gtid_list(data: &[u8]) -> Result<GtidPosition, String> {
     Ok(p)
 }
 
+/// What a QUERY event's statement does to the transaction it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `BEGIN` (or `START TRANSACTION`): the transaction's first event after its GTID.
+    Begin,
+    /// `SAVEPOINT s`, `RELEASE SAVEPOINT s`, `ROLLBACK TO [SAVEPOINT] s`: the transaction goes on.
+    Savepoint,
+    /// `COMMIT`, or a whole `ROLLBACK`: the transaction ends.
+    End,
+    /// `XA START`, `XA END`, `XA PREPARE`, `XA COMMIT`, `XA ROLLBACK`.
+    Xa,
+    /// Anything else: DDL, or DML logged as a statement.
+    Other,
+}
+
+/// The first `n` words of `sql`, upper-cased, after whitespace and comments.
+fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut words = Vec::new();
+    while i < b.len() && words.len() < n {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = sql[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+        } else if (c == b'-' && b.get(i + 1) == Some(&b'-')) || c == b'#' {
+            i = sql[i..].find('\n').map_or(b.len(), |e| i + e + 1);
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            words.push(sql[start..i].to_ascii_uppercase());
+        } else {
+            break;
+        }
+    }
+    words
+}
+
+/// What the statement of a QUERY event does to its transaction.
+pub fn statement_kind(sql: &str) -> StatementKind {
+    let w = leading_words(sql, 2);
+    let first = w.first().map(String::as_str).unwrap_or_default();
+    let second = w.get(1).map(String::as_str).unwrap_or_default();
+    match (first, second) {
+        ("BEGIN", _) | ("START", "TRANSACTION") => StatementKind::Begin,
+        ("SAVEPOINT", _) | ("RELEASE", "SAVEPOINT") | ("ROLLBACK", "TO") => {
+            StatementKind::Savepoint
+        }
+        ("COMMIT", _) | ("ROLLBACK", _) => StatementKind::End,
+        ("XA", _) => StatementKind::Xa,
+        _ => StatementKind::Other,
+    }
+}
+
+/// The open transaction, as its GTID event describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub gtid: Gtid,
+    /// One statement with no COMMIT or XID (DDL).
+    pub standalone: bool,
+    /// Written by a `skip_replication` session (Continuum's apply): not the source's own.
+    pub skip_replication: bool,
+}
+
+/// A binlog event, as much as the framer needs of it.
+#[derive(Debug, Clone, Copy)]
+pub enum FrameInput<'a> {
+    /// A GTID event: the GTID, its flags byte, and the event header's flags.
+    Gtid {
+        gtid: Gtid,
+        flags: u8,
+        event_flags: u16,
+    },
+    /// A QUERY event's statement.
+    Query(&'a str),
+    /// An XID event (the commit of a transactional transaction).
+    Xid,
+    /// Any other event (TABLE_MAP, rows, annotations, format descriptions, ...).
+    Other,
+}
+
+/// Where an event falls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A GTID event opened a transaction.
+    Opened,
+    /// Part of the open transaction, nothing to look at for framing: rows, table maps,
+    /// `BEGIN`, savepoints.
+    Within,
+    /// A statement of the open transaction (DDL, or DML logged as a statement). When the
+    /// transaction is standalone the statement is all of it and it is closed: `closed` holds it.
+    Statement { closed: Option<Frame> },
+    /// An XA statement, inside the open transaction.
+    Xa,
+    /// The open transaction ended here (XID, `COMMIT`, `ROLLBACK`).
+    Closed(Frame),
+    /// Outside any transaction (format descriptions, rotations, heartbeats, ...).
+    Outside,
+}
+
+/// Two GTID events with no end of transaction between them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("GTID {next} began before transaction {open} ended")]
+pub struct UnclosedTransaction {
+    pub open: Gtid,
+    pub next: Gtid,
+}
+
+/// Cuts the binlog into transactions. Feed every event in order; see the module note.
+#[derive(Debug, Default, Clone)]
+pub struct Framer {
+    open: Option<Frame>,
+}
+
+impl Framer {
+    pub fn new() -> Self {
+        Framer::default()
+    }
+
+    /// The open transaction, if any.
+    pub fn open(&self) -> Option<&Frame> {
+        self.open.as_ref()
+    }
+
+    pub fn feed(&mut self, input: FrameInput<'_>) -> Result<Step, UnclosedTransaction> {
+        match input {
+            FrameInput::Gtid {
+                gtid,
+                flags,
+                event_flags,
+            } => {
+                if let Some(open) = &self.open {
+                    return Err(UnclosedTransaction {
+                        open: open.gtid,
+                        next: gtid,
+                    });
+                }
+                self.open = Some(Frame {
+                    gtid,
+                    standalone: flags & FL_STANDALONE != 0,
+                    skip_replication: event_flags & SKIP_REPLICATION_FLAG != 0,
+                });
+                Ok(Step::Opened)
+            }
+            FrameInput::Xid => Ok(self.close()),
+            FrameInput::Query(sql) => {
+                if self.open.is_none() {
+                    return Ok(Step::Outside);
+                }
+                Ok(match statement_kind(sql) {
+                    StatementKind::Begin | StatementKind::Savepoint => Step::Within,
+                    StatementKind::End => self.close(),
+                    StatementKind::Xa => Step::Xa,
+                    StatementKind::Other => {
+                        let standalone = self.open.as_ref().is_some_and(|f| f.standalone);
+                        Step::Statement {
+                            closed: if standalone { self.open.take() } else { None },
+                        }
+                    }
+                })
+            }
+            FrameInput::Other => Ok(if self.open.is_some() {
+                Step::Within
+            } else {
+                Step::Outside
+            }),
+        }
+    }
+
+    fn close(&mut self) -> Step {
+        match self.open.take() {
+            Some(f) => Step::Closed(f),
+            None => Step::Outside,
+        }
+    }
+}
+
+/// Why the source refused to send its binlog from a position: error 1236
+/// (`ER_MASTER_FATAL_ERROR_READING_BINLOG`), told apart by the server's message. The texts are
+/// MariaDB 10.11's (`sql/sql_repl.cc`); each case was reproduced on the local stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// "Could not find GTID state requested by slave in any binlog files. Probably the slave
+    /// state is too old and required binlog files have been purged."
+    Purged,
+    /// "Error: connecting slave requested to start from GTID D-S-N, which is not in the
+    /// master's binlog": the binlog ends before that GTID in its domain; the server never wrote
+    /// it (`ER_GTID_POSITION_NOT_FOUND_IN_BINLOG`).
+    NotInBinlog { gtid: String },
+    /// The same, followed by "Since the master's binlog contains GTIDs with higher sequence
+    /// numbers, it probably means that the slave has diverged due to executing extra erroneous
+    /// transactions" (`ER_GTID_POSITION_NOT_FOUND_IN_BINLOG2`).
+    Diverged { gtid: String },
+    /// "The binlog on the master is missing the GTID D-S-N requested by the slave (even though
+    /// both a prior and a subsequent sequence number does exist), and GTID strict mode is
+    /// enabled" (`ER_GTID_START_FROM_BINLOG_HOLE`).
+    StrictModeHole { gtid: String },
+    /// "log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master; ...":
+    /// an event over the dump's 1 GiB limit, or a corrupt binlog.
+    EventTooLarge,
+    /// Anything else (a corrupt binlog, a binlog that is not open, ...): the message says.
+    Other,
+}
+
+/// Reads what an error 1236 `message` means.
+pub fn refusal_of(message: &str) -> Refusal {
+    let gtid = || {
+        let after = message
+            .split_once("start from GTID ")
+            .or_else(|| message.split_once("missing the GTID "))
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        after
+            .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if message.contains("Could not find GTID state requested by slave in any binlog files") {
+        Refusal::Purged
+    } else if message.contains("which is not in the master's binlog") {
+        if message.contains("diverged") || message.contains("higher sequence numbers") {
+            Refusal::Diverged { gtid: gtid() }
+        } else {
+            Refusal::NotInBinlog { gtid: gtid() }
+        }
+    } else if message.contains("is missing the GTID") && message.contains("strict mode") {
+        Refusal::StrictModeHole { gtid: gtid() }
+    } else if message.contains("exceeded max_allowed_packet") {
+        Refusal::EventTooLarge
+    } else {
+        Refusal::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gtid(seq: u64, flags: u8, event_flags: u16) -> FrameInput<'static> {
+        FrameInput::Gtid {
+            gtid: Gtid::new(1, 1, seq),
+            flags,
+            event_flags,
+        }
+    }
+
+    fn frame(seq: u64) -> Frame {
+        Frame {
+            gtid: Gtid::new(1, 1, seq),
+            standalone: false,
+            skip_replication: false,
+        }
+    }
+
+    fn steps(events: &[FrameInput<'_>]) -> Vec<Step> {
+        let mut f = Framer::new();
+        events.iter().map(|e| f.feed(*e).unwrap()).collect()
+    }
+
+    #[test]
+    fn statements_are_told_apart_by_their_first_words() {
+        use StatementKind::*;
+        for (sql, kind) in [
+            ("BEGIN", Begin),
+            ("  begin", Begin),
+            ("START TRANSACTION", Begin),
+            ("SAVEPOINT `s`", Savepoint),
+            ("RELEASE SAVEPOINT `s`", Savepoint),
+            ("ROLLBACK TO `s`", Savepoint),
+            ("rollback to savepoint s", Savepoint),
+            ("COMMIT", End),
+            ("ROLLBACK", End),
+            ("/* a comment */ ROLLBACK", End),
+            ("XA START X'31',X'',1", Xa),
+            ("ALTER TABLE t ADD COLUMN v INT", Other),
+            ("COMMITTED_TABLE_IS_NOT_A_WORD", Other),
+            ("-- note\nCREATE TABLE t (id INT)", Other),
+        ] {
+            assert_eq!(statement_kind(sql), kind, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_with_savepoints_is_one_transaction() {
+        let q = FrameInput::Query;
+        assert_eq!(
+            steps(&[
+                gtid(5, 0, 0),
+                q("BEGIN"),
+                FrameInput::Other,
+                FrameInput::Other,
+                q("SAVEPOINT `s`"),
+                FrameInput::Other,
+                q("ROLLBACK TO `s`"),
+                FrameInput::Other,
+                q("RELEASE SAVEPOINT `s`"),
+                FrameInput::Xid,
+                FrameInput::Other,
+            ]),
+            vec![
+                Step::Opened,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Within,
+                Step::Closed(frame(5)),
+                Step::Outside,
+            ]
+        );
+    }
+
+    #[test]
+    fn commit_and_rollback_statements_close_and_ddl_is_standalone() {
+        let q = FrameInput::Query;
+        let mut ddl = frame(7);
+        ddl.standalone = true;
+        assert_eq!(
+            steps(&[
+                gtid(6, 0, 0),
+                q("BEGIN"),
+                FrameInput::Other,
+                q("COMMIT"),
+                gtid(7, FL_STANDALONE, 0),
+                q("ALTER TABLE t ADD COLUMN v INT"),
+                gtid(8, 0, 0),
+                q("BEGIN"),
+                q("ROLLBACK"),
+            ]),
+            vec![
+                Step::Opened,
+                Step::Within,
+                Step::Within,
+                Step::Closed(frame(6)),
+                Step::Opened,
+                Step::Statement { closed: Some(ddl) },
+                Step::Opened,
+                Step::Within,
+                Step::Closed(frame(8)),
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_inside_a_transaction_and_xa_are_reported_and_flags_are_kept() {
+        let q = FrameInput::Query;
+        let mut flagged = frame(9);
+        flagged.skip_replication = true;
+        assert_eq!(
+            steps(&[
+                gtid(9, 0, SKIP_REPLICATION_FLAG),
+                q("BEGIN"),
+                q("INSERT INTO t VALUES (1)"),
+                q("XA END X'31'"),
+                FrameInput::Xid,
+            ]),
+            vec![
+                Step::Opened,
+                Step::Within,
+                Step::Statement { closed: None },
+                Step::Xa,
+                Step::Closed(flagged),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gtid_inside_an_open_transaction_is_an_error() {
+        let mut f = Framer::new();
+        f.feed(gtid(1, 0, 0)).unwrap();
+        let e = f.feed(gtid(2, 0, 0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GTID 1-1-2 began before transaction 1-1-1 ended"
+        );
+    }
+
+    #[test]
+    fn every_1236_message_of_mariadb_is_told_apart() {
+        // Verbatim from MariaDB 10.11.19 on the local stack.
+        assert_eq!(refusal_of("Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged."), Refusal::Purged);
+        assert_eq!(
+            refusal_of("Error: connecting slave requested to start from GTID 1-77-5, which is not in the master's binlog. Since the master's binlog contains GTIDs with higher sequence numbers, it probably means that the slave has diverged due to executing extra erroneous transactions"),
+            Refusal::Diverged { gtid: "1-77-5".into() }
+        );
+        assert_eq!(
+            refusal_of("Error: connecting slave requested to start from GTID 1-1-999999999, which is not in the master's binlog"),
+            Refusal::NotInBinlog { gtid: "1-1-999999999".into() }
+        );
+        assert_eq!(
+            refusal_of("The binlog on the master is missing the GTID 1-1-19622 requested by the slave (even though both a prior and a subsequent sequence number does exist), and GTID strict mode is enabled"),
+            Refusal::StrictModeHole { gtid: "1-1-19622".into() }
+        );
+        // From sql_repl.cc: an event over the dump's limit.
+        assert_eq!(
+            refusal_of("log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master; the first event 'sf-bin.000002' at 4, the last event read from 'sf-bin.000002' at 4, the last byte read from 'sf-bin.000002' at 4."),
+            Refusal::EventTooLarge
+        );
+        assert_eq!(refusal_of("Binary log is not open"), Refusal::Other);
+    }
 
     #[test]
     fn gtid_event_bodies_parse() {

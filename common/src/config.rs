@@ -303,8 +303,14 @@ pub struct SaslConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NoPrimaryKey {
-    /// Refuse to start, listing the tables (default). Add a key or exclude them.
+    /// Capture them (default): a row is identified by all its values, as MariaDB's own
+    /// replication does, and apply changes one matching row per delete or update. Exactly once
+    /// like every table; a `replay` over such a table re-inserts rows (there is no key to make
+    /// it idempotent).
     #[default]
+    Replicate,
+    /// Refuse to start, listing the tables; a table without a key created while streaming stops
+    /// the producer, naming it. Add a key or exclude them.
     Refuse,
     /// Leave them out of the capture, listing them in the log at start. Their rows are never
     /// written, so the replica's copy of them is not maintained.
@@ -323,7 +329,7 @@ pub struct ProducerConfig {
     /// `db.table` patterns to leave out, applied after `include`. Default none.
     /// Env: `CONTINUUM_PRODUCER_EXCLUDE` (comma-separated).
     pub exclude: Vec<String>,
-    /// Default `refuse`.
+    /// `replicate` (default), `refuse` or `exclude`: see [`NoPrimaryKey`].
     pub tables_without_primary_key: NoPrimaryKey,
     /// Most records in one produce batch (librdkafka `batch.num.messages`). Default 10000.
     pub batch_records: usize,
@@ -342,8 +348,12 @@ pub struct ProducerConfig {
     /// A heartbeat is written when nothing else was for this long. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Rows read per snapshot query. Default 10000.
+    /// Most rows read per snapshot query. Default 10000.
     pub snapshot_chunk_rows: usize,
+    /// Most bytes of rows a snapshot query reads before the producer writes them: a chunk ends
+    /// at `snapshot_chunk_rows` rows or at this many bytes, whichever comes first (at least one
+    /// row), so a table of wide BLOBs is read a few rows at a time. Default 32 MiB.
+    pub snapshot_chunk_bytes: usize,
     /// Upper bound of the reconnect backoff. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
@@ -358,7 +368,7 @@ impl Default for ProducerConfig {
             server_id: 4001,
             include: vec!["*.*".into()],
             exclude: Vec::new(),
-            tables_without_primary_key: NoPrimaryKey::Refuse,
+            tables_without_primary_key: NoPrimaryKey::Replicate,
             batch_records: 10_000,
             batch_bytes: 1 << 20,
             linger: Duration::from_millis(5),
@@ -366,6 +376,7 @@ impl Default for ProducerConfig {
             max_record_bytes: 64 << 20,
             heartbeat_interval: Duration::from_secs(1),
             snapshot_chunk_rows: 10_000,
+            snapshot_chunk_bytes: 32 << 20,
             max_retry_delay: Duration::from_secs(10),
             metrics_listen: "127.0.0.1:9101".parse().unwrap(),
         }

@@ -8,10 +8,12 @@ pub mod binlog;
 pub mod config;
 pub mod db;
 pub mod ddl;
+pub mod filter;
 pub mod kafka;
 pub mod lock;
 pub mod memory;
 pub mod observe;
+pub mod redact;
 pub mod secret;
 pub mod writer;
 

@@ -148,8 +148,13 @@ impl ApplyError {
     }
 }
 
-/// Deadlocks, lock waits, a server going away or not answering: worth retrying.
+/// Deadlocks, lock waits, a server going away or not answering: worth retrying. Not a packet
+/// over the connection's limit (`max_allowed_packet`).
 pub fn db_error_is_transient(e: &mysql_async::Error) -> bool {
+    // A packet over the connection's limit comes again on every retry.
+    if continuum_common::db::is_packet_too_large(e) {
+        return false;
+    }
     if continuum_common::db::is_transient(e) {
         return true;
     }
@@ -167,6 +172,16 @@ pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use continuum_common::kafka::{SecurityError, SecurityFailure};
+
+    #[test]
+    fn a_packet_over_the_limit_stops_apply() {
+        let e = ApplyError::Db {
+            target: "continuum@db:3306".into(),
+            what: "applying a batch".into(),
+            source: continuum_common::db::packet_too_large_error(),
+        };
+        assert!(!e.is_transient(), "the same packet comes again: {e}");
+    }
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_apply() {

@@ -3,8 +3,14 @@
 //!
 //! How: read the replica's checkpoint for the source's changelog (the GTID position it applied),
 //! then read the source's own binlog from that position to its end, as a replica does, and list
-//! every transaction that originated there (events written by Continuum's apply carry the
-//! `skip_replication` flag and are not listed): GTID, commit time, tables with row counts, DDL.
+//! every transaction the source's producer would have captured: GTID, commit time, captured
+//! tables with row counts, DDL on captured tables. The binlog is cut into transactions by the
+//! producer's own framer (`continuum_common::binlog::Framer`), and what counts as captured is the
+//! producer's rules (`producer.include`/`exclude` of this configuration, the system databases
+//! never, `tables_without_primary_key`), so a transaction is listed exactly when the producer
+//! would have written it. Not listed: what Continuum's apply wrote (`skip_replication`), users,
+//! grants and other statements the pipeline does not replicate, changes to excluded or system
+//! tables. Every statement shown has its credentials redacted (`continuum_common::redact`).
 //!
 //! Nothing is applied or dropped: the list is for a person to decide (see docs/failover.md).
 
@@ -17,10 +23,42 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use serde::Serialize;
 
 use continuum_common::binlog::{
-    parse_gtid_event, FL_STANDALONE, MARIADB_GTID, SKIP_REPLICATION_FLAG,
+    parse_gtid_event, refusal_of, FrameInput, Framer, Refusal, Step, MARIADB_GTID,
 };
+use continuum_common::config::NoPrimaryKey;
+use continuum_common::filter::TableFilter;
+use continuum_common::redact::redact;
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::{Gtid, GtidPosition};
+
+/// What error 1236 means for `orphans`, and what to do.
+fn refused(
+    source_site: &str,
+    replica: &str,
+    position: &str,
+    refusal: &Refusal,
+    message: &str,
+) -> String {
+    let why = match refusal {
+        Refusal::Purged => "the binlog files that hold it were purged".to_owned(),
+        Refusal::NotInBinlog { gtid } => format!(
+            "{source_site} never wrote GTID {gtid}: its binlog ends before it in that domain, so {source_site} is not the server that wrote what {replica} applied, or it was reset or restored since"
+        ),
+        Refusal::Diverged { gtid } => format!(
+            "GTID {gtid} is not in {source_site}'s binlog although it goes further in that domain: the two sites' histories have diverged"
+        ),
+        Refusal::StrictModeHole { gtid } => format!(
+            "{source_site}'s binlog lacks GTID {gtid} although it holds an earlier and a later one of that domain and server (a transaction that was not binlogged)"
+        ),
+        Refusal::EventTooLarge => format!(
+            "{source_site} could not send a binlog event after it (over its 1 GiB replication limit, max_allowed_packet, or a corrupt binlog)"
+        ),
+        Refusal::Other => format!("{source_site} refused to send its binlog from there"),
+    };
+    format!(
+        "{source_site}'s binlog cannot be read from the position {position} that {replica} applied up to: {why} (error 1236: {message}). The orphans cannot be listed from the binlog; compare the sites' tables with continuum-consumer verify instead"
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrphansError {
@@ -40,11 +78,13 @@ pub enum OrphansError {
         topic: String,
         source_site: String,
     },
-    #[error("{source_site}'s binlog no longer holds the position {position} that {replica} applied up to (error 1236: {message}); the orphans cannot be listed from the binlog")]
-    Purged {
+    /// Error 1236: the source does not send its binlog from what the replica applied.
+    #[error("{}", refused(.source_site, .replica, .position, .refusal, .message))]
+    PositionRefused {
         source_site: String,
         replica: String,
         position: String,
+        refusal: Refusal,
         message: String,
     },
     #[error("binlog of {site}: {0}", site = .1)]
@@ -90,12 +130,6 @@ pub struct OrphansReport {
     pub first_time: Option<i64>,
     pub last_time: Option<i64>,
     pub orphans: Vec<Orphan>,
-}
-
-struct Open {
-    orphan: Orphan,
-    flagged: bool,
-    standalone: bool,
 }
 
 /// Lists the orphans.
@@ -149,7 +183,9 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
         })?;
 
     let starget = db::describe(&source_db);
-    let sopts = db::opts(&source_db, &[])?;
+    let sopts = db::replica_opts(&db::opts(&source_db, &[])?);
+    let filter = TableFilter::new(&cfg.producer)?;
+    let no_pk = cfg.producer.tables_without_primary_key;
     let mut sconn =
         Conn::new(sopts.clone())
             .await
@@ -202,63 +238,79 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     let mut stream = sconn
         .get_binlog_stream(request)
         .await
-        .map_err(|e| purged(e, &source, &replica, &start, &starget))?;
-    let mut open: Option<Open> = None;
-    let mut tables: BTreeMap<u64, String> = BTreeMap::new();
+        .map_err(|e| stream_error(e, &source, &replica, &start, &starget))?;
+    let mut framer = Framer::new();
+    // The transaction being read, as it would be listed.
+    let mut open: Option<Orphan> = None;
+    // table id -> `db.table` when the producer captures its rows.
+    let mut tables: BTreeMap<u64, Option<String>> = BTreeMap::new();
     while let Some(ev) = stream.next().await {
-        let ev = ev.map_err(|e| purged(e, &source, &replica, &start, &starget))?;
+        let ev = ev.map_err(|e| stream_error(e, &source, &replica, &start, &starget))?;
         let h = ev.header();
-        let ty = h.event_type_raw();
-        if ty == MARIADB_GTID {
+        if h.event_type_raw() == MARIADB_GTID {
             let (gtid, flags) = parse_gtid_event(ev.data(), h.server_id())
                 .map_err(|e| OrphansError::Binlog(e, source.clone()))?;
-            open = Some(Open {
-                orphan: Orphan {
-                    gtid: gtid.to_string(),
-                    time: h.timestamp() as i64,
-                    tables: BTreeMap::new(),
-                    ddl: Vec::new(),
-                },
-                flagged: h.flags_raw() & SKIP_REPLICATION_FLAG != 0,
-                standalone: flags & FL_STANDALONE != 0,
+            framer
+                .feed(FrameInput::Gtid {
+                    gtid,
+                    flags,
+                    event_flags: h.flags_raw(),
+                })
+                .map_err(|e| OrphansError::Binlog(e.to_string(), source.clone()))?;
+            open = Some(Orphan {
+                gtid: gtid.to_string(),
+                time: h.timestamp() as i64,
+                tables: BTreeMap::new(),
+                ddl: Vec::new(),
             });
             continue;
         }
-        let Ok(Some(data)) = ev.read_data() else {
-            continue;
-        };
-        match data {
-            EventData::TableMapEvent(t) => {
-                tables.insert(
-                    t.table_id(),
-                    format!("{}.{}", t.database_name(), t.table_name()),
-                );
+        let data = ev.read_data().ok().flatten();
+        let captured_tx = framer.open().is_some_and(|f| !f.skip_replication);
+        let mut statement = None;
+        let input = match &data {
+            Some(EventData::XidEvent(_)) => FrameInput::Xid,
+            Some(EventData::QueryEvent(q)) => {
+                statement = Some((q.query().into_owned(), q.schema().into_owned()));
+                FrameInput::Query(statement.as_ref().map(|(s, _)| s.as_str()).unwrap_or(""))
             }
-            EventData::RowsEvent(r) => {
-                if let (Some(o), Some(tme)) = (open.as_mut(), stream.get_tme(r.table_id())) {
-                    let n = r.rows(tme).count() as u64;
-                    let name = tables
-                        .get(&r.table_id())
-                        .cloned()
-                        .unwrap_or_else(|| format!("table id {}", r.table_id()));
-                    *o.orphan.tables.entry(name).or_default() += n;
+            Some(EventData::TableMapEvent(t)) => {
+                let (d, n) = (t.database_name(), t.table_name());
+                let captured = filter.captures(&d, &n)
+                    && (no_pk == NoPrimaryKey::Refuse || has_primary_key(t));
+                tables.insert(t.table_id(), captured.then(|| format!("{d}.{n}")));
+                FrameInput::Other
+            }
+            Some(EventData::RowsEvent(r)) => {
+                if let (true, Some(o), Some(Some(name)), Some(tme)) = (
+                    captured_tx,
+                    open.as_mut(),
+                    tables.get(&r.table_id()),
+                    stream.get_tme(r.table_id()),
+                ) {
+                    *o.tables.entry(name.clone()).or_default() += r.rows(tme).count() as u64;
                 }
+                FrameInput::Other
             }
-            EventData::XidEvent(_) => finish(&mut open, &mut report),
-            EventData::QueryEvent(q) => {
-                let sql = q.query();
-                let upper = sql.trim_start().to_ascii_uppercase();
-                if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") {
-                    finish(&mut open, &mut report);
-                } else if !upper.starts_with("BEGIN") {
-                    if let Some(o) = open.as_mut() {
-                        o.orphan.ddl.push(sql.chars().take(500).collect());
-                        if o.standalone {
-                            finish(&mut open, &mut report);
-                        }
+            _ => FrameInput::Other,
+        };
+        let step = framer
+            .feed(input)
+            .map_err(|e| OrphansError::Binlog(e.to_string(), source.clone()))?;
+        match step {
+            Step::Statement { closed } => {
+                if let (true, Some(o), Some((sql, schema))) =
+                    (captured_tx, open.as_mut(), &statement)
+                {
+                    if filter.captures_ddl(sql, schema) == Ok(true) {
+                        o.ddl.push(redact(sql).chars().take(500).collect());
                     }
                 }
+                if let Some(frame) = closed {
+                    finish(open.take(), frame.skip_replication, &mut report);
+                }
             }
+            Step::Closed(frame) => finish(open.take(), frame.skip_replication, &mut report),
             _ => {}
         }
     }
@@ -268,15 +320,23 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     Ok(report)
 }
 
-fn finish(open: &mut Option<Open>, report: &mut OrphansReport) {
-    if let Some(o) = open.take() {
-        if !o.flagged {
-            report.orphans.push(o.orphan);
+/// Lists the transaction that just ended, if the producer would have written anything of it.
+fn finish(orphan: Option<Orphan>, skip_replication: bool, report: &mut OrphansReport) {
+    if let Some(o) = orphan {
+        if !skip_replication && (!o.tables.is_empty() || !o.ddl.is_empty()) {
+            report.orphans.push(o);
         }
     }
 }
 
-fn purged(
+/// Whether a TABLE_MAP's metadata (`binlog_row_metadata=FULL`) names a primary key.
+fn has_primary_key(tme: &mysql_async::binlog::events::TableMapEvent<'_>) -> bool {
+    mysql_async::binlog::events::OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map(|m| m.iter_primary_key().next().is_some())
+        .unwrap_or(true)
+}
+
+fn stream_error(
     e: mysql_async::Error,
     source: &str,
     replica: &str,
@@ -285,10 +345,11 @@ fn purged(
 ) -> OrphansError {
     if let mysql_async::Error::Server(s) = &e {
         if s.code == 1236 {
-            return OrphansError::Purged {
+            return OrphansError::PositionRefused {
                 source_site: source.to_owned(),
                 replica: replica.to_owned(),
                 position: start.to_string(),
+                refusal: refusal_of(&s.message),
                 message: s.message.clone(),
             };
         }

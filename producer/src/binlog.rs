@@ -1,7 +1,9 @@
 //! The binlog reader: connects to the source as a MariaDB replica by GTID
 //! (`@mariadb_slave_capability=4`, `@slave_connect_state`), parses MariaDB's own GTID and
 //! GTID_LIST events from their raw bytes, decodes row events through each TABLE_MAP's FULL
-//! metadata, and turns the stream into [`SourceEvent`]s cut at transaction boundaries.
+//! metadata, and turns the stream into [`SourceEvent`]s cut at transaction boundaries. Where a
+//! transaction opens and closes is decided by `continuum_common::binlog::Framer`, which
+//! `orphans` uses too.
 //!
 //! Guarantees: every transaction after the start position is reported in binlog order, each
 //! ending in exactly one `Commit` (also transactions that produce nothing: `skip_replication`
@@ -21,15 +23,16 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use continuum_schemas::{BinlogPosition, Gtid, GtidPosition, Op, Row, TableSchema};
 
 use continuum_common::binlog::{
-    parse_gtid_event, parse_gtid_list, FL_STANDALONE, MARIADB_GTID, MARIADB_GTID_LIST,
+    parse_gtid_event, parse_gtid_list, FrameInput, Framer, Step, MARIADB_GTID, MARIADB_GTID_LIST,
     SKIP_REPLICATION_FLAG,
 };
+use continuum_common::redact::redact;
 
-use continuum_common::ddl::{classify, DdlTarget};
 use crate::error::{DbContext, ProducerError};
-use crate::filter::TableFilter;
 use crate::shape::{self, Charsets};
 use continuum_common::config::NoPrimaryKey;
+use continuum_common::db;
+use continuum_common::filter::TableFilter;
 
 /// MariaDB event types the crate does not decode.
 const ANNOTATE_ROWS: u8 = 160;
@@ -71,11 +74,11 @@ pub enum SourceEvent {
     CaughtUp,
 }
 
+/// What the reader keeps of the transaction the framer has open.
 struct OpenTx {
     gtid: Gtid,
-    /// Written by a `skip_replication` session, or nothing in it is captured so far.
+    /// Written by a `skip_replication` session: nothing in it is captured.
     flagged: bool,
-    standalone: bool,
     began: bool,
     commit_ts_ms: i64,
     server_id: u32,
@@ -99,6 +102,7 @@ pub struct BinlogReader {
     file: String,
     seen_fde: bool,
     position: GtidPosition,
+    framer: Framer,
     tx: Option<OpenTx>,
     /// table_id -> shape, or None when the table is not captured.
     tables: HashMap<u64, Option<Arc<TableSchema>>>,
@@ -116,7 +120,7 @@ impl BinlogReader {
         s: ReaderSettings,
     ) -> Result<Self, ProducerError> {
         let target = s.target.clone();
-        let mut conn = Conn::new(opts).await.db(&target)?;
+        let mut conn = Conn::new(db::replica_opts(&opts)).await.db(&target)?;
         let period_ns = s.heartbeat_period.as_nanos().max(1_000_000) as u64;
         conn.query_drop("SET @mariadb_slave_capability=4")
             .await
@@ -144,6 +148,7 @@ impl BinlogReader {
             file: String::new(),
             seen_fde: false,
             position: position.clone(),
+            framer: Framer::new(),
             tx: None,
             tables: HashMap::new(),
             shapes: HashMap::new(),
@@ -183,21 +188,18 @@ impl BinlogReader {
         }
         match ty {
             MARIADB_GTID => {
-                if let Some(open) = &self.tx {
-                    return Err(ProducerError::Binlog(format!(
-                        "GTID {} began before transaction {} ended",
-                        parse_gtid_event(ev.data(), h.server_id())
-                            .map(|g| g.0.to_string())
-                            .unwrap_or_default(),
-                        open.gtid
-                    )));
-                }
                 let (gtid, flags) =
                     parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
+                self.framer
+                    .feed(FrameInput::Gtid {
+                        gtid,
+                        flags,
+                        event_flags: h.flags_raw(),
+                    })
+                    .map_err(|e| ProducerError::Binlog(e.to_string()))?;
                 self.tx = Some(OpenTx {
                     gtid,
                     flagged: h.flags_raw() & SKIP_REPLICATION_FLAG != 0,
-                    standalone: flags & FL_STANDALONE != 0,
                     began: false,
                     commit_ts_ms: h.timestamp() as i64 * 1000,
                     server_id: h.server_id(),
@@ -258,6 +260,7 @@ impl BinlogReader {
                 let shape = shape::from_table_map(&tme, &self.s.charsets)?;
                 if shape.primary_key.is_empty() {
                     match self.s.no_pk {
+                        NoPrimaryKey::Replicate => {}
                         NoPrimaryKey::Refuse => {
                             return Err(ProducerError::NoPrimaryKey {
                                 tables: shape.qualified_name(),
@@ -282,32 +285,42 @@ impl BinlogReader {
                 self.tables.insert(id, Some(shape));
             }
             Some(EventData::RowsEvent(rows)) => self.rows(ev, &rows, out)?,
-            Some(EventData::XidEvent(_)) => self.commit(out),
+            Some(EventData::XidEvent(_)) => {
+                if let Step::Closed(_) = self
+                    .framer
+                    .feed(FrameInput::Xid)
+                    .map_err(|e| ProducerError::Binlog(e.to_string()))?
+                {
+                    self.commit(out);
+                }
+            }
             Some(EventData::QueryEvent(q)) => {
                 let sql = q.query();
+                let closes = match self
+                    .framer
+                    .feed(FrameInput::Query(&sql))
+                    .map_err(|e| ProducerError::Binlog(e.to_string()))?
+                {
+                    Step::Statement { closed } => closed.is_some(),
+                    Step::Closed(_) => {
+                        self.commit(out);
+                        return Ok(());
+                    }
+                    Step::Xa => {
+                        return Err(ProducerError::Binlog(format!(
+                            "XA transaction in the binlog at {}: XA transactions are not supported; the statement was: {}",
+                            self.binlog_pos(ev),
+                            redact(&sql)
+                        )));
+                    }
+                    Step::Opened | Step::Within | Step::Outside => return Ok(()),
+                };
                 let upper: String = sql
                     .trim_start()
                     .chars()
                     .take(24)
                     .collect::<String>()
                     .to_ascii_uppercase();
-                if upper.starts_with("BEGIN")
-                    || upper.starts_with("SAVEPOINT")
-                    || upper.starts_with("RELEASE SAVEPOINT")
-                    || upper.starts_with("ROLLBACK TO")
-                {
-                    return Ok(());
-                }
-                if upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") {
-                    self.commit(out);
-                    return Ok(());
-                }
-                if upper.starts_with("XA ") {
-                    return Err(ProducerError::Binlog(format!(
-                        "XA transaction in the binlog at {}: XA transactions are not supported; the statement was: {sql}",
-                        self.binlog_pos(ev)
-                    )));
-                }
                 let dml = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD "]
                     .iter()
                     .any(|k| upper.starts_with(k));
@@ -317,20 +330,15 @@ impl BinlogReader {
                     return Err(ProducerError::Preflight {
                         setting: "binlog_format".into(),
                         expected: "ROW for every session".into(),
-                        actual: format!("a statement-based event at {}: {}", self.binlog_pos(ev), sql.chars().take(200).collect::<String>()),
+                        actual: format!("a statement-based event at {}: {}", self.binlog_pos(ev), redact(&sql).chars().take(200).collect::<String>()),
                         fix: "some session wrote with binlog_format=STATEMENT or MIXED; forbid it (it needs the SUPER/BINLOG ADMIN privilege) and re-snapshot with --resnapshot, since that change was not captured".into(),
                     });
                 }
                 let database = q.schema().into_owned();
                 let captured = !flagged
-                    && match classify(&sql) {
-                        DdlTarget::Tables(ts) => ts.iter().any(|(db, t)| {
-                            self.s
-                                .filter
-                                .captures(db.as_deref().unwrap_or(&database), t)
-                        }),
-                        DdlTarget::Database(db) => self.s.filter.captures_database(&db),
-                        DdlTarget::NotReplicated(why) => {
+                    && match self.s.filter.captures_ddl(&sql, &database) {
+                        Ok(captured) => captured,
+                        Err(why) => {
                             // Only the statement's first words: the rest may hold a password
                             // (CREATE USER ... IDENTIFIED BY '...' is in the binlog as typed).
                             tracing::debug!(statement = %sql.split_whitespace().take(2).collect::<Vec<_>>().join(" "), why, "statement not replicated");
@@ -345,7 +353,7 @@ impl BinlogReader {
                         binlog: self.binlog_pos(ev),
                     });
                 }
-                if self.tx.as_ref().is_some_and(|t| t.standalone) {
+                if closes {
                     self.commit(out);
                 }
             }
@@ -458,11 +466,149 @@ impl BinlogReader {
     }
 }
 
+/// The GTID position at binlog coordinates `file`:`pos` (a transaction boundary), read over a
+/// replication connection as a replica would: the file's GTID_LIST event (the position before
+/// the file), then each GTID event that ends at or before `pos`. This is what
+/// `BINLOG_GTID_POS(file, pos)` computes, without its limit: the server reads the file with the
+/// session's `max_allowed_packet` and gives NULL when an event before `pos` is larger.
+/// `server_id` is the replica server id to register with.
+pub async fn gtid_position_at(
+    opts: &Opts,
+    target: &str,
+    server_id: u32,
+    file: &str,
+    pos: u64,
+) -> Result<GtidPosition, ProducerError> {
+    let mut conn = Conn::new(db::replica_opts(opts)).await.db(target)?;
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .db(target)?;
+    let request = BinlogStreamRequest::new(server_id)
+        .with_filename(file.as_bytes())
+        .with_pos(4u64)
+        .with_non_blocking();
+    let start = GtidPosition::new();
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| map_stream_error(e, target, &start))?;
+    let mut position: Option<GtidPosition> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| map_stream_error(e, target, &start))?;
+        let h = ev.header();
+        let end = h.log_pos() as u64;
+        if end == 0 {
+            continue; // the fake ROTATE that starts every stream
+        }
+        if end > pos {
+            break;
+        }
+        match h.event_type_raw() {
+            MARIADB_GTID_LIST if position.is_none() => {
+                position = Some(parse_gtid_list(ev.data()).map_err(ProducerError::Binlog)?);
+            }
+            MARIADB_GTID => {
+                let (gtid, _) =
+                    parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
+                position
+                    .as_mut()
+                    .ok_or_else(|| {
+                        ProducerError::Binlog(format!(
+                            "{file} has a GTID event at {end} before its GTID_LIST event"
+                        ))
+                    })?
+                    .advance(gtid);
+            }
+            _ => {}
+        }
+    }
+    position.ok_or_else(|| {
+        ProducerError::Snapshot(format!(
+            "no GTID_LIST event in the binlog file {file} of {target} before position {pos}: cannot tell the snapshot's GTID position"
+        ))
+    })
+}
+
+/// The statements in the binlog after `position`, up to its current end, that change the
+/// definition of a captured table or database (by `filter`), as `GTID: statement` with
+/// credentials redacted. Every session's count, `skip_replication` ones too: a definition
+/// changed all the same. `server_id` is the replica server id to register with.
+pub async fn ddl_after(
+    opts: &Opts,
+    target: &str,
+    server_id: u32,
+    position: &GtidPosition,
+    filter: &TableFilter,
+) -> Result<Vec<String>, ProducerError> {
+    let mut conn = Conn::new(db::replica_opts(opts)).await.db(target)?;
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .db(target)?;
+    conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),))
+        .await
+        .db(target)?;
+    let request = BinlogStreamRequest::new(server_id)
+        .with_filename(b"")
+        .with_pos(4u64)
+        .with_non_blocking();
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| map_stream_error(e, target, position))?;
+    let mut framer = Framer::new();
+    let mut changed = Vec::new();
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| map_stream_error(e, target, position))?;
+        let h = ev.header();
+        let step = match h.event_type_raw() {
+            MARIADB_GTID => {
+                let (gtid, flags) =
+                    parse_gtid_event(ev.data(), h.server_id()).map_err(ProducerError::Binlog)?;
+                framer.feed(FrameInput::Gtid {
+                    gtid,
+                    flags,
+                    event_flags: h.flags_raw(),
+                })
+            }
+            _ => match ev.read_data() {
+                Ok(Some(EventData::QueryEvent(q))) => {
+                    let gtid = framer.open().map(|f| f.gtid);
+                    let sql = q.query();
+                    let step = framer.feed(FrameInput::Query(&sql));
+                    if let (Ok(Step::Statement { .. }), Some(gtid)) = (&step, gtid) {
+                        if filter.captures_ddl(&sql, &q.schema()) == Ok(true) {
+                            changed.push(format!(
+                                "{gtid}: {}",
+                                redact(&sql).chars().take(200).collect::<String>()
+                            ));
+                        }
+                    }
+                    step
+                }
+                Ok(Some(EventData::XidEvent(_))) => framer.feed(FrameInput::Xid),
+                _ => framer.feed(FrameInput::Other),
+            },
+        };
+        step.map_err(|e| ProducerError::Binlog(e.to_string()))?;
+    }
+    Ok(changed)
+}
+
 fn map_stream_error(e: mysql_async::Error, target: &str, position: &GtidPosition) -> ProducerError {
+    if db::is_packet_too_large(&e) {
+        return ProducerError::PacketTooLarge {
+            target: target.to_owned(),
+            position: position.to_string(),
+            limit: db::BINLOG_MAX_PACKET,
+            detail: e.to_string(),
+        };
+    }
     if let mysql_async::Error::Server(s) = &e {
         if s.code == 1236 {
-            return ProducerError::PositionPurged {
+            return ProducerError::PositionRefused {
+                target: target.to_owned(),
                 position: position.to_string(),
+                refusal: continuum_common::binlog::refusal_of(&s.message),
                 message: s.message.clone(),
             };
         }

@@ -3,7 +3,33 @@
 
 use continuum_schemas::CodecError;
 
+use continuum_common::binlog::Refusal;
+
 use crate::shape::{BadValue, UnsupportedColumn};
+
+/// What an error 1236 means for the producer, and what to do.
+fn refused(target: &str, position: &str, refusal: &Refusal, message: &str) -> String {
+    match refusal {
+        Refusal::Purged => format!(
+            "the binlog position {position} is no longer on the source {target}: the binlog files that hold it were purged (error 1236: {message}). The changes since then are lost to this pipeline; run continuum-producer --resnapshot to start over from a fresh snapshot, and keep binlogs (binlog_expire_logs_seconds) longer than the producer may be stopped"
+        ),
+        Refusal::NotInBinlog { gtid } => format!(
+            "the topic's position {position} names GTID {gtid}, which the source {target} never wrote: its binlog ends before it in that domain (error 1236: {message}). The topic was written from another server, or from an earlier life of this one (a restore, RESET MASTER, a rebuilt primary). Check that database.host and database.port name the server this topic captures; if the server was replaced on purpose, restart with --resnapshot"
+        ),
+        Refusal::Diverged { gtid } => format!(
+            "the topic's position {position} names GTID {gtid}, which is not in the binlog of the source {target} although that binlog goes further in the domain (error 1236: {message}): the source's history and the topic's have diverged (the source lost transactions the topic holds, for example by a restore or a failover to a server that lacked them, or wrote others in their place). Resuming would mix two histories. Compare the sites with continuum-consumer verify, then restart with --resnapshot"
+        ),
+        Refusal::StrictModeHole { gtid } => format!(
+            "the topic's position {position} names GTID {gtid}, which the binlog of the source {target} lacks although it holds an earlier and a later sequence number of that domain and server; the producer reads with GTID strict mode, so the server refuses to start there (error 1236: {message}). That transaction was not binlogged (written with sql_log_bin=0, or a gtid_seq_no set by hand skipped it): the topic cannot resume exactly; restart with --resnapshot"
+        ),
+        Refusal::EventTooLarge => format!(
+            "the source {target} did not send a binlog event after {position}: it is over the server's 1 GiB replication limit (max_allowed_packet) or the binlog is corrupt there (error 1236: {message}). Check that binlog position with mariadb-binlog; once the source's binlog is past it, restart with --resnapshot"
+        ),
+        Refusal::Other => format!(
+            "the source {target} refused to send its binlog from {position} (error 1236: {message}). Fix what the server's message names, then restart the producer"
+        ),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -14,6 +40,8 @@ pub enum ProducerError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error("the definition of {table} changed while the snapshot read it ({detail}); a new snapshot starts")]
+    DefinitionChanged { table: String, detail: String },
     #[error("Kafka {what}: {source}")]
     Kafka {
         what: String,
@@ -41,8 +69,21 @@ pub enum ProducerError {
     Unsupported(#[from] UnsupportedColumn),
     #[error("cannot convert a row value: {0}")]
     BadValue(#[from] BadValue),
-    #[error("the binlog position {position} is no longer on the source (error 1236: {message}). The changes since then are lost to this pipeline; run continuum-producer --resnapshot to start over from a fresh snapshot")]
-    PositionPurged { position: String, message: String },
+    /// Error 1236: the source does not send its binlog from `position`; why is in `refusal`.
+    #[error("{}", refused(.target, .position, .refusal, .message))]
+    PositionRefused {
+        target: String,
+        position: String,
+        refusal: Refusal,
+        message: String,
+    },
+    #[error("a binlog event of {target} after GTID position {position} is larger than {limit} bytes, the largest packet a replica connection takes (max_allowed_packet = {limit}, MariaDB's maximum, as for a native replica's slave_max_allowed_packet), so no replica can read it ({detail}). Continuum cannot stream past that event: once the source's binlog is past it, restart with --resnapshot (a new snapshot, then streaming from there)")]
+    PacketTooLarge {
+        target: String,
+        position: String,
+        limit: usize,
+        detail: String,
+    },
     #[error("{0}")]
     Lock(#[from] continuum_common::lock::LockError),
     #[error("record too large for {topic}: {size} bytes of key and value for table {table}, primary key ({key}); the limit is {limit}. Raise both settings above the record's size, or exclude the table. Nothing from this row change on was written; a restart stops here again, and never skips it")]
@@ -59,7 +100,7 @@ pub enum ProducerError {
     Resume(String),
     #[error("binlog: {0}")]
     Binlog(String),
-    #[error("tables without a primary key are captured: {tables}. Add a primary key, exclude them (producer.exclude), or set producer.tables_without_primary_key = \"exclude\"")]
+    #[error("tables without a primary key are captured: {tables}. Add a primary key, exclude them (producer.exclude), or set producer.tables_without_primary_key to \"replicate\" (rows matched by every value) or \"exclude\"")]
     NoPrimaryKey { tables: String },
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -73,7 +114,7 @@ impl ProducerError {
                 continuum_common::db::is_transient(source) || is_connect_error(source)
             }
             ProducerError::Kafka { source, .. } => continuum_common::kafka::is_transient(source),
-            ProducerError::Delivery { .. } => true,
+            ProducerError::Delivery { .. } | ProducerError::DefinitionChanged { .. } => true,
             ProducerError::Codec(c) => c.is_transient(),
             ProducerError::Lock(l) => l.is_transient(),
             _ => false,
@@ -89,17 +130,28 @@ impl ProducerError {
             ProducerError::Config(_) => "config",
             ProducerError::Preflight { .. } | ProducerError::NoPrimaryKey { .. } => "preflight",
             ProducerError::Unsupported(_) | ProducerError::BadValue(_) => "type",
-            ProducerError::PositionPurged { .. } => "purged",
+            ProducerError::PositionRefused { refusal, .. } => match refusal {
+                Refusal::Purged => "purged",
+                Refusal::NotInBinlog { .. } => "position_unknown",
+                Refusal::Diverged { .. } => "diverged",
+                Refusal::StrictModeHole { .. } => "position_in_gap",
+                Refusal::EventTooLarge => "packet",
+                Refusal::Other => "binlog_refused",
+            },
+            ProducerError::PacketTooLarge { .. } => "packet",
             ProducerError::Lock(_) => "lock",
             ProducerError::RecordTooLarge { .. } | ProducerError::Refused(_) => "too_large",
             ProducerError::Resume(_) => "resume",
             ProducerError::Binlog(_) => "binlog",
-            ProducerError::Snapshot(_) => "snapshot",
+            ProducerError::Snapshot(_) | ProducerError::DefinitionChanged { .. } => "snapshot",
         }
     }
 }
 
 fn is_connect_error(e: &mysql_async::Error) -> bool {
+    if continuum_common::db::is_packet_too_large(e) {
+        return false;
+    }
     matches!(e, mysql_async::Error::Io(_))
         || matches!(
             e,
@@ -125,6 +177,23 @@ impl<T> DbContext<T> for Result<T, mysql_async::Error> {
 mod tests {
     use super::*;
     use continuum_common::kafka::{SecurityError, SecurityFailure};
+
+    #[test]
+    fn a_packet_over_the_limit_is_not_retried() {
+        let packet: mysql_async::Error = mysql_async::DriverError::PacketTooLarge.into();
+        let e = ProducerError::Db {
+            target: "continuum@db:3306".into(),
+            source: packet,
+        };
+        assert!(!e.is_transient(), "{e}");
+        let reset: mysql_async::Error =
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        let e = ProducerError::Db {
+            target: "continuum@db:3306".into(),
+            source: reset,
+        };
+        assert!(e.is_transient(), "{e}");
+    }
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_the_producer() {

@@ -3,7 +3,6 @@
 
 mod binlog;
 mod error;
-mod filter;
 mod pipeline;
 mod preflight;
 mod resume;

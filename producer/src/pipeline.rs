@@ -19,18 +19,18 @@ use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
-    ChangeEvent, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, SchemaChange,
-    SourceInfo, StreamRecord, TxPlace,
+    ChangeEvent, Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings,
+    SchemaChange, SourceInfo, StreamRecord, TxPlace,
 };
 
 use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
 use crate::error::{DbContext, ProducerError};
-use crate::filter::TableFilter;
 use crate::preflight::{self, SourceFacts};
 use crate::resume::{self, Start};
 use crate::sink::Sink;
-use continuum_common::writer::RecordLimit;
 use crate::snapshot::{self, SnapshotSettings};
+use continuum_common::filter::TableFilter;
+use continuum_common::writer::RecordLimit;
 
 /// How the first session starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +169,13 @@ impl Producer {
         if lock.is_none() {
             let name = format!("continuum.producer.{}", self.topic);
             let what = format!("another continuum-producer for {}", self.topic);
-            *lock = Some(NamedLock::acquire(self.opts.clone(), &self.target, &name, &what).await?);
+            // Waits as a standby while another producer holds the lock; a signal ends the wait.
+            let mut shutdown = self.shutdown.clone();
+            let acquired = tokio::select! {
+                r = NamedLock::acquire(self.opts.clone(), &self.target, &name, &what) => r?,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            };
+            *lock = Some(acquired);
         }
         let lock = lock.as_ref().expect("lock held");
         let max = self.cfg.producer.max_record_bytes;
@@ -179,7 +185,10 @@ impl Producer {
             .map_err(kerr(format!("creating topic {}", self.topic)))?;
         let topic_max = kafka::topic_max_message_bytes(pcfg, &self.topic, Duration::from_secs(30))
             .await
-            .map_err(kerr(format!("reading the settings of topic {}", self.topic)))?;
+            .map_err(kerr(format!(
+                "reading the settings of topic {}",
+                self.topic
+            )))?;
         if topic_max < max {
             tracing::warn!(topic = %self.topic, topic_max_message_bytes = topic_max, producer_max_record_bytes = max,
                 "the topic takes smaller records than producer.max_record_bytes allows; a larger row change will stop the producer");
@@ -201,7 +210,7 @@ impl Producer {
         tracing::debug!("preflight passed");
 
         let last = resume::read_last_position(ccfg, &self.topic).await?;
-        let mut start = resume::from_last(last.as_ref().map(|(_, p)| p.clone()));
+        let mut start = resume::from_last(last.as_ref().map(|l| l.position.clone()));
         let mut start_at = None;
         if first {
             match std::mem::replace(&mut self.initial, Initial::Resume) {
@@ -212,7 +221,12 @@ impl Producer {
                     }
                 }
                 Initial::StartAt(p) => {
-                    if let Some((offset, pos)) = &last {
+                    if let Some(resume::LastRecord {
+                        offset,
+                        position: pos,
+                        ..
+                    }) = &last
+                    {
                         return Err(ProducerError::Resume(format!(
                             "--start-position {p} is for an empty topic, but {} already holds records (the last, at offset {offset}, is {pos}); drop the flag to resume from the topic",
                             self.topic
@@ -223,7 +237,11 @@ impl Producer {
             }
         }
         match &last {
-            Some((offset, pos)) => {
+            Some(resume::LastRecord {
+                offset,
+                position: pos,
+                ..
+            }) => {
                 tracing::info!(topic = %self.topic, offset, last = %pos, decision = ?start, "resuming")
             }
             None => tracing::info!(topic = %self.topic, decision = ?start, "topic is empty"),
@@ -235,13 +253,34 @@ impl Producer {
                     target: &self.target,
                     filter: &filter,
                     chunk_rows: self.cfg.producer.snapshot_chunk_rows,
+                    chunk_bytes: self.cfg.producer.snapshot_chunk_bytes,
                     server_id: facts.server_id,
+                    replica_server_id: self.cfg.producer.server_id,
+                    no_pk: self.cfg.producer.tables_without_primary_key,
+                };
+                // On a read-only source, an abandoned snapshot of tables is still finished by a
+                // complete one: never ended by an empty START/END.
+                let finishes = match &last {
+                    Some(l) if facts.read_only => {
+                        let registry = Registry::new(&registry_settings(self.cfg.local())?)
+                            .map_err(|e| ProducerError::Codec(e.into()))?;
+                        resume::in_abandoned_table_snapshot(
+                            l,
+                            &self.topic,
+                            &mut Decoder::new(registry),
+                        )
+                        .await?
+                    }
+                    _ => false,
                 };
                 let p = if let Some(p) = start_at {
                     snapshot::mark_start(settings, sink, Some(p)).await?
-                } else if facts.read_only {
+                } else if !resume::takes_table_snapshot(facts.read_only, finishes) {
                     snapshot::mark_start(settings, sink, None).await?
                 } else {
+                    if facts.read_only {
+                        tracing::warn!("the source is read_only, but the topic ends inside an abandoned snapshot of tables, which the replica holds part of: taking a complete snapshot of the tables to finish it");
+                    }
                     tracing::info!(%reason, "taking a consistent snapshot");
                     self.health.set("producer", Status::Ok, "snapshot");
                     snapshot::run(settings, sink, lock).await?
@@ -306,7 +345,7 @@ impl Producer {
                         _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
                     };
                     gauge!("continuum_producer_seconds_behind_source").set(lag);
-                    if tx.is_none() && last_write.elapsed() >= p.heartbeat_interval {
+                    if heartbeat_due(tx.is_some(), within.is_some(), last_write.elapsed(), p.heartbeat_interval) {
                         let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
                         sink.send(&StreamRecord::Heartbeat(Heartbeat {
                             server_id: facts.server_id,
@@ -387,7 +426,7 @@ impl Producer {
                         let t = tx.as_mut().ok_or_else(|| {
                             ProducerError::Binlog("DDL outside a transaction".into())
                         })?;
-                        tracing::info!(gtid = %t.gtid, %database, ddl = %ddl.chars().take(200).collect::<String>(), "schema change");
+                        tracing::info!(gtid = %t.gtid, %database, ddl = %continuum_common::redact::redact(&ddl).chars().take(200).collect::<String>(), "schema change");
                         let rec = StreamRecord::SchemaChange(SchemaChange {
                             database,
                             ddl,
@@ -444,6 +483,19 @@ impl Producer {
             }
         }
     }
+}
+
+/// Whether a heartbeat is written now: nothing was written for `interval`, no transaction is
+/// open, and no resume inside a transaction is pending. A heartbeat carries the position before
+/// that transaction; written after the topic's `txn:G:i:more`, it would make the next run
+/// start G over from index 0 (duplicates, which apply refuses).
+fn heartbeat_due(
+    tx_open: bool,
+    resume_within_pending: bool,
+    since_last_write: Duration,
+    interval: Duration,
+) -> bool {
+    !tx_open && !resume_within_pending && since_last_write >= interval
 }
 
 /// Queues a record of the open transaction: writes the previous one (now known not to be the
@@ -512,4 +564,31 @@ pub fn registry_settings(
         ca_pem,
         timeout: Some(r.timeout),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_wait_for_a_pending_resume_inside_a_transaction() {
+        let second = Duration::from_secs(1);
+        let idle = Duration::from_secs(5);
+        assert!(
+            heartbeat_due(false, false, idle, second),
+            "idle between transactions"
+        );
+        assert!(
+            !heartbeat_due(false, false, Duration::from_millis(10), second),
+            "just wrote"
+        );
+        assert!(
+            !heartbeat_due(true, false, idle, second),
+            "inside a transaction"
+        );
+        assert!(
+            !heartbeat_due(false, true, idle, second),
+            "resuming inside a transaction the topic holds part of"
+        );
+    }
 }

@@ -11,8 +11,8 @@ use mysql_async::Conn;
 use continuum_common::config::NoPrimaryKey;
 
 use crate::error::{DbContext, ProducerError};
-use crate::filter::TableFilter;
 use crate::shape::Charsets;
+use continuum_common::filter::TableFilter;
 
 /// What the rest of the producer needs to know about the source.
 #[derive(Debug, Clone)]
@@ -183,6 +183,9 @@ pub async fn check(
         .collect();
     if !captured.is_empty() {
         match no_pk {
+            NoPrimaryKey::Replicate => {
+                tracing::info!(tables = %captured.join(", "), "tables without a primary key are captured with full-row identity (tables_without_primary_key = replicate): apply matches their rows by every value")
+            }
             NoPrimaryKey::Refuse => {
                 return Err(ProducerError::NoPrimaryKey {
                     tables: captured.join(", "),

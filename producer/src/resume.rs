@@ -1,6 +1,8 @@
 //! Where to start: decided from the last record of the topic and nothing else (no offsets store).
 //!
-//! - empty topic, an unfinished snapshot, or `--resnapshot`: take a new snapshot;
+//! - empty topic, an unfinished snapshot, or `--resnapshot`: take a new snapshot (on a
+//!   read-only source an empty one, unless it finishes an abandoned snapshot of tables: see
+//!   [`takes_table_snapshot`]);
 //! - `txn:G:i:last:R` or `at:P`: stream from `R+G` (resp. `P`);
 //! - `txn:G:i:more:R`: stream from `R` and skip the first `i+1` events of `G`, which the topic
 //!   holds already.
@@ -12,11 +14,56 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use continuum_common::kafka;
-use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
+use continuum_common::kafka::{self, FetchedRecord};
+use continuum_schemas::{Decoder, Gtid, GtidPosition, RecordAt, StreamPosition, StreamRecord};
 
 use crate::error::ProducerError;
-use crate::sink::HEADER_POS;
+use crate::sink::{HEADER_KIND, HEADER_POS};
+
+/// The topic's last record and its position.
+#[derive(Debug, Clone)]
+pub struct LastRecord {
+    pub offset: i64,
+    pub position: StreamPosition,
+    pub record: FetchedRecord,
+}
+
+/// Whether the snapshot that starts now reads the tables. A writable source always does. A
+/// read-only source (a replica: its rows came from elsewhere) writes an empty START/END instead,
+/// unless the topic ends inside an abandoned snapshot that covers tables: the replica emptied
+/// those at its START and holds part of them, and only a complete snapshot loads them again.
+pub fn takes_table_snapshot(read_only: bool, finishes_abandoned_table_snapshot: bool) -> bool {
+    !read_only || finishes_abandoned_table_snapshot
+}
+
+/// Whether `last` belongs to an unfinished snapshot that covers tables: one of its rows, or its
+/// START marker listing tables (decoded through the registry). An empty START (a read-only
+/// source's marker) covers none.
+pub async fn in_abandoned_table_snapshot(
+    last: &LastRecord,
+    topic: &str,
+    decoder: &mut Decoder,
+) -> Result<bool, ProducerError> {
+    if !matches!(last.position, StreamPosition::Snapshot { .. }) {
+        return Ok(false);
+    }
+    if last.record.header_str(HEADER_KIND) == Some("row") {
+        return Ok(true);
+    }
+    let at = RecordAt {
+        topic: topic.to_owned(),
+        partition: 0,
+        offset: last.offset,
+    };
+    let value = last.record.value.as_deref().unwrap_or_default();
+    match decoder
+        .decode(&at, last.record.key.as_deref(), value)
+        .await?
+    {
+        StreamRecord::Snapshot(m) => Ok(!m.tables.is_empty()),
+        _ => Ok(true),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -61,11 +108,11 @@ pub fn from_last(last: Option<StreamPosition>) -> Start {
     }
 }
 
-/// Reads the topic's last record's position, once the end offset is stable.
+/// Reads the topic's last record and its position, once the end offset is stable.
 pub async fn read_last_position(
     cfg: &ClientConfig,
     topic: &str,
-) -> Result<Option<(i64, StreamPosition)>, ProducerError> {
+) -> Result<Option<LastRecord>, ProducerError> {
     let cfg = cfg.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -81,7 +128,7 @@ pub async fn read_last_position(
         let pos: StreamPosition = text
             .parse()
             .map_err(|e| ProducerError::Resume(format!("the last record of {topic} (offset {}): {e}", rec.offset)))?;
-        Ok(Some((rec.offset, pos)))
+        Ok(Some(LastRecord { offset: rec.offset, position: pos, record: rec }))
     })
     .await
     .expect("resume task")
@@ -93,6 +140,20 @@ mod tests {
 
     fn p(s: &str) -> Option<StreamPosition> {
         Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_read_only_source_snapshots_tables_only_to_finish_an_abandoned_table_snapshot() {
+        assert!(takes_table_snapshot(false, false));
+        assert!(takes_table_snapshot(false, true));
+        assert!(
+            !takes_table_snapshot(true, false),
+            "a replica's rows came from elsewhere"
+        );
+        assert!(
+            takes_table_snapshot(true, true),
+            "the replica holds part of those tables"
+        );
     }
 
     #[test]

@@ -2,11 +2,19 @@
 //!
 //! One `START TRANSACTION WITH CONSISTENT SNAPSHOT` (no global lock); its binlog position comes
 //! from `binlog_snapshot_file`/`binlog_snapshot_position` and becomes GTID position `P` through
-//! `BINLOG_GTID_POS`. The producer writes a START marker, every captured table's rows in
-//! primary-key order (keyset chunks of `snapshot_chunk_rows`) as snapshot reads, then an END
-//! marker, and streaming continues from exactly `P`: no gap, no overlap. Table shapes come from
-//! `information_schema` inside the snapshot transaction. A crash mid-snapshot leaves a START
-//! without END; the next run starts a new snapshot with a new id.
+//! `BINLOG_GTID_POS` (or, when that gives NULL because an event before it exceeds the source's
+//! `max_allowed_packet`, by reading the binlog file as a replica). The producer writes a START
+//! marker, every captured table's rows in primary-key order as snapshot reads, then an END
+//! marker, and streaming continues from exactly `P`: no gap, no overlap. A crash mid-snapshot
+//! leaves a START without END; the next run starts a new snapshot with a new id.
+//!
+//! Table definitions come from `information_schema` and `SHOW CREATE TABLE`, which do not
+//! honour the consistent view: after reading them, [`begin`] reads the binlog from `P` to its
+//! end, and DDL on a captured table there starts the transaction over. A later DDL that breaks
+//! a table's read fails it with `DefinitionChanged`, a transient error: a new snapshot starts.
+//!
+//! Rows are read in keyset chunks bounded by rows and by bytes ([`ChunkBudget`]), so a table of
+//! wide BLOBs is never held in memory whole.
 //!
 //! MariaDB prints ENUM and SET members through its system character set (utf8mb3), in
 //! `SHOW CREATE TABLE` and `information_schema` alike, so a member holding a 4-byte character
@@ -21,16 +29,16 @@ use metrics::{counter, gauge};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 
-use continuum_common::db::quote_ident;
+use continuum_common::db::{self, quote_ident};
 use continuum_schemas::{
     BinlogPosition, ChangeEvent, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
     SourceInfo, StreamRecord, TableSchema, TxPlace,
 };
 
 use crate::error::{DbContext, ProducerError};
-use crate::filter::TableFilter;
 use crate::shape::{self, InfoColumn};
 use crate::sink::Sink;
+use continuum_common::filter::TableFilter;
 use continuum_common::lock::NamedLock;
 
 pub struct SnapshotSettings<'a> {
@@ -38,7 +46,14 @@ pub struct SnapshotSettings<'a> {
     pub target: &'a str,
     pub filter: &'a TableFilter,
     pub chunk_rows: usize,
+    /// Most bytes of rows per chunk (`producer.snapshot_chunk_bytes`).
+    pub chunk_bytes: usize,
+    /// The source's server id (in the markers).
     pub server_id: u32,
+    /// The replica server id the producer registers with (`producer.server_id`).
+    pub replica_server_id: u32,
+    /// `producer.tables_without_primary_key`.
+    pub no_pk: continuum_common::config::NoPrimaryKey,
 }
 
 struct Planned {
@@ -64,6 +79,7 @@ fn new_snapshot_id() -> String {
 async fn plan_table(
     conn: &mut Conn,
     opts: &Opts,
+    no_pk: continuum_common::config::NoPrimaryKey,
     target: &str,
     db: &str,
     table: &str,
@@ -96,16 +112,16 @@ async fn plan_table(
             |(name, data_type, column_type, nullable, p, s, dp, cs, ol)| {
                 raw_types.push(column_type.clone());
                 InfoColumn {
-                name,
-                data_type: data_type.to_lowercase(),
-                column_type: column_type.to_lowercase(),
-                nullable: nullable == "YES",
-                numeric_precision: p,
-                numeric_scale: s,
-                datetime_precision: dp,
-                charset: cs,
-                octet_length: ol,
-            }
+                    name,
+                    data_type: data_type.to_lowercase(),
+                    column_type: column_type.to_lowercase(),
+                    nullable: nullable == "YES",
+                    numeric_precision: p,
+                    numeric_scale: s,
+                    datetime_precision: dp,
+                    charset: cs,
+                    octet_length: ol,
+                }
             },
         )
         .collect();
@@ -124,7 +140,10 @@ async fn plan_table(
         let members = exact_members(opts, target, db, table, &c.name, kind, count).await?;
         let exact = members_type(kind, &members);
         c.column_type = exact.to_lowercase();
-        exact_types.push((format!("{} {raw}", quote_ident(&c.name)), format!("{} {exact}", quote_ident(&c.name))));
+        exact_types.push((
+            format!("{} {raw}", quote_ident(&c.name)),
+            format!("{} {exact}", quote_ident(&c.name)),
+        ));
     }
     let pk: Vec<String> = conn
         .exec(
@@ -135,7 +154,7 @@ async fn plan_table(
         .await
         .db(target)?;
     let shape = shape::from_information_schema(db, table, &info, &pk)?;
-    if shape.primary_key.is_empty() {
+    if shape.primary_key.is_empty() && no_pk != continuum_common::config::NoPrimaryKey::Replicate {
         return Err(ProducerError::NoPrimaryKey {
             tables: shape.qualified_name(),
         });
@@ -235,7 +254,8 @@ async fn exact_members(
         ),
         format!("INSERT INTO {tmp} ({col}) VALUES {}", numbers.join(", ")),
     ];
-    let privilege = |e: mysql_async::Error| match &e {
+    let privilege = |e: mysql_async::Error| {
+        match &e {
         mysql_async::Error::Server(se) if se.code == 1044 || se.code == 1142 => {
             ProducerError::Snapshot(format!(
                 "{db}.{table}.{column} has ENUM or SET members with characters outside utf8mb3, which MariaDB prints as '?'; reading them exactly needs a temporary table: GRANT CREATE TEMPORARY TABLES ON `{db}`.* to the producer's user ({e})"
@@ -245,19 +265,25 @@ async fn exact_members(
             target: target.to_owned(),
             source: e,
         },
+    }
     };
     let mut conn = Conn::new(opts.clone()).await.db(target)?;
     for sql in &statements {
         conn.query_drop(sql).await.map_err(privilege)?;
     }
     let rows: Vec<Vec<u8>> = conn
-        .query(format!("SELECT CAST({col} AS BINARY) FROM {tmp} ORDER BY n"))
+        .query(format!(
+            "SELECT CAST({col} AS BINARY) FROM {tmp} ORDER BY n"
+        ))
         .await
         .db(target)?;
     conn.disconnect().await.db(target)?;
     let members: Vec<String> = rows
         .into_iter()
-        .map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        .map(|b| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
         .collect();
     if members.len() != count {
         return Err(ProducerError::Snapshot(format!(
@@ -327,14 +353,58 @@ pub async fn mark_start(
     Ok(position)
 }
 
-/// Takes the snapshot and returns the GTID position streaming continues from.
-pub async fn run(
-    s: SnapshotSettings<'_>,
-    sink: &mut Sink,
-    lock: &NamedLock,
-) -> Result<GtidPosition, ProducerError> {
+/// A snapshot transaction whose table definitions are those of its consistent view.
+struct Begun {
+    conn: Conn,
+    file: String,
+    pos: u64,
+    position: GtidPosition,
+    plans: Vec<Planned>,
+}
+
+/// How many times a snapshot starts over because a captured table's definition changed
+/// between its consistent view and the reading of the definitions.
+const DEFINITION_ATTEMPTS: usize = 10;
+
+/// Opens the snapshot transaction and reads the captured tables' definitions.
+/// `information_schema` and `SHOW CREATE TABLE` show the current definitions, not those of the
+/// consistent view, so after reading them the binlog between the view's position and its end is
+/// read: any DDL on a captured table there means a definition read may be newer than the view,
+/// and the transaction is started over. (DDL later than that cannot change what the snapshot
+/// read: a table's rows are read by the columns planned here, and a change that breaks that
+/// read fails it with [`ProducerError::DefinitionChanged`], which starts a new snapshot.)
+async fn begin(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
     let target = s.target;
-    let mut conn = Conn::new(s.opts.clone()).await.db(target)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let begun = begin_once(s).await?;
+        let changed = crate::binlog::ddl_after(
+            &s.opts,
+            target,
+            s.replica_server_id,
+            &begun.position,
+            s.filter,
+        )
+        .await?;
+        if changed.is_empty() {
+            return Ok(begun);
+        }
+        drop(begun.conn);
+        if attempt >= DEFINITION_ATTEMPTS {
+            return Err(ProducerError::Snapshot(format!(
+                "the definitions of captured tables changed during each of {attempt} snapshot attempts (the last after {}: {}); hold off DDL on the captured tables until the snapshot has begun, then restart the producer",
+                begun.position,
+                changed.join("; ")
+            )));
+        }
+        tracing::warn!(position = %begun.position, ddl = %changed.join("; "), attempt, "a captured table's definition changed after the snapshot's consistent view began; starting the snapshot over");
+    }
+}
+
+async fn begin_once(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
+    let target = s.target;
+    let mut conn = Conn::new(db::replica_opts(&s.opts)).await.db(target)?;
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .db(target)?;
@@ -367,11 +437,19 @@ pub async fn run(
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
         .await
         .db(target)?;
-    let position: GtidPosition = gtid
-        .flatten()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| ProducerError::Snapshot(format!("BINLOG_GTID_POS({file}, {pos}): {e}")))?;
+    let position: GtidPosition = match gtid.flatten() {
+        Some(text) => text.parse().map_err(|e| {
+            ProducerError::Snapshot(format!("BINLOG_GTID_POS({file}, {pos}) = '{text}': {e}"))
+        })?,
+        // NULL, never an empty position (that would stream the binlog from its beginning): the
+        // server read an event over its max_allowed_packet on the way. Read the file as a
+        // replica does, with the replica's packet limit.
+        None => {
+            tracing::info!(%file, pos, "BINLOG_GTID_POS gave NULL (an event larger than the source's max_allowed_packet precedes the position); reading the binlog file for the snapshot's GTID position");
+            crate::binlog::gtid_position_at(&s.opts, target, s.replica_server_id, &file, pos)
+                .await?
+        }
+    };
 
     let tables: Vec<(String, String, Option<String>, Option<u64>)> = conn
         .query("SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
@@ -397,11 +475,34 @@ pub async fn run(
     }
     let mut plans = Vec::with_capacity(captured.len());
     for (d, t, _, rows) in &captured {
-        plans.push(plan_table(&mut conn, &s.opts, target, d, t, rows.unwrap_or(0)).await?);
+        plans.push(plan_table(&mut conn, &s.opts, s.no_pk, target, d, t, rows.unwrap_or(0)).await?);
     }
+    Ok(Begun {
+        conn,
+        file,
+        pos,
+        position,
+        plans,
+    })
+}
+
+/// Takes the snapshot and returns the GTID position streaming continues from.
+pub async fn run(
+    s: SnapshotSettings<'_>,
+    sink: &mut Sink,
+    lock: &NamedLock,
+) -> Result<GtidPosition, ProducerError> {
+    let target = s.target;
+    let Begun {
+        mut conn,
+        file,
+        pos,
+        position,
+        plans,
+    } = begin(&s).await?;
     let id = new_snapshot_id();
     let total_estimate: u64 = plans.iter().map(|p| p.estimate).sum::<u64>().max(1);
-    tracing::info!(snapshot = %id, %position, tables = plans.len(), estimated_rows = total_estimate, "snapshot started");
+    tracing::info!(snapshot = %id, %position, binlog_file = %file, binlog_pos = pos, tables = plans.len(), estimated_rows = total_estimate, "snapshot started");
     let names: Vec<String> = plans.iter().map(|p| p.shape.qualified_name()).collect();
     sink.send(&StreamRecord::Snapshot(SnapshotMarker {
         snapshot_id: id.clone(),
@@ -455,25 +556,65 @@ pub async fn run(
             .map(|&i| quote_ident(&t.columns[i].name))
             .collect();
         let order = pk_cols.join(", ");
-        let first = format!("{} ORDER BY {order} LIMIT {}", plan.select, s.chunk_rows);
-        let next = format!(
-            "{} WHERE ({order}) > ({}) ORDER BY {order} LIMIT {}",
-            plan.select,
-            vec!["?"; pk_cols.len()].join(", "),
-            s.chunk_rows
-        );
+        // Keyset chunks by primary key; a table without one is read in its clustered order
+        // (InnoDB's hidden row id), chunk after chunk by OFFSET, which the snapshot's
+        // transaction keeps stable.
+        let keyless = pk_cols.is_empty();
+        let (first, next) = if keyless {
+            (
+                format!("{} LIMIT ?", plan.select),
+                format!("{} LIMIT ? OFFSET ?", plan.select),
+            )
+        } else {
+            (
+                format!("{} ORDER BY {order} LIMIT ?", plan.select),
+                format!(
+                    "{} WHERE ({order}) > ({}) ORDER BY {order} LIMIT ?",
+                    plan.select,
+                    vec!["?"; pk_cols.len()].join(", "),
+                ),
+            )
+        };
         let mut after: Option<Vec<mysql_async::Value>> = None;
         let mut table_rows: u64 = 0;
+        let mut budget = ChunkBudget::new(s.chunk_rows, s.chunk_bytes);
         loop {
             lock.check().map_err(ProducerError::from)?;
             sink.check()?;
-            let rows: Vec<mysql_async::Row> = match &after {
-                None => conn.exec(first.as_str(), Params::Empty).await.db(target)?,
-                Some(k) => conn
-                    .exec(next.as_str(), Params::Positional(k.clone()))
-                    .await
-                    .db(target)?,
+            let limit = budget.limit();
+            let (stmt, params) = match &after {
+                None => (first.as_str(), vec![mysql_async::Value::from(limit as u64)]),
+                Some(_) if keyless => (
+                    next.as_str(),
+                    vec![
+                        mysql_async::Value::from(limit as u64),
+                        mysql_async::Value::from(table_rows),
+                    ],
+                ),
+                Some(k) => {
+                    let mut p = k.clone();
+                    p.push(mysql_async::Value::from(limit as u64));
+                    (next.as_str(), p)
+                }
             };
+            let read_error = |e| definition_changed(e, &t.qualified_name(), target);
+            // Read rows until the chunk's row or byte budget is spent; the rest of the result
+            // (if the bytes ran out first) is read again by the next chunk.
+            let mut rows: Vec<mysql_async::Row> = Vec::new();
+            let mut bytes = 0usize;
+            let mut result = conn
+                .exec_iter(stmt, Params::Positional(params))
+                .await
+                .map_err(read_error)?;
+            while let Some(row) = result.next().await.map_err(read_error)? {
+                bytes += row_bytes(&row);
+                rows.push(row);
+                if budget.spent(bytes) {
+                    break;
+                }
+            }
+            let cut = rows.len() < limit && budget.spent(bytes);
+            result.drop_result().await.map_err(read_error)?;
             let n = rows.len();
             for row in rows {
                 let vals = row.unwrap();
@@ -491,6 +632,7 @@ pub async fn run(
                 }))
                 .await?;
             }
+            budget.next(n, bytes);
             table_rows += n as u64;
             done_rows += n as u64;
             counter!("continuum_producer_snapshot_rows_total", "table" => t.qualified_name())
@@ -502,7 +644,7 @@ pub async fn run(
                 tracing::info!(snapshot = %id, table = %t.qualified_name(), table_rows, rows = done_rows, rows_per_sec = rate as u64, percent = format!("{pct:.1}"), "snapshot progress");
                 last_report = Instant::now();
             }
-            if n < s.chunk_rows {
+            if n < limit && !cut {
                 break;
             }
         }
@@ -524,9 +666,109 @@ pub async fn run(
     Ok(position)
 }
 
+/// How many rows the next snapshot chunk asks for. A chunk ends at `rows` rows or once its rows
+/// hold `bytes` bytes (at least one row). The first chunk asks for one row and each next one for
+/// at most twice as many as the last returned, and for no more than the byte budget holds at
+/// the rows' average size so far: a table of wide BLOBs is read a few rows at a time, and
+/// rows past the budget are seldom read only to be read again.
+#[derive(Debug, Clone)]
+pub struct ChunkBudget {
+    rows: usize,
+    bytes: usize,
+    limit: usize,
+    read_rows: u64,
+    read_bytes: u64,
+}
+
+impl ChunkBudget {
+    pub fn new(rows: usize, bytes: usize) -> Self {
+        ChunkBudget {
+            rows: rows.max(1),
+            bytes: bytes.max(1),
+            limit: 1,
+            read_rows: 0,
+            read_bytes: 0,
+        }
+    }
+
+    /// The `LIMIT` of the next chunk.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether a chunk whose rows hold `bytes` bytes is full.
+    pub fn spent(&self, bytes: usize) -> bool {
+        bytes >= self.bytes
+    }
+
+    /// After a chunk of `rows` rows holding `bytes` bytes.
+    pub fn next(&mut self, rows: usize, bytes: usize) {
+        self.read_rows += rows as u64;
+        self.read_bytes += bytes as u64;
+        let average = (self.read_bytes / self.read_rows.max(1)).max(1);
+        let fits = (self.bytes as u64 / average).max(1) as usize;
+        self.limit = (rows.max(1) * 2).min(fits).min(self.rows).max(1);
+    }
+}
+
+/// The bytes a row holds, near enough to bound memory: strings and BLOBs by their length.
+fn row_bytes(row: &mysql_async::Row) -> usize {
+    (0..row.len())
+        .map(|i| match row.as_ref(i) {
+            Some(mysql_async::Value::Bytes(b)) => b.len() + 8,
+            _ => 8,
+        })
+        .sum()
+}
+
+/// A snapshot read that failed because the table's definition changed after the snapshot
+/// planned it (a column it reads is gone, the table is gone, or it was rebuilt): transient, a
+/// new snapshot reads the new definition.
+fn definition_changed(e: mysql_async::Error, table: &str, target: &str) -> ProducerError {
+    match &e {
+        // ER_BAD_FIELD_ERROR, ER_NO_SUCH_TABLE, ER_TABLE_DEF_CHANGED
+        mysql_async::Error::Server(se) if matches!(se.code, 1054 | 1146 | 1412) => {
+            ProducerError::DefinitionChanged {
+                table: table.to_owned(),
+                detail: e.to_string(),
+            }
+        }
+        _ => ProducerError::Db {
+            target: target.to_owned(),
+            source: e,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_grow_from_one_row_up_to_the_row_and_byte_budgets() {
+        // Narrow rows: doubling up to the row budget.
+        let mut b = ChunkBudget::new(10_000, 32 << 20);
+        let mut limits = vec![b.limit()];
+        for _ in 0..15 {
+            let n = b.limit();
+            b.next(n, n * 100);
+            limits.push(b.limit());
+        }
+        assert_eq!(&limits[..4], &[1, 2, 4, 8]);
+        assert_eq!(*limits.last().unwrap(), 10_000);
+        // 4 MiB rows and an 8 MiB budget: two rows per chunk at most.
+        let mut b = ChunkBudget::new(10_000, 8 << 20);
+        assert_eq!(b.limit(), 1);
+        b.next(1, 4 << 20);
+        assert_eq!(b.limit(), 2);
+        b.next(2, 8 << 20);
+        assert_eq!(b.limit(), 2);
+        assert!(b.spent(8 << 20) && !b.spent((8 << 20) - 1));
+        // A row wider than the whole budget: one row per chunk, never zero.
+        let mut b = ChunkBudget::new(10_000, 1 << 20);
+        b.next(1, 5 << 20);
+        assert_eq!(b.limit(), 1);
+    }
 
     #[test]
     fn member_lists_are_quoted_as_show_create_table_prints_them() {

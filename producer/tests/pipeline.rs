@@ -152,7 +152,10 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
         })
         .expect("the snapshot's CREATE TABLE");
     for want in ["enum('a','b c','😀')", "set('x','y','z','😀')"] {
-        assert!(create.contains(want), "the snapshot's definition holds {want}:\n{create}");
+        assert!(
+            create.contains(want),
+            "the snapshot's definition holds {want}:\n{create}"
+        );
     }
     assert_eq!(snap.len(), 4, "four snapshot reads");
     assert_eq!(deleted.len(), 4, "four deletes");
@@ -334,14 +337,16 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     cleanup(&p.dir);
 }
 
+/// A second producer for the same topic does not exit: it waits for the lock, saying which
+/// connection holds it, and takes over when the first one is gone (a standby).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_producer_on_the_same_topic_is_refused() {
+async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over() {
     let p = TestPipeline::new("p_lock");
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
         .unwrap();
-    let first = p.spawn(&[]);
+    let mut first = p.spawn(&[]);
     let s = stack();
     wait_for(
         "the first producer's snapshot",
@@ -349,16 +354,41 @@ async fn a_second_producer_on_the_same_topic_is_refused() {
         || async { (!read_topic(&s.brokers, &p.topic).is_empty()).then_some(()) },
     )
     .await;
-    let (ok, log) = p.run_to_exit(
-        &["--server-id", &(p.server_id + 1).to_string()],
+    let mut second = p.spawn_logged(&["--server-id", &(p.server_id + 1).to_string()], "second");
+    let waiting = format!("another continuum-producer for {} is running", p.topic);
+    wait_for(
+        "the second producer to say it waits for the lock",
         Duration::from_secs(60),
-    );
-    assert!(!ok, "second producer must fail");
+        || {
+            let log = second.log();
+            assert!(
+                second.child.try_wait().unwrap().is_none(),
+                "the second producer exited instead of waiting:\n{log}"
+            );
+            let ready = log.contains("held by connection") && log.contains(&waiting);
+            async move { ready.then_some(()) }
+        },
+    )
+    .await;
     assert!(
-        log.contains("is held by connection") && log.contains("another continuum-producer for"),
-        "{log}"
+        !second.log().contains("streaming the binlog"),
+        "it waits before streaming"
     );
-    drop(first);
+    first.kill9();
+    wait_for(
+        "the second producer to take over",
+        Duration::from_secs(60),
+        || {
+            let log = second.log();
+            async move { log.contains("streaming the binlog").then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        second.child.try_wait().unwrap().is_none(),
+        "the second producer runs"
+    );
+    drop(second);
     cleanup(&p.dir);
 }
 
@@ -486,14 +516,26 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let p = TestPipeline::new("p_topiclimit");
     create_topic_with_limit(&p.topic, 65536).await;
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
-    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)", p.db))
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
         .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
     let mut producer = p.spawn(&[]);
-    wait_for("the producer to stream the binlog", Duration::from_secs(60), || async {
-        producer.log().contains("streaming the binlog").then_some(())
-    })
+    wait_for(
+        "the producer to stream the binlog",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
     .await;
     insert_small_big_small(&mut c, &p.db, 100_000).await;
     let expect = |what: &str, log: &str| {
@@ -503,7 +545,10 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
             format!("topic {}'s max.message.bytes = 65536", p.topic),
             "producer.max_record_bytes = 67108864".to_owned(),
         ] {
-            assert!(log.contains(&want), "{what}: the error names {want:?}:\n{log}");
+            assert!(
+                log.contains(&want),
+                "{what}: the error names {want:?}:\n{log}"
+            );
         }
     };
     let (ok, log) = producer.wait_exit(Duration::from_secs(60));
@@ -512,7 +557,11 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
     assert!(!ok, "a restarted producer must stop again:\n{log}");
     expect("restart", &log);
-    assert_eq!(ids_in_topic(&p.topic).await, [1], "only the row before the large one is in the topic");
+    assert_eq!(
+        ids_in_topic(&p.topic).await,
+        [1],
+        "only the row before the large one is in the topic"
+    );
     cleanup(&p.dir);
 }
 
@@ -525,14 +574,26 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
 async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
     let p = TestPipeline::new("p_refused");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db)).await.unwrap();
-    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)", p.db))
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
         .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
     let mut producer = p.spawn(&[]);
-    wait_for("the producer to stream the binlog", Duration::from_secs(60), || async {
-        producer.log().contains("streaming the binlog").then_some(())
-    })
+    wait_for(
+        "the producer to stream the binlog",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
     .await;
     set_topic_limit(&p.topic, 65536).await;
     insert_small_big_small(&mut c, &p.db, 100_000).await;
@@ -552,7 +613,11 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
             && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
         "restarted, it names the table, the key and the topic's limit:\n{log}"
     );
-    assert_eq!(ids_in_topic(&p.topic).await, [1], "only the row before the refused one is in the topic");
+    assert_eq!(
+        ids_in_topic(&p.topic).await,
+        [1],
+        "only the row before the refused one is in the topic"
+    );
     cleanup(&p.dir);
 }
 
@@ -626,5 +691,822 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
         [1],
         "only the row before the large one is in the topic"
     );
+    cleanup(&p.dir);
+}
+
+/// Sets the SF server's global `max_allowed_packet` for new connections, and puts the old
+/// value back when dropped (also when the test fails).
+struct GlobalMaxAllowedPacket {
+    old: u64,
+}
+
+impl GlobalMaxAllowedPacket {
+    async fn set(bytes: u64) -> Self {
+        let mut c = admin().await;
+        let old: u64 = c
+            .query_first("SELECT @@GLOBAL.max_allowed_packet")
+            .await
+            .unwrap()
+            .unwrap();
+        c.query_drop(format!("SET GLOBAL max_allowed_packet = {bytes}"))
+            .await
+            .unwrap();
+        GlobalMaxAllowedPacket { old }
+    }
+}
+
+impl Drop for GlobalMaxAllowedPacket {
+    fn drop(&mut self) {
+        let old = self.old;
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let mut c = admin().await;
+                c.query_drop(format!("SET GLOBAL max_allowed_packet = {old}"))
+                    .await
+                    .unwrap();
+            })
+        });
+    }
+}
+
+/// A binlog event larger than the source's `max_allowed_packet` (MariaDB's default is 16 MiB)
+/// is read, as a native replica reads it: an UPDATE of one column of a row holding a 9 MiB BLOB
+/// logs a row event of about 19 MB (before and after images). The producer must write that
+/// update to the topic without failing on the packet (and, before, retrying for ever).
+///
+/// The stack's servers allow 256 MiB packets; this test lowers the global value to MariaDB's
+/// default only while the producer connects (a connection takes the value it finds then), so
+/// that other suites running meanwhile are affected as little as possible. The producer
+/// starts at the current position (`--start-position`), so that it connects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
+    let p = TestPipeline::new("p_packet");
+    let s = stack();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    let from = gtid_binlog_pos(&mut c).await.to_string();
+    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    let mut producer = p.spawn(&["--start-position", &from]);
+    wait_for(
+        "the producer to stream the binlog",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
+    .await;
+    drop(packet);
+    c.query_drop(format!(
+        "INSERT INTO {}.t VALUES (1, 0, REPEAT('x', 9 << 20))",
+        p.db
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("UPDATE {}.t SET n = 1 WHERE id = 1", p.db))
+        .await
+        .unwrap();
+    let target = gtid_binlog_pos(&mut c).await;
+    let mut dec = decoder().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let mut update = None;
+    'poll: while std::time::Instant::now() < deadline {
+        for r in read_topic(&s.brokers, &p.topic).iter().rev() {
+            if !matches!(pos(r), StreamPosition::Txn { .. }) {
+                continue;
+            }
+            let at = RecordAt {
+                topic: p.topic.clone(),
+                partition: 0,
+                offset: r.offset,
+            };
+            if let Ok(StreamRecord::Change(ev)) = dec
+                .decode(&at, r.key.as_deref(), r.value.as_deref().unwrap())
+                .await
+            {
+                if ev.op == Op::Update {
+                    update = Some(ev);
+                    break 'poll;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = producer.log();
+    producer.kill9();
+    let ev = update.unwrap_or_else(|| {
+        panic!("the UPDATE (a binlog event over 16 MiB) did not reach {} within 45 s (source at {target}); producer log:\n{log}", p.topic)
+    });
+    assert!(
+        !log.contains("pipeline interrupted") && !log.contains("stopped"),
+        "the producer read the event without an error:\n{log}"
+    );
+    let after = ev.after.unwrap();
+    assert_eq!(
+        after[1],
+        continuum_schemas::Value::Int(1),
+        "the update's new value"
+    );
+    match &after[2] {
+        continuum_schemas::Value::Bytes(b) => assert_eq!(b.len(), 9 << 20, "the BLOB, whole"),
+        other => panic!("the BLOB column holds {other:?}"),
+    }
+    cleanup(&p.dir);
+}
+
+/// A snapshot on a source whose current binlog file holds an event larger than the source's
+/// `max_allowed_packet` before the snapshot's position: `BINLOG_GTID_POS` reads the file with
+/// that limit and gives NULL. The snapshot's position must still be the right one (what
+/// `BINLOG_GTID_POS` gives with a larger limit), never an empty position, which would stream
+/// the binlog from its beginning. As above, the global value is lowered only while the
+/// producer connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_packet() {
+    use continuum_schemas::SnapshotPhase;
+    let p = TestPipeline::new("p_packetsnap");
+    let s = stack();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    // A row event of 17 MiB in the current binlog file.
+    c.query_drop(format!(
+        "INSERT INTO {}.t VALUES (1, REPEAT('x', 17 << 20))",
+        p.db
+    ))
+    .await
+    .unwrap();
+    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    let mut producer = p.spawn(&[]);
+    wait_for(
+        "the snapshot's connection",
+        Duration::from_secs(60),
+        || async {
+            let log = producer.log();
+            (log.contains("snapshot started")
+                || log.contains("BINLOG_GTID_POS gave NULL")
+                || log.contains("stopped"))
+            .then_some(())
+        },
+    )
+    .await;
+    drop(packet);
+    wait_for("the snapshot's end", Duration::from_secs(240), || async {
+        let log = producer.log();
+        (log.contains("streaming the binlog") || log.contains("stopped")).then_some(())
+    })
+    .await;
+    let log = producer.log();
+    producer.kill9();
+    let started = log
+        .lines()
+        .find(|l| l.contains("snapshot started"))
+        .unwrap_or_else(|| panic!("no snapshot:\n{log}"));
+    let field = |name: &str| {
+        started
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (file, binlog_pos) = (field("binlog_file"), field("binlog_pos"));
+    let expected: Option<String> = c
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&file, binlog_pos.parse::<u64>().unwrap()),
+        )
+        .await
+        .unwrap();
+    let expected = expected.expect("BINLOG_GTID_POS with 256 MiB packets");
+    let start = decode_all(&p.topic)
+        .await
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start => Some(m.position),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no START marker; log:\n{log}"));
+    assert_eq!(
+        start.to_string(),
+        expected,
+        "the snapshot's position at {file}:{binlog_pos}; log:\n{log}"
+    );
+    assert!(
+        !log.contains("stopped"),
+        "the producer streams after the snapshot:\n{log}"
+    );
+    let _ = s;
+    cleanup(&p.dir);
+}
+
+/// The stream positions of the topic's records, in order.
+fn positions(topic: &str) -> Vec<StreamPosition> {
+    read_topic(&stack().brokers, topic)
+        .iter()
+        .map(pos)
+        .collect()
+}
+
+/// A producer that resumes inside a transaction writes no heartbeat before it has written that
+/// transaction's next record: a heartbeat `at:R` (R the position before the transaction) after
+/// `txn:G:i:more` would make the next run start G over from index 0.
+///
+/// Transaction G changes an excluded table first (16 MiB, so that reaching G's first captured
+/// event takes longer than the heartbeat interval), then rows 1, 2 and 3 of a captured table;
+/// row 3 is over `producer.max_record_bytes`, so the producer stops with the topic ending at
+/// `txn:G:1:more`. Restarted with the same limit, it reads G again and stops at row 3 again: the
+/// topic must still end inside G. Restarted with the limit raised, it writes row 3 as G's event
+/// 2, and G's events are in the topic once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
+    let p = TestPipeline::new("p_hbwithin");
+    // The topic takes large records: only the producer's own limit stops it at row 3.
+    create_topic_with_limit(&p.topic, 64 << 20).await;
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        text.replace(
+            "heartbeat_interval = \"300ms\"",
+            "heartbeat_interval = \"50ms\"",
+        ),
+    )
+    .unwrap();
+    p.set_producer_option(&format!("exclude = [\"{}.pad\"]", p.db));
+    let limited = std::fs::read_to_string(&p.config).unwrap();
+    p.set_producer_option("max_record_bytes = 65536");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.pad (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    let mut producer = p.spawn(&[]);
+    wait_for(
+        "the producer to stream the binlog",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
+    .await;
+    let big: Vec<u8> = (0..100_000).map(|_| rand::random::<u8>()).collect();
+    let mut tx = c.start_transaction(Default::default()).await.unwrap();
+    for i in 0..4 {
+        tx.query_drop(format!(
+            "INSERT INTO {}.pad VALUES ({i}, REPEAT('p', 4 << 20))",
+            p.db
+        ))
+        .await
+        .unwrap();
+    }
+    tx.query_drop(format!(
+        "INSERT INTO {}.t VALUES (1, 'one'), (2, 'two')",
+        p.db
+    ))
+    .await
+    .unwrap();
+    tx.exec_drop(format!("INSERT INTO {}.t VALUES (3, ?)", p.db), (big,))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (ok, log) = producer.wait_exit(Duration::from_secs(60));
+    assert!(
+        !ok && log.contains("record too large"),
+        "the first run stops at row 3:\n{log}"
+    );
+    let in_g = |p: &StreamPosition| match p {
+        StreamPosition::Txn {
+            gtid, index, last, ..
+        } => Some((*gtid, *index, *last)),
+        _ => None,
+    };
+    let first = positions(&p.topic);
+    let (g, index, last) = first
+        .last()
+        .and_then(in_g)
+        .expect("the topic ends inside G");
+    assert_eq!(
+        (index, last),
+        (1, false),
+        "the topic ends at G's event 1: {first:?}"
+    );
+
+    // Restarted with the same limit: G is read again, up to row 3.
+    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+    assert!(
+        !ok && log.contains("record too large"),
+        "the second run stops at row 3:\n{log}"
+    );
+    let second = positions(&p.topic);
+    assert_eq!(
+        second.last(),
+        first.last(),
+        "nothing was written while the resume inside {g} was pending; the topic now ends with {:?}",
+        &second[first.len()..]
+    );
+
+    // Restarted with the limit raised: row 3 is G's event 2, and G is in the topic once.
+    std::fs::write(&p.config, &limited).unwrap();
+    let mut producer = p.spawn(&[]);
+    let target = gtid_binlog_pos(&mut c).await;
+    wait_caught_up(&stack().brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    producer.kill9();
+    let events: Vec<(u64, bool)> = positions(&p.topic)
+        .iter()
+        .filter_map(in_g)
+        .filter(|(x, _, _)| *x == g)
+        .map(|(_, i, l)| (i, l))
+        .collect();
+    assert_eq!(
+        events,
+        [(0, false), (1, false), (2, true)],
+        "G's events, each once"
+    );
+    cleanup(&p.dir);
+}
+
+/// Decoded snapshot markers of the topic, in order: (phase, tables).
+async fn markers(topic: &str) -> Vec<(continuum_schemas::SnapshotPhase, Vec<String>)> {
+    decode_all(topic)
+        .await
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Snapshot(m) => Some((m.phase, m.tables)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A snapshot of tables that was abandoned (the producer died before its END) is finished by a
+/// complete snapshot even when the source is read-only by the time the producer restarts: the
+/// replica emptied those tables at the abandoned START, and an empty START/END (what a producer
+/// on a read-only source writes for a new topic) would leave them partly loaded for good.
+///
+/// The first run snapshots SF and is killed while the snapshot waits for table `b` (held by
+/// `LOCK TABLES`), after `a`'s rows. The restart reads from the EU server, which is read-only,
+/// with the same tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
+    use continuum_schemas::SnapshotPhase;
+    let p = TestPipeline::new("p_rosnap");
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    let mut eu = {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(var("EU_DB_HOST"))
+            .tcp_port(var("EU_DB_PORT").parse().unwrap())
+            .user(Some(var("EU_DB_ADMIN_USER")))
+            .pass(Some(
+                std::env::var("EU_DB_ADMIN_PASSWORD").unwrap_or_default(),
+            ))
+            .prefer_socket(false);
+        mysql_async::Conn::new(opts).await.unwrap()
+    };
+    let read_only: bool = eu.query_first("SELECT @@read_only").await.unwrap().unwrap();
+    assert!(read_only, "the stack's EU server is read-only (a replica)");
+    eu.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
+    eu.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    for conn in [&mut c, &mut eu] {
+        for t in ["a", "b"] {
+            conn.query_drop(format!(
+                "CREATE TABLE {}.{t} (id INT PRIMARY KEY, v INT)",
+                p.db
+            ))
+            .await
+            .unwrap();
+            conn.query_drop(format!(
+                "INSERT INTO {}.{t} VALUES (1, 1), (2, 2), (3, 3)",
+                p.db
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    c.query_drop(format!("LOCK TABLES {}.b WRITE", p.db))
+        .await
+        .unwrap();
+    let mut producer = p.spawn(&[]);
+    let s = stack();
+    wait_for(
+        "the snapshot to have written a's rows",
+        Duration::from_secs(60),
+        || async {
+            let n = read_topic(&s.brokers, &p.topic)
+                .iter()
+                .filter(|r| r.header_str("continuum.kind") == Some("row"))
+                .count();
+            (n == 3).then_some(())
+        },
+    )
+    .await;
+    producer.kill9();
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    let before = markers(&p.topic).await;
+    assert_eq!(before.len(), 1, "one START, no END: {before:?}");
+
+    // Restart against the read-only EU server.
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        text.replace(
+            &format!("port = {}\n", s.db_port),
+            &format!("port = {}\n", var("EU_DB_PORT")),
+        ),
+    )
+    .unwrap();
+    let mut producer = p.spawn_with(
+        &[],
+        "restart",
+        &[("CONTINUUM_DB_PASSWORD", &var("EU_DB_PASSWORD"))],
+    );
+    wait_for(
+        "the restarted producer to stream",
+        Duration::from_secs(60),
+        || async {
+            producer
+                .log()
+                .contains("streaming the binlog")
+                .then_some(())
+        },
+    )
+    .await;
+    producer.kill9();
+    let after = markers(&p.topic).await;
+    let a_b = vec![format!("{}.a", p.db), format!("{}.b", p.db)];
+    assert_eq!(
+        after[1..].to_vec(),
+        vec![(SnapshotPhase::Start, a_b), (SnapshotPhase::End, vec![])],
+        "the restart snapshots a and b again; log:\n{}",
+        producer.log()
+    );
+    // Every row of both tables after the new START.
+    let recs = decode_all(&p.topic).await;
+    let start = recs
+        .iter()
+        .rposition(
+            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
+        )
+        .unwrap();
+    let rows: Vec<String> = recs[start..]
+        .iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.op == Op::Read => {
+                Some(format!("{}:{:?}", ev.table.table, ev.key()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 6, "three rows each of a and b: {rows:?}");
+    eu.query_drop(format!("DROP DATABASE {}", p.db))
+        .await
+        .unwrap();
+    cleanup(&p.dir);
+}
+
+/// The snapshot's table definitions are those of its consistent view. A `DROP COLUMN` committed
+/// after the snapshot began but before it read the table's definition (here: while the snapshot
+/// waits to read the exact ENUM members of another table, held by `LOCK TABLES`) must not give
+/// the snapshot the new definition while the binlog after the snapshot's position still holds
+/// row events of the old one (and the DDL itself): apply would stop on a fresh replica.
+///
+/// Checked in the topic: after the snapshot's END, every row change of `b` has the columns the
+/// snapshot gave `b`, and no schema change of `b` follows (it happened before the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
+    use continuum_schemas::SnapshotPhase;
+    let p = TestPipeline::new("p_snapddl");
+    let s = stack();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
+        p.db
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.b (id INT PRIMARY KEY, x INT, c INT)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO {}.b VALUES (1, 1, 1), (2, 2, 2)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    let mut locker = admin().await;
+    locker
+        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
+        .await
+        .unwrap();
+    let mut producer = p.spawn(&[]);
+    let waiting = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'CREATE TEMPORARY TABLE%{}%' AND STATE LIKE 'Waiting for table metadata lock'",
+        p.db
+    );
+    wait_for(
+        "the snapshot to wait for table a's members",
+        Duration::from_secs(60),
+        || {
+            let q = waiting.clone();
+            async move {
+                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    // After the snapshot's position, before it reads b's definition.
+    locker
+        .query_drop(format!("UPDATE {}.b SET c = 10 WHERE id = 1", p.db))
+        .await
+        .unwrap();
+    locker
+        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
+        .await
+        .unwrap();
+    locker.query_drop("UNLOCK TABLES").await.unwrap();
+    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
+        .await
+        .unwrap();
+    let target = gtid_binlog_pos(&mut c).await;
+    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    producer.kill9();
+
+    let recs = decode_all(&p.topic).await;
+    let end = recs
+        .iter()
+        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
+        .expect("a finished snapshot");
+    let start = recs[..end]
+        .iter()
+        .rposition(
+            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
+        )
+        .unwrap();
+    let columns = |t: &continuum_schemas::TableSchema| {
+        t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+    };
+    let snapshot_b: Vec<Vec<String>> = recs[start..end]
+        .iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.table.table == "b" => Some(columns(&ev.table)),
+            _ => None,
+        })
+        .collect();
+    assert!(snapshot_b.len() >= 2, "the snapshot holds b's rows");
+    let shape = &snapshot_b[0];
+    let mut after = Vec::new();
+    for (offset, r) in &recs[end..] {
+        match r {
+            StreamRecord::Change(ev)
+                if ev.table.table == "b"
+                    && (ev.op != Op::Insert || &columns(&ev.table) != shape) =>
+            {
+                after.push(format!(
+                    "{offset}: {:?} of b with {:?}",
+                    ev.op,
+                    columns(&ev.table)
+                ))
+            }
+            StreamRecord::SchemaChange(sc) if sc.ddl.contains(".b") || sc.ddl.contains("`b`") => {
+                after.push(format!("{offset}: DDL {}", sc.ddl))
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        after.is_empty(),
+        "after the snapshot (which gave b the columns {shape:?}), only the new row of b, in that shape; found: {after:?}"
+    );
+    assert!(
+        snapshot_b.iter().all(|c| c == shape),
+        "the snapshot's rows of b have one shape: {snapshot_b:?}"
+    );
+    cleanup(&p.dir);
+}
+
+/// A captured table's definition changes while the snapshot reads another table (a `DROP
+/// COLUMN` of `b` while the snapshot waits for `a`, held by `LOCK TABLES`): the snapshot's read
+/// of `b` by its planned columns fails, and the producer starts a new snapshot instead of
+/// stopping. The topic then ends with a complete snapshot whose rows of `b` have `b`'s new
+/// columns, and streaming goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
+    use continuum_schemas::SnapshotPhase;
+    let p = TestPipeline::new("p_snapddl2");
+    let s = stack();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    for t in ["a", "b"] {
+        c.query_drop(format!(
+            "CREATE TABLE {}.{t} (id INT PRIMARY KEY, x INT, c INT)",
+            p.db
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO {}.{t} VALUES (1, 1, 1), (2, 2, 2)",
+            p.db
+        ))
+        .await
+        .unwrap();
+    }
+    let mut locker = admin().await;
+    locker
+        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
+        .await
+        .unwrap();
+    let mut producer = p.spawn(&[]);
+    let waiting = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT%FROM `{}`.`a`%' AND STATE LIKE 'Waiting for table metadata lock'",
+        p.db
+    );
+    wait_for(
+        "the snapshot to wait for table a's rows",
+        Duration::from_secs(60),
+        || {
+            let q = waiting.clone();
+            async move {
+                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    locker
+        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
+        .await
+        .unwrap();
+    locker.query_drop("UNLOCK TABLES").await.unwrap();
+    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
+        .await
+        .unwrap();
+    let target = gtid_binlog_pos(&mut c).await;
+    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    assert!(
+        producer.child.try_wait().unwrap().is_none(),
+        "the producer is still running:\n{}",
+        producer.log()
+    );
+    producer.kill9();
+
+    let recs = decode_all(&p.topic).await;
+    let end = recs
+        .iter()
+        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
+        .expect("a finished snapshot");
+    let start = recs[..end]
+        .iter()
+        .rposition(
+            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
+        )
+        .unwrap();
+    let mut b_columns: Vec<Vec<String>> = recs[start..]
+        .iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.table.table == "b" => {
+                Some(ev.table.columns.iter().map(|c| c.name.clone()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    b_columns.dedup();
+    assert_eq!(
+        b_columns,
+        vec![vec!["id".to_string(), "x".into()]],
+        "b's rows have b's new columns"
+    );
+    cleanup(&p.dir);
+}
+
+/// Peak resident set size (VmHWM) of a running process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+}
+
+/// A snapshot of a table of wide BLOBs (48 rows of 4 MiB, 192 MiB in all) does not hold the
+/// table in memory: chunks are bounded by bytes (`producer.snapshot_chunk_bytes`, default
+/// 32 MiB) as well as by rows. Kafka's own queue is bounded here too
+/// (`queue.buffering.max.kbytes`), so the producer's peak memory shows the snapshot's. Every
+/// row arrives once, in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
+    use continuum_schemas::SnapshotPhase;
+    let p = TestPipeline::new("p_wide");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        format!("{text}[sites.sf.kafka_options]\n\"queue.buffering.max.kbytes\" = \"16384\"\n"),
+    )
+    .unwrap();
+    let mut c = admin().await;
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE {}.w (id INT PRIMARY KEY, b LONGBLOB)",
+        p.db
+    ))
+    .await
+    .unwrap();
+    for id in 1..=48 {
+        c.query_drop(format!(
+            "INSERT INTO {}.w VALUES ({id}, REPEAT(CHAR(64 + {id} % 26), 4 << 20))",
+            p.db
+        ))
+        .await
+        .unwrap();
+    }
+    let mut producer = p.spawn(&[]);
+    let pid = producer.child.id();
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        peak = peak.max(peak_rss_mib(pid).unwrap_or(0));
+        if producer.log().contains("snapshot finished") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot end within 180 s:\n{}",
+            producer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    peak = peak.max(peak_rss_mib(pid).unwrap_or(0));
+    producer.kill9();
+    let ids: Vec<i64> = decode_all(&p.topic)
+        .await
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            StreamRecord::Change(ev) if ev.op == Op::Read => match (
+                &ev.after.as_ref().unwrap()[0],
+                &ev.after.as_ref().unwrap()[1],
+            ) {
+                (continuum_schemas::Value::Int(id), continuum_schemas::Value::Bytes(b)) => {
+                    assert_eq!(b.len(), 4 << 20, "row {id} whole");
+                    Some(*id)
+                }
+                other => panic!("unexpected row {other:?}"),
+            },
+            StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End => None,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=48).collect::<Vec<i64>>(),
+        "every row once, in key order"
+    );
+    assert!(
+        peak < 200,
+        "the producer's peak memory was {peak} MiB for a 192 MiB table"
+    );
+    println!("peak RSS {peak} MiB");
     cleanup(&p.dir);
 }

@@ -124,6 +124,7 @@ fn wait_exit(child: &mut Child) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_without_a_primary_key_are_listed() {
     let p = TestPipeline::new("pf_nopk");
+    p.set_producer_option("tables_without_primary_key = \"refuse\"");
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
@@ -215,9 +216,14 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     let admin_cfg = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
         .clone();
-    continuum_common::kafka::ensure_changelog_topic(&admin_cfg, &p.topic, 64 << 20, Duration::from_secs(30))
-        .await
-        .unwrap();
+    continuum_common::kafka::ensure_changelog_topic(
+        &admin_cfg,
+        &p.topic,
+        64 << 20,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
         .create()
@@ -254,11 +260,10 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
         .unwrap();
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
     assert!(!ok);
-    assert!(
-        log.contains("is no longer on the source (error 1236"),
-        "{log}"
-    );
-    assert!(log.contains("--resnapshot"), "{log}");
+    let line = error_line(&log);
+    assert!(line.contains("error 1236"), "{line}");
+    assert!(line.contains("were purged"), "{line}");
+    assert!(line.contains("--resnapshot"), "{line}");
     // And --resnapshot is indeed the way on.
     let mut prod = p.spawn(&["--resnapshot"]);
     wait_for("a fresh snapshot", Duration::from_secs(60), || async {
@@ -269,6 +274,93 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     })
     .await;
     prod.kill9();
+    cleanup(&p.dir);
+}
+
+/// The final error line of a producer run (what the operator reads).
+fn error_line(log: &str) -> String {
+    log.lines()
+        .rfind(|l| l.starts_with("continuum-producer: error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{log}"))
+        .to_owned()
+}
+
+/// Error 1236 has several causes besides a purged binlog, each with its own way on. Every case
+/// is reproduced on the SF server, from an empty topic with `--start-position`:
+///
+/// - a GTID of a domain whose binlog goes further, from a server that never wrote in it: the
+///   topic's history and the server's have diverged (`ER_GTID_POSITION_NOT_FOUND_IN_BINLOG2`);
+/// - a GTID past the end of the server's binlog: the server never wrote it, so the topic came
+///   from another server or an earlier life of this one (`ER_GTID_POSITION_NOT_FOUND_IN_BINLOG`);
+/// - a GTID in a gap of the binlog (a transaction logged with `gtid_seq_no` set past the next
+///   number), refused because the producer reads with GTID strict mode
+///   (`ER_GTID_START_FROM_BINLOG_HOLE`).
+///
+/// None of them may say the binlog was purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cause_of_error_1236_is_told_apart_with_its_own_advice() {
+    let mut c = admin().await;
+    let now = gtid_binlog_pos(&mut c).await;
+    let seq = now.get(1).expect("SF has written in domain 1").seq;
+    // A gap in domain 1: the next transaction is numbered 1000 past the current one.
+    let p = TestPipeline::new("pf_1236");
+    c.query_drop(format!("CREATE DATABASE {}", p.db))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY)", p.db))
+        .await
+        .unwrap();
+    let seq = gtid_binlog_pos(&mut c).await.get(1).unwrap().seq.max(seq);
+    c.query_drop(format!("SET SESSION gtid_seq_no = {}", seq + 1000))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO {}.t VALUES (1)", p.db))
+        .await
+        .unwrap();
+    let hole = format!("1-1-{}", seq + 500);
+    let cases = [
+        (
+            "1-77-5",
+            vec!["1-77-5", "diverged", "verify", "--resnapshot"],
+        ),
+        (
+            "1-1-999999999",
+            vec![
+                "1-1-999999999",
+                "never wrote",
+                "database.host",
+                "--resnapshot",
+            ],
+        ),
+        (
+            hole.as_str(),
+            vec![
+                hole.as_str(),
+                "missing the GTID",
+                "not binlogged",
+                "--resnapshot",
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (position, wanted) in cases {
+        let q = TestPipeline::new("pf_1236");
+        let (ok, log) = q.run_to_exit(&["--start-position", position], Duration::from_secs(60));
+        assert!(!ok, "from {position} the producer must stop:\n{log}");
+        let line = error_line(&log);
+        let missing: Vec<&str> = wanted.into_iter().filter(|w| !line.contains(w)).collect();
+        if !line.contains("error 1236") || line.contains("purged") || !missing.is_empty() {
+            wrong.push(format!(
+                "from {position}: missing {missing:?} or says 'purged': {line}"
+            ));
+        }
+        cleanup(&q.dir);
+    }
+    assert!(
+        wrong.is_empty(),
+        "each cause has its own message:\n{}",
+        wrong.join("\n")
+    );
     cleanup(&p.dir);
 }
 

@@ -1,11 +1,13 @@
 //! Which tables are captured: `producer.include` and `producer.exclude` glob patterns on
 //! `db.table` (`*` matches any run of characters, including dots), minus the system databases
-//! and Continuum's own `continuum` schema, which are never captured.
+//! and Continuum's own `continuum` schema, which are never captured. The producer captures by
+//! these rules, and `orphans` lists by them what the producer would have captured.
 
 use glob::Pattern;
 
-use continuum_common::config::ProducerConfig;
-use continuum_common::ConfigError;
+use crate::config::ProducerConfig;
+use crate::ddl::{classify, DdlTarget};
+use crate::ConfigError;
 
 /// Databases that are never captured.
 pub const SYSTEM_DATABASES: &[&str] = &[
@@ -72,6 +74,19 @@ impl TableFilter {
             && !self.extra_excluded.contains(&q)
     }
 
+    /// Whether statement `sql`, run with `default_db` as the session's database, is a schema
+    /// change the producer writes: DDL on a captured table or database. `Err(why)` when it is
+    /// no statement the pipeline replicates (users, grants, views, routines, ...).
+    pub fn captures_ddl(&self, sql: &str, default_db: &str) -> Result<bool, &'static str> {
+        match classify(sql) {
+            DdlTarget::Tables(ts) => Ok(ts
+                .iter()
+                .any(|(db, t)| self.captures(db.as_deref().unwrap_or(default_db), t))),
+            DdlTarget::Database(db) => Ok(self.captures_database(&db)),
+            DdlTarget::NotReplicated(why) => Err(why),
+        }
+    }
+
     /// Whether anything in database `db` may be captured (for database-level DDL).
     pub fn captures_database(&self, db: &str) -> bool {
         if Self::is_system_database(db) {
@@ -82,6 +97,8 @@ impl TableFilter {
         self.include
             .iter()
             .any(|p| p.matches(&probe) || p.as_str().starts_with(&format!("{db}.")))
+            // ... unless an exclude leaves out the whole database (`db.*`, `drill_*.*`).
+            && !self.exclude.iter().any(|p| p.matches(&probe))
     }
 }
 
@@ -109,6 +126,22 @@ mod tests {
     }
 
     #[test]
+    fn a_database_excluded_whole_is_not_captured_even_by_its_ddl() {
+        let t = f(&["*.*"], &["drill_*.*", "shop.tmp_*"]);
+        assert!(!t.captures_database("drill_1_0"));
+        assert!(!t.captures("drill_1_0", "accounts"));
+        assert_eq!(
+            t.captures_ddl("CREATE DATABASE IF NOT EXISTS drill_1_0", ""),
+            Ok(false)
+        );
+        assert_eq!(t.captures_ddl("DROP DATABASE drill_1_0", ""), Ok(false));
+        assert!(
+            t.captures_database("shop"),
+            "a table-level exclude leaves the database"
+        );
+    }
+
+    #[test]
     fn include_then_exclude() {
         let t = f(&["shop.*", "crm.customers"], &["shop.tmp_*"]);
         assert!(t.captures("shop", "orders"));
@@ -117,6 +150,31 @@ mod tests {
         assert!(!t.captures("crm", "leads"));
         assert!(t.captures_database("crm"));
         assert!(!t.captures_database("hr"));
+    }
+
+    #[test]
+    fn ddl_is_captured_when_it_touches_a_captured_table_or_database() {
+        let t = f(&["shop.*"], &["shop.tmp_*"]);
+        assert_eq!(
+            t.captures_ddl("ALTER TABLE orders ADD c INT", "shop"),
+            Ok(true)
+        );
+        assert_eq!(
+            t.captures_ddl("ALTER TABLE orders ADD c INT", "crm"),
+            Ok(false)
+        );
+        assert_eq!(t.captures_ddl("DROP TABLE shop.tmp_1", "crm"), Ok(false));
+        assert_eq!(
+            t.captures_ddl("RENAME TABLE shop.tmp_1 TO shop.keep", "x"),
+            Ok(true)
+        );
+        assert_eq!(t.captures_ddl("CREATE DATABASE shop", "x"), Ok(true));
+        assert!(t
+            .captures_ddl("GRANT SELECT ON shop.* TO u", "shop")
+            .is_err());
+        assert!(t
+            .captures_ddl("CREATE USER u IDENTIFIED BY 'x'", "shop")
+            .is_err());
     }
 
     #[test]
