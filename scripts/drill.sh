@@ -11,8 +11,11 @@
 #  7. switchover back to SF (promote at SF, discarding the orphans on EU);
 #  8. verify: SF and EU are identical apart from what the orphans changed.
 #
-# The drill uses its own databases and topics (DRILL_PREFIX), so it leaves the stack's
-# sf.cdc/eu.cdc alone, and it stops the pipeline processes (make run) it finds running.
+# The drill uses its own databases and topics (DRILL_PREFIX, drill_<time> by default), so it
+# leaves the stack's sf.cdc/eu.cdc alone, and it stops the pipeline processes (make run) it
+# finds running, and starts them again at the end. `make run`'s pipeline never captures the
+# drill's databases (config/*.toml exclude drill_*), so it does not replicate them a second
+# time when it reads what the binlogs took meanwhile.
 # Bounded version: DRILL_SF_SECONDS / DRILL_EU_SECONDS (defaults 20 and 15).
 set -euo pipefail
 
@@ -28,7 +31,9 @@ SF_SECONDS=${DRILL_SF_SECONDS:-20}
 EU_SECONDS=${DRILL_EU_SECONDS:-15}
 DIR=$STACK_DIR/drill/$PREFIX
 mkdir -p "$DIR"
-export CONTINUUM_PRODUCER_INCLUDE="${PREFIX}_*.*"
+# The drill's pipeline captures its own databases only (and no exclude list: config/*.toml's
+# keeps `make run`'s pipeline off drill_*), into topics of its own.
+export CONTINUUM_PRODUCER_INCLUDE="${PREFIX}_*.*" CONTINUUM_PRODUCER_EXCLUDE=""
 export CONTINUUM_SF_TOPIC="$PREFIX.sf.cdc" CONTINUUM_EU_TOPIC="$PREFIX.eu.cdc"
 
 T0=$(date +%s.%N)
@@ -92,7 +97,7 @@ restore_pipeline() {
   local rc=$?
   scripts/pipeline.sh stop >/dev/null 2>&1 || true
   if ((WAS_RUNNING > 0)); then
-    (unset CONTINUUM_PRODUCER_INCLUDE CONTINUUM_SF_TOPIC CONTINUUM_EU_TOPIC && scripts/pipeline.sh start >/dev/null) || true
+    (unset CONTINUUM_PRODUCER_INCLUDE CONTINUUM_PRODUCER_EXCLUDE CONTINUUM_SF_TOPIC CONTINUUM_EU_TOPIC && scripts/pipeline.sh start >/dev/null) || true
   fi
   exit "$rc"
 }

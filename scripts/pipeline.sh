@@ -14,7 +14,10 @@
 #                                         for running other continuum verbs by hand
 #
 # Each reads config/<site>.toml, with the stack's addresses from .stack/env as environment
-# overrides. PID files: .stack/pids/<proc>.pid; logs: .stack/logs/<proc>.log. Processes are
+# overrides. `make run`'s pipeline captures every database but the tools' (the drill's, the
+# bench's, the suites': `exclude` in config/<site>.toml); with CONTINUUM_PRODUCER_INCLUDE set,
+# a pipeline is confined to the databases it names (and to its own topics, with
+# CONTINUUM_SF_TOPIC / CONTINUUM_EU_TOPIC), and that exclude list does not apply. PID files: .stack/pids/<proc>.pid; logs: .stack/logs/<proc>.log. Processes are
 # stopped by PID only.
 set -euo pipefail
 
@@ -57,6 +60,12 @@ valid() {
 
 # The environment both sites' processes share: every address from .stack/env.
 common_env() {
+  # A pipeline confined to its own databases (CONTINUUM_PRODUCER_INCLUDE: the drill's, a
+  # suite's) captures exactly those: the exclude list of config/<site>.toml, which keeps `make
+  # run`'s pipeline off the tools' databases, is not for it (unless it sets its own).
+  if [[ -n ${CONTINUUM_PRODUCER_INCLUDE:-} && -z ${CONTINUUM_PRODUCER_EXCLUDE+set} ]]; then
+    echo "CONTINUUM_PRODUCER_EXCLUDE="
+  fi
   echo "CONTINUUM_SF_BROKERS=$SF_BROKERS"
   echo "CONTINUUM_EU_BROKERS=$EU_BROKERS"
   echo "CONTINUUM_SF_REGISTRY_URL=$SF_REGISTRY"

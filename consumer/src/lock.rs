@@ -1,13 +1,20 @@
-//! Single apply per topic: the named lock `continuum.apply.<topic>` (`GET_LOCK`, no wait) on the
-//! target MariaDB, held by a dedicated connection for the life of the process.
+//! Single apply per topic: the named lock `continuum.apply.<topic>` (`GET_LOCK`) on the target
+//! MariaDB, held by a dedicated connection for the life of the process
+//! ([`continuum_common::lock::NamedLock`]: a short `wait_timeout`, polled every second).
 //!
 //! Guarantees:
-//! - a second apply (or a `replay`) for the same topic on the same replica refuses to start,
-//!   naming the connection that holds the lock;
-//! - before every commit apply checks that its connection still holds the lock; if the lock
-//!   connection died, the lock is re-taken (or apply stops if someone else took it), so two
-//!   appliers never interleave commits.
+//! - a second apply for the same topic on the same replica waits for the lock, logging which
+//!   connection holds it, and takes over when it is free: when the first apply stops, or when
+//!   MariaDB drops the connection of one whose host died (within the lock connection's
+//!   `wait_timeout` of its last poll, not the default 8 hours);
+//! - `replay` ([`ApplyLock::try_acquire`]) refuses to run while an apply holds the lock, naming
+//!   the connection that holds it;
+//! - before every commit apply checks, on its own connection and so on the server that commits,
+//!   that its lock connection still holds the lock ([`ApplyLock::check`]); if the lock
+//!   connection died, the lock is re-taken (or apply restarts its session, waiting, if someone
+//!   else took it), so two appliers never interleave commits.
 
+use continuum_common::lock::{LockError, NamedLock};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 
@@ -30,86 +37,118 @@ pub fn lock_name(topic: &str) -> String {
 }
 
 pub struct ApplyLock {
-    conn: Option<Conn>,
+    lock: Option<NamedLock>,
     opts: Opts,
     pub name: String,
-    conn_id: u32,
     target: String,
     topic: String,
 }
 
 impl ApplyLock {
-    /// Takes the lock or fails with [`ApplyError::LockHeld`].
+    /// Takes the lock, waiting (and saying so) while another apply holds it.
     pub async fn acquire(opts: Opts, target: &str, topic: &str) -> Result<ApplyLock> {
-        let mut lock = ApplyLock {
-            conn: None,
-            opts,
-            name: lock_name(topic),
-            conn_id: 0,
-            target: target.to_owned(),
-            topic: topic.to_owned(),
-        };
-        lock.take().await?;
+        let mut lock = ApplyLock::new(opts, target, topic);
+        let l = NamedLock::acquire(lock.opts.clone(), target, &lock.name, &lock.what())
+            .await
+            .map_err(|e| lock.error(e))?;
+        lock.took(l);
         Ok(lock)
     }
 
-    fn db_err(&self, what: &str, source: mysql_async::Error) -> ApplyError {
-        ApplyError::Db {
-            target: self.target.clone(),
-            what: what.to_owned(),
-            source,
+    /// Takes the lock or fails at once with [`ApplyError::LockHeld`].
+    pub async fn try_acquire(opts: Opts, target: &str, topic: &str) -> Result<ApplyLock> {
+        let mut lock = ApplyLock::new(opts, target, topic);
+        let l = NamedLock::try_acquire(lock.opts.clone(), target, &lock.name, &lock.what())
+            .await
+            .map_err(|e| lock.error(e))?;
+        lock.took(l);
+        Ok(lock)
+    }
+
+    fn new(opts: Opts, target: &str, topic: &str) -> ApplyLock {
+        ApplyLock {
+            lock: None,
+            opts,
+            name: lock_name(topic),
+            target: target.to_owned(),
+            topic: topic.to_owned(),
         }
     }
 
-    async fn take(&mut self) -> Result<()> {
-        let mut conn = Conn::new(self.opts.clone())
-            .await
-            .map_err(|e| self.db_err("connecting to take the apply lock", e))?;
-        let got: Option<Option<i64>> = conn
-            .exec_first("SELECT GET_LOCK(?, 0)", (&self.name,))
-            .await
-            .map_err(|e| self.db_err("taking the apply lock", e))?;
-        if got.flatten() != Some(1) {
-            let holder: Option<Option<i64>> = conn
-                .exec_first("SELECT IS_USED_LOCK(?)", (&self.name,))
-                .await
-                .map_err(|e| self.db_err("asking who holds the apply lock", e))?;
-            return Err(ApplyError::LockHeld {
+    fn what(&self) -> String {
+        format!("an apply of {}", self.topic)
+    }
+
+    fn took(&mut self, l: NamedLock) {
+        tracing::info!(lock = %self.name, connection = l.connection_id, "took the apply lock");
+        self.lock = Some(l);
+    }
+
+    fn error(&self, e: LockError) -> ApplyError {
+        match e {
+            LockError::Db { source, .. } => ApplyError::Db {
+                target: self.target.clone(),
+                what: format!("taking the apply lock '{}'", self.name),
+                source,
+            },
+            LockError::Held { holder, .. } => ApplyError::LockHeld {
                 lock: self.name.clone(),
                 target: self.target.clone(),
-                holder: holder.flatten().map_or("unknown".into(), |h| h.to_string()),
+                holder,
                 topic: self.topic.clone(),
-            });
+            },
+            LockError::Lost { reason, .. } => ApplyError::LockLost {
+                lock: self.name.clone(),
+                target: self.target.clone(),
+                reason,
+            },
         }
-        self.conn_id = conn.id();
-        self.conn = Some(conn);
-        tracing::info!(lock = %self.name, connection = self.conn_id, "took the apply lock");
-        Ok(())
     }
 
-    /// Makes sure the lock is still ours: pings the lock connection and re-takes the lock if
-    /// that connection died (fails with `LockHeld` if someone else has it now).
+    /// Makes sure the lock is still ours: if its connection died, re-takes the lock; if someone
+    /// else holds it now, fails with `LockLost` (transient: the session restarts and tries
+    /// again, so this apply waits as a standby).
     pub async fn ensure(&mut self) -> Result<()> {
-        let alive = match self.conn.as_mut() {
-            Some(c) => c.ping().await.is_ok(),
-            None => false,
-        };
-        if !alive {
-            tracing::warn!(lock = %self.name, "the apply lock's connection is gone; taking the lock again");
-            self.conn = None;
-            self.take().await?;
+        if self.lock.as_ref().is_some_and(|l| !l.is_lost()) {
+            return Ok(());
         }
-        Ok(())
+        tracing::warn!(lock = %self.name, "the apply lock's connection is gone; taking the lock again");
+        self.lock = None;
+        match NamedLock::try_acquire(self.opts.clone(), &self.target, &self.name, &self.what())
+            .await
+        {
+            Ok(l) => {
+                self.took(l);
+                Ok(())
+            }
+            Err(LockError::Held { holder, .. }) => Err(ApplyError::LockLost {
+                lock: self.name.clone(),
+                target: self.target.clone(),
+                reason: format!("it is held by connection {holder} now"),
+            }),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Checks, on `conn`, that the lock is still held by this process's lock connection.
     pub async fn check(&self, conn: &mut Conn) -> Result<()> {
+        let Some(ours) = self.lock.as_ref().map(|l| l.connection_id) else {
+            return Err(ApplyError::LockLost {
+                lock: self.name.clone(),
+                target: self.target.clone(),
+                reason: "the lock connection was lost".into(),
+            });
+        };
         let holder: Option<Option<i64>> = conn
             .exec_first("SELECT IS_USED_LOCK(?)", (&self.name,))
             .await
-            .map_err(|e| self.db_err("checking the apply lock", e))?;
+            .map_err(|source| ApplyError::Db {
+                target: self.target.clone(),
+                what: "checking the apply lock".into(),
+                source,
+            })?;
         match holder.flatten() {
-            Some(id) if id == self.conn_id as i64 => Ok(()),
+            Some(id) if id == ours as i64 => Ok(()),
             other => Err(ApplyError::LockLost {
                 lock: self.name.clone(),
                 target: self.target.clone(),
@@ -121,11 +160,10 @@ impl ApplyLock {
         }
     }
 
-    /// Releases the lock (also released when the process ends).
+    /// Releases the lock (also released when the process ends): the lock connection closes.
     pub async fn release(mut self) {
-        if let Some(mut c) = self.conn.take() {
-            let _ = c.exec_drop("DO RELEASE_LOCK(?)", (&self.name,)).await;
-            let _ = c.disconnect().await;
+        if let Some(l) = self.lock.take() {
+            l.release().await;
         }
     }
 }

@@ -8,10 +8,16 @@
 //!   holds a prefix of what was sent) and every mirrored record carries its source offset in the
 //!   `continuum.mirror.offset` header; on start the mirror reads the target's last record (once
 //!   its end offset is stable) and resumes at the next source offset. No other offsets store;
+//! - it resumes only into the source topic it copied: the resume offset must lie within the
+//!   source's offsets, and the source record before it must be the one the copy ends with. A
+//!   source topic deleted by retention, or deleted and recreated, stops the mirror with a fatal
+//!   error saying which, before anything is written;
 //! - self-sufficient target site: each schema id met is fetched from the source registry and
 //!   registered under the same subject (TopicRecordNameStrategy) in the target registry, so the
 //!   target site decodes everything without the source registry. Ids are cached;
-//! - one mirror per target topic: a named lock on this site's MariaDB;
+//! - one mirror per target topic: a named lock on this site's MariaDB. A second mirror waits
+//!   for it and takes over when it is free (when the first stops, or its host dies: see
+//!   `continuum_common::lock`); the holder checks the lock before each record it writes;
 //! - an unavailable source or target cluster or registry is retried with backoff; a schema the
 //!   source registry does not have stops the mirror with an error naming the record.
 
@@ -79,6 +85,24 @@ pub enum MirrorError {
         size: usize,
         limit: String,
     },
+    #[error("the {to} cluster's copy of {topic} would resume at source offset {next}, but {topic} on the {from} cluster ends at offset {high} (it holds offsets {low} to {high}): the {from} topic was deleted and recreated, or emptied, after it was mirrored here. The mirror cannot resume there and wrote nothing. {fix}", fix = replaced_fix(from, to, topic))]
+    SourceShorter {
+        from: String,
+        to: String,
+        topic: String,
+        next: i64,
+        low: i64,
+        high: i64,
+    },
+    #[error("record {topic}@{offset} on the {from} cluster is not the record the {to} cluster's copy ends with (its last record, offset {target_offset}, was mirrored from {from} offset {offset}; {difference}): the {from} topic was deleted and recreated after it was mirrored here. The mirror cannot resume there and wrote nothing. {fix}", fix = replaced_fix(from, to, topic))]
+    SourceReplaced {
+        from: String,
+        to: String,
+        topic: String,
+        offset: i64,
+        target_offset: i64,
+        difference: String,
+    },
     #[error("the last record of {topic} on the {site} cluster (offset {offset}) has no {HEADER_MIRROR_OFFSET} header: the target topic holds records that were not mirrored here; point the mirror at a topic of its own")]
     ForeignTarget {
         site: String,
@@ -106,9 +130,90 @@ impl MirrorError {
             MirrorError::Registry(_) | MirrorError::SchemaNotFound { .. } => "registry",
             MirrorError::Lock(_) => "lock",
             MirrorError::Record { .. } | MirrorError::ForeignTarget { .. } => "record",
+            MirrorError::SourceShorter { .. } | MirrorError::SourceReplaced { .. } => {
+                "source_replaced"
+            }
             MirrorError::TooLarge { .. } => "too_large",
         }
     }
+}
+
+/// What to do when the source topic is not the one the target copied.
+fn replaced_fix(from: &str, to: &str, topic: &str) -> String {
+    format!(
+        "If the {from} topic was recreated on purpose (its producer then starts it over with a snapshot), stop `continuum-consumer run` at {to}, delete topic {topic} on the {to} cluster so that the mirror copies the new topic from its first record, and move {to}'s apply to its start with `continuum-consumer replay --from-beginning` (it skips by GTID what it applied already); otherwise restore the {from} topic"
+    )
+}
+
+/// Why the mirror may not resume at source offset `next` in a source partition holding offsets
+/// `low..high`, if it may not. `next == high` (nothing new yet) is fine.
+fn resume_problem(s: &MirrorSettings, next: i64, low: i64, high: i64) -> Option<MirrorError> {
+    if next < low {
+        return Some(MirrorError::Record {
+            topic: s.topic.clone(),
+            offset: next,
+            reason: format!(
+                "the next record to mirror is at offset {next}, but the {} cluster keeps offsets from {low} on: records {next}..{low} were deleted by retention before they were mirrored. Raise the topic's retention; the target cannot be completed",
+                s.from
+            ),
+        });
+    }
+    if next > high {
+        return Some(MirrorError::SourceShorter {
+            from: s.from.clone(),
+            to: s.to.clone(),
+            topic: s.topic.clone(),
+            next,
+            low,
+            high,
+        });
+    }
+    None
+}
+
+/// How `mirrored` (a record of the target) differs from `source`, the record it was copied from,
+/// or `None` if it is its copy: same headers (but the mirror's own), same key and value after
+/// the 4-byte schema ids, which the mirror rewrites. (Timestamps are not compared: a target
+/// topic with `message.timestamp.type=LogAppendTime` sets its own.)
+pub fn copy_difference(source: &FetchedRecord, mirrored: &FetchedRecord) -> Option<String> {
+    let headers = |r: &FetchedRecord| -> Vec<(String, Vec<u8>)> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k != HEADER_MIRROR_OFFSET)
+            .cloned()
+            .collect()
+    };
+    let (hs, hm) = (headers(source), headers(mirrored));
+    if hs != hm {
+        let show = |h: &[(String, Vec<u8>)]| {
+            h.iter()
+                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Some(format!(
+            "headers [{}] and [{}] differ",
+            show(&hs),
+            show(&hm)
+        ));
+    }
+    // Confluent wire format: magic byte, 4-byte schema id, then the Avro body.
+    let body = |b: &Option<Vec<u8>>| -> Option<Vec<u8>> {
+        b.as_ref().map(|b| {
+            if b.len() >= 5 {
+                b[5..].to_vec()
+            } else {
+                b.clone()
+            }
+        })
+    };
+    if body(&source.key) != body(&mirrored.key) {
+        return Some("their keys differ".into());
+    }
+    if body(&source.value) != body(&mirrored.value) {
+        return Some("their values differ".into());
+    }
+    None
 }
 
 /// Flags of `continuum-consumer mirror`.
@@ -355,14 +460,14 @@ pub async fn run(
             return Ok(());
         }
         if lock.is_none() {
-            match NamedLock::acquire(
-                opts.clone(),
-                &target,
-                &lock_name,
-                &format!("a mirror of {} into the {} cluster", s.topic, s.to),
-            )
-            .await
-            {
+            // Waits while another mirror holds the lock (a standby); a signal ends the wait.
+            let what = format!("a mirror of {} into the {} cluster", s.topic, s.to);
+            let mut stop = shutdown.clone();
+            let acquired = tokio::select! {
+                r = NamedLock::acquire(opts.clone(), &target, &lock_name, &what) => r,
+                Ok(_) = stop.wait_for(|v| *v) => continue,
+            };
+            match acquired {
                 Ok(l) => lock = Some(l),
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next().unwrap_or(s.max_retry_delay);
@@ -432,11 +537,11 @@ fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Where to resume: the source offset after the target's last mirrored record.
+/// Where to resume: the source offset after the target's last mirrored record, and that record.
 async fn resume_offset(
     s: &MirrorSettings,
     target_read: &ClientConfig,
-) -> Result<Option<i64>, MirrorError> {
+) -> Result<Option<(i64, FetchedRecord)>, MirrorError> {
     let cfg = target_read.clone();
     let topic = s.topic.clone();
     let to = s.to.clone();
@@ -459,7 +564,49 @@ async fn resume_offset(
             topic: s.topic.clone(),
             offset: rec.offset,
         })?;
-    Ok(Some(offset + 1))
+    Ok(Some((offset + 1, rec)))
+}
+
+/// Checks that the source record at `offset` is the one `mirrored` was copied from.
+async fn check_same_source(
+    s: &MirrorSettings,
+    source_read: &ClientConfig,
+    offset: i64,
+    mirrored: &FetchedRecord,
+) -> Result<(), MirrorError> {
+    let cfg = source_read.clone();
+    let topic = s.topic.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer = cfg.create()?;
+        kafka::read_at(&c, &topic, offset, Duration::from_secs(10))
+    })
+    .await
+    .expect("source read task")
+    .map_err(|source| MirrorError::Kafka {
+        site: s.from.clone(),
+        what: format!("reading record {}@{offset}", s.topic),
+        source,
+    })?;
+    let Some(source) = read else {
+        return Err(MirrorError::Kafka {
+            site: s.from.clone(),
+            what: format!("reading record {}@{offset}", s.topic),
+            source: rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+            ),
+        });
+    };
+    match copy_difference(&source, mirrored) {
+        None => Ok(()),
+        Some(difference) => Err(MirrorError::SourceReplaced {
+            from: s.from.clone(),
+            to: s.to.clone(),
+            topic: s.topic.clone(),
+            offset,
+            target_offset: mirrored.offset,
+            difference,
+        }),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -504,29 +651,35 @@ async fn session(
         Duration::from_secs(30),
     )
     .await
-    .map_err(kerr(&s.from, &format!("reading the settings of topic {}", s.topic)))?;
+    .map_err(kerr(
+        &s.from,
+        &format!("reading the settings of topic {}", s.topic),
+    ))?;
     let admin = writer_config(s)?;
     kafka::ensure_changelog_topic(&admin, &s.topic, source_max, Duration::from_secs(30))
         .await
         .map_err(kerr(&s.to, &format!("creating topic {}", s.topic)))?;
     let target_max = kafka::topic_max_message_bytes(&admin, &s.topic, Duration::from_secs(30))
         .await
-        .map_err(kerr(&s.to, &format!("reading the settings of topic {}", s.topic)))?;
+        .map_err(kerr(
+            &s.to,
+            &format!("reading the settings of topic {}", s.topic),
+        ))?;
     let limit = RecordLimit::new(s.producer.max_record_bytes, &s.topic, target_max);
     let start = match resume_offset(s, target_read).await? {
-        Some(o) => o,
+        Some((next, last)) => {
+            if let Some(e) = resume_problem(s, next, low, high) {
+                return Err(e);
+            }
+            // The record before `next` is still in the source (not deleted by retention): it
+            // must be the one the copy ends with, or the source topic is another one now.
+            if next > low {
+                check_same_source(s, source_read, next - 1, &last).await?;
+            }
+            next
+        }
         None => low,
     };
-    if start < low {
-        return Err(MirrorError::Record {
-            topic: s.topic.clone(),
-            offset: start,
-            reason: format!(
-                "the next record to mirror is at offset {start}, but the {} cluster keeps offsets from {low} on: records {start}..{low} were deleted by retention before they were mirrored. Raise the topic's retention; the target cannot be completed",
-                s.from
-            ),
-        });
-    }
     tracing::info!(from = %s.from, to = %s.to, topic = %s.topic, start, source_end = high, "mirroring");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&s.topic, 0, Offset::Offset(start))
@@ -574,6 +727,9 @@ async fn session(
                 let m = m.map_err(kerr(&s.from, &format!("reading {}", s.topic)))?;
                 let rec = FetchedRecord::from_message(&m);
                 drop(m);
+                // Not a write without a fresh confirmation of the lock: after a stall (a frozen
+                // process or host) a replacement may hold it already.
+                lock.check()?;
                 mirror_one(s, writer, schemas, &limit, &rec).await?;
                 next = rec.offset + 1;
                 if let Some(ts) = rec.timestamp_ms {
@@ -687,6 +843,112 @@ pub fn shutdown_on_signal() -> (tokio::task::JoinHandle<()>, watch::Receiver<boo
 mod tests {
     use super::*;
     use continuum_common::kafka::{SecurityError, SecurityFailure};
+
+    fn settings() -> MirrorSettings {
+        let cfg = SiteConfig::from_toml(
+            r#"
+            site = "eu"
+            [database]
+            user = "u"
+            [sites.sf]
+            brokers = "sf:9092"
+            registry = { url = "http://sf" }
+            [sites.eu]
+            brokers = "eu:9092"
+            registry = { url = "http://eu" }
+        "#,
+        )
+        .unwrap();
+        MirrorSettings::resolve(&cfg, &MirrorArgs::default()).unwrap()
+    }
+
+    #[test]
+    fn resume_offsets_outside_the_source_range_are_fatal_and_say_why() {
+        let s = settings();
+        assert!(resume_problem(&s, 0, 0, 0).is_none());
+        assert!(resume_problem(&s, 5, 0, 5).is_none(), "nothing new yet");
+        assert!(resume_problem(&s, 3, 2, 9).is_none());
+        let e = resume_problem(&s, 1, 2, 9).unwrap();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("deleted by retention"), "{e}");
+        let e = resume_problem(&s, 6, 0, 2).unwrap();
+        assert!(!e.is_transient());
+        let m = e.to_string();
+        for want in [
+            "the eu cluster's copy of sf.cdc would resume at source offset 6",
+            "sf.cdc on the sf cluster ends at offset 2 (it holds offsets 0 to 2)",
+            "deleted and recreated",
+            "delete topic sf.cdc on the eu cluster",
+            "replay --from-beginning",
+        ] {
+            assert!(m.contains(want), "{want:?} in {m}");
+        }
+    }
+
+    fn rec(offset: i64, key: &[u8], value: &[u8], headers: &[(&str, &str)]) -> FetchedRecord {
+        FetchedRecord {
+            offset,
+            timestamp_ms: Some(1),
+            key: Some(key.to_vec()),
+            value: Some(value.to_vec()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_copy_differs_from_its_source_only_in_schema_ids_and_the_offset_header() {
+        let src = rec(
+            5,
+            &[0, 0, 0, 0, 7, 1, 2],
+            &[0, 0, 0, 0, 8, 3, 4],
+            &[("continuum.pos", "txn:1-1-5:0:last:1-1-4")],
+        );
+        let copy = rec(
+            5,
+            &[0, 0, 0, 0, 70, 1, 2],
+            &[0, 0, 0, 0, 80, 3, 4],
+            &[
+                ("continuum.pos", "txn:1-1-5:0:last:1-1-4"),
+                (HEADER_MIRROR_OFFSET, "5"),
+            ],
+        );
+        assert_eq!(copy_difference(&src, &copy), None);
+        let other_value = rec(
+            5,
+            &[0, 0, 0, 0, 7, 1, 2],
+            &[0, 0, 0, 0, 8, 3, 9],
+            &src_headers(),
+        );
+        assert_eq!(
+            copy_difference(&other_value, &copy).as_deref(),
+            Some("their values differ")
+        );
+        let other_key = rec(
+            5,
+            &[0, 0, 0, 0, 7, 1, 9],
+            &[0, 0, 0, 0, 8, 3, 4],
+            &src_headers(),
+        );
+        assert_eq!(
+            copy_difference(&other_key, &copy).as_deref(),
+            Some("their keys differ")
+        );
+        let other_pos = rec(
+            5,
+            &[0, 0, 0, 0, 7, 1, 2],
+            &[0, 0, 0, 0, 8, 3, 4],
+            &[("continuum.pos", "txn:1-1-9:0:last:1-1-8")],
+        );
+        let d = copy_difference(&other_pos, &copy).unwrap();
+        assert!(d.contains("txn:1-1-9") && d.contains("txn:1-1-5"), "{d}");
+    }
+
+    fn src_headers() -> Vec<(&'static str, &'static str)> {
+        vec![("continuum.pos", "txn:1-1-5:0:last:1-1-4")]
+    }
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_the_mirror() {

@@ -1,17 +1,31 @@
 //! `promote`: makes this site the primary. Run at the replica site on failover (the primary is
-//! lost), or at the old primary for a planned switchover back once it has caught up.
+//! lost), or for a planned switchover while the old primary still answers.
 //!
 //! Steps:
 //! 1. refuse if this site is already primary (`read_only` is OFF), saying when it became so;
-//! 2. unless `--now`, drain: wait until apply has applied everything the local cluster holds of
-//!    the other site's changelog;
-//! 3. stop applying: make this site writable (`read_only=OFF`); apply sees it, stops at a commit
+//! 2. if the old primary's database answers (a switchover): list this site's own orphans (its
+//!    transactions the old primary never applied) and refuse without `--orphans`; with
+//!    `--orphans discard`, take the old primary's apply lock first, so that no apply there
+//!    reads or writes its checkpoint until it has been moved past them;
+//! 3. fence the old primary: make it read-only, then read its final GTID position
+//!    (`@@gtid_binlog_pos`): from then on it takes no writes, so that position is everything it
+//!    ever took;
+//! 4. unless `--now`, drain: wait until this site's checkpoint of the old primary's changelog
+//!    covers that final position (it gets there through the old primary's heartbeats once its
+//!    producer has read its last transaction). With no answer from the old primary (a
+//!    failover), wait until apply has applied what the local cluster holds of the changelog,
+//!    sampled until then;
+//! 5. with `--orphans discard`, move the old primary's checkpoint past them; release its lock;
+//! 6. stop applying: make this site writable (`read_only=OFF`); apply sees it, stops at a commit
 //!    boundary and releases its lock, which promote takes to be sure apply has stopped;
-//! 4. read the final applied GTID position, and, if the old primary's database answers, list
-//!    its transactions that never arrived (its orphans) and make it read-only (a replica);
-//! 5. record the promotion in `continuum.promotion` and print the next steps.
+//! 7. read the final applied GTID position, list the old primary's orphans if it answers (none
+//!    after a drain to its final position), record the promotion in `continuum.promotion` and
+//!    print the next steps.
 //!
-//! Repeating it changes nothing: a site that is already primary is refused.
+//! So at no instant are both sites writable, and a switchover loses no write the old primary
+//! acknowledged. If a step before 6 fails, the old primary is made writable again (the error
+//! says whether that worked) and this site is left a replica: nothing changed. Repeating
+//! promote changes nothing: a site that is already primary is refused.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +35,7 @@ use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use continuum_common::{db, kafka, ConfigError, SiteConfig};
+use continuum_schemas::GtidPosition;
 
 use crate::lock::lock_name;
 use crate::orphans::{self, OrphansArgs, OrphansReport};
@@ -46,6 +61,29 @@ pub enum PromoteError {
         at: i64,
         high: i64,
         timeout: Duration,
+    },
+    #[error("the drain did not finish within {timeout:?}: {site} applied {topic} up to {applied}, short of {old}'s final position {target} ({behind}). Are {old}'s continuum-producer and `continuum-consumer run` here running? Promote without draining with --now (what is not applied becomes orphans)")]
+    DrainToPositionTimeout {
+        site: String,
+        old: String,
+        topic: String,
+        applied: String,
+        target: String,
+        behind: String,
+        timeout: Duration,
+    },
+    #[error("{cause}. {undo}")]
+    Undone {
+        cause: Box<PromoteError>,
+        undo: String,
+    },
+    #[error("an apply at {old} holds its lock '{lock}' (MariaDB connection {holder}) and did not release it within {waited:?}: {old}'s checkpoint of {topic} cannot be moved past the discarded orphans while it applies. Stop `continuum-consumer run` at {old} (or whatever holds connection {holder}), then run promote again; nothing was changed")]
+    OldApplyRunning {
+        old: String,
+        topic: String,
+        lock: String,
+        holder: String,
+        waited: Duration,
     },
     #[error("apply did not release its lock within {0:?} after the site became writable; is an old apply process stuck? Stop it, then run promote again")]
     ApplyStillRunning(Duration),
@@ -119,6 +157,159 @@ async fn checkpoint(conn: &mut Conn, topic: &str) -> Result<(i64, String), mysql
     Ok(r.unwrap_or((0, String::new())))
 }
 
+/// The domains in which `applied` is short of `target`: (domain, applied seq if any, target
+/// seq). Empty when `applied` covers `target`.
+pub fn behind(applied: &GtidPosition, target: &GtidPosition) -> Vec<(u32, Option<u64>, u64)> {
+    target
+        .iter()
+        .filter(|g| !applied.contains(g))
+        .map(|g| (g.domain, applied.get(g.domain).map(|a| a.seq), g.seq))
+        .collect()
+}
+
+fn describe_behind(b: &[(u32, Option<u64>, u64)]) -> String {
+    b.iter()
+        .map(|(d, a, t)| match a {
+            Some(a) => format!("domain {d} at {a} of {t}"),
+            None => format!("domain {d} at nothing of {t}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How long promote waits for an apply lock (the old primary's, before discarding orphans; its
+/// own apply's, after the site became writable).
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Connects to `site`'s database if it is configured and answers within 5 s.
+async fn connect_to(cfg: &SiteConfig, site: &str) -> Option<(Conn, String)> {
+    let db = cfg.database_of(site).ok()?;
+    let opts = db::opts(db, &[]).ok()?;
+    match tokio::time::timeout(Duration::from_secs(5), Conn::new(opts)).await {
+        Ok(Ok(c)) => Some((c, db::describe(db))),
+        _ => None,
+    }
+}
+
+/// The old primary while promote works on it: fenced (read-only) until the promotion is done,
+/// or made writable again if promote fails before this site became writable.
+struct OldPrimary {
+    site: String,
+    target: String,
+    conn: Conn,
+    fenced: bool,
+}
+
+impl OldPrimary {
+    fn err(&self, what: &str) -> impl FnOnce(mysql_async::Error) -> PromoteError {
+        let (site, target, what) = (self.site.clone(), self.target.clone(), what.to_owned());
+        move |source| PromoteError::Db {
+            site,
+            target,
+            what,
+            source,
+        }
+    }
+
+    /// Makes it read-only and returns its final GTID position: every transaction it took.
+    /// (`fenced` says whether promote changed it, and so has to undo that on failure.)
+    async fn fence(&mut self) -> Result<GtidPosition, PromoteError> {
+        let read_only: Option<u8> = self
+            .conn
+            .query_first("SELECT @@read_only")
+            .await
+            .map_err(self.err("reading read_only"))?;
+        if read_only != Some(1) {
+            self.conn
+                .query_drop("SET GLOBAL read_only = ON")
+                .await
+                .map_err(self.err("making it read-only before this site becomes writable (SET GLOBAL read_only = ON needs READ_ONLY ADMIN or SUPER); nothing was changed"))?;
+            self.fenced = true;
+        }
+        let pos: Option<String> = self
+            .conn
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .map_err(self.err("reading its final GTID position (@@gtid_binlog_pos)"))?;
+        let pos = pos.unwrap_or_default();
+        pos.parse().map_err(|e| PromoteError::Db {
+            site: self.site.clone(),
+            target: self.target.clone(),
+            what: format!("reading its final GTID position: '{pos}' does not parse"),
+            source: mysql_async::Error::Other(format!("{e}").into()),
+        })
+    }
+
+    /// Undoes the fence after a failure, saying what came of it.
+    async fn unfence(&mut self) -> String {
+        if !self.fenced {
+            return String::new();
+        }
+        match self.conn.query_drop("SET GLOBAL read_only = OFF").await {
+            Ok(()) => {
+                self.fenced = false;
+                format!(
+                    "{} was made writable again: it is still the primary, and nothing was changed",
+                    self.site
+                )
+            }
+            Err(e) => format!(
+                "{} could not be made writable again ({e}): both sites are read-only now; run SET GLOBAL read_only = OFF at {} to keep it the primary",
+                self.site, self.site
+            ),
+        }
+    }
+}
+
+/// The old primary's apply lock on this site's changelog, held while its checkpoint is moved.
+async fn lock_old_apply(
+    old: &str,
+    topic: &str,
+    target: &str,
+    conn: &mut Conn,
+) -> Result<(), PromoteError> {
+    let name = lock_name(topic);
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+        .await
+        .map_err(|source| PromoteError::Db {
+            site: old.to_owned(),
+            target: target.to_owned(),
+            what: format!("taking the apply lock '{name}'"),
+            source,
+        })?;
+    if got.flatten() == Some(1) {
+        return Ok(());
+    }
+    let holder: Option<Option<i64>> = conn
+        .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
+        .await
+        .unwrap_or(None);
+    let holder = holder
+        .flatten()
+        .map_or("unknown".to_owned(), |h| h.to_string());
+    tracing::warn!(lock = %name, holder = %holder, "waiting up to {}s for the apply at {old} to release its lock before moving its checkpoint", LOCK_WAIT.as_secs());
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (&name, LOCK_WAIT.as_secs()))
+        .await
+        .map_err(|source| PromoteError::Db {
+            site: old.to_owned(),
+            target: target.to_owned(),
+            what: format!("waiting for the apply lock '{name}'"),
+            source,
+        })?;
+    if got.flatten() == Some(1) {
+        return Ok(());
+    }
+    Err(PromoteError::OldApplyRunning {
+        old: old.to_owned(),
+        topic: topic.to_owned(),
+        lock: name,
+        holder,
+        waited: LOCK_WAIT,
+    })
+}
+
 pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, PromoteError> {
     let started = Instant::now();
     let site = cfg.site.clone();
@@ -155,78 +346,117 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
         });
     }
 
-    // Drain what the local cluster holds of the old primary's changelog.
-    let mut drained = false;
-    if !args.now {
-        let cluster = cfg.local().clone();
-        let ccfg = kafka::consumer_config(&site, &cluster, "continuum-promote")?;
-        let t = topic.clone();
-        let high = tokio::task::spawn_blocking(move || -> Result<i64, String> {
-            let c: BaseConsumer = ccfg.create().map_err(|e| e.to_string())?;
-            match kafka::watermarks(&c, &t, Duration::from_secs(10)) {
-                Ok((_, h)) => Ok(h),
-                Err(e) if kafka::is_transient(&e) => Ok(0),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+    // The old primary, if it answers: a planned switchover. Otherwise a failover.
+    let mut old_primary = connect_to(cfg, &old)
         .await
-        .expect("watermarks task")
-        .map_err(PromoteError::Kafka)?;
-        let deadline = Instant::now() + args.drain_timeout;
-        loop {
-            let (at, _) = checkpoint(&mut conn, &topic)
-                .await
-                .map_err(e("reading the checkpoint"))?;
-            if at >= high {
-                drained = true;
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(PromoteError::DrainTimeout {
-                    site,
-                    topic,
-                    at,
-                    high,
-                    timeout: args.drain_timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+        .map(|(conn, target)| OldPrimary {
+            site: old.clone(),
+            target,
+            conn,
+            fenced: false,
+        });
 
     // A switchover back: this site's own orphans from before (its transactions the old primary
     // never applied) would reach the old primary once it follows this site again. Never
     // silently: the operator decides.
     let mut own_orphans = None;
-    if let Ok(old_db) = cfg.database_of(&old) {
-        if let Ok(opts) = db::opts(old_db, &[]) {
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), Conn::new(opts)).await {
-                let own = orphans::orphans(
-                    cfg,
-                    &OrphansArgs {
-                        source: Some(site.clone()),
-                        replica: Some(old.clone()),
-                        server_id: None,
-                        json: false,
-                    },
-                )
-                .await;
-                match own {
-                    Ok(r) if !r.orphans.is_empty() && args.orphans.is_none() => {
-                        return Err(PromoteError::UnresolvedOrphans {
-                            site,
-                            old,
-                            count: r.count,
-                            list: orphans::render(&r),
-                        });
-                    }
-                    Ok(r) => own_orphans = Some(r),
-                    // The old primary never applied this site's changelog: nothing to decide.
-                    Err(orphans::OrphansError::NoCheckpoint { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+    if old_primary.is_some() {
+        let own = orphans::orphans(
+            cfg,
+            &OrphansArgs {
+                source: Some(site.clone()),
+                replica: Some(old.clone()),
+                server_id: None,
+                json: false,
+            },
+        )
+        .await;
+        match own {
+            Ok(r) if !r.orphans.is_empty() && args.orphans.is_none() => {
+                return Err(PromoteError::UnresolvedOrphans {
+                    site,
+                    old,
+                    count: r.count,
+                    list: orphans::render(&r),
+                });
             }
+            Ok(r) => own_orphans = Some(r),
+            // The old primary never applied this site's changelog: nothing to decide.
+            Err(orphans::OrphansError::NoCheckpoint { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+    }
+    let discard = match (&own_orphans, args.orphans) {
+        (Some(r), Some(OrphanDecision::Discard)) if !r.orphans.is_empty() => Some(r.clone()),
+        _ => None,
+    };
+
+    // Before the old primary is fenced (its `consumer run` starts applying this site's
+    // changelog as soon as it is read-only), take its apply lock when its checkpoint is to be
+    // moved past the discarded orphans: an apply that ran meanwhile would overwrite the moved
+    // checkpoint at its next commit. Held on a connection of its own until the move is done.
+    let mut old_lock: Option<Conn> = None;
+    if let (Some(r), Some(op)) = (&discard, &old_primary) {
+        let (mut lc, lt) = connect_to(cfg, &old)
+            .await
+            .ok_or_else(|| PromoteError::Db {
+                site: old.clone(),
+                target: op.target.clone(),
+                what: "connecting to take its apply lock".into(),
+                source: mysql_async::Error::Other("no answer within 5 s".into()),
+            })?;
+        lock_old_apply(&old, &r.topic, &lt, &mut lc).await?;
+        old_lock = Some(lc);
+    }
+
+    // Fence the old primary, drain everything it took, move its checkpoint if discarding. A
+    // failure on the way makes it writable again: nothing changed.
+    let prepared = async {
+        let final_position = match old_primary.as_mut() {
+            Some(op) => Some(op.fence().await?),
+            None => None,
+        };
+        let drained = if args.now {
+            false
+        } else {
+            drain(
+                cfg,
+                &site,
+                &old,
+                &topic,
+                &mut conn,
+                final_position.as_ref(),
+                args.drain_timeout,
+            )
+            .await?;
+            true
+        };
+        if let (Some(r), Some(op)) = (&discard, old_primary.as_mut()) {
+            discard_orphans(r, op).await?;
+        }
+        Ok::<_, PromoteError>(drained)
+    }
+    .await;
+    let drained = match prepared {
+        Ok(d) => d,
+        Err(cause) => {
+            drop(old_lock);
+            return Err(match old_primary.as_mut() {
+                Some(op) if op.fenced => PromoteError::Undone {
+                    undo: op.unfence().await,
+                    cause: Box::new(cause),
+                },
+                _ => cause,
+            });
+        }
+    };
+    if let Some(mut lc) = old_lock.take() {
+        if let Some(r) = &discard {
+            let _ = lc
+                .exec_drop("DO RELEASE_LOCK(?)", (lock_name(&r.topic),))
+                .await;
+        }
+        let _ = lc.disconnect().await;
     }
 
     // Stop applying: the site becomes writable; apply notices, stops at a commit boundary and
@@ -237,72 +467,38 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
             "making the site writable (SET GLOBAL read_only = OFF needs READ_ONLY ADMIN or SUPER)",
         ))?;
     let name = lock_name(&topic);
-    let wait = Duration::from_secs(60);
     let got: Option<Option<i64>> = conn
-        .exec_first("SELECT GET_LOCK(?, ?)", (&name, wait.as_secs()))
+        .exec_first("SELECT GET_LOCK(?, ?)", (&name, LOCK_WAIT.as_secs()))
         .await
         .map_err(e("waiting for apply to stop"))?;
     if got.flatten() != Some(1) {
-        return Err(PromoteError::ApplyStillRunning(wait));
+        return Err(PromoteError::ApplyStillRunning(LOCK_WAIT));
     }
     let (_, applied) = checkpoint(&mut conn, &topic)
         .await
         .map_err(e("reading the checkpoint"))?;
     let _ = conn.exec_drop("SELECT RELEASE_LOCK(?)", (&name,)).await;
 
-    // The old primary: orphans and demotion, if it answers.
-    let mut reachable = false;
-    let mut demoted = false;
-    let mut orphan_report = None;
-    if let Ok(old_db) = cfg.database_of(&old) {
-        if let Ok(opts) = db::opts(old_db, &[]) {
-            let connect = tokio::time::timeout(Duration::from_secs(5), Conn::new(opts)).await;
-            if let Ok(Ok(mut oc)) = connect {
-                reachable = true;
-                demoted = oc.query_drop("SET GLOBAL read_only = ON").await.is_ok();
-                if let (Some(r), Some(OrphanDecision::Discard)) = (&own_orphans, args.orphans) {
-                    if !r.orphans.is_empty() {
-                        // The old primary's apply is stopped (it was the primary until now);
-                        // moving its checkpoint past the orphans makes it skip them.
-                        let target = db::describe(old_db);
-                        let pos: continuum_schemas::GtidPosition =
-                            r.source_position.parse().unwrap_or_default();
-                        let applied: continuum_schemas::GtidPosition =
-                            r.applied_position.parse().unwrap_or_default();
-                        let merged = crate::checkpoint::merge_max(&applied, &pos);
-                        // Bookkeeping of this site, not a change to replicate: flagged like
-                        // apply's own writes, so neither a producer nor `orphans` counts it.
-                        oc.query_drop("SET SESSION skip_replication = 1")
-                            .await
-                            .map_err(|source| PromoteError::Db {
-                                site: old.clone(),
-                                target: target.clone(),
-                                what: "SET SESSION skip_replication = 1".into(),
-                                source,
-                            })?;
-                        oc.exec_drop(
-                            "UPDATE continuum.checkpoint SET gtid_position = ? WHERE source_topic = ? AND `partition` = 0",
-                            (merged.to_string(), &r.topic),
-                        )
-                        .await
-                        .map_err(|source| PromoteError::Db { site: old.clone(), target, what: "moving the checkpoint past the discarded orphans".into(), source })?;
-                        tracing::warn!(count = r.count, position = %merged, "orphans discarded: {old} will skip them");
-                    }
-                }
-                let report = orphans::orphans(
-                    cfg,
-                    &OrphansArgs {
-                        source: Some(old.clone()),
-                        replica: Some(site.clone()),
-                        server_id: None,
-                        json: false,
-                    },
-                )
-                .await?;
-                orphan_report = Some(report);
-            }
-        }
-    }
+    // The old primary's orphans: none after a drain to its final position.
+    let reachable = old_primary.is_some();
+    // Read-only now: fenced by promote, or it was already.
+    let demoted = old_primary.is_some();
+    let orphan_report = if reachable {
+        Some(
+            orphans::orphans(
+                cfg,
+                &OrphansArgs {
+                    source: Some(old.clone()),
+                    replica: Some(site.clone()),
+                    server_id: None,
+                    json: false,
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     // The promotion record is this site's own bookkeeping: flagged, so it is neither captured
     // nor ever reported as an orphan.
@@ -352,6 +548,107 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
         own_orphans,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Waits until this site has applied the old primary's changelog: up to its final GTID
+/// position when it answered (it is fenced, so that position is final), else up to what the
+/// local cluster holds of the changelog (the high watermark, sampled again and again: the
+/// mirror may still be copying).
+async fn drain(
+    cfg: &SiteConfig,
+    site: &str,
+    old: &str,
+    topic: &str,
+    conn: &mut Conn,
+    final_position: Option<&GtidPosition>,
+    timeout: Duration,
+) -> Result<(), PromoteError> {
+    let target = db::describe(&cfg.database);
+    let db_err = |source| PromoteError::Db {
+        site: site.to_owned(),
+        target: target.clone(),
+        what: "reading the checkpoint".into(),
+        source,
+    };
+    let deadline = Instant::now() + timeout;
+    if let Some(fin) = final_position {
+        tracing::info!(%fin, "draining {topic} up to {old}'s final position");
+        loop {
+            let (_, applied) = checkpoint(conn, topic).await.map_err(db_err)?;
+            let applied: GtidPosition = applied.parse().unwrap_or_default();
+            let b = behind(&applied, fin);
+            if b.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PromoteError::DrainToPositionTimeout {
+                    site: site.to_owned(),
+                    old: old.to_owned(),
+                    topic: topic.to_owned(),
+                    applied: applied.to_string(),
+                    target: fin.to_string(),
+                    behind: describe_behind(&b),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ccfg = kafka::consumer_config(site, cfg.local(), "continuum-promote")?;
+    let consumer: BaseConsumer = ccfg
+        .create()
+        .map_err(|e| PromoteError::Kafka(e.to_string()))?;
+    let consumer = std::sync::Arc::new(consumer);
+    loop {
+        let (c, t) = (consumer.clone(), topic.to_owned());
+        let high = tokio::task::spawn_blocking(move || -> Result<i64, String> {
+            match kafka::watermarks(&c, &t, Duration::from_secs(10)) {
+                Ok((_, h)) => Ok(h),
+                Err(e) if kafka::is_transient(&e) => Ok(0),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .expect("watermarks task")
+        .map_err(PromoteError::Kafka)?;
+        let (at, _) = checkpoint(conn, topic).await.map_err(db_err)?;
+        if at >= high {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(PromoteError::DrainTimeout {
+                site: site.to_owned(),
+                topic: topic.to_owned(),
+                at,
+                high,
+                timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Moves the old primary's checkpoint of this site's changelog past the discarded orphans, so it
+/// skips them. Its apply lock is held by promote meanwhile.
+async fn discard_orphans(r: &OrphansReport, op: &mut OldPrimary) -> Result<(), PromoteError> {
+    let pos: GtidPosition = r.source_position.parse().unwrap_or_default();
+    let applied: GtidPosition = r.applied_position.parse().unwrap_or_default();
+    let merged = crate::checkpoint::merge_max(&applied, &pos);
+    // Bookkeeping of this site, not a change to replicate: flagged like apply's own writes, so
+    // neither a producer nor `orphans` counts it.
+    op.conn
+        .query_drop("SET SESSION skip_replication = 1")
+        .await
+        .map_err(op.err("SET SESSION skip_replication = 1"))?;
+    op.conn
+        .exec_drop(
+            "UPDATE continuum.checkpoint SET gtid_position = ? WHERE source_topic = ? AND `partition` = 0",
+            (merged.to_string(), &r.topic),
+        )
+        .await
+        .map_err(op.err("moving the checkpoint past the discarded orphans"))?;
+    tracing::warn!(count = r.count, position = %merged, "orphans discarded: {} will skip them", op.site);
+    Ok(())
 }
 
 pub fn render(p: &Promotion) -> String {
@@ -420,4 +717,51 @@ pub async fn main(cfg: SiteConfig, args: PromoteArgs) -> Result<(), PromoteError
         print!("{}", render(&p));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(s: &str) -> GtidPosition {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn drained_when_every_domain_of_the_final_position_is_applied() {
+        assert!(behind(&pos("1-1-10,2-2-5"), &pos("1-1-10,2-2-4")).is_empty());
+        assert!(behind(&pos("1-1-12"), &pos("1-1-10")).is_empty());
+        assert!(behind(&pos("1-1-1"), &pos("")).is_empty());
+        let b = behind(&pos("1-1-9,2-2-5"), &pos("0-1-3,1-1-10,2-2-5"));
+        assert_eq!(b, vec![(0, None, 3), (1, Some(9), 10)]);
+        assert_eq!(
+            describe_behind(&b),
+            "domain 0 at nothing of 3, domain 1 at 9 of 10"
+        );
+    }
+
+    #[test]
+    fn a_failed_switchover_says_what_became_of_the_old_primary() {
+        let e = PromoteError::Undone {
+            cause: Box::new(PromoteError::DrainToPositionTimeout {
+                site: "eu".into(),
+                old: "sf".into(),
+                topic: "sf.cdc".into(),
+                applied: "1-1-9".into(),
+                target: "1-1-10".into(),
+                behind: "domain 1 at 9 of 10".into(),
+                timeout: Duration::from_secs(5),
+            }),
+            undo: "sf was made writable again: it is still the primary, and nothing was changed"
+                .into(),
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("short of sf's final position 1-1-10 (domain 1 at 9 of 10)")
+                && m.ends_with(
+                    "sf was made writable again: it is still the primary, and nothing was changed"
+                ),
+            "{m}"
+        );
+    }
 }

@@ -191,22 +191,23 @@ pub async fn replay(
     until_ms: Option<i64>,
 ) -> Result<ReplayReport, ReplayError> {
     let target = settings.target();
-    let lock = match ApplyLock::acquire(settings.db_opts_plain()?, &target, &settings.topic).await {
-        Ok(l) => l,
-        Err(ApplyError::LockHeld {
-            lock,
-            holder,
-            topic,
-            ..
-        }) => {
-            return Err(ReplayError::ApplyRunning {
-                topic,
-                holder,
+    let lock =
+        match ApplyLock::try_acquire(settings.db_opts_plain()?, &target, &settings.topic).await {
+            Ok(l) => l,
+            Err(ApplyError::LockHeld {
                 lock,
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
+                holder,
+                topic,
+                ..
+            }) => {
+                return Err(ReplayError::ApplyRunning {
+                    topic,
+                    holder,
+                    lock,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
     let r = move_checkpoint(settings, from, until_ms).await;
     lock.release().await;
     r

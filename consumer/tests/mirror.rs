@@ -44,28 +44,140 @@ async fn kill9_at_random_moments_copies_every_record_exactly_once() {
     eprintln!("{kills} kills, {N} records mirrored exactly once");
 }
 
+/// A child process killed (-9) when the test ends, whatever happened.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = signal(self.0.id(), "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The MariaDB connection id that holds the named lock `name` on EU, if any.
+async fn lock_holder(name: &str) -> Option<i64> {
+    use mysql_async::prelude::Queryable;
+    let mut c = stack().eu.admin_conn().await;
+    c.exec_first::<Option<i64>, _, _>("SELECT IS_USED_LOCK(?)", (name,))
+        .await
+        .unwrap()
+        .flatten()
+}
+
+/// A second mirror of the same topic does not exit: it waits for the lock, saying which
+/// connection holds it, and takes over when the first one is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_mirror_of_the_same_topic_is_refused() {
+async fn a_second_mirror_of_the_same_topic_waits_for_the_lock_and_takes_over() {
     let s = stack();
     let topic = unique_name("mirror_lock");
     s.sf.create_topic(&topic, 1).await;
     produce(&topic, 0, 3, Duration::ZERO).await;
     let case = MirrorCase::new(&topic);
-    let mut first = case.spawn();
+    let mut first = Killed(case.spawn_as("first"));
     wait_mirrored(&topic, 3, Duration::from_secs(60));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_continuum-consumer"))
-        .args(["--config", case.config.to_str().unwrap(), "mirror"])
-        .env("CONTINUUM_DB_PASSWORD", &s.eu.db_password)
-        .output()
-        .unwrap();
-    let _ = first.kill();
-    let _ = first.wait();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("is held by connection") && err.contains(&format!("a mirror of {topic}")),
-        "{err}"
+    let lock = format!("continuum.mirror.eu.{topic}");
+    let holder = lock_holder(&lock)
+        .await
+        .expect("the first mirror holds the lock");
+    let mut second = Killed(case.spawn_as("second"));
+    let waiting = format!("held by connection {holder}: a mirror of {topic}");
+    continuum_tests::wait_for_blocking(
+        "the second mirror to say it waits for the lock",
+        Duration::from_secs(60),
+        || {
+            assert!(
+                second.0.try_wait().unwrap().is_none(),
+                "the second mirror exited instead of waiting:\n{}",
+                case.log_of("second")
+            );
+            case.log_of("second").contains(&waiting).then_some(())
+        },
     );
+    let log = case.log_of("second");
+    assert!(log.contains(&format!("a mirror of {topic}")), "{log}");
+    assert!(
+        !log.contains("mirroring"),
+        "it waits before mirroring:\n{log}"
+    );
+
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    produce(&topic, 3, 6, Duration::ZERO).await;
+    wait_mirrored(&topic, 6, Duration::from_secs(60));
+    assert!(
+        second.0.try_wait().unwrap().is_none(),
+        "the second mirror runs"
+    );
+    drop(second);
+    assert_exact_copy(&topic, 6).await;
+}
+
+/// The mirror's host stops answering (simulated: the process is SIGSTOPped, so its TCP
+/// connections stay open and silent, like a dead host's half-open ones). MariaDB keeps its
+/// lock only until it drops that silent connection (the lock connection's short
+/// `wait_timeout`), so a replacement started meanwhile waits, then takes over and mirrors.
+/// When the stopped process wakes up, it finds its lock gone and writes nothing more: the copy
+/// is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_on_a_host_that_stopped_answering_is_replaced() {
+    let s = stack();
+    let topic = unique_name("mirror_dead_host");
+    s.sf.create_topic(&topic, 1).await;
+    produce(&topic, 0, 3, Duration::ZERO).await;
+    let case = MirrorCase::new(&topic);
+    let first = Killed(case.spawn_as("first"));
+    wait_mirrored(&topic, 3, Duration::from_secs(60));
+    let lock = format!("continuum.mirror.eu.{topic}");
+    let holder = lock_holder(&lock)
+        .await
+        .expect("the first mirror holds the lock");
+    assert!(signal(first.0.id(), "STOP"), "SIGSTOP the first mirror");
+    let stopped = std::time::Instant::now();
+
+    let mut second = Killed(case.spawn_as("second"));
+    produce(&topic, 3, 6, Duration::ZERO).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while high_watermark(&s.eu, &topic) < Some(6) {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            panic!(
+                "the replacement exited ({status}) while the lock was held by the silent connection {holder}:\n{}",
+                case.log_of("second")
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replacement did not take over within 90s; the lock is held by {:?}; its log:\n{}",
+            lock_holder(&lock).await,
+            case.log_of("second")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "the replacement took over {:.1}s after the first mirror stopped answering",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert_ne!(lock_holder(&lock).await, Some(holder));
+
+    // The first mirror wakes up: it must notice that the lock is gone before it writes.
+    assert!(signal(first.0.id(), "CONT"), "SIGCONT the first mirror");
+    continuum_tests::wait_for_blocking(
+        "the first mirror to notice it lost the lock",
+        Duration::from_secs(30),
+        || case.log_of("first").contains("lost the lock").then_some(()),
+    );
+    produce(&topic, 6, 9, Duration::ZERO).await;
+    wait_mirrored(&topic, 9, Duration::from_secs(60));
+    drop(first);
+    drop(second);
+    assert_exact_copy(&topic, 9).await;
 }
 
 /// The EU cluster's copy of the topic takes smaller records than SF's (its `max.message.bytes`
@@ -102,7 +214,10 @@ async fn a_record_over_the_target_limit_stops_the_mirror_and_is_never_skipped() 
             Duration::from_secs(90),
             || mirror.try_wait().unwrap(),
         );
-        assert!(!status.success(), "{attempt}: the mirror exits with an error");
+        assert!(
+            !status.success(),
+            "{attempt}: the mirror exits with an error"
+        );
         let log = case.log();
         let err = log
             .lines()
@@ -115,7 +230,10 @@ async fn a_record_over_the_target_limit_stops_the_mirror_and_is_never_skipped() 
             format!("max.message.bytes = {target_max}"),
             "nothing from this record on was mirrored".to_owned(),
         ] {
-            assert!(err.contains(&want), "{attempt}: the error names {want:?}:\n{err}");
+            assert!(
+                err.contains(&want),
+                "{attempt}: the error names {want:?}:\n{err}"
+            );
         }
         assert_eq!(
             high_watermark(&s.eu, &topic),
@@ -123,4 +241,135 @@ async fn a_record_over_the_target_limit_stops_the_mirror_and_is_never_skipped() 
             "{attempt}: the EU copy holds the three records before the large one, nothing after"
         );
     }
+}
+
+/// Deletes `topic` on the SF cluster and creates it again, empty (Kafka deletes a topic in the
+/// background: the creation is retried, bounded, until the name is free).
+async fn recreate_sf_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let s = stack();
+    let admin: AdminClient<DefaultClientContext> =
+        s.sf.kafka_config("test-admin").create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.delete_topics(&[topic], &opts).await.unwrap() {
+        r.unwrap_or_else(|(t, e)| panic!("deleting {t}: {e}"));
+    }
+    continuum_tests::wait_for(
+        &format!("{topic} to be created again on the SF cluster"),
+        Duration::from_secs(60),
+        || async {
+            let topic =
+                rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(1))
+                    .set("retention.ms", "-1");
+            let r = admin.create_topics(&[topic], &opts).await.ok()?;
+            r.into_iter().all(|x| x.is_ok()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        s.sf.wait_topic_ready(topic, Duration::from_secs(60)),
+        (0, 0),
+        "the recreated topic is empty"
+    );
+}
+
+/// Runs a mirror that must stop by itself; returns its error line.
+fn mirror_error(case: &MirrorCase) -> String {
+    let mut mirror = case.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = mirror.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = mirror.kill();
+            let _ = mirror.wait();
+            panic!(
+                "the mirror did not stop within 90s; its log:\n{}",
+                tail(&case.log(), 15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = case.log();
+    assert!(!status.success(), "the mirror exits with an error:\n{log}");
+    log.lines()
+        .rev()
+        .find(|l| l.contains("continuum-consumer: error"))
+        .unwrap_or_else(|| panic!("no error line in the mirror's log:\n{log}"))
+        .to_owned()
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The SF topic was deleted and recreated after the mirror copied 6 records; the new one holds
+/// 2. The mirror would resume at source offset 6, beyond the new topic's end: it stops with a
+/// fatal error that says so (both offsets, what happened, what to do) instead of librdkafka's
+/// raw "offset out of range", and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_topic_recreated_shorter_than_the_copy_stops_the_mirror() {
+    let s = stack();
+    let topic = unique_name("mirror_recreated");
+    s.sf.create_topic(&topic, 1).await;
+    produce(&topic, 0, 6, Duration::ZERO).await;
+    let case = MirrorCase::new(&topic);
+    let mut first = case.spawn();
+    wait_mirrored(&topic, 6, Duration::from_secs(60));
+    let _ = first.kill();
+    let _ = first.wait();
+
+    recreate_sf_topic(&topic).await;
+    produce(&topic, 0, 2, Duration::ZERO).await;
+    let err = mirror_error(&case);
+    for want in [
+        format!("{topic} on the sf cluster ends at offset 2"),
+        "resume at source offset 6".to_owned(),
+        "deleted and recreated".to_owned(),
+        "replay --from-beginning".to_owned(),
+    ] {
+        assert!(err.contains(&want), "the error says {want:?}:\n{err}");
+    }
+    assert!(!err.contains("out of range"), "{err}");
+    assert_eq!(
+        high_watermark(&s.eu, &topic),
+        Some(6),
+        "nothing was mirrored"
+    );
+}
+
+/// The same, but the recreated SF topic already holds more records (9) than were mirrored (6):
+/// resuming at offset 6 would copy records 6..9 of a different topic after the old 0..6. The
+/// source record before the resume offset is not the one the copy ends with, so the mirror
+/// stops, writing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_topic_recreated_longer_than_the_copy_stops_the_mirror() {
+    let s = stack();
+    let topic = unique_name("mirror_replaced");
+    s.sf.create_topic(&topic, 1).await;
+    produce(&topic, 0, 6, Duration::ZERO).await;
+    let case = MirrorCase::new(&topic);
+    let mut first = case.spawn();
+    wait_mirrored(&topic, 6, Duration::from_secs(60));
+    let _ = first.kill();
+    let _ = first.wait();
+
+    recreate_sf_topic(&topic).await;
+    produce(&topic, 100, 109, Duration::ZERO).await;
+    let err = mirror_error(&case);
+    for want in [
+        format!("record {topic}@5 on the sf cluster is not the record"),
+        "deleted and recreated".to_owned(),
+        "replay --from-beginning".to_owned(),
+    ] {
+        assert!(err.contains(&want), "the error says {want:?}:\n{err}");
+    }
+    assert_eq!(
+        high_watermark(&s.eu, &topic),
+        Some(6),
+        "nothing was mirrored"
+    );
 }

@@ -329,7 +329,10 @@ pub fn stack() -> &'static Stack {
     STACK.get_or_init(|| Stack {
         sf: Site::from_env("sf"),
         eu: Site::from_env("eu"),
-        kafka_sasl: (var("STACK_KAFKA_SASL_USER"), var("STACK_KAFKA_SASL_PASSWORD")),
+        kafka_sasl: (
+            var("STACK_KAFKA_SASL_USER"),
+            var("STACK_KAFKA_SASL_PASSWORD"),
+        ),
     })
 }
 

@@ -124,7 +124,7 @@ pub struct Apply {
 }
 
 impl Apply {
-    /// Takes the apply lock; fails at once if another apply holds it.
+    /// Takes the apply lock, waiting (as a standby) while another apply holds it.
     pub async fn new(settings: ApplySettings, run: RunOptions, health: Health) -> Result<Apply> {
         let opts = settings.db_opts()?;
         let lock = ApplyLock::acquire(

@@ -69,10 +69,16 @@ max_retry_delay = "1s"
     }
 
     pub fn spawn(&self) -> Child {
+        self.spawn_as("mirror")
+    }
+
+    /// A mirror process whose log is `<name>.log` (see [`MirrorCase::log_of`]), to tell several
+    /// mirrors of one case apart.
+    pub fn spawn_as(&self, name: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("mirror.log"))
+            .open(self.dir.join(format!("{name}.log")))
             .unwrap();
         Command::new(env!("CARGO_BIN_EXE_continuum-consumer"))
             .args([
@@ -90,7 +96,11 @@ max_retry_delay = "1s"
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mirror.log")).unwrap_or_default()
+        self.log_of("mirror")
+    }
+
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 }
 
