@@ -7,7 +7,9 @@
 //! - records arrive in offset order, each exactly once per reader; the reader stops at the first
 //!   error and sends it as its last item;
 //! - a record that does not decode is an error naming its offset and, from its `continuum.pos`
-//!   header, its GTID.
+//!   header, its GTID;
+//! - a record's position is its payload's; a `continuum.pos` or `continuum.kind` header that
+//!   disagrees with the payload is an error naming both.
 
 use continuum_common::kafka::FetchedRecord;
 use continuum_schemas::{Decoder, RecordAt, StreamPosition, StreamRecord};
@@ -232,15 +234,23 @@ pub async fn decode(
             )));
         }
     }
-    let pos = match (header_pos, r.header_str(POS_HEADER)) {
-        (Some(p), _) => p,
-        (None, None) => record.position(),
+    // The position travels twice: in the payload (authoritative, it is what the producer
+    // encoded) and in the header (so that readers find positions without decoding). They must
+    // agree; a record whose header says otherwise was rewritten by something else.
+    let pos = record.position();
+    match (header_pos, r.header_str(POS_HEADER)) {
+        (Some(h), _) if h != pos => {
+            return Err(poison(format!(
+                "its {POS_HEADER} header says '{h}' but its payload is at '{pos}'"
+            )))
+        }
         (None, Some(text)) => {
             return Err(poison(format!(
                 "its {POS_HEADER} header '{text}' does not parse"
             )))
         }
-    };
+        _ => {}
+    }
     let size = r.key.as_ref().map_or(0, |k| k.len()) + value.len();
     Ok(Incoming {
         offset: r.offset,

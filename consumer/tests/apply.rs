@@ -1318,14 +1318,39 @@ async fn status_lock_and_metrics() {
             && text.contains(&format!("offset {high} of {high} (0 records behind)")),
         "{text}"
     );
-    // Only one apply per topic.
-    let out = fx.run(&["apply", "--until-caught-up"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("another apply holds the lock"),
-        "{}",
-        stderr(&out)
+    // Only one apply per topic: a second one waits for the lock, saying which connection holds
+    // it, and applies nothing meanwhile.
+    let holder = apply_lock_holder(&fx).await.expect("apply holds its lock");
+    let second_log = fx.config_path.with_extension("second.log");
+    let second = Killed(
+        fx.command(&["apply", "--until-caught-up", "--no-metrics"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&second_log).unwrap())
+            .spawn()
+            .unwrap(),
     );
+    let waiting = format!(
+        "held by connection {holder}: an apply of {} is running",
+        fx.topic
+    );
+    let mut second = second;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        assert!(
+            second.0.try_wait().unwrap().is_none(),
+            "the second apply exited instead of waiting:\n{log}"
+        );
+        if log.contains(&waiting) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second apply did not say {waiting:?} within 60s:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(second);
     // Metrics and health.
     let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -1369,6 +1394,142 @@ async fn status_lock_and_metrics() {
     fx.assert_same(&["a"]).await;
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "stopped", "{st}");
+    fx.drop_databases().await;
+}
+
+/// A child process killed (-9) when the test ends, whatever happened (woken first if stopped).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        signal(self.0.id(), "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The replica connection that holds the apply lock of the fixture's topic, if any.
+async fn apply_lock_holder(fx: &Fixture) -> Option<i64> {
+    let mut c = fx.replica_admin.conn().await;
+    c.exec_first::<Option<i64>, _, _>(
+        "SELECT IS_USED_LOCK(?)",
+        (continuum_consumer::lock::lock_name(&fx.topic),),
+    )
+    .await
+    .unwrap()
+    .flatten()
+}
+
+/// Apply's host stops answering (simulated: the process is SIGSTOPped, so its connections stay
+/// open and silent, like a dead host's half-open ones). MariaDB frees the apply lock when it
+/// drops the silent lock connection (its short `wait_timeout`), so a replacement started
+/// meanwhile waits, then takes over and applies. When the stopped apply wakes up, it finds the
+/// lock gone and commits nothing: the replica matches the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
+    let fx = Fixture::new(
+        "deadhost",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
+    async fn write(src: &mut Source, from: i64, to: i64) {
+        for i in from..to {
+            src.txn(vec![(
+                "a",
+                RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
+            )])
+            .await;
+        }
+        src.heartbeat().await;
+        src.flush().await;
+    }
+    write(&mut src, 0, 5).await;
+    let first = Killed(fx.spawn_apply(&["--no-metrics"]));
+    let high = fx.high_watermark();
+    wait_for(60, "the first apply to catch up", || async {
+        fx.checkpoint().await.is_some_and(|c| c.0 == high)
+    })
+    .await;
+    let holder = apply_lock_holder(&fx)
+        .await
+        .expect("the first apply holds the lock");
+    assert!(signal(first.0.id(), "STOP"), "SIGSTOP the first apply");
+    let stopped = std::time::Instant::now();
+
+    let second_log = fx.config_path.with_extension("second.log");
+    let mut second = Killed(
+        fx.command(&["apply", "--no-metrics"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&second_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    write(&mut src, 5, 10).await;
+    let high = fx.high_watermark();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while fx.checkpoint().await.is_none_or(|c| c.0 != high) {
+        let log = || std::fs::read_to_string(&second_log).unwrap_or_default();
+        if let Some(status) = second.0.try_wait().unwrap() {
+            panic!(
+                "the replacement exited ({status}) while the silent connection {holder} held the lock:\n{}",
+                log()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replacement did not take over within 90s; the lock is held by {:?}; its log:\n{}",
+            apply_lock_holder(&fx).await,
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "the replacement applied {:.1}s after the first apply stopped answering",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert_ne!(apply_lock_holder(&fx).await, Some(holder));
+
+    // The first apply wakes up and reads the new records too: it must not commit them.
+    assert!(signal(first.0.id(), "CONT"), "SIGCONT the first apply");
+    write(&mut src, 10, 15).await;
+    let high = fx.high_watermark();
+    wait_for(
+        60,
+        "the replacement to apply the last transactions",
+        || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) },
+    )
+    .await;
+    wait_for(60, "the first apply to find its lock gone", || async {
+        std::fs::read_to_string(fx.log_path())
+            .unwrap_or_default()
+            .contains("lost the apply lock")
+    })
+    .await;
+    drop(first);
+    drop(second);
+    fx.assert_same(&["a"]).await;
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM a")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(15));
     fx.drop_databases().await;
 }
 
@@ -1563,7 +1724,11 @@ async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas
     }
     for conn in [fx.source_conn().await, fx.replica().await] {
         let mut conn = conn;
-        let t: (String, String) = conn.query_first("SHOW CREATE TABLE t2").await.unwrap().unwrap();
+        let t: (String, String) = conn
+            .query_first("SHOW CREATE TABLE t2")
+            .await
+            .unwrap()
+            .unwrap();
         assert!(t.1.contains("`k` bigint(20) DEFAULT NULL"), "{}", t.1);
     }
     // A schema change the replica refuses for another reason still stops apply, naming why.
@@ -1620,8 +1785,11 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
         shape("copy"),
     )
     .await;
-    src.txn(vec![("src", RowOp::Insert(vec![Value::Int(6), Value::Text("n6".into())]))])
-        .await;
+    src.txn(vec![(
+        "src",
+        RowOp::Insert(vec![Value::Int(6), Value::Text("n6".into())]),
+    )])
+    .await;
     src.flush().await;
     fx.apply_caught_up();
     assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
@@ -1678,8 +1846,11 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
         vec![int_col("id", false), int_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![("t", RowOp::Insert(vec![Value::Int(1), Value::Int(1)]))])
-        .await;
+    src.txn(vec![(
+        "t",
+        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
+    )])
+    .await;
     src.flush().await;
     fx.apply_caught_up_expect_failure(&["has triggers: t_ins (AFTER INSERT)", ".t"])
         .await;
@@ -1761,5 +1932,69 @@ async fn a_table_without_a_primary_key_is_applied_by_every_value() {
         .await
         .unwrap();
     assert_eq!(rows, [(1, Some("x".into())), (2, Some("z".into()))]);
+    fx.drop_databases().await;
+}
+
+/// A record's position is in its payload and in its `continuum.pos` header. Apply trusted the
+/// header alone: a record whose header had been rewritten (here: to a transaction the
+/// checkpoint already holds) was skipped as a duplicate. Now the two must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_header_that_disagrees_with_the_payload_stops_apply() {
+    let fx = Fixture::new(
+        "poshdr",
+        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    let t = src.table(table(
+        &fx.db,
+        "a",
+        vec![int_col("id", false), int_col("v", false)],
+        vec![0],
+    ));
+    src.txn(vec![(
+        "a",
+        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
+    )])
+    .await;
+    let before = src.position.clone();
+    let rec = continuum_schemas::StreamRecord::Change(continuum_schemas::ChangeEvent {
+        op: continuum_schemas::Op::Insert,
+        table: t,
+        before: None,
+        after: Some(vec![Value::Int(2), Value::Int(2)]),
+        source: continuum_schemas::SourceInfo {
+            server_id: 1,
+            gtid: Some(continuum_schemas::Gtid::new(1, 1, 2)),
+            gtid_position: before.with(continuum_schemas::Gtid::new(1, 1, 2)),
+            resume_position: before.clone(),
+            binlog: continuum_schemas::BinlogPosition::new("b.000001", 4),
+            commit_ts_ms: 1,
+            snapshot_id: None,
+        },
+        tx: Some(continuum_schemas::TxPlace {
+            index: 0,
+            last: true,
+        }),
+    });
+    // The header names 1-1-1, which the replica holds; the payload is 1-1-2.
+    let bad = src
+        .send_with_pos_header(&rec, &format!("txn:1-1-1:0:last:{}", "1-1-0"))
+        .await;
+    src.flush().await;
+    fx.apply_caught_up_expect_failure(&[
+        &format!("@{bad}"),
+        "header says 'txn:1-1-1:0:last:1-1-0'",
+        "payload is at 'txn:1-1-2:0:last:",
+    ])
+    .await;
+    let count: Option<i64> = fx
+        .replica()
+        .await
+        .query_first("SELECT COUNT(*) FROM a")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(1));
     fx.drop_databases().await;
 }

@@ -73,8 +73,11 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         vec![int_col("id", false), varchar_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![("t", RowOp::Insert(vec![Value::Int(1), Value::Text("ok".into())]))])
-        .await;
+    src.txn(vec![(
+        "t",
+        RowOp::Insert(vec![Value::Int(1), Value::Text("ok".into())]),
+    )])
+    .await;
     src.txn(vec![(
         "t",
         RowOp::Insert(vec![Value::Int(2), Value::Text("far too long".into())]),
@@ -92,16 +95,25 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     );
     let run = &mut run.0;
     let health = format!("http://127.0.0.1:{port}/health");
-    wait_for(90, "apply to report the refused record in /health", || async {
-        let h = get(&health).await;
-        h.contains("\"apply\"") && h.contains("failed") && h.contains(&format!("{}@1", fx.topic))
-    })
+    wait_for(
+        90,
+        "apply to report the refused record in /health",
+        || async {
+            let h = get(&health).await;
+            h.contains("\"apply\"")
+                && h.contains("failed")
+                && h.contains(&format!("{}@1", fx.topic))
+        },
+    )
     .await;
     // Still running, and the mirror goes on: records written now reach the EU cluster.
     assert!(run.try_wait().unwrap().is_none(), "run must not end");
     for i in 3..=5 {
-        src.txn(vec![("t", RowOp::Insert(vec![Value::Int(i), Value::Text("x".into())]))])
-            .await;
+        src.txn(vec![(
+            "t",
+            RowOp::Insert(vec![Value::Int(i), Value::Text("x".into())]),
+        )])
+        .await;
     }
     src.flush().await;
     wait_for(60, "the mirror to copy what SF wrote meanwhile", || async {
@@ -119,7 +131,11 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         status_text.contains("Data too long") || status_text.contains("too long"),
         "status shows the error:\n{status_text}"
     );
-    assert_eq!(fx.checkpoint().await.unwrap().0, 1, "the checkpoint stays before the record");
+    assert_eq!(
+        fx.checkpoint().await.unwrap().0,
+        1,
+        "the checkpoint stays before the record"
+    );
 
     // The operator fixes the replica; apply goes on by itself.
     fx.replica()

@@ -376,6 +376,44 @@ fn as_long(v: &AvroValue) -> Option<i64> {
     }
 }
 
+/// A required field that is a long, in `what` (`heartbeat`, `source`, ...).
+fn need_long(fields: &[(String, AvroValue)], what: &str, name: &str) -> Result<i64, String> {
+    field(fields, name)
+        .and_then(as_long)
+        .ok_or_else(|| format!("{what}.{name} is missing or not a number"))
+}
+
+/// A required field that is a long and fits `T` (a server id, an index, a binlog offset).
+fn need_int<T: TryFrom<i64>>(
+    fields: &[(String, AvroValue)],
+    what: &str,
+    name: &str,
+) -> Result<T, String> {
+    let v = need_long(fields, what, name)?;
+    T::try_from(v).map_err(|_| format!("{what}.{name} is {v}, out of its range"))
+}
+
+fn need_str<'a>(
+    fields: &'a [(String, AvroValue)],
+    what: &str,
+    name: &str,
+) -> Result<&'a str, String> {
+    field(fields, name)
+        .and_then(as_str)
+        .ok_or_else(|| format!("{what}.{name} is missing or not a string"))
+}
+
+/// A transaction place: `index` and `last`, both required.
+fn tx_place(t: &[(String, AvroValue)]) -> Result<TxPlace, String> {
+    Ok(TxPlace {
+        index: need_int(t, "transaction", "index")?,
+        last: match field(t, "last").map(unwrap_union) {
+            Some(AvroValue::Boolean(b)) => *b,
+            _ => return Err("transaction.last is missing or not a boolean".into()),
+        },
+    })
+}
+
 impl Decoder {
     pub fn new(registry: Registry) -> Self {
         Decoder {
@@ -538,12 +576,16 @@ impl Decoder {
                     .and_then(as_str)
                     .and_then(Op::from_code)
                     .ok_or_else(|| invalid("envelope has no valid op".into()))?;
+                // A snapshot read belongs to no transaction; every other row change does.
                 let tx = match field(&fields, "transaction").map(unwrap_union) {
-                    Some(AvroValue::Record(t)) => Some(TxPlace {
-                        index: field(t, "index").and_then(as_long).unwrap_or(0) as u64,
-                        last: matches!(field(t, "last"), Some(AvroValue::Boolean(true))),
-                    }),
-                    _ => None,
+                    Some(AvroValue::Record(t)) => Some(tx_place(t).map_err(invalid)?),
+                    None | Some(AvroValue::Null) if op == Op::Read => None,
+                    other => {
+                        return Err(invalid(format!(
+                            "a {} row change of {db}.{table} has transaction {other:?}, not a transaction record",
+                            op.code()
+                        )))
+                    }
                 };
                 Ok(StreamRecord::Change(ChangeEvent {
                     op,
@@ -558,17 +600,13 @@ impl Decoder {
                 let source = field(&fields, "source")
                     .ok_or_else(|| invalid("schema change has no source".into()))?;
                 let (source_info, _, _) = source_from_avro(source).map_err(invalid)?;
-                let tx = match field(&fields, "transaction") {
-                    Some(AvroValue::Record(t)) => TxPlace {
-                        index: field(t, "index").and_then(as_long).unwrap_or(0) as u64,
-                        last: matches!(field(t, "last"), Some(AvroValue::Boolean(true))),
-                    },
+                let tx = match field(&fields, "transaction").map(unwrap_union) {
+                    Some(AvroValue::Record(t)) => tx_place(t).map_err(invalid)?,
                     _ => return Err(invalid("schema change has no transaction".into())),
                 };
                 Ok(StreamRecord::SchemaChange(SchemaChange {
-                    database: field(&fields, "database")
-                        .and_then(as_str)
-                        .unwrap_or_default()
+                    database: need_str(&fields, "schema change", "database")
+                        .map_err(invalid)?
                         .to_owned(),
                     ddl: field(&fields, "ddl")
                         .and_then(as_str)
@@ -579,37 +617,49 @@ impl Decoder {
                 }))
             }
             WriterKind::Heartbeat => Ok(StreamRecord::Heartbeat(Heartbeat {
-                server_id: field(&fields, "server_id").and_then(as_long).unwrap_or(0) as u32,
-                position: field(&fields, "gtid_position")
-                    .and_then(as_str)
-                    .unwrap_or_default()
+                server_id: need_int(&fields, "heartbeat", "server_id").map_err(invalid)?,
+                position: need_str(&fields, "heartbeat", "gtid_position")
+                    .map_err(invalid)?
                     .parse()
-                    .map_err(|e: crate::position::ParsePositionError| invalid(e.to_string()))?,
-                ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
+                    .map_err(|e: crate::position::ParsePositionError| {
+                        invalid(format!("heartbeat.gtid_position: {e}"))
+                    })?,
+                ts_ms: need_long(&fields, "heartbeat", "ts_ms").map_err(invalid)?,
             })),
             WriterKind::Snapshot => Ok(StreamRecord::Snapshot(SnapshotMarker {
-                snapshot_id: field(&fields, "snapshot_id")
-                    .and_then(as_str)
-                    .unwrap_or_default()
+                snapshot_id: need_str(&fields, "snapshot marker", "snapshot_id")
+                    .map_err(invalid)?
                     .to_owned(),
                 phase: match field(&fields, "phase") {
                     Some(AvroValue::Enum(0, _)) => SnapshotPhase::Start,
                     Some(AvroValue::Enum(1, _)) => SnapshotPhase::End,
                     other => return Err(invalid(format!("snapshot marker with phase {other:?}"))),
                 },
-                server_id: field(&fields, "server_id").and_then(as_long).unwrap_or(0) as u32,
-                position: field(&fields, "gtid_position")
-                    .and_then(as_str)
-                    .unwrap_or_default()
+                server_id: need_int(&fields, "snapshot marker", "server_id").map_err(invalid)?,
+                position: need_str(&fields, "snapshot marker", "gtid_position")
+                    .map_err(invalid)?
                     .parse()
-                    .map_err(|e: crate::position::ParsePositionError| invalid(e.to_string()))?,
+                    .map_err(|e: crate::position::ParsePositionError| {
+                        invalid(format!("snapshot marker.gtid_position: {e}"))
+                    })?,
                 tables: match field(&fields, "tables") {
-                    Some(AvroValue::Array(a)) => {
-                        a.iter().filter_map(as_str).map(str::to_owned).collect()
+                    Some(AvroValue::Array(a)) => a
+                        .iter()
+                        .map(|t| {
+                            as_str(t).map(str::to_owned).ok_or_else(|| {
+                                invalid(format!(
+                                    "snapshot marker.tables holds {t:?}, not a table name"
+                                ))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => {
+                        return Err(invalid(
+                            "snapshot marker.tables is missing or not an array".into(),
+                        ))
                     }
-                    _ => Vec::new(),
                 },
-                ts_ms: field(&fields, "ts_ms").and_then(as_long).unwrap_or(0),
+                ts_ms: need_long(&fields, "snapshot marker", "ts_ms").map_err(invalid)?,
             })),
             WriterKind::Key { .. } => Err(invalid(format!("value uses key schema id {id}"))),
         }
@@ -637,18 +687,80 @@ fn source_from_avro(v: &AvroValue) -> Result<(SourceInfo, String, Option<String>
     };
     Ok((
         SourceInfo {
-            server_id: field(f, "server_id").and_then(as_long).unwrap_or(0) as u32,
+            server_id: need_int(f, "source", "server_id")?,
             gtid,
             gtid_position: pos("gtid_position")?,
             resume_position: pos("resume_position")?,
-            binlog: BinlogPosition::new(
-                need("file")?,
-                field(f, "pos").and_then(as_long).unwrap_or(0) as u64,
-            ),
-            commit_ts_ms: field(f, "ts_ms").and_then(as_long).unwrap_or(0),
+            binlog: BinlogPosition::new(need("file")?, need_int(f, "source", "pos")?),
+            commit_ts_ms: need_long(f, "source", "ts_ms")?,
             snapshot_id: s("snapshot_id"),
         },
         need("db")?,
         s("table"),
     ))
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    fn rec(pairs: &[(&str, AvroValue)]) -> Vec<(String, AvroValue)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_or_wrong_field_is_an_error_naming_it_never_a_default() {
+        let f = rec(&[
+            ("server_id", AvroValue::Long(1 << 40)),
+            ("ts_ms", AvroValue::Long(5)),
+        ]);
+        assert_eq!(need_long(&f, "heartbeat", "ts_ms"), Ok(5));
+        assert_eq!(
+            need_int::<u32>(&f, "heartbeat", "server_id"),
+            Err(format!(
+                "heartbeat.server_id is {}, out of its range",
+                1i64 << 40
+            ))
+        );
+        assert_eq!(
+            need_long(&f, "heartbeat", "pos"),
+            Err("heartbeat.pos is missing or not a number".into())
+        );
+        assert_eq!(
+            need_str(&f, "source", "file"),
+            Err("source.file is missing or not a string".into())
+        );
+        assert_eq!(
+            need_int::<u64>(&rec(&[("pos", AvroValue::Long(-1))]), "source", "pos"),
+            Err("source.pos is -1, out of its range".into())
+        );
+    }
+
+    #[test]
+    fn a_transaction_place_needs_both_its_fields() {
+        let ok = rec(&[
+            ("index", AvroValue::Long(3)),
+            ("last", AvroValue::Boolean(true)),
+        ]);
+        assert_eq!(
+            tx_place(&ok),
+            Ok(TxPlace {
+                index: 3,
+                last: true
+            })
+        );
+        let no_last = rec(&[("index", AvroValue::Long(3))]);
+        assert_eq!(
+            tx_place(&no_last),
+            Err("transaction.last is missing or not a boolean".into())
+        );
+        let no_index = rec(&[("last", AvroValue::Boolean(false))]);
+        assert_eq!(
+            tx_place(&no_index),
+            Err("transaction.index is missing or not a number".into())
+        );
+    }
 }

@@ -574,7 +574,10 @@ async fn pipeline_replicates_a_workload_consistently() {
     let s = stack();
     for (site, what) in [(&s.sf, "SF's changelog"), (&s.eu, "EU's copy of it")] {
         let (n, c, u, d) = decode_with_a_stock_client(site, &p.sf_topic);
-        assert!(c > 0 && u > 0 && d > 0, "{what}: creates {c}, updates {u}, deletes {d}");
+        assert!(
+            c > 0 && u > 0 && d > 0,
+            "{what}: creates {c}, updates {u}, deletes {d}"
+        );
         eprintln!("{what}: {n} records decoded by a stock Confluent client ({c} creates, {u} updates, {d} deletes)");
     }
     eprintln!("pipeline: {seconds}s of workload, {txns} source transactions, {commits} apply commits, {samples} invariant samples, no violation");
@@ -638,4 +641,67 @@ async fn chaos_kill9_components_loses_nothing() {
         started.elapsed().as_secs_f64()
     );
     drop_databases(&dbs).await;
+}
+
+/// `CREATE TABLE ... SELECT` through the whole pipeline, keyed and keyless: MariaDB logs each as
+/// one transaction (the table, then its rows). Apply stopped for good at the keyed one, and the
+/// producer stopped at the keyless one; both now reach EU whole, and the keyless table's later
+/// updates and deletes (identical rows included) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_select_replicates_keyed_and_keyless() {
+    let p = Pipeline::new("ctas");
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    c.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    c.query_drop(format!("USE `{db}`")).await.unwrap();
+    c.query_drop("CREATE TABLE src (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, qty INT NULL)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO src VALUES (1,'a',1),(2,'b',NULL),(3,'c',3),(4,'a',1)")
+        .await
+        .unwrap();
+    p.start();
+    c.query_drop("CREATE TABLE keyed (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id > 1")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE loose SELECT name, qty FROM src")
+        .await
+        .unwrap();
+    // Two identical rows ('a',1): deleting one must leave the other.
+    c.query_drop("DELETE FROM loose WHERE name = 'a' LIMIT 1")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE loose SET qty = 9 WHERE name = 'b'")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO loose VALUES ('c',3)")
+        .await
+        .unwrap();
+    let target = sf_position().await;
+    wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(180)).await;
+    let mut e = s.eu.admin_conn().await;
+    for (table, q) in [
+        ("keyed", format!("SELECT CONCAT_WS(',', id, name) FROM `{db}`.keyed ORDER BY id")),
+        (
+            "loose",
+            format!("SELECT CONCAT_WS(',', name, IFNULL(qty, 'NULL')) FROM `{db}`.loose ORDER BY name, qty"),
+        ),
+    ] {
+        let at_sf: Vec<String> = c.query(q.as_str()).await.unwrap();
+        let at_eu: Vec<String> = e.query(q.as_str()).await.unwrap();
+        assert!(!at_sf.is_empty());
+        assert_eq!(at_eu, at_sf, "{table} at EU holds what it holds at SF");
+    }
+    let loose: Vec<String> = e
+        .query(format!(
+            "SELECT CONCAT_WS(',', name, qty) FROM `{db}`.loose ORDER BY name, qty"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(loose, ["a,1", "b,9", "c,3", "c,3"]);
+    p.stop();
+    drop_databases(&[db]).await;
 }

@@ -124,9 +124,15 @@ pub enum Action {
     /// Roll back what is buffered or sent of the MariaDB transaction.
     Rollback,
     /// Run the current record's schema change under `ddl` (apply: run it; skip: log it).
-    SchemaChange { at: Box<RecordContext>, ddl: DdlPolicy },
+    SchemaChange {
+        at: Box<RecordContext>,
+        ddl: DdlPolicy,
+    },
     /// Empty these tables (`db`, `table`) for snapshot `id`; a missing table is fine.
-    EmptyTables { id: String, tables: Vec<(String, String)> },
+    EmptyTables {
+        id: String,
+        tables: Vec<(String, String)>,
+    },
     /// The session ends here.
     End(SessionEnd),
     /// Stop with this error (after the actions before it).
@@ -191,10 +197,20 @@ enum After {
     },
     /// A record that only moves the offset on: a snapshot row (then a consistent point) or a
     /// snapshot's table definition (then a commit).
-    Passed { commit: bool },
-    Heartbeat { position: GtidPosition, ts_ms: i64 },
-    SnapshotStart { id: String },
-    SnapshotEnd { position: GtidPosition, ts_ms: i64 },
+    Passed {
+        commit: bool,
+    },
+    Heartbeat {
+        position: GtidPosition,
+        ts_ms: i64,
+    },
+    SnapshotStart {
+        id: String,
+    },
+    SnapshotEnd {
+        position: GtidPosition,
+        ts_ms: i64,
+    },
 }
 
 type Actions = Vec<Action>;
@@ -271,7 +287,9 @@ impl Session {
     /// buffered).
     pub fn deadline(&self, dirty: bool) -> Option<Instant> {
         let waiting = self.open.is_none() && (self.progress() || dirty);
-        self.started.map(|t| t + self.limits.wait).filter(|_| waiting)
+        self.started
+            .map(|t| t + self.limits.wait)
+            .filter(|_| waiting)
     }
 
     /// The batch deadline passed.
@@ -450,7 +468,11 @@ impl Session {
                     _ => {
                         self.open = None;
                         self.pending.until_reached = true;
-                        tracing::info!(offset = inc.offset, until_ms, "reached replay --until-time");
+                        tracing::info!(
+                            offset = inc.offset,
+                            until_ms,
+                            "reached replay --until-time"
+                        );
                         let offset = self.pending.next_offset;
                         vec![
                             self.commit(),
@@ -516,7 +538,9 @@ impl Session {
         let full = self.stats.ops.total() as usize >= l.rows
             || self.stats.txns as usize >= l.transactions
             || self.stats.bytes >= l.bytes
-            || self.started.is_some_and(|t| now.duration_since(t) >= l.wait)
+            || self
+                .started
+                .is_some_and(|t| now.duration_since(t) >= l.wait)
             || self.diagnosing(offset);
         if full {
             vec![self.commit()]
@@ -571,7 +595,11 @@ impl Session {
             commit_ts_ms: ev.source.commit_ts_ms,
             counted: !skip,
         };
-        Ok(if skip { vec![] } else { vec![self.row(inc, ev, now)] })
+        Ok(if skip {
+            vec![]
+        } else {
+            vec![self.row(inc, ev, now)]
+        })
     }
 
     /// Once the current record's work is done: the checkpoint moves past it, and the commits
@@ -799,7 +827,10 @@ impl Session {
             if rows > 0 {
                 let mut d = self.d.clone();
                 d.discard.push((first, inc.offset));
-                return Ok(vec![Action::Rollback, Action::End(SessionEnd::Redo(d, None))]);
+                return Ok(vec![
+                    Action::Rollback,
+                    Action::End(SessionEnd::Redo(d, None)),
+                ]);
             }
             self.open = None;
         }

@@ -504,6 +504,14 @@ impl Source {
         .await
     }
 
+    /// Sends `rec` encoded as the producer does, but with `pos` as its `continuum.pos` header.
+    pub async fn send_with_pos_header(&mut self, rec: &StreamRecord, pos: &str) -> i64 {
+        let ts = self.next_ts();
+        let enc = self.encoder.encode(rec, ts).await.expect("encode");
+        self.send_raw(enc.key.as_deref(), &enc.value, rec.kind(), pos, ts)
+            .await
+    }
+
     /// Sends raw bytes with the given headers; returns the record's index in this source.
     pub async fn send_raw(
         &mut self,
@@ -620,9 +628,8 @@ impl Source {
                 .collect::<Vec<_>>()
                 .join(" AND ")
                 + if keyless { " LIMIT 1" } else { "" };
-            let key_params = |row: &[Value]| {
-                key_cols.iter().map(|&i| param(&row[i])).collect::<Vec<_>>()
-            };
+            let key_params =
+                |row: &[Value]| key_cols.iter().map(|&i| param(&row[i])).collect::<Vec<_>>();
             match op {
                 RowOp::Insert(row) => {
                     let sql = format!(
@@ -811,7 +818,11 @@ impl Source {
             .await
             .unwrap()
             .unwrap();
-        let cols: Vec<String> = shape.columns.iter().map(|c| format!("`{}`", c.name)).collect();
+        let cols: Vec<String> = shape
+            .columns
+            .iter()
+            .map(|c| format!("`{}`", c.name))
+            .collect();
         let rows: Vec<mysql_async::Row> = self
             .conn
             .query(format!("SELECT {} FROM `{}`", cols.join(","), shape.table))
@@ -839,9 +850,10 @@ impl Source {
                 .zip(&t.columns)
                 .map(|(v, c)| match (v, &c.ty) {
                     (mysql_async::Value::NULL, _) => Value::Null,
-                    (mysql_async::Value::Bytes(b), continuum_schemas::ColumnType::Integer { .. }) => {
-                        Value::Int(String::from_utf8(b).unwrap().parse().unwrap())
-                    }
+                    (
+                        mysql_async::Value::Bytes(b),
+                        continuum_schemas::ColumnType::Integer { .. },
+                    ) => Value::Int(String::from_utf8(b).unwrap().parse().unwrap()),
                     (mysql_async::Value::Bytes(b), _) => Value::Text(String::from_utf8(b).unwrap()),
                     (other, _) => panic!("create_select: unsupported value {other:?}"),
                 })
