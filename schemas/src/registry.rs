@@ -262,6 +262,38 @@ impl Registry {
         Ok(registered.id)
     }
 
+    /// The compatibility level configured on a subject (`GET /config/<subject>`), or None when
+    /// it has none of its own.
+    async fn compatibility_of(&self, config_url: &str) -> Result<Option<String>, RegistryError> {
+        let mut req = self.http.get(config_url);
+        if let Some((u, p)) = &self.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: self.url.clone(),
+            reason,
+        };
+        let resp = req.send().await.map_err(|e| unavailable(e.to_string()))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(unavailable(format!(
+                "HTTP {} reading {config_url}",
+                resp.status()
+            )));
+        }
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("reading {config_url}: {e}")))?;
+        // Confluent answers `compatibilityLevel`; some versions and Apicurio `compatibility`.
+        Ok(v.get("compatibilityLevel")
+            .or_else(|| v.get("compatibility"))
+            .and_then(|l| l.as_str())
+            .map(str::to_owned))
+    }
+
     async fn ensure_compatibility_none(&self, subject: &str) -> Result<(), RegistryError> {
         if self.configured_subjects.lock().unwrap().contains(subject) {
             return Ok(());
@@ -286,6 +318,23 @@ impl Registry {
                     url: self.url.clone(),
                     reason: format!("HTTP {status} setting compatibility of '{subject}'"),
                 });
+            }
+            if status == reqwest::StatusCode::CONFLICT {
+                // Another writer set the subject's rule at the same moment (Apicurio answers the
+                // loser of two concurrent PUTs 409 "A rule named 'COMPATIBILITY' already
+                // exists"). What counts is the rule in force: NONE is done; anything else is
+                // set again on the next try.
+                let body = resp.text().await.unwrap_or_default();
+                return match self.compatibility_of(&url).await? {
+                    Some(level) if level == "NONE" => Ok(()),
+                    other => Err(RegistryError::Unavailable {
+                        url: self.url.clone(),
+                        reason: format!(
+                            "setting compatibility NONE on '{subject}' raced another writer (HTTP 409: {body}); the subject's compatibility is now {}",
+                            other.as_deref().unwrap_or("unset")
+                        ),
+                    }),
+                };
             }
             if !status.is_success() {
                 let body = resp.text().await.unwrap_or_default();

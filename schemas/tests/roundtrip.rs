@@ -968,3 +968,38 @@ async fn control_records_round_trip() {
         assert_eq!(&back, r);
     }
 }
+
+/// Writers that register the same subject at once (a mirror restarted while its predecessor's
+/// request is still in flight, or two pipelines sharing a registry) all succeed with one id.
+/// Apicurio answers a second concurrent `PUT /config/<subject>` with 409 "A rule named
+/// 'COMPATIBILITY' already exists"; that stopped the chaos suite's mirror for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_of_one_subject_all_succeed() {
+    for round in 0..5 {
+        let topic = unique_topic("concurrent");
+        let subject = format!("{topic}-Concurrent");
+        let schema = format!(
+            r#"{{"type":"record","name":"Concurrent","namespace":"{}","fields":[{{"name":"a","type":"long"}}]}}"#,
+            topic.replace('.', "_")
+        );
+        let clients: Vec<Registry> = (0..8).map(|_| registry()).collect();
+        let calls: Vec<_> = clients
+            .into_iter()
+            .map(|reg| {
+                // A client of its own each: nothing cached between them.
+                let (subject, schema) = (subject.clone(), schema.clone());
+                tokio::spawn(async move { reg.register(&subject, &schema).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for c in calls {
+            ids.push(
+                c.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}")),
+            );
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one id for one schema: {ids:?}");
+    }
+}
