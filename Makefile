@@ -134,9 +134,18 @@ drill: up build
 # Continuum against native MariaDB replication, same machine, same run (docs/bench.md). Release
 # binaries unless BENCH_PROFILE=dev.
 BENCH_PROFILE ?= release
+# make run's pipeline would share the machine with the contestants: the bench stops whichever of
+# its processes run, and starts them again afterwards, whatever the outcome.
 bench: up
 	cargo build --workspace --bins $(if $(filter release,$(BENCH_PROFILE)),--release)
-	$(WITH_ENV) BENCH_PROFILE=$(BENCH_PROFILE) target/$(if $(filter release,$(BENCH_PROFILE)),release,debug)/continuum-bench
+	@running=$$(scripts/pipeline.sh status | awk '$$2 == "running" {print $$1}' | xargs); \
+	if [[ -n $$running ]]; then \
+	  echo "[bench] stopping make run's pipeline ($$running) for the bench; it starts again afterwards"; \
+	  scripts/pipeline.sh stop $$running; \
+	fi; \
+	rc=0; $(WITH_ENV) BENCH_PROFILE=$(BENCH_PROFILE) target/$(if $(filter release,$(BENCH_PROFILE)),release,debug)/continuum-bench || rc=$$?; \
+	if [[ -n $$running ]]; then echo "[bench] starting make run's pipeline again ($$running)"; scripts/pipeline.sh start $$running; fi; \
+	exit $$rc
 
 # The workload generator against the SF MariaDB, e.g. make workload ARGS="--duration 30s --rate 50"
 workload: up

@@ -1,5 +1,6 @@
 //! The PNG: backlog-drain throughput as bars (top), end-to-end lag over time at each steady
-//! load (bottom). plotters' bitmap backend; text through ab_glyph with DejaVu Sans embedded by
+//! load (middle), and the end-to-end ratio against native replication over the runs of the
+//! same size in `history.csv` (bottom). plotters' bitmap backend; text through ab_glyph with DejaVu Sans embedded by
 //! the `dejavu` crate, so no system font library is needed.
 
 use std::path::Path;
@@ -9,7 +10,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::report::Report;
+use crate::report::{HistoryPoint, Report};
 
 static FONT: Once = Once::new();
 
@@ -17,11 +18,11 @@ fn e<E: std::fmt::Debug>(x: E) -> anyhow::Error {
     anyhow!("drawing the PNG: {x:?}")
 }
 
-pub fn draw(path: &Path, rep: &Report) -> Result<()> {
+pub fn draw(path: &Path, rep: &Report, history: &[HistoryPoint]) -> Result<()> {
     FONT.call_once(|| {
         let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });
-    let root = BitMapBackend::new(path, (1400, 1050)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 1450)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (title, rest) = root.split_vertically(60);
     title
@@ -31,7 +32,8 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
             (10, 10),
         )
         .map_err(e)?;
-    let (top, bottom) = rest.split_vertically(470);
+    let (top, rest) = rest.split_vertically(470);
+    let (bottom, past) = rest.split_vertically(520);
 
     // Throughput bars.
     let bars: Vec<(String, f64)> = rep
@@ -142,6 +144,100 @@ pub fn draw(path: &Path, rep: &Report) -> Result<()> {
             .draw()
             .map_err(e)?;
     }
+    draw_history(&past, history)?;
     root.present().map_err(e)?;
+    Ok(())
+}
+
+/// The end-to-end drain's ratio to native replication (single-thread and parallel), one point
+/// per run, oldest left; the goals (2.0 and 1.0) as dashed lines.
+fn draw_history<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    history: &[HistoryPoint],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let n = history.len().max(1) as f64;
+    let ymax = history
+        .iter()
+        .flat_map(|h| [h.e2e_vs_st, h.e2e_vs_par])
+        .flatten()
+        .fold(2.2, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "End-to-end drain vs native replication, run by run ({} runs of this size in history.csv)",
+                history.len()
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..ymax)
+        .map_err(e)?;
+    let dates: Vec<String> = history.iter().map(|h| h.date.chars().take(10).collect()).collect();
+    chart
+        .configure_mesh()
+        .x_desc("run")
+        .y_desc("ratio (x native)")
+        .x_labels(history.len().clamp(1, 12))
+        .x_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 0.01 && i >= 0.0 {
+                dates.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    for (goal, color) in [(2.0, BLUE), (1.0, RGBColor(0, 150, 0))] {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(-0.5, goal), (n - 0.5, goal)],
+                6,
+                4,
+                color.mix(0.5).stroke_width(1),
+            ))
+            .map_err(e)?;
+    }
+    let line = |pick: fn(&HistoryPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| pick(h).map(|v| (i as f64, v)))
+            .collect()
+    };
+    for (label, pts, color) in [
+        ("vs native, 1 SQL thread (goal 2.0)", line(|h| h.e2e_vs_st), BLUE),
+        (
+            "vs native, 4 threads (goal 1.0)",
+            line(|h| h.e2e_vs_par),
+            RGBColor(0, 150, 0),
+        ),
+    ] {
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(e)?;
     Ok(())
 }

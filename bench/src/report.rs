@@ -272,8 +272,57 @@ impl Report {
             &md,
             self.markdown(png.file_name().unwrap().to_string_lossy().as_ref()),
         )?;
-        crate::plot::draw(&png, self)?;
-        Ok(vec![json, md, png])
+        let history = cfg.out_dir.join("history.csv");
+        self.append_history(&history)?;
+        let past = history_points(&std::fs::read_to_string(&history)?, self.bench_rows);
+        crate::plot::draw(&png, self, &past)?;
+        Ok(vec![json, md, png, history])
+    }
+
+    /// One line per run in `history.csv` beside the results: when, which commit, how many
+    /// rows, then each goal's measured value (empty when the run skipped its phase). The
+    /// header is written with the first line.
+    fn append_history(&self, path: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let header = history_header(&self.goals);
+        let fresh = !path.exists();
+        if !fresh {
+            let first = std::fs::read_to_string(path)?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            anyhow::ensure!(
+                first == header,
+                "{} has other columns than this bench writes (expected the header {header:?}, found {first:?}): move it aside",
+                path.display()
+            );
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        if fresh {
+            writeln!(f, "{header}")?;
+        }
+        writeln!(f, "{}", self.history_line())?;
+        Ok(())
+    }
+
+    fn history_line(&self) -> String {
+        let mut cols = vec![
+            self.date_utc.clone(),
+            self.commit.clone().unwrap_or_default(),
+            self.bench_rows.to_string(),
+            if self.relaxed { "relaxed" } else { "strict" }.to_owned(),
+            self.build_profile.clone(),
+        ];
+        cols.extend(
+            self.goals
+                .iter()
+                .map(|g| g.measured.map(|m| format!("{m:.3}")).unwrap_or_default()),
+        );
+        cols.join(",")
     }
 
     pub fn headline(&self) -> String {
@@ -395,5 +444,103 @@ impl Report {
         }
         s.push_str(&format!("\n![throughput and lag]({png})\n"));
         s
+    }
+}
+
+/// `date,commit,rows,durability,profile`, then one column per goal, named from its text.
+fn history_header(goals: &[Goal]) -> String {
+    let mut cols: Vec<String> = ["date_utc", "commit", "rows", "durability", "profile"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cols.extend(goals.iter().map(|g| {
+        let name: String = g
+            .goal
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        let unit = if g.unit == "x" { "ratio" } else { g.unit.as_str() };
+        format!("{}_{}", name.trim_matches('_'), unit.replace('/', "_per_").to_lowercase())
+    }));
+    cols.join(",")
+}
+
+/// One earlier run of the same size, for the plot: its date and its end-to-end ratios against
+/// native replication (single-thread, parallel).
+pub struct HistoryPoint {
+    pub date: String,
+    pub e2e_vs_st: Option<f64>,
+    pub e2e_vs_par: Option<f64>,
+}
+
+/// The runs of `rows` rows in `history.csv`'s text, oldest first. Columns are found by name,
+/// so a line written before a goal was added still reads.
+fn history_points(csv: &str, rows: u64) -> Vec<HistoryPoint> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let cols: Vec<&str> = header.split(',').collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (date, n, st, par) = (
+        at("date_utc"),
+        at("rows"),
+        at("end_to_end_drain_vs_native_single_thread_ratio"),
+        at("end_to_end_drain_vs_native_parallel_ratio"),
+    );
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let get = |i: Option<usize>| i.and_then(|i| f.get(i)).copied().unwrap_or_default();
+            (get(n).parse::<u64>().ok()? == rows).then(|| HistoryPoint {
+                date: get(date).to_owned(),
+                e2e_vs_st: get(st).parse().ok(),
+                e2e_vs_par: get(par).parse().ok(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    fn goal(name: &str, unit: &str, measured: Option<f64>) -> Goal {
+        Goal {
+            goal: name.into(),
+            measured,
+            unit: unit.into(),
+            target: 1.0,
+            direction: "at least".into(),
+            met: None,
+        }
+    }
+
+    #[test]
+    fn history_points_are_the_runs_of_the_same_size_by_column_name() {
+        let csv = "date_utc,commit,rows,end_to_end_drain_vs_native_parallel_ratio,end_to_end_drain_vs_native_single_thread_ratio\n\
+                   d1,c1,1000,0.100,0.190\n\
+                   d2,c2,20000,0.5,0.9\n\
+                   d3,c3,1000,,2.500\n";
+        let p = history_points(csv, 1000);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].date.as_str(), p[0].e2e_vs_st, p[0].e2e_vs_par),
+            ("d1", Some(0.19), Some(0.1))
+        );
+        assert_eq!((p[1].e2e_vs_st, p[1].e2e_vs_par), (Some(2.5), None));
+        assert!(history_points("", 1000).is_empty());
+    }
+
+    #[test]
+    fn the_header_names_each_goal_and_its_unit() {
+        let h = history_header(&[
+            goal("end-to-end drain vs native single-thread", "x", None),
+            goal("producer throughput", "rows/s", None),
+        ]);
+        assert_eq!(
+            h,
+            "date_utc,commit,rows,durability,profile,end_to_end_drain_vs_native_single_thread_ratio,producer_throughput_rows_per_s"
+        );
     }
 }
