@@ -403,3 +403,147 @@ async fn kill_9_at_random_moments_then_resume_converges() {
     );
     fx.drop_databases().await;
 }
+
+/// Issue 15 item 3: apply runs a schema change on a connection of its own, then commits the
+/// checkpoint past it, so a crash between the two runs it again on restart. Here apply is
+/// killed with SIGKILL at exactly that instant, for each kind of schema change the workload
+/// generator emits and for the renames (which fail when run twice: 1146 for a table, 1054 for a
+/// column): the test holds the checkpoint row locked, waits until apply has run the schema
+/// change and is blocked committing the checkpoint, kills it, releases the row, and starts apply
+/// again. Every restart must get past the schema change it finds already done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
+    let fx = Fixture::new(
+        "ddlkill",
+        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
+        "",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
+    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
+        .await;
+    src.flush().await;
+    fx.apply_caught_up();
+    let steps = [
+        "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32) NULL, n INT NULL) DEFAULT CHARSET=utf8mb4",
+        "ALTER TABLE t ADD COLUMN c0 BIGINT UNSIGNED NULL",
+        "ALTER TABLE t MODIFY COLUMN v VARCHAR(56) NULL",
+        "ALTER TABLE t DROP COLUMN c0",
+        "RENAME TABLE t TO t_renamed",
+        "ALTER TABLE t_renamed RENAME TO t2",
+        "ALTER TABLE t2 RENAME COLUMN n TO m",
+        "ALTER TABLE t2 CHANGE m k BIGINT NULL",
+        "CREATE TABLE gone (id INT PRIMARY KEY)",
+        "DROP TABLE gone",
+    ];
+    let mut apply = fx.spawn_apply(&["--no-metrics"]);
+    for ddl in steps {
+        // Apply is caught up: the checkpoint is the end of the topic.
+        let end = fx.high_watermark();
+        wait_for(60, "apply to reach the end of the topic", || async {
+            fx.checkpoint().await.map(|c| c.0) == Some(end)
+        })
+        .await;
+        let before = replica_columns(&fx).await;
+        // Hold the checkpoint row: apply's commit past the schema change waits for it.
+        let mut locker = fx.replica_admin.conn().await;
+        locker.query_drop("START TRANSACTION").await.unwrap();
+        let held: Option<i64> = locker
+            .exec_first(
+                "SELECT next_offset FROM continuum.checkpoint WHERE source_topic = ? FOR UPDATE",
+                (&fx.topic,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(held, Some(end));
+        let mine: u64 = locker
+            .query_first(
+                "SELECT trx_id FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = CONNECTION_ID()",
+            )
+            .await
+            .unwrap()
+            .expect("the locker's transaction");
+        src.ddl(ddl).await;
+        src.flush().await;
+        wait_for(60, &format!("apply to wait on the checkpoint after `{ddl}`"), || async {
+            let mut w = fx.replica_admin.conn().await;
+            let n: Option<i64> = w
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.innodb_lock_waits WHERE blocking_trx_id = ?",
+                    (mine,),
+                )
+                .await
+                .unwrap();
+            n == Some(1)
+        })
+        .await;
+        assert_ne!(
+            replica_columns(&fx).await,
+            before,
+            "`{ddl}` has run on the replica before the checkpoint past it"
+        );
+        // The process dies, and so does the statement it had sent: a crash an instant earlier
+        // would not have sent it. Killing the blocked connection rolls its transaction back.
+        let waiter: u64 = locker
+            .exec_first(
+                "SELECT r.trx_mysql_thread_id FROM information_schema.innodb_lock_waits w \
+                 JOIN information_schema.innodb_trx r ON r.trx_id = w.requesting_trx_id \
+                 WHERE w.blocking_trx_id = ?",
+                (mine,),
+            )
+            .await
+            .unwrap()
+            .expect("apply's blocked connection");
+        kill9(&mut apply);
+        locker
+            .query_drop(format!("KILL CONNECTION {waiter}"))
+            .await
+            .unwrap();
+        locker.query_drop("ROLLBACK").await.unwrap();
+        assert_eq!(
+            fx.checkpoint().await.map(|c| c.0),
+            Some(end),
+            "the checkpoint is still before `{ddl}`"
+        );
+        apply = fx.spawn_apply(&["--no-metrics"]);
+    }
+    let end = fx.high_watermark();
+    wait_for(60, "apply to pass the last schema change", || async {
+        fx.checkpoint().await.map(|c| c.0) == Some(end)
+    })
+    .await;
+    assert!(
+        apply.try_wait().unwrap().is_none(),
+        "apply is still running, not stopped at a schema change it ran before"
+    );
+    kill9(&mut apply);
+    let (_, _, _, err) = fx.checkpoint().await.unwrap();
+    assert_eq!(err, None);
+    let show = |mut c: mysql_async::Conn| async move {
+        let t: (String, String) = c
+            .query_first("SHOW CREATE TABLE t2")
+            .await
+            .unwrap()
+            .unwrap();
+        t.1
+    };
+    assert_eq!(
+        show(fx.replica().await).await,
+        show(fx.source_conn().await).await,
+        "t2 has the same definition at both sites"
+    );
+    fx.drop_databases().await;
+}
+
+/// Every column of the fixture's replica database: (table, column, type), in order.
+async fn replica_columns(fx: &Fixture) -> Vec<(String, String, String)> {
+    let mut c = fx.replica().await;
+    c.exec(
+        "SELECT table_name, column_name, column_type FROM information_schema.columns \
+         WHERE table_schema = ? ORDER BY table_name, ordinal_position",
+        (&fx.db,),
+    )
+    .await
+    .unwrap()
+}
