@@ -27,6 +27,9 @@ use continuum_common::binlog::{
     SKIP_REPLICATION_FLAG,
 };
 use continuum_common::redact::redact;
+use mysql_common::io::ParseBuf;
+
+use crate::rows::RowLayout;
 
 use crate::error::{DbContext, ProducerError};
 use crate::shape::{self, Charsets};
@@ -42,6 +45,7 @@ const QUERY_COMPRESSED: u8 = 165;
 const ROWS_COMPRESSED_FIRST: u8 = 166;
 const ROWS_COMPRESSED_LAST: u8 = 171;
 const HEARTBEAT: u8 = 27;
+const TABLE_MAP: u8 = 19;
 const ROTATE: u8 = 4;
 const FORMAT_DESCRIPTION: u8 = 15;
 
@@ -96,6 +100,13 @@ pub struct ReaderSettings {
     pub crc32: bool,
 }
 
+/// A table id's last TABLE_MAP: its bytes, and the captured table's shape and row layout
+/// (None when the table is not captured).
+struct Mapped {
+    raw: Vec<u8>,
+    table: Option<(Arc<TableSchema>, Arc<RowLayout>)>,
+}
+
 pub struct BinlogReader {
     stream: BinlogStream,
     s: ReaderSettings,
@@ -104,8 +115,8 @@ pub struct BinlogReader {
     position: GtidPosition,
     framer: Framer,
     tx: Option<OpenTx>,
-    /// table_id -> shape, or None when the table is not captured.
-    tables: HashMap<u64, Option<Arc<TableSchema>>>,
+    /// table_id -> what its last TABLE_MAP said.
+    tables: HashMap<u64, Mapped>,
     /// Interned shapes, so an unchanged table keeps one `Arc` (and one registry lookup).
     shapes: HashMap<TableSchema, Arc<TableSchema>>,
     /// Statements that were classified as not replicated, logged once each kind.
@@ -176,6 +187,19 @@ impl BinlogReader {
         self.handle(&ev, out)
     }
 
+    /// Whether `data` is byte for byte the TABLE_MAP last seen for its table id (the first six
+    /// bytes; a misread id only costs a full decode, since all the bytes must match).
+    fn same_table_map(&self, data: &[u8]) -> bool {
+        let Some(id) = data.get(..6) else {
+            return false;
+        };
+        let id = id
+            .iter()
+            .rev()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        self.tables.get(&id).is_some_and(|m| m.raw == data)
+    }
+
     fn binlog_pos(&self, ev: &Event) -> BinlogPosition {
         BinlogPosition::new(self.file.clone(), ev.header().log_pos() as u64)
     }
@@ -213,6 +237,9 @@ impl BinlogReader {
                 return Ok(());
             }
             BINLOG_CHECKPOINT | ANNOTATE_ROWS | START_ENCRYPTION => return Ok(()),
+            // A transaction maps each table it touches again, nearly always with the same
+            // bytes: then the shape and layout decoded before still hold.
+            TABLE_MAP if self.same_table_map(ev.data()) => return Ok(()),
             HEARTBEAT => {
                 if self.tx.is_none() {
                     out.push(SourceEvent::CaughtUp);
@@ -253,8 +280,9 @@ impl BinlogReader {
                 let id = tme.table_id();
                 let db = tme.database_name();
                 let table = tme.table_name();
+                let raw = ev.data().to_vec();
                 if !self.s.filter.captures(&db, &table) {
-                    self.tables.insert(id, None);
+                    self.tables.insert(id, Mapped { raw, table: None });
                     return Ok(());
                 }
                 let shape = shape::from_table_map(&tme, &self.s.charsets)?;
@@ -269,7 +297,7 @@ impl BinlogReader {
                         NoPrimaryKey::Exclude => {
                             tracing::warn!(table = %shape.qualified_name(), "table has no primary key; its rows are not captured (tables_without_primary_key = exclude)");
                             self.s.filter.exclude_table(shape.qualified_name());
-                            self.tables.insert(id, None);
+                            self.tables.insert(id, Mapped { raw, table: None });
                             return Ok(());
                         }
                     }
@@ -282,7 +310,20 @@ impl BinlogReader {
                         a
                     }
                 };
-                self.tables.insert(id, Some(shape));
+                let layout =
+                    RowLayout::from_table_map(&tme).map_err(|reason| shape::UnsupportedColumn {
+                        table: shape.qualified_name(),
+                        column: "*".into(),
+                        ty: "?".into(),
+                        reason,
+                    })?;
+                self.tables.insert(
+                    id,
+                    Mapped {
+                        raw,
+                        table: Some((shape, Arc::new(layout))),
+                    },
+                );
             }
             Some(EventData::RowsEvent(rows)) => self.rows(ev, &rows, out)?,
             Some(EventData::XidEvent(_)) => {
@@ -407,15 +448,14 @@ impl BinlogReader {
             return Ok(());
         }
         let table_id = rows.table_id();
-        let Some(shape) = self.tables.get(&table_id).cloned() else {
+        let Some(mapped) = self.tables.get(&table_id) else {
             return Err(ProducerError::Binlog(format!(
                 "rows event for table id {table_id} without a TABLE_MAP"
             )));
         };
-        let Some(shape) = shape else { return Ok(()) };
-        let tme = self.stream.get_tme(table_id).ok_or_else(|| {
-            ProducerError::Binlog(format!("no TABLE_MAP for table id {table_id}"))
-        })?;
+        let Some((shape, layout)) = mapped.table.clone() else {
+            return Ok(());
+        };
         let op = match rows {
             RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
             RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => Op::Update,
@@ -427,30 +467,27 @@ impl BinlogReader {
             }
         };
         let binlog = self.binlog_pos(ev);
+        let before_cols: Option<Vec<bool>> = rows
+            .columns_before_image()
+            .map(|b| b.iter().map(|x| *x).collect());
+        let after_cols: Option<Vec<bool>> = rows
+            .columns_after_image()
+            .map(|b| b.iter().map(|x| *x).collect());
+        let at = |e: ProducerError| match e {
+            ProducerError::Binlog(m) => ProducerError::Binlog(format!("{m} at {binlog}")),
+            other => other,
+        };
+        let mut buf = ParseBuf(rows.rows_data());
         let mut decoded = Vec::new();
-        for r in rows.rows(tme) {
-            let (before, after) = r.map_err(|e| {
-                ProducerError::Binlog(format!(
-                    "undecodable row of {} at {binlog}: {e}",
-                    shape.qualified_name()
-                ))
-            })?;
-            let conv = |row: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Row>, ProducerError> {
-                let Some(row) = row else { return Ok(None) };
-                if row.len() != shape.columns.len() {
-                    return Err(ProducerError::Preflight {
-                        setting: "binlog_row_image".into(),
-                        expected: "FULL".into(),
-                        actual: format!("a row image of {} with {} of its {} columns", shape.qualified_name(), row.len(), shape.columns.len()),
-                        fix: "SET GLOBAL binlog_row_image=FULL on the source and restart the producer with --resnapshot".into(),
-                    });
-                }
-                (0..row.len())
-                    .map(|i| shape::convert_binlog(&shape, i, row.as_ref(i)).map_err(ProducerError::from))
-                    .collect::<Result<Row, _>>()
-                    .map(Some)
+        while !buf.is_empty() {
+            let mut image = |cols: &Option<Vec<bool>>| -> Result<Option<Row>, ProducerError> {
+                cols.as_ref()
+                    .map(|c| layout.read_image(&shape, c, &mut buf).map_err(at))
+                    .transpose()
             };
-            decoded.push((conv(before)?, conv(after)?));
+            let before = image(&before_cols)?;
+            let after = image(&after_cols)?;
+            decoded.push((before, after));
         }
         self.begin(out);
         for (before, after) in decoded {

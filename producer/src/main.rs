@@ -6,6 +6,7 @@ mod error;
 mod pipeline;
 mod preflight;
 mod resume;
+mod rows;
 mod shape;
 mod sink;
 mod snapshot;

@@ -718,15 +718,39 @@ pub fn convert(
     })
 }
 
+/// [`convert`], taking the value: text, decimal and blob bytes move into the result instead
+/// of being copied (the row path, where every copy is an allocation per column per row).
+pub fn convert_owned(
+    t: &TableSchema,
+    col: usize,
+    v: MyValue,
+    from_binlog: bool,
+) -> Result<Value, BadValue> {
+    // A failed move gives its bytes back to `convert`, which fails the same way and words it.
+    let refused = |b: Vec<u8>| convert(t, col, &MyValue::Bytes(b), from_binlog);
+    match (&t.columns[col].ty, v) {
+        (ColumnType::Text { .. }, MyValue::Bytes(b)) => match String::from_utf8(b) {
+            Ok(s) => Ok(Value::Text(s)),
+            Err(e) => refused(e.into_bytes()),
+        },
+        (ColumnType::Decimal { .. }, MyValue::Bytes(b)) => match String::from_utf8(b) {
+            Ok(s) => Ok(Value::Decimal(s)),
+            Err(e) => refused(e.into_bytes()),
+        },
+        (ColumnType::Blob { .. } | ColumnType::Geometry, MyValue::Bytes(b)) => Ok(Value::Bytes(b)),
+        (_, v) => convert(t, col, &v, from_binlog),
+    }
+}
+
 /// Converts a binlog value (MariaDB sends no JSONB, so anything else is an error).
 pub fn convert_binlog(
     t: &TableSchema,
     col: usize,
-    v: Option<&BinlogValue<'_>>,
+    v: Option<BinlogValue<'_>>,
 ) -> Result<Value, BadValue> {
     match v {
         None => Ok(Value::Null),
-        Some(BinlogValue::Value(v)) => convert(t, col, v, true),
+        Some(BinlogValue::Value(v)) => convert_owned(t, col, v, true),
         Some(other) => Err(BadValue {
             table: t.qualified_name(),
             column: t.columns[col].name.clone(),

@@ -618,10 +618,12 @@ pub async fn run(
             let n = rows.len();
             for row in rows {
                 let vals = row.unwrap();
-                let converted = (0..vals.len())
-                    .map(|i| shape::convert(t, i, &vals[i], false).map_err(ProducerError::from))
-                    .collect::<Result<Vec<_>, _>>()?;
                 after = Some(t.primary_key.iter().map(|&i| vals[i].clone()).collect());
+                let converted = vals
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| shape::convert_owned(t, i, v, false).map_err(ProducerError::from))
+                    .collect::<Result<Vec<_>, _>>()?;
                 sink.send(&StreamRecord::Change(ChangeEvent {
                     op: Op::Read,
                     table: t.clone(),
