@@ -178,7 +178,10 @@ where
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..ymax)
         .map_err(e)?;
-    let dates: Vec<String> = history.iter().map(|h| h.date.chars().take(10).collect()).collect();
+    let dates: Vec<String> = history
+        .iter()
+        .map(|h| h.date.chars().take(10).collect())
+        .collect();
     chart
         .configure_mesh()
         .x_desc("run")
@@ -213,7 +216,11 @@ where
             .collect()
     };
     for (label, pts, color) in [
-        ("vs native, 1 SQL thread (goal 2.0)", line(|h| h.e2e_vs_st), BLUE),
+        (
+            "vs native, 1 SQL thread (goal 2.0)",
+            line(|h| h.e2e_vs_st),
+            BLUE,
+        ),
         (
             "vs native, 4 threads (goal 1.0)",
             line(|h| h.e2e_vs_par),

@@ -457,10 +457,24 @@ fn history_header(goals: &[Goal]) -> String {
         let name: String = g
             .goal
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        let unit = if g.unit == "x" { "ratio" } else { g.unit.as_str() };
-        format!("{}_{}", name.trim_matches('_'), unit.replace('/', "_per_").to_lowercase())
+        let unit = if g.unit == "x" {
+            "ratio"
+        } else {
+            g.unit.as_str()
+        };
+        format!(
+            "{}_{}",
+            name.trim_matches('_'),
+            unit.replace('/', "_per_").to_lowercase()
+        )
     }));
     cols.join(",")
 }
