@@ -87,7 +87,7 @@ impl CodecError {
 }
 
 /// An encoded Kafka record: optional key and value, both in Confluent wire format.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Encoded {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
@@ -133,7 +133,9 @@ pub struct Encoder {
     registry: Registry,
     topic: String,
     tables: HashMap<TableSchema, TableIds>,
-    last: Option<(Arc<TableSchema>, TableIds)>,
+    /// The ids of each shape seen, by the address of its `Arc` (held here, so the address is
+    /// never reused for another shape): a row costs a pointer lookup, not a hash of its shape.
+    by_arc: HashMap<usize, (Arc<TableSchema>, TableIds)>,
     fixed: HashMap<&'static str, u32>,
 }
 
@@ -143,7 +145,7 @@ impl Encoder {
             registry,
             topic: topic.into(),
             tables: HashMap::new(),
-            last: None,
+            by_arc: HashMap::new(),
             fixed: HashMap::new(),
         }
     }
@@ -159,10 +161,9 @@ impl Encoder {
     }
 
     async fn ids(&mut self, table: &Arc<TableSchema>) -> Result<TableIds, CodecError> {
-        if let Some((t, ids)) = &self.last {
-            if Arc::ptr_eq(t, table) {
-                return Ok(*ids);
-            }
+        let addr = Arc::as_ptr(table) as usize;
+        if let Some((_, ids)) = self.by_arc.get(&addr) {
+            return Ok(*ids);
         }
         let ids = match self.tables.get(table.as_ref()) {
             Some(ids) => *ids,
@@ -187,7 +188,7 @@ impl Encoder {
                 ids
             }
         };
-        self.last = Some((table.clone(), ids));
+        self.by_arc.insert(addr, (table.clone(), ids));
         Ok(ids)
     }
 
@@ -212,6 +213,21 @@ impl Encoder {
 
     /// Encodes one record. `now_ms` is written as `ts_ms` where the schema has one.
     pub async fn encode(&mut self, rec: &StreamRecord, now_ms: i64) -> Result<Encoded, CodecError> {
+        let mut out = Encoded::default();
+        self.encode_into(rec, now_ms, &mut out).await?;
+        Ok(out)
+    }
+
+    /// [`Encoder::encode`] into `out`, whose buffers are cleared and reused (a writer encoding
+    /// record after record allocates only when a record outgrows them).
+    pub async fn encode_into(
+        &mut self,
+        rec: &StreamRecord,
+        now_ms: i64,
+        out: &mut Encoded,
+    ) -> Result<(), CodecError> {
+        out.value.clear();
+        let value = &mut out.value;
         match rec {
             StreamRecord::Change(ev) => {
                 let ids = self.ids(&ev.table).await?;
@@ -224,38 +240,35 @@ impl Encoder {
                             reason: "it has neither a before nor an after image".into(),
                         })?;
                 let what = || format!("row of {}", ev.table.qualified_name());
-                let mut key = Vec::with_capacity(16);
-                wire_header(&mut key, ids.key);
-                avro::write_key(&mut key, &ev.table, row).map_err(|e| CodecError::Encode {
+                let key = out.key.get_or_insert_with(Vec::new);
+                key.clear();
+                wire_header(key, ids.key);
+                avro::write_key(key, &ev.table, row).map_err(|e| CodecError::Encode {
                     what: what(),
                     reason: e.to_string(),
                 })?;
-                let mut value = Vec::with_capacity(256);
-                wire_header(&mut value, ids.value);
-                avro::write_envelope(&mut value, &self.topic, ev, now_ms).map_err(|e| {
+                wire_header(value, ids.value);
+                avro::write_envelope(value, &self.topic, ev, now_ms).map_err(|e| {
                     CodecError::Encode {
                         what: what(),
                         reason: e.to_string(),
                     }
                 })?;
-                Ok(Encoded {
-                    key: Some(key),
-                    value,
-                })
+                Ok(())
             }
             StreamRecord::SchemaChange(sc) => {
                 let id = self
                     .fixed_id(avro::SCHEMA_CHANGE_NAME, avro::SCHEMA_CHANGE_AVSC)
                     .await?;
-                let mut value = Vec::with_capacity(256);
-                wire_header(&mut value, id);
-                avro::write_source(&mut value, &self.topic, &sc.database, None, &sc.source);
+                out.key = None;
+                wire_header(value, id);
+                avro::write_source(value, &self.topic, &sc.database, None, &sc.source);
                 let gtid = sc.source.gtid.map(|g| g.to_string()).unwrap_or_default();
-                avro::write_transaction(&mut value, &gtid, sc.tx.index, sc.tx.last);
-                avro::put_bytes(&mut value, sc.database.as_bytes());
-                avro::put_bytes(&mut value, sc.ddl.as_bytes());
-                avro::put_long(&mut value, now_ms);
-                Ok(Encoded { key: None, value })
+                avro::write_transaction(value, &gtid, sc.tx.index, sc.tx.last);
+                avro::put_bytes(value, sc.database.as_bytes());
+                avro::put_bytes(value, sc.ddl.as_bytes());
+                avro::put_long(value, now_ms);
+                Ok(())
             }
             StreamRecord::Heartbeat(h) => {
                 let id = self
@@ -277,10 +290,10 @@ impl Encoder {
                     what: "heartbeat".into(),
                     reason,
                 })?;
-                let mut value = Vec::with_capacity(body.len() + 5);
-                wire_header(&mut value, id);
+                out.key = None;
+                wire_header(value, id);
                 value.extend(body);
-                Ok(Encoded { key: None, value })
+                Ok(())
             }
             StreamRecord::Snapshot(m) => {
                 let id = self
@@ -320,10 +333,10 @@ impl Encoder {
                     what: "snapshot marker".into(),
                     reason,
                 })?;
-                let mut value = Vec::with_capacity(body.len() + 5);
-                wire_header(&mut value, id);
+                out.key = None;
+                wire_header(value, id);
                 value.extend(body);
-                Ok(Encoded { key: None, value })
+                Ok(())
             }
         }
     }
