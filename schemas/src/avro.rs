@@ -15,6 +15,7 @@ use num_bigint::BigInt;
 use serde_json::{json, Map, Value as Json};
 
 use crate::model::{ChangeEvent, Op, SourceInfo};
+use crate::position::{Gtid, GtidPosition};
 use crate::types::{ColumnType, Date, DateTime, IntWidth, Row, TableSchema, Value};
 
 pub const SOURCE_AVSC: &str = include_str!("../avro/Source.avsc");
@@ -539,7 +540,41 @@ pub fn write_key(buf: &mut Vec<u8>, t: &TableSchema, row: &Row) -> Result<(), Va
 }
 
 /// Writes a `continuum.Source` record.
-pub fn write_source(buf: &mut Vec<u8>, topic: &str, db: &str, table: Option<&str>, s: &SourceInfo) {
+/// The text of the GTID and the positions a record's source block carries, kept from the
+/// record before: the rows of one transaction share them, and formatting them again for every
+/// row showed in the producer's profile.
+#[derive(Debug, Default)]
+pub struct PositionTexts {
+    gtid: Option<(Gtid, String)>,
+    /// The position after the transaction, and the one before it.
+    positions: [Option<(GtidPosition, String)>; 2],
+}
+
+impl PositionTexts {
+    pub fn gtid(&mut self, g: &Gtid) -> &str {
+        if self.gtid.as_ref().is_none_or(|(k, _)| k != g) {
+            self.gtid = Some((*g, g.to_string()));
+        }
+        &self.gtid.as_ref().expect("just set").1
+    }
+
+    fn position(&mut self, slot: usize, p: &GtidPosition) -> &str {
+        let e = &mut self.positions[slot];
+        if e.as_ref().is_none_or(|(k, _)| k != p) {
+            *e = Some((p.clone(), p.to_string()));
+        }
+        &e.as_ref().expect("just set").1
+    }
+}
+
+pub fn write_source(
+    buf: &mut Vec<u8>,
+    topic: &str,
+    db: &str,
+    table: Option<&str>,
+    s: &SourceInfo,
+    texts: &mut PositionTexts,
+) {
     put_bytes(buf, VERSION.as_bytes());
     put_bytes(buf, b"continuum");
     put_bytes(buf, topic.as_bytes());
@@ -547,12 +582,12 @@ pub fn write_source(buf: &mut Vec<u8>, topic: &str, db: &str, table: Option<&str
     match &s.gtid {
         Some(g) => {
             put_long(buf, 1);
-            put_bytes(buf, g.to_string().as_bytes());
+            put_bytes(buf, texts.gtid(g).as_bytes());
         }
         None => put_long(buf, 0),
     }
-    put_bytes(buf, s.gtid_position.to_string().as_bytes());
-    put_bytes(buf, s.resume_position.to_string().as_bytes());
+    put_bytes(buf, texts.position(0, &s.gtid_position).as_bytes());
+    put_bytes(buf, texts.position(1, &s.resume_position).as_bytes());
     put_bytes(buf, s.binlog.file.as_bytes());
     put_long(buf, s.binlog.pos as i64);
     put_long(buf, s.commit_ts_ms);
@@ -587,6 +622,7 @@ pub fn write_envelope(
     topic: &str,
     ev: &ChangeEvent,
     now_ms: i64,
+    texts: &mut PositionTexts,
 ) -> Result<(), ValueError> {
     let t = &ev.table;
     for image in [&ev.before, &ev.after] {
@@ -598,13 +634,13 @@ pub fn write_envelope(
             None => put_long(buf, 0),
         }
     }
-    write_source(buf, topic, &t.db, Some(&t.table), &ev.source);
+    write_source(buf, topic, &t.db, Some(&t.table), &ev.source, texts);
     put_bytes(buf, ev.op.code().as_bytes());
     put_long(buf, now_ms);
     match (&ev.source.gtid, &ev.tx) {
         (Some(g), Some(tx)) => {
             put_long(buf, 1);
-            write_transaction(buf, &g.to_string(), tx.index, tx.last);
+            write_transaction(buf, texts.gtid(g), tx.index, tx.last);
         }
         _ => put_long(buf, 0),
     }
@@ -727,6 +763,22 @@ pub fn op_value(op: Op) -> AvroValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn position_texts_follow_each_new_value() {
+        let mut t = PositionTexts::default();
+        let p1: GtidPosition = "0-1-5,1-1-9".parse().unwrap();
+        let p2: GtidPosition = "0-1-5,1-1-10".parse().unwrap();
+        assert_eq!(t.position(0, &p1), "0-1-5,1-1-9");
+        assert_eq!(t.position(1, &p2), "0-1-5,1-1-10");
+        assert_eq!(t.position(0, &p1), "0-1-5,1-1-9");
+        assert_eq!(t.position(0, &p2), "0-1-5,1-1-10");
+        let g1: Gtid = "1-1-9".parse().unwrap();
+        let g2: Gtid = "1-2-9".parse().unwrap();
+        assert_eq!(t.gtid(&g1), "1-1-9");
+        assert_eq!(t.gtid(&g2), "1-2-9");
+        assert_eq!(t.gtid(&g1), "1-1-9");
+    }
 
     #[test]
     fn names_escape_injectively() {

@@ -136,6 +136,7 @@ pub struct Encoder {
     /// The ids of each shape seen, by the address of its `Arc` (held here, so the address is
     /// never reused for another shape): a row costs a pointer lookup, not a hash of its shape.
     by_arc: HashMap<usize, (Arc<TableSchema>, TableIds)>,
+    texts: avro::PositionTexts,
     fixed: HashMap<&'static str, u32>,
 }
 
@@ -146,6 +147,7 @@ impl Encoder {
             topic: topic.into(),
             tables: HashMap::new(),
             by_arc: HashMap::new(),
+            texts: avro::PositionTexts::default(),
             fixed: HashMap::new(),
         }
     }
@@ -248,12 +250,12 @@ impl Encoder {
                     reason: e.to_string(),
                 })?;
                 wire_header(value, ids.value);
-                avro::write_envelope(value, &self.topic, ev, now_ms).map_err(|e| {
-                    CodecError::Encode {
+                avro::write_envelope(value, &self.topic, ev, now_ms, &mut self.texts).map_err(
+                    |e| CodecError::Encode {
                         what: what(),
                         reason: e.to_string(),
-                    }
-                })?;
+                    },
+                )?;
                 Ok(())
             }
             StreamRecord::SchemaChange(sc) => {
@@ -262,9 +264,19 @@ impl Encoder {
                     .await?;
                 out.key = None;
                 wire_header(value, id);
-                avro::write_source(value, &self.topic, &sc.database, None, &sc.source);
-                let gtid = sc.source.gtid.map(|g| g.to_string()).unwrap_or_default();
-                avro::write_transaction(value, &gtid, sc.tx.index, sc.tx.last);
+                avro::write_source(
+                    value,
+                    &self.topic,
+                    &sc.database,
+                    None,
+                    &sc.source,
+                    &mut self.texts,
+                );
+                let gtid = match &sc.source.gtid {
+                    Some(g) => self.texts.gtid(g),
+                    None => "",
+                };
+                avro::write_transaction(value, gtid, sc.tx.index, sc.tx.last);
                 avro::put_bytes(value, sc.database.as_bytes());
                 avro::put_bytes(value, sc.ddl.as_bytes());
                 avro::put_long(value, now_ms);

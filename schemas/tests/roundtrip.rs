@@ -676,7 +676,7 @@ async fn precomputed_writer_matches_apache_avro_writer() {
         tx: None,
     };
     let mut ours = Vec::new();
-    avro::write_envelope(&mut ours, "topic", &ev, 99).unwrap();
+    avro::write_envelope(&mut ours, "topic", &ev, 99, &mut Default::default()).unwrap();
     let s = |v: &str| AvroValue::String(v.into());
     let reference = AvroValue::Record(vec![
         (
