@@ -300,52 +300,9 @@ impl RowStatements {
     pub fn describe_key(&self, row: &[Value]) -> String {
         self.key
             .iter()
-            .map(|(i, _, name, _)| format!("{name}={}", describe_value(&row[*i])))
+            .map(|(i, _, name, _)| format!("{name}={}", row[*i].describe()))
             .collect::<Vec<_>>()
             .join(", ")
-    }
-}
-
-/// The primary key of a row change as `col=value, ...`, for messages.
-pub fn key_text(ev: &continuum_schemas::ChangeEvent) -> String {
-    let row = ev.after.as_ref().or(ev.before.as_ref());
-    match row {
-        Some(r) => ev
-            .table
-            .primary_key
-            .iter()
-            .map(|&i| format!("{}={}", ev.table.columns[i].name, describe_value(&r[i])))
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => String::new(),
-    }
-}
-
-/// A short human-readable rendering of a value, for error messages.
-pub fn describe_value(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::Int(i) => i.to_string(),
-        Value::UInt(u) => u.to_string(),
-        Value::Decimal(d) => d.clone(),
-        Value::Float(f) => f.to_string(),
-        Value::Double(f) => f.to_string(),
-        Value::Date(d) => format!("'{d}'"),
-        Value::DateTime(d) => format!("'{d}'"),
-        Value::Timestamp(us) => format!("'{}'", DateTime::from_epoch_micros(*us)),
-        Value::Time(us) => format!("'{}'", format_time(*us)),
-        Value::Text(s) if s.chars().count() > 64 => {
-            format!("'{}…'", s.chars().take(64).collect::<String>())
-        }
-        Value::Text(s) => format!("'{s}'"),
-        Value::Bytes(b) => {
-            let mut s = String::new();
-            push_hex(&mut s, &b[..b.len().min(32)]);
-            if b.len() > 32 {
-                s.push('…');
-            }
-            s
-        }
     }
 }
 

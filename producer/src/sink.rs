@@ -15,7 +15,7 @@ use rdkafka::producer::BaseRecord;
 use rdkafka::ClientConfig;
 
 use continuum_common::writer::{RecordLimit, SendError, Writer};
-use continuum_schemas::{Encoded, Encoder, StreamRecord, Value};
+use continuum_schemas::{Encoded, Encoder, StreamRecord};
 
 use crate::error::ProducerError;
 
@@ -63,21 +63,6 @@ impl SinkMetrics {
             StreamRecord::Snapshot(_) => 3,
         }]
     }
-}
-
-fn key_text(ev: &continuum_schemas::ChangeEvent) -> String {
-    ev.key()
-        .iter()
-        .map(|v| match v {
-            Value::Text(s) => format!("'{s}'"),
-            Value::Bytes(b) => format!(
-                "0x{}",
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-            ),
-            other => format!("{other:?}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl From<SendError> for ProducerError {
@@ -144,7 +129,7 @@ impl Sink {
             StreamRecord::Change(ev) => ProducerError::RecordTooLarge {
                 topic: self.writer.topic().to_owned(),
                 table: ev.table.qualified_name(),
-                key: key_text(ev),
+                key: ev.key_text(),
                 size,
                 limit: self.limit.describe(),
             },

@@ -541,7 +541,7 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let expect = |what: &str, log: &str| {
         for want in [
             "record too large".to_owned(),
-            format!("table {}.t, primary key (Int(2))", p.db),
+            format!("table {}.t, primary key (id=2)", p.db),
             format!("topic {}'s max.message.bytes = 65536", p.topic),
             "producer.max_record_bytes = 67108864".to_owned(),
         ] {
@@ -609,7 +609,7 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
     let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
     assert!(!ok, "a restarted producer must stop again:\n{log}");
     assert!(
-        log.contains(&format!("table {}.t, primary key (Int(2))", p.db))
+        log.contains(&format!("table {}.t, primary key (id=2)", p.db))
             && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
         "restarted, it names the table, the key and the topic's limit:\n{log}"
     );
@@ -661,7 +661,7 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     let expect = |log: &str| {
         assert!(
             log.contains("record too large")
-                && log.contains(&format!("table {}.t, primary key (Int(2))", p.db))
+                && log.contains(&format!("table {}.t, primary key (id=2)", p.db))
                 && log.contains("producer.max_record_bytes = 65536"),
             "the error names the table, the key and the setting:\n{log}"
         );

@@ -92,6 +92,21 @@ impl ChangeEvent {
             None => Vec::new(),
         }
     }
+
+    /// The primary key as `col=value, ...` ([`Value::describe`]), for messages.
+    pub fn key_text(&self) -> String {
+        let row = self.after.as_ref().or(self.before.as_ref());
+        match row {
+            Some(r) => self
+                .table
+                .primary_key
+                .iter()
+                .map(|&i| format!("{}={}", self.table.columns[i].name, r[i].describe()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => String::new(),
+        }
+    }
 }
 
 /// A DDL statement, in stream order. Inside a snapshot (`source.snapshot_id` set, no GTID) it is
@@ -312,6 +327,70 @@ impl FromStr for StreamPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{Column, ColumnType, IntWidth, TextKind, Value};
+
+    #[test]
+    fn key_text_names_each_key_column_in_key_order() {
+        let col = |name: &str, ty| Column {
+            name: name.into(),
+            ty,
+            nullable: false,
+        };
+        let table = Arc::new(TableSchema {
+            db: "d".into(),
+            table: "t".into(),
+            columns: vec![
+                col(
+                    "v",
+                    ColumnType::Blob {
+                        kind: crate::types::BlobKind::Blob,
+                    },
+                ),
+                col(
+                    "id",
+                    ColumnType::Integer {
+                        width: IntWidth::Int,
+                        unsigned: false,
+                    },
+                ),
+                col(
+                    "k",
+                    ColumnType::Text {
+                        kind: TextKind::VarChar,
+                    },
+                ),
+            ],
+            primary_key: vec![2, 1],
+        });
+        let ev = |before, after| ChangeEvent {
+            op: Op::Delete,
+            table: table.clone(),
+            before,
+            after,
+            source: SourceInfo {
+                server_id: 1,
+                gtid: None,
+                gtid_position: GtidPosition::new(),
+                resume_position: GtidPosition::new(),
+                binlog: BinlogPosition::default(),
+                commit_ts_ms: 0,
+                snapshot_id: None,
+            },
+            tx: None,
+        };
+        let row = vec![
+            Value::Bytes(vec![0xab; 40]),
+            Value::Int(7),
+            Value::Text("x".into()),
+        ];
+        assert_eq!(ev(Some(row), None).key_text(), "k='x', id=7");
+        assert_eq!(ev(None, None).key_text(), "");
+        assert_eq!(
+            Value::Bytes(vec![0xab; 40]).describe(),
+            format!("X'{}'…", "AB".repeat(32))
+        );
+        assert_eq!(Value::Null.describe(), "NULL");
+    }
 
     #[test]
     fn stream_position_round_trips() {

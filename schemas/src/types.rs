@@ -544,6 +544,32 @@ pub enum Value {
 }
 
 impl Value {
+    /// A short human-readable rendering, for messages: SQL-like literals, long text cut at 64
+    /// characters and bytes at 32, as `X'…'`.
+    pub fn describe(&self) -> String {
+        match self {
+            Value::Null => "NULL".into(),
+            Value::Int(i) => i.to_string(),
+            Value::UInt(u) => u.to_string(),
+            Value::Decimal(d) => d.clone(),
+            Value::Float(f) => f.to_string(),
+            Value::Double(f) => f.to_string(),
+            Value::Date(d) => format!("'{d}'"),
+            Value::DateTime(d) => format!("'{d}'"),
+            Value::Timestamp(us) => format!("'{}'", DateTime::from_epoch_micros(*us)),
+            Value::Time(us) => format!("'{}'", format_time(*us)),
+            Value::Text(s) if s.chars().count() > 64 => {
+                format!("'{}…'", s.chars().take(64).collect::<String>())
+            }
+            Value::Text(s) => format!("'{s}'"),
+            Value::Bytes(b) => {
+                let hex: String = b.iter().take(32).map(|x| format!("{x:02X}")).collect();
+                let more = if b.len() > 32 { "…" } else { "" };
+                format!("X'{hex}'{more}")
+            }
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }

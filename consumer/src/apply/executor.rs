@@ -23,7 +23,7 @@ use crate::lock::ApplyLock;
 use crate::metrics::{self as m, SourceClock};
 use crate::reader::{Incoming, Reader};
 use crate::settings::ApplySettings;
-use crate::sql::{key_text, RowStatements};
+use crate::sql::RowStatements;
 use crate::target::Targets;
 use crate::writer::Writer;
 
@@ -231,7 +231,7 @@ impl Executor<'_> {
             offset: inc.offset,
             gtid: crate::reader::gtid_text(Some(&inc.pos)),
             table: ev.table.qualified_name(),
-            key: key_text(ev),
+            key: ev.key_text(),
         }
     }
 
@@ -307,7 +307,7 @@ impl Executor<'_> {
             Err(e)
                 if checked && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) =>
             {
-                tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %key_text(ev), error = %e,
+                tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %ev.key_text(), error = %e,
                     "a foreign-key action could not run against the replica's rows (re-applying over newer state?); applying the row without it");
                 w.execute(
                     "SET SESSION foreign_key_checks=0".into(),

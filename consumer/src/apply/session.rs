@@ -806,7 +806,7 @@ impl Session {
             inc,
             id,
             "a row",
-            self.ctx(inc, &ev.table.qualified_name(), crate::sql::key_text(ev)),
+            self.ctx(inc, &ev.table.qualified_name(), ev.key_text()),
         )?;
         self.after = After::Passed { commit: false };
         Ok(vec![self.row(inc, ev, now)])
