@@ -372,7 +372,7 @@ fn kafka_reader(brokers: &str) -> Result<BaseConsumer> {
 /// Where the last record of `topic` says the topic has reached, if it ends a consistent point.
 fn topic_position(consumer: &BaseConsumer, topic: &str) -> Option<GtidPosition> {
     let r = continuum_common::kafka::read_last(consumer, topic, Duration::from_secs(5)).ok()??;
-    let pos: StreamPosition = r.header_str("continuum.pos")?.parse().ok()?;
+    let pos: StreamPosition = r.header_str(continuum_schemas::HEADER_POS)?.parse().ok()?;
     pos.after()
 }
 

@@ -19,7 +19,7 @@ use rdkafka::producer::{
 use rdkafka::ClientConfig;
 
 /// The header whose value identifies a record in delivery-failure messages.
-pub const HEADER_POS: &str = "continuum.pos";
+use continuum_schemas::HEADER_POS;
 
 /// The first record the broker did not take.
 #[derive(Debug, Clone)]

@@ -36,8 +36,9 @@ use continuum_common::config::{ClusterConfig, ProducerConfig};
 use continuum_common::kafka::{self, FetchedRecord};
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
-use continuum_common::writer::{RecordLimit, SendError, Writer, HEADER_POS};
+use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_common::{db, ConfigError, SiteConfig};
+use continuum_schemas::HEADER_POS;
 use continuum_schemas::{avro, Registry, RegistryError, RegistrySettings};
 
 /// Header carrying the source offset of a mirrored record.

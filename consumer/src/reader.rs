@@ -22,8 +22,7 @@ use tokio::sync::mpsc;
 use crate::error::{ApplyError, RecordContext};
 use crate::settings::PARTITION;
 
-pub const POS_HEADER: &str = "continuum.pos";
-pub const KIND_HEADER: &str = "continuum.kind";
+use continuum_schemas::{HEADER_KIND, HEADER_POS};
 
 /// Records travel between the stages in chunks of at most this many (one wake-up per chunk,
 /// not per record).
@@ -197,7 +196,7 @@ pub async fn decode(
     topic: &str,
     r: FetchedRecord,
 ) -> Result<Incoming, ApplyError> {
-    let header_pos: Option<StreamPosition> = r.header_str(POS_HEADER).and_then(|s| s.parse().ok());
+    let header_pos: Option<StreamPosition> = r.header_str(HEADER_POS).and_then(|s| s.parse().ok());
     let gtid = gtid_text(header_pos.as_ref());
     let ctx = |table: String| RecordContext {
         topic: topic.to_owned(),
@@ -226,10 +225,10 @@ pub async fn decode(
         Err(e) if e.is_transient() => return Err(ApplyError::Registry(e)),
         Err(e) => return Err(poison(format!("it does not decode: {e}"))),
     };
-    if let Some(kind) = r.header_str(KIND_HEADER) {
+    if let Some(kind) = r.header_str(HEADER_KIND) {
         if kind != record.kind() {
             return Err(poison(format!(
-                "its {KIND_HEADER} header says '{kind}' but it decodes as a {} record",
+                "its {HEADER_KIND} header says '{kind}' but it decodes as a {} record",
                 record.kind()
             )));
         }
@@ -238,15 +237,15 @@ pub async fn decode(
     // encoded) and in the header (so that readers find positions without decoding). They must
     // agree; a record whose header says otherwise was rewritten by something else.
     let pos = record.position();
-    match (header_pos, r.header_str(POS_HEADER)) {
+    match (header_pos, r.header_str(HEADER_POS)) {
         (Some(h), _) if h != pos => {
             return Err(poison(format!(
-                "its {POS_HEADER} header says '{h}' but its payload is at '{pos}'"
+                "its {HEADER_POS} header says '{h}' but its payload is at '{pos}'"
             )))
         }
         (None, Some(text)) => {
             return Err(poison(format!(
-                "its {POS_HEADER} header '{text}' does not parse"
+                "its {HEADER_POS} header '{text}' does not parse"
             )))
         }
         _ => {}

@@ -169,5 +169,5 @@ impl TopicReader {
 
 /// The stream position of a fetched record, from its `continuum.pos` header.
 pub fn position_of(r: &FetchedRecord) -> Option<StreamPosition> {
-    r.header_str(crate::reader::POS_HEADER)?.parse().ok()
+    r.header_str(continuum_schemas::HEADER_POS)?.parse().ok()
 }

@@ -19,8 +19,7 @@ use continuum_schemas::{Encoded, Encoder, StreamRecord};
 
 use crate::error::ProducerError;
 
-pub const HEADER_KIND: &str = "continuum.kind";
-pub use continuum_common::writer::HEADER_POS;
+pub use continuum_schemas::{HEADER_KIND, HEADER_POS};
 
 pub struct Sink {
     writer: Writer,

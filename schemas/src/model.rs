@@ -11,6 +11,13 @@ use std::sync::Arc;
 use crate::position::{BinlogPosition, Gtid, GtidPosition, ParsePositionError};
 use crate::types::{Row, TableSchema};
 
+/// The Kafka header with a record's kind: `row`, `ddl`, `heartbeat` or `snapshot`
+/// ([`StreamRecord::kind`]).
+pub const HEADER_KIND: &str = "continuum.kind";
+/// The Kafka header with a record's [`StreamPosition`], in its text form. The payload carries
+/// the same position, and a reader must find the two equal.
+pub const HEADER_POS: &str = "continuum.pos";
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -196,6 +203,7 @@ impl StreamRecord {
         }
     }
 
+    /// The record's kind as its [`HEADER_KIND`] header carries it.
     pub fn kind(&self) -> &'static str {
         match self {
             StreamRecord::Change(_) => "row",

@@ -697,7 +697,7 @@ async fn a_gapless_writer_writes_nothing_after_a_refused_record() {
     let send = |i: usize, value: &[u8]| {
         let pos = format!("txn:1-1-{i}:0:last:1-1-{}", i - 1);
         let headers = OwnedHeaders::new().insert(Header {
-            key: continuum_common::writer::HEADER_POS,
+            key: continuum_schemas::HEADER_POS,
             value: Some(pos.as_bytes()),
         });
         let key = format!("k{i}");

@@ -203,7 +203,7 @@ pub fn align_to_start(
                 matches!(position_of(x), Some(StreamPosition::Snapshot { id, .. }) if id == want)
             })?;
             let first = r.must_read(start)?;
-            if first.header_str(crate::reader::KIND_HEADER) == Some("snapshot") {
+            if first.header_str(continuum_schemas::HEADER_KIND) == Some("snapshot") {
                 Ok(start)
             } else {
                 Err(AlignError::Other(format!(
