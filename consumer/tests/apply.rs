@@ -1687,30 +1687,8 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
 /// column), which no list of "already done" error codes covered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas_schema() {
-    let fx = Fixture::new(
-        "ddlrerun",
-        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
-        .await;
-    src.flush().await;
-    fx.apply_caught_up();
-    let steps = [
-        "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32) NULL, n INT NULL) DEFAULT CHARSET=utf8mb4",
-        "ALTER TABLE t ADD COLUMN c0 BIGINT UNSIGNED NULL",
-        "ALTER TABLE t MODIFY COLUMN v VARCHAR(56) NULL",
-        "ALTER TABLE t DROP COLUMN c0",
-        "RENAME TABLE t TO t_renamed",
-        "ALTER TABLE t_renamed RENAME TO t2",
-        "ALTER TABLE t2 RENAME COLUMN n TO m",
-        "ALTER TABLE t2 CHANGE m k BIGINT NULL",
-        "CREATE TABLE gone (id INT PRIMARY KEY)",
-        "DROP TABLE gone",
-    ];
+    let (fx, mut src) = Fixture::caught_up_with_one_table("ddlrerun").await;
+    let steps = SCHEMA_CHANGES;
     for ddl in steps {
         fx.replica().await.query_drop(ddl).await.unwrap();
         src.ddl(ddl).await;

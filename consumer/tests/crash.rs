@@ -413,30 +413,8 @@ async fn kill_9_at_random_moments_then_resume_converges() {
 /// again. Every restart must get past the schema change it finds already done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
-    let fx = Fixture::new(
-        "ddlkill",
-        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
-        .await;
-    src.flush().await;
-    fx.apply_caught_up();
-    let steps = [
-        "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32) NULL, n INT NULL) DEFAULT CHARSET=utf8mb4",
-        "ALTER TABLE t ADD COLUMN c0 BIGINT UNSIGNED NULL",
-        "ALTER TABLE t MODIFY COLUMN v VARCHAR(56) NULL",
-        "ALTER TABLE t DROP COLUMN c0",
-        "RENAME TABLE t TO t_renamed",
-        "ALTER TABLE t_renamed RENAME TO t2",
-        "ALTER TABLE t2 RENAME COLUMN n TO m",
-        "ALTER TABLE t2 CHANGE m k BIGINT NULL",
-        "CREATE TABLE gone (id INT PRIMARY KEY)",
-        "DROP TABLE gone",
-    ];
+    let (fx, mut src) = Fixture::caught_up_with_one_table("ddlkill").await;
+    let steps = SCHEMA_CHANGES;
     let mut apply = fx.spawn_apply(&["--no-metrics"]);
     for ddl in steps {
         // Apply is caught up: the checkpoint is the end of the topic.

@@ -185,6 +185,24 @@ filter = "info,continuum_consumer=debug"
     }
 
     /// A source writing to this fixture's topic on the EU cluster (as mirrored).
+    /// A fixture whose source has one table, `base`, with one row, applied by a first apply
+    /// run that is caught up and gone: the start of the schema-change tests.
+    pub async fn caught_up_with_one_table(name: &str) -> (Fixture, Source) {
+        let fx = Fixture::new(
+            name,
+            &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
+            "",
+        )
+        .await;
+        let mut src = fx.source().await;
+        src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
+        src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
+            .await;
+        src.flush().await;
+        fx.apply_caught_up();
+        (fx, src)
+    }
+
     pub async fn source(&self) -> Source {
         self.source_on("eu").await
     }
@@ -1070,3 +1088,19 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// Every kind of schema change the workload generator emits, and the four renames (which fail
+/// when run twice: 1146 for a table, 1054 for a column), in an order that applies on the source
+/// of [`Fixture::caught_up_with_one_table`]; the last table standing is `t2`.
+pub const SCHEMA_CHANGES: [&str; 10] = [
+    "CREATE TABLE t (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32) NULL, n INT NULL) DEFAULT CHARSET=utf8mb4",
+    "ALTER TABLE t ADD COLUMN c0 BIGINT UNSIGNED NULL",
+    "ALTER TABLE t MODIFY COLUMN v VARCHAR(56) NULL",
+    "ALTER TABLE t DROP COLUMN c0",
+    "RENAME TABLE t TO t_renamed",
+    "ALTER TABLE t_renamed RENAME TO t2",
+    "ALTER TABLE t2 RENAME COLUMN n TO m",
+    "ALTER TABLE t2 CHANGE m k BIGINT NULL",
+    "CREATE TABLE gone (id INT PRIMARY KEY)",
+    "DROP TABLE gone",
+];
