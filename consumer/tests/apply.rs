@@ -994,18 +994,7 @@ async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
-    let fx = Fixture::new(
-        "ddl",
-        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
-        .await;
-    src.flush().await;
-    fx.apply_caught_up();
+    let (fx, mut src) = Fixture::caught_up_with_one_table("ddl").await;
     let v1 = table(
         &fx.db,
         "t2",
