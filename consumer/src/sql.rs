@@ -22,10 +22,8 @@ pub struct LiteralError {
     pub reason: String,
 }
 
-/// Quotes an identifier with backticks.
-pub fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
-}
+/// Quotes an identifier with backticks (one definition, in `common::db`).
+pub use continuum_common::db::quote_ident as ident;
 
 /// `` `db`.`table` ``.
 pub fn qualified(db: &str, table: &str) -> String {

@@ -246,10 +246,8 @@ pub fn sql_bytes(b: &[u8]) -> String {
     out
 }
 
-/// Quotes an identifier.
-pub fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
+/// Quotes an identifier (one definition, in `common::db`).
+pub use continuum_common::db::quote_ident as ident;
 
 const ASCII_CHARS: &[char] = &[
     'a', 'b', 'z', 'A', 'Z', '0', '9', ' ', '\'', '"', '\\', '%', '_', '-', '\t', '\n', '~', '`',
