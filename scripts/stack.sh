@@ -13,7 +13,10 @@
 #
 # Every address is overridable by environment variable; see `defaults` below. Processes are only
 # ever stopped by the PID recorded in .stack/pids/, never by name.
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails under `set -e` ends the script; say which one, so no failure is silent
+# (a test once saw `stack.sh kill sf-db` exit 1 with no output at all).
+trap 'log "error: line $LINENO: \`$BASH_COMMAND\` exited $? (${FUNCNAME[*]:-main})"' ERR
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
