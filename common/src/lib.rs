@@ -15,6 +15,7 @@ pub mod memory;
 pub mod observe;
 pub mod redact;
 pub mod secret;
+pub mod supervise;
 pub mod writer;
 
 pub use config::{ConfigError, SiteConfig};

@@ -7,6 +7,7 @@
 //! reads the topic's tail and resumes after it; [`Writer::reset`] replaces a producer that may
 //! be unusable. Nothing is dropped silently.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ struct Failure {
 pub struct Deliveries {
     failed: Mutex<Option<Failure>>,
     metric: &'static str,
+    /// Records delivered since the writer was made (kept across [`Writer::reset`]).
+    delivered: Arc<AtomicU64>,
 }
 
 impl ClientContext for Deliveries {}
@@ -45,7 +48,10 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => metrics::counter!(self.metric).increment(1),
+            Ok(_) => {
+                metrics::counter!(self.metric).increment(1);
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
             Err((e, m)) => {
                 let position = m
                     .headers()
@@ -155,6 +161,7 @@ pub struct Writer {
     config: ClientConfig,
     topic: String,
     metric: &'static str,
+    delivered: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -165,9 +172,11 @@ impl Writer {
         topic: &str,
         delivered_metric: &'static str,
     ) -> Result<Self, KafkaError> {
+        let delivered = Arc::new(AtomicU64::new(0));
         let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries {
             failed: Mutex::new(None),
             metric: delivered_metric,
+            delivered: delivered.clone(),
         })?;
         let ctx = producer.context().clone();
         Ok(Writer {
@@ -176,11 +185,18 @@ impl Writer {
             config,
             topic: topic.to_owned(),
             metric: delivered_metric,
+            delivered,
         })
     }
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// How many records the broker has acknowledged since this writer was made: a measure of
+    /// progress for the supervisor ([`crate::supervise`]).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// The first delivery failure, if any.
@@ -285,6 +301,7 @@ impl Writer {
             self.config.create_with_context(Deliveries {
                 failed: Mutex::new(None),
                 metric: self.metric,
+                delivered: self.delivered.clone(),
             })?;
         self.ctx = producer.context().clone();
         self.producer = Arc::new(producer);

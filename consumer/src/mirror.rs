@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use metrics::{counter, gauge};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -36,6 +35,7 @@ use continuum_common::config::{ClusterConfig, ProducerConfig};
 use continuum_common::kafka::{self, FetchedRecord};
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
+use continuum_common::supervise::Supervisor;
 use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::HEADER_POS;
@@ -454,7 +454,13 @@ pub async fn run(
     let target = db::describe(&s.database);
     let lock_name = format!("continuum.mirror.{}.{}", s.to, s.topic);
     let mut lock: Option<NamedLock> = None;
-    let mut backoff = new_backoff(s.max_retry_delay);
+    let mut supervisor = Supervisor::new(
+        "mirror",
+        "continuum_mirror_errors_total",
+        health.clone(),
+        s.max_retry_delay,
+    );
+    let mut delivered = writer.delivered();
     loop {
         if *shutdown.borrow() {
             writer.flush().await?;
@@ -471,9 +477,9 @@ pub async fn run(
             match acquired {
                 Ok(l) => lock = Some(l),
                 Err(e) if e.is_transient() => {
-                    let delay = backoff.next().unwrap_or(s.max_retry_delay);
-                    tracing::warn!(error = %e, retry_in = ?delay, "mirror lock: retrying");
-                    tokio::time::sleep(delay).await;
+                    let e = MirrorError::from(e);
+                    let delay = supervisor.transient(e.kind(), &e, "taking the mirror lock again");
+                    supervisor.wait(delay, &mut shutdown.clone()).await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -496,7 +502,6 @@ pub async fn run(
                 return Ok(());
             }
             Err(e) if e.is_transient() => {
-                counter!("continuum_mirror_errors_total", "kind" => e.kind()).increment(1);
                 if matches!(e, MirrorError::Lock(LockError::Lost { .. })) {
                     writer.purge_queue();
                     lock = None;
@@ -508,34 +513,25 @@ pub async fn run(
                         source,
                     })?;
                 }
-                let delay = backoff.next().unwrap_or(s.max_retry_delay);
-                health.set("mirror", Status::Starting, format!("retrying after: {e}"));
-                tracing::warn!(error = %e, retry_in = ?delay, "mirror interrupted; resuming from the target's last record");
-                tokio::time::sleep(delay).await;
+                // Records the target acknowledged since the last failure are progress.
+                if writer.delivered() > delivered {
+                    delivered = writer.delivered();
+                    supervisor.progressed();
+                }
+                let delay = supervisor.transient(
+                    e.kind(),
+                    &e,
+                    "interrupted; resuming from the target's last record",
+                );
+                supervisor.wait(delay, &mut shutdown.clone()).await;
             }
             Err(e) => {
-                counter!("continuum_mirror_errors_total", "kind" => e.kind()).increment(1);
-                health.set("mirror", Status::Failed, e.to_string());
+                supervisor.fatal(e.kind(), &e);
                 let _ = writer.flush().await;
                 return Err(e);
             }
         }
-        if health
-            .snapshot()
-            .get("mirror")
-            .is_some_and(|c| c.status == Status::Ok)
-        {
-            backoff = new_backoff(s.max_retry_delay);
-        }
     }
-}
-
-fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(max)
-        .without_max_times()
-        .build()
 }
 
 /// Where to resume: the source offset after the target's last mirrored record, and that record.
@@ -815,29 +811,8 @@ pub async fn main(cfg: SiteConfig, args: MirrorArgs) -> Result<(), MirrorError> 
         }
         .into());
     }
-    let (_stop, rx) = shutdown_on_signal();
+    let rx = continuum_common::supervise::shutdown_on_signals("stopping");
     run(s, health, rx).await
-}
-
-/// A watch that flips on SIGTERM or Ctrl-C; a second signal exits at once.
-pub fn shutdown_on_signal() -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("stopping (signal again to stop at once)");
-        let _ = tx.send(true);
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(130);
-    });
-    (task, rx)
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
             })?;
     }
     tracing::info!(site = %cfg.site, from = %mirror_settings.from, topic = %mirror_settings.topic, "continuum-consumer run starting");
-    let (_signals, stop) = mirror::shutdown_on_signal();
+    let stop = continuum_common::supervise::shutdown_on_signals("stopping");
     let mut replica = watch_role(db::opts(&cfg.database, &[])?, stop.clone());
     let mirror_task = mirror::run(mirror_settings, health.clone(), stop.clone());
     tokio::pin!(mirror_task);
@@ -146,7 +146,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
                 health.clone(),
             )
             .await?;
-            apply.run().await
+            apply.run(stop.clone()).await
         };
         tokio::pin!(attempt);
         let promoted = loop {

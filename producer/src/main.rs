@@ -128,22 +128,9 @@ async fn run() -> anyhow::Result<()> {
     health.set("producer", Status::Starting, "starting");
     observe::serve(cfg.producer.metrics_listen, health.clone()).await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("stopping at the next transaction boundary (signal again to stop at once)");
-        let _ = stop_tx.send(true);
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(130);
-    });
+    let stop_rx = continuum_common::supervise::shutdown_on_signals(
+        "stopping at the next transaction boundary",
+    );
 
     tracing::info!(site = %cfg.site, version = env!("CARGO_PKG_VERSION"), "continuum-producer starting");
     let initial = match (cli.resnapshot, cli.start_position) {

@@ -9,14 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use metrics::{counter, gauge};
 use mysql_async::{Conn, Opts};
-use tokio::sync::watch;
 
 use continuum_common::config::SiteConfig;
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
+use continuum_common::supervise::{Shutdown, Supervisor};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
     ChangeEvent, Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings,
@@ -50,7 +49,7 @@ pub struct Producer {
     target: String,
     initial: Initial,
     health: Health,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 /// The open transaction while streaming.
@@ -71,7 +70,7 @@ impl Producer {
         cfg: SiteConfig,
         initial: Initial,
         health: Health,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Result<Self, ProducerError> {
         let topic = cfg.topic_of(&cfg.site)?;
         let opts = db::opts(&cfg.database, &[])?;
@@ -98,7 +97,13 @@ impl Producer {
             .map_err(|e| ProducerError::Codec(e.into()))?;
         let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic))?;
 
-        let mut backoff = self.backoff();
+        let mut supervisor = Supervisor::new(
+            "producer",
+            "continuum_producer_errors_total",
+            self.health.clone(),
+            self.cfg.producer.max_retry_delay,
+        );
+        let mut delivered = sink.delivered();
         let mut lock: Option<NamedLock> = None;
         let mut first = true;
         loop {
@@ -120,39 +125,32 @@ impl Producer {
                     if e.is_transient()
                         || matches!(e, ProducerError::Lock(LockError::Lost { .. })) =>
                 {
-                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
                     if matches!(e, ProducerError::Lock(LockError::Lost { .. })) {
                         sink.purge_queue();
                         lock = None;
                     }
-                    let delay = backoff.next().unwrap_or(self.cfg.producer.max_retry_delay);
-                    tracing::warn!(error = %e, retry_in = ?delay, "pipeline interrupted; resuming from the topic's last record");
-                    self.health
-                        .set("producer", Status::Starting, format!("retrying after: {e}"));
+                    // Records the broker acknowledged since the last failure are progress.
+                    if sink.delivered() > delivered {
+                        delivered = sink.delivered();
+                        supervisor.progressed();
+                    }
+                    let delay = supervisor.transient(
+                        e.kind(),
+                        &e,
+                        "pipeline interrupted; resuming from the topic's last record",
+                    );
                     if matches!(e, ProducerError::Delivery { .. }) {
                         sink.reset().await?;
                     }
-                    tokio::time::sleep(delay).await;
+                    supervisor.wait(delay, &mut self.shutdown.clone()).await;
                 }
                 Err(e) => {
-                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
-                    self.health.set("producer", Status::Failed, e.to_string());
+                    supervisor.fatal(e.kind(), &e);
                     let _ = sink.flush().await;
                     return Err(e);
                 }
             }
-            if backoff_reset_due(&self.health) {
-                backoff = self.backoff();
-            }
         }
-    }
-
-    fn backoff(&self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(self.cfg.producer.max_retry_delay)
-            .without_max_times()
-            .build()
     }
 
     async fn session(
@@ -526,13 +524,6 @@ fn finish(rec: StreamRecord, index: u64, last: bool) -> StreamRecord {
         }
         other => other,
     }
-}
-
-fn backoff_reset_due(health: &Health) -> bool {
-    health
-        .snapshot()
-        .get("producer")
-        .is_some_and(|c| c.status == Status::Ok)
 }
 
 pub fn registry_settings(

@@ -111,6 +111,11 @@ impl Sink {
         self.limit = limit;
     }
 
+    /// Records the broker has acknowledged since the sink was made.
+    pub fn delivered(&self) -> u64 {
+        self.writer.delivered()
+    }
+
     /// The first delivery failure, if any.
     pub fn check(&self) -> Result<(), ProducerError> {
         self.writer.check().map_err(ProducerError::from)

@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use continuum_common::config::DdlPolicy;
+use continuum_common::supervise::Shutdown;
 use continuum_schemas::{ChangeEvent, Op, StreamRecord};
 use mysql_async::Opts;
 
@@ -27,6 +28,14 @@ use crate::sql::RowStatements;
 use crate::target::Targets;
 use crate::writer::Writer;
 
+/// Commits made by apply's sessions so far, and the checkpoint's next offset as last committed
+/// or read (progress for the supervisor; the offset a stop reports).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Committed {
+    pub count: u64,
+    pub next_offset: Option<i64>,
+}
+
 /// What one session's executor works with.
 pub struct Executor<'a> {
     pub settings: &'a ApplySettings,
@@ -34,7 +43,7 @@ pub struct Executor<'a> {
     pub lock: &'a ApplyLock,
     pub clock: &'a SourceClock,
     /// Commits made (across sessions), so the caller can reset its backoff after progress.
-    pub commits: &'a mut u64,
+    pub committed: &'a mut Committed,
     pub targets: Targets,
 }
 
@@ -50,7 +59,7 @@ impl Executor<'_> {
         s: &mut Session,
         w: &mut Writer,
         reader: &mut Reader,
-        term: &mut tokio::sync::mpsc::Receiver<()>,
+        term: &mut Shutdown,
     ) -> Result<SessionEnd> {
         match self.run_inner(s, w, reader, term).await {
             Err(e) => match s.on_batch_error(e) {
@@ -69,7 +78,7 @@ impl Executor<'_> {
         s: &mut Session,
         w: &mut Writer,
         reader: &mut Reader,
-        term: &mut tokio::sync::mpsc::Receiver<()>,
+        term: &mut Shutdown,
     ) -> Result<SessionEnd> {
         loop {
             if let Some(actions) = s.before_next() {
@@ -80,7 +89,7 @@ impl Executor<'_> {
             let deadline = s.deadline(w.dirty());
             let next = tokio::select! {
                 biased;
-                _ = term.recv() => {
+                _ = term.wait_for(|stop| *stop) => {
                     let actions = s.on_signal();
                     match self.execute(s, w, None, actions).await? {
                         Flow::End(e) => return Ok(e),
@@ -211,7 +220,8 @@ impl Executor<'_> {
         let mut ck = c.checkpoint.clone();
         ck.error = None;
         w.commit(&ck.upsert_sql()).await?;
-        *self.commits += 1;
+        self.committed.count += 1;
+        self.committed.next_offset = Some(ck.next_offset);
         m::stalled(false);
         m::batch_committed(&c.stats.ops, c.stats.txns, c.stats.skipped, ck.next_offset);
         if let Some(ts) = ck.source_ts_ms {

@@ -27,11 +27,9 @@ pub mod start;
 pub use session::Outcome;
 pub use start::{align_to_start, AlignError};
 
-use std::time::Duration;
-
-use backon::{BackoffBuilder, ExponentialBuilder};
 use continuum_common::config::DdlPolicy;
 use continuum_common::observe::{Health, Status};
+use continuum_common::supervise::{shutdown_on_signals, Shutdown, Supervisor};
 use continuum_schemas::Decoder;
 use mysql_async::Opts;
 use rdkafka::consumer::BaseConsumer;
@@ -44,7 +42,7 @@ use crate::reader::Reader;
 use crate::settings::{ApplySettings, PARTITION};
 use crate::target::Targets;
 use crate::writer::Writer;
-use executor::Executor;
+use executor::{Committed, Executor};
 use session::{Directives, Limits, Session, SessionEnd};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -85,9 +83,10 @@ pub async fn main(mut cfg: continuum_common::SiteConfig, args: ApplyArgs) -> Res
         until_caught_up: args.until_caught_up,
         serve_metrics: !args.no_metrics,
     };
+    let shutdown = shutdown_on_signals("stopping at the next commit");
     let outcome = Apply::new(settings, run, Health::default())
         .await?
-        .run()
+        .run(shutdown)
         .await?;
     match outcome {
         Outcome::UntilTime { offset, until_ms } => eprintln!(
@@ -118,7 +117,7 @@ pub struct Apply {
     clock: SourceClock,
     run: RunOptions,
     schema_ready: bool,
-    commits: u64,
+    committed: Committed,
     /// Discard ranges found so far (abandoned transactions); kept across sessions.
     discard: Vec<(i64, i64)>,
 }
@@ -141,26 +140,13 @@ impl Apply {
             clock: SourceClock::default(),
             run,
             schema_ready: false,
-            commits: 0,
+            committed: Committed::default(),
             discard: Vec::new(),
         })
     }
 
-    fn backoff(&self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(
-                self.settings
-                    .max_retry_delay()
-                    .max(Duration::from_millis(200)),
-            )
-            .with_jitter()
-            .without_max_times()
-            .build()
-    }
-
     /// Runs until an outcome, a fatal error, or forever.
-    pub async fn run(mut self) -> Result<Outcome> {
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<Outcome> {
         if self.run.serve_metrics {
             continuum_common::observe::serve(self.settings.metrics_listen, self.health.clone())
                 .await
@@ -172,13 +158,18 @@ impl Apply {
                 })?;
         }
         self.clock.spawn_ticker();
-        let mut term = signal_stream();
+        let mut term = shutdown.clone();
         self.health.set("apply", Status::Starting, "starting");
-        let mut backoff = self.backoff();
+        let mut supervisor = Supervisor::new(
+            "apply",
+            "continuum_apply_errors_total",
+            self.health.clone(),
+            self.settings.max_retry_delay(),
+        );
         let mut directives = Directives::default();
         let mut pending_fatal: Option<ApplyError> = None;
         let result = loop {
-            let commits_before = self.commits;
+            let commits_before = self.committed.count;
             let mut d = directives.clone();
             d.discard.extend(self.discard.iter().copied());
             match self.session(&d, &mut term).await {
@@ -196,15 +187,21 @@ impl Apply {
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    if self.commits > commits_before {
-                        backoff = self.backoff();
+                    if self.committed.count > commits_before {
+                        supervisor.progressed();
                     }
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
-                    m::error(e.kind());
-                    tracing::warn!(error = %e, retry_in = ?delay, "apply: transient error; restarting from the checkpoint");
-                    self.health
-                        .set("apply", Status::Starting, format!("retrying after: {e}"));
-                    tokio::time::sleep(delay).await;
+                    let delay = supervisor.transient(
+                        e.kind(),
+                        &e,
+                        "transient error; restarting from the checkpoint",
+                    );
+                    if !supervisor.wait(delay, &mut term).await {
+                        // Stopped while waiting: at the last checkpoint committed or read.
+                        match self.committed.next_offset {
+                            Some(offset) => break Ok(Outcome::Signal { offset }),
+                            None => break Err(e),
+                        }
+                    }
                     // Keep the diagnosis going if one was under way; stops are re-derived.
                     directives.stop_before = None;
                     directives.until_at_stop = None;
@@ -219,9 +216,8 @@ impl Apply {
                     .set("apply", Status::Ok, format!("stopped: {o:?}"));
             }
             Err(e) => {
-                m::error(e.kind());
+                supervisor.fatal(e.kind(), e);
                 m::stalled(true);
-                self.health.set("apply", Status::Failed, e.to_string());
                 self.record_error(&e.to_string()).await;
             }
         }
@@ -240,11 +236,7 @@ impl Apply {
         }
     }
 
-    async fn session(
-        &mut self,
-        d: &Directives,
-        term: &mut tokio::sync::mpsc::Receiver<()>,
-    ) -> Result<SessionEnd> {
+    async fn session(&mut self, d: &Directives, term: &mut Shutdown) -> Result<SessionEnd> {
         self.lock.ensure().await?;
         let target = self.settings.target();
         let mut w = Writer::connect(&self.opts, &target).await?;
@@ -255,6 +247,7 @@ impl Apply {
         let loaded =
             checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
         let (ck, high) = self.start_point(loaded).await?;
+        self.committed.next_offset = Some(ck.next_offset);
         if ck.until_reached {
             if let Some(until_ms) = ck.until_ts_ms {
                 tracing::info!(
@@ -323,7 +316,7 @@ impl Apply {
             opts: &self.opts,
             lock: &self.lock,
             clock: &self.clock,
-            commits: &mut self.commits,
+            committed: &mut self.committed,
             targets: Targets::new(),
         };
         let r = x.run(&mut s, &mut w, &mut reader, term).await;
@@ -335,29 +328,4 @@ impl Apply {
         w.close().await;
         r
     }
-}
-
-/// SIGTERM and SIGINT, as one stream.
-fn signal_stream() -> tokio::sync::mpsc::Receiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        let _ = tx.send(()).await;
-    });
-    rx
 }
