@@ -1,16 +1,6 @@
 //! `continuum-producer`: captures every committed change on a MariaDB primary into the site's
 //! changelog topic, exactly once, in commit order. See docs/architecture.md.
 
-mod binlog;
-mod error;
-mod pipeline;
-mod preflight;
-mod resume;
-mod rows;
-mod shape;
-mod sink;
-mod snapshot;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -19,6 +9,7 @@ use clap::Parser;
 
 use continuum_common::config::{LogFormat, SiteConfig};
 use continuum_common::observe::{self, Health, Status};
+use continuum_producer::pipeline;
 
 /// Captures a MariaDB primary's changes into its site's changelog topic.
 ///

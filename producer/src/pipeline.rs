@@ -18,12 +18,12 @@ use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::{Shutdown, Supervisor};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
-    ChangeEvent, Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings,
-    SchemaChange, SourceInfo, StreamRecord, TxPlace,
+    Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, StreamRecord,
 };
 
-use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
+use crate::binlog::{BinlogReader, ReaderSettings};
 use crate::error::{DbContext, ProducerError};
+use crate::framing::{Framing, Seen};
 use crate::preflight::{self, SourceFacts};
 use crate::resume::{self, Start};
 use crate::sink::Sink;
@@ -50,19 +50,6 @@ pub struct Producer {
     initial: Initial,
     health: Health,
     shutdown: Shutdown,
-}
-
-/// The open transaction while streaming.
-struct Tx {
-    gtid: Gtid,
-    resume: GtidPosition,
-    commit_ts_ms: i64,
-    server_id: u32,
-    next_index: u64,
-    /// Events of this transaction already in the topic (resume inside a transaction).
-    skip: u64,
-    /// The last record built but not yet written (its `last` flag depends on what follows).
-    pending: Option<StreamRecord>,
 }
 
 impl Producer {
@@ -244,7 +231,7 @@ impl Producer {
             }
             None => tracing::info!(topic = %self.topic, decision = ?start, "topic is empty"),
         }
-        let (position, mut within) = match start {
+        let (position, within) = match start {
             Start::Snapshot { reason } => {
                 let settings = SnapshotSettings {
                     opts: self.opts.clone(),
@@ -288,7 +275,7 @@ impl Producer {
             Start::At(p) => (p, None),
             Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
         };
-        self.stream(sink, lock, filter, facts, position, &mut within)
+        self.stream(sink, lock, filter, facts, position, within)
             .await
     }
 
@@ -299,7 +286,7 @@ impl Producer {
         filter: TableFilter,
         facts: SourceFacts,
         position: GtidPosition,
-        within: &mut Option<(Gtid, u64)>,
+        within: Option<(Gtid, u64)>,
     ) -> Result<(), ProducerError> {
         let p = &self.cfg.producer;
         let mut reader = BinlogReader::connect(
@@ -319,7 +306,8 @@ impl Producer {
         self.health
             .set("producer", Status::Ok, format!("streaming from {position}"));
         let mut events = Vec::with_capacity(256);
-        let mut tx: Option<Tx> = None;
+        let mut out = Vec::with_capacity(4);
+        let mut framing = Framing::new(within);
         let mut last_write = Instant::now();
         let mut caught_up_at: Option<i64> = None;
         let mut lost = lock.lost.clone();
@@ -329,7 +317,7 @@ impl Producer {
         loop {
             events.clear();
             // Stop at a transaction boundary (resuming inside one would also be exact).
-            if *shutdown.borrow() && tx.is_none() {
+            if *shutdown.borrow() && !framing.in_transaction() {
                 return Ok(());
             }
             tokio::select! {
@@ -339,11 +327,11 @@ impl Producer {
                 _ = tick.tick() => {
                     sink.check()?;
                     let lag = match caught_up_at {
-                        Some(_) if tx.is_none() => 0.0,
+                        Some(_) if !framing.in_transaction() => 0.0,
                         _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
                     };
                     gauge!("continuum_producer_seconds_behind_source").set(lag);
-                    if heartbeat_due(tx.is_some(), within.is_some(), last_write.elapsed(), p.heartbeat_interval) {
+                    if heartbeat_due(framing.in_transaction(), framing.resume_pending(), last_write.elapsed(), p.heartbeat_interval) {
                         let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
                         sink.send(&StreamRecord::Heartbeat(Heartbeat {
                             server_id: facts.server_id,
@@ -358,125 +346,25 @@ impl Producer {
                 r = reader.next(&mut events) => r?,
             }
             for ev in events.drain(..) {
-                match ev {
-                    SourceEvent::CaughtUp => caught_up_at = Some(now_ms()),
-                    SourceEvent::Begin {
-                        gtid,
-                        resume,
-                        commit_ts_ms,
-                        server_id,
+                match framing.on_event(ev, &mut out)? {
+                    Seen::CaughtUp => caught_up_at = Some(now_ms()),
+                    Seen::Progress => caught_up_at = None,
+                    Seen::Commit {
+                        position,
+                        completed,
                     } => {
                         caught_up_at = None;
-                        let skip = match within.take() {
-                            Some((g, n)) if g == gtid => n,
-                            Some((g, _)) => {
-                                return Err(ProducerError::Resume(format!(
-                                    "the topic's last record is inside transaction {g}, but the binlog continues with {gtid} after {resume}; the source's binlog no longer matches the topic. Restart with --resnapshot"
-                                )))
-                            }
-                            None => 0,
-                        };
-                        tx = Some(Tx {
-                            gtid,
-                            resume,
-                            commit_ts_ms,
-                            server_id,
-                            next_index: 0,
-                            skip,
-                            pending: None,
-                        });
-                    }
-                    SourceEvent::Row {
-                        op,
-                        table,
-                        before,
-                        after,
-                        binlog,
-                    } => {
-                        let t = tx.as_mut().ok_or_else(|| {
-                            ProducerError::Binlog("row outside a transaction".into())
-                        })?;
-                        let rec = StreamRecord::Change(ChangeEvent {
-                            op,
-                            table,
-                            before,
-                            after,
-                            source: SourceInfo {
-                                server_id: t.server_id,
-                                gtid: Some(t.gtid),
-                                gtid_position: t.resume.with(t.gtid),
-                                resume_position: t.resume.clone(),
-                                binlog,
-                                commit_ts_ms: t.commit_ts_ms,
-                                snapshot_id: None,
-                            },
-                            tx: None,
-                        });
-                        if push(sink, t, rec).await? {
-                            last_write = Instant::now();
-                        }
-                    }
-                    SourceEvent::Ddl {
-                        database,
-                        ddl,
-                        binlog,
-                    } => {
-                        let t = tx.as_mut().ok_or_else(|| {
-                            ProducerError::Binlog("DDL outside a transaction".into())
-                        })?;
-                        tracing::info!(gtid = %t.gtid, %database, ddl = %continuum_common::redact::redact(&ddl).chars().take(200).collect::<String>(), "schema change");
-                        let rec = StreamRecord::SchemaChange(SchemaChange {
-                            database,
-                            ddl,
-                            source: SourceInfo {
-                                server_id: t.server_id,
-                                gtid: Some(t.gtid),
-                                gtid_position: t.resume.with(t.gtid),
-                                resume_position: t.resume.clone(),
-                                binlog,
-                                commit_ts_ms: t.commit_ts_ms,
-                                snapshot_id: None,
-                            },
-                            tx: TxPlace {
-                                index: 0,
-                                last: false,
-                            },
-                        });
-                        if push(sink, t, rec).await? {
-                            last_write = Instant::now();
-                        }
-                    }
-                    SourceEvent::Commit { gtid, position } => {
-                        caught_up_at = None;
-                        if let Some(mut t) = tx.take() {
-                            if t.gtid != gtid {
-                                return Err(ProducerError::Binlog(format!(
-                                    "commit of {gtid} while {} is open",
-                                    t.gtid
-                                )));
-                            }
-                            if let Some(rec) = t.pending.take() {
-                                sink.send(&finish(rec, t.next_index - 1, true)).await?;
-                                last_write = Instant::now();
-                                counter!("continuum_producer_transactions_total").increment(1);
-                            } else if t.skip > 0 {
-                                return Err(ProducerError::Resume(format!(
-                                    "transaction {gtid} has {} captured events now, but the topic holds {} of them without its last; did producer.include/exclude change? Restart with --resnapshot",
-                                    t.next_index, t.skip
-                                )));
-                            }
-                        }
-                        if let Some((g, n)) = within {
-                            if *g == gtid {
-                                return Err(ProducerError::Resume(format!(
-                                    "the topic holds {n} events of transaction {g}, but it has no captured events in the binlog now; did producer.include/exclude change? Restart with --resnapshot"
-                                )));
-                            }
+                        if completed {
+                            counter!("continuum_producer_transactions_total").increment(1);
                         }
                         for g in position.iter() {
                             gauge!("continuum_producer_last_gtid_seq", "domain" => g.domain.to_string()).set(g.seq as f64);
                         }
                     }
+                }
+                for rec in out.drain(..) {
+                    sink.send(&rec).await?;
+                    last_write = Instant::now();
                 }
             }
         }
@@ -494,36 +382,6 @@ fn heartbeat_due(
     interval: Duration,
 ) -> bool {
     !tx_open && !resume_within_pending && since_last_write >= interval
-}
-
-/// Queues a record of the open transaction: writes the previous one (now known not to be the
-/// last), unless it is among the events the topic already holds.
-async fn push(sink: &mut Sink, t: &mut Tx, rec: StreamRecord) -> Result<bool, ProducerError> {
-    let index = t.next_index;
-    t.next_index += 1;
-    let mut wrote = false;
-    if let Some(prev) = t.pending.take() {
-        sink.send(&finish(prev, index - 1, false)).await?;
-        wrote = true;
-    }
-    if index >= t.skip {
-        t.pending = Some(rec);
-    }
-    Ok(wrote)
-}
-
-fn finish(rec: StreamRecord, index: u64, last: bool) -> StreamRecord {
-    match rec {
-        StreamRecord::Change(mut c) => {
-            c.tx = Some(TxPlace { index, last });
-            StreamRecord::Change(c)
-        }
-        StreamRecord::SchemaChange(mut s) => {
-            s.tx = TxPlace { index, last };
-            StreamRecord::SchemaChange(s)
-        }
-        other => other,
-    }
 }
 
 pub fn registry_settings(

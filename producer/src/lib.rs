@@ -1,0 +1,30 @@
+//! # continuum-producer
+//!
+//! Captures every committed change on a MariaDB primary into the site's changelog topic, exactly
+//! once, in commit order. The binary (`src/main.rs`) only parses flags and starts the
+//! [`pipeline`]; every stage is a module of this library, so its logic is unit-tested without a
+//! server:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`pipeline`] | wires the stages: lock, preflight, resume decision, snapshot or streaming, restarts |
+//! | [`preflight`] | checks the source's settings and privileges before anything is read |
+//! | [`resume`] | where a run starts, from the topic's last record |
+//! | [`snapshot`] | the consistent snapshot of the captured tables |
+//! | [`binlog`] | reads the binlog as a replica and turns it into [`binlog::SourceEvent`]s |
+//! | [`rows`] | decodes row images by the table map's layout |
+//! | [`shape`] | MariaDB column types to the schema's table shape and values |
+//! | [`framing`] | the records of each transaction, with their place in it (pure) |
+//! | [`sink`] | encodes records and writes them to the topic |
+//! | [`error`] | the producer's errors, transient or fatal |
+
+pub mod binlog;
+pub mod error;
+pub mod framing;
+pub mod pipeline;
+pub mod preflight;
+pub mod resume;
+pub mod rows;
+pub mod shape;
+pub mod sink;
+pub mod snapshot;
