@@ -18,6 +18,7 @@ use continuum_common::config::SiteConfig;
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::{db, kafka};
+use continuum_producer::metrics as m;
 use continuum_schemas::{
     ChangeEvent, Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings,
     SchemaChange, SourceInfo, StreamRecord, TxPlace,
@@ -120,7 +121,7 @@ impl Producer {
                     if e.is_transient()
                         || matches!(e, ProducerError::Lock(LockError::Lost { .. })) =>
                 {
-                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
+                    counter!(m::ERRORS_TOTAL, "kind" => e.kind()).increment(1);
                     if matches!(e, ProducerError::Lock(LockError::Lost { .. })) {
                         sink.purge_queue();
                         lock = None;
@@ -135,7 +136,7 @@ impl Producer {
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    counter!("continuum_producer_errors_total", "kind" => e.kind()).increment(1);
+                    counter!(m::ERRORS_TOTAL, "kind" => e.kind()).increment(1);
                     self.health.set("producer", Status::Failed, e.to_string());
                     let _ = sink.flush().await;
                     return Err(e);
@@ -344,7 +345,7 @@ impl Producer {
                         Some(_) if tx.is_none() => 0.0,
                         _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
                     };
-                    gauge!("continuum_producer_seconds_behind_source").set(lag);
+                    gauge!(m::SECONDS_BEHIND_SOURCE).set(lag);
                     if heartbeat_due(tx.is_some(), within.is_some(), last_write.elapsed(), p.heartbeat_interval) {
                         let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
                         sink.send(&StreamRecord::Heartbeat(Heartbeat {
@@ -460,7 +461,7 @@ impl Producer {
                             if let Some(rec) = t.pending.take() {
                                 sink.send(&finish(rec, t.next_index - 1, true)).await?;
                                 last_write = Instant::now();
-                                counter!("continuum_producer_transactions_total").increment(1);
+                                counter!(m::TRANSACTIONS_TOTAL).increment(1);
                             } else if t.skip > 0 {
                                 return Err(ProducerError::Resume(format!(
                                     "transaction {gtid} has {} captured events now, but the topic holds {} of them without its last; did producer.include/exclude change? Restart with --resnapshot",
@@ -476,7 +477,8 @@ impl Producer {
                             }
                         }
                         for g in position.iter() {
-                            gauge!("continuum_producer_last_gtid_seq", "domain" => g.domain.to_string()).set(g.seq as f64);
+                            gauge!(m::LAST_GTID_SEQ, "domain" => g.domain.to_string())
+                                .set(g.seq as f64);
                         }
                     }
                 }
