@@ -159,6 +159,7 @@ test: up
 test-unit:
 	$(WITH_ENV) cargo test --workspace --lib --bins
 	$(WITH_ENV) cargo test -p continuum-schemas -p continuum-common
+	$(WITH_ENV) cargo test -p continuum-consumer --test metrics_contract
 
 # One line per suite. Suites that restart servers (stack) come last and run one test at a time,
 # so they never pull a server out from under another test.

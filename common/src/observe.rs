@@ -87,16 +87,81 @@ struct AppState {
     health: Health,
 }
 
-/// Installs the Prometheus recorder (once per process) and returns its handle.
+/// The kind of a metric, as the `metrics` crate records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    /// Rendered by the exporter as a Prometheus summary (no buckets are configured): the series
+    /// `name{quantile="…"}`, `name_sum` and `name_count`.
+    Histogram,
+}
+
+impl MetricKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric of a component: the single description from which its `describe_*` call, the
+/// component's list of metrics (`ALL`) and the checks of `docs/metrics.md` and the dashboard
+/// are driven.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub unit: metrics::Unit,
+    /// Label names, in the order the call sites give them.
+    pub labels: &'static [&'static str],
+    /// One line: what the metric counts or measures.
+    pub help: &'static str,
+}
+
+/// Gives each metric its unit and help line (the `# HELP` line on `/metrics`), whenever the
+/// recorder is installed: now if it is, else when [`install_metrics`] installs it (the `metrics`
+/// crate drops descriptions given while no recorder is installed). Call it once at start-up;
+/// describing a metric again changes nothing.
+pub fn describe(specs: &'static [MetricSpec]) {
+    let mut described = DESCRIBED.lock().unwrap();
+    described.push(specs);
+    if HANDLE.get().is_some() {
+        describe_now(specs);
+    }
+}
+
+fn describe_now(specs: &[MetricSpec]) {
+    for s in specs {
+        match s.kind {
+            MetricKind::Counter => metrics::describe_counter!(s.name, s.unit, s.help),
+            MetricKind::Gauge => metrics::describe_gauge!(s.name, s.unit, s.help),
+            MetricKind::Histogram => metrics::describe_histogram!(s.name, s.unit, s.help),
+        }
+    }
+}
+
+/// The recorder's handle, once installed.
+static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+/// Every list given to [`describe`], described again when the recorder is installed.
+static DESCRIBED: Mutex<Vec<&'static [MetricSpec]>> = Mutex::new(Vec::new());
+
+/// Installs the Prometheus recorder (once per process) and returns its handle. The metrics
+/// given to [`describe`] so far are described to it.
 pub fn install_metrics() -> PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE
+    let handle = HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .install_recorder()
                 .expect("the metrics recorder is installed once")
         })
-        .clone()
+        .clone();
+    for specs in DESCRIBED.lock().unwrap().iter() {
+        describe_now(specs);
+    }
+    handle
 }
 
 /// Serves `/metrics` and `/health` on `addr` until the process ends. Fails at once if the
@@ -185,5 +250,48 @@ mod error_chain_tests {
         assert_eq!(error_chain(&e), "outer: disk full");
         let bare = std::io::Error::other("alone");
         assert_eq!(error_chain(&bare), "alone");
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+
+    const BEFORE: &[MetricSpec] = &[MetricSpec {
+        name: "observe_test_before_total",
+        kind: MetricKind::Counter,
+        unit: metrics::Unit::Count,
+        labels: &[],
+        help: "Described before the recorder was installed.",
+    }];
+    const AFTER: &[MetricSpec] = &[MetricSpec {
+        name: "observe_test_after_seconds",
+        kind: MetricKind::Gauge,
+        unit: metrics::Unit::Seconds,
+        labels: &[],
+        help: "Described after.",
+    }];
+
+    #[test]
+    fn descriptions_given_before_and_after_install_are_served() {
+        describe(BEFORE);
+        let handle = install_metrics();
+        describe(AFTER);
+        metrics::counter!(BEFORE[0].name).increment(1);
+        metrics::gauge!(AFTER[0].name).set(1.5);
+        let text = handle.render();
+        assert!(
+            text.contains("# HELP observe_test_before_total Described before the recorder was installed.\n# TYPE observe_test_before_total counter\nobserve_test_before_total 1\n"),
+            "{text}"
+        );
+        // Units do not change the names (no unit suffix).
+        assert!(
+            text.contains("# HELP observe_test_after_seconds Described after.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nobserve_test_after_seconds 1.5\n"),
+            "{text}"
+        );
     }
 }

@@ -17,7 +17,7 @@
 //! | [`checkpoint`] | the checkpoint row |
 //! | [`lock`] | single apply per topic |
 //! | [`replay`], [`status`] | operator verbs |
-//! | [`metrics`] | Prometheus metrics |
+//! | [`metrics`] | Prometheus metrics (apply and mirror): names, units, descriptions |
 
 pub mod apply;
 pub mod checkpoint;

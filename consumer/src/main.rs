@@ -88,6 +88,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<SiteConfig> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&cli)?;
     continuum_common::observe::init_logging(&cfg.log);
+    // Units and help lines of the metrics, for the verbs that serve `/metrics` (given to the
+    // recorder when `serve` installs it).
+    continuum_consumer::metrics::describe();
     match cli.verb {
         Verb::Apply(a) => apply::main(cfg, a).await?,
         Verb::Replay(a) => replay::main(cfg, a).await?,

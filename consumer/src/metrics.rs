@@ -1,26 +1,188 @@
-//! Apply's Prometheus metrics (served on `consumer.metrics_listen` at `/metrics`), recorded with
-//! the `metrics` crate. Counters count committed work only: a batch that rolls back counts
-//! nothing.
+//! The consumer's Prometheus metrics, served by `continuum-consumer` on `consumer.metrics_listen`
+//! at `/metrics` (`apply` serves apply's, `mirror` the mirror's, `run` both): each name defined
+//! once here, and [`ALL`] the list from which [`describe`] gives each its unit and help line.
+//! `docs/metrics.md` lists the same metrics, and the dashboard `docker/grafana/continuum.json`
+//! uses only these names (both checked by `tests/metrics_contract.rs`).
 //!
-//! | metric | type | meaning |
-//! |---|---|---|
-//! | `continuum_apply_rows_total{op}` | counter | rows applied, by op (`insert`, `update`, `delete`, `read` = snapshot) |
-//! | `continuum_apply_transactions_total` | counter | source transactions applied |
-//! | `continuum_apply_skipped_transactions_total` | counter | source transactions skipped by GTID (already applied) |
-//! | `continuum_apply_commits_total` | counter | MariaDB transactions committed |
-//! | `continuum_apply_batch_rows` | histogram | rows per MariaDB transaction |
-//! | `continuum_apply_batch_transactions` | histogram | source transactions per MariaDB transaction |
-//! | `continuum_apply_seconds_behind_source` | gauge | now minus the source time of the last applied transaction or heartbeat |
-//! | `continuum_apply_checkpoint_offset` | gauge | the checkpoint's next offset |
-//! | `continuum_apply_errors_total{kind}` | counter | errors by kind (`db`, `kafka`, `registry`, `record`, `ddl`, …), transient ones included |
-//! | `continuum_apply_ddl_total{outcome}` | counter | schema changes `applied`, `already_applied`, `skipped` |
-//! | `continuum_apply_stalled` | gauge | 1 while apply is stopped at a record it cannot apply (`consumer run` retries it every `consumer.apply.retry_failed_after`), 0 once a commit goes through |
+//! Guarantees: a name recorded by the consumer is one of these constants, with the labels its
+//! entry in [`ALL`] gives. Apply's counters count committed work only: a batch that rolls back
+//! counts nothing.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use continuum_common::observe::{MetricKind, MetricSpec};
+use metrics::{counter, gauge, histogram, Unit};
+
+// ---- apply -------------------------------------------------------------------------------
+
+/// Rows applied, by op (`insert`, `update`, `delete`, `read` = snapshot).
+pub const APPLY_ROWS_TOTAL: &str = "continuum_apply_rows_total";
+/// Source transactions applied.
+pub const APPLY_TRANSACTIONS_TOTAL: &str = "continuum_apply_transactions_total";
+/// Source transactions skipped by GTID (already applied).
+pub const APPLY_SKIPPED_TRANSACTIONS_TOTAL: &str = "continuum_apply_skipped_transactions_total";
+/// MariaDB transactions committed.
+pub const APPLY_COMMITS_TOTAL: &str = "continuum_apply_commits_total";
+/// Rows per MariaDB transaction.
+pub const APPLY_BATCH_ROWS: &str = "continuum_apply_batch_rows";
+/// Source transactions per MariaDB transaction.
+pub const APPLY_BATCH_TRANSACTIONS: &str = "continuum_apply_batch_transactions";
+/// Now minus the source time of the last applied transaction or heartbeat.
+pub const APPLY_SECONDS_BEHIND_SOURCE: &str = "continuum_apply_seconds_behind_source";
+/// The checkpoint's next offset.
+pub const APPLY_CHECKPOINT_OFFSET: &str = "continuum_apply_checkpoint_offset";
+/// Errors by kind, transient ones included.
+pub const APPLY_ERRORS_TOTAL: &str = "continuum_apply_errors_total";
+/// Schema changes by outcome.
+pub const APPLY_DDL_TOTAL: &str = "continuum_apply_ddl_total";
+/// 1 while apply is stopped at a record it cannot apply.
+pub const APPLY_STALLED: &str = "continuum_apply_stalled";
+
+// ---- mirror ------------------------------------------------------------------------------
+
+/// Errors by kind, transient ones included.
+pub const MIRROR_ERRORS_TOTAL: &str = "continuum_mirror_errors_total";
+/// Records copied from the other site's changelog.
+pub const MIRROR_RECORDS_TOTAL: &str = "continuum_mirror_records_total";
+/// Records the target cluster's broker acknowledged (the shared writer's delivery reports).
+pub const MIRROR_RECORDS_DELIVERED_TOTAL: &str = "continuum_mirror_records_delivered_total";
+/// Records in the source topic not copied yet.
+pub const MIRROR_LAG_RECORDS: &str = "continuum_mirror_lag_records";
+/// Now minus the timestamp of the last record copied; 0 when caught up.
+pub const MIRROR_LAG_SECONDS: &str = "continuum_mirror_lag_seconds";
+/// Schemas registered in the target registry under the mirrored topic's subjects.
+pub const MIRROR_SCHEMA_TRANSLATIONS_TOTAL: &str = "continuum_mirror_schema_translations_total";
+
+/// Every metric of the consumer: apply's, then the mirror's.
+pub const ALL: &[MetricSpec] = &[
+    MetricSpec {
+        name: APPLY_ROWS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &["op"],
+        help: "Rows applied, by op (insert, update, delete, read = snapshot).",
+    },
+    MetricSpec {
+        name: APPLY_TRANSACTIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Source transactions applied.",
+    },
+    MetricSpec {
+        name: APPLY_SKIPPED_TRANSACTIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Source transactions skipped by GTID (already applied).",
+    },
+    MetricSpec {
+        name: APPLY_COMMITS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "MariaDB transactions committed by apply.",
+    },
+    MetricSpec {
+        name: APPLY_BATCH_ROWS,
+        kind: MetricKind::Histogram,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Rows per MariaDB transaction.",
+    },
+    MetricSpec {
+        name: APPLY_BATCH_TRANSACTIONS,
+        kind: MetricKind::Histogram,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Source transactions per MariaDB transaction.",
+    },
+    MetricSpec {
+        name: APPLY_SECONDS_BEHIND_SOURCE,
+        kind: MetricKind::Gauge,
+        unit: Unit::Seconds,
+        labels: &[],
+        help: "Now minus the source time of the last applied transaction or heartbeat.",
+    },
+    MetricSpec {
+        name: APPLY_CHECKPOINT_OFFSET,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "The checkpoint's next topic offset.",
+    },
+    MetricSpec {
+        name: APPLY_ERRORS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &["kind"],
+        help: "Apply errors by kind; transient ones (apply restarts from the checkpoint) included.",
+    },
+    MetricSpec {
+        name: APPLY_DDL_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &["outcome"],
+        help: "Schema changes by outcome (applied, already_applied, skipped).",
+    },
+    MetricSpec {
+        name: APPLY_STALLED,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "1 while apply is stopped at a record it cannot apply, 0 once a commit goes through.",
+    },
+    MetricSpec {
+        name: MIRROR_ERRORS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &["kind"],
+        help: "Mirror errors by kind; transient ones (the mirror resumes) included.",
+    },
+    MetricSpec {
+        name: MIRROR_RECORDS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Records copied from the other site's changelog topic.",
+    },
+    MetricSpec {
+        name: MIRROR_RECORDS_DELIVERED_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Copied records the target cluster acknowledged.",
+    },
+    MetricSpec {
+        name: MIRROR_LAG_RECORDS,
+        kind: MetricKind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Records in the source topic not copied yet.",
+    },
+    MetricSpec {
+        name: MIRROR_LAG_SECONDS,
+        kind: MetricKind::Gauge,
+        unit: Unit::Seconds,
+        labels: &[],
+        help: "Now minus the timestamp of the last record copied; 0 when caught up.",
+    },
+    MetricSpec {
+        name: MIRROR_SCHEMA_TRANSLATIONS_TOTAL,
+        kind: MetricKind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Schemas registered in the target registry for mirrored records.",
+    },
+];
+
+/// Gives each metric its unit and help line on `/metrics` (see
+/// [`continuum_common::observe::describe`]). Call once at start-up.
+pub fn describe() {
+    continuum_common::observe::describe(ALL);
+}
 
 /// Per-op row counts of one batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,33 +201,29 @@ impl OpCounts {
 
 /// Records a committed batch.
 pub fn batch_committed(ops: &OpCounts, txns: u64, skipped: u64, offset: i64) {
-    counter!("continuum_apply_rows_total", "op" => "insert").increment(ops.insert);
-    counter!("continuum_apply_rows_total", "op" => "update").increment(ops.update);
-    counter!("continuum_apply_rows_total", "op" => "delete").increment(ops.delete);
-    counter!("continuum_apply_rows_total", "op" => "read").increment(ops.read);
-    counter!("continuum_apply_transactions_total").increment(txns);
-    counter!("continuum_apply_skipped_transactions_total").increment(skipped);
-    counter!("continuum_apply_commits_total").increment(1);
-    histogram!("continuum_apply_batch_rows").record(ops.total() as f64);
-    histogram!("continuum_apply_batch_transactions").record(txns as f64);
-    gauge!("continuum_apply_checkpoint_offset").set(offset as f64);
+    counter!(APPLY_ROWS_TOTAL, "op" => "insert").increment(ops.insert);
+    counter!(APPLY_ROWS_TOTAL, "op" => "update").increment(ops.update);
+    counter!(APPLY_ROWS_TOTAL, "op" => "delete").increment(ops.delete);
+    counter!(APPLY_ROWS_TOTAL, "op" => "read").increment(ops.read);
+    counter!(APPLY_TRANSACTIONS_TOTAL).increment(txns);
+    counter!(APPLY_SKIPPED_TRANSACTIONS_TOTAL).increment(skipped);
+    counter!(APPLY_COMMITS_TOTAL).increment(1);
+    histogram!(APPLY_BATCH_ROWS).record(ops.total() as f64);
+    histogram!(APPLY_BATCH_TRANSACTIONS).record(txns as f64);
+    gauge!(APPLY_CHECKPOINT_OFFSET).set(offset as f64);
 }
 
 /// Apply is stopped at a record it cannot apply (`true`), or committing again (`false`).
 pub fn stalled(on: bool) {
-    gauge!("continuum_apply_stalled").set(if on { 1.0 } else { 0.0 });
-}
-
-pub fn error(kind: &'static str) {
-    counter!("continuum_apply_errors_total", "kind" => kind).increment(1);
+    gauge!(APPLY_STALLED).set(if on { 1.0 } else { 0.0 });
 }
 
 pub fn ddl(outcome: &'static str) {
-    counter!("continuum_apply_ddl_total", "outcome" => outcome).increment(1);
+    counter!(APPLY_DDL_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// The source time of the last applied transaction or heartbeat, shared with the task that
-/// keeps `continuum_apply_seconds_behind_source` current while nothing arrives.
+/// keeps [`APPLY_SECONDS_BEHIND_SOURCE`] current while nothing arrives.
 #[derive(Debug, Clone, Default)]
 pub struct SourceClock(Arc<AtomicI64>);
 
@@ -78,7 +236,7 @@ impl SourceClock {
     fn publish(ts_ms: i64) {
         if ts_ms > 0 {
             let behind = (continuum_common::observe::now_ms() - ts_ms).max(0) as f64 / 1000.0;
-            gauge!("continuum_apply_seconds_behind_source").set(behind);
+            gauge!(APPLY_SECONDS_BEHIND_SOURCE).set(behind);
         }
     }
 

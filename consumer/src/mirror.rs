@@ -41,6 +41,8 @@ use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::HEADER_POS;
 use continuum_schemas::{avro, Registry, RegistryError, RegistrySettings};
 
+use crate::metrics as m;
+
 /// Header carrying the source offset of a mirrored record.
 pub const HEADER_MIRROR_OFFSET: &str = "continuum.mirror.offset";
 
@@ -385,7 +387,7 @@ impl SchemaMap {
             .to
             .register(&avro::subject(&self.topic, &name), &text)
             .await?;
-        counter!("continuum_mirror_schema_translations_total").increment(1);
+        counter!(m::MIRROR_SCHEMA_TRANSLATIONS_TOTAL).increment(1);
         tracing::debug!(source_id = id, target_id = target, subject = %avro::subject(&self.topic, &name), "schema mirrored");
         self.ids.insert(id, target);
         Ok(target)
@@ -440,23 +442,19 @@ pub async fn run(
         topic: s.topic.clone(),
         ids: HashMap::new(),
     };
-    let mut writer = Writer::new(
-        pcfg.clone(),
-        &s.topic,
-        "continuum_mirror_records_delivered_total",
-    )
-    .map_err(|source| MirrorError::Kafka {
-        site: s.to.clone(),
-        what: "creating the producer".into(),
-        source,
-    })?;
+    let mut writer = Writer::new(pcfg.clone(), &s.topic, m::MIRROR_RECORDS_DELIVERED_TOTAL)
+        .map_err(|source| MirrorError::Kafka {
+            site: s.to.clone(),
+            what: "creating the producer".into(),
+            source,
+        })?;
     let opts = db::opts(&s.database, &[])?;
     let target = db::describe(&s.database);
     let lock_name = format!("continuum.mirror.{}.{}", s.to, s.topic);
     let mut lock: Option<NamedLock> = None;
     let mut supervisor = Supervisor::new(
         "mirror",
-        "continuum_mirror_errors_total",
+        m::MIRROR_ERRORS_TOTAL,
         health.clone(),
         s.max_retry_delay,
     );
@@ -715,9 +713,9 @@ async fn session(
                     }
                     last_watermarks = Instant::now();
                 }
-                gauge!("continuum_mirror_lag_records").set((source_high - next).max(0) as f64);
+                gauge!(m::MIRROR_LAG_RECORDS).set((source_high - next).max(0) as f64);
                 if next >= source_high {
-                    gauge!("continuum_mirror_lag_seconds").set(0.0);
+                    gauge!(m::MIRROR_LAG_SECONDS).set(0.0);
                 }
             }
             m = consumer.recv() => {
@@ -730,9 +728,9 @@ async fn session(
                 mirror_one(s, writer, schemas, &limit, &rec).await?;
                 next = rec.offset + 1;
                 if let Some(ts) = rec.timestamp_ms {
-                    gauge!("continuum_mirror_lag_seconds").set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
+                    gauge!(m::MIRROR_LAG_SECONDS).set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
                 }
-                counter!("continuum_mirror_records_total").increment(1);
+                counter!(m::MIRROR_RECORDS_TOTAL).increment(1);
             }
         }
     }

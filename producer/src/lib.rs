@@ -17,10 +17,12 @@
 //! | [`framing`] | the records of each transaction, with their place in it (pure) |
 //! | [`sink`] | encodes records and writes them to the topic |
 //! | [`error`] | the producer's errors, transient or fatal |
+//! | [`metrics`] | the producer's metric names and descriptions, one list (checked against `docs/metrics.md` and the dashboard) |
 
 pub mod binlog;
 pub mod error;
 pub mod framing;
+pub mod metrics;
 pub mod pipeline;
 pub mod preflight;
 pub mod resume;

@@ -117,6 +117,7 @@ async fn run() -> anyhow::Result<()> {
     observe::init_logging(&cfg.log);
     let health = Health::default();
     health.set("producer", Status::Starting, "starting");
+    continuum_producer::metrics::describe();
     observe::serve(cfg.producer.metrics_listen, health.clone()).await?;
 
     let stop_rx = continuum_common::supervise::shutdown_on_signals(

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge};
 use mysql_async::{Conn, Opts};
 
+use crate::metrics as m;
 use continuum_common::config::SiteConfig;
 use continuum_common::lock::{LockError, NamedLock};
 use continuum_common::observe::{now_ms, Health, Status};
@@ -86,7 +87,7 @@ impl Producer {
 
         let mut supervisor = Supervisor::new(
             "producer",
-            "continuum_producer_errors_total",
+            m::ERRORS_TOTAL,
             self.health.clone(),
             self.cfg.producer.max_retry_delay,
         );
@@ -330,7 +331,7 @@ impl Producer {
                         Some(_) if !framing.in_transaction() => 0.0,
                         _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
                     };
-                    gauge!("continuum_producer_seconds_behind_source").set(lag);
+                    gauge!(m::SECONDS_BEHIND_SOURCE).set(lag);
                     if heartbeat_due(framing.in_transaction(), framing.resume_pending(), last_write.elapsed(), p.heartbeat_interval) {
                         let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
                         sink.send(&StreamRecord::Heartbeat(Heartbeat {
@@ -355,10 +356,11 @@ impl Producer {
                     } => {
                         caught_up_at = None;
                         if completed {
-                            counter!("continuum_producer_transactions_total").increment(1);
+                            counter!(m::TRANSACTIONS_TOTAL).increment(1);
                         }
                         for g in position.iter() {
-                            gauge!("continuum_producer_last_gtid_seq", "domain" => g.domain.to_string()).set(g.seq as f64);
+                            gauge!(m::LAST_GTID_SEQ, "domain" => g.domain.to_string())
+                                .set(g.seq as f64);
                         }
                     }
                 }

@@ -14,6 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::ClientConfig;
 
+use crate::metrics as m;
 use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_schemas::{Encoded, Encoder, StreamRecord};
 
@@ -35,16 +36,15 @@ pub struct Sink {
 /// The sink's counters, registered once (a labelled `counter!` per record hashes its key).
 struct SinkMetrics {
     bytes: Counter,
-    /// `continuum_producer_records_total` by kind: row, ddl, heartbeat, snapshot.
+    /// [`m::RECORDS_TOTAL`] by kind: row, ddl, heartbeat, snapshot.
     records: [Counter; 4],
 }
 
 impl SinkMetrics {
     fn new() -> Self {
-        let records =
-            |kind: &'static str| counter!("continuum_producer_records_total", "kind" => kind);
+        let records = |kind: &'static str| counter!(m::RECORDS_TOTAL, "kind" => kind);
         SinkMetrics {
-            bytes: counter!("continuum_producer_bytes_total"),
+            bytes: counter!(m::BYTES_TOTAL),
             records: [
                 records("row"),
                 records("ddl"),
@@ -90,11 +90,12 @@ impl Sink {
             .and_then(|v| v.parse().ok())
             .unwrap_or(usize::MAX);
         let topic = encoder.topic().to_owned();
-        let writer = Writer::new(config, &topic, "continuum_producer_records_delivered_total")
-            .map_err(|source| ProducerError::Kafka {
+        let writer = Writer::new(config, &topic, m::RECORDS_DELIVERED_TOTAL).map_err(|source| {
+            ProducerError::Kafka {
                 what: format!("creating the producer for {topic}"),
                 source,
-            })?;
+            }
+        })?;
         let limit = RecordLimit::unknown_topic(max_record_bytes, &topic);
         Ok(Sink {
             writer,

@@ -29,6 +29,7 @@ use metrics::{counter, gauge};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params};
 
+use crate::metrics as m;
 use continuum_common::db::{self, quote_ident};
 use continuum_schemas::{
     BinlogPosition, ChangeEvent, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
@@ -637,10 +638,9 @@ pub async fn run(
             budget.next(n, bytes);
             table_rows += n as u64;
             done_rows += n as u64;
-            counter!("continuum_producer_snapshot_rows_total", "table" => t.qualified_name())
-                .increment(n as u64);
+            counter!(m::SNAPSHOT_ROWS_TOTAL, "table" => t.qualified_name()).increment(n as u64);
             let pct = (done_rows as f64 / total_estimate as f64 * 100.0).min(99.9);
-            gauge!("continuum_producer_snapshot_progress_percent").set(pct);
+            gauge!(m::SNAPSHOT_PROGRESS_PERCENT).set(pct);
             if last_report.elapsed() >= Duration::from_secs(5) {
                 let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
                 tracing::info!(snapshot = %id, table = %t.qualified_name(), table_rows, rows = done_rows, rows_per_sec = rate as u64, percent = format!("{pct:.1}"), "snapshot progress");
@@ -662,7 +662,7 @@ pub async fn run(
         ts_ms: continuum_common::observe::now_ms(),
     }))
     .await?;
-    gauge!("continuum_producer_snapshot_progress_percent").set(100.0);
+    gauge!(m::SNAPSHOT_PROGRESS_PERCENT).set(100.0);
     let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
     tracing::info!(snapshot = %id, rows = done_rows, rows_per_sec = rate as u64, seconds = started.elapsed().as_secs_f64(), %position, "snapshot finished");
     Ok(position)

@@ -162,7 +162,7 @@ impl Apply {
         self.health.set("apply", Status::Starting, "starting");
         let mut supervisor = Supervisor::new(
             "apply",
-            "continuum_apply_errors_total",
+            m::APPLY_ERRORS_TOTAL,
             self.health.clone(),
             self.settings.max_retry_delay(),
         );
