@@ -1,4 +1,4 @@
-//! Process memory: how the Continuum binaries ask glibc's allocator to hold less.
+//! Process memory: how the Continuum binaries ask their allocators to hold less.
 //!
 //! glibc's malloc gives threads that contend for the heap their own arena, up to eight per core,
 //! and each arena keeps freed memory for reuse. The binaries run many threads (tokio's workers,
@@ -7,23 +7,56 @@
 //! runs each way), two arenas took `consumer run` from 122-133 MiB peak RSS to 107-111 MiB,
 //! the producer from 49-50 MiB to 44-49 MiB, with no loss of throughput. mimalloc, tried the
 //! same way, held more (144 MiB and 61 MiB).
+//!
+//! Two more holders, measured with `continuum-consumer apply --until-caught-up` over the 1M-row
+//! bench topic (peak RSS, same topic, same machine; wall time varies by ±10% between identical
+//! runs and did not move beyond that):
+//! - glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+//!   which apply's multi-MiB statement buffers come from the arenas and stay there, fragmented.
+//!   A fixed threshold of [`MMAP_THRESHOLD`] keeps large buffers in their own mappings, returned
+//!   on free: 129-137 MiB -> 106 MiB alone.
+//! - mysql_async keeps up to 128 freed packet buffers of up to 4 MiB each for reuse
+//!   (`MYSQL_ASYNC_BUFFER_POOL_CAP`); apply needs a few at a time. [`MYSQL_BUFFER_POOL`]
+//!   buffers: 129 -> 113 MiB alone.
+//!
+//! Both together: 129-137 -> 93-99 MiB. The prefetch queue of the Kafka consumer was tried too
+//! (4 MiB instead of 8): 101 MiB, but apply took 1.7 times as long, so it stays.
+//!
+//! Each default yields to the operator's own setting of the same environment variable.
 
 /// The number of glibc malloc arenas the binaries use unless `MALLOC_ARENA_MAX` is set.
 pub const MALLOC_ARENAS: i32 = 2;
 
-/// Limits glibc's malloc to [`MALLOC_ARENAS`] arenas, unless the operator set
-/// `MALLOC_ARENA_MAX` (glibc reads that itself). Call it first in `main`, before threads start.
-/// Does nothing on other C libraries.
-pub fn limit_malloc_arenas() {
+/// glibc's fixed mmap threshold: blocks at least this large get their own mapping.
+pub const MMAP_THRESHOLD: i32 = 1 << 20;
+
+/// How many freed packet buffers mysql_async keeps for reuse.
+pub const MYSQL_BUFFER_POOL: &str = "8";
+
+/// Sets the allocator's tunables above, each unless the operator set its environment variable
+/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MYSQL_ASYNC_BUFFER_POOL_CAP`). Call it first
+/// in `main`, before threads start. The glibc parts do nothing on other C libraries.
+pub fn hold_less() {
+    if std::env::var_os("MYSQL_ASYNC_BUFFER_POOL_CAP").is_none() {
+        // mysql_async reads it when it makes its buffer pool, at the first connection.
+        // set_var is sound here: no other thread runs yet.
+        std::env::set_var("MYSQL_ASYNC_BUFFER_POOL_CAP", MYSQL_BUFFER_POOL);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes a tunable of the allocator; it is called before the
-        // process starts other threads.
-        let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
-        if ok != 1 {
-            eprintln!(
-                "warning: mallopt(M_ARENA_MAX, {MALLOC_ARENAS}) failed; memory use may be higher"
-            );
+    {
+        let tunables = [
+            ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, MALLOC_ARENAS),
+            ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        ];
+        for (var, param, value) in tunables {
+            if std::env::var_os(var).is_some() {
+                continue;
+            }
+            // SAFETY: mallopt only changes a tunable of the allocator; it is called before the
+            // process starts other threads.
+            if unsafe { libc::mallopt(param, value) } != 1 {
+                eprintln!("warning: mallopt({var} = {value}) failed; memory use may be higher");
+            }
         }
     }
 }

@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    continuum_common::memory::limit_malloc_arenas();
+    continuum_common::memory::hold_less();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

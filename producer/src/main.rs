@@ -86,7 +86,7 @@ fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
 }
 
 fn main() -> std::process::ExitCode {
-    continuum_common::memory::limit_malloc_arenas();
+    continuum_common::memory::hold_less();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
