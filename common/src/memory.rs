@@ -46,7 +46,11 @@ pub fn hold_less() {
     {
         let tunables = [
             ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, MALLOC_ARENAS),
-            ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (
+                "MALLOC_MMAP_THRESHOLD_",
+                libc::M_MMAP_THRESHOLD,
+                MMAP_THRESHOLD,
+            ),
         ];
         for (var, param, value) in tunables {
             if std::env::var_os(var).is_some() {
