@@ -404,8 +404,11 @@ pub struct ApplyConfig {
     /// Which site's cluster to read that changelog from. Default: this site's (the mirrored
     /// copy). Switching needs no offset translation: apply finds its place by GTID.
     pub read_from: Option<String>,
-    /// Limits of one MariaDB transaction; whole source transactions only. Defaults 5000 rows,
-    /// 500 transactions, 8 MiB, `100ms`.
+    /// Limits of one MariaDB transaction; whole source transactions only. Defaults 20000 rows,
+    /// 2000 transactions, 32 MiB of records, `100ms`. Chosen by measurement (apply alone over
+    /// the 1M-row bench topic): 5000/500/8 MiB took 70.6-71.8 s, these 59.5-66.7 s, and
+    /// 50000/5000/64 MiB no less (58.9-68.3 s); peak RSS the same, since statements are sent
+    /// in 2 MiB chunks as a batch grows. `batch_wait` bounds the lag a batch adds.
     pub batch_rows: usize,
     pub batch_transactions: usize,
     pub batch_bytes: usize,
@@ -429,9 +432,9 @@ impl Default for ApplyConfig {
         ApplyConfig {
             source_site: None,
             read_from: None,
-            batch_rows: 5000,
-            batch_transactions: 500,
-            batch_bytes: 8 << 20,
+            batch_rows: 20_000,
+            batch_transactions: 2000,
+            batch_bytes: 32 << 20,
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
             max_retry_delay: Duration::from_secs(10),
