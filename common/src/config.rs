@@ -247,6 +247,39 @@ pub struct RegistryConfig {
     pub timeout: Duration,
 }
 
+impl RegistryConfig {
+    /// The registry client's settings: URL, basic auth (the password from `password` or
+    /// `password_file`), CA. `setting` names this section in errors, e.g. `sites.sf.registry`.
+    pub fn settings(
+        &self,
+        setting: &str,
+    ) -> Result<continuum_schemas::RegistrySettings, ConfigError> {
+        let password = SecretRef {
+            value: self.password.clone(),
+            file: self.password_file.clone(),
+        }
+        .resolve(&format!("{setting}.password_file"))?;
+        let ca_pem = match &self.ca_file {
+            Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError::Invalid {
+                setting: format!("{setting}.ca_file"),
+                reason: format!("cannot read {}: {e}", f.display()),
+            })?),
+            None => None,
+        };
+        Ok(continuum_schemas::RegistrySettings {
+            url: self.url.clone(),
+            basic_auth: self.username.clone().map(|u| {
+                (
+                    u,
+                    password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+                )
+            }),
+            ca_pem,
+            timeout: Some(self.timeout),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaTlsConfig {

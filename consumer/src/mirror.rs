@@ -39,7 +39,7 @@ use continuum_common::supervise::Supervisor;
 use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::HEADER_POS;
-use continuum_schemas::{avro, Registry, RegistryError, RegistrySettings};
+use continuum_schemas::{avro, Registry, RegistryError};
 
 use crate::metrics as m;
 
@@ -306,37 +306,6 @@ impl MirrorSettings {
     }
 }
 
-/// Registry settings of a cluster (URL, basic auth, CA).
-pub fn registry_settings(
-    c: &ClusterConfig,
-    setting: &str,
-) -> Result<RegistrySettings, ConfigError> {
-    let r = &c.registry;
-    let password = continuum_common::secret::SecretRef {
-        value: r.password.clone(),
-        file: r.password_file.clone(),
-    }
-    .resolve(&format!("{setting}.registry.password_file"))?;
-    let ca_pem = match &r.ca_file {
-        Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError::Invalid {
-            setting: format!("{setting}.registry.ca_file"),
-            reason: format!("cannot read {}: {e}", f.display()),
-        })?),
-        None => None,
-    };
-    Ok(RegistrySettings {
-        url: r.url.clone(),
-        basic_auth: r.username.clone().map(|u| {
-            (
-                u,
-                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
-            )
-        }),
-        ca_pem,
-        timeout: Some(r.timeout),
-    })
-}
-
 /// Source schema id -> target schema id, filled on first use.
 struct SchemaMap {
     from: Registry,
@@ -430,14 +399,16 @@ pub async fn run(
     let target_read = kafka::consumer_config(&s.to, &s.to_cluster, &format!("{client_id}-tail"))?;
     let source_read = kafka::consumer_config(&s.from, &s.from_cluster, &client_id)?;
     let mut schemas = SchemaMap {
-        from: Registry::new(&registry_settings(
-            &s.from_cluster,
-            &format!("sites.{}", s.from),
-        )?)?,
-        to: Registry::new(&registry_settings(
-            &s.to_cluster,
-            &format!("sites.{}", s.to),
-        )?)?,
+        from: Registry::new(
+            &s.from_cluster
+                .registry
+                .settings(&format!("sites.{}.registry", s.from))?,
+        )?,
+        to: Registry::new(
+            &s.to_cluster
+                .registry
+                .settings(&format!("sites.{}.registry", s.to))?,
+        )?,
         from_site: s.from.clone(),
         topic: s.topic.clone(),
         ids: HashMap::new(),

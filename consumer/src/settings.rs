@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use continuum_common::config::{ApplyConfig, ClusterConfig, DatabaseConfig};
-use continuum_common::secret::SecretRef;
 use continuum_common::{ConfigError, SiteConfig};
-use continuum_schemas::{Registry, RegistrySettings};
+use continuum_schemas::Registry;
 use rdkafka::ClientConfig;
 
 /// The single partition of a changelog topic.
@@ -73,30 +72,7 @@ impl ApplySettings {
     pub fn registry(&self) -> Result<Registry, ConfigError> {
         let r = &self.cluster.registry;
         let setting = format!("sites.{}.registry", self.read_from);
-        let password = SecretRef {
-            value: r.password.clone(),
-            file: r.password_file.clone(),
-        }
-        .resolve(&format!("{setting}.password_file"))?;
-        let basic_auth = match (&r.username, password) {
-            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_owned())),
-            (Some(u), None) => Some((u.clone(), String::new())),
-            (None, _) => None,
-        };
-        let ca_pem = match &r.ca_file {
-            Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError::Invalid {
-                setting: format!("{setting}.ca_file"),
-                reason: format!("cannot read {}: {e}", f.display()),
-            })?),
-            None => None,
-        };
-        Registry::new(&RegistrySettings {
-            url: r.url.clone(),
-            basic_auth,
-            ca_pem,
-            timeout: Some(r.timeout),
-        })
-        .map_err(|e| ConfigError::Invalid {
+        Registry::new(&r.settings(&setting)?).map_err(|e| ConfigError::Invalid {
             setting: format!("{setting}.url"),
             reason: e.to_string(),
         })

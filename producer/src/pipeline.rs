@@ -81,7 +81,7 @@ impl Producer {
         let client_id = format!("continuum-producer-{site}");
         let pcfg = kafka::producer_config(&site, &cluster, &client_id, &self.cfg.producer)?;
         let ccfg = kafka::consumer_config(&site, &cluster, &format!("{client_id}-resume"))?;
-        let registry = Registry::new(&registry_settings(&cluster)?)
+        let registry = Registry::new(&registry_settings(&cluster, &site)?)
             .map_err(|e| ProducerError::Codec(e.into()))?;
         let mut sink = Sink::new(pcfg.clone(), Encoder::new(registry, &self.topic))?;
 
@@ -248,8 +248,9 @@ impl Producer {
                 // complete one: never ended by an empty START/END.
                 let finishes = match &last {
                     Some(l) if facts.read_only => {
-                        let registry = Registry::new(&registry_settings(self.cfg.local())?)
-                            .map_err(|e| ProducerError::Codec(e.into()))?;
+                        let registry =
+                            Registry::new(&registry_settings(self.cfg.local(), &self.cfg.site)?)
+                                .map_err(|e| ProducerError::Codec(e.into()))?;
                         resume::in_abandoned_table_snapshot(
                             l,
                             &self.topic,
@@ -386,35 +387,12 @@ fn heartbeat_due(
     !tx_open && !resume_within_pending && since_last_write >= interval
 }
 
+/// The registry client's settings of a cluster of this site.
 pub fn registry_settings(
     c: &continuum_common::config::ClusterConfig,
+    site: &str,
 ) -> Result<RegistrySettings, ProducerError> {
-    let r = &c.registry;
-    let password = continuum_common::secret::SecretRef {
-        value: r.password.clone(),
-        file: r.password_file.clone(),
-    }
-    .resolve("registry.password_file")?;
-    let ca_pem = match &r.ca_file {
-        Some(f) => Some(std::fs::read(f).map_err(|e| {
-            ProducerError::Config(continuum_common::ConfigError::Invalid {
-                setting: "registry.ca_file".into(),
-                reason: format!("cannot read {}: {e}", f.display()),
-            })
-        })?),
-        None => None,
-    };
-    Ok(RegistrySettings {
-        url: r.url.clone(),
-        basic_auth: r.username.clone().map(|u| {
-            (
-                u,
-                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
-            )
-        }),
-        ca_pem,
-        timeout: Some(r.timeout),
-    })
+    Ok(c.registry.settings(&format!("sites.{site}.registry"))?)
 }
 
 #[cfg(test)]
