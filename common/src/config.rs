@@ -437,11 +437,12 @@ pub struct ApplyConfig {
     /// Which site's cluster to read that changelog from. Default: this site's (the mirrored
     /// copy). Switching needs no offset translation: apply finds its place by GTID.
     pub read_from: Option<String>,
-    /// Limits of one MariaDB transaction; whole source transactions only. Defaults 20000 rows,
-    /// 2000 transactions, 32 MiB of records, `100ms`. Chosen by measurement (apply alone over
-    /// the 1M-row bench topic): 5000/500/8 MiB took 70.6-71.8 s, these 59.5-66.7 s, and
-    /// 50000/5000/64 MiB no less (58.9-68.3 s); peak RSS the same, since statements are sent
-    /// in 2 MiB chunks as a batch grows. `batch_wait` bounds the lag a batch adds.
+    /// Limits of one MariaDB transaction; whole source transactions only. Defaults 5000 rows,
+    /// 500 transactions, 8 MiB of records, `100ms`. Larger groups were measured and not kept:
+    /// 20000/2000/32 MiB made apply alone about 10% faster in interleaved runs over one topic
+    /// (59.5-66.7 s against 70.6-71.8 s), but in `make bench` (1M rows) the drain ratios did
+    /// not move (apply alone 0.92x native either way), `consumer run` peaked at 130 MiB instead
+    /// of 120 MiB, and the p99 lag at 50% load rose from 615 to 758 ms.
     pub batch_rows: usize,
     pub batch_transactions: usize,
     pub batch_bytes: usize,
@@ -465,9 +466,9 @@ impl Default for ApplyConfig {
         ApplyConfig {
             source_site: None,
             read_from: None,
-            batch_rows: 20_000,
-            batch_transactions: 2000,
-            batch_bytes: 32 << 20,
+            batch_rows: 5000,
+            batch_transactions: 500,
+            batch_bytes: 8 << 20,
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
             max_retry_delay: Duration::from_secs(10),
