@@ -4,9 +4,10 @@
 //! A loop runs sessions. A session that fails with a transient error is tried again after a
 //! jittered exponential backoff: the `n`-th delay in a row is `d` plus a random part of `d`, where
 //! `d` doubles from [`MIN_DELAY`] up to the component's `max_retry_delay` (so no delay exceeds
-//! twice that setting, and restarts of many processes do not fall into step). Once a session has
-//! made progress (the caller says so with [`Supervisor::progressed`]), the next failure starts
-//! from the shortest delay again. A fatal error stops the loop.
+//! twice that setting, and restarts of many processes do not fall into step). Each failure comes
+//! with the component's progress count (records the broker acknowledged, commits); when it grew
+//! since the failure before, the next attempt waits the shortest delay again. A fatal error stops
+//! the loop.
 //!
 //! Each retry and each fatal stop shows in the same three places, always together: the
 //! component's entry in `/health` (`starting` with the error while retrying, `failed` when
@@ -37,6 +38,8 @@ pub struct Supervisor {
     health: Health,
     builder: ExponentialBuilder,
     backoff: ExponentialBackoff,
+    /// The progress count at the last failure.
+    progress: u64,
 }
 
 impl Supervisor {
@@ -60,18 +63,25 @@ impl Supervisor {
             health,
             backoff: builder.build(),
             builder,
+            progress: 0,
         }
     }
 
-    /// A session made progress (records written, a commit): the next failure waits the
-    /// shortest delay again.
-    pub fn progressed(&mut self) {
-        self.backoff = self.builder.build();
-    }
-
     /// The delay before the next attempt after a transient error of `kind`, recorded in the
-    /// health, the error counter and the log (`next` says what the retry does).
-    pub fn transient(&mut self, kind: &'static str, error: &dyn Display, next: &str) -> Duration {
+    /// health, the error counter and the log (`next` says what the retry does). `progress` is a
+    /// count that only grows with the component's work (records acknowledged, commits): if it
+    /// grew since the last failure, the backoff starts over from the shortest delay.
+    pub fn transient(
+        &mut self,
+        progress: u64,
+        kind: &'static str,
+        error: &dyn Display,
+        next: &str,
+    ) -> Duration {
+        if progress > self.progress {
+            self.progress = progress;
+            self.backoff = self.builder.build();
+        }
         let delay = self
             .backoff
             .next()
@@ -157,7 +167,7 @@ mod tests {
         let mut s = supervisor(max);
         for n in 0..12u32 {
             let d = (MIN_DELAY * 2u32.pow(n)).min(max);
-            let got = s.transient("db", &"down", "retrying");
+            let got = s.transient(0, "db", &"down", "retrying");
             assert!(
                 got >= d && got < d * 2,
                 "delay {n}: {got:?} outside [{d:?}, {:?})",
@@ -170,11 +180,10 @@ mod tests {
     fn progress_starts_the_backoff_over() {
         let mut s = supervisor(Duration::from_secs(30));
         for _ in 0..8 {
-            s.transient("db", &"down", "retrying");
+            s.transient(0, "db", &"down", "retrying");
         }
-        assert!(s.transient("db", &"down", "retrying") >= Duration::from_secs(25));
-        s.progressed();
-        let first = s.transient("db", &"down", "retrying");
+        assert!(s.transient(0, "db", &"down", "retrying") >= Duration::from_secs(25));
+        let first = s.transient(1, "db", &"down", "retrying");
         assert!(
             first < MIN_DELAY * 2,
             "after progress the delay is the shortest again, got {first:?}"
@@ -190,7 +199,7 @@ mod tests {
             health.clone(),
             Duration::from_secs(1),
         );
-        s.transient("kafka", &"broker down", "resuming");
+        s.transient(0, "kafka", &"broker down", "resuming");
         let c = health.snapshot().get("mirror").cloned().expect("entry");
         assert_eq!(c.status, Status::Starting);
         assert!(

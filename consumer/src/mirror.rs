@@ -429,7 +429,6 @@ pub async fn run(
         health.clone(),
         s.max_retry_delay,
     );
-    let mut delivered = writer.delivered();
     loop {
         if *shutdown.borrow() {
             writer.flush().await?;
@@ -447,7 +446,12 @@ pub async fn run(
                 Ok(l) => lock = Some(l),
                 Err(e) if e.is_transient() => {
                     let e = MirrorError::from(e);
-                    let delay = supervisor.transient(e.kind(), &e, "taking the mirror lock again");
+                    let delay = supervisor.transient(
+                        writer.delivered(),
+                        e.kind(),
+                        &e,
+                        "taking the mirror lock again",
+                    );
                     supervisor.wait(delay, &mut shutdown.clone()).await;
                     continue;
                 }
@@ -482,12 +486,9 @@ pub async fn run(
                         source,
                     })?;
                 }
-                // Records the target acknowledged since the last failure are progress.
-                if writer.delivered() > delivered {
-                    delivered = writer.delivered();
-                    supervisor.progressed();
-                }
+                // Records the target acknowledged are progress.
                 let delay = supervisor.transient(
+                    writer.delivered(),
                     e.kind(),
                     &e,
                     "interrupted; resuming from the target's last record",

@@ -145,10 +145,7 @@ impl Framing {
                 after,
                 binlog,
             } => {
-                let t = self
-                    .tx
-                    .as_mut()
-                    .ok_or_else(|| ProducerError::Binlog("row outside a transaction".into()))?;
+                let t = open(&mut self.tx, "row")?;
                 let rec = StreamRecord::Change(ChangeEvent {
                     op,
                     table,
@@ -165,10 +162,7 @@ impl Framing {
                 ddl,
                 binlog,
             } => {
-                let t = self
-                    .tx
-                    .as_mut()
-                    .ok_or_else(|| ProducerError::Binlog("DDL outside a transaction".into()))?;
+                let t = open(&mut self.tx, "DDL")?;
                 tracing::info!(gtid = %t.gtid, %database, ddl = %continuum_common::redact::redact(&ddl).chars().take(200).collect::<String>(), "schema change");
                 let rec = StreamRecord::SchemaChange(SchemaChange {
                     database,
@@ -215,6 +209,12 @@ impl Framing {
             }
         }
     }
+}
+
+/// The open transaction, for an event of kind `what` that belongs inside one.
+fn open<'a>(tx: &'a mut Option<Tx>, what: &str) -> Result<&'a mut Tx, ProducerError> {
+    tx.as_mut()
+        .ok_or_else(|| ProducerError::Binlog(format!("{what} outside a transaction")))
 }
 
 /// `rec` with its place in its transaction.

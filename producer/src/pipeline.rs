@@ -91,7 +91,6 @@ impl Producer {
             self.health.clone(),
             self.cfg.producer.max_retry_delay,
         );
-        let mut delivered = sink.delivered();
         let mut lock: Option<NamedLock> = None;
         let mut first = true;
         loop {
@@ -117,12 +116,9 @@ impl Producer {
                         sink.purge_queue();
                         lock = None;
                     }
-                    // Records the broker acknowledged since the last failure are progress.
-                    if sink.delivered() > delivered {
-                        delivered = sink.delivered();
-                        supervisor.progressed();
-                    }
+                    // Records the broker acknowledged are progress.
                     let delay = supervisor.transient(
+                        sink.delivered(),
                         e.kind(),
                         &e,
                         "pipeline interrupted; resuming from the topic's last record",

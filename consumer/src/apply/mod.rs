@@ -158,7 +158,7 @@ impl Apply {
                 })?;
         }
         self.clock.spawn_ticker();
-        let mut term = shutdown.clone();
+        let mut term = shutdown;
         self.health.set("apply", Status::Starting, "starting");
         let mut supervisor = Supervisor::new(
             "apply",
@@ -169,7 +169,6 @@ impl Apply {
         let mut directives = Directives::default();
         let mut pending_fatal: Option<ApplyError> = None;
         let result = loop {
-            let commits_before = self.committed.count;
             let mut d = directives.clone();
             d.discard.extend(self.discard.iter().copied());
             match self.session(&d, &mut term).await {
@@ -187,10 +186,8 @@ impl Apply {
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    if self.committed.count > commits_before {
-                        supervisor.progressed();
-                    }
                     let delay = supervisor.transient(
+                        self.committed.count,
                         e.kind(),
                         &e,
                         "transient error; restarting from the checkpoint",
