@@ -428,6 +428,29 @@ fn need_str<'a>(
         .ok_or_else(|| format!("{what}.{name} is missing or not a string"))
 }
 
+/// The MariaDB column names of a key record's fields, in key order; every field must name its
+/// column (`mariadb.name`), or the key cannot be matched to the row's columns.
+fn key_columns(json: &Json, record: &str) -> Result<Vec<String>, String> {
+    let fields = json
+        .get("fields")
+        .and_then(Json::as_array)
+        .ok_or_else(|| format!("key record {record} has no fields array"))?;
+    fields
+        .iter()
+        .map(|f| {
+            f.get(avro::PROP_NAME)
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    format!(
+                        "key record {record}: field {f} has no {} property",
+                        avro::PROP_NAME
+                    )
+                })
+        })
+        .collect()
+}
+
 /// A transaction place: `index` and `last`, both required.
 fn tx_place(t: &[(String, AvroValue)]) -> Result<TxPlace, String> {
     Ok(TxPlace {
@@ -490,19 +513,7 @@ impl Decoder {
                 columns: avro::table_from_schema("", "", &json, None).map_err(undecodable)?,
             },
             n if n.ends_with(".Key") => {
-                let pk_names = json
-                    .get("fields")
-                    .and_then(Json::as_array)
-                    .map(|fs| {
-                        fs.iter()
-                            .filter_map(|f| {
-                                f.get(avro::PROP_NAME)
-                                    .and_then(Json::as_str)
-                                    .map(str::to_owned)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let pk_names = key_columns(&json, n).map_err(undecodable)?;
                 WriterKind::Key { pk_names }
             }
             other => {
@@ -734,6 +745,22 @@ mod strict_tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_key_field_without_its_column_name_is_an_error_not_a_shorter_key() {
+        let good = serde_json::json!({"fields": [{"name": "id", "mariadb.name": "id"}]});
+        assert_eq!(key_columns(&good, "d.t.Key"), Ok(vec!["id".to_owned()]));
+        let unnamed = serde_json::json!({"fields": [
+            {"name": "id", "mariadb.name": "id"}, {"name": "k2"}
+        ]});
+        let e = key_columns(&unnamed, "d.t.Key").unwrap_err();
+        assert!(
+            e.contains("d.t.Key") && e.contains("k2") && e.contains("mariadb.name"),
+            "{e}"
+        );
+        let e = key_columns(&serde_json::json!({}), "d.t.Key").unwrap_err();
+        assert_eq!(e, "key record d.t.Key has no fields array");
     }
 
     #[test]
