@@ -48,44 +48,13 @@ fn tokens(sql: &str, limit: usize) -> Vec<Tok> {
             }
         } else if c == '\'' || c == '"' {
             // A string literal ('...' or "..."): one token, never split at its commas.
-            let mut s = String::new();
-            i += 1;
-            while i < b.len() {
-                if b[i] == '\\' && i + 1 < b.len() {
-                    s.push(b[i + 1]);
-                    i += 2;
-                    continue;
-                }
-                if b[i] == c {
-                    if b.get(i + 1) == Some(&c) {
-                        s.push(c);
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                s.push(b[i]);
-                i += 1;
-            }
+            let (s, next) = quoted(&b, i, true);
             out.push(Tok::Str(s));
+            i = next;
         } else if c == '`' {
-            let mut s = String::new();
-            i += 1;
-            while i < b.len() {
-                if b[i] == '`' {
-                    if b.get(i + 1) == Some(&'`') {
-                        s.push('`');
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                s.push(b[i]);
-                i += 1;
-            }
+            let (s, next) = quoted(&b, i, false);
             out.push(Tok::Ident(s));
+            i = next;
         } else if c.is_alphanumeric() || c == '_' || c == '$' {
             let mut s = String::new();
             while i < b.len() && (b[i].is_alphanumeric() || b[i] == '_' || b[i] == '$') {
@@ -99,6 +68,29 @@ fn tokens(sql: &str, limit: usize) -> Vec<Tok> {
         }
     }
     out
+}
+
+/// The text quoted from `b[start]` (the quote) to its closing quote, and the index after it. A
+/// doubled quote stands for itself; in string literals (`backslash`) `\x` stands for `x`.
+fn quoted(b: &[char], start: usize, backslash: bool) -> (String, usize) {
+    let q = b[start];
+    let mut s = String::new();
+    let mut i = start + 1;
+    while i < b.len() {
+        if backslash && b[i] == '\\' && i + 1 < b.len() {
+            s.push(b[i + 1]);
+            i += 2;
+        } else if b[i] == q && b.get(i + 1) == Some(&q) {
+            s.push(q);
+            i += 2;
+        } else if b[i] == q {
+            return (s, i + 1);
+        } else {
+            s.push(b[i]);
+            i += 1;
+        }
+    }
+    (s, i)
 }
 
 struct P {
@@ -115,6 +107,18 @@ impl P {
             }
         }
         false
+    }
+
+    /// Takes the first of `words` that comes next, if any.
+    fn any_kw(&mut self, words: &[&str]) -> bool {
+        words.iter().any(|w| self.kw(w))
+    }
+
+    /// `a TO b`: the old and the new name.
+    fn renamed(&mut self) -> Option<(String, String)> {
+        let a = self.ident()?;
+        self.kw("TO").then_some(())?;
+        Some((a, self.ident()?))
     }
 
     fn sym(&mut self, c: char) -> bool {
@@ -155,12 +159,76 @@ impl P {
     }
 }
 
+impl P {
+    /// `[IF [NOT] EXISTS] [db.]table`: the one table a statement names, or `unreadable`.
+    fn one_table(&mut self, unreadable: &'static str) -> DdlTarget {
+        self.if_exists();
+        self.qualified()
+            .map(|t| DdlTarget::Tables(vec![t]))
+            .unwrap_or(DdlTarget::NotReplicated(unreadable))
+    }
+
+    /// `[IF [NOT] EXISTS] name`: the database a statement names, or `unreadable`.
+    fn database(&mut self, unreadable: &'static str) -> DdlTarget {
+        self.if_exists();
+        self.ident()
+            .map(DdlTarget::Database)
+            .unwrap_or(DdlTarget::NotReplicated(unreadable))
+    }
+
+    /// `INDEX [IF [NOT] EXISTS] name ON [db.]table` after CREATE or DROP: the table.
+    fn index_on(&mut self, unreadable: &'static str) -> Option<DdlTarget> {
+        if !self.kw("INDEX") {
+            return None;
+        }
+        self.if_exists();
+        self.ident();
+        self.kw("ON").then(|| self.one_table(unreadable))
+    }
+
+    /// The same, read whole: the index's name and its table.
+    #[allow(clippy::type_complexity)]
+    fn named_index_on(&mut self) -> Option<(String, (Option<String>, String))> {
+        if !self.kw("INDEX") {
+            return None;
+        }
+        self.if_exists();
+        let index = self.ident()?;
+        self.kw("ON").then_some(())?;
+        Some((index, self.qualified()?))
+    }
+
+    /// A list of tables: `a, b` (DROP TABLE), or with `pairs`, `a TO b, c TO d` (RENAME TABLE).
+    fn table_list(&mut self, pairs: bool, unreadable: &'static str) -> DdlTarget {
+        let mut v = Vec::new();
+        while let Some(a) = self.qualified() {
+            v.push(a);
+            if pairs {
+                if !self.kw("TO") {
+                    break;
+                }
+                let Some(b) = self.qualified() else { break };
+                v.push(b);
+            }
+            if !self.sym(',') {
+                break;
+            }
+        }
+        if v.is_empty() {
+            DdlTarget::NotReplicated(unreadable)
+        } else {
+            DdlTarget::Tables(v)
+        }
+    }
+}
+
 pub fn classify(sql: &str) -> DdlTarget {
     let mut p = P {
         t: tokens(sql, 4096),
         i: 0,
     };
     use DdlTarget::*;
+    const OTHER: DdlTarget = NotReplicated("not a table or database statement");
     if p.kw("CREATE") {
         if p.kw("OR") && !p.kw("REPLACE") {
             return NotReplicated("unrecognised CREATE");
@@ -169,49 +237,24 @@ pub fn classify(sql: &str) -> DdlTarget {
             return NotReplicated("temporary table");
         }
         if p.kw("TABLE") {
-            p.if_exists();
-            return p
-                .qualified()
-                .map(|t| Tables(vec![t]))
-                .unwrap_or(NotReplicated("unreadable CREATE TABLE"));
+            return p.one_table("unreadable CREATE TABLE");
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
-            p.if_exists();
-            return p
-                .ident()
-                .map(Database)
-                .unwrap_or(NotReplicated("unreadable CREATE DATABASE"));
+            return p.database("unreadable CREATE DATABASE");
         }
         let _ = p.kw("UNIQUE") || p.kw("FULLTEXT") || p.kw("SPATIAL");
-        if p.kw("INDEX") {
-            p.if_exists();
-            p.ident();
-            if p.kw("ON") {
-                return p
-                    .qualified()
-                    .map(|t| Tables(vec![t]))
-                    .unwrap_or(NotReplicated("unreadable CREATE INDEX"));
-            }
-        }
-        return NotReplicated("not a table or database statement");
+        return p.index_on("unreadable CREATE INDEX").unwrap_or(OTHER);
     }
     if p.kw("ALTER") {
         let _ = p.kw("ONLINE");
         let _ = p.kw("IGNORE");
         if p.kw("TABLE") {
-            p.if_exists();
-            return p
-                .qualified()
-                .map(|t| Tables(vec![t]))
-                .unwrap_or(NotReplicated("unreadable ALTER TABLE"));
+            return p.one_table("unreadable ALTER TABLE");
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
-            return p
-                .ident()
-                .map(Database)
-                .unwrap_or(NotReplicated("ALTER DATABASE without a name"));
+            return p.database("ALTER DATABASE without a name");
         }
-        return NotReplicated("not a table or database statement");
+        return OTHER;
     }
     if p.kw("DROP") {
         if p.kw("TEMPORARY") {
@@ -219,66 +262,22 @@ pub fn classify(sql: &str) -> DdlTarget {
         }
         if p.kw("TABLE") || p.kw("TABLES") {
             p.if_exists();
-            let mut v = Vec::new();
-            while let Some(t) = p.qualified() {
-                v.push(t);
-                if !p.sym(',') {
-                    break;
-                }
-            }
-            return if v.is_empty() {
-                NotReplicated("unreadable DROP TABLE")
-            } else {
-                Tables(v)
-            };
+            return p.table_list(false, "unreadable DROP TABLE");
         }
         if p.kw("DATABASE") || p.kw("SCHEMA") {
-            p.if_exists();
-            return p
-                .ident()
-                .map(Database)
-                .unwrap_or(NotReplicated("unreadable DROP DATABASE"));
+            return p.database("unreadable DROP DATABASE");
         }
-        if p.kw("INDEX") {
-            p.if_exists();
-            p.ident();
-            if p.kw("ON") {
-                return p
-                    .qualified()
-                    .map(|t| Tables(vec![t]))
-                    .unwrap_or(NotReplicated("unreadable DROP INDEX"));
-            }
-        }
-        return NotReplicated("not a table or database statement");
+        return p.index_on("unreadable DROP INDEX").unwrap_or(OTHER);
     }
     if p.kw("TRUNCATE") {
         let _ = p.kw("TABLE");
-        return p
-            .qualified()
-            .map(|t| Tables(vec![t]))
-            .unwrap_or(NotReplicated("unreadable TRUNCATE"));
+        return p.one_table("unreadable TRUNCATE");
     }
     if p.kw("RENAME") {
         if !(p.kw("TABLE") || p.kw("TABLES")) {
             return NotReplicated("RENAME USER");
         }
-        let mut v = Vec::new();
-        while let Some(a) = p.qualified() {
-            v.push(a);
-            if !p.kw("TO") {
-                break;
-            }
-            let Some(b) = p.qualified() else { break };
-            v.push(b);
-            if !p.sym(',') {
-                break;
-            }
-        }
-        return if v.is_empty() {
-            NotReplicated("unreadable RENAME TABLE")
-        } else {
-            Tables(v)
-        };
+        return p.table_list(true, "unreadable RENAME TABLE");
     }
     NotReplicated("not DDL on tables or databases")
 }
@@ -389,16 +388,9 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
         }
         let unique = p.kw("UNIQUE") || p.kw("FULLTEXT") || p.kw("SPATIAL");
         let _ = unique;
-        if p.kw("INDEX") {
-            p.if_not_exists();
-            let index = p.ident()?;
-            if !p.kw("ON") {
-                return None;
-            }
-            let (d, t) = name(p.qualified()?);
-            return Some(vec![IndexExists(d, t, index)]);
-        }
-        return None;
+        let (index, table) = p.named_index_on()?;
+        let (d, t) = name(table);
+        return Some(vec![IndexExists(d, t, index)]);
     }
     if p.kw("DROP") {
         if p.kw("TABLE") || p.kw("TABLES") {
@@ -417,16 +409,9 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
             p.if_exists();
             return Some(vec![DatabaseAbsent(p.ident()?)]);
         }
-        if p.kw("INDEX") {
-            p.if_exists();
-            let index = p.ident()?;
-            if !p.kw("ON") {
-                return None;
-            }
-            let (d, t) = name(p.qualified()?);
-            return Some(vec![IndexAbsent(d, t, index)]);
-        }
-        return None;
+        let (index, table) = p.named_index_on()?;
+        let (d, t) = name(table);
+        return Some(vec![IndexAbsent(d, t, index)]);
     }
     if p.kw("RENAME") {
         if !(p.kw("TABLE") || p.kw("TABLES")) {
@@ -525,12 +510,7 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                 } else if p.kw("INDEX") || p.kw("KEY") {
                     p.if_exists();
                     v.push(IndexAbsent(d.clone(), t.clone(), p.ident()?));
-                } else if p.kw("CONSTRAINT")
-                    || p.kw("CHECK")
-                    || p.kw("PARTITION")
-                    || p.kw("PERIOD")
-                    || p.kw("SYSTEM")
-                {
+                } else if p.any_kw(&["CONSTRAINT", "CHECK", "PARTITION", "PERIOD", "SYSTEM"]) {
                     return None;
                 } else {
                     let _ = p.kw("COLUMN");
@@ -539,19 +519,11 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                 }
             } else if p.kw("RENAME") {
                 if p.kw("COLUMN") {
-                    let a = p.ident()?;
-                    if !p.kw("TO") {
-                        return None;
-                    }
-                    let b = p.ident()?;
+                    let (a, b) = p.renamed()?;
                     v.push(ColumnAbsent(d.clone(), t.clone(), a));
                     v.push(ColumnExists(d.clone(), t.clone(), b));
                 } else if p.kw("INDEX") || p.kw("KEY") {
-                    let a = p.ident()?;
-                    if !p.kw("TO") {
-                        return None;
-                    }
-                    let b = p.ident()?;
+                    let (a, b) = p.renamed()?;
                     v.push(IndexAbsent(d.clone(), t.clone(), a));
                     v.push(IndexExists(d.clone(), t.clone(), b));
                 } else {
@@ -594,16 +566,17 @@ pub fn effects(sql: &str, default_db: &str) -> Option<Vec<Effect>> {
                 let _ = p.kw("COLUMN");
                 p.if_exists();
                 v.push(ColumnExists(d.clone(), t.clone(), p.ident()?));
-            } else if p.kw("PARTITION")
-                || p.kw("REMOVE")
-                || p.kw("DISCARD")
-                || p.kw("IMPORT")
-                || p.kw("COALESCE")
-                || p.kw("REORGANIZE")
-                || p.kw("EXCHANGE")
-                || p.kw("TRUNCATE")
-                || p.kw("CONVERT")
-            {
+            } else if p.any_kw(&[
+                "PARTITION",
+                "REMOVE",
+                "DISCARD",
+                "IMPORT",
+                "COALESCE",
+                "REORGANIZE",
+                "EXCHANGE",
+                "TRUNCATE",
+                "CONVERT",
+            ]) {
                 return None;
             }
             // Anything else is a table option (ENGINE=, COMMENT=, ALGORITHM=, ...), or the rest
@@ -625,56 +598,42 @@ mod tests {
     use super::*;
     use DdlTarget::*;
 
-    fn t(db: Option<&str>, name: &str) -> (Option<String>, String) {
-        (db.map(str::to_owned), name.to_owned())
+    /// The tables `classify` found, in short: `a, b.c` (no database where the statement names none).
+    fn tables(sql: &str) -> String {
+        match classify(sql) {
+            Tables(v) => v
+                .iter()
+                .map(|(d, t)| d.as_ref().map_or(t.clone(), |d| format!("{d}.{t}")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => format!("{other:?}"),
+        }
     }
 
     #[test]
     fn table_statements() {
-        assert_eq!(
-            classify("CREATE TABLE t (id int primary key)"),
-            Tables(vec![t(None, "t")])
-        );
-        assert_eq!(
-            classify("create table if not exists `shop`.`my t` (x int)"),
-            Tables(vec![t(Some("shop"), "my t")])
-        );
-        assert_eq!(
-            classify("CREATE OR REPLACE TABLE a.b (x int)"),
-            Tables(vec![t(Some("a"), "b")])
-        );
-        assert_eq!(
-            classify("/* x */ ALTER TABLE t ADD COLUMN c INT"),
-            Tables(vec![t(None, "t")])
-        );
-        assert_eq!(
-            classify("ALTER ONLINE IGNORE TABLE d.t ENGINE=InnoDB"),
-            Tables(vec![t(Some("d"), "t")])
-        );
-        assert_eq!(
-            classify("DROP TABLE IF EXISTS `a`, b.c /* generated by server */"),
-            Tables(vec![t(None, "a"), t(Some("b"), "c")])
-        );
-        assert_eq!(classify("TRUNCATE TABLE x"), Tables(vec![t(None, "x")]));
-        assert_eq!(classify("truncate y"), Tables(vec![t(None, "y")]));
-        assert_eq!(
-            classify("RENAME TABLE a TO b, d.c TO e.f"),
-            Tables(vec![
-                t(None, "a"),
-                t(None, "b"),
-                t(Some("d"), "c"),
-                t(Some("e"), "f")
-            ])
-        );
-        assert_eq!(
-            classify("CREATE UNIQUE INDEX i ON s.t (x)"),
-            Tables(vec![t(Some("s"), "t")])
-        );
-        assert_eq!(classify("DROP INDEX i ON t"), Tables(vec![t(None, "t")]));
-        assert_eq!(
-            classify("CREATE TABLE `we``ird` (x int)"),
-            Tables(vec![t(None, "we`ird")])
-        );
+        for (sql, want) in [
+            ("CREATE TABLE t (id int primary key)", "t"),
+            (
+                "create table if not exists `shop`.`my t` (x int)",
+                "shop.my t",
+            ),
+            ("CREATE OR REPLACE TABLE a.b (x int)", "a.b"),
+            ("/* x */ ALTER TABLE t ADD COLUMN c INT", "t"),
+            ("ALTER ONLINE IGNORE TABLE d.t ENGINE=InnoDB", "d.t"),
+            (
+                "DROP TABLE IF EXISTS `a`, b.c /* generated by server */",
+                "a, b.c",
+            ),
+            ("TRUNCATE TABLE x", "x"),
+            ("truncate y", "y"),
+            ("RENAME TABLE a TO b, d.c TO e.f", "a, b, d.c, e.f"),
+            ("CREATE UNIQUE INDEX i ON s.t (x)", "s.t"),
+            ("DROP INDEX i ON t", "t"),
+            ("CREATE TABLE `we``ird` (x int)", "we`ird"),
+        ] {
+            assert_eq!(tables(sql), want, "{sql}");
+        }
     }
 
     #[test]
@@ -701,111 +660,80 @@ mod tests {
         }
     }
 
+    /// An effect in short: `+table d.t`, `-column d.t.c`, `+index d.t.i`, `-database z`...
+    fn short(e: &Effect) -> String {
+        use Effect::*;
+        let (sign, kind, name) = match e {
+            DatabaseExists(d) => ('+', "database", d.clone()),
+            DatabaseAbsent(d) => ('-', "database", d.clone()),
+            TableExists(d, t) => ('+', "table", format!("{d}.{t}")),
+            TableAbsent(d, t) => ('-', "table", format!("{d}.{t}")),
+            ColumnExists(d, t, c) => ('+', "column", format!("{d}.{t}.{c}")),
+            ColumnAbsent(d, t, c) => ('-', "column", format!("{d}.{t}.{c}")),
+            IndexExists(d, t, i) => ('+', "index", format!("{d}.{t}.{i}")),
+            IndexAbsent(d, t, i) => ('-', "index", format!("{d}.{t}.{i}")),
+            ForeignKeyExists(d, t, f) => ('+', "fk", format!("{d}.{t}.{f}")),
+            ForeignKeyAbsent(d, t, f) => ('-', "fk", format!("{d}.{t}.{f}")),
+        };
+        format!("{sign}{kind} {name}")
+    }
+
     #[test]
     fn effects_of_the_statements_the_pipeline_replicates() {
-        use Effect::*;
-        let e = |sql: &str| effects(sql, "d");
-        let s = |x: &str| x.to_owned();
-        assert_eq!(
-            e("CREATE TABLE IF NOT EXISTS t (id INT)"),
-            Some(vec![TableExists(s("d"), s("t"))])
-        );
-        assert_eq!(
-            e("CREATE TABLE x.t2 SELECT * FROM t"),
-            Some(vec![TableExists(s("x"), s("t2"))])
-        );
-        assert_eq!(
-            e("DROP TABLE IF EXISTS a, x.b"),
-            Some(vec![
-                TableAbsent(s("d"), s("a")),
-                TableAbsent(s("x"), s("b"))
-            ])
-        );
-        assert_eq!(
-            e("RENAME TABLE `a` TO `b`, x.c TO x.e"),
-            Some(vec![
-                TableAbsent(s("d"), s("a")),
-                TableExists(s("d"), s("b")),
-                TableAbsent(s("x"), s("c")),
-                TableExists(s("x"), s("e"))
-            ])
-        );
-        // A chain: b holds what the last step left (it is gone again).
-        assert_eq!(
-            e("RENAME TABLE a TO b, b TO c"),
-            Some(vec![
-                TableAbsent(s("d"), s("a")),
-                TableAbsent(s("d"), s("b")),
-                TableExists(s("d"), s("c"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t ADD COLUMN c BIGINT UNSIGNED NULL DEFAULT 'a,b' COMMENT 'x, y', ADD INDEX i (c)"),
-            Some(vec![
-                ColumnExists(s("d"), s("t"), s("c")),
-                IndexExists(s("d"), s("t"), s("i"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t DROP COLUMN c, MODIFY COLUMN v VARCHAR(56) NULL"),
-            Some(vec![
-                ColumnAbsent(s("d"), s("t"), s("c")),
-                ColumnExists(s("d"), s("t"), s("v"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t RENAME COLUMN a TO b"),
-            Some(vec![
-                ColumnAbsent(s("d"), s("t"), s("a")),
-                ColumnExists(s("d"), s("t"), s("b"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t CHANGE a b INT NOT NULL"),
-            Some(vec![
-                ColumnAbsent(s("d"), s("t"), s("a")),
-                ColumnExists(s("d"), s("t"), s("b"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t CHANGE COLUMN a a BIGINT"),
-            Some(vec![ColumnExists(s("d"), s("t"), s("a"))])
-        );
-        assert_eq!(
-            e("ALTER TABLE t ADD COLUMN c INT, RENAME TO u"),
-            Some(vec![
-                ColumnExists(s("d"), s("u"), s("c")),
-                TableAbsent(s("d"), s("t")),
-                TableExists(s("d"), s("u"))
-            ])
-        );
-        assert_eq!(
-            e("ALTER TABLE t ENGINE=InnoDB, ALGORITHM=COPY"),
-            Some(vec![])
-        );
-        assert_eq!(
-            e("CREATE UNIQUE INDEX i ON x.t (a)"),
-            Some(vec![IndexExists(s("x"), s("t"), s("i"))])
-        );
-        assert_eq!(
-            e("DROP INDEX i ON t"),
-            Some(vec![IndexAbsent(s("d"), s("t"), s("i"))])
-        );
-        assert_eq!(
-            e("CREATE DATABASE IF NOT EXISTS z"),
-            Some(vec![DatabaseExists(s("z"))])
-        );
-        assert_eq!(e("DROP SCHEMA z"), Some(vec![DatabaseAbsent(s("z"))]));
-        // What cannot be read from the statement alone.
-        assert_eq!(e("ALTER TABLE t ADD INDEX (c)"), None, "an unnamed index");
-        assert_eq!(
-            e("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES p(id)"),
-            None
-        );
-        assert_eq!(
-            e("ALTER TABLE t ADD PARTITION (PARTITION p1 VALUES LESS THAN (10))"),
-            None
-        );
-        assert_eq!(e("TRUNCATE TABLE t"), None);
+        // (statement run in database `d`, its effects in order; None: not readable from the
+        // statement alone)
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("CREATE TABLE IF NOT EXISTS t (id INT)", Some(&["+table d.t"])),
+            ("CREATE TABLE x.t2 SELECT * FROM t", Some(&["+table x.t2"])),
+            ("DROP TABLE IF EXISTS a, x.b", Some(&["-table d.a", "-table x.b"])),
+            (
+                "RENAME TABLE `a` TO `b`, x.c TO x.e",
+                Some(&["-table d.a", "+table d.b", "-table x.c", "+table x.e"]),
+            ),
+            // A chain: b holds what the last step left (it is gone again).
+            (
+                "RENAME TABLE a TO b, b TO c",
+                Some(&["-table d.a", "-table d.b", "+table d.c"]),
+            ),
+            (
+                "ALTER TABLE t ADD COLUMN c BIGINT UNSIGNED NULL DEFAULT 'a,b' COMMENT 'x, y', ADD INDEX i (c)",
+                Some(&["+column d.t.c", "+index d.t.i"]),
+            ),
+            (
+                "ALTER TABLE t DROP COLUMN c, MODIFY COLUMN v VARCHAR(56) NULL",
+                Some(&["-column d.t.c", "+column d.t.v"]),
+            ),
+            (
+                "ALTER TABLE t RENAME COLUMN a TO b",
+                Some(&["-column d.t.a", "+column d.t.b"]),
+            ),
+            (
+                "ALTER TABLE t CHANGE a b INT NOT NULL",
+                Some(&["-column d.t.a", "+column d.t.b"]),
+            ),
+            ("ALTER TABLE t CHANGE COLUMN a a BIGINT", Some(&["+column d.t.a"])),
+            (
+                "ALTER TABLE t ADD COLUMN c INT, RENAME TO u",
+                Some(&["+column d.u.c", "-table d.t", "+table d.u"]),
+            ),
+            ("ALTER TABLE t ENGINE=InnoDB, ALGORITHM=COPY", Some(&[])),
+            ("CREATE UNIQUE INDEX i ON x.t (a)", Some(&["+index x.t.i"])),
+            ("DROP INDEX i ON t", Some(&["-index d.t.i"])),
+            ("CREATE DATABASE IF NOT EXISTS z", Some(&["+database z"])),
+            ("DROP SCHEMA z", Some(&["-database z"])),
+            // What cannot be read from the statement alone.
+            ("ALTER TABLE t ADD INDEX (c)", None), // an unnamed index
+            ("ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES p(id)", None),
+            (
+                "ALTER TABLE t ADD PARTITION (PARTITION p1 VALUES LESS THAN (10))",
+                None,
+            ),
+            ("TRUNCATE TABLE t", None),
+        ];
+        for (sql, want) in cases {
+            let got = effects(sql, "d").map(|es| es.iter().map(short).collect::<Vec<_>>());
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "{sql}");
+        }
     }
 }
