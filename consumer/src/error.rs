@@ -40,6 +40,35 @@ fn or_dash(s: &str) -> &str {
     }
 }
 
+/// A MariaDB failure at a named site, for the operator verbs (`orphans`, `promote`): which
+/// site, which server, and what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{site} MariaDB {target}: {what}: {source}")]
+pub struct SiteDbError {
+    pub site: String,
+    pub target: String,
+    pub what: String,
+    #[source]
+    pub source: mysql_async::Error,
+}
+
+impl SiteDbError {
+    /// The error for a failure of `site`'s MariaDB at `target` while doing `what`.
+    pub fn at(
+        site: &str,
+        target: &str,
+        what: &str,
+    ) -> impl FnOnce(mysql_async::Error) -> SiteDbError + use<> {
+        let (site, target, what) = (site.to_owned(), target.to_owned(), what.to_owned());
+        move |source| SiteDbError {
+            site,
+            target,
+            what,
+            source,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     // ---- transient when the cause is ----

@@ -31,6 +31,8 @@ use continuum_common::redact::redact;
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::{Gtid, GtidPosition};
 
+use crate::error::SiteDbError;
+
 /// What error 1236 means for `orphans`, and what to do.
 fn refused(
     source_site: &str,
@@ -64,14 +66,8 @@ fn refused(
 pub enum OrphansError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("{site} MariaDB {target}: {what}: {source}")]
-    Db {
-        site: String,
-        target: String,
-        what: String,
-        #[source]
-        source: mysql_async::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] SiteDbError),
     #[error("the {replica} site has no checkpoint for {topic}: it never applied {source_site}'s changelog, so every transaction of {source_site} is unapplied; nothing to compare")]
     NoCheckpoint {
         replica: String,
@@ -148,15 +144,7 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     let topic = cfg.topic_of(&source)?;
     let source_db = cfg.database_of(&source)?.clone();
     let replica_db = cfg.database_of(&replica)?.clone();
-    let dberr = |site: &str, target: &str, what: &str| {
-        let (site, target, what) = (site.to_owned(), target.to_owned(), what.to_owned());
-        move |source| OrphansError::Db {
-            site,
-            target,
-            what,
-            source,
-        }
-    };
+    let dberr = SiteDbError::at;
     let rtarget = db::describe(&replica_db);
     let mut rconn = Conn::new(db::opts(&replica_db, &[])?).await.map_err(dberr(
         &replica,
@@ -354,12 +342,7 @@ fn stream_error(
             };
         }
     }
-    OrphansError::Db {
-        site: source.to_owned(),
-        target: target.to_owned(),
-        what: "reading the binlog".into(),
-        source: e,
-    }
+    SiteDbError::at(source, target, "reading the binlog")(e).into()
 }
 
 fn fmt_time(secs: i64) -> String {

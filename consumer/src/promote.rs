@@ -37,6 +37,7 @@ use serde::Serialize;
 use continuum_common::{db, kafka, ConfigError, SiteConfig};
 use continuum_schemas::GtidPosition;
 
+use crate::error::SiteDbError;
 use crate::lock::lock_name;
 use crate::orphans::{self, OrphansArgs, OrphansReport};
 
@@ -44,14 +45,8 @@ use crate::orphans::{self, OrphansArgs, OrphansReport};
 pub enum PromoteError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("{site} MariaDB {target}: {what}: {source}")]
-    Db {
-        site: String,
-        target: String,
-        what: String,
-        #[source]
-        source: mysql_async::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] SiteDbError),
     #[error("{site} is already the primary{since}; nothing was changed. To move the primary role to another site, run promote there")]
     AlreadyPrimary { site: String, since: String },
     #[error("the drain did not finish within {timeout:?}: apply is at offset {at} of {high} of {topic} in the {site} cluster. Is `continuum-consumer run` running here? Promote without draining with --now (what is not applied becomes orphans)")]
@@ -201,14 +196,8 @@ struct OldPrimary {
 }
 
 impl OldPrimary {
-    fn err(&self, what: &str) -> impl FnOnce(mysql_async::Error) -> PromoteError {
-        let (site, target, what) = (self.site.clone(), self.target.clone(), what.to_owned());
-        move |source| PromoteError::Db {
-            site,
-            target,
-            what,
-            source,
-        }
+    fn err(&self, what: &str) -> impl FnOnce(mysql_async::Error) -> SiteDbError + use<> {
+        SiteDbError::at(&self.site, &self.target, what)
     }
 
     /// Makes it read-only and returns its final GTID position: every transaction it took.
@@ -232,11 +221,11 @@ impl OldPrimary {
             .await
             .map_err(self.err("reading its final GTID position (@@gtid_binlog_pos)"))?;
         let pos = pos.unwrap_or_default();
-        pos.parse().map_err(|e| PromoteError::Db {
-            site: self.site.clone(),
-            target: self.target.clone(),
-            what: format!("reading its final GTID position: '{pos}' does not parse"),
-            source: mysql_async::Error::Other(format!("{e}").into()),
+        pos.parse().map_err(|e| {
+            self.err(&format!(
+                "reading its final GTID position: '{pos}' does not parse"
+            ))(mysql_async::Error::Other(format!("{e}").into()))
+            .into()
         })
     }
 
@@ -272,12 +261,11 @@ async fn lock_old_apply(
     let got: Option<Option<i64>> = conn
         .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
         .await
-        .map_err(|source| PromoteError::Db {
-            site: old.to_owned(),
-            target: target.to_owned(),
-            what: format!("taking the apply lock '{name}'"),
-            source,
-        })?;
+        .map_err(SiteDbError::at(
+            old,
+            target,
+            &format!("taking the apply lock '{name}'"),
+        ))?;
     if got.flatten() == Some(1) {
         return Ok(());
     }
@@ -292,12 +280,11 @@ async fn lock_old_apply(
     let got: Option<Option<i64>> = conn
         .exec_first("SELECT GET_LOCK(?, ?)", (&name, LOCK_WAIT.as_secs()))
         .await
-        .map_err(|source| PromoteError::Db {
-            site: old.to_owned(),
-            target: target.to_owned(),
-            what: format!("waiting for the apply lock '{name}'"),
-            source,
-        })?;
+        .map_err(SiteDbError::at(
+            old,
+            target,
+            &format!("waiting for the apply lock '{name}'"),
+        ))?;
     if got.flatten() == Some(1) {
         return Ok(());
     }
@@ -319,15 +306,7 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
     };
     let topic = cfg.topic_of(&old)?;
     let target = db::describe(&cfg.database);
-    let e = |what: &str| {
-        let (site, target, what) = (site.clone(), target.clone(), what.to_owned());
-        move |source| PromoteError::Db {
-            site,
-            target,
-            what,
-            source,
-        }
-    };
+    let e = |what: &str| SiteDbError::at(&site, &target, what);
     let mut conn = Conn::new(db::opts(&cfg.database, &[])?)
         .await
         .map_err(e("connecting"))?;
@@ -397,14 +376,11 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
     // checkpoint at its next commit. Held on a connection of its own until the move is done.
     let mut old_lock: Option<Conn> = None;
     if let (Some(r), Some(op)) = (&discard, &old_primary) {
-        let (mut lc, lt) = connect_to(cfg, &old)
-            .await
-            .ok_or_else(|| PromoteError::Db {
-                site: old.clone(),
-                target: op.target.clone(),
-                what: "connecting to take its apply lock".into(),
-                source: mysql_async::Error::Other("no answer within 5 s".into()),
-            })?;
+        let (mut lc, lt) = connect_to(cfg, &old).await.ok_or_else(|| {
+            SiteDbError::at(&old, &op.target, "connecting to take its apply lock")(
+                mysql_async::Error::Other("no answer within 5 s".into()),
+            )
+        })?;
         lock_old_apply(&old, &r.topic, &lt, &mut lc).await?;
         old_lock = Some(lc);
     }
@@ -564,12 +540,7 @@ async fn drain(
     timeout: Duration,
 ) -> Result<(), PromoteError> {
     let target = db::describe(&cfg.database);
-    let db_err = |source| PromoteError::Db {
-        site: site.to_owned(),
-        target: target.clone(),
-        what: "reading the checkpoint".into(),
-        source,
-    };
+    let db_err = |source| SiteDbError::at(site, &target, "reading the checkpoint")(source);
     let deadline = Instant::now() + timeout;
     if let Some(fin) = final_position {
         tracing::info!(%fin, "draining {topic} up to {old}'s final position");
