@@ -258,15 +258,19 @@ async fn lock_old_apply(
     conn: &mut Conn,
 ) -> Result<(), PromoteError> {
     let name = lock_name(topic);
-    let got: Option<Option<i64>> = conn
-        .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
-        .await
-        .map_err(SiteDbError::at(
-            old,
-            target,
-            &format!("taking the apply lock '{name}'"),
-        ))?;
-    if got.flatten() == Some(1) {
+    let get_lock =
+        async |conn: &mut Conn, wait: Duration, what: &str| -> Result<bool, SiteDbError> {
+            let got: Option<Option<i64>> = conn
+                .exec_first("SELECT GET_LOCK(?, ?)", (&name, wait.as_secs()))
+                .await
+                .map_err(SiteDbError::at(
+                    old,
+                    target,
+                    &format!("{what} the apply lock '{name}'"),
+                ))?;
+            Ok(got.flatten() == Some(1))
+        };
+    if get_lock(conn, Duration::ZERO, "taking").await? {
         return Ok(());
     }
     let holder: Option<Option<i64>> = conn
@@ -277,15 +281,7 @@ async fn lock_old_apply(
         .flatten()
         .map_or("unknown".to_owned(), |h| h.to_string());
     tracing::warn!(lock = %name, holder = %holder, "waiting up to {}s for the apply at {old} to release its lock before moving its checkpoint", LOCK_WAIT.as_secs());
-    let got: Option<Option<i64>> = conn
-        .exec_first("SELECT GET_LOCK(?, ?)", (&name, LOCK_WAIT.as_secs()))
-        .await
-        .map_err(SiteDbError::at(
-            old,
-            target,
-            &format!("waiting for the apply lock '{name}'"),
-        ))?;
-    if got.flatten() == Some(1) {
+    if get_lock(conn, LOCK_WAIT, "waiting for").await? {
         return Ok(());
     }
     Err(PromoteError::OldApplyRunning {
