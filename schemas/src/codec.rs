@@ -283,42 +283,33 @@ impl Encoder {
                 Ok(())
             }
             StreamRecord::Heartbeat(h) => {
-                let id = self
-                    .fixed_id(avro::HEARTBEAT_NAME, avro::HEARTBEAT_AVSC)
-                    .await?;
-                let schema = avro::fixed_schema(avro::HEARTBEAT_AVSC);
-                let body = avro::encode_with_apache(
-                    &schema,
-                    AvroValue::Record(vec![
+                self.encode_fixed(
+                    out,
+                    (avro::HEARTBEAT_NAME, avro::HEARTBEAT_AVSC, "heartbeat"),
+                    vec![
                         ("server_id".into(), AvroValue::Long(h.server_id as i64)),
                         (
                             "gtid_position".into(),
                             AvroValue::String(h.position.to_string()),
                         ),
                         ("ts_ms".into(), AvroValue::Long(h.ts_ms)),
-                    ]),
+                    ],
                 )
-                .map_err(|reason| CodecError::Encode {
-                    what: "heartbeat".into(),
-                    reason,
-                })?;
-                out.key = None;
-                wire_header(value, id);
-                value.extend(body);
-                Ok(())
+                .await
             }
             StreamRecord::Snapshot(m) => {
-                let id = self
-                    .fixed_id(avro::SNAPSHOT_MARKER_NAME, avro::SNAPSHOT_MARKER_AVSC)
-                    .await?;
-                let schema = avro::fixed_schema(avro::SNAPSHOT_MARKER_AVSC);
                 let (idx, sym) = match m.phase {
                     SnapshotPhase::Start => (0, "START"),
                     SnapshotPhase::End => (1, "END"),
                 };
-                let body = avro::encode_with_apache(
-                    &schema,
-                    AvroValue::Record(vec![
+                self.encode_fixed(
+                    out,
+                    (
+                        avro::SNAPSHOT_MARKER_NAME,
+                        avro::SNAPSHOT_MARKER_AVSC,
+                        "snapshot marker",
+                    ),
+                    vec![
                         (
                             "snapshot_id".into(),
                             AvroValue::String(m.snapshot_id.clone()),
@@ -339,18 +330,32 @@ impl Encoder {
                             ),
                         ),
                         ("ts_ms".into(), AvroValue::Long(m.ts_ms)),
-                    ]),
+                    ],
                 )
-                .map_err(|reason| CodecError::Encode {
-                    what: "snapshot marker".into(),
-                    reason,
-                })?;
-                out.key = None;
-                wire_header(value, id);
-                value.extend(body);
-                Ok(())
+                .await
             }
         }
+    }
+
+    /// Encodes a keyless record of one of the fixed schemas (`name`, `avsc`; `what` names it in
+    /// errors) from its fields.
+    async fn encode_fixed(
+        &mut self,
+        out: &mut Encoded,
+        (name, avsc, what): (&'static str, &'static str, &str),
+        fields: Vec<(String, AvroValue)>,
+    ) -> Result<(), CodecError> {
+        let id = self.fixed_id(name, avsc).await?;
+        let body = avro::encode_with_apache(&avro::fixed_schema(avsc), AvroValue::Record(fields))
+            .map_err(|reason| CodecError::Encode {
+            what: what.into(),
+            reason,
+        })?;
+        out.key = None;
+        out.value.clear();
+        wire_header(&mut out.value, id);
+        out.value.extend(body);
+        Ok(())
     }
 }
 
