@@ -167,28 +167,16 @@ pub fn from_table_map(
                 CharsetKind::Other(cs) => Err(unsupported_charset(&qualified, &name, sql, &cs)),
             }
         };
+        let int = |width| ColumnType::Integer { width, unsigned };
+        // The fractional-second digits of TIME2, DATETIME2 and TIMESTAMP2.
+        let fsp = m.first().copied().unwrap_or(0);
         use MyType::*;
         let ty = match my {
-            MYSQL_TYPE_TINY => ColumnType::Integer {
-                width: IntWidth::Tiny,
-                unsigned,
-            },
-            MYSQL_TYPE_SHORT => ColumnType::Integer {
-                width: IntWidth::Small,
-                unsigned,
-            },
-            MYSQL_TYPE_INT24 => ColumnType::Integer {
-                width: IntWidth::Medium,
-                unsigned,
-            },
-            MYSQL_TYPE_LONG => ColumnType::Integer {
-                width: IntWidth::Int,
-                unsigned,
-            },
-            MYSQL_TYPE_LONGLONG => ColumnType::Integer {
-                width: IntWidth::Big,
-                unsigned,
-            },
+            MYSQL_TYPE_TINY => int(IntWidth::Tiny),
+            MYSQL_TYPE_SHORT => int(IntWidth::Small),
+            MYSQL_TYPE_INT24 => int(IntWidth::Medium),
+            MYSQL_TYPE_LONG => int(IntWidth::Int),
+            MYSQL_TYPE_LONGLONG => int(IntWidth::Big),
             MYSQL_TYPE_NEWDECIMAL => ColumnType::Decimal {
                 precision: m.first().copied().unwrap_or(10),
                 scale: m.get(1).copied().unwrap_or(0),
@@ -201,17 +189,11 @@ pub fn from_table_map(
             },
             MYSQL_TYPE_YEAR => ColumnType::Year,
             MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATE => ColumnType::Date,
-            MYSQL_TYPE_TIME2 => ColumnType::Time {
-                fsp: m.first().copied().unwrap_or(0),
-            },
+            MYSQL_TYPE_TIME2 => ColumnType::Time { fsp },
             MYSQL_TYPE_TIME => ColumnType::Time { fsp: 0 },
-            MYSQL_TYPE_DATETIME2 => ColumnType::DateTime {
-                fsp: m.first().copied().unwrap_or(0),
-            },
+            MYSQL_TYPE_DATETIME2 => ColumnType::DateTime { fsp },
             MYSQL_TYPE_DATETIME => ColumnType::DateTime { fsp: 0 },
-            MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp {
-                fsp: m.first().copied().unwrap_or(0),
-            },
+            MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp { fsp },
             MYSQL_TYPE_TIMESTAMP => ColumnType::Timestamp { fsp: 0 },
             MYSQL_TYPE_ENUM => ColumnType::Enum {
                 values: enum_values
@@ -315,38 +297,7 @@ pub struct InfoColumn {
 /// Parses `enum('a','b''c')` / `set(...)` value lists as `information_schema` prints them.
 pub fn value_list(column_type: &str) -> Option<Vec<String>> {
     let inner = column_type.split_once('(')?.1.strip_suffix(')')?;
-    let mut out = Vec::new();
-    let mut chars = inner.chars().peekable();
-    loop {
-        if chars.next()? != '\'' {
-            return None;
-        }
-        let mut v = String::new();
-        loop {
-            match chars.next()? {
-                '\'' if chars.peek() == Some(&'\'') => {
-                    chars.next();
-                    v.push('\'');
-                }
-                '\'' => break,
-                '\\' => match chars.next()? {
-                    'n' => v.push('\n'),
-                    't' => v.push('\t'),
-                    '0' => v.push('\0'),
-                    'r' => v.push('\r'),
-                    'Z' => v.push('\x1a'),
-                    c => v.push(c),
-                },
-                c => v.push(c),
-            }
-        }
-        out.push(v);
-        match chars.next() {
-            None => return Some(out),
-            Some(',') => continue,
-            Some(_) => return None,
-        }
-    }
+    continuum_schemas::types::unquote_list(inner)
 }
 
 /// The shape of a table from `information_schema` (columns in ordinal order, primary-key
@@ -372,11 +323,12 @@ pub fn from_information_schema(
             Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => CharsetKind::Utf8,
             Some(o) => CharsetKind::Other(o.into()),
         };
+        // TEXT of a binary charset is a BLOB.
         let text_or_bytes =
-            |text: ColumnType, bytes: ColumnType| -> Result<ColumnType, UnsupportedColumn> {
+            |text: TextKind, bytes: BlobKind| -> Result<ColumnType, UnsupportedColumn> {
                 match &charset_kind {
-                    CharsetKind::Binary => Ok(bytes),
-                    CharsetKind::Utf8 => Ok(text),
+                    CharsetKind::Binary => Ok(ColumnType::Blob { kind: bytes }),
+                    CharsetKind::Utf8 => Ok(ColumnType::Text { kind: text }),
                     CharsetKind::Other(cs) => Err(unsupported_charset(
                         &qualified,
                         &c.name,
@@ -385,28 +337,15 @@ pub fn from_information_schema(
                     )),
                 }
             };
+        let int = |width| ColumnType::Integer { width, unsigned };
+        let blob = |kind| ColumnType::Blob { kind };
         let fsp = c.datetime_precision.unwrap_or(0) as u8;
         let ty = match c.data_type.as_str() {
-            "tinyint" => ColumnType::Integer {
-                width: IntWidth::Tiny,
-                unsigned,
-            },
-            "smallint" => ColumnType::Integer {
-                width: IntWidth::Small,
-                unsigned,
-            },
-            "mediumint" => ColumnType::Integer {
-                width: IntWidth::Medium,
-                unsigned,
-            },
-            "int" => ColumnType::Integer {
-                width: IntWidth::Int,
-                unsigned,
-            },
-            "bigint" => ColumnType::Integer {
-                width: IntWidth::Big,
-                unsigned,
-            },
+            "tinyint" => int(IntWidth::Tiny),
+            "smallint" => int(IntWidth::Small),
+            "mediumint" => int(IntWidth::Medium),
+            "int" => int(IntWidth::Int),
+            "bigint" => int(IntWidth::Big),
             "decimal" => ColumnType::Decimal {
                 precision: c.numeric_precision.unwrap_or(10) as u8,
                 scale: c.numeric_scale.unwrap_or(0) as u8,
@@ -432,66 +371,21 @@ pub fn from_information_schema(
             "char" => ColumnType::Text {
                 kind: TextKind::Char,
             },
-            "varchar" => text_or_bytes(
-                ColumnType::Text {
-                    kind: TextKind::VarChar,
-                },
-                ColumnType::Blob {
-                    kind: BlobKind::VarBinary,
-                },
-            )?,
+            "varchar" => text_or_bytes(TextKind::VarChar, BlobKind::VarBinary)?,
             "binary" => ColumnType::Binary {
                 len: c.octet_length.unwrap_or(0) as u16,
             },
-            "varbinary" => ColumnType::Blob {
-                kind: BlobKind::VarBinary,
-            },
+            "varbinary" => blob(BlobKind::VarBinary),
             "inet4" => ColumnType::Binary { len: 4 },
             "inet6" | "uuid" => ColumnType::Binary { len: 16 },
-            "tinytext" => text_or_bytes(
-                ColumnType::Text {
-                    kind: TextKind::TinyText,
-                },
-                ColumnType::Blob {
-                    kind: BlobKind::TinyBlob,
-                },
-            )?,
-            "text" => text_or_bytes(
-                ColumnType::Text {
-                    kind: TextKind::Text,
-                },
-                ColumnType::Blob {
-                    kind: BlobKind::Blob,
-                },
-            )?,
-            "mediumtext" => text_or_bytes(
-                ColumnType::Text {
-                    kind: TextKind::MediumText,
-                },
-                ColumnType::Blob {
-                    kind: BlobKind::MediumBlob,
-                },
-            )?,
-            "longtext" | "json" => text_or_bytes(
-                ColumnType::Text {
-                    kind: TextKind::LongText,
-                },
-                ColumnType::Blob {
-                    kind: BlobKind::LongBlob,
-                },
-            )?,
-            "tinyblob" => ColumnType::Blob {
-                kind: BlobKind::TinyBlob,
-            },
-            "blob" => ColumnType::Blob {
-                kind: BlobKind::Blob,
-            },
-            "mediumblob" => ColumnType::Blob {
-                kind: BlobKind::MediumBlob,
-            },
-            "longblob" => ColumnType::Blob {
-                kind: BlobKind::LongBlob,
-            },
+            "tinytext" => text_or_bytes(TextKind::TinyText, BlobKind::TinyBlob)?,
+            "text" => text_or_bytes(TextKind::Text, BlobKind::Blob)?,
+            "mediumtext" => text_or_bytes(TextKind::MediumText, BlobKind::MediumBlob)?,
+            "longtext" | "json" => text_or_bytes(TextKind::LongText, BlobKind::LongBlob)?,
+            "tinyblob" => blob(BlobKind::TinyBlob),
+            "blob" => blob(BlobKind::Blob),
+            "mediumblob" => blob(BlobKind::MediumBlob),
+            "longblob" => blob(BlobKind::LongBlob),
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
             | "multipolygon" | "geometrycollection" => ColumnType::Geometry,
             _ => {
@@ -589,6 +483,25 @@ fn micros_of_time(neg: bool, days: u32, h: u8, m: u8, s: u8, us: u32) -> i64 {
     }
 }
 
+/// A date-time from the parts of a `mysql_common` `Value::Date`.
+fn date_time(
+    year: u16,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    micros: u32,
+) -> DateTime {
+    DateTime {
+        date: Date { year, month, day },
+        hour,
+        minute,
+        second,
+        micros,
+    }
+}
+
 /// Converts one value as the snapshot (binary protocol, session time zone UTC) or the binlog
 /// delivers it.
 pub fn convert(
@@ -629,18 +542,8 @@ pub fn convert(
             month: *m,
             day: *d,
         }),
-        (ColumnType::DateTime { .. }, MyValue::Date(y, mo, d, h, mi, s, us)) => {
-            Value::DateTime(DateTime {
-                date: Date {
-                    year: *y,
-                    month: *mo,
-                    day: *d,
-                },
-                hour: *h,
-                minute: *mi,
-                second: *s,
-                micros: *us,
-            })
+        (ColumnType::DateTime { .. }, &MyValue::Date(y, mo, d, h, mi, s, us)) => {
+            Value::DateTime(date_time(y, mo, d, h, mi, s, us))
         }
         // Binlog: seconds since the epoch, with a fraction when fsp > 0; 0 is the zero timestamp.
         (ColumnType::Timestamp { .. }, MyValue::Bytes(b)) => {
@@ -656,21 +559,11 @@ pub fn convert(
         }
         (ColumnType::Timestamp { .. }, MyValue::Int(secs)) => Value::Timestamp(secs * 1_000_000),
         // Snapshot: a UTC date-time (the session runs with time_zone='+00:00').
-        (ColumnType::Timestamp { .. }, MyValue::Date(y, mo, d, h, mi, s, us)) => {
-            if *y == 0 && *mo == 0 && *d == 0 {
+        (ColumnType::Timestamp { .. }, &MyValue::Date(y, mo, d, h, mi, s, us)) => {
+            if (y, mo, d) == (0, 0, 0) {
                 Value::Timestamp(0)
             } else {
-                let dt = DateTime {
-                    date: Date {
-                        year: *y,
-                        month: *mo,
-                        day: *d,
-                    },
-                    hour: *h,
-                    minute: *mi,
-                    second: *s,
-                    micros: *us,
-                };
+                let dt = date_time(y, mo, d, h, mi, s, us);
                 Value::Timestamp(dt.to_epoch_micros().ok_or_else(|| bad(got()))?)
             }
         }
@@ -795,119 +688,82 @@ mod tests {
 
     #[test]
     fn binlog_quirks_are_normalised() {
-        assert_eq!(
-            convert(
-                &t(ColumnType::Year),
-                0,
-                &MyValue::Bytes(b"1900".to_vec()),
-                true
-            )
-            .unwrap(),
-            Value::Int(0)
-        );
-        assert_eq!(
-            convert(
-                &t(ColumnType::Year),
-                0,
-                &MyValue::Bytes(b"2024".to_vec()),
-                true
-            )
-            .unwrap(),
-            Value::Int(2024)
-        );
-        assert_eq!(
-            convert(
-                &t(ColumnType::Binary { len: 4 }),
-                0,
-                &MyValue::Bytes(vec![1]),
-                true
-            )
-            .unwrap(),
-            Value::Bytes(vec![1, 0, 0, 0])
-        );
-        assert_eq!(
-            convert(
-                &t(ColumnType::Timestamp { fsp: 6 }),
-                0,
-                &MyValue::Bytes(b"1704164645.678901".to_vec()),
-                true
-            )
-            .unwrap(),
-            Value::Timestamp(1_704_164_645_678_901)
-        );
-        assert_eq!(
-            convert(
-                &t(ColumnType::Timestamp { fsp: 1 }),
-                0,
-                &MyValue::Bytes(b"10.5".to_vec()),
-                true
-            )
-            .unwrap(),
-            Value::Timestamp(10_500_000)
-        );
+        let int = |width, unsigned| ColumnType::Integer { width, unsigned };
+        let bytes = |b: &[u8]| MyValue::Bytes(b.to_vec());
         let set = ColumnType::Set {
             values: vec!["a".into(), "b".into(), "c".into()],
         };
-        assert_eq!(
-            convert(&t(set), 0, &MyValue::Bytes(vec![0b101]), true).unwrap(),
-            Value::Text("a,c".into())
-        );
         let en = ColumnType::Enum {
             values: vec!["x".into(), "y".into()],
         };
-        assert_eq!(
-            convert(&t(en.clone()), 0, &MyValue::Int(2), true).unwrap(),
-            Value::Text("y".into())
-        );
-        assert_eq!(
-            convert(&t(en), 0, &MyValue::Int(0), true).unwrap(),
-            Value::Text(String::new())
-        );
-        let u8c = ColumnType::Integer {
-            width: IntWidth::Tiny,
-            unsigned: true,
-        };
-        assert_eq!(
-            convert(&t(u8c.clone()), 0, &MyValue::Int(-1), true).unwrap(),
-            Value::Int(255)
-        );
-        assert_eq!(
-            convert(&t(u8c), 0, &MyValue::UInt(255), false).unwrap(),
-            Value::Int(255)
-        );
-        let i24 = ColumnType::Integer {
-            width: IntWidth::Medium,
-            unsigned: false,
-        };
-        assert_eq!(
-            convert(&t(i24.clone()), 0, &MyValue::Int(8_388_608), true).unwrap(),
-            Value::Int(-8_388_608)
-        );
-        assert_eq!(
-            convert(&t(i24.clone()), 0, &MyValue::Int(16_777_215), true).unwrap(),
-            Value::Int(-1)
-        );
-        assert_eq!(
-            convert(&t(i24), 0, &MyValue::Int(8_388_607), true).unwrap(),
-            Value::Int(8_388_607)
-        );
-        let u64c = ColumnType::Integer {
-            width: IntWidth::Big,
-            unsigned: true,
-        };
-        assert_eq!(
-            convert(&t(u64c), 0, &MyValue::Int(-1), true).unwrap(),
-            Value::UInt(u64::MAX)
-        );
-        assert_eq!(
-            convert(
-                &t(ColumnType::Time { fsp: 6 }),
-                0,
-                &MyValue::Time(true, 34, 22, 59, 59, 999_999),
-                true
-            )
-            .unwrap(),
-            Value::Time(-((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999))
-        );
+        let i24 = int(IntWidth::Medium, false);
+        // (column type, the value as the binlog gives it, whether it came from a binlog row
+        // (else a snapshot read), what it becomes)
+        let cases = [
+            (ColumnType::Year, bytes(b"1900"), true, Value::Int(0)),
+            (ColumnType::Year, bytes(b"2024"), true, Value::Int(2024)),
+            (
+                ColumnType::Binary { len: 4 },
+                bytes(&[1]),
+                true,
+                Value::Bytes(vec![1, 0, 0, 0]),
+            ),
+            (
+                ColumnType::Timestamp { fsp: 6 },
+                bytes(b"1704164645.678901"),
+                true,
+                Value::Timestamp(1_704_164_645_678_901),
+            ),
+            (
+                ColumnType::Timestamp { fsp: 1 },
+                bytes(b"10.5"),
+                true,
+                Value::Timestamp(10_500_000),
+            ),
+            (
+                set,
+                MyValue::Bytes(vec![0b101]),
+                true,
+                Value::Text("a,c".into()),
+            ),
+            (en.clone(), MyValue::Int(2), true, Value::Text("y".into())),
+            (en, MyValue::Int(0), true, Value::Text(String::new())),
+            (
+                int(IntWidth::Tiny, true),
+                MyValue::Int(-1),
+                true,
+                Value::Int(255),
+            ),
+            (
+                int(IntWidth::Tiny, true),
+                MyValue::UInt(255),
+                false,
+                Value::Int(255),
+            ),
+            (
+                i24.clone(),
+                MyValue::Int(8_388_608),
+                true,
+                Value::Int(-8_388_608),
+            ),
+            (i24.clone(), MyValue::Int(16_777_215), true, Value::Int(-1)),
+            (i24, MyValue::Int(8_388_607), true, Value::Int(8_388_607)),
+            (
+                int(IntWidth::Big, true),
+                MyValue::Int(-1),
+                true,
+                Value::UInt(u64::MAX),
+            ),
+            (
+                ColumnType::Time { fsp: 6 },
+                MyValue::Time(true, 34, 22, 59, 59, 999_999),
+                true,
+                Value::Time(-((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999)),
+            ),
+        ];
+        for (ty, v, binlog, want) in cases {
+            let what = format!("{ty:?} from {v:?}");
+            assert_eq!(convert(&t(ty), 0, &v, binlog).unwrap(), want, "{what}");
+        }
     }
 }

@@ -199,8 +199,10 @@ fn quote_list(values: &[String]) -> String {
         .join(",")
 }
 
-/// Parses `'a','b''c'` into its values; the inverse of `quote_list`.
-fn unquote_list(s: &str) -> Option<Vec<String>> {
+/// Parses `'a','b''c'` into its values: the inverse of `quote_list`, and also the reader of the
+/// lists `information_schema` and `SHOW CREATE TABLE` print (with MariaDB's backslash escapes
+/// `\n`, `\t`, `\0`, `\r`, `\Z`; any other escaped character stands for itself).
+pub fn unquote_list(s: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -210,12 +212,19 @@ fn unquote_list(s: &str) -> Option<Vec<String>> {
         let mut v = String::new();
         loop {
             match chars.next()? {
-                '\\' => v.push(chars.next()?),
                 '\'' if chars.peek() == Some(&'\'') => {
                     chars.next();
                     v.push('\'');
                 }
                 '\'' => break,
+                '\\' => match chars.next()? {
+                    'n' => v.push('\n'),
+                    't' => v.push('\t'),
+                    '0' => v.push('\0'),
+                    'r' => v.push('\r'),
+                    'Z' => v.push('\x1a'),
+                    c => v.push(c),
+                },
                 c => v.push(c),
             }
         }
@@ -269,6 +278,8 @@ impl FromStr for ColumnType {
             return Err(err());
         }
         let plain = |t: ColumnType| if args.is_some() { Err(err()) } else { Ok(t) };
+        let text = |kind| ColumnType::Text { kind };
+        let blob = |kind| ColumnType::Blob { kind };
         match base {
             "tinyint" => int(IntWidth::Tiny),
             "smallint" => int(IntWidth::Small),
@@ -290,40 +301,18 @@ impl FromStr for ColumnType {
             "time" => Ok(ColumnType::Time { fsp: small(args)? }),
             "datetime" => Ok(ColumnType::DateTime { fsp: small(args)? }),
             "timestamp" => Ok(ColumnType::Timestamp { fsp: small(args)? }),
-            "char" => plain(ColumnType::Text {
-                kind: TextKind::Char,
-            }),
-            "varchar" => plain(ColumnType::Text {
-                kind: TextKind::VarChar,
-            }),
-            "tinytext" => plain(ColumnType::Text {
-                kind: TextKind::TinyText,
-            }),
-            "text" => plain(ColumnType::Text {
-                kind: TextKind::Text,
-            }),
-            "mediumtext" => plain(ColumnType::Text {
-                kind: TextKind::MediumText,
-            }),
-            "longtext" => plain(ColumnType::Text {
-                kind: TextKind::LongText,
-            }),
+            "char" => plain(text(TextKind::Char)),
+            "varchar" => plain(text(TextKind::VarChar)),
+            "tinytext" => plain(text(TextKind::TinyText)),
+            "text" => plain(text(TextKind::Text)),
+            "mediumtext" => plain(text(TextKind::MediumText)),
+            "longtext" => plain(text(TextKind::LongText)),
             "binary" => Ok(ColumnType::Binary { len: num(args)? }),
-            "varbinary" => plain(ColumnType::Blob {
-                kind: BlobKind::VarBinary,
-            }),
-            "tinyblob" => plain(ColumnType::Blob {
-                kind: BlobKind::TinyBlob,
-            }),
-            "blob" => plain(ColumnType::Blob {
-                kind: BlobKind::Blob,
-            }),
-            "mediumblob" => plain(ColumnType::Blob {
-                kind: BlobKind::MediumBlob,
-            }),
-            "longblob" => plain(ColumnType::Blob {
-                kind: BlobKind::LongBlob,
-            }),
+            "varbinary" => plain(blob(BlobKind::VarBinary)),
+            "tinyblob" => plain(blob(BlobKind::TinyBlob)),
+            "blob" => plain(blob(BlobKind::Blob)),
+            "mediumblob" => plain(blob(BlobKind::MediumBlob)),
+            "longblob" => plain(blob(BlobKind::LongBlob)),
             "enum" => Ok(ColumnType::Enum {
                 values: unquote_list(args.ok_or_else(err)?).ok_or_else(err)?,
             }),
@@ -619,6 +608,26 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_lists_round_trip_and_read_mariadb_escapes() {
+        let values: Vec<String> = ["", "it's", "back\\slash", "new\nline", "a,b", "\\n"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(unquote_list(&quote_list(&values)), Some(values));
+        // As information_schema prints them.
+        assert_eq!(
+            unquote_list(r"'a\nb','c\\d','e''f','\Z'"),
+            Some(vec![
+                "a\nb".into(),
+                "c\\d".into(),
+                "e'f".into(),
+                "\x1a".into()
+            ])
+        );
+        assert_eq!(unquote_list("a"), None);
+        assert_eq!(unquote_list("'a'b"), None);
+    }
 
     #[test]
     fn type_text_round_trips() {
