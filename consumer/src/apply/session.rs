@@ -754,7 +754,8 @@ impl Session {
         self.touch_batch(now);
     }
 
-    /// A record of snapshot `id` fits only while that snapshot loads here.
+    /// A record of snapshot `id` fits only while that snapshot loads here, and outside any open
+    /// transaction.
     fn check_loading(
         &self,
         inc: &Incoming,
@@ -762,6 +763,9 @@ impl Session {
         what: &str,
         at: RecordContext,
     ) -> Result<(), ApplyError> {
+        if self.open.is_some() {
+            return Err(self.open_txn_interrupted(inc, &format!("{what} of snapshot {id}")));
+        }
         match &self.pending.snapshot {
             Some(l) if l.id == id => Ok(()),
             other => Err(ApplyError::Record {
@@ -799,9 +803,6 @@ impl Session {
         ev: &ChangeEvent,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
-        if self.open.is_some() {
-            return Err(self.open_txn_interrupted(inc, "a snapshot row"));
-        }
         self.check_loading(
             inc,
             id,
@@ -997,9 +998,6 @@ impl Session {
         sc: &SchemaChange,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
-        if self.open.is_some() {
-            return Err(self.open_txn_interrupted(inc, "a snapshot's table definition"));
-        }
         self.check_loading(
             inc,
             id,
