@@ -450,21 +450,7 @@ impl StatementBuffer {
         before: &[Value],
         after: &[Value],
     ) -> Result<(), LiteralError> {
-        let mark = self.text.len();
-        let saved = self.open;
-        self.seal();
-        if !self.text.is_empty() {
-            self.text.push_str(";\n");
-        }
-        self.text.push_str(FK_ON);
-        if let Err(e) = stmts.push_update(&mut self.text, before, after) {
-            self.text.truncate(mark);
-            self.open = saved;
-            return Err(e);
-        }
-        self.text.push_str(FK_OFF);
-        self.rows += 1;
-        Ok(())
+        self.one_row(stmts, true, |out| stmts.push_update(out, before, after))
     }
 
     fn add(
