@@ -130,21 +130,16 @@ impl NamedLock {
         let mut reported: Option<(i64, Instant)> = None;
         loop {
             // One second at a time, so that a dropped future ends the wait within a second.
-            let got: Option<Option<i64>> = conn
-                .exec_first("SELECT GET_LOCK(?, 1)", (name,))
+            if get_lock(&mut conn, name, Duration::from_secs(1))
                 .await
-                .map_err(&db)?;
-            if got.flatten() == Some(1) {
+                .map_err(&db)?
+            {
                 if reported.is_some() {
                     tracing::info!(lock = %name, waited_s = started.elapsed().as_secs(), "the lock is free: taking over");
                 }
                 return Ok(Self::hold(conn, name, target));
             }
-            let holder: Option<Option<i64>> = conn
-                .exec_first("SELECT IS_USED_LOCK(?)", (name,))
-                .await
-                .map_err(&db)?;
-            let Some(holder) = holder.flatten() else {
+            let Some(holder) = lock_holder(&mut conn, name).await.map_err(&db)? else {
                 continue;
             };
             let now = Instant::now();
@@ -171,24 +166,17 @@ impl NamedLock {
     ) -> Result<NamedLock, LockError> {
         let db = db_error(name, target);
         let mut conn = connect(opts, name, target).await?;
-        let got: Option<Option<i64>> = conn
-            .exec_first("SELECT GET_LOCK(?, 0)", (name,))
+        if get_lock(&mut conn, name, Duration::ZERO)
             .await
-            .map_err(&db)?;
-        if got.flatten() == Some(1) {
+            .map_err(&db)?
+        {
             return Ok(Self::hold(conn, name, target));
         }
-        let holder: Option<Option<i64>> = conn
-            .exec_first("SELECT IS_USED_LOCK(?)", (name,))
-            .await
-            .map_err(&db)?;
+        let holder = lock_holder(&mut conn, name).await.map_err(&db)?;
         Err(LockError::Held {
             lock: name.to_owned(),
             target: target.to_owned(),
-            holder: holder
-                .flatten()
-                .map(|h| h.to_string())
-                .unwrap_or_else(|| "unknown".into()),
+            holder: holder.map_or_else(|| "unknown".into(), |h| h.to_string()),
             what: what.to_owned(),
         })
     }
@@ -282,6 +270,24 @@ impl NamedLock {
             None => Ok(()),
         }
     }
+}
+
+/// `GET_LOCK(name, wait)`, waiting whole seconds: whether `conn` holds `name` now.
+pub async fn get_lock(
+    conn: &mut Conn,
+    name: &str,
+    wait: Duration,
+) -> Result<bool, mysql_async::Error> {
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (name, wait.as_secs()))
+        .await?;
+    Ok(got.flatten() == Some(1))
+}
+
+/// `IS_USED_LOCK(name)`: the id of the connection holding `name`, if one does.
+pub async fn lock_holder(conn: &mut Conn, name: &str) -> Result<Option<i64>, mysql_async::Error> {
+    let holder: Option<Option<i64>> = conn.exec_first("SELECT IS_USED_LOCK(?)", (name,)).await?;
+    Ok(holder.flatten())
 }
 
 fn db_error(name: &str, target: &str) -> impl Fn(mysql_async::Error) -> LockError {

@@ -34,6 +34,7 @@ use mysql_async::Conn;
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
+use continuum_common::lock::{get_lock, lock_holder};
 use continuum_common::{db, kafka, ConfigError, SiteConfig};
 use continuum_schemas::GtidPosition;
 
@@ -258,30 +259,22 @@ async fn lock_old_apply(
     conn: &mut Conn,
 ) -> Result<(), PromoteError> {
     let name = lock_name(topic);
-    let get_lock =
-        async |conn: &mut Conn, wait: Duration, what: &str| -> Result<bool, SiteDbError> {
-            let got: Option<Option<i64>> = conn
-                .exec_first("SELECT GET_LOCK(?, ?)", (&name, wait.as_secs()))
-                .await
-                .map_err(SiteDbError::at(
-                    old,
-                    target,
-                    &format!("{what} the apply lock '{name}'"),
-                ))?;
-            Ok(got.flatten() == Some(1))
-        };
-    if get_lock(conn, Duration::ZERO, "taking").await? {
+    let what = |doing: &str| format!("{doing} the apply lock '{name}'");
+    if get_lock(conn, &name, Duration::ZERO)
+        .await
+        .map_err(SiteDbError::at(old, target, &what("taking")))?
+    {
         return Ok(());
     }
-    let holder: Option<Option<i64>> = conn
-        .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
-        .await
-        .unwrap_or(None);
-    let holder = holder
-        .flatten()
-        .map_or("unknown".to_owned(), |h| h.to_string());
+    let holder = match lock_holder(conn, &name).await {
+        Ok(Some(h)) => h.to_string(),
+        _ => "unknown".to_owned(),
+    };
     tracing::warn!(lock = %name, holder = %holder, "waiting up to {}s for the apply at {old} to release its lock before moving its checkpoint", LOCK_WAIT.as_secs());
-    if get_lock(conn, LOCK_WAIT, "waiting for").await? {
+    if get_lock(conn, &name, LOCK_WAIT)
+        .await
+        .map_err(SiteDbError::at(old, target, &what("waiting for")))?
+    {
         return Ok(());
     }
     Err(PromoteError::OldApplyRunning {
