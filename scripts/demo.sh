@@ -14,14 +14,9 @@ cd "$ROOT"
 source "$STACK_DIR/env"
 
 say() { printf '\n== %s\n' "$*"; }
-sql() {
-  local site=$1
-  shift
-  local S
-  S=$(tr '[:lower:]' '[:upper:]' <<<"$site")
-  local h=${S}_DB_HOST p=${S}_DB_PORT u=${S}_DB_ADMIN_USER pw=${S}_DB_ADMIN_PASSWORD
-  mariadb --no-defaults --default-character-set=utf8mb4 -h"${!h}" -P"${!p}" -u"${!u}" ${!pw:+-p"${!pw}"} -N -B "$@"
-}
+# shellcheck source=scripts/site-sql.sh
+source "$ROOT/scripts/site-sql.sh"
+sql() { site_sql "$@"; }
 consumer_at() {
   local site=$1
   shift

@@ -55,14 +55,10 @@ consumer_at() {
   shift
   (eval "$(scripts/pipeline.sh env "$site")" && "$BIN/continuum-consumer" "$@")
 }
-sql() {
-  local site=$1
-  shift
-  local S
-  S=$(tr '[:lower:]' '[:upper:]' <<<"$site")
-  local h=${S}_DB_HOST p=${S}_DB_PORT u=${S}_DB_ADMIN_USER pw=${S}_DB_ADMIN_PASSWORD
-  mariadb --no-defaults -h"${!h}" -P"${!p}" -u"${!u}" ${!pw:+-p"${!pw}"} -N -B -e "$@"
-}
+# shellcheck source=scripts/site-sql.sh
+source "$ROOT/scripts/site-sql.sh"
+# sql SITE STATEMENT
+sql() { site_sql "$1" -e "$2"; }
 # Waits until SITE's checkpoint for TOPIC covers POSITION in DOMAIN.
 wait_applied() {
   local site=$1 topic=$2 position=$3 domain=$4 limit=$5 started=$SECONDS got

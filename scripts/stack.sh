@@ -304,7 +304,7 @@ db_ping() { db_root "$1" -e 'SELECT 1' >/dev/null 2>&1; }
 # holds the union of their grants; README.md lists which binary needs which.
 db_provision() {
   local part=$1 pw
-  pw=$(db_password)
+  pw=$(stack_secret db-password)
   # Logins are each server's own business: keep them out of the binlog (and out of the GTID
   # sequence a replica or a test follows).
   db_root "$part" <<EOF
@@ -323,8 +323,10 @@ FLUSH PRIVILEGES;
 EOF
 }
 
-db_password() {
-  local f=$STACK_DIR/secrets/db-password
+# The stack's password NAME (db-password, kafka-password): made once, random, readable only by
+# this user, under $STACK_DIR/secrets.
+stack_secret() {
+  local f=$STACK_DIR/secrets/$1
   if [[ ! -s $f ]]; then
     mkdir -p "$STACK_DIR/secrets"
     chmod 700 "$STACK_DIR/secrets"
@@ -377,16 +379,6 @@ java_at_least() {
     if ((v >= want && v > best_v)); then best=$j best_v=$v; fi
   done
   echo "$best"
-}
-
-kafka_password() {
-  local f=$STACK_DIR/secrets/kafka-password
-  if [[ ! -s $f ]]; then
-    mkdir -p "$STACK_DIR/secrets"
-    chmod 700 "$STACK_DIR/secrets"
-    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$f")
-  fi
-  cat "$f"
 }
 
 broker_classpath() {
@@ -487,7 +479,7 @@ start_broker() {
     [[ -s $dir/cluster-id ]] || die "$part: could not make a cluster id; see $STACK_DIR/logs/$part.format.log"
     "$java" -cp "$cp" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
       -t "$(<"$dir/cluster-id")" -c "$dir/server.properties" --ignore-formatted \
-      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(kafka_password)]" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(stack_secret kafka-password)]" \
       >>"$STACK_DIR/logs/$part.format.log" 2>&1 ||
       die "$part: formatting failed; see $STACK_DIR/logs/$part.format.log"
   fi
@@ -675,7 +667,7 @@ kill_part() {
 
 write_env() {
   local pw tmp
-  pw=$(db_password)
+  pw=$(stack_secret db-password)
   tmp=$(mktemp "$STACK_DIR/env.XXXXXX")
   cat >"$tmp" <<EOF
 # Written by scripts/stack.sh; source it: . .stack/env
@@ -692,7 +684,7 @@ export SF_BROKERS='127.0.0.1:$SF_BROKER_PORT' EU_BROKERS='127.0.0.1:$EU_BROKER_P
 export SF_BROKERS_TLS='127.0.0.1:$((SF_BROKER_PORT + 2))' EU_BROKERS_TLS='127.0.0.1:$((EU_BROKER_PORT + 2))'
 export SF_BROKERS_SASL='127.0.0.1:$((SF_BROKER_PORT + 3))' EU_BROKERS_SASL='127.0.0.1:$((EU_BROKER_PORT + 3))'
 export STACK_KAFKA_SASL_MECHANISM='SCRAM-SHA-512' STACK_KAFKA_SASL_USER='$KAFKA_SASL_USER'
-export STACK_KAFKA_SASL_PASSWORD='$(kafka_password)' STACK_KAFKA_SASL_PASSWORD_FILE='$STACK_DIR/secrets/kafka-password'
+export STACK_KAFKA_SASL_PASSWORD='$(stack_secret kafka-password)' STACK_KAFKA_SASL_PASSWORD_FILE='$STACK_DIR/secrets/kafka-password'
 # The URLs a Confluent Schema Registry client takes (Apicurio's Confluent-compatible API).
 export SF_REGISTRY='$(registry_url sf-registry)' EU_REGISTRY='$(registry_url eu-registry)'
 # What scripts/stack.sh needs to start or stop one part with these same settings.
