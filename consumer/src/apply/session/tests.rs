@@ -48,19 +48,22 @@ fn source(seq: u64) -> SourceInfo {
     }
 }
 
-/// Event `index` of transaction `1-1-seq`, a row insert of key `id`.
-fn row(offset: i64, seq: u64, index: u64, last: bool, id: i64) -> Incoming {
+/// Record `record` at `offset`, at the place its source info gives.
+fn incoming(offset: i64, record: StreamRecord) -> Incoming {
     Incoming {
         offset,
         timestamp_ms: Some(offset),
         size: 10,
-        pos: StreamPosition::Txn {
-            gtid: Gtid::new(1, 1, seq),
-            index,
-            last,
-            resume: pos(&format!("1-1-{}", seq - 1)),
-        },
-        record: StreamRecord::Change(ChangeEvent {
+        pos: record.position(),
+        record,
+    }
+}
+
+/// Event `index` of transaction `1-1-seq`, a row insert of key `id`.
+fn row(offset: i64, seq: u64, index: u64, last: bool, id: i64) -> Incoming {
+    incoming(
+        offset,
+        StreamRecord::Change(ChangeEvent {
             op: Op::Insert,
             table: table(),
             before: None,
@@ -68,53 +71,36 @@ fn row(offset: i64, seq: u64, index: u64, last: bool, id: i64) -> Incoming {
             source: source(seq),
             tx: Some(TxPlace { index, last }),
         }),
-    }
+    )
 }
 
 fn ddl(offset: i64, seq: u64, index: u64, last: bool) -> Incoming {
-    Incoming {
+    incoming(
         offset,
-        timestamp_ms: Some(offset),
-        size: 10,
-        pos: StreamPosition::Txn {
-            gtid: Gtid::new(1, 1, seq),
-            index,
-            last,
-            resume: pos(&format!("1-1-{}", seq - 1)),
-        },
-        record: StreamRecord::SchemaChange(SchemaChange {
+        StreamRecord::SchemaChange(SchemaChange {
             database: "d".into(),
             ddl: "ALTER TABLE t ADD COLUMN c INT".into(),
             source: source(seq),
             tx: TxPlace { index, last },
         }),
-    }
+    )
 }
 
 fn heartbeat(offset: i64, at: &str) -> Incoming {
-    Incoming {
+    incoming(
         offset,
-        timestamp_ms: Some(offset),
-        size: 10,
-        pos: StreamPosition::At(pos(at)),
-        record: StreamRecord::Heartbeat(Heartbeat {
+        StreamRecord::Heartbeat(Heartbeat {
             server_id: 1,
             position: pos(at),
             ts_ms: 5_000,
         }),
-    }
+    )
 }
 
 fn marker(offset: i64, id: &str, phase: SnapshotPhase, at: &str) -> Incoming {
-    Incoming {
+    incoming(
         offset,
-        timestamp_ms: Some(offset),
-        size: 10,
-        pos: StreamPosition::Snapshot {
-            id: id.into(),
-            position: pos(at),
-        },
-        record: StreamRecord::Snapshot(SnapshotMarker {
+        StreamRecord::Snapshot(SnapshotMarker {
             snapshot_id: id.into(),
             phase,
             server_id: 1,
@@ -122,7 +108,7 @@ fn marker(offset: i64, id: &str, phase: SnapshotPhase, at: &str) -> Incoming {
             tables: vec!["d.t".into()],
             ts_ms: 7_000,
         }),
-    }
+    )
 }
 
 fn snapshot_row(offset: i64, id: &str, at: &str, key: i64) -> Incoming {
@@ -147,7 +133,20 @@ const BIG: Limits = Limits {
 fn session_at(offset: i64, at: &str, limits: Limits) -> Session {
     let mut ck = Checkpoint::new("sf.cdc", 0, "eu", offset);
     ck.gtid_position = pos(at);
+    session_from(ck, limits)
+}
+
+/// A session from checkpoint `ck`, with default directives and `ddl = apply`.
+fn session_from(ck: Checkpoint, limits: Limits) -> Session {
     Session::new(ck, Directives::default(), limits, DdlPolicy::Apply, None)
+}
+
+/// Limits that commit after every transaction.
+fn one_per_commit() -> Limits {
+    Limits {
+        transactions: 1,
+        ..BIG
+    }
 }
 
 /// What the fake executor saw.
@@ -173,6 +172,40 @@ enum Did {
     Empty(String),
     End(String),
     Fail(String),
+}
+
+/// The session stopped apply with an error saying `needle`.
+#[track_caller]
+fn assert_fails_with(did: &[Did], needle: &str) {
+    assert!(
+        matches!(did.last(), Some(Did::Fail(e)) if e.contains(needle)),
+        "{did:?}"
+    );
+}
+
+/// A row buffered whole, not diagnosed.
+fn buffered(offset: i64) -> Did {
+    Did::Row {
+        offset,
+        missing: false,
+        diagnose: false,
+    }
+}
+
+fn committed(next: i64, at: &str, rows: u64) -> Did {
+    Did::Commit {
+        next,
+        at: at.into(),
+        rows,
+    }
+}
+
+/// A schema change run under `ddl = apply`.
+fn ran_ddl(offset: i64) -> Did {
+    Did::Ddl {
+        offset,
+        policy: DdlPolicy::Apply,
+    }
 }
 
 /// Feeds `incs` to the session like the executor does, carrying out every action; stops at
@@ -304,16 +337,7 @@ fn a_transaction_split_across_a_restart_is_applied_whole_by_the_next_session() {
     assert!(commits(&did).is_empty());
     assert_eq!(s1.checkpoint().next_offset, 0);
     // Session 2 starts from the committed checkpoint: all three events, one commit.
-    let mut s2 = Session::new(
-        s1.checkpoint().clone(),
-        Directives::default(),
-        Limits {
-            transactions: 1,
-            ..BIG
-        },
-        DdlPolicy::Apply,
-        None,
-    );
+    let mut s2 = session_from(s1.checkpoint().clone(), one_per_commit());
     let did = drive(
         &mut s2,
         &[
@@ -408,10 +432,7 @@ fn a_gap_in_a_transactions_indexes_stops_apply_at_the_record() {
 fn a_transaction_met_in_the_middle_that_the_position_lacks_stops_apply() {
     let mut s = session_at(5, "1-1-1", BIG);
     let did = drive(&mut s, &[row(5, 2, 1, true, 1)]);
-    assert!(
-        matches!(did.last(), Some(Did::Fail(e)) if e.contains("whose earlier events this apply never saw")),
-        "{did:?}"
-    );
+    assert_fails_with(&did, "whose earlier events this apply never saw");
 }
 
 #[test]
@@ -428,30 +449,11 @@ fn a_schema_change_commits_the_batch_before_it_runs_and_commits_past_it() {
     assert_eq!(
         did,
         [
-            Did::Row {
-                offset: 0,
-                missing: false,
-                diagnose: false
-            },
-            Did::Commit {
-                next: 1,
-                at: "1-1-2".into(),
-                rows: 1
-            },
-            Did::Ddl {
-                offset: 1,
-                policy: DdlPolicy::Apply
-            },
-            Did::Commit {
-                next: 2,
-                at: "1-1-3".into(),
-                rows: 0
-            },
-            Did::Row {
-                offset: 2,
-                missing: false,
-                diagnose: false
-            },
+            buffered(0),
+            committed(1, "1-1-2", 1),
+            ran_ddl(1),
+            committed(2, "1-1-3", 0),
+            buffered(2),
         ]
     );
 }
@@ -484,10 +486,7 @@ fn ddl_stop_commits_what_came_before_and_stops_at_the_schema_change() {
     let mut s = Session::new(ck, Directives::default(), BIG, DdlPolicy::Stop, None);
     let did = drive(&mut s, &[row(0, 2, 0, true, 1), ddl(1, 3, 0, true)]);
     assert_eq!(commits(&did), [(1, "1-1-2".to_owned())]);
-    assert!(
-        matches!(did.last(), Some(Did::Fail(e)) if e.contains("ALTER TABLE t")),
-        "{did:?}"
-    );
+    assert_fails_with(&did, "ALTER TABLE t");
 }
 
 #[test]
@@ -512,31 +511,15 @@ fn a_snapshot_empties_its_tables_loads_rows_and_takes_its_position_at_the_end() 
                 at: "".into(),
                 rows: 0
             },
-            Did::Row {
-                offset: 1,
-                missing: false,
-                diagnose: false
-            },
-            Did::Row {
-                offset: 2,
-                missing: false,
-                diagnose: false
-            },
+            buffered(1),
+            buffered(2),
             Did::Commit {
                 next: 3,
                 at: "".into(),
                 rows: 2
             },
-            Did::Row {
-                offset: 3,
-                missing: false,
-                diagnose: false
-            },
-            Did::Commit {
-                next: 5,
-                at: "1-1-9".into(),
-                rows: 1
-            },
+            buffered(3),
+            committed(5, "1-1-9", 1),
         ]
     );
     assert!(s.checkpoint().snapshot.is_none());
@@ -546,10 +529,7 @@ fn a_snapshot_empties_its_tables_loads_rows_and_takes_its_position_at_the_end() 
 fn a_snapshot_row_of_a_snapshot_not_loading_here_stops_apply() {
     let mut s = session_at(0, "1-1-1", BIG);
     let did = drive(&mut s, &[snapshot_row(0, "s9", "1-1-9", 1)]);
-    assert!(
-        matches!(did.last(), Some(Did::Fail(e)) if e.contains("not loading a snapshot")),
-        "{did:?}"
-    );
+    assert_fails_with(&did, "not loading a snapshot");
 }
 
 #[test]
@@ -586,17 +566,7 @@ fn a_snapshot_start_inside_an_open_transaction_discards_the_abandoned_transactio
             marker(1, "s1", SnapshotPhase::Start, "1-1-9"),
         ],
     );
-    assert_eq!(
-        did,
-        [
-            Did::Empty("d.t".into()),
-            Did::Commit {
-                next: 2,
-                at: "1-1-1".into(),
-                rows: 0
-            }
-        ]
-    );
+    assert_eq!(did, [Did::Empty("d.t".into()), committed(2, "1-1-1", 0)]);
 }
 
 #[test]
@@ -604,16 +574,7 @@ fn replay_re_applies_held_transactions_until_its_end_position_then_skips_again()
     let mut ck = Checkpoint::new("sf.cdc", 0, "eu", 0);
     ck.gtid_position = pos("1-1-3");
     ck.replay_until = Some(pos("1-1-2"));
-    let mut s = Session::new(
-        ck,
-        Directives::default(),
-        Limits {
-            transactions: 1,
-            ..BIG
-        },
-        DdlPolicy::Apply,
-        None,
-    );
+    let mut s = session_from(ck, one_per_commit());
     let did = drive(
         &mut s,
         &[
@@ -647,7 +608,7 @@ fn until_time_stops_before_the_first_newer_record_at_a_boundary() {
     let mut ck = Checkpoint::new("sf.cdc", 0, "eu", 0);
     ck.gtid_position = pos("1-1-1");
     ck.until_ts_ms = Some(1);
-    let mut s = Session::new(ck, Directives::default(), BIG, DdlPolicy::Apply, None);
+    let mut s = session_from(ck, BIG);
     // Records carry their offset as timestamp: offset 2 is newer than 1.
     let did = drive(
         &mut s,
@@ -706,21 +667,13 @@ fn a_batch_error_redoes_the_batch_row_by_row_to_name_the_record() {
                 missing: false,
                 diagnose: true
             },
-            Did::Commit {
-                next: 1,
-                at: "1-1-2".into(),
-                rows: 1
-            },
+            committed(1, "1-1-2", 1),
             Did::Row {
                 offset: 1,
                 missing: false,
                 diagnose: true
             },
-            Did::Commit {
-                next: 2,
-                at: "1-1-3".into(),
-                rows: 1
-            },
+            committed(2, "1-1-3", 1),
         ]
     );
 }
@@ -746,15 +699,12 @@ fn a_redo_after_a_transient_error_starts_from_the_committed_checkpoint_and_appli
     );
     // Two transactions committed, the third is in the batch when the connection drops.
     assert_eq!(commits(&did), [(2, "1-1-3".to_owned())]);
-    let mut next = Session::new(
+    let mut next = session_from(
         s.checkpoint().clone(),
-        Directives::default(),
         Limits {
             transactions: 2,
             ..BIG
         },
-        DdlPolicy::Apply,
-        None,
     );
     // The reader starts at the checkpoint's offset: only the third transaction again.
     let did = drive(&mut next, &[row(2, 4, 0, true, 3)]);
@@ -830,41 +780,14 @@ fn create_table_select_runs_the_statement_then_its_rows_and_commits_with_the_las
     assert_eq!(
         did,
         [
-            Did::Row {
-                offset: 0,
-                missing: false,
-                diagnose: false
-            },
-            Did::Commit {
-                next: 1,
-                at: "1-1-2".into(),
-                rows: 1
-            },
-            Did::Ddl {
-                offset: 1,
-                policy: DdlPolicy::Apply
-            },
-            Did::Row {
-                offset: 2,
-                missing: false,
-                diagnose: false
-            },
-            Did::Row {
-                offset: 3,
-                missing: false,
-                diagnose: false
-            },
+            buffered(0),
+            committed(1, "1-1-2", 1),
+            ran_ddl(1),
+            buffered(2),
+            buffered(3),
             // The table's rows commit as soon as its transaction ends, with the checkpoint past it.
-            Did::Commit {
-                next: 4,
-                at: "1-1-3".into(),
-                rows: 2
-            },
-            Did::Row {
-                offset: 4,
-                missing: false,
-                diagnose: false
-            },
+            committed(4, "1-1-3", 2),
+            buffered(4),
         ]
     );
 }
