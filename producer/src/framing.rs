@@ -235,8 +235,7 @@ fn place(rec: StreamRecord, index: u64, last: bool) -> StreamRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use continuum_schemas::types::IntWidth;
-    use continuum_schemas::{BinlogPosition, Column, ColumnType, Op, TableSchema, Value};
+    use continuum_schemas::{BinlogPosition, Op, TableSchema, Value};
     use std::sync::Arc;
 
     fn gtid(seq: u64) -> Gtid {
@@ -260,19 +259,7 @@ mod tests {
     }
 
     fn table() -> Arc<TableSchema> {
-        Arc::new(TableSchema {
-            db: "d".into(),
-            table: "t".into(),
-            columns: vec![Column {
-                name: "id".into(),
-                ty: ColumnType::Integer {
-                    width: IntWidth::Int,
-                    unsigned: false,
-                },
-                nullable: false,
-            }],
-            primary_key: vec![0],
-        })
+        Arc::new(TableSchema::parse("d", "t", &["id int"], &["id"]).unwrap())
     }
 
     fn row(id: i64) -> SourceEvent {

@@ -126,40 +126,16 @@ impl RowLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use continuum_schemas::types::{IntWidth, TextKind};
-    use continuum_schemas::{Column, ColumnType, Value};
+    use continuum_schemas::Value;
 
     fn table() -> TableSchema {
-        TableSchema {
-            db: "d".into(),
-            table: "t".into(),
-            columns: vec![
-                Column {
-                    name: "id".into(),
-                    ty: ColumnType::Integer {
-                        width: IntWidth::Int,
-                        unsigned: false,
-                    },
-                    nullable: false,
-                },
-                Column {
-                    name: "v".into(),
-                    ty: ColumnType::Text {
-                        kind: TextKind::VarChar,
-                    },
-                    nullable: true,
-                },
-                Column {
-                    name: "n".into(),
-                    ty: ColumnType::Integer {
-                        width: IntWidth::Int,
-                        unsigned: true,
-                    },
-                    nullable: true,
-                },
-            ],
-            primary_key: vec![0],
-        }
+        TableSchema::parse(
+            "d",
+            "t",
+            &["id int", "v varchar null", "n int unsigned null"],
+            &["id"],
+        )
+        .unwrap()
     }
 
     fn layout() -> RowLayout {

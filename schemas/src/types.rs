@@ -344,6 +344,49 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// A table from its columns written as `name type [null]` in the canonical type text
+    /// ([`ColumnType::sql`]; a column is NOT NULL unless `null` follows), and its key's column
+    /// names in key order: `TableSchema::parse("d", "t", &["id int", "v varchar null"], &["id"])`.
+    /// For tests and tools; fails naming the column whose text does not read.
+    pub fn parse(
+        db: &str,
+        table: &str,
+        columns: &[&str],
+        key: &[&str],
+    ) -> Result<TableSchema, String> {
+        let columns = columns
+            .iter()
+            .map(|text| {
+                let (name, ty) = text
+                    .split_once(' ')
+                    .ok_or_else(|| format!("column '{text}': expected 'name type [null]'"))?;
+                let (ty, nullable) = match ty.strip_suffix(" null") {
+                    Some(t) => (t, true),
+                    None => (ty, false),
+                };
+                Ok(Column {
+                    name: name.to_owned(),
+                    ty: ty.parse().map_err(|e| format!("column '{text}': {e}"))?,
+                    nullable,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut t = TableSchema {
+            db: db.to_owned(),
+            table: table.to_owned(),
+            columns,
+            primary_key: vec![],
+        };
+        t.primary_key = key
+            .iter()
+            .map(|k| {
+                t.column_index(k)
+                    .ok_or_else(|| format!("key column '{k}' is not a column of {db}.{table}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(t)
+    }
+
     /// `db.table`, as used in messages and filters.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.db, self.table)
@@ -608,6 +651,26 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_parses_from_column_texts() {
+        let t = TableSchema::parse("d", "t", &["id bigint unsigned", "v varchar null"], &["id"])
+            .unwrap();
+        assert_eq!(t.qualified_name(), "d.t");
+        assert_eq!(t.primary_key, [0]);
+        assert_eq!(
+            t.columns[0].ty,
+            ColumnType::Integer {
+                width: IntWidth::Big,
+                unsigned: true
+            }
+        );
+        assert!(!t.columns[0].nullable && t.columns[1].nullable);
+        let e = TableSchema::parse("d", "t", &["id integer"], &["id"]).unwrap_err();
+        assert!(e.contains("column 'id integer'"), "{e}");
+        let e = TableSchema::parse("d", "t", &["id int"], &["k"]).unwrap_err();
+        assert_eq!(e, "key column 'k' is not a column of d.t");
+    }
 
     #[test]
     fn value_lists_round_trip_and_read_mariadb_escapes() {

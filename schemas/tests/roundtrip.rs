@@ -44,26 +44,8 @@ fn at(topic: &str, offset: i64) -> RecordAt {
 }
 
 fn table(name: &str, ty: ColumnType) -> Arc<TableSchema> {
-    Arc::new(TableSchema {
-        db: "roundtrip".into(),
-        table: name.into(),
-        columns: vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Integer {
-                    width: IntWidth::Int,
-                    unsigned: false,
-                },
-                nullable: false,
-            },
-            Column {
-                name: "v".into(),
-                ty,
-                nullable: true,
-            },
-        ],
-        primary_key: vec![0],
-    })
+    let v = format!("v {} null", ty.sql());
+    Arc::new(TableSchema::parse("roundtrip", name, &["id int", &v], &["id"]).unwrap())
 }
 
 fn source() -> SourceInfo {

@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use continuum_common::config::DdlPolicy;
-use continuum_schemas::types::IntWidth;
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, Column, ColumnType, Gtid, GtidPosition, Heartbeat, Op,
-    SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo, StreamPosition, StreamRecord,
-    TableSchema, TxPlace, Value,
+    BinlogPosition, ChangeEvent, Gtid, GtidPosition, Heartbeat, Op, SchemaChange, SnapshotMarker,
+    SnapshotPhase, SourceInfo, StreamPosition, StreamRecord, TableSchema, TxPlace, Value,
 };
 
 use super::*;
@@ -17,19 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::reader::Incoming;
 
 fn table() -> Arc<TableSchema> {
-    Arc::new(TableSchema {
-        db: "d".into(),
-        table: "t".into(),
-        columns: vec![Column {
-            name: "id".into(),
-            ty: ColumnType::Integer {
-                width: IntWidth::Big,
-                unsigned: false,
-            },
-            nullable: false,
-        }],
-        primary_key: vec![0],
-    })
+    Arc::new(TableSchema::parse("d", "t", &["id bigint"], &["id"]).unwrap())
 }
 
 fn pos(s: &str) -> GtidPosition {
