@@ -72,19 +72,6 @@ impl FromStr for Gtid {
     }
 }
 
-impl TryFrom<String> for Gtid {
-    type Error = ParsePositionError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Gtid> for String {
-    fn from(g: Gtid) -> String {
-        g.to_string()
-    }
-}
-
 /// A full GTID position: for each replication domain, the last GTID applied in it.
 ///
 /// This is what `@@gtid_binlog_pos` reports and what `@slave_connect_state` takes. Domains are kept
@@ -174,19 +161,6 @@ impl FromStr for GtidPosition {
     }
 }
 
-impl TryFrom<String> for GtidPosition {
-    type Error = ParsePositionError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<GtidPosition> for String {
-    fn from(p: GtidPosition) -> String {
-        p.to_string()
-    }
-}
-
 impl FromIterator<Gtid> for GtidPosition {
     fn from_iter<I: IntoIterator<Item = Gtid>>(iter: I) -> Self {
         let mut p = GtidPosition::new();
@@ -240,18 +214,25 @@ impl FromStr for BinlogPosition {
     }
 }
 
-impl TryFrom<String> for BinlogPosition {
-    type Error = ParsePositionError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
+/// Serde reads and writes these types as their text (`#[serde(try_from, into = "String")]`).
+macro_rules! as_text {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = ParsePositionError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    )*};
 }
 
-impl From<BinlogPosition> for String {
-    fn from(p: BinlogPosition) -> String {
-        p.to_string()
-    }
-}
+as_text!(Gtid, GtidPosition, BinlogPosition);
 
 #[cfg(test)]
 mod tests {
