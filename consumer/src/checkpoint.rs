@@ -158,11 +158,10 @@ fn opt_num(s: &mut String, v: Option<i64>) {
 /// Creates the `continuum` schema and the checkpoint table if missing.
 pub async fn ensure_schema(conn: &mut Conn, target: &str) -> Result<()> {
     for sql in SCHEMA_SQL {
-        conn.query_drop(*sql).await.map_err(|source| ApplyError::Db {
-            target: target.to_owned(),
-            what: "creating continuum.checkpoint (the apply user needs CREATE on the `continuum` schema)".into(),
-            source,
-        })?;
+        conn.query_drop(*sql).await.map_err(ApplyError::db(
+            target,
+            "creating continuum.checkpoint (the apply user needs CREATE on the `continuum` schema)",
+        ))?;
     }
     Ok(())
 }
@@ -183,11 +182,7 @@ pub async fn load(
             (topic, partition),
         )
         .await
-        .map_err(|source| ApplyError::Db {
-            target: target.to_owned(),
-            what: "reading continuum.checkpoint".into(),
-            source,
-        })?;
+        .map_err(ApplyError::db(target, "reading continuum.checkpoint"))?;
     let Some(row) = row else { return Ok(None) };
     let bad = |reason: String| ApplyError::Checkpoint {
         topic: topic.to_owned(),

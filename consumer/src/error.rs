@@ -136,6 +136,16 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// The error for a failure of the MariaDB server at `target` while doing `what`.
+    pub fn db(target: &str, what: &str) -> impl FnOnce(mysql_async::Error) -> ApplyError + use<> {
+        let (target, what) = (target.to_owned(), what.to_owned());
+        move |source| ApplyError::Db {
+            target,
+            what,
+            source,
+        }
+    }
+
     /// Whether restarting the session from the checkpoint (after a backoff) may help.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -142,11 +142,7 @@ impl ApplyLock {
         let holder: Option<Option<i64>> = conn
             .exec_first("SELECT IS_USED_LOCK(?)", (&self.name,))
             .await
-            .map_err(|source| ApplyError::Db {
-                target: self.target.clone(),
-                what: "checking the apply lock".into(),
-                source,
-            })?;
+            .map_err(ApplyError::db(&self.target, "checking the apply lock"))?;
         match holder.flatten() {
             Some(id) if id == ours as i64 => Ok(()),
             other => Err(ApplyError::LockLost {

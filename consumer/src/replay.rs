@@ -333,11 +333,7 @@ async fn move_checkpoint(
     use mysql_async::prelude::Queryable;
     conn.query_drop(ck.upsert_sql())
         .await
-        .map_err(|source| ApplyError::Db {
-            target: target.clone(),
-            what: "writing the checkpoint".into(),
-            source,
-        })?;
+        .map_err(ApplyError::db(&target, "writing the checkpoint"))?;
     let _ = conn.disconnect().await;
     tracing::info!(%topic, from = ?previous_offset, to = aligned, replay_until = ?ck.replay_until.as_ref().map(|p| p.to_string()), "checkpoint moved");
     Ok(ReplayReport {

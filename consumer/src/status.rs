@@ -109,14 +109,7 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result
 
 pub async fn status(settings: &ApplySettings) -> Result<StatusReport, StatusError> {
     let target = settings.target();
-    let db = |what: &str| {
-        let (t, w) = (target.clone(), what.to_owned());
-        move |source| ApplyError::Db {
-            target: t,
-            what: w,
-            source,
-        }
-    };
+    let db = |what: &str| ApplyError::db(&target, what);
     let mut conn = mysql_async::Conn::new(settings.db_opts_plain()?)
         .await
         .map_err(db("connecting"))?;

@@ -210,11 +210,8 @@ impl Targets {
         if let Some(t) = self.tables.get(&k) {
             return Ok(t.clone());
         }
-        let err = |source| ApplyError::Db {
-            target: target.to_owned(),
-            what: format!("reading the columns of {db}.{table} from information_schema"),
-            source,
-        };
+        let what = format!("reading the columns of {db}.{table} from information_schema");
+        let err = |source| ApplyError::db(target, &what)(source);
         let cols: Vec<(String, String)> = conn
             .exec(
                 "SELECT COLUMN_NAME, IS_GENERATED FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? ORDER BY ORDINAL_POSITION",

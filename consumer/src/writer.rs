@@ -37,11 +37,7 @@ pub struct Writer {
 
 /// Connects with apply's session settings and checks that they took.
 pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
-    let err = |what: &str, source| ApplyError::Db {
-        target: target.to_owned(),
-        what: what.to_owned(),
-        source,
-    };
+    let err = |what: &str, source| ApplyError::db(target, what)(source);
     let mut conn = Conn::new(opts.clone())
         .await
         .map_err(|e| err("connecting", e))?;
@@ -70,11 +66,7 @@ impl Writer {
         let map: Option<i64> = conn
             .query_first("SELECT @@max_allowed_packet")
             .await
-            .map_err(|source| ApplyError::Db {
-                target: target.to_owned(),
-                what: "reading @@max_allowed_packet".into(),
-                source,
-            })?;
+            .map_err(ApplyError::db(target, "reading @@max_allowed_packet"))?;
         let max_allowed_packet = map.unwrap_or(16 << 20).max(1 << 20) as usize;
         // Statements stay well below the packet limit; a single huge row may still need more,
         // which MariaDB reports as error 1153 naming max_allowed_packet.
@@ -111,11 +103,7 @@ impl Writer {
     }
 
     fn db_err(&self, what: &str, source: mysql_async::Error) -> ApplyError {
-        ApplyError::Db {
-            target: self.target.clone(),
-            what: what.to_owned(),
-            source,
-        }
+        ApplyError::db(&self.target, what)(source)
     }
 
     /// Waits for the statements in flight.

@@ -26,11 +26,7 @@ pub async fn run(
     sc: &SchemaChange,
 ) -> Result<()> {
     let mut conn = writer::connect(opts, target).await?;
-    let db_err = |what: &str, source| ApplyError::Db {
-        target: target.to_owned(),
-        what: what.to_owned(),
-        source,
-    };
+    let db_err = |what: &str, source| ApplyError::db(target, what)(source);
     if !sc.database.is_empty() {
         let use_db = format!("USE {}", crate::sql::ident(&sc.database));
         match conn.query_drop(use_db).await {
