@@ -46,6 +46,14 @@ pub struct LoadingSnapshot {
     pub id: String,
 }
 
+/// An epoch-milliseconds time (the checkpoint's `source_ts_ms`, `until_ts_ms`) as RFC 3339 UTC,
+/// or the number itself if it is out of range.
+pub fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// The checkpoint row, as apply keeps it in memory between commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -19,7 +19,7 @@ use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::apply::{align_to_start, AlignError};
-use crate::checkpoint::{self, merge_max, Checkpoint};
+use crate::checkpoint::{self, fmt_ms, merge_max, Checkpoint};
 use crate::error::ApplyError;
 use crate::lock::ApplyLock;
 use crate::settings::{ApplySettings, PARTITION};
@@ -143,12 +143,6 @@ impl std::fmt::Display for ReplayReport {
         }
         write!(f, "start apply to re-apply")
     }
-}
-
-pub fn fmt_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Where the replay starts.

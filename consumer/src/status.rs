@@ -22,10 +22,10 @@ use mysql_async::prelude::*;
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
+use crate::checkpoint::fmt_ms;
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::ApplyError;
 use crate::lock::lock_name;
-use crate::replay::fmt_ms;
 use crate::settings::{ApplySettings, PARTITION};
 use crate::topic::{position_of, TopicReader};
 

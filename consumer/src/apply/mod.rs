@@ -91,7 +91,7 @@ pub async fn main(mut cfg: continuum_common::SiteConfig, args: ApplyArgs) -> Res
     match outcome {
         Outcome::UntilTime { offset, until_ms } => eprintln!(
             "apply stopped at offset {offset}: the next record is newer than --until-time {}. Run `continuum-consumer replay` again (without --until-time) to go on",
-            crate::replay::fmt_ms(until_ms)
+            crate::checkpoint::fmt_ms(until_ms)
         ),
         Outcome::CaughtUp { offset } => eprintln!("apply caught up at offset {offset}"),
         Outcome::Signal { offset } => eprintln!("apply stopped by a signal at offset {offset}"),
