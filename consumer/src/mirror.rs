@@ -38,13 +38,10 @@ use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::Supervisor;
 use continuum_common::writer::{RecordLimit, SendError, Writer};
 use continuum_common::{db, ConfigError, SiteConfig};
-use continuum_schemas::HEADER_POS;
 use continuum_schemas::{avro, Registry, RegistryError};
+use continuum_schemas::{HEADER_MIRROR_OFFSET, HEADER_POS};
 
 use crate::metrics as m;
-
-/// Header carrying the source offset of a mirrored record.
-pub const HEADER_MIRROR_OFFSET: &str = "continuum.mirror.offset";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -850,14 +847,14 @@ mod tests {
             5,
             &[0, 0, 0, 0, 7, 1, 2],
             &[0, 0, 0, 0, 8, 3, 4],
-            &[("continuum.pos", "txn:1-1-5:0:last:1-1-4")],
+            &[(HEADER_POS, "txn:1-1-5:0:last:1-1-4")],
         );
         let copy = rec(
             5,
             &[0, 0, 0, 0, 70, 1, 2],
             &[0, 0, 0, 0, 80, 3, 4],
             &[
-                ("continuum.pos", "txn:1-1-5:0:last:1-1-4"),
+                (HEADER_POS, "txn:1-1-5:0:last:1-1-4"),
                 (HEADER_MIRROR_OFFSET, "5"),
             ],
         );
@@ -886,14 +883,14 @@ mod tests {
             5,
             &[0, 0, 0, 0, 7, 1, 2],
             &[0, 0, 0, 0, 8, 3, 4],
-            &[("continuum.pos", "txn:1-1-9:0:last:1-1-8")],
+            &[(HEADER_POS, "txn:1-1-9:0:last:1-1-8")],
         );
         let d = copy_difference(&other_pos, &copy).unwrap();
         assert!(d.contains("txn:1-1-9") && d.contains("txn:1-1-5"), "{d}");
     }
 
     fn src_headers() -> Vec<(&'static str, &'static str)> {
-        vec![("continuum.pos", "txn:1-1-5:0:last:1-1-4")]
+        vec![(HEADER_POS, "txn:1-1-5:0:last:1-1-4")]
     }
 
     #[test]

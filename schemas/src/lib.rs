@@ -64,7 +64,7 @@ pub mod types;
 pub use codec::{CodecError, Decoder, Encoded, Encoder, RecordAt};
 pub use model::{
     ChangeEvent, Heartbeat, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo,
-    StreamPosition, StreamRecord, TxPlace, HEADER_KIND, HEADER_POS,
+    StreamPosition, StreamRecord, TxPlace, HEADER_KIND, HEADER_MIRROR_OFFSET, HEADER_POS,
 };
 pub use position::{BinlogPosition, Gtid, GtidPosition, ParsePositionError};
 pub use registry::{Registry, RegistryError, RegistrySettings, RetryPolicy};

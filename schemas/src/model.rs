@@ -17,6 +17,9 @@ pub const HEADER_KIND: &str = "continuum.kind";
 /// The Kafka header with a record's [`StreamPosition`], in its text form. The payload carries
 /// the same position, and a reader must find the two equal.
 pub const HEADER_POS: &str = "continuum.pos";
+/// The Kafka header a mirror adds to each record it copies: the record's offset in the source
+/// cluster, in decimal. A mirror resumes after the offset its target topic's last record names.
+pub const HEADER_MIRROR_OFFSET: &str = "continuum.mirror.offset";
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
