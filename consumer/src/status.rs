@@ -36,23 +36,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-}
-
-impl From<continuum_common::ConfigError> for StatusError {
-    fn from(e: continuum_common::ConfigError) -> Self {
-        StatusError::Apply(ApplyError::Config(e))
-    }
-}
-
-impl StatusError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StatusError::Apply(e) if e.is_transient())
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -87,7 +70,7 @@ pub struct StatusReport {
 }
 
 /// The `status` verb.
-pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result<(), StatusError> {
+pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result<(), ApplyError> {
     let settings = ApplySettings::resolve(&cfg).map_err(ApplyError::from)?;
     let report = tokio::time::timeout(STATUS_TIMEOUT * 3, status(&settings))
         .await
@@ -107,7 +90,7 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result
     Ok(())
 }
 
-pub async fn status(settings: &ApplySettings) -> Result<StatusReport, StatusError> {
+pub async fn status(settings: &ApplySettings) -> Result<StatusReport, ApplyError> {
     let target = settings.target();
     let db = |what: &str| ApplyError::db(&target, what);
     let mut conn = mysql_async::Conn::new(settings.db_opts_plain()?)
