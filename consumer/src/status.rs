@@ -100,7 +100,7 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, ApplyError
         match checkpoint::load(&mut conn, &target, &settings.topic, PARTITION).await {
             Ok(c) => c,
             Err(e) if e.server_code() == Some(1146) || e.server_code() == Some(1049) => None,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
     let holder: Option<Option<i64>> = conn
         .exec_first("SELECT IS_USED_LOCK(?)", (lock_name(&settings.topic),))
