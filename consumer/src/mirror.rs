@@ -42,6 +42,7 @@ use continuum_schemas::{avro, Registry, RegistryError};
 use continuum_schemas::{HEADER_MIRROR_OFFSET, HEADER_POS};
 
 use crate::metrics as m;
+use crate::settings::chosen_or_other_site;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -255,14 +256,11 @@ pub struct MirrorSettings {
 
 impl MirrorSettings {
     pub fn resolve(cfg: &SiteConfig, args: &MirrorArgs) -> Result<Self, ConfigError> {
-        let from = match args
-            .from
-            .clone()
-            .or_else(|| cfg.consumer.mirror.from.clone())
-        {
-            Some(s) => s,
-            None => cfg.other_site("consumer.mirror.from")?,
-        };
+        let from = chosen_or_other_site(
+            cfg,
+            args.from.as_ref().or(cfg.consumer.mirror.from.as_ref()),
+            "consumer.mirror.from",
+        )?;
         let to = args
             .to
             .clone()

@@ -289,10 +289,7 @@ async fn lock_old_apply(
 pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, PromoteError> {
     let started = Instant::now();
     let site = cfg.site.clone();
-    let old = match &cfg.consumer.apply.source_site {
-        Some(s) => s.clone(),
-        None => cfg.other_site("consumer.apply.source_site")?,
-    };
+    let old = crate::settings::apply_source_site(cfg)?;
     let topic = cfg.topic_of(&old)?;
     let target = db::describe(&cfg.database);
     let e = |what: &str| SiteDbError::at(&site, &target, what);

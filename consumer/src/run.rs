@@ -85,10 +85,7 @@ pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
         cfg.consumer.metrics_listen = a;
     }
     // Mirror the other site's changelog here; apply the local copy.
-    let source = match cfg.consumer.apply.source_site.clone() {
-        Some(s) => s,
-        None => cfg.other_site("consumer.apply.source_site")?,
-    };
+    let source = crate::settings::apply_source_site(&cfg)?;
     let mirror_settings = MirrorSettings::resolve(
         &cfg,
         &MirrorArgs {

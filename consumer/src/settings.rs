@@ -28,12 +28,32 @@ pub struct ApplySettings {
     pub metrics_listen: std::net::SocketAddr,
 }
 
+/// The site chosen by `choice` (a flag or a setting), or else the one other site of the config;
+/// `setting` names what to set when the config has more than one other site.
+pub fn chosen_or_other_site(
+    cfg: &SiteConfig,
+    choice: Option<&String>,
+    setting: &str,
+) -> Result<String, ConfigError> {
+    match choice {
+        Some(s) => Ok(s.clone()),
+        None => cfg.other_site(setting),
+    }
+}
+
+/// The site whose changelog this site applies: `consumer.apply.source_site`, or else the one
+/// other site.
+pub fn apply_source_site(cfg: &SiteConfig) -> Result<String, ConfigError> {
+    chosen_or_other_site(
+        cfg,
+        cfg.consumer.apply.source_site.as_ref(),
+        "consumer.apply.source_site",
+    )
+}
+
 impl ApplySettings {
     pub fn resolve(cfg: &SiteConfig) -> Result<Self, ConfigError> {
-        let source_site = match &cfg.consumer.apply.source_site {
-            Some(s) => s.clone(),
-            None => cfg.other_site("consumer.apply.source_site")?,
-        };
+        let source_site = apply_source_site(cfg)?;
         if source_site == cfg.site {
             return Err(ConfigError::Invalid {
                 setting: "consumer.apply.source_site".into(),

@@ -36,7 +36,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub topic: String,

@@ -24,6 +24,8 @@ use continuum_common::db::quote_ident;
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::GtidPosition;
 
+use crate::settings::chosen_or_other_site;
+
 /// Databases never compared.
 const SYSTEM: &[&str] = &[
     "mysql",
@@ -404,14 +406,13 @@ async fn row_sums(
 /// Runs the comparison.
 pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let source_site = match args
-        .source
-        .clone()
-        .or_else(|| cfg.consumer.apply.source_site.clone())
-    {
-        Some(s) => s,
-        None => cfg.other_site("verify --source")?,
-    };
+    let source_site = chosen_or_other_site(
+        cfg,
+        args.source
+            .as_ref()
+            .or(cfg.consumer.apply.source_site.as_ref()),
+        "verify --source",
+    )?;
     let topic = cfg.topic_of(&source_site)?;
     let mut src = connect("source", cfg.database_of(&source_site)?).await?;
     let mut rep = connect("replica", &cfg.database).await?;
