@@ -8,7 +8,37 @@
 //!   close it; a standalone GTID's one statement is the whole transaction);
 //! - what an error 1236 from a binlog dump means ([`refusal_of`]).
 
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+
 use continuum_schemas::{Gtid, GtidPosition};
+
+/// Starts a binlog dump on `conn` as the replica `server_id`, from just after the GTID position
+/// `from` (MariaDB's GTID mode: `@slave_connect_state`). With `to_current_end` the stream ends
+/// at the binlog's end as of now, else it waits for new events. `settings` are further
+/// `SET @...` statements for the dump session, run first. A position the server cannot serve
+/// fails with error 1236 ([`refusal_of`]).
+pub async fn gtid_dump(
+    mut conn: Conn,
+    server_id: u32,
+    from: &GtidPosition,
+    to_current_end: bool,
+    settings: &[String],
+) -> Result<BinlogStream, mysql_async::Error> {
+    conn.query_drop("SET @mariadb_slave_capability=4").await?;
+    conn.exec_drop("SET @slave_connect_state=?", (from.to_string(),))
+        .await?;
+    for s in settings {
+        conn.query_drop(s).await?;
+    }
+    let mut request = BinlogStreamRequest::new(server_id)
+        .with_filename(b"")
+        .with_pos(4u64);
+    if to_current_end {
+        request = request.with_non_blocking();
+    }
+    conn.get_binlog_stream(request).await
+}
 
 pub const MARIADB_GTID: u8 = 162;
 pub const MARIADB_GTID_LIST: u8 = 163;

@@ -19,11 +19,11 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::Conn;
 use serde::Serialize;
 
 use continuum_common::binlog::{
-    parse_gtid_event, refusal_of, FrameInput, Framer, Refusal, Step, MARIADB_GTID,
+    gtid_dump, parse_gtid_event, refusal_of, FrameInput, Framer, Refusal, Step, MARIADB_GTID,
 };
 use continuum_common::config::NoPrimaryKey;
 use continuum_common::filter::TableFilter;
@@ -211,20 +211,7 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     let server_id = args
         .server_id
         .unwrap_or(cfg.producer.server_id.wrapping_add(1000));
-    sconn
-        .query_drop("SET @mariadb_slave_capability=4")
-        .await
-        .map_err(dberr(&source, &starget, "setting up the binlog stream"))?;
-    sconn
-        .exec_drop("SET @slave_connect_state=?", (start.to_string(),))
-        .await
-        .map_err(dberr(&source, &starget, "setting up the binlog stream"))?;
-    let request = BinlogStreamRequest::new(server_id)
-        .with_filename(b"")
-        .with_pos(4u64)
-        .with_non_blocking();
-    let mut stream = sconn
-        .get_binlog_stream(request)
+    let mut stream = gtid_dump(sconn, server_id, &start, true, &[])
         .await
         .map_err(|e| stream_error(e, &source, &replica, &start, &starget))?;
     let mut framer = Framer::new();

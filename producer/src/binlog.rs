@@ -23,8 +23,8 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use continuum_schemas::{BinlogPosition, Gtid, GtidPosition, Op, Row, TableSchema};
 
 use continuum_common::binlog::{
-    parse_gtid_event, parse_gtid_list, FrameInput, Framer, Step, MARIADB_GTID, MARIADB_GTID_LIST,
-    SKIP_REPLICATION_FLAG,
+    gtid_dump, parse_gtid_event, parse_gtid_list, FrameInput, Framer, Step, MARIADB_GTID,
+    MARIADB_GTID_LIST, SKIP_REPLICATION_FLAG,
 };
 use continuum_common::redact::redact;
 use mysql_common::io::ParseBuf;
@@ -131,25 +131,13 @@ impl BinlogReader {
         s: ReaderSettings,
     ) -> Result<Self, ProducerError> {
         let target = s.target.clone();
-        let mut conn = Conn::new(db::replica_opts(&opts)).await.db(&target)?;
+        let conn = Conn::new(db::replica_opts(&opts)).await.db(&target)?;
         let period_ns = s.heartbeat_period.as_nanos().max(1_000_000) as u64;
-        conn.query_drop("SET @mariadb_slave_capability=4")
-            .await
-            .db(&target)?;
-        conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),))
-            .await
-            .db(&target)?;
-        conn.query_drop("SET @slave_gtid_strict_mode=1")
-            .await
-            .db(&target)?;
-        conn.query_drop(format!("SET @master_heartbeat_period={period_ns}"))
-            .await
-            .db(&target)?;
-        let request = BinlogStreamRequest::new(s.server_id)
-            .with_filename(b"")
-            .with_pos(4u64);
-        let stream = conn
-            .get_binlog_stream(request)
+        let settings = [
+            "SET @slave_gtid_strict_mode=1".to_owned(),
+            format!("SET @master_heartbeat_period={period_ns}"),
+        ];
+        let stream = gtid_dump(conn, s.server_id, position, false, &settings)
             .await
             .map_err(|e| map_stream_error(e, &target, position))?;
         tracing::info!(position = %position, "streaming the binlog");
@@ -577,19 +565,8 @@ pub async fn ddl_after(
     position: &GtidPosition,
     filter: &TableFilter,
 ) -> Result<Vec<String>, ProducerError> {
-    let mut conn = Conn::new(db::replica_opts(opts)).await.db(target)?;
-    conn.query_drop("SET @mariadb_slave_capability=4")
-        .await
-        .db(target)?;
-    conn.exec_drop("SET @slave_connect_state=?", (position.to_string(),))
-        .await
-        .db(target)?;
-    let request = BinlogStreamRequest::new(server_id)
-        .with_filename(b"")
-        .with_pos(4u64)
-        .with_non_blocking();
-    let mut stream = conn
-        .get_binlog_stream(request)
+    let conn = Conn::new(db::replica_opts(opts)).await.db(target)?;
+    let mut stream = gtid_dump(conn, server_id, position, true, &[])
         .await
         .map_err(|e| map_stream_error(e, target, position))?;
     let mut framer = Framer::new();
