@@ -187,6 +187,23 @@ impl Registry {
             .await
     }
 
+    /// A failed registry call as our error: `Unavailable` (retried) if transient, else `Refused`,
+    /// naming `what` was refused.
+    fn failed(&self, e: &SRCError, what: impl FnOnce() -> String) -> RegistryError {
+        if is_transient(e) {
+            RegistryError::Unavailable {
+                url: self.url.clone(),
+                reason: describe(e),
+            }
+        } else {
+            RegistryError::Refused {
+                url: self.url.clone(),
+                what: what(),
+                reason: describe(e),
+            }
+        }
+    }
+
     /// The schema text registered under `id`, from the cache or the registry.
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<str>, RegistryError> {
         if let Some(s) = self.by_id.lock().unwrap().get(&id) {
@@ -195,22 +212,14 @@ impl Registry {
         let schema = self
             .retrying("get schema by id", || async {
                 get_schema_by_id(id, &self.sr).await.map_err(|e| {
-                    if is_transient(&e) {
-                        RegistryError::Unavailable {
-                            url: self.url.clone(),
-                            reason: describe(&e),
-                        }
-                    } else if describe(&e).contains("404") || describe(&e).contains("40403") {
+                    let unknown = describe(&e).contains("404") || describe(&e).contains("40403");
+                    if unknown && !is_transient(&e) {
                         RegistryError::UnknownId {
                             url: self.url.clone(),
                             id,
                         }
                     } else {
-                        RegistryError::Refused {
-                            url: self.url.clone(),
-                            what: format!("lookup of schema id {id}"),
-                            reason: describe(&e),
-                        }
+                        self.failed(&e, || format!("lookup of schema id {id}"))
                     }
                 })
             })
@@ -237,20 +246,7 @@ impl Registry {
                     SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned()),
                 )
                 .await
-                .map_err(|e| {
-                    if is_transient(&e) {
-                        RegistryError::Unavailable {
-                            url: self.url.clone(),
-                            reason: describe(&e),
-                        }
-                    } else {
-                        RegistryError::Refused {
-                            url: self.url.clone(),
-                            what: format!("schema for subject '{subject}'"),
-                            reason: describe(&e),
-                        }
-                    }
-                })
+                .map_err(|e| self.failed(&e, || format!("schema for subject '{subject}'")))
             })
             .await?;
         self.ids.lock().unwrap().insert(key, registered.id);
