@@ -341,14 +341,6 @@ mod tests {
         }
     }
 
-    fn frame(seq: u64) -> Frame {
-        Frame {
-            gtid: Gtid::new(1, 1, seq),
-            standalone: false,
-            skip_replication: false,
-        }
-    }
-
     fn steps(events: &[FrameInput<'_>]) -> Vec<Step> {
         let mut f = Framer::new();
         events.iter().map(|e| f.feed(*e).unwrap()).collect()
@@ -377,91 +369,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_transaction_with_savepoints_is_one_transaction() {
-        let q = FrameInput::Query;
-        assert_eq!(
-            steps(&[
-                gtid(5, 0, 0),
-                q("BEGIN"),
-                FrameInput::Other,
-                FrameInput::Other,
-                q("SAVEPOINT `s`"),
-                FrameInput::Other,
-                q("ROLLBACK TO `s`"),
-                FrameInput::Other,
-                q("RELEASE SAVEPOINT `s`"),
-                FrameInput::Xid,
-                FrameInput::Other,
-            ]),
-            vec![
-                Step::Opened,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Within,
-                Step::Closed(frame(5)),
-                Step::Outside,
-            ]
-        );
+    /// The framer's steps in short: `open`, `in`, `stmt`, `xa`, `out`, and `close:SEQ` (or
+    /// `stmt+close:SEQ` for a standalone statement), with `!skip` when flagged skip_replication.
+    fn short(steps: &[Step]) -> String {
+        let close = |f: &Frame| {
+            assert_eq!(f.gtid.domain, 1);
+            let skip = if f.skip_replication { "!skip" } else { "" };
+            format!("close:{}{skip}", f.gtid.seq)
+        };
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Opened => "open".to_owned(),
+                Step::Within => "in".to_owned(),
+                Step::Statement { closed: None } => "stmt".to_owned(),
+                Step::Statement { closed: Some(f) } => {
+                    assert!(f.standalone, "{f:?}");
+                    format!("stmt+{}", close(f))
+                }
+                Step::Xa => "xa".to_owned(),
+                Step::Closed(f) => {
+                    assert!(!f.standalone, "{f:?}");
+                    close(f)
+                }
+                Step::Outside => "out".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     #[test]
-    fn commit_and_rollback_statements_close_and_ddl_is_standalone() {
+    fn transactions_are_framed_by_gtid_and_their_end() {
         let q = FrameInput::Query;
-        let mut ddl = frame(7);
-        ddl.standalone = true;
-        assert_eq!(
-            steps(&[
-                gtid(6, 0, 0),
-                q("BEGIN"),
-                FrameInput::Other,
-                q("COMMIT"),
-                gtid(7, FL_STANDALONE, 0),
-                q("ALTER TABLE t ADD COLUMN v INT"),
-                gtid(8, 0, 0),
-                q("BEGIN"),
-                q("ROLLBACK"),
-            ]),
-            vec![
-                Step::Opened,
-                Step::Within,
-                Step::Within,
-                Step::Closed(frame(6)),
-                Step::Opened,
-                Step::Statement { closed: Some(ddl) },
-                Step::Opened,
-                Step::Within,
-                Step::Closed(frame(8)),
-            ]
-        );
-    }
-
-    #[test]
-    fn statements_inside_a_transaction_and_xa_are_reported_and_flags_are_kept() {
-        let q = FrameInput::Query;
-        let mut flagged = frame(9);
-        flagged.skip_replication = true;
-        assert_eq!(
-            steps(&[
-                gtid(9, 0, SKIP_REPLICATION_FLAG),
-                q("BEGIN"),
-                q("INSERT INTO t VALUES (1)"),
-                q("XA END X'31'"),
-                FrameInput::Xid,
-            ]),
-            vec![
-                Step::Opened,
-                Step::Within,
-                Step::Statement { closed: None },
-                Step::Xa,
-                Step::Closed(flagged),
-            ]
-        );
+        let (o, x) = (FrameInput::Other, FrameInput::Xid);
+        let cases: &[(&str, &[FrameInput<'_>], &str)] = &[
+            (
+                "savepoints and ROLLBACK TO continue a transaction",
+                &[
+                    gtid(5, 0, 0),
+                    q("BEGIN"),
+                    o,
+                    o,
+                    q("SAVEPOINT `s`"),
+                    o,
+                    q("ROLLBACK TO `s`"),
+                    o,
+                    q("RELEASE SAVEPOINT `s`"),
+                    x,
+                    o,
+                ],
+                "open in in in in in in in in close:5 out",
+            ),
+            (
+                "COMMIT and ROLLBACK close; DDL is standalone",
+                &[
+                    gtid(6, 0, 0),
+                    q("BEGIN"),
+                    o,
+                    q("COMMIT"),
+                    gtid(7, FL_STANDALONE, 0),
+                    q("ALTER TABLE t ADD COLUMN v INT"),
+                    gtid(8, 0, 0),
+                    q("BEGIN"),
+                    q("ROLLBACK"),
+                ],
+                "open in in close:6 open stmt+close:7 open in close:8",
+            ),
+            (
+                "statements inside a transaction and XA are reported; flags are kept",
+                &[
+                    gtid(9, 0, SKIP_REPLICATION_FLAG),
+                    q("BEGIN"),
+                    q("INSERT INTO t VALUES (1)"),
+                    q("XA END X'31'"),
+                    x,
+                ],
+                "open in stmt xa close:9!skip",
+            ),
+        ];
+        for (what, events, want) in cases {
+            assert_eq!(short(&steps(events)), *want, "{what}");
+        }
     }
 
     #[test]
