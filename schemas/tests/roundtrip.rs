@@ -167,81 +167,75 @@ async fn integers_keep_their_extremes() {
     .await;
 }
 
+/// Round-trips each `(table name, column type, values)` in topic `topic`.
+async fn round_trip_each(topic: &str, cases: Vec<(&str, ColumnType, Vec<Value>)>) {
+    for (name, ty, values) in cases {
+        round_trip(topic, &table(name, ty), values).await;
+    }
+}
+
 #[tokio::test]
 async fn decimals_floats_and_bits_are_exact() {
     let topic = unique_topic("exact");
     let max65 = format!("{}.{}", "9".repeat(35), "9".repeat(30));
-    round_trip(
+    let dec = |s: &str| Value::Decimal(s.into());
+    let decimal = |precision, scale| ColumnType::Decimal { precision, scale };
+    round_trip_each(
         &topic,
-        &table(
-            "dec65_30",
-            ColumnType::Decimal {
-                precision: 65,
-                scale: 30,
-            },
-        ),
         vec![
-            Value::Decimal(max65.clone()),
-            Value::Decimal(format!("-{max65}")),
-            Value::Decimal(format!("0.{}1", "0".repeat(29))),
-            Value::Decimal(format!("0.{}", "0".repeat(30))),
-            Value::Null,
-        ],
-    )
-    .await;
-    round_trip(
-        &topic,
-        &table(
-            "dec10_0",
-            ColumnType::Decimal {
-                precision: 10,
-                scale: 0,
-            },
-        ),
-        vec![
-            Value::Decimal("9999999999".into()),
-            Value::Decimal("-9999999999".into()),
-        ],
-    )
-    .await;
-    round_trip(
-        &topic,
-        &table("float", ColumnType::Float),
-        vec![
-            Value::Float(f32::MAX),
-            Value::Float(f32::MIN),
-            Value::Float(f32::MIN_POSITIVE),
-            Value::Float(-0.0),
-            Value::Float(1.5),
-            Value::Null,
-        ],
-    )
-    .await;
-    round_trip(
-        &topic,
-        &table("double", ColumnType::Double),
-        vec![
-            Value::Double(f64::MAX),
-            Value::Double(f64::MIN),
-            Value::Double(f64::MIN_POSITIVE),
-            Value::Double(std::f64::consts::PI),
-            Value::Null,
-        ],
-    )
-    .await;
-    round_trip(
-        &topic,
-        &table("bit1", ColumnType::Bit { bits: 1 }),
-        vec![Value::Bytes(vec![0]), Value::Bytes(vec![1]), Value::Null],
-    )
-    .await;
-    round_trip(
-        &topic,
-        &table("bit64", ColumnType::Bit { bits: 64 }),
-        vec![
-            Value::Bytes(vec![0xff; 8]),
-            Value::Bytes(vec![0; 8]),
-            Value::Null,
+            (
+                "dec65_30",
+                decimal(65, 30),
+                vec![
+                    dec(&max65),
+                    dec(&format!("-{max65}")),
+                    dec(&format!("0.{}1", "0".repeat(29))),
+                    dec(&format!("0.{}", "0".repeat(30))),
+                    Value::Null,
+                ],
+            ),
+            (
+                "dec10_0",
+                decimal(10, 0),
+                vec![dec("9999999999"), dec("-9999999999")],
+            ),
+            (
+                "float",
+                ColumnType::Float,
+                vec![
+                    Value::Float(f32::MAX),
+                    Value::Float(f32::MIN),
+                    Value::Float(f32::MIN_POSITIVE),
+                    Value::Float(-0.0),
+                    Value::Float(1.5),
+                    Value::Null,
+                ],
+            ),
+            (
+                "double",
+                ColumnType::Double,
+                vec![
+                    Value::Double(f64::MAX),
+                    Value::Double(f64::MIN),
+                    Value::Double(f64::MIN_POSITIVE),
+                    Value::Double(std::f64::consts::PI),
+                    Value::Null,
+                ],
+            ),
+            (
+                "bit1",
+                ColumnType::Bit { bits: 1 },
+                vec![Value::Bytes(vec![0]), Value::Bytes(vec![1]), Value::Null],
+            ),
+            (
+                "bit64",
+                ColumnType::Bit { bits: 64 },
+                vec![
+                    Value::Bytes(vec![0xff; 8]),
+                    Value::Bytes(vec![0; 8]),
+                    Value::Null,
+                ],
+            ),
         ],
     )
     .await;
@@ -277,41 +271,49 @@ async fn dates_and_times_keep_microseconds_and_zero_values() {
         ],
     )
     .await;
+    let max = ((838 * 3600 + 59 * 60 + 59) * 1_000_000) + 999_999;
     for fsp in 0..=6u8 {
-        round_trip(
+        let (datetime, timestamp, time) = (
+            format!("datetime{fsp}"),
+            format!("timestamp{fsp}"),
+            format!("time{fsp}"),
+        );
+        round_trip_each(
             &topic,
-            &table(&format!("datetime{fsp}"), ColumnType::DateTime { fsp }),
             vec![
-                dt("1000-01-01 00:00:00"),
-                dt("9999-12-31 23:59:59.999999"),
-                dt("2024-01-02 03:04:05.678901"),
-                dt("0000-00-00 00:00:00"),
-                dt("2024-00-00 12:00:00.5"),
-                Value::Null,
-            ],
-        )
-        .await;
-        round_trip(
-            &topic,
-            &table(&format!("timestamp{fsp}"), ColumnType::Timestamp { fsp }),
-            vec![
-                Value::Timestamp(1_000_000),             // 1970-01-01 00:00:01 UTC
-                Value::Timestamp(2_147_483_647_999_999), // 2038-01-19 03:14:07.999999 UTC
-                Value::Timestamp(0),                     // the zero timestamp
-                Value::Null,
-            ],
-        )
-        .await;
-        let max = ((838 * 3600 + 59 * 60 + 59) * 1_000_000) + 999_999;
-        round_trip(
-            &topic,
-            &table(&format!("time{fsp}"), ColumnType::Time { fsp }),
-            vec![
-                Value::Time(max),
-                Value::Time(-max),
-                Value::Time(25 * 3_600_000_000),
-                Value::Time(-1),
-                Value::Null,
+                (
+                    &datetime,
+                    ColumnType::DateTime { fsp },
+                    vec![
+                        dt("1000-01-01 00:00:00"),
+                        dt("9999-12-31 23:59:59.999999"),
+                        dt("2024-01-02 03:04:05.678901"),
+                        dt("0000-00-00 00:00:00"),
+                        dt("2024-00-00 12:00:00.5"),
+                        Value::Null,
+                    ],
+                ),
+                (
+                    &timestamp,
+                    ColumnType::Timestamp { fsp },
+                    vec![
+                        Value::Timestamp(1_000_000),             // 1970-01-01 00:00:01 UTC
+                        Value::Timestamp(2_147_483_647_999_999), // 2038-01-19 03:14:07.999999 UTC
+                        Value::Timestamp(0),                     // the zero timestamp
+                        Value::Null,
+                    ],
+                ),
+                (
+                    &time,
+                    ColumnType::Time { fsp },
+                    vec![
+                        Value::Time(max),
+                        Value::Time(-max),
+                        Value::Time(25 * 3_600_000_000),
+                        Value::Time(-1),
+                        Value::Null,
+                    ],
+                ),
             ],
         )
         .await;
