@@ -148,6 +148,9 @@ static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new(
 /// Every list given to [`describe`], described again when the recorder is installed.
 static DESCRIBED: Mutex<Vec<&'static [MetricSpec]>> = Mutex::new(Vec::new());
 
+/// How often histogram samples are folded into their summaries when nobody scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the Prometheus recorder (once per process) and returns its handle. The metrics
 /// given to [`describe`] so far are described to it.
 pub fn install_metrics() -> PrometheusHandle {
@@ -179,6 +182,17 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAd
         .route("/metrics", get(metrics))
         .route("/health", get(health_handler))
         .with_state(AppState { prom, health });
+    // Histogram samples wait in per-metric buckets until upkeep folds them into the summaries.
+    // Scrapes run it too, but a process nobody scrapes would grow without bound: fold them in
+    // every few seconds regardless.
+    let upkeep = install_metrics();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
