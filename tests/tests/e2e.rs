@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
+use continuum_tests::check::{env_or, exec_all, output_text, query_one};
 use continuum_tests::{stack, stack_python, unique_name, workload, workspace_root, Site};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -72,9 +73,8 @@ impl Pipeline {
         let out = self.script(script, args);
         assert!(
             out.status.success(),
-            "{script} {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{script} {args:?} failed:\n{}",
+            output_text(&out)
         );
     }
 
@@ -103,6 +103,16 @@ impl Pipeline {
             .current_dir(workspace_root())
             .output()
             .unwrap()
+    }
+
+    /// A pipeline for test `name` and `databases` databases of the workload (their names
+    /// returned), started, with a [`ChangelogFollower`] on its SF topic from its first record.
+    fn start_following(name: &str, databases: usize) -> (Pipeline, Vec<String>, ChangelogFollower) {
+        let p = Pipeline::new(name);
+        let dbs = p.databases(databases);
+        p.start();
+        let changelog = ChangelogFollower::start(&p.sf_topic);
+        (p, dbs, changelog)
     }
 
     fn databases(&self, n: usize) -> Vec<String> {
@@ -150,6 +160,32 @@ impl Pipeline {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("workload.out")).unwrap_or_default()
     }
+
+    /// Waits for the workload `wl` to end, which it must do successfully, then for EU to apply
+    /// all SF has written by then, at most `timeout`.
+    async fn workload_done_and_caught_up(&self, mut wl: Child, timeout: Duration) {
+        let status = tokio::task::spawn_blocking(move || wl.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "workload failed:\n{}", self.log());
+        let target = sf_position().await;
+        wait_eu_caught_up(&self.sf_topic, &target, timeout).await;
+    }
+
+    /// Once EU has caught up: `dbs` are identical at both sites (`consumer verify`), EU applied
+    /// every source GTID once, `changelog` found every record well formed; then stops the
+    /// pipeline. Returns the source transactions and the apply commits.
+    async fn verify_all_and_stop(
+        &self,
+        dbs: &[String],
+        changelog: ChangelogFollower,
+    ) -> (usize, usize) {
+        verify(self, dbs);
+        let commits = assert_checkpoint_covers_each_gtid_once(&self.sf_topic).await;
+        let txns = changelog.finish(&self.sf_topic);
+        self.stop();
+        (txns, commits)
+    }
 }
 
 impl Drop for Pipeline {
@@ -162,11 +198,7 @@ impl Drop for Pipeline {
 
 async fn sf_position() -> GtidPosition {
     let mut c = stack().sf.admin_conn().await;
-    let p: String = c
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
+    let p: String = query_one(&mut c, "SELECT @@gtid_binlog_pos").await;
     p.parse().unwrap()
 }
 
@@ -234,11 +266,7 @@ async fn sample_invariant(
 
 fn verify(p: &Pipeline, dbs: &[String]) {
     let out = p.consumer_at("eu", &["verify", "--databases", &dbs.join(",")]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     eprintln!("{text}");
     assert!(
         out.status.success() && text.contains("verdict: IDENTICAL"),
@@ -401,12 +429,14 @@ impl ChangelogFollower {
 async fn assert_checkpoint_covers_each_gtid_once(topic: &str) -> usize {
     let s = &stack().eu;
     let mut conn = mysql_async::Conn::new(s.admin_opts()).await.unwrap();
-    conn.query_drop("SET @mariadb_slave_capability=4")
-        .await
-        .unwrap();
-    conn.query_drop("SET @slave_connect_state=''")
-        .await
-        .unwrap();
+    exec_all(
+        &mut conn,
+        [
+            "SET @mariadb_slave_capability=4",
+            "SET @slave_connect_state=''",
+        ],
+    )
+    .await;
     let req = mysql_async::BinlogStreamRequest::new(4_000_000_000 - (std::process::id() % 1000))
         .with_filename(b"")
         .with_pos(4u64)
@@ -541,23 +571,13 @@ print(n, ops["c"], ops["u"], ops["d"])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_replicates_a_workload_consistently() {
-    let seconds: u64 = std::env::var("E2E_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    let p = Pipeline::new("e2e");
-    let dbs = p.databases(3);
-    p.start();
-    let changelog = ChangelogFollower::start(&p.sf_topic);
+    let seconds: u64 = env_or("E2E_SECONDS", 120);
+    let (p, dbs, changelog) = Pipeline::start_following("e2e", 3);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample_invariant(dbs.clone(), stop_rx));
-    let mut wl = p.workload(seconds, 3, 11);
-    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "workload failed:\n{}", p.log());
-    let target = sf_position().await;
-    wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(600)).await;
+    let wl = p.workload(seconds, 3, 11);
+    p.workload_done_and_caught_up(wl, Duration::from_secs(600))
+        .await;
     let _ = stop_tx.send(true);
     let (samples, violations) = sampler.await.unwrap();
     assert!(
@@ -565,10 +585,7 @@ async fn pipeline_replicates_a_workload_consistently() {
         "partial transactions were visible on EU: {violations:?}"
     );
     assert!(samples > 100, "only {samples} invariant samples were taken");
-    verify(&p, &dbs);
-    let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
-    let txns = changelog.finish(&p.sf_topic);
-    p.stop();
+    let (txns, commits) = p.verify_all_and_stop(&dbs, changelog).await;
     // Both copies of the changelog, each with its own site's registry, decode with stock
     // Confluent clients: the EU copy needs nothing from SF.
     let s = stack();
@@ -586,16 +603,10 @@ async fn pipeline_replicates_a_workload_consistently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kill9_components_loses_nothing() {
-    let cycles: usize = std::env::var("CHAOS_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let p = Pipeline::new("chaos");
-    let dbs = p.databases(2);
-    p.start();
-    let changelog = ChangelogFollower::start(&p.sf_topic);
+    let cycles: usize = env_or("CHAOS_CYCLES", 10);
+    let (p, dbs, changelog) = Pipeline::start_following("chaos", 2);
     let seconds = (cycles as u64 * 12).max(60);
-    let mut wl = p.workload(seconds, 2, 23);
+    let wl = p.workload(seconds, 2, 23);
     let targets = [
         "sf-producer",
         "eu-consumer",
@@ -626,16 +637,9 @@ async fn chaos_kill9_components_loses_nothing() {
         eprintln!("{line}");
         log.insert(cycle, line);
     }
-    let status = tokio::task::spawn_blocking(move || wl.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "workload failed:\n{}", p.log());
-    let target = sf_position().await;
-    wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(900)).await;
-    verify(&p, &dbs);
-    let commits = assert_checkpoint_covers_each_gtid_once(&p.sf_topic).await;
-    let txns = changelog.finish(&p.sf_topic);
-    p.stop();
+    p.workload_done_and_caught_up(wl, Duration::from_secs(900))
+        .await;
+    let (txns, commits) = p.verify_all_and_stop(&dbs, changelog).await;
     eprintln!(
         "chaos: {cycles} cycles in {:.0}s, {txns} source transactions, {commits} apply commits; verify identical, every GTID once",
         started.elapsed().as_secs_f64()
@@ -653,33 +657,29 @@ async fn create_table_select_replicates_keyed_and_keyless() {
     let db = p.databases(1).remove(0);
     let s = stack();
     let mut c = s.sf.admin_conn().await;
-    c.query_drop(format!("CREATE DATABASE `{db}`"))
-        .await
-        .unwrap();
-    c.query_drop(format!("USE `{db}`")).await.unwrap();
-    c.query_drop("CREATE TABLE src (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, qty INT NULL)")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO src VALUES (1,'a',1),(2,'b',NULL),(3,'c',3),(4,'a',1)")
-        .await
-        .unwrap();
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE src (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, qty INT NULL)",
+            "INSERT INTO src VALUES (1,'a',1),(2,'b',NULL),(3,'c',3),(4,'a',1)",
+        ],
+    )
+    .await;
     p.start();
-    c.query_drop("CREATE TABLE keyed (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id > 1")
-        .await
-        .unwrap();
-    c.query_drop("CREATE TABLE loose SELECT name, qty FROM src")
-        .await
-        .unwrap();
-    // Two identical rows ('a',1): deleting one must leave the other.
-    c.query_drop("DELETE FROM loose WHERE name = 'a' LIMIT 1")
-        .await
-        .unwrap();
-    c.query_drop("UPDATE loose SET qty = 9 WHERE name = 'b'")
-        .await
-        .unwrap();
-    c.query_drop("INSERT INTO loose VALUES ('c',3)")
-        .await
-        .unwrap();
+    exec_all(
+        &mut c,
+        [
+            "CREATE TABLE keyed (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id > 1",
+            "CREATE TABLE loose SELECT name, qty FROM src",
+            // Two identical rows ('a',1): deleting one must leave the other.
+            "DELETE FROM loose WHERE name = 'a' LIMIT 1",
+            "UPDATE loose SET qty = 9 WHERE name = 'b'",
+            "INSERT INTO loose VALUES ('c',3)",
+        ],
+    )
+    .await;
     let target = sf_position().await;
     wait_eu_caught_up(&p.sf_topic, &target, Duration::from_secs(180)).await;
     let mut e = s.eu.admin_conn().await;

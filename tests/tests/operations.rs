@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use continuum_tests::check::{exec_all, output_text, query_one, run_ok};
 use continuum_tests::{stack, unique_name, wait_for_blocking, workspace_root};
+use mysql_async::prelude::Queryable;
 
 const PROCS: [&str; 4] = ["sf-producer", "eu-consumer", "eu-producer", "sf-consumer"];
 
@@ -109,11 +111,7 @@ impl Confined {
 
     fn must(&self, script: &str, args: &[&str]) -> String {
         let out = self.script(script, args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         assert!(out.status.success(), "{script} {args:?} failed:\n{text}");
         text
     }
@@ -179,17 +177,13 @@ impl Roles {
 
     fn set() {
         for (part, role) in [("sf-db", "primary"), ("eu-db", "replica")] {
-            let out = Command::new("bash")
-                .arg(workspace_root().join("scripts/stack.sh"))
-                .args(["role", part, role])
-                .env("STACK_DIR", stack_dir())
-                .current_dir(workspace_root())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "stack.sh role {part} {role}: {}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new("bash")
+                    .arg(workspace_root().join("scripts/stack.sh"))
+                    .args(["role", part, role])
+                    .env("STACK_DIR", stack_dir())
+                    .current_dir(workspace_root()),
+                &format!("stack.sh role {part} {role}"),
             );
         }
     }
@@ -202,25 +196,27 @@ impl Drop for Roles {
 }
 
 async fn read_only(site: &continuum_tests::Site) -> bool {
-    use mysql_async::prelude::Queryable;
     let mut c = site.admin_conn().await;
     c.query_first::<u8, _>("SELECT @@read_only").await.unwrap() == Some(1)
 }
 
-/// The confined pipeline replicating `db.t` (`id BIGINT` primary key) from SF, EU applying it.
-async fn switchover_setup(c: &mut Confined) -> String {
-    use mysql_async::prelude::Queryable;
+/// SF primary and EU replica ([`Roles`], until the returned value is dropped), and the pipeline
+/// confined to test `name` ([`Confined`]) replicating `db.t` (`id BIGINT` primary key) from SF,
+/// EU applying it. Returns them with `db`.
+async fn switchover_setup(name: &str) -> (Roles, Confined, String) {
     let s = stack();
+    let roles = Roles::sf_primary();
+    let mut c = Confined::new(name);
     let db = format!("{}_w", c.prefix);
-    let mut sf = s.sf.admin_conn().await;
-    sf.query_drop(format!("CREATE DATABASE `{db}`"))
-        .await
-        .unwrap();
-    sf.query_drop(format!(
-        "CREATE TABLE `{db}`.t (id BIGINT PRIMARY KEY, site VARCHAR(8) NOT NULL) ENGINE=InnoDB"
-    ))
-    .await
-    .unwrap();
+    let table = "t (id BIGINT PRIMARY KEY, site VARCHAR(8) NOT NULL) ENGINE=InnoDB";
+    exec_all(
+        &mut s.sf.admin_conn().await,
+        [
+            format!("CREATE DATABASE `{db}`"),
+            format!("CREATE TABLE `{db}`.{table}"),
+        ],
+    )
+    .await;
     c.start();
     let q = format!(
         "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 't'"
@@ -231,18 +227,16 @@ async fn switchover_setup(c: &mut Confined) -> String {
         || count_at(&s.eu, &q),
     )
     .await;
-    db
+    (roles, c, db)
 }
 
 /// `Some(())` once `q` counts 1 at `site`.
 async fn count_at(site: &continuum_tests::Site, q: &str) -> Option<()> {
-    use mysql_async::prelude::Queryable;
     let mut c = site.admin_conn().await;
     (c.query_first::<i64, _>(q).await.ok()?? == 1).then_some(())
 }
 
 async fn checkpoint_of(conn: &mut mysql_async::Conn, topic: &str) -> Option<String> {
-    use mysql_async::prelude::Queryable;
     conn.exec_first(
         "SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = ?",
         (topic,),
@@ -252,7 +246,6 @@ async fn checkpoint_of(conn: &mut mysql_async::Conn, topic: &str) -> Option<Stri
 }
 
 async fn drop_database(db: &str) {
-    use mysql_async::prelude::Queryable;
     for site in [&stack().sf, &stack().eu] {
         let mut c = site.admin_conn().await;
         let _ = c.query_drop("SET SESSION skip_replication = 1").await;
@@ -262,14 +255,6 @@ async fn drop_database(db: &str) {
     }
 }
 
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A planned switchover (promote at EU while SF answers) with the applications still writing to
 /// SF. SF must stop taking writes before EU takes any, and EU must apply everything SF
 /// committed before it became writable: no write committed at SF is left behind as an orphan.
@@ -277,26 +262,25 @@ fn output_text(out: &std::process::Output) -> String {
 /// and only then made SF read-only, so the writes SF took in between never reached EU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_switchover_fences_the_old_primary_first_and_loses_no_write() {
-    use mysql_async::prelude::Queryable;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     let s = stack();
-    let _roles = Roles::sf_primary();
-    let mut c = Confined::new("switch");
-    let db = switchover_setup(&mut c).await;
+    let (_roles, c, db) = switchover_setup("switch").await;
 
     // An application login: it cannot write while SF is read-only (no READ_ONLY ADMIN).
     let user = format!("{}_app", c.prefix);
     let user = &user[user.len().saturating_sub(60)..];
     let mut sf = s.sf.admin_conn().await;
-    sf.query_drop(format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'app-pw'"))
-        .await
-        .unwrap();
-    sf.query_drop(format!("GRANT SELECT, INSERT ON `{db}`.* TO '{user}'@'%'"))
-        .await
-        .unwrap();
+    exec_all(
+        &mut sf,
+        [
+            format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'app-pw'"),
+            format!("GRANT SELECT, INSERT ON `{db}`.* TO '{user}'@'%'"),
+        ],
+    )
+    .await;
     let app: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(s.sf.admin_opts())
         .user(Some(user))
         .pass(Some("app-pw"))
@@ -419,35 +403,26 @@ async fn a_planned_switchover_fences_the_old_primary_first_and_loses_no_write() 
 /// old primary never applies them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discarding_orphans_waits_for_the_old_primary_apply_lock() {
-    use mysql_async::prelude::Queryable;
-
     let s = stack();
-    let _roles = Roles::sf_primary();
-    let mut c = Confined::new("discard");
-    let db = switchover_setup(&mut c).await;
+    let (_roles, c, db) = switchover_setup("discard").await;
     let mut sf = s.sf.admin_conn().await;
-    sf.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 'sf')"))
-        .await
-        .unwrap();
+    exec_all(&mut sf, [format!("INSERT INTO `{db}`.t VALUES (1, 'sf')")]).await;
 
     // EU becomes the primary; SF follows it.
-    let out = c
-        .consumer_at("eu", &["promote", "--drain-timeout", "120s"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promote at EU:\n{}",
-        output_text(&out)
+    run_ok(
+        &mut c.consumer_at("eu", &["promote", "--drain-timeout", "120s"]),
+        "promote at EU",
     );
     assert!(read_only(&s.sf).await && !read_only(&s.eu).await);
 
     // A write at SF that EU never applies: an orphan of SF (written by an administrator, who may
     // write to a read-only server).
-    sf.query_drop(format!("INSERT INTO `{db}`.t VALUES (1000, 'orphan')"))
-        .await
-        .unwrap();
-    let orphan_gtid: String = sf.query_first("SELECT @@last_gtid").await.unwrap().unwrap();
+    exec_all(
+        &mut sf,
+        [format!("INSERT INTO `{db}`.t VALUES (1000, 'orphan')")],
+    )
+    .await;
+    let orphan_gtid: String = query_one(&mut sf, "SELECT @@last_gtid").await;
     let sf_topic = format!("{}.sf.cdc", c.prefix);
     continuum_tests::wait_for("SF's orphan to be listed", Duration::from_secs(120), || {
         let out = c
@@ -522,9 +497,7 @@ async fn discarding_orphans_waits_for_the_old_primary_apply_lock() {
     );
 
     // EU follows SF again and never applies the orphan: a new write at SF arrives, it does not.
-    sf.query_drop(format!("INSERT INTO `{db}`.t VALUES (2, 'sf')"))
-        .await
-        .unwrap();
+    exec_all(&mut sf, [format!("INSERT INTO `{db}`.t VALUES (2, 'sf')")]).await;
     let q = format!("SELECT COUNT(*) FROM `{db}`.t WHERE id = 2");
     continuum_tests::wait_for(
         "EU to apply SF's next write",
@@ -691,14 +664,11 @@ fn the_drill_leaves_both_sites_as_it_verified_them_with_make_run_up() {
 
     // make run's pipeline catches up with everything SF holds now.
     let sf_position: GtidPosition = {
-        use mysql_async::prelude::Queryable;
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let mut c = s.sf.admin_conn().await;
-            c.query_first::<String, _>("SELECT @@gtid_binlog_pos")
+            query_one::<String>(&mut c, "SELECT @@gtid_binlog_pos")
                 .await
-                .unwrap()
-                .unwrap()
                 .parse()
                 .unwrap()
         })

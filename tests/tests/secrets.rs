@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use continuum_common::config::SiteConfig;
 use continuum_tests::{stack, unique_name, wait_for_blocking};
-use mysql_async::prelude::Queryable;
 use tls_support::*;
 
 struct Outputs {
@@ -151,15 +150,12 @@ async fn no_secret_is_ever_printed() {
     {
         // A password in the binlog: the producer reads this statement and leaves it out.
         let leak_user = format!("{user}_b");
-        let mut c = stack().sf.admin_conn().await;
-        c.query_drop(format!(
-            "CREATE USER '{leak_user}'@'127.0.0.1' IDENTIFIED BY '{marker}'"
-        ))
-        .await
-        .unwrap();
-        c.query_drop(format!("DROP USER '{leak_user}'@'127.0.0.1'"))
-            .await
-            .unwrap();
+        let account = format!("'{leak_user}'@'127.0.0.1'");
+        exec_at_sf([
+            format!("CREATE USER {account} IDENTIFIED BY '{marker}'"),
+            format!("DROP USER {account}"),
+        ])
+        .await;
     }
     write_transactions(&db, 3, 2).await;
     let sql = format!("SELECT id, v, n FROM `{db}`.t ORDER BY id");
@@ -475,15 +471,12 @@ async fn no_secret_is_ever_printed() {
         if var.ends_with("REGISTRY_PASSWORD") {
             // The producer asks the registry when it meets a table it has no schema for yet.
             p.wait_log("streaming the binlog", Duration::from_secs(90));
-            let mut c = stack().sf.admin_conn().await;
-            c.query_drop(format!(
-                "CREATE TABLE `{db}`.t{i} (id INT PRIMARY KEY, v VARCHAR(8))"
-            ))
-            .await
-            .unwrap();
-            c.query_drop(format!("INSERT INTO `{db}`.t{i} VALUES (1, 'a')"))
-                .await
-                .unwrap();
+            let table = format!("`{db}`.t{i}");
+            exec_at_sf([
+                format!("CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(8))"),
+                format!("INSERT INTO {table} VALUES (1, 'a')"),
+            ])
+            .await;
         }
         let status = p.wait_exit(Duration::from_secs(90));
         let log = p.log_text();

@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use continuum_common::kafka::read_at;
 use continuum_schemas::{Registry, RegistrySettings, RetryPolicy};
+use continuum_tests::check::{exec_all, query_one};
 use continuum_tests::{
     restart_part, stack, stack_python, unique_name, wait_for_blocking, workspace_root, Site,
 };
-use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -208,20 +208,16 @@ async fn mariadb_restart_continues_gtid(how: &str) {
     let site = &stack().sf;
     let db = site.create_database(&format!("gtid_{how}")).await;
     let mut c = site.admin_conn().await;
-    c.query_drop(format!(
-        "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(20))"
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 'before')"))
-        .await
-        .unwrap();
-    let last: String = c.query_first("SELECT @@last_gtid").await.unwrap().unwrap();
-    let before: String = c
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
+    exec_all(
+        &mut c,
+        [
+            format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(20))"),
+            format!("INSERT INTO `{db}`.t VALUES (1, 'before')"),
+        ],
+    )
+    .await;
+    let last: String = query_one(&mut c, "SELECT @@last_gtid").await;
+    let before: String = query_one(&mut c, "SELECT @@gtid_binlog_pos").await;
     let (server, seq) = gtid_of(&before, 1)
         .unwrap_or_else(|| panic!("no domain 1 in SF's @@gtid_binlog_pos {before:?}"));
     assert_eq!(server, 1, "SF writes as server 1 in domain 1 ({before})");
@@ -235,35 +231,26 @@ async fn mariadb_restart_continues_gtid(how: &str) {
     restart_part(&site.db_part(), how);
 
     let mut c = site.wait_db_ready(READY).await;
-    let after: String = c
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
+    let after: String = query_one(&mut c, "SELECT @@gtid_binlog_pos").await;
     assert_eq!(
         gtid_of(&after, 1),
         Some((1, seq)),
         "@@gtid_binlog_pos after `stack.sh {how}` and start of sf-db: {after:?}, before: {before:?} (nothing else may write to SF during this suite)"
     );
-    let kept: Option<String> = c
-        .query_first(format!("SELECT v FROM `{db}`.t WHERE id = 1"))
-        .await
-        .unwrap();
-    assert_eq!(
-        kept.as_deref(),
-        Some("before"),
-        "the committed row survived"
-    );
-    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (2, 'after')"))
-        .await
-        .unwrap();
-    let next: String = c.query_first("SELECT @@last_gtid").await.unwrap().unwrap();
+    let kept: String = query_one(&mut c, &format!("SELECT v FROM `{db}`.t WHERE id = 1")).await;
+    assert_eq!(kept, "before", "the committed row survived");
+    exec_all(
+        &mut c,
+        [format!("INSERT INTO `{db}`.t VALUES (2, 'after')")],
+    )
+    .await;
+    let next: String = query_one(&mut c, "SELECT @@last_gtid").await;
     assert_eq!(
         next,
         format!("1-1-{}", seq + 1),
         "the first write after the restart takes the next GTID"
     );
-    c.query_drop(format!("DROP DATABASE `{db}`")).await.unwrap();
+    exec_all(&mut c, [format!("DROP DATABASE `{db}`")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -430,6 +417,13 @@ async fn timed_topic(site: &Site, name: &str) -> (String, i64, i64) {
     (topic, base, step)
 }
 
+/// A client of `site`'s brokers to ask them for offsets.
+fn offsets_client(site: &Site) -> BaseConsumer {
+    site.consumer_config("test-offsets")
+        .create()
+        .expect("consumer")
+}
+
 /// Asks the broker for the offset of `ts` (ListOffsets by time).
 fn offset_for_time(consumer: &BaseConsumer, topic: &str, ts: i64) -> Result<Offset, String> {
     let mut tpl = TopicPartitionList::new();
@@ -465,10 +459,7 @@ async fn idempotent_producer_records_come_back_in_order_with_headers_from_an_off
 async fn watermarks_and_offsets_for_times_answer_correctly() {
     let site = &stack().sf;
     let (topic, base, step) = timed_topic(site, "offsets").await;
-    let consumer: BaseConsumer = site
-        .consumer_config("test-offsets")
-        .create()
-        .expect("consumer");
+    let consumer = offsets_client(site);
     // Every answer is checked, and all wrong ones are reported together.
     let mut wrong = Vec::new();
     match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10)) {
@@ -508,10 +499,7 @@ async fn watermarks_and_offsets_for_times_answer_correctly() {
 async fn offsets_for_times_after_the_last_record_is_the_end() {
     let site = &stack().sf;
     let (topic, base, step) = timed_topic(site, "after_last").await;
-    let consumer: BaseConsumer = site
-        .consumer_config("test-offsets")
-        .create()
-        .expect("consumer");
+    let consumer = offsets_client(site);
     let ts = base + 9 * step + 1;
     assert_eq!(
         offset_for_time(&consumer, &topic, ts),

@@ -40,6 +40,7 @@ use continuum_common::kafka::{
     self, base_config, ensure_changelog_topic, producer_config, read_last_stable,
 };
 use continuum_schemas::{Registry, RegistrySettings, RetryPolicy};
+use continuum_tests::check::{exec_row, TempDir};
 use continuum_tests::{stack, unique_name, Site};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -48,12 +49,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use tls_support::*;
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(unique_name(name));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A site config whose `sf` cluster is `brokers`, with `extra` TOML appended (`[sites.sf.tls]`,
 /// `[sites.sf.sasl]`).
@@ -148,25 +143,28 @@ async fn round_trip(c: &SiteConfig, what: &str) {
 // ---------------------------------------------------------------------------------------------
 // MariaDB
 
+/// `site`'s `continuum` login (`db_user`@127.0.0.1) REQUIRE SSL, as read through `admin`.
+async fn assert_requires_ssl(admin: &mut Conn, site: &Site) {
+    let ssl_type: Option<String> = exec_row(
+        admin,
+        "SELECT ssl_type FROM mysql.user WHERE User = ? AND Host = '127.0.0.1'",
+        (&site.db_user,),
+    )
+    .await;
+    assert_eq!(
+        ssl_type.as_deref(),
+        Some("ANY"),
+        "{}: {}@127.0.0.1 must REQUIRE SSL (the stack does, unless STACK_DB_REQUIRE_TLS=0)",
+        site.name,
+        site.db_user
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_refuses_the_continuum_user_without_tls() {
     let tls = StackTls::get();
     for site in [&stack().sf, &stack().eu] {
-        let mut admin = site.admin_conn().await;
-        let ssl_type: Option<String> = admin
-            .exec_first(
-                "SELECT ssl_type FROM mysql.user WHERE User = ? AND Host = '127.0.0.1'",
-                (&site.db_user,),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            ssl_type.as_deref(),
-            Some("ANY"),
-            "{}: {}@127.0.0.1 must REQUIRE SSL (the stack does, unless STACK_DB_REQUIRE_TLS=0)",
-            site.name,
-            site.db_user
-        );
+        assert_requires_ssl(&mut site.admin_conn().await, site).await;
 
         let e = Conn::new(db_plain_opts(
             &site.db_host,
@@ -212,12 +210,11 @@ async fn mariadb_refuses_the_continuum_user_without_tls() {
 async fn mariadb_host_name_and_ca_are_verified() {
     let tls = StackTls::get();
     let sf = &stack().sf;
-    let dir = temp_dir("tls_db_names");
+    let dir = TempDir::new("tls_db_names");
     // 127.0.0.2 reaches the SF server too (loopback), but its certificate names only 127.0.0.1
     // and localhost.
-    let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback alias)");
-    let port = l.local_addr().unwrap().port();
-    let fwd = tcp_forwarder(l, ([127, 0, 0, 1], sf.db_port).into());
+    let fwd = AliasForwarder::to(([127, 0, 0, 1], sf.db_port).into());
+    let port = fwd.port;
 
     let db = |host: &str, port: u16, ca: &Path, verify: bool| {
         let mut d = continuum_common::config::DatabaseConfig::remote(&sf.db_user);
@@ -257,8 +254,6 @@ async fn mariadb_host_name_and_ca_are_verified() {
         .await
         .expect_err("another CA must not be trusted");
     assert!(e.to_string().contains("certificate verify failed"), "{e}");
-    fwd.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,7 +262,7 @@ async fn mariadb_host_name_and_ca_are_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_tls_listener_verifies_both_sides() {
     let tls = StackTls::get();
-    let dir = temp_dir("tls_kafka");
+    let dir = TempDir::new("tls_kafka");
     let sf = &stack().sf;
     let (cert, key) = (tls.client_cert(), tls.client_key());
     let mine = Some((cert.as_path(), key.as_path()));
@@ -367,9 +362,8 @@ async fn kafka_tls_listener_verifies_both_sides() {
 
     // An address the certificate does not name: 127.0.0.2 reaches the same listener (loopback),
     // refused with the name check, answered without it (so the name is what failed).
-    let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback alias)");
-    let other = format!("127.0.0.2:{}", l.local_addr().unwrap().port());
-    let fwd = tcp_forwarder(l, sf.brokers_tls.parse().unwrap());
+    let fwd = AliasForwarder::to(sf.brokers_tls.parse().unwrap());
+    let other = format!("127.0.0.2:{}", fwd.port);
     let e = refused(
         &cluster(&other, &tls_section(&tls.ca(), mine, true)),
         "an address the certificate does not name",
@@ -389,14 +383,12 @@ async fn kafka_tls_listener_verifies_both_sides() {
         Duration::from_secs(20),
     )
     .expect("without the name check, the same listener answers");
-    fwd.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_scram_sha_512_authenticates_and_refuses_the_rest() {
     let tls = StackTls::get();
-    let dir = temp_dir("tls_sasl");
+    let dir = TempDir::new("tls_sasl");
     let sf = &stack().sf;
     let (user, password) = stack().kafka_sasl.clone();
     let sasl = |mechanism: &str, user: &str, password: &str| {
@@ -486,7 +478,6 @@ async fn sasl_scram_sha_512_authenticates_and_refuses_the_rest() {
         "untrusted CA",
         &["did not verify", "set sites.sf.tls.ca_file"],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +486,7 @@ async fn sasl_scram_sha_512_authenticates_and_refuses_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_client_verifies_tls_and_sends_basic_auth() {
     let tls = StackTls::get();
-    let dir = temp_dir("tls_registry");
+    let dir = TempDir::new("tls_registry");
     let password = format!("registry-{}", unique_name("pw"));
     let up = Upstream::registry(&stack().sf.registry, "continuum", &password);
     let path = registry_path(&stack().sf.registry);
@@ -518,37 +509,24 @@ async fn registry_client_verifies_tls_and_sends_basic_auth() {
             max_elapsed: Some(Duration::from_secs(2)),
         })
     };
+    // A client trusting the stack's CA, with the right password.
+    let with_password = |url: String| client(url, Some(("continuum", &password)), Some(ca.clone()));
     let url = format!("https://localhost:{}{path}", proxy.port());
     let subject = format!("{}-value", unique_name("tls_registry"));
     let schema = r#"{"type":"record","name":"T","namespace":"tls.suite","fields":[{"name":"a","type":"long"}]}"#;
 
-    let id = client(
-        url.clone(),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .register(&subject, schema)
-    .await
-    .expect("register over HTTPS with basic auth");
-    let fetched = client(
-        url.clone(),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .schema_by_id(id)
-    .await
-    .unwrap();
+    let id = with_password(url.clone())
+        .register(&subject, schema)
+        .await
+        .expect("register over HTTPS with basic auth");
+    let fetched = with_password(url.clone()).schema_by_id(id).await.unwrap();
     assert!(fetched.contains("tls.suite"), "{fetched}");
     assert!(proxy.stats.authorized() >= 2 && proxy.stats.unauthorized() == 0);
     // 127.0.0.1 is in the certificate too.
-    client(
-        format!("https://127.0.0.1:{}{path}", proxy.port()),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .schema_by_id(id)
-    .await
-    .unwrap();
+    with_password(format!("https://127.0.0.1:{}{path}", proxy.port()))
+        .schema_by_id(id)
+        .await
+        .unwrap();
 
     // A wrong password: refused at once (not retried), and not in the error.
     let e = client(
@@ -577,31 +555,25 @@ async fn registry_client_verifies_tls_and_sends_basic_auth() {
         .await
         .unwrap_err();
     eprintln!("unknown CA: {e}");
-    client(
-        url.replace("https://", "http://"),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .schema_by_id(id)
-    .await
-    .unwrap_err();
-    let (wrong_cert, wrong_key) = tls.issue(
+    with_password(url.replace("https://", "http://"))
+        .schema_by_id(id)
+        .await
+        .unwrap_err();
+    let (wrong_cert, wrong_key) = tls.authority().issue(
         &dir,
-        "wrong-name",
-        "wrong.example",
-        Some("DNS:wrong.example"),
-        false,
-        None,
+        Leaf {
+            name: "wrong-name",
+            cn: "wrong.example",
+            san: Some("DNS:wrong.example"),
+            client: false,
+            key_password: None,
+        },
     );
     let wrong = TlsProxy::start(listener(), &wrong_cert, &wrong_key, up.clone());
-    let e = client(
-        format!("https://localhost:{}{path}", wrong.port()),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .schema_by_id(id)
-    .await
-    .unwrap_err();
+    let e = with_password(format!("https://localhost:{}{path}", wrong.port()))
+        .schema_by_id(id)
+        .await
+        .unwrap_err();
     eprintln!("wrong registry name: {e}");
     assert_eq!(
         wrong.stats.authorized(),
@@ -610,20 +582,15 @@ async fn registry_client_verifies_tls_and_sends_basic_auth() {
     );
     let (_, foreign_cert, foreign_key) = foreign_server_cert(&dir);
     let impostor = TlsProxy::start(listener(), &foreign_cert, &foreign_key, up);
-    client(
-        format!("https://localhost:{}{path}", impostor.port()),
-        Some(("continuum", &password)),
-        Some(ca.clone()),
-    )
-    .schema_by_id(id)
-    .await
-    .unwrap_err();
+    with_password(format!("https://localhost:{}{path}", impostor.port()))
+        .schema_by_id(id)
+        .await
+        .unwrap_err();
     assert_eq!(
         impostor.stats.authorized(),
         0,
         "no request (and no password) went to a server of another CA"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,19 +663,7 @@ async fn pipeline_replicates_with_tls_on_every_link() {
     // that login's.
     for (site, what) in [(&s.sf, "Binlog Dump"), (&s.eu, "")] {
         let mut c = site.admin_conn().await;
-        let ssl_type: Option<String> = c
-            .exec_first(
-                "SELECT ssl_type FROM mysql.user WHERE User = ? AND Host = '127.0.0.1'",
-                (&site.db_user,),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            ssl_type.as_deref(),
-            Some("ANY"),
-            "{}: the continuum user must REQUIRE SSL",
-            site.name
-        );
+        assert_requires_ssl(&mut c, site).await;
         let n: u64 = c
             .exec_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND (? = '' OR COMMAND = ?)", (&site.db_user, what, what))
             .await
@@ -840,6 +795,16 @@ fn assert_stops_naming(p: &mut Proc, r: &Refusal, site: &str) {
     );
 }
 
+/// `who` did not create `topic` on `site`'s cluster.
+fn assert_not_created(site: &Site, topic: &str, who: &str) {
+    assert_eq!(
+        records_in(site, topic),
+        None,
+        "{who} created {topic} on {}",
+        site.name
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn binaries_stop_on_a_refusal_naming_the_setting() {
     let s = stack();
@@ -859,13 +824,8 @@ async fn binaries_stop_on_a_refusal_naming_the_setting() {
         w.sf.kafka = (r.link)(&s.sf, &good_sf, &foreign);
         let mut p = w.producer("sf", SecretsVia::Files, "info");
         assert_stops_naming(&mut p, r, "sf");
-        assert_eq!(
-            records_in(&s.sf, &w.sf_topic),
-            None,
-            "the producer with {} created {}",
-            r.what,
-            w.sf_topic
-        );
+        let who = format!("the producer with {}", r.what);
+        assert_not_created(&s.sf, &w.sf_topic, &who);
     }
     w.sf.kafka = good_sf.clone();
 
@@ -895,13 +855,8 @@ async fn binaries_stop_on_a_refusal_naming_the_setting() {
                     c.log_text()
                 );
             }
-            assert_eq!(
-                records_in(&s.eu, &w.sf_topic),
-                None,
-                "consumer {verb} with {} created {} on EU",
-                r.what,
-                w.sf_topic
-            );
+            let who = format!("consumer {verb} with {}", r.what);
+            assert_not_created(&s.eu, &w.sf_topic, &who);
             w.sf.kafka = good_sf.clone();
             w.eu.kafka = good_eu.clone();
         }

@@ -16,10 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use continuum_tests::check::{query_one, run_ok};
 use continuum_tests::workload::{
     checksum_tables, expected_total, invariant_sum, read_log, run, run_until, setup, Config,
     LogEntry, Summary,
@@ -59,6 +61,16 @@ fn log_path(cfg: &Config) -> PathBuf {
 
 async fn admin() -> Conn {
     stack().sf.admin_conn().await
+}
+
+/// Sets `cfg`'s databases up, with the run's log at [`log_path`]; returns an admin connection
+/// and the binlog's sequence number (domain 1) before the run.
+async fn set_up_logged(cfg: &mut Config) -> (Conn, u64) {
+    cfg.log = Some(log_path(cfg));
+    let mut c = admin().await;
+    setup(&mut c, cfg).await.unwrap();
+    let before = binlog_seq(&mut c).await;
+    (c, before)
 }
 
 /// The sequence number of domain 1 in `@@gtid_binlog_pos` (0 if none yet).
@@ -105,11 +117,19 @@ fn assert_commit_order(log: &[LogEntry], before: u64, after: u64) {
     );
 }
 
-async fn count(c: &mut Conn, db: &str, t: &str) -> u64 {
-    c.query_first(format!("SELECT COUNT(*) FROM `{db}`.`{t}`"))
-        .await
-        .unwrap()
-        .unwrap()
+/// Each main table of each of `cfg`'s databases holds as many rows as the run that ended with
+/// `s` counted (`when`: which run, for the message).
+async fn assert_counts_match(c: &mut Conn, cfg: &Config, s: &Summary, when: &str) {
+    for db in cfg.database_names() {
+        for t in MAIN_TABLES {
+            let rows: u64 = query_one(c, &format!("SELECT COUNT(*) FROM `{db}`.`{t}`")).await;
+            assert_eq!(
+                Some(rows),
+                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                "{db}.{t}: {when}, COUNT(*) and the generator's count"
+            );
+        }
+    }
 }
 
 async fn drop_databases(cfg: &Config) {
@@ -363,15 +383,7 @@ async fn setup_is_idempotent_and_a_second_run_continues_where_the_first_stopped(
     cfg.seed = 99;
     let s2 = run(&cfg).await.expect("a second run on the same databases");
     assert!(s1.invariant_ok && s2.invariant_ok);
-    for db in cfg.database_names() {
-        for t in MAIN_TABLES {
-            assert_eq!(
-                Some(count(&mut c, &db, t).await),
-                s2.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
-                "{db}.{t}: after the second run, COUNT(*) and the generator's count"
-            );
-        }
-    }
+    assert_counts_match(&mut c, &cfg, &s2, "after the second run").await;
     // Still 100 accounts' worth of money per database, whatever opened or closed.
     assert_eq!(
         invariant_sum(&mut c, &cfg.prefix, cfg.databases)
@@ -390,10 +402,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
     cfg.duration = Some(Duration::from_secs(5));
     cfg.large_every = 0;
     cfg.lock_wait_timeout = 1;
-    cfg.log = Some(log_path(&cfg));
-    let mut c = admin().await;
-    setup(&mut c, &cfg).await.unwrap();
-    let before = binlog_seq(&mut c).await;
+    let (mut c, before) = set_up_logged(&mut cfg).await;
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {
         let cfg = cfg.clone();
@@ -449,10 +458,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
     cfg.transactions = Some(400);
     cfg.large_every = 25;
     cfg.large_rows = 1000;
-    cfg.log = Some(log_path(&cfg));
-    let mut c = admin().await;
-    setup(&mut c, &cfg).await.unwrap();
-    let before = binlog_seq(&mut c).await;
+    let (mut c, before) = set_up_logged(&mut cfg).await;
     let handle = {
         let cfg = cfg.clone();
         tokio::spawn(async move { run(&cfg).await })
@@ -509,15 +515,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
     let log = read_log(&log_path(&cfg)).unwrap();
     assert_commit_order(&log, before, after);
     // The generator reloaded its state from the database: its counts match it.
-    for db in cfg.database_names() {
-        for t in MAIN_TABLES {
-            assert_eq!(
-                Some(count(&mut c, &db, t).await),
-                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
-                "{db}.{t}"
-            );
-        }
-    }
+    assert_counts_match(&mut c, &cfg, &s, "after a reconnect").await;
     drop_databases(&cfg).await;
 }
 
@@ -526,55 +524,39 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
     let cfg = config("wl_bin");
     let sf = &stack().sf;
     let bin = env!("CARGO_BIN_EXE_workload");
-    let base = [
-        "--host".to_owned(),
-        sf.db_host.clone(),
-        "--port".to_owned(),
-        sf.db_port.to_string(),
-        "--user".to_owned(),
-        sf.db_admin_user.clone(),
-        "--password".to_owned(),
-        sf.db_admin_password.clone(),
-        "--prefix".to_owned(),
-        cfg.prefix.clone(),
-        "--databases".to_owned(),
-        "3".to_owned(),
-    ];
-    let out = std::process::Command::new(bin)
-        .args(&base)
-        .args(["--setup-only", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: Summary = serde_json::from_slice(&out.stdout).unwrap();
+    let base: Vec<String> = [
+        ("--host", sf.db_host.clone()),
+        ("--port", sf.db_port.to_string()),
+        ("--user", sf.db_admin_user.clone()),
+        ("--password", sf.db_admin_password.clone()),
+        ("--prefix", cfg.prefix.clone()),
+        ("--databases", "3".to_owned()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect();
+    let summary = |args: &[&str]| {
+        let out = run_ok(
+            Command::new(bin).args(&base).args(args),
+            &format!("{args:?}"),
+        );
+        serde_json::from_slice::<Summary>(&out.stdout).unwrap()
+    };
+    let s = summary(&["--setup-only", "--json"]);
     assert_eq!(s.transactions, 0);
     assert!(s.invariant_ok);
 
-    let out = std::process::Command::new(bin)
-        .args(&base)
-        .args([
-            "--transactions",
-            "30",
-            "--seed",
-            "3",
-            "--rate",
-            "100",
-            "--ddl",
-            "off",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: Summary = serde_json::from_slice(&out.stdout).unwrap();
+    let s = summary(&[
+        "--transactions",
+        "30",
+        "--seed",
+        "3",
+        "--rate",
+        "100",
+        "--ddl",
+        "off",
+        "--json",
+    ]);
     assert_eq!(s.transactions + s.empty, 30);
     assert_eq!(s.ddl, 0);
     assert!(s.invariant_ok);
@@ -585,24 +567,24 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
     );
 
     // Human output by default.
-    let out = std::process::Command::new(bin)
-        .args(&base)
-        .args(["--transactions", "5", "--ddl=off"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = run_ok(
+        Command::new(bin)
+            .args(&base)
+            .args(["--transactions", "5", "--ddl=off"]),
+        "human output",
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("bank total 300000.00 (expected 300000.00): ok"),
         "{text}"
     );
 
-    let out = std::process::Command::new(bin)
+    let out = Command::new(bin)
         .args(["--ddl", "sometimes"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap refuses a bad flag value");
-    let out = std::process::Command::new(bin)
+    let out = Command::new(bin)
         .args(["--port", "1", "--transactions", "1"])
         .output()
         .unwrap();

@@ -28,12 +28,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, SslOpts};
+use mysql_async::{Conn, OptsBuilder};
 use openssl::ssl::{ErrorCode, Ssl, SslAcceptor, SslFiletype, SslMethod};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
 
+use continuum_tests::check::{exec_all, run_ok};
 use continuum_tests::{stack, stack_python, unique_name, workspace_root, Site};
 
 const HINT: &str =
@@ -86,145 +87,142 @@ impl StackTls {
         self.dir.join("client.key")
     }
 
-    /// Issues `<dir>/<name>.pem` and `.key`, signed by the stack's CA: a server certificate for
-    /// `san` (e.g. `DNS:wrong.example`), or a client certificate. With `key_password`, the key is
-    /// PKCS#8 encrypted (AES-256) with it.
-    pub fn issue(
-        &self,
-        dir: &Path,
-        name: &str,
-        cn: &str,
-        san: Option<&str>,
-        client: bool,
-        key_password: Option<&str>,
-    ) -> (PathBuf, PathBuf) {
-        issue(
-            dir,
+    /// The stack's CA, to issue certificates its servers and clients trust.
+    pub fn authority(&self) -> Ca {
+        Ca {
+            cert: self.ca(),
+            key: self.dir.join("ca.key"),
+        }
+    }
+}
+
+/// A certificate authority: its certificate and its key.
+pub struct Ca {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A certificate for [`Ca::issue`] to issue: `<name>.pem` and `<name>.key`, for `cn`; a server
+/// certificate for `san` (e.g. `DNS:wrong.example`), or a client certificate. With
+/// `key_password`, the key is PKCS#8 encrypted (AES-256) with it.
+pub struct Leaf<'a> {
+    pub name: &'a str,
+    pub cn: &'a str,
+    pub san: Option<&'a str>,
+    pub client: bool,
+    pub key_password: Option<&'a str>,
+}
+
+fn openssl(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    run_ok(
+        Command::new("openssl")
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir),
+        &format!("openssl {args:?}"),
+    );
+}
+
+impl Ca {
+    /// Issues `leaf` in `dir`, signed by this CA; returns its certificate and key files.
+    pub fn issue(&self, dir: &Path, leaf: Leaf) -> (PathBuf, PathBuf) {
+        let Leaf {
             name,
             cn,
             san,
             client,
             key_password,
-            &self.ca(),
-            &self.dir.join("ca.key"),
-        )
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn issue(
-    dir: &Path,
-    name: &str,
-    cn: &str,
-    san: Option<&str>,
-    client: bool,
-    key_password: Option<&str>,
-    ca: &Path,
-    ca_key: &Path,
-) -> (PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let key = format!("{name}.plain.key");
-    let csr = format!("{name}.csr");
-    let ext = format!("{name}.ext");
-    let mut exts = vec![
-        "basicConstraints=CA:FALSE".to_owned(),
-        "keyUsage=critical,digitalSignature,keyEncipherment".to_owned(),
-        format!(
-            "extendedKeyUsage={}",
-            if client { "clientAuth" } else { "serverAuth" }
-        ),
-    ];
-    if let Some(san) = san {
-        exts.push(format!("subjectAltName={san}"));
-    }
-    std::fs::write(dir.join(&ext), exts.join("\n") + "\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-        &[],
-    );
-    let pem = format!("{name}.pem");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            ca.to_str().unwrap(),
-            "-CAkey",
-            ca_key.to_str().unwrap(),
-            "-CAcreateserial",
-            "-CAserial",
-            &format!("{name}.srl"),
-            "-days",
-            "30",
-            "-sha256",
-            "-extfile",
-            &ext,
-            "-out",
-            &pem,
-        ],
-        &[],
-    );
-    let final_key = format!("{name}.key");
-    match key_password {
-        // The password reaches openssl through its environment, not its command line.
-        Some(pw) => openssl(
+        } = leaf;
+        std::fs::create_dir_all(dir).unwrap();
+        let key = format!("{name}.plain.key");
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        let mut exts = vec![
+            "basicConstraints=CA:FALSE".to_owned(),
+            "keyUsage=critical,digitalSignature,keyEncipherment".to_owned(),
+            format!(
+                "extendedKeyUsage={}",
+                if client { "clientAuth" } else { "serverAuth" }
+            ),
+        ];
+        if let Some(san) = san {
+            exts.push(format!("subjectAltName={san}"));
+        }
+        std::fs::write(dir.join(&ext), exts.join("\n") + "\n").unwrap();
+        openssl(
             dir,
             &[
-                "pkcs8",
-                "-topk8",
-                "-v2",
-                "aes-256-cbc",
-                "-in",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-keyout",
                 &key,
                 "-out",
-                &final_key,
-                "-passout",
-                "env:CONTINUUM_TEST_KEY_PASSWORD",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
             ],
-            &[("CONTINUUM_TEST_KEY_PASSWORD", pw)],
-        ),
-        None => std::fs::copy(dir.join(&key), dir.join(&final_key))
-            .map(|_| ())
-            .unwrap(),
+            &[],
+        );
+        let pem = format!("{name}.pem");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                self.cert.to_str().unwrap(),
+                "-CAkey",
+                self.key.to_str().unwrap(),
+                "-CAcreateserial",
+                "-CAserial",
+                &format!("{name}.srl"),
+                "-days",
+                "30",
+                "-sha256",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+            &[],
+        );
+        let final_key = format!("{name}.key");
+        match key_password {
+            // The password reaches openssl through its environment, not its command line.
+            Some(pw) => openssl(
+                dir,
+                &[
+                    "pkcs8",
+                    "-topk8",
+                    "-v2",
+                    "aes-256-cbc",
+                    "-in",
+                    &key,
+                    "-out",
+                    &final_key,
+                    "-passout",
+                    "env:CONTINUUM_TEST_KEY_PASSWORD",
+                ],
+                &[("CONTINUUM_TEST_KEY_PASSWORD", pw)],
+            ),
+            None => std::fs::copy(dir.join(&key), dir.join(&final_key))
+                .map(|_| ())
+                .unwrap(),
+        }
+        for f in [key, csr, ext, format!("{name}.srl")] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        (dir.join(pem), dir.join(final_key))
     }
-    for f in [key, csr, ext, format!("{name}.srl")] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    (dir.join(pem), dir.join(final_key))
 }
 
 /// A CA of its own (not the stack's) in `dir`, made once: `foreign-ca.pem` and its key.
-fn foreign_ca(dir: &Path) -> (PathBuf, PathBuf) {
+fn foreign_ca(dir: &Path) -> Ca {
     std::fs::create_dir_all(dir).unwrap();
     let (ca, key) = (dir.join("foreign-ca.pem"), dir.join("foreign-ca.key"));
     if !ca.is_file() {
@@ -253,39 +251,38 @@ fn foreign_ca(dir: &Path) -> (PathBuf, PathBuf) {
             &[],
         );
     }
-    (ca, key)
+    Ca { cert: ca, key }
 }
 
 /// A CA of its own (not the stack's) in `dir`, and a server certificate from it for 127.0.0.1
 /// and localhost: a certificate with the right names that the stack's CA does not vouch for.
 pub fn foreign_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, ca_key) = foreign_ca(dir);
-    let (cert, key) = issue(
+    let ca = foreign_ca(dir);
+    let (cert, key) = ca.issue(
         dir,
-        "foreign-server",
-        "localhost",
-        Some("IP:127.0.0.1,DNS:localhost"),
-        false,
-        None,
-        &ca,
-        &ca_key,
+        Leaf {
+            name: "foreign-server",
+            cn: "localhost",
+            san: Some("IP:127.0.0.1,DNS:localhost"),
+            client: false,
+            key_password: None,
+        },
     );
-    (ca, cert, key)
+    (ca.cert, cert, key)
 }
 
 /// A client certificate (CN `continuum`) and key from the CA of [`foreign_server_cert`]: one
 /// the stack's brokers do not trust.
 pub fn foreign_client_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (ca, ca_key) = foreign_ca(dir);
-    issue(
+    foreign_ca(dir).issue(
         dir,
-        "foreign-client",
-        "continuum",
-        None,
-        true,
-        None,
-        &ca,
-        &ca_key,
+        Leaf {
+            name: "foreign-client",
+            cn: "continuum",
+            san: None,
+            client: true,
+            key_password: None,
+        },
     )
 }
 
@@ -567,9 +564,34 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// A plain TCP forwarder from `listen` to `to`, e.g. to reach a server through an address its
-/// certificate does not name.
-pub fn tcp_forwarder(listen: StdListener, to: SocketAddr) -> tokio::task::JoinHandle<()> {
+/// A plain TCP forwarder from 127.0.0.2 (loopback too, but an address no certificate of the
+/// stack names) to `to`, to reach a server through an address its certificate does not name.
+/// It stops when dropped.
+pub struct AliasForwarder {
+    /// The port it listens on, at 127.0.0.2.
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AliasForwarder {
+    pub fn to(to: SocketAddr) -> AliasForwarder {
+        let l = StdListener::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback alias)");
+        let port = l.local_addr().unwrap().port();
+        AliasForwarder {
+            port,
+            task: tcp_forwarder(l, to),
+        }
+    }
+}
+
+impl Drop for AliasForwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plain TCP forwarder from `listen` to `to`.
+fn tcp_forwarder(listen: StdListener, to: SocketAddr) -> tokio::task::JoinHandle<()> {
     listen.set_nonblocking(true).unwrap();
     let _guard = runtime().enter();
     let l = TcpListener::from_std(listen).unwrap();
@@ -763,30 +785,6 @@ pub fn assert_broker_connections(p: &Proc, expected: &[&str]) {
 // ---------------------------------------------------------------------------------------------
 // MariaDB over TLS
 
-/// Options for a TLS connection to `host:port` as `user`, trusting `ca`.
-pub fn db_tls_opts(
-    host: &str,
-    port: u16,
-    user: &str,
-    password: &str,
-    ca: &Path,
-    verify_hostname: bool,
-) -> mysql_async::Opts {
-    OptsBuilder::default()
-        .ip_or_hostname(host.to_owned())
-        .tcp_port(port)
-        .user(Some(user.to_owned()))
-        .pass(Some(password.to_owned()))
-        .prefer_socket(false)
-        .ssl_opts(Some(
-            SslOpts::default()
-                .with_root_certs(vec![ca.to_owned().into()])
-                .with_disable_built_in_roots(true)
-                .with_danger_skip_domain_validation(!verify_hostname),
-        ))
-        .into()
-}
-
 /// Options for a plaintext connection.
 pub fn db_plain_opts(host: &str, port: u16, user: &str, password: &str) -> mysql_async::Opts {
     OptsBuilder::default()
@@ -822,30 +820,25 @@ pub async fn create_pipeline_user(user: &str, password: &str) {
         plain(user) && plain(password),
         "user and password must be [A-Za-z0-9_]"
     );
+    let account = format!("'{user}'@'127.0.0.1'");
+    let create = format!("CREATE OR REPLACE USER {account} IDENTIFIED BY '{password}' REQUIRE SSL");
+    let grants = PIPELINE_GRANTS
+        .iter()
+        .map(|g| format!("GRANT {g} TO {account}"));
+    exec_on_both_unlogged(std::iter::once(create).chain(grants).collect()).await;
+}
+
+/// Runs `statements` in order at SF, then at EU, each site's out of its binlog.
+pub async fn exec_on_both_unlogged(statements: Vec<String>) {
     for site in [&stack().sf, &stack().eu] {
         let mut c = site.admin_conn().await;
-        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-        c.query_drop(format!(
-            "CREATE OR REPLACE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}' REQUIRE SSL"
-        ))
-        .await
-        .unwrap();
-        for g in PIPELINE_GRANTS {
-            c.query_drop(format!("GRANT {g} TO '{user}'@'127.0.0.1'"))
-                .await
-                .unwrap();
-        }
+        let unlogged = std::iter::once("SET SESSION sql_log_bin=0".to_owned());
+        exec_all(&mut c, unlogged.chain(statements.iter().cloned())).await;
     }
 }
 
 pub async fn drop_user(user: &str) {
-    for site in [&stack().sf, &stack().eu] {
-        let mut c = site.admin_conn().await;
-        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-        c.query_drop(format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'"))
-            .await
-            .unwrap();
-    }
+    exec_on_both_unlogged(vec![format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'")]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1101,13 +1094,15 @@ impl World {
         let kafka = |site: &Site, host: &str, k: &Kafka| match k {
             Kafka::Tls { key_password } => {
                 let client = match key_password {
-                    Some(pw) => tls.issue(
+                    Some(pw) => tls.authority().issue(
                         &dir,
-                        &format!("{}-client", site.name),
-                        "continuum",
-                        None,
-                        true,
-                        Some(pw),
+                        Leaf {
+                            name: &format!("{}-client", site.name),
+                            cn: "continuum",
+                            san: None,
+                            client: true,
+                            key_password: Some(pw),
+                        },
                     ),
                     None => (tls.client_cert(), tls.client_key()),
                 };
@@ -1215,12 +1210,9 @@ impl World {
     ) -> (PathBuf, Vec<(String, String)>) {
         let o = &self.opts;
         let mut env = Vec::new();
-        let secret = |key: &str,
-                      file_name: &str,
-                      value: &str,
-                      var: String,
-                      env: &mut Vec<(String, String)>|
-         -> String {
+        // `key = "<file_name in dir, holding value>"`, or (SecretsVia::Env) nothing, and `value`
+        // in the environment as `var`.
+        let mut secret = |key: &str, file_name: &str, value: &str, var: String| -> String {
             match via {
                 SecretsVia::Files => format!(
                     "{key} = \"{}\"\n",
@@ -1242,7 +1234,6 @@ impl World {
             "db-password",
             &o.db_password,
             "CONTINUUM_DB_PASSWORD".into(),
-            &mut env,
         );
         t += &format!(
             "[database.tls]\nca_file = \"{}\"\nverify_hostname = true\n\n",
@@ -1270,7 +1261,6 @@ impl World {
                 &format!("{}-registry-password", s.name),
                 &o.registry_password,
                 format!("CONTINUUM_{up}_REGISTRY_PASSWORD"),
-                &mut env,
             );
             if let Some(k) = &s.kafka.tls {
                 t += &format!(
@@ -1292,7 +1282,6 @@ impl World {
                         &format!("{}-key-password", s.name),
                         pw,
                         format!("CONTINUUM_{up}_TLS_KEY_PASSWORD"),
-                        &mut env,
                     );
                 }
             }
@@ -1306,7 +1295,6 @@ impl World {
                     &format!("{}-sasl-password", s.name),
                     pw,
                     format!("CONTINUUM_{up}_SASL_PASSWORD"),
-                    &mut env,
                 );
             }
             if let Some(d) = &o.kafka_debug {
@@ -1322,7 +1310,6 @@ impl World {
                     &format!("{}-db-password", s.name),
                     &o.db_password,
                     format!("CONTINUUM_{up}_DB_PASSWORD"),
-                    &mut env,
                 );
                 t += &format!(
                     "[sites.{}.database.tls]\nca_file = \"{}\"\n",
@@ -1455,26 +1442,22 @@ async fn rows_as_text(
 /// Creates `db` with table `t` on SF, through the binlog: start the producer first, and the
 /// pipeline creates them at EU.
 pub async fn create_table_sf(db: &str) {
-    let mut c = stack().sf.admin_conn().await;
-    c.query_drop(format!("CREATE DATABASE `{db}`"))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(64), n DECIMAL(12,2))"
-    ))
-    .await
-    .unwrap();
+    let table = "t (id INT PRIMARY KEY, v VARCHAR(64), n DECIMAL(12,2))";
+    exec_at_sf([
+        format!("CREATE DATABASE `{db}`"),
+        format!("CREATE TABLE `{db}`.{table}"),
+    ])
+    .await;
+}
+
+/// Runs `statements` in order at SF, as its admin, through the binlog.
+pub async fn exec_at_sf<S: AsRef<str>>(statements: impl IntoIterator<Item = S>) {
+    exec_all(&mut stack().sf.admin_conn().await, statements).await;
 }
 
 /// Drops `db` on both sites, out of the binlog (the pipeline is stopped by then).
 pub async fn drop_database_both(db: &str) {
-    for site in [&stack().sf, &stack().eu] {
-        let mut c = site.admin_conn().await;
-        c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-        let _ = c
-            .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-            .await;
-    }
+    exec_on_both_unlogged(vec![format!("DROP DATABASE IF EXISTS `{db}`")]).await;
 }
 
 /// Transactions `from..from + n` on SF's `db`.t, several rows each, an update and a delete
