@@ -89,12 +89,9 @@ pub struct DatabaseConfig {
     pub port: u16,
     pub user: String,
     /// Prefer `password_file` or the environment.
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// TLS to the server. Absent: plaintext.
-    #[serde(default)]
     pub tls: Option<DbTlsConfig>,
     /// Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -155,12 +152,9 @@ pub struct ClusterConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
     /// The site's changelog topic. Default `<site>.cdc`.
-    #[serde(default)]
     pub topic: Option<String>,
     pub registry: RegistryConfig,
-    #[serde(default)]
     pub tls: Option<KafkaTlsConfig>,
-    #[serde(default)]
     pub sasl: Option<SaslConfig>,
     /// Raw librdkafka settings, for what has no typed setting. Keys that a typed setting
     /// controls are refused (see [`RESERVED_KAFKA_KEYS`]). Values of keys that may hold a
@@ -170,7 +164,6 @@ pub struct ClusterConfig {
     pub kafka_options: KafkaOptions,
     /// That site's MariaDB, for the operator verbs that compare or inspect it from here
     /// (`verify`, `orphans`, `promote`). Optional; this site's own database is `[database]`.
-    #[serde(default)]
     pub database: Option<DatabaseConfig>,
 }
 
@@ -243,14 +236,10 @@ impl std::fmt::Debug for KafkaOptions {
 pub struct RegistryConfig {
     /// `http://` or `https://` URL.
     pub url: String,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// PEM CA for an `https://` registry.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -296,13 +285,9 @@ pub struct KafkaTlsConfig {
     /// PEM CA that signed the brokers' certificates.
     pub ca_file: PathBuf,
     /// Client certificate (PEM), for brokers that require one.
-    #[serde(default)]
     pub cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
-    #[serde(default)]
     pub key_password: Option<Secret>,
-    #[serde(default)]
     pub key_password_file: Option<PathBuf>,
     /// Check that broker certificates name the broker host. Default `true`.
     #[serde(default = "yes")]
@@ -334,9 +319,7 @@ impl SaslMechanism {
 pub struct SaslConfig {
     pub mechanism: SaslMechanism,
     pub username: String,
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
 }
 
@@ -689,6 +672,7 @@ impl EnvOverride {
 
 /// Every environment variable that overrides the file, in the order they apply: the one
 /// declaration that [`SiteConfig::apply_env`] layers and README.md's table documents.
+#[rustfmt::skip]
 pub const ENV_OVERRIDES: &[EnvOverride] = &[
     var("CONTINUUM_SITE", "site"),
     var("CONTINUUM_DB_HOST", "database.host"),
@@ -700,45 +684,20 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
     var("CONTINUUM_<SITE>_BROKERS", "sites.<site>.brokers"),
     var("CONTINUUM_<SITE>_TOPIC", "sites.<site>.topic"),
     var("CONTINUUM_<SITE>_REGISTRY_URL", "sites.<site>.registry.url"),
-    var(
-        "CONTINUUM_<SITE>_REGISTRY_PASSWORD",
-        "sites.<site>.registry.password",
-    ),
-    var(
-        "CONTINUUM_<SITE>_SASL_PASSWORD",
-        "sites.<site>.sasl.password",
-    )
-    .when(EnvWhen::Needs("sites.<site>.sasl")),
-    var(
-        "CONTINUUM_<SITE>_TLS_KEY_PASSWORD",
-        "sites.<site>.tls.key_password",
-    )
-    .when(EnvWhen::Needs("sites.<site>.tls")),
+    var("CONTINUUM_<SITE>_REGISTRY_PASSWORD", "sites.<site>.registry.password"),
+    var("CONTINUUM_<SITE>_SASL_PASSWORD", "sites.<site>.sasl.password").when(EnvWhen::Needs("sites.<site>.sasl")),
+    var("CONTINUUM_<SITE>_TLS_KEY_PASSWORD", "sites.<site>.tls.key_password").when(EnvWhen::Needs("sites.<site>.tls")),
     var("CONTINUUM_<SITE>_DB_HOST", "sites.<site>.database.host").creates_site_db(),
     var("CONTINUUM_<SITE>_DB_PORT", "sites.<site>.database.port").creates_site_db(),
     var("CONTINUUM_<SITE>_DB_USER", "sites.<site>.database.user").creates_site_db(),
-    var(
-        "CONTINUUM_<SITE>_DB_PASSWORD",
-        "sites.<site>.database.password",
-    )
-    .creates_site_db(),
+    var("CONTINUUM_<SITE>_DB_PASSWORD", "sites.<site>.database.password").creates_site_db(),
     // A CA alone does not say where that database is.
-    var(
-        "CONTINUUM_<SITE>_DB_TLS_CA_FILE",
-        "sites.<site>.database.tls.ca_file",
-    )
-    .when(EnvWhen::If("sites.<site>.database")),
+    var("CONTINUUM_<SITE>_DB_TLS_CA_FILE", "sites.<site>.database.tls.ca_file").when(EnvWhen::If("sites.<site>.database")),
     var("CONTINUUM_PRODUCER_INCLUDE", "producer.include").list(),
     var("CONTINUUM_PRODUCER_EXCLUDE", "producer.exclude").list(),
     var("CONTINUUM_PRODUCER_SERVER_ID", "producer.server_id"),
-    var(
-        "CONTINUUM_PRODUCER_METRICS_LISTEN",
-        "producer.metrics_listen",
-    ),
-    var(
-        "CONTINUUM_CONSUMER_METRICS_LISTEN",
-        "consumer.metrics_listen",
-    ),
+    var("CONTINUUM_PRODUCER_METRICS_LISTEN", "producer.metrics_listen"),
+    var("CONTINUUM_CONSUMER_METRICS_LISTEN", "consumer.metrics_listen"),
     var("CONTINUUM_LOG_FORMAT", "log.format"),
     var("CONTINUUM_LOG", "log.filter"),
 ];
