@@ -1,5 +1,7 @@
 //! Site configuration, shared by both binaries: one TOML file per site (see `config/*.toml`),
-//! then environment variables, then command-line flags, each overriding the one before.
+//! then environment variables, then command-line flags, each overriding the one before. The
+//! variables are declared once, in [`ENV_OVERRIDES`]: figment layers them over the file
+//! ([`SiteConfig::apply_env`]), and README.md's table of them is checked against it.
 //!
 //! Every struct refuses unknown keys, durations are written as `"1s"`, `"250ms"`, and every
 //! default is documented on its field. Secrets are [`Secret`]s: never printed, and never needed
@@ -36,7 +38,7 @@ fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> ConfigError
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// This site's name. Its changelog topic is `<site>.cdc` unless `sites.<site>.topic` says
-    /// otherwise. Env: `CONTINUUM_SITE`.
+    /// otherwise.
     pub site: String,
     /// This site's MariaDB: the source the producer captures, and the target apply writes to.
     pub database: DatabaseConfig,
@@ -48,6 +50,19 @@ pub struct SiteConfig {
     pub consumer: ConsumerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// The file as data, for [`SiteConfig::apply_env`] to layer the environment over.
+    #[serde(skip)]
+    file: FileLayer,
+}
+
+/// A config file's data. Its `Debug` shows none of it: it may hold secrets.
+#[derive(Clone, Default)]
+struct FileLayer(Option<std::sync::Arc<figment::value::Dict>>);
+
+impl std::fmt::Debug for FileLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileLayer")
+    }
 }
 
 fn default_db_host() -> String {
@@ -66,22 +81,17 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// Default `127.0.0.1`. Env: `CONTINUUM_DB_HOST`.
+    /// Default `127.0.0.1`.
     #[serde(default = "default_db_host")]
     pub host: String,
-    /// Default `3306`. Env: `CONTINUUM_DB_PORT`.
+    /// Default `3306`.
     #[serde(default = "default_db_port")]
     pub port: u16,
-    /// Env: `CONTINUUM_DB_USER`.
     pub user: String,
-    /// Prefer `password_file` or `CONTINUUM_DB_PASSWORD`.
-    #[serde(default)]
+    /// Prefer `password_file` or the environment.
     pub password: Option<Secret>,
-    /// Env: `CONTINUUM_DB_PASSWORD_FILE`.
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// TLS to the server. Absent: plaintext.
-    #[serde(default)]
     pub tls: Option<DbTlsConfig>,
     /// Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -128,7 +138,7 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbTlsConfig {
-    /// PEM file of the CA that signed the server's certificate. Env: `CONTINUUM_DB_TLS_CA_FILE`.
+    /// PEM file of the CA that signed the server's certificate.
     pub ca_file: PathBuf,
     /// Check that the server's certificate names `database.host`. Default `true`.
     #[serde(default = "yes")]
@@ -139,15 +149,12 @@ pub struct DbTlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Bootstrap servers, `host:port[,host:port]`. Env: `CONTINUUM_<SITE>_BROKERS`.
+    /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
-    /// The site's changelog topic. Default `<site>.cdc`. Env: `CONTINUUM_<SITE>_TOPIC`.
-    #[serde(default)]
+    /// The site's changelog topic. Default `<site>.cdc`.
     pub topic: Option<String>,
     pub registry: RegistryConfig,
-    #[serde(default)]
     pub tls: Option<KafkaTlsConfig>,
-    #[serde(default)]
     pub sasl: Option<SaslConfig>,
     /// Raw librdkafka settings, for what has no typed setting. Keys that a typed setting
     /// controls are refused (see [`RESERVED_KAFKA_KEYS`]). Values of keys that may hold a
@@ -157,9 +164,6 @@ pub struct ClusterConfig {
     pub kafka_options: KafkaOptions,
     /// That site's MariaDB, for the operator verbs that compare or inspect it from here
     /// (`verify`, `orphans`, `promote`). Optional; this site's own database is `[database]`.
-    /// Env: `CONTINUUM_<SITE>_DB_HOST`, `_DB_PORT`, `_DB_USER`, `_DB_PASSWORD`,
-    /// `_DB_TLS_CA_FILE` (the last only for a database configured here or by the others).
-    #[serde(default)]
     pub database: Option<DatabaseConfig>,
 }
 
@@ -230,17 +234,12 @@ impl std::fmt::Debug for KafkaOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// `http://` or `https://` URL. Env: `CONTINUUM_<SITE>_REGISTRY_URL`.
+    /// `http://` or `https://` URL.
     pub url: String,
-    #[serde(default)]
     pub username: Option<String>,
-    /// Env: `CONTINUUM_<SITE>_REGISTRY_PASSWORD`.
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// PEM CA for an `https://` registry.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Default `10s`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -286,14 +285,9 @@ pub struct KafkaTlsConfig {
     /// PEM CA that signed the brokers' certificates.
     pub ca_file: PathBuf,
     /// Client certificate (PEM), for brokers that require one.
-    #[serde(default)]
     pub cert_file: Option<PathBuf>,
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Env: `CONTINUUM_<SITE>_TLS_KEY_PASSWORD`.
-    #[serde(default)]
     pub key_password: Option<Secret>,
-    #[serde(default)]
     pub key_password_file: Option<PathBuf>,
     /// Check that broker certificates name the broker host. Default `true`.
     #[serde(default = "yes")]
@@ -325,10 +319,7 @@ impl SaslMechanism {
 pub struct SaslConfig {
     pub mechanism: SaslMechanism,
     pub username: String,
-    /// Env: `CONTINUUM_<SITE>_SASL_PASSWORD`.
-    #[serde(default)]
     pub password: Option<Secret>,
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
 }
 
@@ -354,13 +345,12 @@ pub enum NoPrimaryKey {
 #[serde(deny_unknown_fields, default)]
 pub struct ProducerConfig {
     /// Replica `server_id` the producer registers with; must differ from every server and
-    /// replica in the topology. Default `4001`. Env: `CONTINUUM_PRODUCER_SERVER_ID`.
+    /// replica in the topology. Default `4001`.
     pub server_id: u32,
     /// `db.table` patterns to capture (`*` matches any run of characters). Default: every table
-    /// of every non-system database. Env: `CONTINUUM_PRODUCER_INCLUDE` (comma-separated).
+    /// of every non-system database.
     pub include: Vec<String>,
     /// `db.table` patterns to leave out, applied after `include`. Default none.
-    /// Env: `CONTINUUM_PRODUCER_EXCLUDE` (comma-separated).
     pub exclude: Vec<String>,
     /// `replicate` (default), `refuse` or `exclude`: see [`NoPrimaryKey`].
     pub tables_without_primary_key: NoPrimaryKey,
@@ -391,7 +381,6 @@ pub struct ProducerConfig {
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
     /// Where `/metrics` and `/health` are served. Default `127.0.0.1:9101`.
-    /// Env: `CONTINUUM_PRODUCER_METRICS_LISTEN`.
     pub metrics_listen: SocketAddr,
 }
 
@@ -505,7 +494,6 @@ pub struct ConsumerConfig {
     pub apply: ApplyConfig,
     pub mirror: MirrorConfig,
     /// Where `/metrics` and `/health` are served. Default `127.0.0.1:9102`.
-    /// Env: `CONTINUUM_CONSUMER_METRICS_LISTEN`.
     pub metrics_listen: SocketAddr,
 }
 
@@ -530,10 +518,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` (default) or `json`. Env: `CONTINUUM_LOG_FORMAT`.
+    /// `text` (default) or `json`.
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` (default) or `info,continuum_producer=debug`.
-    /// Env: `CONTINUUM_LOG`.
     pub filter: String,
 }
 
@@ -587,35 +574,179 @@ pub const RESERVED_KAFKA_KEYS: &[&str] = &[
     "message.send.max.retries",
 ];
 
-/// The environment variables read by [`SiteConfig::apply_env`]. `<SITE>` is a site name in
-/// upper case.
-pub const ENV_OVERRIDES: &[&str] = &[
-    "CONTINUUM_SITE",
-    "CONTINUUM_DB_HOST",
-    "CONTINUUM_DB_PORT",
-    "CONTINUUM_DB_USER",
-    "CONTINUUM_DB_PASSWORD",
-    "CONTINUUM_DB_PASSWORD_FILE",
-    "CONTINUUM_DB_TLS_CA_FILE",
-    "CONTINUUM_<SITE>_BROKERS",
-    "CONTINUUM_<SITE>_TOPIC",
-    "CONTINUUM_<SITE>_REGISTRY_URL",
-    "CONTINUUM_<SITE>_REGISTRY_PASSWORD",
-    "CONTINUUM_<SITE>_SASL_PASSWORD",
-    "CONTINUUM_<SITE>_TLS_KEY_PASSWORD",
-    "CONTINUUM_<SITE>_DB_HOST",
-    "CONTINUUM_<SITE>_DB_PORT",
-    "CONTINUUM_<SITE>_DB_USER",
-    "CONTINUUM_<SITE>_DB_PASSWORD",
-    "CONTINUUM_<SITE>_DB_TLS_CA_FILE",
-    "CONTINUUM_PRODUCER_INCLUDE",
-    "CONTINUUM_PRODUCER_EXCLUDE",
-    "CONTINUUM_PRODUCER_SERVER_ID",
-    "CONTINUUM_PRODUCER_METRICS_LISTEN",
-    "CONTINUUM_CONSUMER_METRICS_LISTEN",
-    "CONTINUUM_LOG_FORMAT",
-    "CONTINUUM_LOG",
+/// How a variable's value becomes a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvValue {
+    /// The text as given; the setting's own type parses it (a port as a number, an address as
+    /// `host:port`, `text`/`json` as a log format), and an error names the variable, the
+    /// expected and the given value.
+    Text,
+    /// Comma-separated, each item trimmed, empty items dropped: a list setting.
+    List,
+}
+
+/// When a variable applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvWhen {
+    Always,
+    /// Only where this section is configured (in the file, or by a variable above it in
+    /// [`ENV_OVERRIDES`]); set without it, an error: a secret alone does not configure it.
+    Needs(&'static str),
+    /// Only where this section is configured; ignored otherwise.
+    If(&'static str),
+}
+
+/// One environment variable: the name, the setting it overrides, and how. `<SITE>` in a name is
+/// each site name of the file in upper case, `-` as `_`; `<site>` in a key is that site.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvOverride {
+    pub var: &'static str,
+    pub key: &'static str,
+    pub value: EnvValue,
+    pub when: EnvWhen,
+    /// A setting the variable unsets as well (an inline password, when a password file is
+    /// given).
+    pub unsets: Option<&'static str>,
+    /// A setting filled in when the variable creates its section: (key, value).
+    pub creates: Option<(&'static str, &'static str)>,
+}
+
+const fn var(var: &'static str, key: &'static str) -> EnvOverride {
+    EnvOverride {
+        var,
+        key,
+        value: EnvValue::Text,
+        when: EnvWhen::Always,
+        unsets: None,
+        creates: None,
+    }
+}
+
+impl EnvOverride {
+    const fn list(self) -> Self {
+        EnvOverride {
+            value: EnvValue::List,
+            ..self
+        }
+    }
+    const fn when(self, when: EnvWhen) -> Self {
+        EnvOverride { when, ..self }
+    }
+    const fn unsets(self, key: &'static str) -> Self {
+        EnvOverride {
+            unsets: Some(key),
+            ..self
+        }
+    }
+    /// A site database made from variables alone has user `continuum` unless one is given.
+    const fn creates_site_db(self) -> Self {
+        EnvOverride {
+            creates: Some(("sites.<site>.database.user", "continuum")),
+            ..self
+        }
+    }
+
+    /// The README's row for this variable (checked by a test against README.md).
+    pub fn doc_row(&self) -> String {
+        let mut notes = Vec::new();
+        if self.value == EnvValue::List {
+            notes.push("comma-separated".to_owned());
+        }
+        if let Some(k) = self.unsets {
+            notes.push(format!("unsets `{k}`"));
+        }
+        match self.when {
+            EnvWhen::Always => {}
+            EnvWhen::Needs(s) => notes.push(format!("needs `[{s}]` configured")),
+            EnvWhen::If(s) => notes.push(format!("only where `[{s}]` is configured")),
+        }
+        if let Some((k, v)) = self.creates {
+            let (section, field) = k.rsplit_once('.').unwrap_or(("", k));
+            notes.push(format!(
+                "creates `[{section}]` if absent (`{field}` default `{v}`)"
+            ));
+        }
+        format!("| `{}` | `{}` | {} |", self.var, self.key, notes.join("; ")).replace("|  |", "| |")
+    }
+}
+
+/// Every environment variable that overrides the file, in the order they apply: the one
+/// declaration that [`SiteConfig::apply_env`] layers and README.md's table documents.
+#[rustfmt::skip]
+pub const ENV_OVERRIDES: &[EnvOverride] = &[
+    var("CONTINUUM_SITE", "site"),
+    var("CONTINUUM_DB_HOST", "database.host"),
+    var("CONTINUUM_DB_PORT", "database.port"),
+    var("CONTINUUM_DB_USER", "database.user"),
+    var("CONTINUUM_DB_PASSWORD", "database.password"),
+    var("CONTINUUM_DB_PASSWORD_FILE", "database.password_file").unsets("database.password"),
+    var("CONTINUUM_DB_TLS_CA_FILE", "database.tls.ca_file"),
+    var("CONTINUUM_<SITE>_BROKERS", "sites.<site>.brokers"),
+    var("CONTINUUM_<SITE>_TOPIC", "sites.<site>.topic"),
+    var("CONTINUUM_<SITE>_REGISTRY_URL", "sites.<site>.registry.url"),
+    var("CONTINUUM_<SITE>_REGISTRY_PASSWORD", "sites.<site>.registry.password"),
+    var("CONTINUUM_<SITE>_SASL_PASSWORD", "sites.<site>.sasl.password").when(EnvWhen::Needs("sites.<site>.sasl")),
+    var("CONTINUUM_<SITE>_TLS_KEY_PASSWORD", "sites.<site>.tls.key_password").when(EnvWhen::Needs("sites.<site>.tls")),
+    var("CONTINUUM_<SITE>_DB_HOST", "sites.<site>.database.host").creates_site_db(),
+    var("CONTINUUM_<SITE>_DB_PORT", "sites.<site>.database.port").creates_site_db(),
+    var("CONTINUUM_<SITE>_DB_USER", "sites.<site>.database.user").creates_site_db(),
+    var("CONTINUUM_<SITE>_DB_PASSWORD", "sites.<site>.database.password").creates_site_db(),
+    // A CA alone does not say where that database is.
+    var("CONTINUUM_<SITE>_DB_TLS_CA_FILE", "sites.<site>.database.tls.ca_file").when(EnvWhen::If("sites.<site>.database")),
+    var("CONTINUUM_PRODUCER_INCLUDE", "producer.include").list(),
+    var("CONTINUUM_PRODUCER_EXCLUDE", "producer.exclude").list(),
+    var("CONTINUUM_PRODUCER_SERVER_ID", "producer.server_id"),
+    var("CONTINUUM_PRODUCER_METRICS_LISTEN", "producer.metrics_listen"),
+    var("CONTINUUM_CONSUMER_METRICS_LISTEN", "consumer.metrics_listen"),
+    var("CONTINUUM_LOG_FORMAT", "log.format"),
+    var("CONTINUUM_LOG", "log.filter"),
 ];
+
+/// One layer of the configuration for figment: the file, or one variable. Named by where it
+/// came from, so that figment's errors name the variable.
+struct Layer {
+    name: String,
+    data: figment::value::Dict,
+}
+
+impl figment::Provider for Layer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name.clone())
+    }
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.data.clone()))
+    }
+}
+
+/// `value` at `key` (`a.b.<site>.c`), `<site>` one segment even if the name has a dot.
+fn nest(key: &str, site: &str, value: figment::value::Value) -> figment::value::Dict {
+    let mut v = value;
+    for seg in key.rsplit('.') {
+        let seg = if seg == "<site>" { site } else { seg };
+        v = figment::value::Value::from(figment::value::Dict::from([(seg.to_owned(), v)]));
+    }
+    v.into_dict().unwrap_or_default()
+}
+
+/// Whether the layers so far configure section `key` (`<site>` as in [`nest`]).
+fn configured(fig: &figment::Figment, key: &str, site: &str) -> bool {
+    let mut segs = key.split('.').map(|s| if s == "<site>" { site } else { s });
+    let Some(first) = segs.next() else {
+        return false;
+    };
+    let Ok(mut v) = fig.find_value(first) else {
+        return false;
+    };
+    for seg in segs {
+        match v.into_dict().and_then(|mut d| d.remove(seg)) {
+            Some(next) => v = next,
+            None => return false,
+        }
+    }
+    true
+}
 
 /// A TOML error as `line L, column C: message`. Not the error's own `Display`: that quotes the
 /// offending line of the file, and the line may hold a secret (`pasword = "..."`, a typo, is
@@ -673,14 +804,6 @@ fn redact_quoted_strings(message: &str) -> String {
     out
 }
 
-fn parse_env<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse()
-        .map_err(|e: T::Err| invalid(name, format!("'{v}' does not parse: {e}")))
-}
-
 impl SiteConfig {
     /// Reads and parses a config file (without environment overrides or validation).
     pub fn from_file(path: &Path) -> Result<SiteConfig, ConfigError> {
@@ -694,8 +817,17 @@ impl SiteConfig {
         })
     }
 
+    /// Parses a config file's text. The `toml` crate reads it, not figment: its errors give the
+    /// line and column, and are kept free of the file's values (see [`describe_toml_error`]).
     pub fn from_toml(text: &str) -> Result<SiteConfig, String> {
-        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+        let mut c: SiteConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        let data = figment::value::Value::serialize(table)
+            .ok()
+            .and_then(|v| v.into_dict())
+            .ok_or("cannot be read as a table")?;
+        c.file = FileLayer(Some(std::sync::Arc::new(data)));
+        Ok(c)
     }
 
     /// Loads a config file, applies the process environment, and validates.
@@ -706,136 +838,104 @@ impl SiteConfig {
         Ok(c)
     }
 
-    /// Applies the overrides in [`ENV_OVERRIDES`], reading variables through `env`.
+    /// Layers the variables of [`ENV_OVERRIDES`] over the file this configuration was read
+    /// from, reading them through `env`: figment merges each as its own layer and extracts the
+    /// result, converting text to the setting's type. Starts again from the file: changes made
+    /// to `self` since it was read are not kept.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = env("CONTINUUM_SITE") {
-            self.site = v;
-        }
-        let db = &mut self.database;
-        if let Some(v) = env("CONTINUUM_DB_HOST") {
-            db.host = v;
-        }
-        if let Some(v) = env("CONTINUUM_DB_PORT") {
-            db.port = parse_env("CONTINUUM_DB_PORT", &v)?;
-        }
-        if let Some(v) = env("CONTINUUM_DB_USER") {
-            db.user = v;
-        }
-        if let Some(v) = env("CONTINUUM_DB_PASSWORD") {
-            db.password = Some(Secret::new(v));
-        }
-        if let Some(v) = env("CONTINUUM_DB_PASSWORD_FILE") {
-            db.password_file = Some(v.into());
-            db.password = None;
-        }
-        if let Some(v) = env("CONTINUUM_DB_TLS_CA_FILE") {
-            db.set_tls_ca(v);
-        }
-        for (name, c) in self.sites.iter_mut() {
-            let var = |suffix: &str| {
-                format!(
-                    "CONTINUUM_{}_{suffix}",
-                    name.to_uppercase().replace('-', "_")
-                )
+        use figment::value::{Empty, Value};
+        let Some(file) = self.file.0.clone() else {
+            return Err(invalid(
+                "environment",
+                "this configuration was not read from a file (SiteConfig::from_toml)",
+            ));
+        };
+        let mut fig = figment::Figment::from(Layer {
+            name: "the config file".into(),
+            data: (*file).clone(),
+        });
+        let mut created = Vec::new();
+        // Values to quote in errors: those of the variables that hold no secret.
+        let mut given: Vec<(String, String)> = Vec::new();
+        for o in ENV_OVERRIDES {
+            // Once per site of the file, or once for a variable that names none.
+            let sites: Vec<&str> = if o.var.contains("<SITE>") {
+                self.sites.keys().map(String::as_str).collect()
+            } else {
+                vec![""]
             };
-            if let Some(v) = env(&var("BROKERS")) {
-                c.brokers = v;
-            }
-            if let Some(v) = env(&var("TOPIC")) {
-                c.topic = Some(v);
-            }
-            if let Some(v) = env(&var("REGISTRY_URL")) {
-                c.registry.url = v;
-            }
-            if let Some(v) = env(&var("REGISTRY_PASSWORD")) {
-                c.registry.password = Some(Secret::new(v));
-            }
-            if let Some(v) = env(&var("SASL_PASSWORD")) {
-                match &mut c.sasl {
-                    Some(s) => s.password = Some(Secret::new(v)),
-                    None => {
+            for site in sites {
+                let name = o
+                    .var
+                    .replace("<SITE>", &site.to_uppercase().replace('-', "_"));
+                let Some(v) = env(&name) else { continue };
+                if !o.key.contains("password") {
+                    given.push((name.clone(), v.clone()));
+                }
+                match o.when {
+                    EnvWhen::Always => {}
+                    EnvWhen::If(s) if !configured(&fig, s, site) => continue,
+                    EnvWhen::Needs(s) if !configured(&fig, s, site) => {
                         return Err(invalid(
-                            var("SASL_PASSWORD"),
-                            format!("is set, but sites.{name}.sasl is not configured"),
+                            name,
+                            format!(
+                                "is set, but {} is not configured",
+                                s.replace("<site>", site)
+                            ),
                         ))
                     }
+                    EnvWhen::If(_) | EnvWhen::Needs(_) => {}
+                }
+                let value = match o.value {
+                    EnvValue::Text => Value::from(v),
+                    EnvValue::List => Value::from(
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(|p| Value::from(p.to_owned()))
+                            .collect::<Vec<_>>(),
+                    ),
+                };
+                let name = format!("environment variable {name}");
+                fig = fig.merge(Layer {
+                    name: name.clone(),
+                    data: nest(o.key, site, value),
+                });
+                if let Some(k) = o.unsets {
+                    let data = nest(k, site, Value::from(Empty::None));
+                    fig = fig.merge(Layer { name, data });
+                }
+                if let Some((k, v)) = o.creates {
+                    created.push(nest(k, site, Value::from(v.to_owned())));
                 }
             }
-            if let Some(v) = env(&var("DB_HOST")) {
-                c.database
-                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
-                    .host = v;
-            }
-            if let Some(v) = env(&var("DB_PORT")) {
-                c.database
-                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
-                    .port = parse_env(&var("DB_PORT"), &v)?;
-            }
-            if let Some(v) = env(&var("DB_USER")) {
-                c.database
-                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
-                    .user = v;
-            }
-            if let Some(v) = env(&var("DB_PASSWORD")) {
-                c.database
-                    .get_or_insert_with(|| DatabaseConfig::remote("continuum"))
-                    .password = Some(Secret::new(v));
-            }
-            // Only for a site whose database is configured (in the file, or by the variables
-            // above): a CA alone does not say where that database is.
-            if let (Some(v), Some(db)) = (env(&var("DB_TLS_CA_FILE")), c.database.as_mut()) {
-                db.set_tls_ca(v);
-            }
-            if let Some(v) = env(&var("TLS_KEY_PASSWORD")) {
-                match &mut c.tls {
-                    Some(t) => t.key_password = Some(Secret::new(v)),
-                    None => {
-                        return Err(invalid(
-                            var("TLS_KEY_PASSWORD"),
-                            format!("is set, but sites.{name}.tls is not configured"),
-                        ))
+        }
+        // Fills only what no layer set: a section the variables created.
+        for data in created {
+            fig = fig.join(Layer {
+                name: "a default".into(),
+                data,
+            });
+        }
+        let mut c: SiteConfig = fig.extract_lossy().map_err(|e| {
+            let key = e.path.join(".");
+            match &e.metadata {
+                Some(m) if m.name.starts_with("environment variable ") => {
+                    let var = m.name.trim_start_matches("environment variable ");
+                    let mut reason = e.kind.to_string();
+                    match given.iter().find(|(n, _)| n == var) {
+                        Some((_, v)) if !reason.contains(v.as_str()) => {
+                            reason.push_str(&format!(", got '{v}'"))
+                        }
+                        _ => {}
                     }
+                    invalid(var, format!("{reason} (setting {key})"))
                 }
+                _ => invalid(key, e.kind.to_string()),
             }
-        }
-        if let Some(v) = env("CONTINUUM_PRODUCER_INCLUDE") {
-            self.producer.include = v
-                .split(',')
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect();
-        }
-        if let Some(v) = env("CONTINUUM_PRODUCER_EXCLUDE") {
-            self.producer.exclude = v
-                .split(',')
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect();
-        }
-        if let Some(v) = env("CONTINUUM_PRODUCER_SERVER_ID") {
-            self.producer.server_id = parse_env("CONTINUUM_PRODUCER_SERVER_ID", &v)?;
-        }
-        if let Some(v) = env("CONTINUUM_PRODUCER_METRICS_LISTEN") {
-            self.producer.metrics_listen = parse_env("CONTINUUM_PRODUCER_METRICS_LISTEN", &v)?;
-        }
-        if let Some(v) = env("CONTINUUM_CONSUMER_METRICS_LISTEN") {
-            self.consumer.metrics_listen = parse_env("CONTINUUM_CONSUMER_METRICS_LISTEN", &v)?;
-        }
-        if let Some(v) = env("CONTINUUM_LOG_FORMAT") {
-            self.log.format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(invalid(
-                        "CONTINUUM_LOG_FORMAT",
-                        format!("expected text or json, got '{v}'"),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = env("CONTINUUM_LOG") {
-            self.log.filter = v;
-        }
+        })?;
+        c.file = self.file.clone();
+        *self = c;
         Ok(())
     }
 
@@ -1075,10 +1175,42 @@ mod tests {
         assert_eq!(c.sites["eu"].brokers, "10.0.0.1:9092");
         assert_eq!(c.topic_of("sf").unwrap(), "prod.sf.cdc");
         assert_eq!(c.log.format, LogFormat::Json);
-        let e = c
-            .apply_env(|k| (k == "CONTINUUM_DB_PORT").then(|| "x".to_string()))
-            .unwrap_err();
-        assert!(e.to_string().contains("CONTINUUM_DB_PORT"), "{e}");
+        // A bad value: the variable, the value and what was expected.
+        for (var, value, expected) in [
+            ("CONTINUUM_DB_PORT", "x", "u16"),
+            ("CONTINUUM_EU_DB_PORT", "70000", "u16"),
+            ("CONTINUUM_LOG_FORMAT", "xml", "`text` or `json`"),
+            (
+                "CONTINUUM_PRODUCER_METRICS_LISTEN",
+                "nowhere",
+                "socket address",
+            ),
+        ] {
+            let e = c
+                .apply_env(|k| (k == var).then(|| value.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("setting {var}:"))
+                    && e.contains(value)
+                    && e.contains(expected),
+                "{e}"
+            );
+        }
+        // The password file wins over the password; lists are comma-separated.
+        let env: HashMap<&str, &str> = [
+            ("CONTINUUM_DB_PASSWORD", "pw"),
+            ("CONTINUUM_DB_PASSWORD_FILE", "/pw"),
+            ("CONTINUUM_PRODUCER_INCLUDE", " a.*, ,b.t "),
+            ("CONTINUUM_EU_DB_PORT", "3310"),
+        ]
+        .into();
+        c.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert!(c.database.password.is_none());
+        assert_eq!(c.database.password_file.as_deref(), Some(Path::new("/pw")));
+        assert_eq!(c.producer.include, ["a.*", "b.t"]);
+        let eu = c.database_of("eu").unwrap();
+        assert_eq!((eu.user.as_str(), eu.port), ("continuum", 3310));
         let e = c
             .apply_env(|k| (k == "CONTINUUM_SF_SASL_PASSWORD").then(|| "x".to_string()))
             .unwrap_err();
@@ -1086,6 +1218,68 @@ mod tests {
             e.to_string().contains("sites.sf.sasl is not configured"),
             "{e}"
         );
+    }
+
+    /// README.md's table of variables is [`ENV_OVERRIDES`], row for row; every `CONTINUUM_*`
+    /// variable that README.md or docs/ name is one of them (or a site's instance of one), or
+    /// one of the few that are not config overrides.
+    #[test]
+    fn readme_documents_every_environment_variable() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let expected: Vec<String> = ENV_OVERRIDES.iter().map(EnvOverride::doc_row).collect();
+        let documented: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `CONTINUUM_"))
+            .collect();
+        assert_eq!(
+            documented,
+            expected,
+            "README.md's table of environment variables differs from ENV_OVERRIDES; its rows should be:\n{}",
+            expected.join("\n")
+        );
+        // Read elsewhere: the binaries' --config flag, and the container images' scripts.
+        const NOT_OVERRIDES: &[&str] = &[
+            "CONTINUUM_CONFIG",
+            "CONTINUUM_DB_ROLE",
+            "CONTINUUM_HEALTH_ADDR",
+        ];
+        let declares = |name: &str| {
+            ENV_OVERRIDES
+                .iter()
+                .any(|o| match o.var.split_once("<SITE>") {
+                    None => o.var == name || (name.ends_with('_') && o.var.starts_with(name)),
+                    Some((pre, post)) => {
+                        name.starts_with(pre)
+                            && name.len() > pre.len()
+                            && (name.ends_with(post) && name.len() > pre.len() + post.len()
+                                || name.ends_with('_') && o.var.starts_with(name))
+                    }
+                })
+        };
+        let mut files = vec![root.join("README.md")];
+        for e in std::fs::read_dir(root.join("docs")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text.match_indices("CONTINUUM_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| {
+                        c.is_ascii_uppercase() || c.is_ascii_digit() || "_<>".contains(*c)
+                    })
+                    .collect();
+                assert!(
+                    NOT_OVERRIDES.contains(&name.as_str()) || declares(&name),
+                    "{} names {name}, which ENV_OVERRIDES does not declare",
+                    f.display()
+                );
+            }
+        }
     }
 
     #[test]
