@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::{Secret, SecretRef};
+use crate::secret::{Secret, SecretRef, UnreadableSecret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -24,6 +24,15 @@ pub enum ConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("setting {setting}: {reason}")]
     Invalid { setting: String, reason: String },
+}
+
+impl From<UnreadableSecret> for ConfigError {
+    fn from(e: UnreadableSecret) -> Self {
+        ConfigError::Invalid {
+            setting: e.setting.clone(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -132,6 +141,7 @@ impl DatabaseConfig {
             file: self.password_file.clone(),
         }
         .resolve("database.password_file")
+        .map_err(ConfigError::from)
     }
 }
 

@@ -59,22 +59,32 @@ pub struct SecretRef {
 
 impl SecretRef {
     /// Resolves the secret: the inline value, else the file's content, else `None`.
-    pub fn resolve(&self, what: &str) -> Result<Option<Secret>, crate::config::ConfigError> {
+    /// `what` names the setting of the file, for the error.
+    pub fn resolve(&self, what: &str) -> Result<Option<Secret>, UnreadableSecret> {
         if let Some(v) = &self.value {
             return Ok(Some(v.clone()));
         }
         match &self.file {
-            Some(f) => {
-                Secret::from_file(f)
-                    .map(Some)
-                    .map_err(|e| crate::config::ConfigError::Invalid {
-                        setting: what.to_owned(),
-                        reason: format!("cannot read {}: {e}", f.display()),
-                    })
-            }
+            Some(f) => Secret::from_file(f)
+                .map(Some)
+                .map_err(|source| UnreadableSecret {
+                    setting: what.to_owned(),
+                    path: f.clone(),
+                    source,
+                }),
             None => Ok(None),
         }
     }
+}
+
+/// A secret's file that cannot be read: the setting that names it, the file and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+pub struct UnreadableSecret {
+    pub setting: String,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
 }
 
 #[cfg(test)]
