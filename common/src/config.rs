@@ -29,8 +29,8 @@ pub enum ConfigError {
 impl From<UnreadableSecret> for ConfigError {
     fn from(e: UnreadableSecret) -> Self {
         ConfigError::Invalid {
-            setting: e.setting.clone(),
-            reason: e.to_string(),
+            reason: format!("cannot read {}: {}", e.path.display(), e.source),
+            setting: e.setting,
         }
     }
 }

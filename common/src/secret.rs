@@ -79,7 +79,7 @@ impl SecretRef {
 
 /// A secret's file that cannot be read: the setting that names it, the file and why.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {}: {source}", path.display())]
+#[error("setting {setting}: cannot read {}: {source}", path.display())]
 pub struct UnreadableSecret {
     pub setting: String,
     pub path: PathBuf,
