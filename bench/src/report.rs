@@ -8,9 +8,18 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::config::Cfg;
 use crate::db::Durability;
 use crate::procs::CpuUse;
-use crate::Cfg;
+
+/// A progress line on stderr, with the time.
+pub fn say(msg: impl AsRef<str>) {
+    eprintln!(
+        "[bench {}] {}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        msg.as_ref()
+    );
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Contestant {
@@ -87,22 +96,17 @@ pub struct Report {
 
 /// The brokers and registries the run measured, from the install roots `make tools` recorded
 /// in `.stack/env` (`KAFKA_HOME=.../kafka-4.4.0`, `APICURIO_HOME=.../apicurio-registry-3.3.3`).
-fn stack_servers() -> String {
-    let version = |var: &str, prefix: &str| {
-        std::env::var(var)
-            .ok()
-            .and_then(|p| {
-                std::path::Path::new(&p)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
+fn stack_servers(cfg: &Cfg) -> String {
+    let version = |home: &Option<PathBuf>, prefix: &str| {
+        home.as_ref()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .and_then(|n| n.strip_prefix(prefix).map(str::to_owned))
             .unwrap_or_else(|| "?".into())
     };
     format!(
         "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
-        version("KAFKA_HOME", "kafka-"),
-        version("APICURIO_HOME", "apicurio-registry-")
+        version(&cfg.kafka_home, "kafka-"),
+        version(&cfg.apicurio_home, "apicurio-registry-")
     )
 }
 
@@ -163,7 +167,7 @@ impl Report {
             date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
             machine: machine(),
-            broker: stack_servers(),
+            broker: stack_servers(cfg),
             durability: d.clone(),
             relaxed: cfg.relaxed,
             build_profile: cfg.profile.clone(),
