@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use continuum_tests::workload::{
     checksum_tables, expected_total, invariant_sum, read_log, run, run_until, setup, Config,
-    LogEntry, Summary,
+    LogEntry, Login, Summary,
 };
 use continuum_tests::{stack, unique_name};
 use mysql_async::prelude::Queryable;
@@ -41,10 +41,12 @@ const MAIN_TABLES: [&str; 6] = [
 fn config(tag: &str) -> Config {
     let sf = &stack().sf;
     Config {
-        host: sf.db_host.clone(),
-        port: sf.db_port,
-        user: sf.db_admin_user.clone(),
-        password: sf.db_admin_password.clone(),
+        login: Login {
+            host: sf.db_host.clone(),
+            port: sf.db_port,
+            user: sf.db_admin_user.clone(),
+            password: sf.db_admin_password.clone(),
+        },
         dsn: None,
         prefix: unique_name(tag),
         log: None,

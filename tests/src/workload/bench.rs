@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -73,24 +73,8 @@ pub struct BenchArgs {
     /// Row changes of a large transaction.
     #[arg(long, default_value_t = 2000)]
     pub large_rows: usize,
-    /// MariaDB host.
-    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// MariaDB port.
-    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
-    pub port: u16,
-    /// MariaDB user (one that may create databases).
-    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
-    pub user: String,
-    /// MariaDB password.
-    #[arg(
-        long,
-        env = "SF_DB_ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub password: String,
+    #[command(flatten)]
+    pub login: super::Login,
 }
 
 /// What a run did (the JSON on stdout).
@@ -131,14 +115,7 @@ fn q(name: &str) -> String {
 
 impl BenchArgs {
     fn opts(&self) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.host.clone())
-            .tcp_port(self.port)
-            .user(Some(self.user.clone()))
-            .pass(Some(self.password.clone()))
-            .prefer_socket(false)
-            .ssl_opts(crate::stack_ssl())
-            .into()
+        self.login.opts()
     }
 
     fn validate(&self) -> Result<()> {

@@ -104,24 +104,8 @@ pub struct Config {
     /// between them. Only one worker is deterministic.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// MariaDB host.
-    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// MariaDB port.
-    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
-    pub port: u16,
-    /// MariaDB user (one that may create databases and tables).
-    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
-    pub user: String,
-    /// MariaDB password.
-    #[arg(
-        long,
-        env = "SF_DB_ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub password: String,
+    #[command(flatten)]
+    pub login: Login,
     /// Connection URL (mysql://user:password@host:port), instead of --host/--port/--user/--password.
     #[arg(long, env = "WORKLOAD_DSN", hide_env_values = true)]
     pub dsn: Option<String>,
@@ -176,7 +160,7 @@ impl Config {
                 Ok(o) => format!("{}:{}", o.ip_or_hostname(), o.tcp_port()),
                 Err(_) => "the --dsn URL".to_owned(),
             },
-            None => format!("{}:{}", self.host, self.port),
+            None => format!("{}:{}", self.login.host, self.login.port),
         }
     }
 
@@ -224,14 +208,45 @@ impl Config {
         if let Some(d) = &self.dsn {
             return Opts::from_url(d).map_err(|e| anyhow!("--dsn: {e}"));
         }
-        Ok(OptsBuilder::default()
+        Ok(self.login.opts())
+    }
+}
+
+/// The MariaDB login of both generators (the default workload and `workload bench`): an admin
+/// of SF, from `.stack/env`'s `SF_DB_*`, or flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Login {
+    /// MariaDB host.
+    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// MariaDB port.
+    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
+    pub port: u16,
+    /// MariaDB user (one that may create databases and tables).
+    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
+    pub user: String,
+    /// MariaDB password.
+    #[arg(
+        long,
+        env = "SF_DB_ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub password: String,
+}
+
+impl Login {
+    /// Connection options, with the stack's TLS.
+    pub fn opts(&self) -> Opts {
+        OptsBuilder::default()
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
             .prefer_socket(false)
             .ssl_opts(crate::stack_ssl())
-            .into())
+            .into()
     }
 }
 
