@@ -119,20 +119,13 @@ impl BenchArgs {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.database.is_empty()
-            || !self
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !super::plain_name(&self.database, usize::MAX) {
             bail!(
                 "--database {:?}: use letters, digits and underscores",
                 self.database
             );
         }
-        if self.workers == 0 || self.workers > 64 {
-            bail!("--workers {}: use 1 to 64", self.workers);
-        }
+        super::check_workers(self.workers)?;
         if self.tables == 0 || self.tables > 100 {
             bail!("--tables {}: use 1 to 100", self.tables);
         }
@@ -328,6 +321,18 @@ impl Worker {
         Some(l.swap_remove(i))
     }
 
+    /// Up to `want` (and at most a chunk of) live ids of table `t`, taken out of the set.
+    fn take_chunk(&mut self, t: usize, want: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while ids.len() < want.min(CHUNK) {
+            match self.take_live(t) {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+        ids
+    }
+
     fn pick_live(&mut self, t: usize) -> Option<i64> {
         let l = &self.live[t];
         if l.is_empty() {
@@ -400,13 +405,7 @@ impl Worker {
         let mut plan_upd = upd;
         while plan_del > 0 {
             let t = self.rng.random_range(0..tables);
-            let mut ids = Vec::new();
-            while ids.len() < plan_del.min(CHUNK) {
-                match self.take_live(t) {
-                    Some(id) => ids.push(id),
-                    None => break,
-                }
-            }
+            let ids = self.take_chunk(t, plan_del);
             if ids.is_empty() {
                 // Nothing left to delete here: make up the difference with inserts.
                 ins += plan_del;
@@ -427,13 +426,7 @@ impl Worker {
         while plan_upd > 0 {
             let t = self.rng.random_range(0..tables);
             // Distinct ids: take them out, put them back after.
-            let mut ids = Vec::new();
-            while ids.len() < plan_upd.min(CHUNK) {
-                match self.take_live(t) {
-                    Some(id) => ids.push(id),
-                    None => break,
-                }
-            }
+            let ids = self.take_chunk(t, plan_upd);
             if ids.is_empty() {
                 ins += plan_upd;
                 break;

@@ -170,13 +170,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.prefix.is_empty()
-            || self.prefix.len() > 48
-            || !self
-                .prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !plain_name(&self.prefix, 48) {
             bail!(
                 "--prefix {:?}: use 1 to 48 letters, digits or underscores",
                 self.prefix
@@ -185,9 +179,7 @@ impl Config {
         if self.databases == 0 || self.databases > 100 {
             bail!("--databases {}: use 1 to 100", self.databases);
         }
-        if self.workers == 0 || self.workers > 64 {
-            bail!("--workers {}: use 1 to 64", self.workers);
-        }
+        check_workers(self.workers)?;
         if self.large_rows == 0 || self.large_rows > 1_000_000 {
             bail!("--large-rows {}: use 1 to 1000000", self.large_rows);
         }
@@ -248,6 +240,20 @@ impl Login {
             .ssl_opts(crate::stack_ssl())
             .into()
     }
+}
+
+/// Whether `s` is 1 to `max` ASCII letters, digits or underscores: a name the generators
+/// put in SQL unquoted-safe (a database name or its prefix).
+fn plain_name(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `--workers`: 1 to 64 connections.
+fn check_workers(n: usize) -> Result<()> {
+    if n == 0 || n > 64 {
+        bail!("--workers {n}: use 1 to 64");
+    }
+    Ok(())
 }
 
 /// `<prefix>_0` ... `<prefix>_<n-1>`.
