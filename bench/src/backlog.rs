@@ -28,7 +28,7 @@ pub async fn generator(cfg: &Cfg, args: &[String]) -> Result<serde_json::Value> 
     let mut cmd = tokio::process::Command::new(cfg.bin("workload"));
     cmd.arg("bench")
         .args(args)
-        .args(["--database", &cfg.database]);
+        .args(["--database", &cfg.args.database]);
     for (k, v) in cfg.generator_env() {
         cmd.env(k, v);
     }
@@ -58,7 +58,7 @@ pub fn generator_args(cfg: &Cfg, lead: &[String], seed: u64) -> Vec<String> {
     let mut args = lead.to_vec();
     args.extend([
         "--workers".into(),
-        cfg.workers.to_string(),
+        cfg.args.workers.to_string(),
         "--seed".into(),
         seed.to_string(),
     ]);
@@ -129,26 +129,33 @@ pub async fn make(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
     let mut eu = cfg.eu.conn().await?;
     say(format!(
         "creating {} on SF (10 tables), and the same empty tables on EU",
-        cfg.database
+        cfg.args.database
     ));
     generator(cfg, &["--reset".into()]).await?;
-    let defs = db::table_definitions(&mut sf, &cfg.database).await?;
+    let defs = db::table_definitions(&mut sf, &cfg.args.database).await?;
     let tables = db::load_tables(&defs);
-    db::recreate(&mut eu, &cfg.database, &defs).await?;
+    db::recreate(&mut eu, &cfg.args.database, &defs).await?;
     let before = db::gtid_binlog_pos(&mut sf).await?;
     say(format!(
         "backlog: {} row changes on SF, every reader stopped; GTID position before: {before}",
-        cfg.rows
+        cfg.args.rows
     ));
     let t0 = Instant::now();
-    let args = generator_args(cfg, &["--rows".into(), cfg.rows.to_string()], cfg.seed);
+    let args = generator_args(
+        cfg,
+        &["--rows".into(), cfg.args.rows.to_string()],
+        cfg.args.seed,
+    );
     let summary = generator(cfg, &args).await?;
     let gen_s = t0.elapsed().as_secs_f64();
     let after = db::gtid_binlog_pos(&mut sf).await?;
     let target = target_of(&before, &after);
     let rows = summary["rows"].as_u64().unwrap_or(0);
-    if rows != cfg.rows {
-        bail!("the generator wrote {rows} row changes, not {}", cfg.rows);
+    if rows != cfg.args.rows {
+        bail!(
+            "the generator wrote {rows} row changes, not {}",
+            cfg.args.rows
+        );
     }
     let txns = summary["transactions"].as_u64().unwrap_or(0);
     let seq_span: u64 = target
@@ -169,7 +176,7 @@ pub async fn make(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
         "backlog written in {gen_s:.1} s ({:.0} rows/s on SF); after: {after}",
         rows as f64 / gen_s
     ));
-    let source_sums = db::checksums(&mut sf, &cfg.database, &tables).await?;
+    let source_sums = db::checksums(&mut sf, &cfg.args.database, &tables).await?;
     rep.backlog = serde_json::json!({
         "rows": rows,
         "transactions": txns,
@@ -179,7 +186,7 @@ pub async fn make(cfg: &Cfg, rep: &mut Report) -> Result<Backlog> {
         "deleted": summary["deleted"],
         "final_rows": source_sums.values().map(|v| v.0).sum::<u64>(),
         "tables": tables.len(),
-        "generator_workers": cfg.workers,
+        "generator_workers": cfg.args.workers,
         "generated_s": gen_s,
         "generated_rows_per_s": rows as f64 / gen_s,
         "gtid_before": before.to_string(),

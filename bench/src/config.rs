@@ -4,7 +4,6 @@
 //! variable and the form expected; an empty variable counts as unset (the defaults of
 //! docs/bench.md, "Settings"). [`Cfg`] is the result with every derived default filled in.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -211,110 +210,74 @@ impl Args {
     }
 }
 
-/// Everything the bench needs to know, defaults resolved.
+/// The settings with every derived default resolved: `args` as given, and what follows from
+/// them.
 #[derive(Debug, Clone)]
 pub struct Cfg {
+    pub args: Args,
     pub root: PathBuf,
-    pub stack_dir: PathBuf,
+    /// `$STACK_DIR/bench`: the bench's configs, logs, replica and dumps.
     pub work: PathBuf,
     pub bin_dir: PathBuf,
     pub out_dir: PathBuf,
-    pub profile: String,
-    pub rows: u64,
-    pub relaxed: bool,
-    pub workers: usize,
     pub steady_secs: u64,
-    pub replica_port: u16,
-    pub seed: u64,
-    pub skip: BTreeSet<Phase>,
-    pub keep: bool,
-    pub database: String,
+    pub phase_timeout: Duration,
+    /// The bench's own (admin) logins at SF and EU.
     pub sf: Db,
     pub eu: Db,
-    pub sf_user: String,
-    pub sf_password: String,
-    pub eu_user: String,
-    pub eu_password: String,
-    pub sf_brokers: String,
-    pub eu_brokers: String,
-    pub sf_registry: String,
-    pub eu_registry: String,
-    pub phase_timeout: Duration,
-    pub tls_ca: Option<String>,
-    pub kafka_home: Option<PathBuf>,
-    pub apicurio_home: Option<PathBuf>,
 }
 
 impl Cfg {
     pub fn new(a: Args) -> Result<Cfg> {
-        let root = match a.root {
-            Some(r) => r,
+        let root = match &a.root {
+            Some(r) => r.clone(),
             None => std::env::current_dir()?,
         };
-        let bin_dir = a.bin_dir.unwrap_or_else(|| {
-            root.join("target").join(if a.profile == "dev" {
-                "debug"
-            } else {
-                &a.profile
-            })
-        });
-        let site = |name: &str, host, port, user, password| Db {
+        let profile_dir = if a.profile == "dev" {
+            "debug"
+        } else {
+            &a.profile
+        };
+        let admin = |name: &str, host: &String, port, user: &String, password: &String| Db {
             name: format!("{name} MariaDB"),
-            host,
+            host: host.clone(),
             port,
-            user,
-            password,
+            user: user.clone(),
+            password: password.clone(),
         };
         Ok(Cfg {
             work: a.stack_dir.join("bench"),
-            out_dir: a.out.unwrap_or_else(|| root.join("bench/results")),
-            bin_dir,
-            root,
-            stack_dir: a.stack_dir,
-            profile: a.profile,
-            rows: a.rows,
-            relaxed: a.relaxed,
-            workers: a.workers,
+            bin_dir: a
+                .bin_dir
+                .clone()
+                .unwrap_or_else(|| root.join("target").join(profile_dir)),
+            out_dir: a.out.clone().unwrap_or_else(|| root.join("bench/results")),
             steady_secs: a
                 .steady_secs
                 .unwrap_or(if a.rows >= 200_000 { 60 } else { 15 }),
-            replica_port: a.replica_port,
-            seed: a.seed,
-            skip: a.skip.into_iter().collect(),
-            keep: a.keep,
-            database: a.database,
-            sf: site(
-                "sf",
-                a.sf_db_host,
-                a.sf_db_port,
-                a.sf_db_admin_user,
-                a.sf_db_admin_password,
-            ),
-            eu: site(
-                "eu",
-                a.eu_db_host,
-                a.eu_db_port,
-                a.eu_db_admin_user,
-                a.eu_db_admin_password,
-            ),
-            sf_user: a.sf_db_user,
-            sf_password: a.sf_db_password,
-            eu_user: a.eu_db_user,
-            eu_password: a.eu_db_password,
-            sf_brokers: a.sf_brokers,
-            eu_brokers: a.eu_brokers,
-            sf_registry: a.sf_registry,
-            eu_registry: a.eu_registry,
             phase_timeout: Duration::from_secs(a.phase_timeout.unwrap_or(300 + a.rows / 200)),
-            tls_ca: a.stack_tls_ca,
-            kafka_home: a.kafka_home,
-            apicurio_home: a.apicurio_home,
+            sf: admin(
+                "sf",
+                &a.sf_db_host,
+                a.sf_db_port,
+                &a.sf_db_admin_user,
+                &a.sf_db_admin_password,
+            ),
+            eu: admin(
+                "eu",
+                &a.eu_db_host,
+                a.eu_db_port,
+                &a.eu_db_admin_user,
+                &a.eu_db_admin_password,
+            ),
+            root,
+            args: a,
         })
     }
 
     /// Whether `BENCH_SKIP` leaves `phase` out.
     pub fn skips(&self, phase: Phase) -> bool {
-        self.skip.contains(&phase)
+        self.args.skip.contains(&phase)
     }
 
     pub fn bin(&self, name: &str) -> PathBuf {
@@ -328,10 +291,11 @@ impl Cfg {
     /// A Continuum site config for the bench: the stack's addresses, the given topic for SF's
     /// changelog, only the bench database captured, metrics on an ephemeral port.
     pub fn site_toml(&self, site: &str, topic: &str) -> String {
+        let a = &self.args;
         let (db, user) = if site == "sf" {
-            (&self.sf, &self.sf_user)
+            (&self.sf, &a.sf_db_user)
         } else {
-            (&self.eu, &self.eu_user)
+            (&self.eu, &a.eu_db_user)
         };
         format!(
             r#"# Written by continuum-bench for one run; see docs/bench.md.
@@ -363,12 +327,12 @@ metrics_listen = "127.0.0.1:0"
 "#,
             host = db.host,
             port = db.port,
-            tls = db::tls_toml(self.tls_ca.as_deref()),
-            sfb = self.sf_brokers,
-            eub = self.eu_brokers,
-            sfr = self.sf_registry,
-            eur = self.eu_registry,
-            dbname = self.database,
+            tls = db::tls_toml(a.stack_tls_ca.as_deref()),
+            sfb = a.sf_brokers,
+            eub = a.eu_brokers,
+            sfr = a.sf_registry,
+            eur = a.eu_registry,
+            dbname = a.database,
         )
     }
 
@@ -382,9 +346,9 @@ metrics_listen = "127.0.0.1:0"
     /// bench's config file is the whole truth), the site's password.
     pub fn continuum_env(&self, site: &str) -> Vec<(String, String)> {
         let pw = if site == "sf" {
-            &self.sf_password
+            &self.args.sf_db_password
         } else {
-            &self.eu_password
+            &self.args.eu_db_password
         };
         vec![
             ("CONTINUUM_DB_PASSWORD".into(), pw.clone()),
@@ -405,7 +369,9 @@ metrics_listen = "127.0.0.1:0"
     pub fn stack_procs(&self, parts: &[&str]) -> Vec<(String, i32)> {
         parts
             .iter()
-            .filter_map(|p| procs::stack_pid(&self.stack_dir, p).map(|pid| (p.to_string(), pid)))
+            .filter_map(|p| {
+                procs::stack_pid(&self.args.stack_dir, p).map(|pid| (p.to_string(), pid))
+            })
             .collect()
     }
 }
@@ -447,13 +413,14 @@ mod tests {
     #[test]
     fn defaults_are_docs_bench_md_s() {
         let cfg = Cfg::new(parse(&[]).unwrap()).unwrap();
-        assert_eq!(cfg.rows, 1_000_000);
+        assert_eq!(cfg.args.rows, 1_000_000);
         assert_eq!(cfg.steady_secs, 60);
         assert_eq!(cfg.phase_timeout, Duration::from_secs(300 + 5000));
         assert_eq!(cfg.bin_dir, PathBuf::from("/r/target/release"));
         assert_eq!(cfg.out_dir, PathBuf::from("/r/bench/results"));
-        assert_eq!((cfg.workers, cfg.replica_port, cfg.seed), (4, 3309, 1));
-        assert!(!cfg.relaxed && !cfg.keep && cfg.skip.is_empty());
+        let a = &cfg.args;
+        assert_eq!((a.workers, a.replica_port, a.seed), (4, 3309, 1));
+        assert!(!a.relaxed && !a.keep && a.skip.is_empty());
         assert_eq!(cfg.sf.password, "");
         let cfg = Cfg::new(parse(&["--rows=20_000", "--profile=dev"]).unwrap()).unwrap();
         assert_eq!(cfg.steady_secs, 15);

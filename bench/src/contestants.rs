@@ -126,7 +126,7 @@ async fn race(
         }
     }
     let verified = match r.check {
-        Some(target) => db::verify(target, &cfg.database, &bl.tables, &bl.source_sums).await?,
+        Some(target) => db::verify(target, &cfg.args.database, &bl.tables, &bl.source_sums).await?,
         None => (true, String::new()),
     };
     let rows = drained.rows.unwrap_or(bl.rows);
@@ -187,7 +187,7 @@ fn contestant(
 /// Empties EU's bench tables (outside its binlog) for the next contestant.
 async fn empty_eu(cfg: &Cfg, bl: &Backlog) -> Result<()> {
     let mut eu = cfg.eu.conn().await?;
-    db::recreate(&mut eu, &cfg.database, &bl.defs).await?;
+    db::recreate(&mut eu, &cfg.args.database, &bl.defs).await?;
     let _ = eu.disconnect().await;
     Ok(())
 }
@@ -235,7 +235,7 @@ pub async fn load_data(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
         let rows: Vec<String> = sf
             .query(format!(
                 "SELECT CONCAT_WS('\\t', id, account_id, status, amount, DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'), DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), name, payload) FROM `{}`.`{t}` ORDER BY id",
-                cfg.database
+                cfg.args.database
             ))
             .await?;
         let mut text = rows.join("\n");
@@ -274,7 +274,7 @@ pub async fn load_data(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
             c.query_drop(format!(
                 "LOAD DATA LOCAL INFILE '{}' INTO TABLE `{}`.`{t}` FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n' ({cols})",
                 path.display(),
-                cfg.database
+                cfg.args.database
             ))
             .await
             .with_context(|| format!("LOAD DATA into {t}"))?;
@@ -298,11 +298,11 @@ pub async fn native(
 ) -> Result<(Contestant, Contestant)> {
     say(format!(
         "native replica: starting a third mariadbd on port {}",
-        cfg.replica_port
+        cfg.args.replica_port
     ));
     let rep = replica::Replica::start(
         &cfg.work.join("replica"),
-        cfg.replica_port,
+        cfg.args.replica_port,
         want,
         &cfg.logs(),
     )
@@ -330,7 +330,7 @@ async fn native_run(
     let mut c = rep.db.conn().await?;
     let _ = c.query_drop("STOP SLAVE").await;
     let _ = c.query_drop("RESET SLAVE ALL").await;
-    db::recreate(&mut c, &cfg.database, &bl.defs).await?;
+    db::recreate(&mut c, &cfg.args.database, &bl.defs).await?;
     c.query_drop("RESET MASTER").await?;
     c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{}'", bl.before))
         .await?;
@@ -340,7 +340,7 @@ async fn native_run(
         .await?;
     // TLS as Continuum's own connections use it (the stack's continuum users require it), so
     // both contestants pay for the same link.
-    let tls = match &cfg.tls_ca {
+    let tls = match &cfg.args.stack_tls_ca {
         Some(ca) => format!(
             ", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1",
             db::literal(ca)
@@ -352,8 +352,8 @@ async fn native_run(
         "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos{tls}",
         db::literal(&cfg.sf.host),
         cfg.sf.port,
-        db::literal(&cfg.sf_user),
-        db::literal(&cfg.sf_password)
+        db::literal(&cfg.args.sf_db_user),
+        db::literal(&cfg.args.sf_db_password)
     ))
     .await?;
     let (key, name) = if threads == 0 {
@@ -442,7 +442,7 @@ pub async fn producer_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Cont
         "producer alone: --start-position {} into the empty topic {topic} (SF cluster)",
         bl.before
     ));
-    let reader = kafka_reader(&cfg.sf_brokers)?;
+    let reader = kafka_reader(&cfg.args.sf_brokers)?;
     let race_ = Race {
         key: "producer",
         name: "Continuum producer alone (binlog to SF topic)".into(),
@@ -572,7 +572,10 @@ pub async fn end_to_end(
 pub async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    for (brokers, topics) in [(&cfg.sf_brokers, topics_sf), (&cfg.eu_brokers, topics_eu)] {
+    for (brokers, topics) in [
+        (&cfg.args.sf_brokers, topics_sf),
+        (&cfg.args.eu_brokers, topics_eu),
+    ] {
         if topics.is_empty() {
             continue;
         }
@@ -619,10 +622,10 @@ pub async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
 /// Whether the stack has every process the bench loads.
 pub fn check_stack(cfg: &Cfg) -> Result<()> {
     for part in STACK {
-        if procs::stack_pid(&cfg.stack_dir, part).is_none() {
+        if procs::stack_pid(&cfg.args.stack_dir, part).is_none() {
             bail!(
                 "{part} of the stack in {} is not running: make up",
-                cfg.stack_dir.display()
+                cfg.args.stack_dir.display()
             );
         }
     }

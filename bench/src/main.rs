@@ -78,7 +78,7 @@ async fn run(cfg: &Cfg) -> Result<Vec<PathBuf>> {
     contestants::check_stack(cfg)?;
     std::fs::create_dir_all(cfg.logs())?;
     std::fs::create_dir_all(&cfg.out_dir)?;
-    let want = if cfg.relaxed {
+    let want = if cfg.args.relaxed {
         Durability::relaxed()
     } else {
         Durability::strict()
@@ -93,7 +93,11 @@ async fn run(cfg: &Cfg) -> Result<Vec<PathBuf>> {
         "durability on every target: sync_binlog={}, innodb_flush_log_at_trx_commit={}{}",
         want.sync_binlog,
         want.innodb_flush_log_at_trx_commit,
-        if cfg.relaxed { " (BENCH_RELAXED)" } else { "" }
+        if cfg.args.relaxed {
+            " (BENCH_RELAXED)"
+        } else {
+            ""
+        }
     ));
     let result = bench(cfg, &want).await;
     // Put the stack's own settings back, whatever happened.
@@ -158,7 +162,7 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
         anyhow::Ok(())
     }
     .await;
-    if !cfg.keep {
+    if !cfg.args.keep {
         contestants::cleanup(cfg, &topics_sf, &topics_eu).await;
     }
     result?;

@@ -105,8 +105,8 @@ fn stack_servers(cfg: &Cfg) -> String {
     };
     format!(
         "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
-        version(&cfg.kafka_home, "kafka-"),
-        version(&cfg.apicurio_home, "apicurio-registry-")
+        version(&cfg.args.kafka_home, "kafka-"),
+        version(&cfg.args.apicurio_home, "apicurio-registry-")
     )
 }
 
@@ -161,7 +161,10 @@ impl Report {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
+        let notes = vec![format!(
+            "Build profile: {} (BENCH_PROFILE).",
+            cfg.args.profile
+        )];
         Report {
             run_id: run_id.to_owned(),
             date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -169,9 +172,9 @@ impl Report {
             machine: machine(),
             broker: stack_servers(cfg),
             durability: d.clone(),
-            relaxed: cfg.relaxed,
-            build_profile: cfg.profile.clone(),
-            bench_rows: cfg.rows,
+            relaxed: cfg.args.relaxed,
+            build_profile: cfg.args.profile.clone(),
+            bench_rows: cfg.args.rows,
             backlog: serde_json::Value::Null,
             contestants: Vec::new(),
             steady: Vec::new(),
@@ -179,8 +182,8 @@ impl Report {
             notes,
             out_stem: format!(
                 "bench-{}{}",
-                cfg.rows,
-                if cfg.relaxed { "-relaxed" } else { "" }
+                cfg.args.rows,
+                if cfg.args.relaxed { "-relaxed" } else { "" }
             ),
         }
     }

@@ -58,7 +58,7 @@ pub async fn steady(
                 cfg.sf.clone(),
                 stop.clone(),
                 next_id.clone(),
-                cfg.database.clone(),
+                cfg.args.database.clone(),
             );
             tokio::spawn(async move {
                 let mut c = sf.conn().await?;
@@ -77,7 +77,7 @@ pub async fn steady(
         };
         // Watcher on EU.
         let watcher = {
-            let (eu, samples, dbn) = (cfg.eu.clone(), samples.clone(), cfg.database.clone());
+            let (eu, samples, dbn) = (cfg.eu.clone(), samples.clone(), cfg.args.database.clone());
             let stop_after = Arc::new(AtomicU64::new(u64::MAX));
             let sa = stop_after.clone();
             let h = tokio::spawn(async move {
@@ -109,7 +109,7 @@ pub async fn steady(
             "--duration".into(),
             format!("{}s", cfg.steady_secs),
         ];
-        let gen = generator(cfg, &generator_args(cfg, &lead, cfg.seed + pct as u64)).await;
+        let gen = generator(cfg, &generator_args(cfg, &lead, cfg.args.seed + pct as u64)).await;
         stop.store(true, Ordering::Relaxed);
         let last_id = writer.await??;
         let gen = gen?;
@@ -198,8 +198,8 @@ pub async fn steady(
     let mut sf = cfg.sf.conn().await?;
     let mut tables = bl.tables.clone();
     tables.push("heartbeat".into());
-    let sums = db::checksums(&mut sf, &cfg.database, &tables).await?;
-    let v = db::verify(&cfg.eu, &cfg.database, &tables, &sums).await?;
+    let sums = db::checksums(&mut sf, &cfg.args.database, &tables).await?;
+    let v = db::verify(&cfg.eu, &cfg.args.database, &tables, &sums).await?;
     if !v.0 {
         bail!("after the steady state EU differs from SF: {}", v.1);
     }
