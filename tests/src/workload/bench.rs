@@ -606,46 +606,25 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
     let args = Arc::new(args);
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
-    let mut handles = Vec::new();
-    for w in workers {
-        let (a, b) = (args.clone(), budget.clone());
-        handles.push(tokio::spawn(async move {
-            let r = w.run(a, b.clone(), deadline).await;
-            if r.is_err() {
-                b.stop.store(true, Ordering::Relaxed);
-            }
-            r
-        }));
-    }
+    let runs = workers
+        .into_iter()
+        .map(|w| w.run(args.clone(), budget.clone(), deadline));
+    let all = super::run_workers(&budget.stop, runs).await?;
     let mut s = BenchSummary {
         database: args.database.clone(),
         workers: args.workers,
         rate: args.rate,
         ..Default::default()
     };
-    let mut first_err = None;
-    for h in handles {
-        match h.await {
-            Ok(Ok(st)) => {
-                s.transactions += st.transactions;
-                s.large_transactions += st.large;
-                s.rows += st.rows;
-                s.inserted += st.inserted;
-                s.updated += st.updated;
-                s.deleted += st.deleted;
-                s.retries += st.retries;
-                s.rows_now += st.rows_now;
-            }
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
+    for st in all {
+        s.transactions += st.transactions;
+        s.large_transactions += st.large;
+        s.rows += st.rows;
+        s.inserted += st.inserted;
+        s.updated += st.updated;
+        s.deleted += st.deleted;
+        s.retries += st.retries;
+        s.rows_now += st.rows_now;
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if s.elapsed_s > 0.0 {

@@ -256,6 +256,45 @@ fn check_workers(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs each worker's future on its own task, to the end. The first to fail sets `stop`, so
+/// the others wind down; its error (or a panic) is returned once all have ended, else every
+/// worker's result in order.
+async fn run_workers<T: Send + 'static>(
+    stop: &Arc<AtomicBool>,
+    runs: impl IntoIterator<Item = impl std::future::Future<Output = Result<T>> + Send + 'static>,
+) -> Result<Vec<T>> {
+    let handles: Vec<_> = runs
+        .into_iter()
+        .map(|run| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let r = run.await;
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        })
+        .collect();
+    let mut first_err = None;
+    let mut all = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(Ok(st)) => all.push(st),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
+}
+
 /// `<prefix>_0` ... `<prefix>_<n-1>`.
 pub fn database_names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}_{i}")).collect()
@@ -699,37 +738,14 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let started = Instant::now();
     let deadline = cfg.duration.map(|d| started + d);
     let n = cfg.workers as u64;
-    let mut handles = Vec::new();
-    for w in workers {
+    let runs = workers.into_iter().map(|w| {
         let quota = cfg
             .transactions
             .map(|t| t / n + u64::from((w.idx as u64) < t % n));
         let rate = cfg.rate / n as f64;
-        let stop = stop.clone();
-        handles.push(tokio::spawn(async move {
-            let r = w.run(quota, deadline, rate).await;
-            if r.is_err() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            r
-        }));
-    }
-    let mut first_err = None;
-    let mut all = Vec::new();
-    for h in handles {
-        match h.await {
-            Ok(Ok(st)) => all.push(st),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+        w.run(quota, deadline, rate)
+    });
+    let all = run_workers(&stop, runs).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let mut first: Option<(u64, String)> = None;
     let mut last: Option<(u64, String)> = None;
