@@ -392,6 +392,38 @@ impl Worker {
         out
     }
 
+    /// Statements deleting (`kind` 2) or updating (`kind` 1) `want` distinct existing rows, in
+    /// chunks, each on a random table: `sql(table, ids)`. Updated ids go back into the live
+    /// set. Returns how many rows it found no more of.
+    fn plan_existing(
+        &mut self,
+        want: usize,
+        kind: u8,
+        out: &mut Vec<Stmt>,
+        sql: impl Fn(usize, &str) -> String,
+    ) -> usize {
+        let mut left = want;
+        while left > 0 {
+            let t = self.rng.random_range(0..self.live.len());
+            // Distinct ids: take them out (an update puts them back after).
+            let ids = self.take_chunk(t, left);
+            if ids.is_empty() {
+                return left;
+            }
+            left -= ids.len();
+            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            out.push(Stmt {
+                sql: sql(t, &list.join(",")),
+                rows: ids.len() as u64,
+                kind,
+            });
+            if kind == 1 {
+                self.live[t].extend(ids);
+            }
+        }
+        0
+    }
+
     /// A large transaction of `n` row changes: 60% inserts, 30% updates, 10% deletes, in
     /// multi-row statements of up to CHUNK rows, each on a random table.
     fn plan_large(&mut self, n: u64, now: &str) -> Vec<Stmt> {
@@ -401,49 +433,14 @@ impl Worker {
         let del = n / 10;
         let mut ins = n - upd - del;
         let mut out = Vec::new();
-        let mut plan_del = del;
-        let mut plan_upd = upd;
-        while plan_del > 0 {
-            let t = self.rng.random_range(0..tables);
-            let ids = self.take_chunk(t, plan_del);
-            if ids.is_empty() {
-                // Nothing left to delete here: make up the difference with inserts.
-                ins += plan_del;
-                break;
-            }
-            plan_del -= ids.len();
-            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            out.push(Stmt {
-                sql: format!(
-                    "DELETE FROM {}.`t{t}` WHERE id IN ({})",
-                    self.db,
-                    list.join(",")
-                ),
-                rows: ids.len() as u64,
-                kind: 2,
-            });
-        }
-        while plan_upd > 0 {
-            let t = self.rng.random_range(0..tables);
-            // Distinct ids: take them out, put them back after.
-            let ids = self.take_chunk(t, plan_upd);
-            if ids.is_empty() {
-                ins += plan_upd;
-                break;
-            }
-            plan_upd -= ids.len();
-            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            out.push(Stmt {
-                sql: format!(
-                    "UPDATE {}.`t{t}` SET amount = amount + 0.01, updated_at = '{now}' WHERE id IN ({})",
-                    self.db,
-                    list.join(",")
-                ),
-                rows: ids.len() as u64,
-                kind: 1,
-            });
-            self.live[t].extend(ids);
-        }
+        let db = self.db.clone();
+        // Rows not found to delete or update are made up with inserts.
+        ins += self.plan_existing(del, 2, &mut out, |t, ids| {
+            format!("DELETE FROM {db}.`t{t}` WHERE id IN ({ids})")
+        });
+        ins += self.plan_existing(upd, 1, &mut out, |t, ids| {
+            format!("UPDATE {db}.`t{t}` SET amount = amount + 0.01, updated_at = '{now}' WHERE id IN ({ids})")
+        });
         while ins > 0 {
             let t = self.rng.random_range(0..tables);
             let m = ins.min(CHUNK);
