@@ -142,11 +142,11 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
     let log = read_log(&log_path(&cfg)).unwrap();
     assert_eq!(
         log.len() as u64,
-        s.transactions,
+        s.counts.transactions,
         "one log line per committed transaction"
     );
     assert_eq!(
-        s.transactions + s.empty,
+        s.counts.transactions + s.counts.empty,
         240,
         "every planned transaction committed"
     );
@@ -179,14 +179,15 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
             "commit times never go back"
         );
     }
-    assert_eq!(s.rows, log.iter().map(|e| e.rows).sum::<u64>());
+    assert_eq!(s.counts.rows, log.iter().map(|e| e.rows).sum::<u64>());
     let per_table: u64 = s
+        .counts
         .tables
         .values()
         .map(|t| t.inserted + t.updated + t.deleted)
         .sum();
     assert_eq!(
-        per_table, s.rows,
+        per_table, s.counts.rows,
         "per-table counts add up to the row changes"
     );
 
@@ -201,9 +202,9 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
         "ddl",
     ] {
         assert!(
-            s.kinds.get(kind).copied().unwrap_or(0) > 0,
+            s.counts.kinds.get(kind).copied().unwrap_or(0) > 0,
             "no {kind} transaction in {:?}",
-            s.kinds
+            s.counts.kinds
         );
     }
     for e in log.iter().filter(|e| e.kind == "large") {
@@ -226,7 +227,7 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
         .filter(|e| e.kind == "ddl")
         .map(|e| e.ddl.as_deref().expect("a DDL line carries its statement"))
         .collect();
-    assert_eq!(ddl.len() as u64, s.ddl);
+    assert_eq!(ddl.len() as u64, s.counts.ddl);
     for what in [
         "ADD COLUMN",
         "MODIFY COLUMN",
@@ -261,7 +262,10 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
             assert!(*rows > 0, "{db}.{t} has no rows");
             assert_eq!(
                 Some(*rows),
-                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s.counts
+                    .tables
+                    .get(&format!("{db}.{t}"))
+                    .and_then(|x| x.rows),
                 "{db}.{t}: COUNT(*) and the generator's count"
             );
         }
@@ -309,11 +313,22 @@ async fn the_same_seed_on_fresh_databases_writes_the_same_rows() {
     );
     assert_ne!(ca, co, "another seed writes other rows");
     assert_eq!(
-        (sa.transactions, sa.rows, sa.ddl, &sa.kinds),
-        (sb.transactions, sb.rows, sb.ddl, &sb.kinds)
+        (
+            sa.counts.transactions,
+            sa.counts.rows,
+            sa.counts.ddl,
+            &sa.counts.kinds
+        ),
+        (
+            sb.counts.transactions,
+            sb.counts.rows,
+            sb.counts.ddl,
+            &sb.counts.kinds
+        )
     );
     let strip = |s: &Summary, prefix: &str| -> BTreeMap<String, _> {
-        s.tables
+        s.counts
+            .tables
             .iter()
             .map(|(k, v)| (k.strip_prefix(prefix).unwrap().to_owned(), v.clone()))
             .collect()
@@ -369,7 +384,10 @@ async fn setup_is_idempotent_and_a_second_run_continues_where_the_first_stopped(
         for t in MAIN_TABLES {
             assert_eq!(
                 Some(count(&mut c, &db, t).await),
-                s2.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s2.counts
+                    .tables
+                    .get(&format!("{db}.{t}"))
+                    .and_then(|x| x.rows),
                 "{db}.{t}: after the second run, COUNT(*) and the generator's count"
             );
         }
@@ -421,7 +439,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
     let after = binlog_seq(&mut c).await;
     assert!(!stop.load(Ordering::Relaxed));
     assert!(
-        s.retries > 0,
+        s.counts.retries > 0,
         "lock wait timeouts were retried: {}",
         s.human()
     );
@@ -431,7 +449,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
         expected_total(2)
     );
     let mut log = read_log(&log_path(&cfg)).unwrap();
-    assert_eq!(log.len() as u64, s.transactions);
+    assert_eq!(log.len() as u64, s.counts.transactions);
     assert!(
         log.iter().any(|e| e.attempts > 1),
         "some logged transaction needed more than one attempt"
@@ -502,7 +520,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         .unwrap()
         .expect("the run survives a killed connection");
     let after = binlog_seq(&mut c).await;
-    assert!(s.reconnects >= 1, "{}", s.human());
+    assert!(s.counts.reconnects >= 1, "{}", s.human());
     assert!(s.invariant_ok, "{}", s.human());
     assert_eq!(
         invariant_sum(&mut c, &cfg.prefix, 2).await.unwrap(),
@@ -515,7 +533,10 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         for t in MAIN_TABLES {
             assert_eq!(
                 Some(count(&mut c, &db, t).await),
-                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s.counts
+                    .tables
+                    .get(&format!("{db}.{t}"))
+                    .and_then(|x| x.rows),
                 "{db}.{t}"
             );
         }
@@ -553,7 +574,7 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s: Summary = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s.transactions, 0);
+    assert_eq!(s.counts.transactions, 0);
     assert!(s.invariant_ok);
 
     let out = std::process::Command::new(bin)
@@ -577,8 +598,8 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s: Summary = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s.transactions + s.empty, 30);
-    assert_eq!(s.ddl, 0);
+    assert_eq!(s.counts.transactions + s.counts.empty, 30);
+    assert_eq!(s.counts.ddl, 0);
     assert!(s.invariant_ok);
     assert!(
         s.elapsed_s >= 0.25,

@@ -436,12 +436,9 @@ pub struct TableStats {
     pub rows: Option<u64>,
 }
 
-/// What a run did.
+/// What the workers count as they commit: per worker, then summed over the run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Summary {
-    pub seed: u64,
-    pub workers: usize,
-    pub databases: Vec<String>,
+pub struct Counts {
     /// Committed transactions, DDL statements included.
     pub transactions: u64,
     pub ddl: u64,
@@ -454,13 +451,47 @@ pub struct Summary {
     pub reconnects: u64,
     /// Cross-worker transfers rolled back because the other account was closed.
     pub skipped: u64,
+    /// Committed transactions per kind.
+    pub kinds: BTreeMap<String, u64>,
+    /// Per `db.table` (`rows` is filled in at the end, not counted).
+    pub tables: BTreeMap<String, TableStats>,
+}
+
+impl Counts {
+    /// Adds another worker's counts.
+    fn add(&mut self, o: Counts) {
+        self.transactions += o.transactions;
+        self.ddl += o.ddl;
+        self.empty += o.empty;
+        self.rows += o.rows;
+        self.cascaded += o.cascaded;
+        self.retries += o.retries;
+        self.reconnects += o.reconnects;
+        self.skipped += o.skipped;
+        for (k, v) in o.kinds {
+            *self.kinds.entry(k).or_default() += v;
+        }
+        for (t, s) in o.tables {
+            let e = self.tables.entry(t).or_default();
+            e.inserted += s.inserted;
+            e.updated += s.updated;
+            e.deleted += s.deleted;
+            e.cascaded += s.cascaded;
+        }
+    }
+}
+
+/// What a run did (its JSON has the counts' fields at the top level).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub workers: usize,
+    pub databases: Vec<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
     pub elapsed_s: f64,
     pub tps: f64,
     pub rows_per_s: f64,
-    /// Committed transactions per kind.
-    pub kinds: BTreeMap<String, u64>,
-    /// Per `db.table`.
-    pub tables: BTreeMap<String, TableStats>,
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
     /// Sum of all balances at the end, and what it must be.
@@ -472,15 +503,16 @@ pub struct Summary {
 impl Summary {
     /// The human-readable report.
     pub fn human(&self) -> String {
+        let c = &self.counts;
         let mut s = String::new();
         s.push_str(&format!(
             "workload: {} transactions ({} DDL) in {:.1} s = {:.1}/s; {} row changes = {:.0} rows/s",
-            self.transactions, self.ddl, self.elapsed_s, self.tps, self.rows, self.rows_per_s
+            c.transactions, c.ddl, self.elapsed_s, self.tps, c.rows, self.rows_per_s
         ));
-        if self.cascaded > 0 {
+        if c.cascaded > 0 {
             s.push_str(&format!(
                 " (+{} cascaded deletes, not in the binlog)",
-                self.cascaded
+                c.cascaded
             ));
         }
         s.push('\n');
@@ -489,28 +521,22 @@ impl Summary {
             self.seed,
             self.workers,
             self.databases.join(" "),
-            self.retries,
-            self.reconnects,
-            self.skipped,
-            self.empty
+            c.retries,
+            c.reconnects,
+            c.skipped,
+            c.empty
         ));
         if let (Some(a), Some(b)) = (&self.first_gtid, &self.last_gtid) {
             s.push_str(&format!("  GTIDs {a} .. {b}\n"));
         }
-        let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
         s.push_str(&format!("  kinds: {}\n", kinds.join(", ")));
-        let w = self
-            .tables
-            .keys()
-            .map(String::len)
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let w = c.tables.keys().map(String::len).max().unwrap_or(5).max(5);
         s.push_str(&format!(
             "  {:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             "table", "inserted", "updated", "deleted", "cascaded", "rows"
         ));
-        for (t, st) in &self.tables {
+        for (t, st) in &c.tables {
             s.push_str(&format!(
                 "  {t:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
                 st.inserted,
@@ -750,26 +776,9 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let mut first: Option<(u64, String)> = None;
     let mut last: Option<(u64, String)> = None;
     for st in all {
-        summary.transactions += st.transactions;
-        summary.ddl += st.ddl;
-        summary.empty += st.empty;
-        summary.rows += st.rows;
-        summary.cascaded += st.cascaded;
-        summary.retries += st.retries;
-        summary.reconnects += st.reconnects;
-        summary.skipped += st.skipped;
-        for (k, v) in st.kinds {
-            *summary.kinds.entry(k).or_default() += v;
-        }
-        for (t, s) in st.tables {
-            let e = summary.tables.entry(t).or_default();
-            e.inserted += s.inserted;
-            e.updated += s.updated;
-            e.deleted += s.deleted;
-            e.cascaded += s.cascaded;
-        }
+        summary.counts.add(st.counts);
         for (t, r) in st.rows_now {
-            let e = summary.tables.entry(t).or_default();
+            let e = summary.counts.tables.entry(t).or_default();
             e.rows = Some(e.rows.unwrap_or(0) + r);
         }
         if let Some(f) = st.first_gtid {
@@ -787,8 +796,8 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     summary.last_gtid = last.map(|x| x.1);
     summary.elapsed_s = elapsed;
     if elapsed > 0.0 {
-        summary.tps = summary.transactions as f64 / elapsed;
-        summary.rows_per_s = summary.rows as f64 / elapsed;
+        summary.tps = summary.counts.transactions as f64 / elapsed;
+        summary.rows_per_s = summary.counts.rows as f64 / elapsed;
     }
     // The admin session may have idled out during a long run.
     let total = match invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await {

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use super::model::{ddl_column_palette, Alloc, DbModel, DdlCol, DdlTable, IdSet, ACCOUNTS_PER_DB};
 use super::values::{self, all_types_columns, ident, sql_str, Cs, Gen};
-use super::{connect, Config, LogEntry, Shared, TableStats};
+use super::{connect, Config, Counts, LogEntry, Shared};
 
 /// Rows per multi-row INSERT (and ids per `IN (...)` list) in large transactions.
 const CHUNK: usize = 1000;
@@ -157,16 +157,7 @@ impl Plan {
 /// What a worker did.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
-    pub transactions: u64,
-    pub ddl: u64,
-    pub empty: u64,
-    pub rows: u64,
-    pub cascaded: u64,
-    pub retries: u64,
-    pub reconnects: u64,
-    pub skipped: u64,
-    pub kinds: BTreeMap<String, u64>,
-    pub tables: BTreeMap<String, TableStats>,
+    pub counts: Counts,
     /// (seq, gtid) of the lowest and highest GTID this worker committed.
     pub first_gtid: Option<(u64, String)>,
     pub last_gtid: Option<(u64, String)>,
@@ -458,7 +449,7 @@ impl Worker {
                     counts,
                     attempts,
                 }) => self.record(&plan, gtid, counts, attempts)?,
-                Ok(Outcome::Skipped) => self.stats.skipped += 1,
+                Ok(Outcome::Skipped) => self.stats.counts.skipped += 1,
                 Err(Failure::Fatal(e)) => {
                     return Err(e.context(format!(
                         "worker {}: {} transaction",
@@ -493,14 +484,15 @@ impl Worker {
         let Some(gtid) = gtid else {
             // Nothing changed (every update set the values the rows had): no GTID, nothing
             // in the binlog, nothing to log.
-            self.stats.empty += 1;
+            self.stats.counts.empty += 1;
             return Ok(());
         };
         let st = &mut self.stats;
-        st.transactions += 1;
-        *st.kinds.entry(plan.kind.as_str().to_owned()).or_default() += 1;
+        let c = &mut st.counts;
+        c.transactions += 1;
+        *c.kinds.entry(plan.kind.as_str().to_owned()).or_default() += 1;
         if plan.kind == Kind::Ddl {
-            st.ddl += 1;
+            c.ddl += 1;
         }
         let mut tables: BTreeMap<String, u64> = BTreeMap::new();
         let mut rows = 0;
@@ -508,7 +500,7 @@ impl Worker {
             if op == RowOp::None {
                 continue;
             }
-            let ts = st.tables.entry(t.clone()).or_default();
+            let ts = c.tables.entry(t.clone()).or_default();
             match op {
                 RowOp::Insert => ts.inserted += n,
                 RowOp::Update => ts.updated += n,
@@ -520,10 +512,10 @@ impl Worker {
             }
             rows += n;
         }
-        st.rows += rows;
+        c.rows += rows;
         for (t, n) in &plan.cascaded {
-            st.tables.entry(t.clone()).or_default().cascaded += n;
-            st.cascaded += n;
+            c.tables.entry(t.clone()).or_default().cascaded += n;
+            c.cascaded += n;
         }
         let seq = gtid
             .rsplit('-')
@@ -560,7 +552,7 @@ impl Worker {
             "workload: worker {}: lost the connection ({err}); reconnecting",
             self.idx
         );
-        self.stats.reconnects += 1;
+        self.stats.counts.reconnects += 1;
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         let mut last = err.to_string();
         loop {
@@ -620,7 +612,7 @@ impl Worker {
                 }
                 Err(TryErr::Retry(e)) => {
                     self.rollback().await?;
-                    self.stats.retries += 1;
+                    self.stats.counts.retries += 1;
                     if attempt > self.cfg.max_retries {
                         return Err(Failure::Fatal(anyhow!(
                             "gave up after {attempt} attempts: {e}"
