@@ -489,9 +489,12 @@ pub struct Summary {
     pub databases: Vec<String>,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Seconds from the workers' start (tables loaded) to the last one's end.
     pub elapsed_s: f64,
+    /// Committed transactions and row changes per second over `elapsed_s`.
     pub tps: f64,
     pub rows_per_s: f64,
+    /// The lowest and highest GTID committed (by sequence number), if any.
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
     /// Sum of all balances at the end, and what it must be.
