@@ -377,7 +377,7 @@ metrics_listen = "127.0.0.1:0"
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const STACK: &[&str] = &[
@@ -406,7 +406,8 @@ mod tests {
         Args::parse_with(cmd, args)
     }
 
-    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+    /// The stack's settings as flags, and `extra`.
+    pub(crate) fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
         flags_only(STACK.iter().chain(extra))
     }
 
