@@ -367,12 +367,7 @@ impl Report {
         s.push_str("| contestant | rows | seconds | rows/s | × native 1 thread | × native parallel | CPU-s per 1k rows, per process | peak RSS MiB | brokers' CPU share | machine busy | same rows as SF |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n");
         for c in &self.contestants {
-            let cpu: Vec<String> = c
-                .cpu_per_1k_rows
-                .iter()
-                .filter(|(_, v)| **v > 0.0005)
-                .map(|(k, v)| format!("{k} {v:.3}"))
-                .collect();
+            let cpu = cpu_cell(&c.cpu_per_1k_rows);
             let rss: Vec<String> = c
                 .peak_rss_mib
                 .iter()
@@ -392,7 +387,7 @@ impl Report {
                 c.rows_per_s,
                 f(c.ratio_native_st, 2),
                 f(c.ratio_native_par, 2),
-                if cpu.is_empty() { "–".into() } else { cpu.join(", ") },
+                if cpu.is_empty() { "–".into() } else { cpu },
                 if rss.is_empty() { "–".into() } else { rss.join(", ") },
                 c.broker_cpu_share.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
                 busy,
@@ -405,12 +400,7 @@ impl Report {
             s.push_str("| load | target rows/s | achieved rows/s | seconds | heartbeats | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
             s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for r in &self.steady {
-                let cpu: Vec<String> = r
-                    .cpu_per_1k_rows
-                    .iter()
-                    .filter(|(_, v)| **v > 0.0005)
-                    .map(|(k, v)| format!("{k} {v:.3}"))
-                    .collect();
+                let cpu = cpu_cell(&r.cpu_per_1k_rows);
                 s.push_str(&format!(
                     "| {}% | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.1} s | {} |\n",
                     r.load_pct,
@@ -422,7 +412,7 @@ impl Report {
                     r.p99_ms,
                     r.max_ms,
                     r.drain_after_s,
-                    cpu.join(", ")
+                    cpu
                 ));
             }
         }
@@ -455,6 +445,16 @@ impl Report {
 }
 
 /// `date,commit,rows,durability,profile`, then one column per goal, named from its text.
+/// CPU seconds per 1000 rows of each process that used any, for a table cell.
+fn cpu_cell(per_1k: &BTreeMap<String, f64>) -> String {
+    let cpu: Vec<String> = per_1k
+        .iter()
+        .filter(|(_, v)| **v > 0.0005)
+        .map(|(k, v)| format!("{k} {v:.3}"))
+        .collect();
+    cpu.join(", ")
+}
+
 fn history_header(goals: &[Goal]) -> String {
     let mut cols: Vec<String> = ["date_utc", "commit", "rows", "durability", "profile"]
         .iter()
