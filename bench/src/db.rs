@@ -163,9 +163,38 @@ pub fn load_tables(defs: &[(String, String)]) -> Vec<String> {
 /// The stack's MariaDB TLS (`STACK_TLS_CA` in `.stack/env`) as a `[database]` line of a site
 /// config, or nothing for a stack without TLS. The bench's own connections are root's, which
 /// needs none.
-pub fn stack_tls_toml() -> String {
-    match std::env::var("STACK_TLS_CA").ok().filter(|v| !v.is_empty()) {
+pub fn tls_toml(ca: Option<&str>) -> String {
+    match ca {
         Some(ca) => format!("tls = {{ ca_file = \"{ca}\" }}"),
         None => String::new(),
     }
+}
+
+/// Where EU's checkpoint row for `topic` (partition 0) says apply has reached, if it has one.
+pub async fn checkpoint_position(eu: &Db, topic: &str) -> Result<Option<String>> {
+    let mut c = eu.conn().await?;
+    let r: Result<Option<String>, _> = c
+        .exec_first("SELECT gtid_position FROM continuum.checkpoint WHERE source_topic = ? AND `partition` = 0", (topic,))
+        .await;
+    let _ = c.disconnect().await;
+    Ok(r.unwrap_or(None))
+}
+
+/// Compares a target's bench tables with the source's checksums: whether they match, and
+/// which differ.
+pub async fn verify(
+    target: &Db,
+    database: &str,
+    tables: &[String],
+    source: &BTreeMap<String, (u64, u64)>,
+) -> Result<(bool, String)> {
+    let mut c = target.conn().await?;
+    let got = checksums(&mut c, database, tables).await?;
+    let _ = c.disconnect().await;
+    let bad: Vec<String> = source
+        .iter()
+        .filter(|(t, v)| got.get(*t) != Some(v))
+        .map(|(t, v)| format!("{t}: source {} rows/{}, target {:?}", v.0, v.1, got.get(t)))
+        .collect();
+    Ok((bad.is_empty(), bad.join("; ")))
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -126,23 +127,10 @@ pub fn draw(path: &Path, rep: &Report, history: &[HistoryPoint]) -> Result<()> {
         .map_err(e)?;
     for (i, (label, pts)) in series.iter().enumerate() {
         let color = [BLUE, RGBColor(0, 150, 0), RED][i % 3];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(e)?
-            .label(label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        draw_line(&mut chart, pts, label.clone(), color)?;
     }
     if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     draw_history(&past, history)?;
     root.present().map_err(e)?;
@@ -227,24 +215,94 @@ where
             RGBColor(0, 150, 0),
         ),
     ] {
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(e)?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        draw_line(&mut chart, &pts, label.to_owned(), color)?;
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(e)?;
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A line through `pts`, 2 px of `color`, with its entry in the legend.
+fn draw_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    pts: &[(f64, f64)],
+    label: String,
+    color: RGBColor,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+        .map_err(e)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+/// The legend of a chart's lines, boxed, at `pos`.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    pos: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(pos)
         .draw()
         .map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{tests::parse, Cfg};
+    use crate::db::Durability;
+    use crate::report::SteadyRun;
+
+    /// Both panels that draw lines and legends (the steady state, the history) render.
+    #[test]
+    fn draws_the_steady_state_and_the_history() {
+        let cfg = Cfg::new(parse(&["--rows=20000"]).unwrap()).unwrap();
+        let mut rep = Report::new(&cfg, &Durability::strict(), "1");
+        rep.steady.push(SteadyRun {
+            load_pct: 25,
+            target_rows_per_s: 100.0,
+            achieved_rows_per_s: 99.0,
+            seconds: 5.0,
+            rows: 500,
+            heartbeats: 3,
+            p50_ms: 20.0,
+            p99_ms: 40.0,
+            max_ms: 40.0,
+            drain_after_s: 0.1,
+            cpu_per_1k_rows: BTreeMap::new(),
+            cpu: Default::default(),
+            series: vec![(0.1, 20.0), (0.2, 40.0), (0.3, 15.0)],
+        });
+        let history =
+            [("2026-12-01", 0.8, 0.5), ("2026-12-02", 0.9, 0.6)].map(|(date, st, par)| {
+                HistoryPoint {
+                    date: date.into(),
+                    e2e_vs_st: Some(st),
+                    e2e_vs_par: Some(par),
+                }
+            });
+        let path = std::env::temp_dir().join(format!("bench-plot-{}.png", std::process::id()));
+        draw(&path, &rep, &history).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let _ = std::fs::remove_file(&path);
+        assert!(size > 10_000, "{size} bytes");
+    }
 }

@@ -207,6 +207,20 @@ impl Spawned {
         }
     }
 
+    /// Fails, with the last lines of its log, if the process has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(e) = self.try_exit() {
+            bail!(
+                "{} exited (status {}) before the phase ended; last lines of {}:\n{}",
+                self.name,
+                e.code,
+                self.log.display(),
+                self.log_tail(25)
+            );
+        }
+        Ok(())
+    }
+
     /// The last lines of its log, for error messages.
     pub fn log_tail(&self, n: usize) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -224,6 +238,11 @@ impl Drop for Spawned {
             unsafe { libc::waitpid(self.pid, &mut status, 0) };
         }
     }
+}
+
+/// KiB as MiB.
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// CPU seconds of a set of processes (and of the machine) between two instants.
@@ -281,5 +300,15 @@ impl CpuWindow {
             machine_busy_s: m.0 - self.machine0.0,
             machine_capacity_s: m.1 - self.machine0.1,
         }
+    }
+}
+
+impl CpuUse {
+    /// CPU seconds per 1000 of `rows`, per process.
+    pub fn per_1k_rows(&self, rows: u64) -> BTreeMap<String, f64> {
+        self.cpu_s
+            .iter()
+            .map(|(k, v)| (k.clone(), v / (rows as f64 / 1000.0)))
+            .collect()
     }
 }

@@ -8,9 +8,18 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::config::Cfg;
 use crate::db::Durability;
 use crate::procs::CpuUse;
-use crate::Cfg;
+
+/// A progress line on stderr, with the time.
+pub fn say(msg: impl AsRef<str>) {
+    eprintln!(
+        "[bench {}] {}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        msg.as_ref()
+    );
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Contestant {
@@ -87,22 +96,17 @@ pub struct Report {
 
 /// The brokers and registries the run measured, from the install roots `make tools` recorded
 /// in `.stack/env` (`KAFKA_HOME=.../kafka-4.4.0`, `APICURIO_HOME=.../apicurio-registry-3.3.3`).
-fn stack_servers() -> String {
-    let version = |var: &str, prefix: &str| {
-        std::env::var(var)
-            .ok()
-            .and_then(|p| {
-                std::path::Path::new(&p)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
+fn stack_servers(cfg: &Cfg) -> String {
+    let version = |home: &Option<PathBuf>, prefix: &str| {
+        home.as_ref()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .and_then(|n| n.strip_prefix(prefix).map(str::to_owned))
             .unwrap_or_else(|| "?".into())
     };
     format!(
         "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
-        version("KAFKA_HOME", "kafka-"),
-        version("APICURIO_HOME", "apicurio-registry-")
+        version(&cfg.args.kafka_home, "kafka-"),
+        version(&cfg.args.apicurio_home, "apicurio-registry-")
     )
 }
 
@@ -157,17 +161,20 @@ impl Report {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let notes = vec![format!("Build profile: {} (BENCH_PROFILE).", cfg.profile)];
+        let notes = vec![format!(
+            "Build profile: {} (BENCH_PROFILE).",
+            cfg.args.profile
+        )];
         Report {
             run_id: run_id.to_owned(),
             date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
             machine: machine(),
-            broker: stack_servers(),
+            broker: stack_servers(cfg),
             durability: d.clone(),
-            relaxed: cfg.relaxed,
-            build_profile: cfg.profile.clone(),
-            bench_rows: cfg.rows,
+            relaxed: cfg.args.relaxed,
+            build_profile: cfg.args.profile.clone(),
+            bench_rows: cfg.args.rows,
             backlog: serde_json::Value::Null,
             contestants: Vec::new(),
             steady: Vec::new(),
@@ -175,8 +182,8 @@ impl Report {
             notes,
             out_stem: format!(
                 "bench-{}{}",
-                cfg.rows,
-                if cfg.relaxed { "-relaxed" } else { "" }
+                cfg.args.rows,
+                if cfg.args.relaxed { "-relaxed" } else { "" }
             ),
         }
     }
@@ -360,12 +367,7 @@ impl Report {
         s.push_str("| contestant | rows | seconds | rows/s | × native 1 thread | × native parallel | CPU-s per 1k rows, per process | peak RSS MiB | brokers' CPU share | machine busy | same rows as SF |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n");
         for c in &self.contestants {
-            let cpu: Vec<String> = c
-                .cpu_per_1k_rows
-                .iter()
-                .filter(|(_, v)| **v > 0.0005)
-                .map(|(k, v)| format!("{k} {v:.3}"))
-                .collect();
+            let cpu = cpu_cell(&c.cpu_per_1k_rows);
             let rss: Vec<String> = c
                 .peak_rss_mib
                 .iter()
@@ -385,7 +387,7 @@ impl Report {
                 c.rows_per_s,
                 f(c.ratio_native_st, 2),
                 f(c.ratio_native_par, 2),
-                if cpu.is_empty() { "–".into() } else { cpu.join(", ") },
+                if cpu.is_empty() { "–".into() } else { cpu },
                 if rss.is_empty() { "–".into() } else { rss.join(", ") },
                 c.broker_cpu_share.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
                 busy,
@@ -398,12 +400,7 @@ impl Report {
             s.push_str("| load | target rows/s | achieved rows/s | seconds | heartbeats | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
             s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for r in &self.steady {
-                let cpu: Vec<String> = r
-                    .cpu_per_1k_rows
-                    .iter()
-                    .filter(|(_, v)| **v > 0.0005)
-                    .map(|(k, v)| format!("{k} {v:.3}"))
-                    .collect();
+                let cpu = cpu_cell(&r.cpu_per_1k_rows);
                 s.push_str(&format!(
                     "| {}% | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.1} s | {} |\n",
                     r.load_pct,
@@ -415,7 +412,7 @@ impl Report {
                     r.p99_ms,
                     r.max_ms,
                     r.drain_after_s,
-                    cpu.join(", ")
+                    cpu
                 ));
             }
         }
@@ -448,6 +445,16 @@ impl Report {
 }
 
 /// `date,commit,rows,durability,profile`, then one column per goal, named from its text.
+/// CPU seconds per 1000 rows of each process that used any, for a table cell.
+fn cpu_cell(per_1k: &BTreeMap<String, f64>) -> String {
+    let cpu: Vec<String> = per_1k
+        .iter()
+        .filter(|(_, v)| **v > 0.0005)
+        .map(|(k, v)| format!("{k} {v:.3}"))
+        .collect();
+    cpu.join(", ")
+}
+
 fn history_header(goals: &[Goal]) -> String {
     let mut cols: Vec<String> = ["date_utc", "commit", "rows", "durability", "profile"]
         .iter()

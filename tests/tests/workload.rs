@@ -24,7 +24,7 @@ use std::time::Duration;
 use continuum_tests::check::{query_one, run_ok};
 use continuum_tests::workload::{
     checksum_tables, expected_total, invariant_sum, read_log, run, run_until, setup, Config,
-    LogEntry, Summary,
+    LogEntry, Login, Summary,
 };
 use continuum_tests::{stack, unique_name};
 use mysql_async::prelude::Queryable;
@@ -43,10 +43,12 @@ const MAIN_TABLES: [&str; 6] = [
 fn config(tag: &str) -> Config {
     let sf = &stack().sf;
     Config {
-        host: sf.db_host.clone(),
-        port: sf.db_port,
-        user: sf.db_admin_user.clone(),
-        password: sf.db_admin_password.clone(),
+        login: Login {
+            host: sf.db_host.clone(),
+            port: sf.db_port,
+            user: sf.db_admin_user.clone(),
+            password: sf.db_admin_password.clone(),
+        },
         dsn: None,
         prefix: unique_name(tag),
         log: None,
@@ -125,7 +127,7 @@ async fn assert_counts_match(c: &mut Conn, cfg: &Config, s: &Summary, when: &str
             let rows: u64 = query_one(c, &format!("SELECT COUNT(*) FROM `{db}`.`{t}`")).await;
             assert_eq!(
                 Some(rows),
-                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s.counts.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
                 "{db}.{t}: {when}, COUNT(*) and the generator's count"
             );
         }
@@ -160,11 +162,11 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
     let log = read_log(&log_path(&cfg)).unwrap();
     assert_eq!(
         log.len() as u64,
-        s.transactions,
+        s.counts.transactions,
         "one log line per committed transaction"
     );
     assert_eq!(
-        s.transactions + s.empty,
+        s.counts.transactions + s.counts.empty,
         240,
         "every planned transaction committed"
     );
@@ -197,14 +199,15 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
             "commit times never go back"
         );
     }
-    assert_eq!(s.rows, log.iter().map(|e| e.rows).sum::<u64>());
+    assert_eq!(s.counts.rows, log.iter().map(|e| e.rows).sum::<u64>());
     let per_table: u64 = s
+        .counts
         .tables
         .values()
         .map(|t| t.inserted + t.updated + t.deleted)
         .sum();
     assert_eq!(
-        per_table, s.rows,
+        per_table, s.counts.rows,
         "per-table counts add up to the row changes"
     );
 
@@ -219,9 +222,9 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
         "ddl",
     ] {
         assert!(
-            s.kinds.get(kind).copied().unwrap_or(0) > 0,
+            s.counts.kinds.get(kind).copied().unwrap_or(0) > 0,
             "no {kind} transaction in {:?}",
-            s.kinds
+            s.counts.kinds
         );
     }
     for e in log.iter().filter(|e| e.kind == "large") {
@@ -244,7 +247,7 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
         .filter(|e| e.kind == "ddl")
         .map(|e| e.ddl.as_deref().expect("a DDL line carries its statement"))
         .collect();
-    assert_eq!(ddl.len() as u64, s.ddl);
+    assert_eq!(ddl.len() as u64, s.counts.ddl);
     for what in [
         "ADD COLUMN",
         "MODIFY COLUMN",
@@ -279,7 +282,10 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
             assert!(*rows > 0, "{db}.{t} has no rows");
             assert_eq!(
                 Some(*rows),
-                s.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s.counts
+                    .tables
+                    .get(&format!("{db}.{t}"))
+                    .and_then(|x| x.rows),
                 "{db}.{t}: COUNT(*) and the generator's count"
             );
         }
@@ -327,11 +333,22 @@ async fn the_same_seed_on_fresh_databases_writes_the_same_rows() {
     );
     assert_ne!(ca, co, "another seed writes other rows");
     assert_eq!(
-        (sa.transactions, sa.rows, sa.ddl, &sa.kinds),
-        (sb.transactions, sb.rows, sb.ddl, &sb.kinds)
+        (
+            sa.counts.transactions,
+            sa.counts.rows,
+            sa.counts.ddl,
+            &sa.counts.kinds
+        ),
+        (
+            sb.counts.transactions,
+            sb.counts.rows,
+            sb.counts.ddl,
+            &sb.counts.kinds
+        )
     );
     let strip = |s: &Summary, prefix: &str| -> BTreeMap<String, _> {
-        s.tables
+        s.counts
+            .tables
             .iter()
             .map(|(k, v)| (k.strip_prefix(prefix).unwrap().to_owned(), v.clone()))
             .collect()
@@ -428,7 +445,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
     let after = binlog_seq(&mut c).await;
     assert!(!stop.load(Ordering::Relaxed));
     assert!(
-        s.retries > 0,
+        s.counts.retries > 0,
         "lock wait timeouts were retried: {}",
         s.human()
     );
@@ -438,7 +455,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
         expected_total(2)
     );
     let mut log = read_log(&log_path(&cfg)).unwrap();
-    assert_eq!(log.len() as u64, s.transactions);
+    assert_eq!(log.len() as u64, s.counts.transactions);
     assert!(
         log.iter().any(|e| e.attempts > 1),
         "some logged transaction needed more than one attempt"
@@ -506,7 +523,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         .unwrap()
         .expect("the run survives a killed connection");
     let after = binlog_seq(&mut c).await;
-    assert!(s.reconnects >= 1, "{}", s.human());
+    assert!(s.counts.reconnects >= 1, "{}", s.human());
     assert!(s.invariant_ok, "{}", s.human());
     assert_eq!(
         invariant_sum(&mut c, &cfg.prefix, 2).await.unwrap(),
@@ -543,7 +560,7 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
         serde_json::from_slice::<Summary>(&out.stdout).unwrap()
     };
     let s = summary(&["--setup-only", "--json"]);
-    assert_eq!(s.transactions, 0);
+    assert_eq!(s.counts.transactions, 0);
     assert!(s.invariant_ok);
 
     let s = summary(&[
@@ -557,8 +574,8 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
         "off",
         "--json",
     ]);
-    assert_eq!(s.transactions + s.empty, 30);
-    assert_eq!(s.ddl, 0);
+    assert_eq!(s.counts.transactions + s.counts.empty, 30);
+    assert_eq!(s.counts.ddl, 0);
     assert!(s.invariant_ok);
     assert!(
         s.elapsed_s >= 0.25,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -73,24 +73,8 @@ pub struct BenchArgs {
     /// Row changes of a large transaction.
     #[arg(long, default_value_t = 2000)]
     pub large_rows: usize,
-    /// MariaDB host.
-    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// MariaDB port.
-    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
-    pub port: u16,
-    /// MariaDB user (one that may create databases).
-    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
-    pub user: String,
-    /// MariaDB password.
-    #[arg(
-        long,
-        env = "SF_DB_ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub password: String,
+    #[command(flatten)]
+    pub login: super::Login,
 }
 
 /// What a run did (the JSON on stdout).
@@ -131,31 +115,17 @@ fn q(name: &str) -> String {
 
 impl BenchArgs {
     fn opts(&self) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.host.clone())
-            .tcp_port(self.port)
-            .user(Some(self.user.clone()))
-            .pass(Some(self.password.clone()))
-            .prefer_socket(false)
-            .ssl_opts(crate::stack_ssl())
-            .into()
+        self.login.opts()
     }
 
     fn validate(&self) -> Result<()> {
-        if self.database.is_empty()
-            || !self
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !super::plain_name(&self.database, usize::MAX) {
             bail!(
                 "--database {:?}: use letters, digits and underscores",
                 self.database
             );
         }
-        if self.workers == 0 || self.workers > 64 {
-            bail!("--workers {}: use 1 to 64", self.workers);
-        }
+        super::check_workers(self.workers)?;
         if self.tables == 0 || self.tables > 100 {
             bail!("--tables {}: use 1 to 100", self.tables);
         }
@@ -351,6 +321,18 @@ impl Worker {
         Some(l.swap_remove(i))
     }
 
+    /// Up to `want` (and at most a chunk of) live ids of table `t`, taken out of the set.
+    fn take_chunk(&mut self, t: usize, want: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while ids.len() < want.min(CHUNK) {
+            match self.take_live(t) {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+        ids
+    }
+
     fn pick_live(&mut self, t: usize) -> Option<i64> {
         let l = &self.live[t];
         if l.is_empty() {
@@ -410,6 +392,38 @@ impl Worker {
         out
     }
 
+    /// Statements deleting (`kind` 2) or updating (`kind` 1) `want` distinct existing rows, in
+    /// chunks, each on a random table: `sql(table, ids)`. Updated ids go back into the live
+    /// set. Returns how many rows it found no more of.
+    fn plan_existing(
+        &mut self,
+        want: usize,
+        kind: u8,
+        out: &mut Vec<Stmt>,
+        sql: impl Fn(usize, &str) -> String,
+    ) -> usize {
+        let mut left = want;
+        while left > 0 {
+            let t = self.rng.random_range(0..self.live.len());
+            // Distinct ids: take them out (an update puts them back after).
+            let ids = self.take_chunk(t, left);
+            if ids.is_empty() {
+                return left;
+            }
+            left -= ids.len();
+            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            out.push(Stmt {
+                sql: sql(t, &list.join(",")),
+                rows: ids.len() as u64,
+                kind,
+            });
+            if kind == 1 {
+                self.live[t].extend(ids);
+            }
+        }
+        0
+    }
+
     /// A large transaction of `n` row changes: 60% inserts, 30% updates, 10% deletes, in
     /// multi-row statements of up to CHUNK rows, each on a random table.
     fn plan_large(&mut self, n: u64, now: &str) -> Vec<Stmt> {
@@ -419,61 +433,14 @@ impl Worker {
         let del = n / 10;
         let mut ins = n - upd - del;
         let mut out = Vec::new();
-        let mut plan_del = del;
-        let mut plan_upd = upd;
-        while plan_del > 0 {
-            let t = self.rng.random_range(0..tables);
-            let mut ids = Vec::new();
-            while ids.len() < plan_del.min(CHUNK) {
-                match self.take_live(t) {
-                    Some(id) => ids.push(id),
-                    None => break,
-                }
-            }
-            if ids.is_empty() {
-                // Nothing left to delete here: make up the difference with inserts.
-                ins += plan_del;
-                break;
-            }
-            plan_del -= ids.len();
-            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            out.push(Stmt {
-                sql: format!(
-                    "DELETE FROM {}.`t{t}` WHERE id IN ({})",
-                    self.db,
-                    list.join(",")
-                ),
-                rows: ids.len() as u64,
-                kind: 2,
-            });
-        }
-        while plan_upd > 0 {
-            let t = self.rng.random_range(0..tables);
-            // Distinct ids: take them out, put them back after.
-            let mut ids = Vec::new();
-            while ids.len() < plan_upd.min(CHUNK) {
-                match self.take_live(t) {
-                    Some(id) => ids.push(id),
-                    None => break,
-                }
-            }
-            if ids.is_empty() {
-                ins += plan_upd;
-                break;
-            }
-            plan_upd -= ids.len();
-            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            out.push(Stmt {
-                sql: format!(
-                    "UPDATE {}.`t{t}` SET amount = amount + 0.01, updated_at = '{now}' WHERE id IN ({})",
-                    self.db,
-                    list.join(",")
-                ),
-                rows: ids.len() as u64,
-                kind: 1,
-            });
-            self.live[t].extend(ids);
-        }
+        let db = self.db.clone();
+        // Rows not found to delete or update are made up with inserts.
+        ins += self.plan_existing(del, 2, &mut out, |t, ids| {
+            format!("DELETE FROM {db}.`t{t}` WHERE id IN ({ids})")
+        });
+        ins += self.plan_existing(upd, 1, &mut out, |t, ids| {
+            format!("UPDATE {db}.`t{t}` SET amount = amount + 0.01, updated_at = '{now}' WHERE id IN ({ids})")
+        });
         while ins > 0 {
             let t = self.rng.random_range(0..tables);
             let m = ins.min(CHUNK);
@@ -636,46 +603,25 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
     let args = Arc::new(args);
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
-    let mut handles = Vec::new();
-    for w in workers {
-        let (a, b) = (args.clone(), budget.clone());
-        handles.push(tokio::spawn(async move {
-            let r = w.run(a, b.clone(), deadline).await;
-            if r.is_err() {
-                b.stop.store(true, Ordering::Relaxed);
-            }
-            r
-        }));
-    }
+    let runs = workers
+        .into_iter()
+        .map(|w| w.run(args.clone(), budget.clone(), deadline));
+    let all = super::run_workers(&budget.stop, runs).await?;
     let mut s = BenchSummary {
         database: args.database.clone(),
         workers: args.workers,
         rate: args.rate,
         ..Default::default()
     };
-    let mut first_err = None;
-    for h in handles {
-        match h.await {
-            Ok(Ok(st)) => {
-                s.transactions += st.transactions;
-                s.large_transactions += st.large;
-                s.rows += st.rows;
-                s.inserted += st.inserted;
-                s.updated += st.updated;
-                s.deleted += st.deleted;
-                s.retries += st.retries;
-                s.rows_now += st.rows_now;
-            }
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
+    for st in all {
+        s.transactions += st.transactions;
+        s.large_transactions += st.large;
+        s.rows += st.rows;
+        s.inserted += st.inserted;
+        s.updated += st.updated;
+        s.deleted += st.deleted;
+        s.retries += st.retries;
+        s.rows_now += st.rows_now;
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if s.elapsed_s > 0.0 {

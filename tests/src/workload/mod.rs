@@ -104,24 +104,8 @@ pub struct Config {
     /// between them. Only one worker is deterministic.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// MariaDB host.
-    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// MariaDB port.
-    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
-    pub port: u16,
-    /// MariaDB user (one that may create databases and tables).
-    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
-    pub user: String,
-    /// MariaDB password.
-    #[arg(
-        long,
-        env = "SF_DB_ADMIN_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub password: String,
+    #[command(flatten)]
+    pub login: Login,
     /// Connection URL (mysql://user:password@host:port), instead of --host/--port/--user/--password.
     #[arg(long, env = "WORKLOAD_DSN", hide_env_values = true)]
     pub dsn: Option<String>,
@@ -176,7 +160,7 @@ impl Config {
                 Ok(o) => format!("{}:{}", o.ip_or_hostname(), o.tcp_port()),
                 Err(_) => "the --dsn URL".to_owned(),
             },
-            None => format!("{}:{}", self.host, self.port),
+            None => format!("{}:{}", self.login.host, self.login.port),
         }
     }
 
@@ -186,13 +170,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.prefix.is_empty()
-            || self.prefix.len() > 48
-            || !self
-                .prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !plain_name(&self.prefix, 48) {
             bail!(
                 "--prefix {:?}: use 1 to 48 letters, digits or underscores",
                 self.prefix
@@ -201,9 +179,7 @@ impl Config {
         if self.databases == 0 || self.databases > 100 {
             bail!("--databases {}: use 1 to 100", self.databases);
         }
-        if self.workers == 0 || self.workers > 64 {
-            bail!("--workers {}: use 1 to 64", self.workers);
-        }
+        check_workers(self.workers)?;
         if self.large_rows == 0 || self.large_rows > 1_000_000 {
             bail!("--large-rows {}: use 1 to 1000000", self.large_rows);
         }
@@ -224,14 +200,98 @@ impl Config {
         if let Some(d) = &self.dsn {
             return Opts::from_url(d).map_err(|e| anyhow!("--dsn: {e}"));
         }
-        Ok(OptsBuilder::default()
+        Ok(self.login.opts())
+    }
+}
+
+/// The MariaDB login of both generators (the default workload and `workload bench`): an admin
+/// of SF, from `.stack/env`'s `SF_DB_*`, or flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Login {
+    /// MariaDB host.
+    #[arg(long, env = "SF_DB_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// MariaDB port.
+    #[arg(long, env = "SF_DB_PORT", default_value_t = 3307)]
+    pub port: u16,
+    /// MariaDB user (one that may create databases and tables).
+    #[arg(long, env = "SF_DB_ADMIN_USER", default_value = "root")]
+    pub user: String,
+    /// MariaDB password.
+    #[arg(
+        long,
+        env = "SF_DB_ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub password: String,
+}
+
+impl Login {
+    /// Connection options, with the stack's TLS.
+    pub fn opts(&self) -> Opts {
+        OptsBuilder::default()
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
             .prefer_socket(false)
             .ssl_opts(crate::stack_ssl())
-            .into())
+            .into()
+    }
+}
+
+/// Whether `s` is 1 to `max` ASCII letters, digits or underscores: a name the generators
+/// put in SQL unquoted-safe (a database name or its prefix).
+fn plain_name(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `--workers`: 1 to 64 connections.
+fn check_workers(n: usize) -> Result<()> {
+    if n == 0 || n > 64 {
+        bail!("--workers {n}: use 1 to 64");
+    }
+    Ok(())
+}
+
+/// Runs each worker's future on its own task, to the end. The first to fail sets `stop`, so
+/// the others wind down; its error (or a panic) is returned once all have ended, else every
+/// worker's result in order.
+async fn run_workers<T: Send + 'static>(
+    stop: &Arc<AtomicBool>,
+    runs: impl IntoIterator<Item = impl std::future::Future<Output = Result<T>> + Send + 'static>,
+) -> Result<Vec<T>> {
+    let handles: Vec<_> = runs
+        .into_iter()
+        .map(|run| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let r = run.await;
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        })
+        .collect();
+    let mut first_err = None;
+    let mut all = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(Ok(st)) => all.push(st),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(all),
     }
 }
 
@@ -376,12 +436,9 @@ pub struct TableStats {
     pub rows: Option<u64>,
 }
 
-/// What a run did.
+/// What the workers count as they commit: per worker, then summed over the run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Summary {
-    pub seed: u64,
-    pub workers: usize,
-    pub databases: Vec<String>,
+pub struct Counts {
     /// Committed transactions, DDL statements included.
     pub transactions: u64,
     pub ddl: u64,
@@ -394,13 +451,50 @@ pub struct Summary {
     pub reconnects: u64,
     /// Cross-worker transfers rolled back because the other account was closed.
     pub skipped: u64,
-    pub elapsed_s: f64,
-    pub tps: f64,
-    pub rows_per_s: f64,
     /// Committed transactions per kind.
     pub kinds: BTreeMap<String, u64>,
-    /// Per `db.table`.
+    /// Per `db.table` (`rows` is filled in at the end, not counted).
     pub tables: BTreeMap<String, TableStats>,
+}
+
+impl Counts {
+    /// Adds another worker's counts.
+    fn add(&mut self, o: Counts) {
+        self.transactions += o.transactions;
+        self.ddl += o.ddl;
+        self.empty += o.empty;
+        self.rows += o.rows;
+        self.cascaded += o.cascaded;
+        self.retries += o.retries;
+        self.reconnects += o.reconnects;
+        self.skipped += o.skipped;
+        for (k, v) in o.kinds {
+            *self.kinds.entry(k).or_default() += v;
+        }
+        for (t, s) in o.tables {
+            let e = self.tables.entry(t).or_default();
+            e.inserted += s.inserted;
+            e.updated += s.updated;
+            e.deleted += s.deleted;
+            e.cascaded += s.cascaded;
+        }
+    }
+}
+
+/// What a run did (its JSON has the counts' fields at the top level).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub workers: usize,
+    pub databases: Vec<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Seconds from the workers' start (tables loaded) to the last one's end.
+    pub elapsed_s: f64,
+    /// Committed transactions and row changes per second over `elapsed_s`.
+    pub tps: f64,
+    pub rows_per_s: f64,
+    /// The lowest and highest GTID committed (by sequence number), if any.
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
     /// Sum of all balances at the end, and what it must be.
@@ -412,15 +506,16 @@ pub struct Summary {
 impl Summary {
     /// The human-readable report.
     pub fn human(&self) -> String {
+        let c = &self.counts;
         let mut s = String::new();
         s.push_str(&format!(
             "workload: {} transactions ({} DDL) in {:.1} s = {:.1}/s; {} row changes = {:.0} rows/s",
-            self.transactions, self.ddl, self.elapsed_s, self.tps, self.rows, self.rows_per_s
+            c.transactions, c.ddl, self.elapsed_s, self.tps, c.rows, self.rows_per_s
         ));
-        if self.cascaded > 0 {
+        if c.cascaded > 0 {
             s.push_str(&format!(
                 " (+{} cascaded deletes, not in the binlog)",
-                self.cascaded
+                c.cascaded
             ));
         }
         s.push('\n');
@@ -429,28 +524,22 @@ impl Summary {
             self.seed,
             self.workers,
             self.databases.join(" "),
-            self.retries,
-            self.reconnects,
-            self.skipped,
-            self.empty
+            c.retries,
+            c.reconnects,
+            c.skipped,
+            c.empty
         ));
         if let (Some(a), Some(b)) = (&self.first_gtid, &self.last_gtid) {
             s.push_str(&format!("  GTIDs {a} .. {b}\n"));
         }
-        let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
         s.push_str(&format!("  kinds: {}\n", kinds.join(", ")));
-        let w = self
-            .tables
-            .keys()
-            .map(String::len)
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let w = c.tables.keys().map(String::len).max().unwrap_or(5).max(5);
         s.push_str(&format!(
             "  {:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             "table", "inserted", "updated", "deleted", "cascaded", "rows"
         ));
-        for (t, st) in &self.tables {
+        for (t, st) in &c.tables {
             s.push_str(&format!(
                 "  {t:<w$} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
                 st.inserted,
@@ -678,61 +767,21 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let started = Instant::now();
     let deadline = cfg.duration.map(|d| started + d);
     let n = cfg.workers as u64;
-    let mut handles = Vec::new();
-    for w in workers {
+    let runs = workers.into_iter().map(|w| {
         let quota = cfg
             .transactions
             .map(|t| t / n + u64::from((w.idx as u64) < t % n));
         let rate = cfg.rate / n as f64;
-        let stop = stop.clone();
-        handles.push(tokio::spawn(async move {
-            let r = w.run(quota, deadline, rate).await;
-            if r.is_err() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            r
-        }));
-    }
-    let mut first_err = None;
-    let mut all = Vec::new();
-    for h in handles {
-        match h.await {
-            Ok(Ok(st)) => all.push(st),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(anyhow!("a worker panicked: {e}"));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+        w.run(quota, deadline, rate)
+    });
+    let all = run_workers(&stop, runs).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let mut first: Option<(u64, String)> = None;
     let mut last: Option<(u64, String)> = None;
     for st in all {
-        summary.transactions += st.transactions;
-        summary.ddl += st.ddl;
-        summary.empty += st.empty;
-        summary.rows += st.rows;
-        summary.cascaded += st.cascaded;
-        summary.retries += st.retries;
-        summary.reconnects += st.reconnects;
-        summary.skipped += st.skipped;
-        for (k, v) in st.kinds {
-            *summary.kinds.entry(k).or_default() += v;
-        }
-        for (t, s) in st.tables {
-            let e = summary.tables.entry(t).or_default();
-            e.inserted += s.inserted;
-            e.updated += s.updated;
-            e.deleted += s.deleted;
-            e.cascaded += s.cascaded;
-        }
+        summary.counts.add(st.counts);
         for (t, r) in st.rows_now {
-            let e = summary.tables.entry(t).or_default();
+            let e = summary.counts.tables.entry(t).or_default();
             e.rows = Some(e.rows.unwrap_or(0) + r);
         }
         if let Some(f) = st.first_gtid {
@@ -750,8 +799,8 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     summary.last_gtid = last.map(|x| x.1);
     summary.elapsed_s = elapsed;
     if elapsed > 0.0 {
-        summary.tps = summary.transactions as f64 / elapsed;
-        summary.rows_per_s = summary.rows as f64 / elapsed;
+        summary.tps = summary.counts.transactions as f64 / elapsed;
+        summary.rows_per_s = summary.counts.rows as f64 / elapsed;
     }
     // The admin session may have idled out during a long run.
     let total = match invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await {

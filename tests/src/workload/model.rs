@@ -270,48 +270,36 @@ impl DbModel {
                 set.insert(id);
             }
         }
-        let m_all: i64 = conn
-            .query_first(max("all_types"))
-            .await
-            .with_context(|| ctx("all_types"))?
-            .unwrap_or(0);
-        m.all_types_alloc = Alloc::new(m_all, worker, workers);
-        let m_cust: i64 = conn
-            .query_first(max("customers"))
-            .await
-            .with_context(|| ctx("customers"))?
-            .unwrap_or(0);
-        m.customer_alloc = Alloc::new(m_cust, worker, workers);
-        let m_acct: i64 = conn
-            .query_first(max("accounts"))
-            .await
-            .with_context(|| ctx("accounts"))?
-            .unwrap_or(0);
-        m.account_alloc = Alloc::new(m_acct, worker, workers);
+        for (t, alloc) in [
+            ("all_types", &mut m.all_types_alloc),
+            ("customers", &mut m.customer_alloc),
+            ("accounts", &mut m.account_alloc),
+        ] {
+            let top: i64 = conn
+                .query_first(max(t))
+                .await
+                .with_context(|| ctx(t))?
+                .unwrap_or(0);
+            *alloc = Alloc::new(top, worker, workers);
+        }
 
-        let orders: Vec<(i64, i64)> = conn
-            .query(format!(
-                "SELECT id, customer_id FROM {} ORDER BY id",
-                q("orders")
-            ))
-            .await
-            .with_context(|| ctx("orders"))?;
-        let m_order = orders.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        // Orders and lines: every worker's, kept when their parent is this worker's.
+        let mut children = async |t: &str, parent: &str| -> Result<(Vec<(i64, i64)>, i64)> {
+            let rows: Vec<(i64, i64)> = conn
+                .query(format!("SELECT id, {parent} FROM {} ORDER BY id", q(t)))
+                .await
+                .with_context(|| ctx(t))?;
+            let top = rows.iter().map(|(id, _)| *id).max().unwrap_or(0);
+            Ok((rows, top))
+        };
+        let (orders, m_order) = children("orders", "customer_id").await?;
         for (id, c) in orders {
             if m.customers.contains(c) {
                 m.add_order(id, c);
             }
         }
         m.order_alloc = Alloc::new(m_order, worker, workers);
-
-        let lines: Vec<(i64, i64)> = conn
-            .query(format!(
-                "SELECT id, order_id FROM {} ORDER BY id",
-                q("order_lines")
-            ))
-            .await
-            .with_context(|| ctx("order_lines"))?;
-        let m_line = lines.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let (lines, m_line) = children("order_lines", "order_id").await?;
         for (id, o) in lines {
             if m.orders.contains(o) {
                 m.add_line(id, o);

@@ -322,6 +322,14 @@ fn frac(rng: &mut StdRng, fsp: u32, max: bool) -> String {
     format!(".{v:0width$}", width = fsp as usize)
 }
 
+/// A zero fraction of `fsp` digits (`.000`), nothing for `fsp` 0.
+fn zero_frac(fsp: u32) -> String {
+    if fsp == 0 {
+        return String::new();
+    }
+    format!(".{}", "0".repeat(fsp as usize))
+}
+
 fn random_date(rng: &mut StdRng) -> String {
     format!(
         "{:04}-{:02}-{:02}",
@@ -580,14 +588,7 @@ impl Gen {
             Datetime(fsp) => {
                 let t = if edge {
                     match rng.random_range(0..4) {
-                        0 => format!(
-                            "1000-01-01 00:00:00{}",
-                            if *fsp > 0 {
-                                format!(".{}", "0".repeat(*fsp as usize))
-                            } else {
-                                String::new()
-                            }
-                        ),
+                        0 => format!("1000-01-01 00:00:00{}", zero_frac(*fsp)),
                         1 => format!("9999-12-31 23:59:59{}", frac(rng, *fsp, true)),
                         2 => "0000-00-00 00:00:00".to_owned(),
                         _ => format!("2024-00-15 12:00:00{}", frac(rng, *fsp, false)),
@@ -605,14 +606,7 @@ impl Gen {
             Timestamp(fsp) => {
                 let t = if edge {
                     match rng.random_range(0..3) {
-                        0 => format!(
-                            "1970-01-01 00:00:01{}",
-                            if *fsp > 0 {
-                                format!(".{}", "0".repeat(*fsp as usize))
-                            } else {
-                                String::new()
-                            }
-                        ),
+                        0 => format!("1970-01-01 00:00:01{}", zero_frac(*fsp)),
                         1 => format!("2038-01-19 03:14:07{}", frac(rng, *fsp, true)),
                         _ => "0000-00-00 00:00:00".to_owned(),
                     }

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use super::model::{ddl_column_palette, Alloc, DbModel, DdlCol, DdlTable, IdSet, ACCOUNTS_PER_DB};
 use super::values::{self, all_types_columns, ident, sql_str, Cs, Gen};
-use super::{connect, Config, LogEntry, Shared, TableStats};
+use super::{connect, Config, Counts, LogEntry, Shared};
 
 /// Rows per multi-row INSERT (and ids per `IN (...)` list) in large transactions.
 const CHUNK: usize = 1000;
@@ -101,21 +101,63 @@ impl Plan {
             expect,
         });
     }
+
+    /// `INSERT INTO t (cols) VALUES rows`: every row inserted.
+    fn insert(&mut self, t: &On, cols: &str, rows: &[String]) {
+        self.push(
+            t.key.clone(),
+            RowOp::Insert,
+            Expect::Exactly(rows.len() as u64),
+            format!("INSERT INTO {} ({cols}) VALUES {}", t.sql, rows.join(",")),
+        );
+    }
+
+    /// `UPDATE t SET set WHERE id IN (ids)`: every row named changes (`set` always changes a
+    /// value).
+    fn update_in(&mut self, t: &On, set: &str, ids: &[i64]) {
+        self.push(
+            t.key.clone(),
+            RowOp::Update,
+            Expect::Exactly(ids.len() as u64),
+            format!("UPDATE {} SET {set} WHERE id IN ({})", t.sql, list(ids)),
+        );
+    }
+
+    /// `UPDATE t SET set WHERE id = id`.
+    fn update_id(&mut self, t: &On, set: &str, id: i64, expect: Expect) {
+        self.push(
+            t.key.clone(),
+            RowOp::Update,
+            expect,
+            format!("UPDATE {} SET {set} WHERE id = {id}", t.sql),
+        );
+    }
+
+    /// `DELETE FROM t WHERE id IN (ids)`: every row named goes.
+    fn delete_in(&mut self, t: &On, ids: &[i64]) {
+        self.push(
+            t.key.clone(),
+            RowOp::Delete,
+            Expect::Exactly(ids.len() as u64),
+            format!("DELETE FROM {} WHERE id IN ({})", t.sql, list(ids)),
+        );
+    }
+
+    /// `DELETE FROM t WHERE id = id`: the row goes.
+    fn delete_id(&mut self, t: &On, id: i64) {
+        self.push(
+            t.key.clone(),
+            RowOp::Delete,
+            Expect::Exactly(1),
+            format!("DELETE FROM {} WHERE id = {id}", t.sql),
+        );
+    }
 }
 
 /// What a worker did.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
-    pub transactions: u64,
-    pub ddl: u64,
-    pub empty: u64,
-    pub rows: u64,
-    pub cascaded: u64,
-    pub retries: u64,
-    pub reconnects: u64,
-    pub skipped: u64,
-    pub kinds: BTreeMap<String, u64>,
-    pub tables: BTreeMap<String, TableStats>,
+    pub counts: Counts,
     /// (seq, gtid) of the lowest and highest GTID this worker committed.
     pub first_gtid: Option<(u64, String)>,
     pub last_gtid: Option<(u64, String)>,
@@ -212,6 +254,69 @@ fn tbl(db: &str, t: &str) -> String {
 fn key(db: &str, t: &str) -> String {
     format!("{db}.{t}")
 }
+
+/// A table as a plan's statements name it: the key of its statistics (`db.t`) and its name
+/// in SQL (`` `db`.`t` ``).
+struct On {
+    key: String,
+    sql: String,
+}
+
+impl On {
+    fn new(db: &str, t: &str) -> On {
+        On {
+            key: key(db, t),
+            sql: tbl(db, t),
+        }
+    }
+}
+
+/// One step of a small transaction on one table (worker, plan, database index, rows).
+type Step = fn(&mut Worker, &mut Plan, usize, usize);
+
+/// The small-transaction planner of one table: see [`Worker::small`].
+struct Small {
+    /// Whether the worker knows no row of the table (then it inserts).
+    empty: fn(&DbModel) -> bool,
+    insert: Step,
+    update: Step,
+    delete: Step,
+}
+
+/// The tables small transactions write, in the order the generator has always drawn them
+/// (`plan_small` draws index `SMALL.len()` for a `ddl_*` table).
+const SMALL: [Small; 5] = [
+    Small {
+        empty: |m| m.all_types.is_empty(),
+        insert: Worker::small_all_types_insert,
+        update: Worker::small_all_types_update,
+        delete: Worker::small_all_types_delete,
+    },
+    Small {
+        empty: |m| m.customers.is_empty(),
+        insert: Worker::small_customers_insert,
+        update: Worker::small_customers_update,
+        delete: Worker::small_customers_delete,
+    },
+    Small {
+        empty: |m| m.orders.is_empty(),
+        insert: Worker::small_orders_insert,
+        update: Worker::small_orders_update,
+        delete: Worker::small_orders_delete,
+    },
+    Small {
+        empty: |m| m.lines.is_empty(),
+        insert: Worker::small_lines_insert,
+        update: Worker::small_lines_update,
+        delete: Worker::small_lines_delete,
+    },
+    Small {
+        empty: |m| m.users.is_empty(),
+        insert: Worker::small_users_insert,
+        update: Worker::small_users_update,
+        delete: Worker::small_users_delete,
+    },
+];
 
 /// Seconds since 2020-01-01 plus micros: a plausible deterministic business timestamp.
 fn business_time(rng: &mut StdRng) -> String {
@@ -344,7 +449,7 @@ impl Worker {
                     counts,
                     attempts,
                 }) => self.record(&plan, gtid, counts, attempts)?,
-                Ok(Outcome::Skipped) => self.stats.skipped += 1,
+                Ok(Outcome::Skipped) => self.stats.counts.skipped += 1,
                 Err(Failure::Fatal(e)) => {
                     return Err(e.context(format!(
                         "worker {}: {} transaction",
@@ -379,14 +484,15 @@ impl Worker {
         let Some(gtid) = gtid else {
             // Nothing changed (every update set the values the rows had): no GTID, nothing
             // in the binlog, nothing to log.
-            self.stats.empty += 1;
+            self.stats.counts.empty += 1;
             return Ok(());
         };
         let st = &mut self.stats;
-        st.transactions += 1;
-        *st.kinds.entry(plan.kind.as_str().to_owned()).or_default() += 1;
+        let c = &mut st.counts;
+        c.transactions += 1;
+        *c.kinds.entry(plan.kind.as_str().to_owned()).or_default() += 1;
         if plan.kind == Kind::Ddl {
-            st.ddl += 1;
+            c.ddl += 1;
         }
         let mut tables: BTreeMap<String, u64> = BTreeMap::new();
         let mut rows = 0;
@@ -394,7 +500,7 @@ impl Worker {
             if op == RowOp::None {
                 continue;
             }
-            let ts = st.tables.entry(t.clone()).or_default();
+            let ts = c.tables.entry(t.clone()).or_default();
             match op {
                 RowOp::Insert => ts.inserted += n,
                 RowOp::Update => ts.updated += n,
@@ -406,10 +512,10 @@ impl Worker {
             }
             rows += n;
         }
-        st.rows += rows;
+        c.rows += rows;
         for (t, n) in &plan.cascaded {
-            st.tables.entry(t.clone()).or_default().cascaded += n;
-            st.cascaded += n;
+            c.tables.entry(t.clone()).or_default().cascaded += n;
+            c.cascaded += n;
         }
         let seq = gtid
             .rsplit('-')
@@ -446,7 +552,7 @@ impl Worker {
             "workload: worker {}: lost the connection ({err}); reconnecting",
             self.idx
         );
-        self.stats.reconnects += 1;
+        self.stats.counts.reconnects += 1;
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         let mut last = err.to_string();
         loop {
@@ -506,7 +612,7 @@ impl Worker {
                 }
                 Err(TryErr::Retry(e)) => {
                     self.rollback().await?;
-                    self.stats.retries += 1;
+                    self.stats.counts.retries += 1;
                     if attempt > self.cfg.max_retries {
                         return Err(Failure::Fatal(anyhow!(
                             "gave up after {attempt} attempts: {e}"
@@ -621,9 +727,9 @@ impl Worker {
         let budget = self.rng.random_range(1..=20usize);
         let ntables = self.rng.random_range(1..=3usize).min(budget);
         let home = self.pick_db();
-        let mut kinds: Vec<u8> = vec![0, 1, 2, 3, 4];
+        let mut kinds: Vec<usize> = (0..SMALL.len()).collect();
         if self.idx == 0 && self.dbs.iter().any(|m| !m.ddl.is_empty()) {
-            kinds.push(5);
+            kinds.push(SMALL.len());
         }
         kinds.shuffle(&mut self.rng);
         kinds.truncate(ntables);
@@ -639,16 +745,25 @@ impl Worker {
                 home
             };
             let op = self.rng.random_range(0..100);
-            match kind {
-                0 => self.small_all_types(&mut p, db, op, rows),
-                1 => self.small_customers(&mut p, db, op, rows),
-                2 => self.small_orders(&mut p, db, op, rows),
-                3 => self.small_lines(&mut p, db, op, rows),
-                4 => self.small_users(&mut p, db, op, rows),
-                _ => self.small_ddl_table(&mut p, db, op, rows),
+            match SMALL.get(kind) {
+                Some(s) => self.small(s, &mut p, db, op, rows),
+                None => self.small_ddl_table(&mut p, db, op, rows),
             }
         }
         p
+    }
+
+    /// One table's share of a small transaction: `rows` inserted when `op` (0 to 99) is below
+    /// 50 or the table is empty, updated below 85, deleted otherwise.
+    fn small(&mut self, s: &Small, p: &mut Plan, db: usize, op: u32, rows: usize) {
+        let step = if op < 50 || (s.empty)(&self.dbs[db]) {
+            s.insert
+        } else if op < 85 {
+            s.update
+        } else {
+            s.delete
+        };
+        step(self, p, db, rows)
     }
 
     fn all_types_insert(&mut self, p: &mut Plan, db: usize, ids: &[i64], bulk: bool) {
@@ -656,84 +771,54 @@ impl Worker {
         let names: Vec<String> = std::iter::once("id".to_owned())
             .chain(cols.iter().map(|(n, _, _)| ident(n)))
             .collect();
-        let name = self.dbs[db].name.clone();
+        let t = On::new(&self.dbs[db].name, "all_types");
         for chunk in ids.chunks(CHUNK) {
-            let mut sql = format!(
-                "INSERT INTO {} ({}) VALUES ",
-                tbl(&name, "all_types"),
-                names.join(",")
-            );
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                sql.push_str(&id.to_string());
+            let mut rows = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let mut row = format!("({id}");
                 for (_, _, g) in &cols {
-                    sql.push(',');
-                    sql.push_str(&g.literal(&mut self.rng, true, bulk));
+                    row.push(',');
+                    row.push_str(&g.literal(&mut self.rng, true, bulk));
                 }
-                sql.push(')');
+                row.push(')');
+                rows.push(row);
             }
-            p.push(
-                key(&name, "all_types"),
-                RowOp::Insert,
-                Expect::Exactly(chunk.len() as u64),
-                sql,
-            );
+            p.insert(&t, &names.join(","), &rows);
         }
         for id in ids {
             self.dbs[db].all_types.insert(*id);
         }
     }
 
-    fn small_all_types(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
-        let m = &self.dbs[db];
-        if op < 50 || m.all_types.is_empty() {
-            let ids: Vec<i64> = (0..rows)
-                .map(|_| self.dbs[db].all_types_alloc.take())
+    fn small_all_types_insert(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let ids: Vec<i64> = (0..rows)
+            .map(|_| self.dbs[db].all_types_alloc.take())
+            .collect();
+        self.all_types_insert(p, db, &ids, false);
+    }
+
+    fn small_all_types_update(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "all_types");
+        let cols = all_types_columns();
+        for id in self.dbs[db].all_types.pick_n(&mut self.rng, rows) {
+            let n = self.rng.random_range(1..=5);
+            let set: Vec<String> = cols
+                .choose_multiple(&mut self.rng, n)
+                .map(|(c, _, g)| (c, g))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|(c, g)| format!("{} = {}", ident(c), g.literal(&mut self.rng, true, false)))
                 .collect();
-            self.all_types_insert(p, db, &ids, false);
-        } else if op < 85 {
-            let cols = all_types_columns();
-            for id in m.all_types.pick_n(&mut self.rng, rows) {
-                let n = self.rng.random_range(1..=5);
-                let set: Vec<String> = cols
-                    .choose_multiple(&mut self.rng, n)
-                    .map(|(c, _, g)| (c, g))
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .map(|(c, g)| {
-                        format!("{} = {}", ident(c), g.literal(&mut self.rng, true, false))
-                    })
-                    .collect();
-                p.push(
-                    key(&name, "all_types"),
-                    RowOp::Update,
-                    Expect::AtMost(1),
-                    format!(
-                        "UPDATE {} SET {} WHERE id = {id}",
-                        tbl(&name, "all_types"),
-                        set.join(", ")
-                    ),
-                );
-            }
-        } else {
-            let ids = m.all_types.pick_n(&mut self.rng, rows);
-            p.push(
-                key(&name, "all_types"),
-                RowOp::Delete,
-                Expect::Exactly(ids.len() as u64),
-                format!(
-                    "DELETE FROM {} WHERE id IN ({})",
-                    tbl(&name, "all_types"),
-                    list(&ids)
-                ),
-            );
-            for id in ids {
-                self.dbs[db].all_types.remove(id);
-            }
+            p.update_id(&t, &set.join(", "), id, Expect::AtMost(1));
+        }
+    }
+
+    fn small_all_types_delete(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "all_types");
+        let ids = self.dbs[db].all_types.pick_n(&mut self.rng, rows);
+        p.delete_in(&t, &ids);
+        for id in ids {
+            self.dbs[db].all_types.remove(id);
         }
     }
 
@@ -751,20 +836,11 @@ impl Worker {
     }
 
     fn insert_customers(&mut self, p: &mut Plan, db: usize, n: usize) -> Vec<i64> {
-        let name = self.dbs[db].name.clone();
+        let t = On::new(&self.dbs[db].name, "customers");
         let ids: Vec<i64> = (0..n).map(|_| self.dbs[db].customer_alloc.take()).collect();
         for chunk in ids.chunks(CHUNK) {
             let vals: Vec<String> = chunk.iter().map(|id| self.customer_values(*id)).collect();
-            p.push(
-                key(&name, "customers"),
-                RowOp::Insert,
-                Expect::Exactly(chunk.len() as u64),
-                format!(
-                    "INSERT INTO {} (id, name, email, country, created_at) VALUES {}",
-                    tbl(&name, "customers"),
-                    vals.join(",")
-                ),
-            );
+            p.insert(&t, "id, name, email, country, created_at", &vals);
         }
         for id in &ids {
             self.dbs[db].customers.insert(*id);
@@ -774,7 +850,7 @@ impl Worker {
 
     /// Orders for the given customers (one customer per order, cycling).
     fn insert_orders(&mut self, p: &mut Plan, db: usize, customers: &[i64], n: usize) -> Vec<i64> {
-        let name = self.dbs[db].name.clone();
+        let t = On::new(&self.dbs[db].name, "orders");
         let mut ids = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         for i in 0..n {
@@ -792,16 +868,7 @@ impl Worker {
             ids.push((id, c));
         }
         for chunk in rows.chunks(CHUNK) {
-            p.push(
-                key(&name, "orders"),
-                RowOp::Insert,
-                Expect::Exactly(chunk.len() as u64),
-                format!(
-                    "INSERT INTO {} (id, customer_id, status, total, created_at) VALUES {}",
-                    tbl(&name, "orders"),
-                    chunk.join(",")
-                ),
-            );
+            p.insert(&t, "id, customer_id, status, total, created_at", chunk);
         }
         for (id, c) in &ids {
             self.dbs[db].add_order(*id, *c);
@@ -810,7 +877,7 @@ impl Worker {
     }
 
     fn insert_lines(&mut self, p: &mut Plan, db: usize, orders: &[i64], n: usize) {
-        let name = self.dbs[db].name.clone();
+        let t = On::new(&self.dbs[db].name, "order_lines");
         let mut ids = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         for i in 0..n {
@@ -823,16 +890,7 @@ impl Worker {
             ids.push((id, o));
         }
         for chunk in rows.chunks(CHUNK) {
-            p.push(
-                key(&name, "order_lines"),
-                RowOp::Insert,
-                Expect::Exactly(chunk.len() as u64),
-                format!(
-                    "INSERT INTO {} (id, order_id, sku, qty, price) VALUES {}",
-                    tbl(&name, "order_lines"),
-                    chunk.join(",")
-                ),
-            );
+            p.insert(&t, "id, order_id, sku, qty, price", chunk);
         }
         for (id, o) in ids {
             self.dbs[db].add_line(id, o);
@@ -869,206 +927,152 @@ impl Worker {
                 }
             }
         }
+        let t = On::new(&name, "orders");
         for chunk in orders.chunks(CHUNK) {
-            p.push(
-                key(&name, "orders"),
-                RowOp::Delete,
-                Expect::Exactly(chunk.len() as u64),
-                format!(
-                    "DELETE FROM {} WHERE id IN ({})",
-                    tbl(&name, "orders"),
-                    list(chunk)
-                ),
-            );
+            p.delete_in(&t, chunk);
         }
         for o in orders {
             self.dbs[db].remove_order(*o);
         }
     }
 
-    fn small_customers(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
-        if op < 50 || self.dbs[db].customers.is_empty() {
-            self.insert_customers(p, db, rows);
-        } else if op < 85 {
-            for id in self.dbs[db].customers.pick_n(&mut self.rng, rows) {
-                let country = ["US", "FR", "DE", "JP", "BR", "IN", "GB", "ES"]
-                    .choose(&mut self.rng)
-                    .unwrap();
-                let nm = values::random_text(&mut self.rng, 40, 160, Cs::Utf8mb4, true);
-                p.push(
-                    key(&name, "customers"),
-                    RowOp::Update,
-                    Expect::AtMost(1),
-                    format!(
-                        "UPDATE {} SET name = {}, country = '{country}' WHERE id = {id}",
-                        tbl(&name, "customers"),
-                        sql_str(&format!("{nm} #{id}"))
-                    ),
-                );
-            }
-        } else {
-            // A customer goes: their orders (and lines) first, then the customer.
-            let c = self.dbs[db].customers.pick(&mut self.rng).unwrap();
-            let orders = self.dbs[db].orders_of(c).to_vec();
-            self.delete_orders(p, db, &orders);
-            p.push(
-                key(&name, "customers"),
-                RowOp::Delete,
-                Expect::Exactly(1),
-                format!("DELETE FROM {} WHERE id = {c}", tbl(&name, "customers")),
-            );
-            self.dbs[db].customers.remove(c);
-            self.dbs[db].customer_orders.remove(&c);
-        }
+    fn small_customers_insert(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        self.insert_customers(p, db, rows);
     }
 
-    fn small_orders(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
-        if op < 50 || self.dbs[db].orders.is_empty() {
-            let c = match self.dbs[db].customers.pick(&mut self.rng) {
-                Some(c) => c,
-                None => self.insert_customers(p, db, 1)[0],
-            };
-            self.insert_orders(p, db, &[c], rows);
-        } else if op < 85 {
-            let ids = self.dbs[db].orders.pick_n(&mut self.rng, rows);
-            let status = ["new", "paid", "shipped", "cancelled"]
+    fn small_customers_update(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "customers");
+        for id in self.dbs[db].customers.pick_n(&mut self.rng, rows) {
+            let country = ["US", "FR", "DE", "JP", "BR", "IN", "GB", "ES"]
                 .choose(&mut self.rng)
                 .unwrap();
-            p.push(
-                key(&name, "orders"),
-                RowOp::Update,
-                Expect::Exactly(ids.len() as u64),
-                format!(
-                    "UPDATE {} SET status = '{status}', total = total + 1.25 WHERE id IN ({})",
-                    tbl(&name, "orders"),
-                    list(&ids)
-                ),
+            let nm = values::random_text(&mut self.rng, 40, 160, Cs::Utf8mb4, true);
+            let set = format!(
+                "name = {}, country = '{country}'",
+                sql_str(&format!("{nm} #{id}"))
             );
-        } else {
-            let ids = self.dbs[db].orders.pick_n(&mut self.rng, rows.min(3));
-            self.delete_orders(p, db, &ids);
+            p.update_id(&t, &set, id, Expect::AtMost(1));
         }
     }
 
-    fn small_lines(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
-        if op < 50 || self.dbs[db].lines.is_empty() {
-            let o = match self.dbs[db].orders.pick(&mut self.rng) {
-                Some(o) => o,
-                None => {
-                    let c = match self.dbs[db].customers.pick(&mut self.rng) {
-                        Some(c) => c,
-                        None => self.insert_customers(p, db, 1)[0],
-                    };
-                    self.insert_orders(p, db, &[c], 1)[0]
-                }
-            };
-            self.insert_lines(p, db, &[o], rows);
-        } else if op < 85 {
-            let ids = self.dbs[db].lines.pick_n(&mut self.rng, rows);
-            p.push(
-                key(&name, "order_lines"),
-                RowOp::Update,
-                Expect::Exactly(ids.len() as u64),
-                format!(
-                    "UPDATE {} SET qty = qty + 1 WHERE id IN ({})",
-                    tbl(&name, "order_lines"),
-                    list(&ids)
-                ),
-            );
-        } else {
-            let ids = self.dbs[db].lines.pick_n(&mut self.rng, rows);
-            p.push(
-                key(&name, "order_lines"),
-                RowOp::Delete,
-                Expect::Exactly(ids.len() as u64),
-                format!(
-                    "DELETE FROM {} WHERE id IN ({})",
-                    tbl(&name, "order_lines"),
-                    list(&ids)
-                ),
-            );
-            for id in ids {
-                self.dbs[db].remove_line(id);
+    /// A customer goes: their orders (and lines) first, then the customer.
+    fn small_customers_delete(&mut self, p: &mut Plan, db: usize, _rows: usize) {
+        let t = On::new(&self.dbs[db].name, "customers");
+        let c = self.dbs[db].customers.pick(&mut self.rng).unwrap();
+        let orders = self.dbs[db].orders_of(c).to_vec();
+        self.delete_orders(p, db, &orders);
+        p.delete_id(&t, c);
+        self.dbs[db].customers.remove(c);
+        self.dbs[db].customer_orders.remove(&c);
+    }
+
+    /// A customer: one the worker knows, or a new one.
+    fn some_customer(&mut self, p: &mut Plan, db: usize) -> i64 {
+        match self.dbs[db].customers.pick(&mut self.rng) {
+            Some(c) => c,
+            None => self.insert_customers(p, db, 1)[0],
+        }
+    }
+
+    fn small_orders_insert(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let c = self.some_customer(p, db);
+        self.insert_orders(p, db, &[c], rows);
+    }
+
+    fn small_orders_update(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "orders");
+        let ids = self.dbs[db].orders.pick_n(&mut self.rng, rows);
+        let status = ["new", "paid", "shipped", "cancelled"]
+            .choose(&mut self.rng)
+            .unwrap();
+        p.update_in(
+            &t,
+            &format!("status = '{status}', total = total + 1.25"),
+            &ids,
+        );
+    }
+
+    fn small_orders_delete(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let ids = self.dbs[db].orders.pick_n(&mut self.rng, rows.min(3));
+        self.delete_orders(p, db, &ids);
+    }
+
+    fn small_lines_insert(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let o = match self.dbs[db].orders.pick(&mut self.rng) {
+            Some(o) => o,
+            None => {
+                let c = self.some_customer(p, db);
+                self.insert_orders(p, db, &[c], 1)[0]
             }
+        };
+        self.insert_lines(p, db, &[o], rows);
+    }
+
+    fn small_lines_update(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "order_lines");
+        let ids = self.dbs[db].lines.pick_n(&mut self.rng, rows);
+        p.update_in(&t, "qty = qty + 1", &ids);
+    }
+
+    fn small_lines_delete(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "order_lines");
+        let ids = self.dbs[db].lines.pick_n(&mut self.rng, rows);
+        p.delete_in(&t, &ids);
+        for id in ids {
+            self.dbs[db].remove_line(id);
         }
     }
 
-    fn small_users(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
-        if op < 50 || self.dbs[db].users.is_empty() {
-            let mut vals = Vec::new();
-            for _ in 0..rows {
-                let id = self.dbs[db].user_alloc.take();
-                let email = format!("u{id}@example.com");
+    fn small_users_insert(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "users");
+        let mut vals = Vec::new();
+        for _ in 0..rows {
+            let id = self.dbs[db].user_alloc.take();
+            let email = format!("u{id}@example.com");
+            let nm = values::random_text(&mut self.rng, 40, 160, Cs::Utf8mb4, true);
+            vals.push(format!(
+                "({id}, {}, {}, {})",
+                sql_str(&email),
+                sql_str(&nm),
+                business_time(&mut self.rng)
+            ));
+            self.dbs[db].users.insert(id);
+            self.dbs[db].user_email.insert(id, email);
+        }
+        p.insert(&t, "id, email, name, updated_at", &vals);
+    }
+
+    fn small_users_update(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "users");
+        for id in self.dbs[db].users.pick_n(&mut self.rng, rows) {
+            if self.rng.random_bool(0.5) {
                 let nm = values::random_text(&mut self.rng, 40, 160, Cs::Utf8mb4, true);
-                vals.push(format!(
-                    "({id}, {}, {}, {})",
-                    sql_str(&email),
+                let set = format!(
+                    "name = {}, updated_at = {}",
                     sql_str(&nm),
                     business_time(&mut self.rng)
-                ));
-                self.dbs[db].users.insert(id);
+                );
+                p.update_id(&t, &set, id, Expect::AtMost(1));
+            } else {
+                let email = format!("u{}@example.com", self.dbs[db].user_alloc.take());
+                p.update_id(
+                    &t,
+                    &format!("email = {}", sql_str(&email)),
+                    id,
+                    Expect::Exactly(1),
+                );
                 self.dbs[db].user_email.insert(id, email);
             }
-            p.push(
-                key(&name, "users"),
-                RowOp::Insert,
-                Expect::Exactly(rows as u64),
-                format!(
-                    "INSERT INTO {} (id, email, name, updated_at) VALUES {}",
-                    tbl(&name, "users"),
-                    vals.join(",")
-                ),
-            );
-        } else if op < 85 {
-            for id in self.dbs[db].users.pick_n(&mut self.rng, rows) {
-                if self.rng.random_bool(0.5) {
-                    let nm = values::random_text(&mut self.rng, 40, 160, Cs::Utf8mb4, true);
-                    p.push(
-                        key(&name, "users"),
-                        RowOp::Update,
-                        Expect::AtMost(1),
-                        format!(
-                            "UPDATE {} SET name = {}, updated_at = {} WHERE id = {id}",
-                            tbl(&name, "users"),
-                            sql_str(&nm),
-                            business_time(&mut self.rng)
-                        ),
-                    );
-                } else {
-                    let email = format!("u{}@example.com", self.dbs[db].user_alloc.take());
-                    p.push(
-                        key(&name, "users"),
-                        RowOp::Update,
-                        Expect::Exactly(1),
-                        format!(
-                            "UPDATE {} SET email = {} WHERE id = {id}",
-                            tbl(&name, "users"),
-                            sql_str(&email)
-                        ),
-                    );
-                    self.dbs[db].user_email.insert(id, email);
-                }
-            }
-        } else {
-            let ids = self.dbs[db].users.pick_n(&mut self.rng, rows);
-            p.push(
-                key(&name, "users"),
-                RowOp::Delete,
-                Expect::Exactly(ids.len() as u64),
-                format!(
-                    "DELETE FROM {} WHERE id IN ({})",
-                    tbl(&name, "users"),
-                    list(&ids)
-                ),
-            );
-            for id in ids {
-                self.dbs[db].users.remove(id);
-                self.dbs[db].user_email.remove(&id);
-            }
+        }
+    }
+
+    fn small_users_delete(&mut self, p: &mut Plan, db: usize, rows: usize) {
+        let t = On::new(&self.dbs[db].name, "users");
+        let ids = self.dbs[db].users.pick_n(&mut self.rng, rows);
+        p.delete_in(&t, &ids);
+        for id in ids {
+            self.dbs[db].users.remove(id);
+            self.dbs[db].user_email.remove(&id);
         }
     }
 
@@ -1080,58 +1084,44 @@ impl Worker {
         format!("({})", v.join(","))
     }
 
+    /// Like [`Worker::small`] on one of the database's `ddl_*` tables, drawn first (on
+    /// `all_types` while the database has none); an update needs a column besides `id`.
     fn small_ddl_table(&mut self, p: &mut Plan, db: usize, op: u32, rows: usize) {
-        let name = self.dbs[db].name.clone();
         if self.dbs[db].ddl.is_empty() {
-            return self.small_all_types(p, db, op, rows);
+            return self.small(&SMALL[0], p, db, op, rows);
         }
         let ti = self.rng.random_range(0..self.dbs[db].ddl.len());
-        let t = self.dbs[db].ddl[ti].clone_shape();
-        let tname = tbl(&name, &t.name);
-        let k = key(&name, &t.name);
+        let shape = self.dbs[db].ddl[ti].clone_shape();
+        let t = On::new(&self.dbs[db].name, &shape.name);
         if op < 50 || self.dbs[db].ddl[ti].ids.is_empty() {
             let ids: Vec<i64> = (0..rows)
                 .map(|_| self.dbs[db].ddl[ti].alloc.take())
                 .collect();
-            let vals: Vec<String> = ids.iter().map(|id| self.ddl_row(&t.cols, *id)).collect();
-            let names: Vec<String> = std::iter::once("id".to_owned())
-                .chain(t.cols.iter().map(|c| ident(&c.name)))
+            let vals: Vec<String> = ids
+                .iter()
+                .map(|id| self.ddl_row(&shape.cols, *id))
                 .collect();
-            p.push(
-                k,
-                RowOp::Insert,
-                Expect::Exactly(rows as u64),
-                format!(
-                    "INSERT INTO {tname} ({}) VALUES {}",
-                    names.join(","),
-                    vals.join(",")
-                ),
-            );
+            let names: Vec<String> = std::iter::once("id".to_owned())
+                .chain(shape.cols.iter().map(|c| ident(&c.name)))
+                .collect();
+            p.insert(&t, &names.join(","), &vals);
             for id in ids {
                 self.dbs[db].ddl[ti].ids.insert(id);
             }
-        } else if op < 85 && !t.cols.is_empty() {
+        } else if op < 85 && !shape.cols.is_empty() {
             for id in self.dbs[db].ddl[ti].ids.pick_n(&mut self.rng, rows) {
-                let c = t.cols.choose(&mut self.rng).unwrap();
+                let c = shape.cols.choose(&mut self.rng).unwrap();
                 let v = c.gen.literal(&mut self.rng, c.nullable, true);
-                p.push(
-                    k.clone(),
-                    RowOp::Update,
+                p.update_id(
+                    &t,
+                    &format!("{} = {v}", ident(&c.name)),
+                    id,
                     Expect::AtMost(1),
-                    format!(
-                        "UPDATE {tname} SET {} = {v} WHERE id = {id}",
-                        ident(&c.name)
-                    ),
                 );
             }
         } else {
             let ids = self.dbs[db].ddl[ti].ids.pick_n(&mut self.rng, rows);
-            p.push(
-                k,
-                RowOp::Delete,
-                Expect::Exactly(ids.len() as u64),
-                format!("DELETE FROM {tname} WHERE id IN ({})", list(&ids)),
-            );
+            p.delete_in(&t, &ids);
             for id in ids {
                 self.dbs[db].ddl[ti].ids.remove(id);
             }
@@ -1164,21 +1154,13 @@ impl Worker {
             let mut legs = [(da, a, -amount), (db, b, amount)];
             legs.sort_by_key(|(d, id, _)| (*d, *id));
             for (d, id, delta) in legs {
-                let name = self.dbs[d].name.clone();
+                let t = On::new(&self.dbs[d].name, "accounts");
                 let expr = if delta < 0 {
                     format!("balance - {}", cents(-delta))
                 } else {
                     format!("balance + {}", cents(delta))
                 };
-                p.push(
-                    key(&name, "accounts"),
-                    RowOp::Update,
-                    Expect::Exactly(1),
-                    format!(
-                        "UPDATE {} SET balance = {expr} WHERE id = {id}",
-                        tbl(&name, "accounts")
-                    ),
-                );
+                p.update_id(&t, &format!("balance = {expr}"), id, Expect::Exactly(1));
             }
         }
         (!p.stmts.is_empty()).then_some(p)
@@ -1194,16 +1176,15 @@ impl Worker {
         let pair = m.users.pick_n(&mut self.rng, 2);
         let (a, b) = (pair[0], pair[1]);
         let (ea, eb) = (m.user_email[&a].clone(), m.user_email[&b].clone());
-        let name = m.name.clone();
-        let t = tbl(&name, "users");
+        let t = On::new(&m.name, "users");
         let tmp = format!("swap-w{}@tmp.invalid", self.idx);
         let mut p = Plan::new(Kind::Swap);
         for (id, email) in [(a, &tmp), (b, &ea), (a, &eb)] {
-            p.push(
-                key(&name, "users"),
-                RowOp::Update,
+            p.update_id(
+                &t,
+                &format!("email = {}", sql_str(email)),
+                id,
                 Expect::Exactly(1),
-                format!("UPDATE {t} SET email = {} WHERE id = {id}", sql_str(email)),
             );
         }
         let m = &mut self.dbs[db];
@@ -1234,14 +1215,11 @@ impl Worker {
             ("all_types", old, new)
         };
         let mut p = Plan::new(Kind::PkUpdate);
-        p.push(
-            key(&name, table),
-            RowOp::Update,
+        p.update_id(
+            &On::new(&name, table),
+            &format!("id = {new}"),
+            old,
             Expect::Exactly(1),
-            format!(
-                "UPDATE {} SET id = {new} WHERE id = {old}",
-                tbl(&name, table)
-            ),
         );
         Some(p)
     }
@@ -1269,32 +1247,20 @@ impl Worker {
                     tbl(&name, "accounts")
                 ),
             );
-            p.push(
-                key(&to, "accounts"),
-                RowOp::Update,
+            p.update_id(
+                &On::new(&to, "accounts"),
+                "balance = balance + @wl_balance",
+                y,
                 Expect::AtMost(1),
-                format!(
-                    "UPDATE {} SET balance = balance + @wl_balance WHERE id = {y}",
-                    tbl(&to, "accounts")
-                ),
             );
-            p.push(
-                key(&name, "accounts"),
-                RowOp::Delete,
-                Expect::Exactly(1),
-                format!("DELETE FROM {} WHERE id = {x}", tbl(&name, "accounts")),
-            );
+            p.delete_id(&On::new(&name, "accounts"), x);
             self.dbs[da].accounts.remove(x);
         } else {
             let id = self.dbs[da].account_alloc.take();
-            p.push(
-                key(&name, "accounts"),
-                RowOp::Insert,
-                Expect::Exactly(1),
-                format!(
-                    "INSERT INTO {} (id, balance) VALUES ({id}, 0.00)",
-                    tbl(&name, "accounts")
-                ),
+            p.insert(
+                &On::new(&name, "accounts"),
+                "id, balance",
+                &[format!("({id}, 0.00)")],
             );
             self.dbs[da].accounts.insert(id);
         }
@@ -1345,18 +1311,10 @@ impl Worker {
                 self.all_types_insert(&mut p, db, &ids, true);
             }
             2 => {
+                let t = On::new(&name, "order_lines");
                 let ids = self.dbs[db].lines.pick_n(&mut self.rng, n);
                 for chunk in ids.chunks(CHUNK) {
-                    p.push(
-                        key(&name, "order_lines"),
-                        RowOp::Update,
-                        Expect::Exactly(chunk.len() as u64),
-                        format!(
-                            "UPDATE {} SET qty = qty + 1, price = price + 0.01 WHERE id IN ({})",
-                            tbl(&name, "order_lines"),
-                            list(chunk)
-                        ),
-                    );
+                    p.update_in(&t, "qty = qty + 1, price = price + 0.01", chunk);
                 }
             }
             _ => {
@@ -1366,17 +1324,9 @@ impl Worker {
                 } else {
                     ("all_types", self.dbs[db].all_types.pick_n(&mut self.rng, n))
                 };
+                let t = On::new(&name, t);
                 for chunk in ids.chunks(CHUNK) {
-                    p.push(
-                        key(&name, t),
-                        RowOp::Delete,
-                        Expect::Exactly(chunk.len() as u64),
-                        format!(
-                            "DELETE FROM {} WHERE id IN ({})",
-                            tbl(&name, t),
-                            list(chunk)
-                        ),
-                    );
+                    p.delete_in(&t, chunk);
                 }
                 for id in ids {
                     if lines {
