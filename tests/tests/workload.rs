@@ -127,7 +127,10 @@ async fn assert_counts_match(c: &mut Conn, cfg: &Config, s: &Summary, when: &str
             let rows: u64 = query_one(c, &format!("SELECT COUNT(*) FROM `{db}`.`{t}`")).await;
             assert_eq!(
                 Some(rows),
-                s.counts.tables.get(&format!("{db}.{t}")).and_then(|x| x.rows),
+                s.counts
+                    .tables
+                    .get(&format!("{db}.{t}"))
+                    .and_then(|x| x.rows),
                 "{db}.{t}: {when}, COUNT(*) and the generator's count"
             );
         }
