@@ -167,5 +167,5 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
     }
     result?;
     rep.finish();
-    rep.write(cfg)
+    rep.write(cfg, plot::draw)
 }

@@ -269,7 +269,13 @@ impl Report {
         ];
     }
 
-    pub fn write(&self, cfg: &Cfg) -> Result<Vec<PathBuf>> {
+    /// Writes the results (`.json`, `.md`), appends to `history.csv`, and has `plot` draw the
+    /// `.png` from this run and the history.
+    pub fn write(
+        &self,
+        cfg: &Cfg,
+        plot: impl FnOnce(&std::path::Path, &Report, &[HistoryPoint]) -> Result<()>,
+    ) -> Result<Vec<PathBuf>> {
         let stem = cfg.out_dir.join(&self.out_stem);
         let json = stem.with_extension("json");
         let md = stem.with_extension("md");
@@ -282,7 +288,7 @@ impl Report {
         let history = cfg.out_dir.join("history.csv");
         self.append_history(&history)?;
         let past = history_points(&std::fs::read_to_string(&history)?, self.bench_rows);
-        crate::plot::draw(&png, self, &past)?;
+        plot(&png, self, &past)?;
         Ok(vec![json, md, png, history])
     }
 
