@@ -23,11 +23,14 @@ pub fn say(msg: impl AsRef<str>) {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Contestant {
+    /// Short name in the results (`native_st`, `e2e`, ...) and its label in the report.
     pub key: String,
     pub name: String,
+    /// Row changes it drained, in `seconds` of wall time, and their rate.
     pub rows: u64,
     pub seconds: f64,
     pub rows_per_s: f64,
+    /// `rows_per_s` over native replication's with 1 SQL thread, and with 4 threads.
     pub ratio_native_st: Option<f64>,
     pub ratio_native_par: Option<f64>,
     /// CPU seconds per 1000 rows, per process.

@@ -57,18 +57,31 @@ pub fn fmt_ms(ms: i64) -> String {
 /// The checkpoint row, as apply keeps it in memory between commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The changelog topic applied (`source_topic`).
     pub topic: String,
+    /// Always 0: a changelog has one partition.
     pub partition: i32,
+    /// The site whose Kafka cluster `next_offset` refers to.
     pub cluster: String,
+    /// The first record not yet applied.
     pub next_offset: i64,
+    /// The source's GTID position the replica is at.
     pub gtid_position: GtidPosition,
+    /// The last source transaction applied.
     pub last_gtid: Option<Gtid>,
+    /// Source time of the last transaction or heartbeat applied, epoch ms.
     pub source_ts_ms: Option<i64>,
+    /// Kafka timestamp of the last record passed, epoch ms.
     pub record_ts_ms: Option<i64>,
+    /// `replay`: GTID skip is suspended until this position is passed.
     pub replay_until: Option<GtidPosition>,
+    /// `replay --until-time`: stop before the first record newer than this, epoch ms.
     pub until_ts_ms: Option<i64>,
+    /// Apply stopped at `until_ts_ms`.
     pub until_reached: bool,
+    /// The snapshot being loaded, between its START and END markers.
     pub snapshot: Option<LoadingSnapshot>,
+    /// Why apply stopped, if it stopped at a record it cannot apply.
     pub error: Option<String>,
     /// `applied_at` as read (UTC text); not written back (the server sets it).
     pub applied_at: Option<String>,

@@ -105,26 +105,34 @@ pub struct OrphansArgs {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Orphan {
+    /// The transaction's GTID at the source.
     pub gtid: String,
     /// Commit time, UTC, seconds since the epoch (binlog resolution).
     pub time: i64,
     /// `db.table` -> rows changed.
     pub tables: BTreeMap<String, u64>,
+    /// Its schema changes, as the statements ran (credentials redacted).
     pub ddl: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrphansReport {
+    /// The site whose binlog holds the orphans.
     pub source: String,
+    /// The site that did not apply them.
     pub replica: String,
+    /// The source's changelog topic, whose checkpoint at the replica says what was applied.
     pub topic: String,
     /// What the replica applied of the source's changelog.
     pub applied_position: String,
     /// The source's binlog position at the time of the report.
     pub source_position: String,
+    /// How many orphans: source transactions after `applied_position`.
     pub count: usize,
+    /// Commit times of the first and last orphan, UTC seconds since the epoch.
     pub first_time: Option<i64>,
     pub last_time: Option<i64>,
+    /// The orphans, in commit order.
     pub orphans: Vec<Orphan>,
 }
 

@@ -125,20 +125,29 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Serialize)]
 pub struct Promotion {
+    /// The site made the primary (this one).
     pub site: String,
+    /// The site that was the primary.
     pub old_primary: String,
+    /// The old primary's changelog topic, applied here.
     pub topic: String,
+    /// Whether apply here caught up with the old primary's changelog first (not with `--now`).
     pub drained: bool,
     /// The last of the old primary's GTID positions applied here.
     pub applied_position: String,
+    /// When this site became writable, UTC (as `continuum.promotion` records it).
     pub promoted_at: String,
     /// Whether the old primary's database answered (so orphans could be listed).
     pub old_primary_reachable: bool,
+    /// Whether the old primary is read-only now (made so, or found so); false when it could not
+    /// be reached.
     pub old_primary_demoted: bool,
+    /// The old primary's transactions this site never applied, if it could be read.
     pub orphans: Option<OrphansReport>,
     /// This site's own orphans (transactions the old primary never applied) and the decision.
     pub own_orphans: Option<OrphansReport>,
     pub own_orphans_decision: Option<OrphanDecision>,
+    /// How long the promotion took.
     pub seconds: f64,
 }
 

@@ -38,31 +38,45 @@ pub struct StatusArgs {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// The changelog topic applied here.
     pub topic: String,
+    /// Always 0: a changelog has one partition.
     pub partition: i32,
     /// The cluster being read (`consumer.apply.read_from`).
     pub read_from: String,
     /// The cluster the checkpoint's offset refers to.
     pub checkpoint_cluster: Option<String>,
+    /// The replica's MariaDB server (user@host:port).
     pub target: String,
+    /// One of the states in the table above (`running`, `idle`, ...).
     pub state: String,
     /// MariaDB connection id holding the apply lock, if apply runs.
     pub apply_connection: Option<i64>,
+    /// The checkpoint's next offset: the first record not yet applied.
     pub checkpoint_offset: Option<i64>,
+    /// The topic's first and next offsets in the cluster read.
     pub low_watermark: Option<i64>,
     pub high_watermark: Option<i64>,
+    /// `high_watermark` minus `checkpoint_offset`.
     pub records_behind: Option<i64>,
+    /// The source GTID position the replica is at, and the last transaction applied.
     pub gtid_applied: Option<String>,
     pub last_applied_gtid: Option<String>,
     /// The latest GTID position in the topic, from its last record's `continuum.pos`.
     pub gtid_latest: Option<String>,
+    /// The last record's `continuum.pos`, whole.
     pub latest_record: Option<String>,
+    /// Now minus the source time of the last transaction or heartbeat applied.
     pub seconds_behind_source: Option<f64>,
+    /// That source time, and the time of the last commit here (UTC, RFC 3339).
     pub source_time: Option<String>,
     pub applied_at: Option<String>,
+    /// The checkpoint's `replay_until` and `until_ts_ms` (see [`Checkpoint`]).
     pub replay_until: Option<String>,
     pub until_time: Option<String>,
+    /// The id of the snapshot being loaded.
     pub snapshot_loading: Option<String>,
+    /// Why apply stopped, if it stopped at an error.
     pub error: Option<String>,
     /// Problems reaching the broker, if any (the rest is still reported).
     pub kafka_error: Option<String>,

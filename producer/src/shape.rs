@@ -283,14 +283,20 @@ pub fn from_table_map(
 /// One row of `information_schema.COLUMNS`, as the snapshot reads it.
 #[derive(Debug, Clone)]
 pub struct InfoColumn {
+    /// `COLUMN_NAME`.
     pub name: String,
+    /// `DATA_TYPE` (`int`, `varchar`, ...) and `COLUMN_TYPE` (`int(10) unsigned`, `enum('a')`).
     pub data_type: String,
     pub column_type: String,
+    /// `IS_NULLABLE = 'YES'`.
     pub nullable: bool,
+    /// `NUMERIC_PRECISION` and `NUMERIC_SCALE` (DECIMAL, BIT), `DATETIME_PRECISION`.
     pub numeric_precision: Option<u64>,
     pub numeric_scale: Option<u64>,
     pub datetime_precision: Option<u64>,
+    /// `CHARACTER_SET_NAME` of a text column.
     pub charset: Option<String>,
+    /// `CHARACTER_OCTET_LENGTH` (BINARY(n)).
     pub octet_length: Option<u64>,
 }
 

@@ -484,8 +484,10 @@ impl Counts {
 /// What a run did (its JSON has the counts' fields at the top level).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
+    /// The run's seed and worker count, as given.
     pub seed: u64,
     pub workers: usize,
+    /// The databases written, by name.
     pub databases: Vec<String>,
     #[serde(flatten)]
     pub counts: Counts,
@@ -500,6 +502,7 @@ pub struct Summary {
     /// Sum of all balances at the end, and what it must be.
     pub balance_total: String,
     pub balance_expected: String,
+    /// Whether every database's balances add up to what they must (money moves, never appears).
     pub invariant_ok: bool,
 }
 
