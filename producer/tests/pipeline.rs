@@ -626,8 +626,8 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
 /// stops at the same row again instead of skipping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped() {
-    let p = TestPipeline::new("p_large");
-    p.set_producer_option("max_record_bytes = 65536");
+    let mut p = TestPipeline::new("p_large");
+    p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
@@ -935,21 +935,12 @@ fn positions(topic: &str) -> Vec<StreamPosition> {
 /// 2, and G's events are in the topic once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
-    let p = TestPipeline::new("p_hbwithin");
+    let mut p = TestPipeline::new("p_hbwithin");
     // The topic takes large records: only the producer's own limit stops it at row 3.
     create_topic_with_limit(&p.topic, 64 << 20).await;
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        text.replace(
-            "heartbeat_interval = \"300ms\"",
-            "heartbeat_interval = \"50ms\"",
-        ),
-    )
-    .unwrap();
-    p.set_producer_option(&format!("exclude = [\"{}.pad\"]", p.db));
-    let limited = std::fs::read_to_string(&p.config).unwrap();
-    p.set_producer_option("max_record_bytes = 65536");
+    p.set("producer.heartbeat_interval", "50ms");
+    p.set("producer.exclude", vec![format!("{}.pad", p.db)]);
+    p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
@@ -1035,7 +1026,7 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
     );
 
     // Restarted with the limit raised: row 3 is G's event 2, and G is in the topic once.
-    std::fs::write(&p.config, &limited).unwrap();
+    p.unset("producer.max_record_bytes");
     let mut producer = p.spawn(&[]);
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&stack().brokers, &p.topic, &target, Duration::from_secs(60)).await;
@@ -1077,7 +1068,7 @@ async fn markers(topic: &str) -> Vec<(continuum_schemas::SnapshotPhase, Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_rosnap");
+    let mut p = TestPipeline::new("p_rosnap");
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
@@ -1138,15 +1129,10 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     assert_eq!(before.len(), 1, "one START, no END: {before:?}");
 
     // Restart against the read-only EU server.
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        text.replace(
-            &format!("port = {}\n", s.db_port),
-            &format!("port = {}\n", var("EU_DB_PORT")),
-        ),
-    )
-    .unwrap();
+    p.set(
+        "database.port",
+        i64::from(continuum_tests::stack().eu.db_port),
+    );
     let mut producer = p.spawn_with(
         &[],
         "restart",
@@ -1437,13 +1423,14 @@ fn peak_rss_mib(pid: u32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_wide");
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        format!("{text}[sites.sf.kafka_options]\n\"queue.buffering.max.kbytes\" = \"16384\"\n"),
-    )
-    .unwrap();
+    let mut p = TestPipeline::new("p_wide");
+    p.site
+        .set_key(
+            "sites.sf.kafka_options",
+            "queue.buffering.max.kbytes",
+            "16384",
+        )
+        .write();
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await

@@ -123,8 +123,8 @@ fn wait_exit(child: &mut Child) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_without_a_primary_key_are_listed() {
-    let p = TestPipeline::new("pf_nopk");
-    p.set_producer_option("tables_without_primary_key = \"refuse\"");
+    let mut p = TestPipeline::new("pf_nopk");
+    p.set("producer.tables_without_primary_key", "refuse");
     let mut c = admin().await;
     c.query_drop(format!("CREATE DATABASE {}", p.db))
         .await
@@ -367,7 +367,7 @@ async fn each_cause_of_error_1236_is_told_apart_with_its_own_advice() {
 /// A server without a binary log is refused: a throwaway mariadbd with --skip-log-bin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_binary_log_is_refused() {
-    let dir = std::env::temp_dir().join(unique("nobinlog"));
+    let dir = std::env::temp_dir().join(unique_name("nobinlog"));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
     let ok = Command::new("mariadb-install-db")

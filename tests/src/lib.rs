@@ -9,7 +9,10 @@
 //!   suites that restart servers. Those suites must run alone (`--test-threads=1`, after the
 //!   others): see the Makefile.
 
+pub mod site;
 pub mod workload;
+
+pub use site::TestSite;
 
 use std::future::Future;
 use std::path::PathBuf;
