@@ -397,9 +397,11 @@ async fn no_partial_transaction_is_ever_visible() {
     src.heartbeat().await;
     src.flush().await;
     let high = fx.high_watermark();
-    wait_for(120, "apply to reach the end of the topic", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
+    fx.wait_checkpoint(
+        "apply to reach the end of the topic",
+        Duration::from_secs(120),
+        |o| o == high,
+    )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, states) = reader.await.unwrap();
@@ -450,35 +452,17 @@ async fn swap_workload(
     let mut ids: Vec<i64> = (0..40).collect();
     let mut next_id = 1000;
     let mut free_codes: Vec<String> = Vec::new();
-    src.txn(
+    src.inserts(
+        "u",
         ids.iter()
-            .map(|&i| {
-                (
-                    "u",
-                    RowOp::Insert(vec![
-                        Value::Int(i),
-                        Value::Text(format!("c{i}")),
-                        Value::Int(0),
-                    ]),
-                )
-            })
-            .collect(),
+            .map(|&i| vec![Value::Int(i), Value::Text(format!("c{i}")), Value::Int(0)]),
     )
     .await;
     let mut keys: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
-    src.txn(
+    src.inserts(
+        "k",
         keys.iter()
-            .map(|&(a, b)| {
-                (
-                    "k",
-                    RowOp::Insert(vec![
-                        Value::Int(a),
-                        Value::Int(b),
-                        Value::Text(format!("n{a}")),
-                    ]),
-                )
-            })
-            .collect(),
+            .map(|&(a, b)| vec![Value::Int(a), Value::Int(b), Value::Text(format!("n{a}"))]),
     )
     .await;
     for n in 0..txns {
@@ -1099,16 +1083,7 @@ async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_policy_stop_and_skip() {
-    let fx = Fixture::new(
-        "ddlpolicy",
-        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
-        .await;
+    let (fx, mut src) = Fixture::with_one_table("ddlpolicy").await;
     let ddl_offset = src.produced;
     src.ddl("CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB")
         .await;
@@ -1286,10 +1261,8 @@ async fn status_lock_and_metrics() {
     let port = 20000 + (std::process::id() % 20000) as u16;
     let mut apply = fx.spawn_apply(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
     let high = fx.high_watermark();
-    wait_for(60, "apply to catch up", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
-    .await;
+    fx.wait_checkpoint("apply to catch up", Duration::from_secs(60), |o| o == high)
+        .await;
     let out = fx.run(&["status", "--json"]);
     let st = json(&out);
     assert_eq!(st["state"], "idle", "{st}");
@@ -1372,36 +1345,20 @@ async fn status_lock_and_metrics() {
     .await;
     src.flush().await;
     let high = fx.high_watermark();
-    wait_for(30, "apply to apply a live transaction", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
+    fx.wait_checkpoint(
+        "apply to apply a live transaction",
+        Duration::from_secs(30),
+        |o| o == high,
+    )
     .await;
     // SIGTERM stops it cleanly.
-    unsafe_sigterm(apply.id());
+    signal(apply.id(), "TERM");
     let status = apply.wait().unwrap();
     assert!(status.success(), "{status:?}");
     fx.assert_same(&["a"]).await;
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "stopped", "{st}");
     fx.drop_databases().await;
-}
-
-/// A child process killed (-9) when the test ends, whatever happened (woken first if stopped).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        signal(self.0.id(), "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The replica connection that holds the apply lock of the fixture's topic, if any.
@@ -1450,9 +1407,11 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     write(&mut src, 0, 5).await;
     let first = Killed(fx.spawn_apply(&["--no-metrics"]));
     let high = fx.high_watermark();
-    wait_for(60, "the first apply to catch up", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
+    fx.wait_checkpoint(
+        "the first apply to catch up",
+        Duration::from_secs(60),
+        |o| o == high,
+    )
     .await;
     let holder = apply_lock_holder(&fx)
         .await
@@ -1497,17 +1456,22 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     assert!(signal(first.0.id(), "CONT"), "SIGCONT the first apply");
     write(&mut src, 10, 15).await;
     let high = fx.high_watermark();
-    wait_for(
-        60,
+    fx.wait_checkpoint(
         "the replacement to apply the last transactions",
-        || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) },
+        Duration::from_secs(60),
+        |o| o == high,
     )
     .await;
-    wait_for(60, "the first apply to find its lock gone", || async {
-        std::fs::read_to_string(fx.log_path())
-            .unwrap_or_default()
-            .contains("lost the apply lock")
-    })
+    wait_for(
+        "the first apply to find its lock gone",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(fx.log_path())
+                .unwrap_or_default()
+                .contains("lost the apply lock")
+                .then_some(())
+        },
+    )
     .await;
     drop(first);
     drop(second);
@@ -1520,13 +1484,6 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
         .unwrap();
     assert_eq!(count, Some(15));
     fx.drop_databases().await;
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1634,15 +1591,9 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
     src.flush().await;
     fx.apply_caught_up(); // from the EU cluster
     for i in 30..60 {
-        src.txn(
-            (0..3)
-                .map(|j| {
-                    (
-                        "a",
-                        RowOp::Insert(vec![Value::Int(i * 10 + j), Value::Int(i)]),
-                    )
-                })
-                .collect(),
+        src.inserts(
+            "a",
+            (0..3).map(|j| vec![Value::Int(i * 10 + j), Value::Int(i)]),
         )
         .await;
     }

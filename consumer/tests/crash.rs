@@ -291,19 +291,15 @@ async fn kill_9_at_random_moments_then_resume_converges() {
     setup(&mut src, &fx.db);
     let started = Instant::now();
     // Before: customers and some items.
-    src.txn(
-        (0..50)
-            .map(|i| {
-                (
-                    "customers",
-                    RowOp::Insert(vec![
-                        Value::Int(i),
-                        Value::Text(format!("c{i}@x")),
-                        Value::Int(1000),
-                    ]),
-                )
-            })
-            .collect(),
+    src.inserts(
+        "customers",
+        (0..50).map(|i| {
+            vec![
+                Value::Int(i),
+                Value::Text(format!("c{i}@x")),
+                Value::Int(1000),
+            ]
+        }),
     )
     .await;
     src.txn(
@@ -419,9 +415,11 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
     for ddl in steps {
         // Apply is caught up: the checkpoint is the end of the topic.
         let end = fx.high_watermark();
-        wait_for(60, "apply to reach the end of the topic", || async {
-            fx.checkpoint().await.map(|c| c.0) == Some(end)
-        })
+        fx.wait_checkpoint(
+            "apply to reach the end of the topic",
+            Duration::from_secs(60),
+            |o| o == end,
+        )
         .await;
         let before = replica_columns(&fx).await;
         // Hold the checkpoint row: apply's commit past the schema change waits for it.
@@ -444,7 +442,7 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
             .expect("the locker's transaction");
         src.ddl(ddl).await;
         src.flush().await;
-        wait_for(60, &format!("apply to wait on the checkpoint after `{ddl}`"), || async {
+        wait_for(&format!("apply to wait on the checkpoint after `{ddl}`"), Duration::from_secs(60), || async {
             let mut w = fx.replica_admin.conn().await;
             let n: Option<i64> = w
                 .exec_first(
@@ -453,7 +451,7 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
                 )
                 .await
                 .unwrap();
-            n == Some(1)
+            (n == Some(1)).then_some(())
         })
         .await;
         assert_ne!(
@@ -487,9 +485,11 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
         apply = fx.spawn_apply(&["--no-metrics"]);
     }
     let end = fx.high_watermark();
-    wait_for(60, "apply to pass the last schema change", || async {
-        fx.checkpoint().await.map(|c| c.0) == Some(end)
-    })
+    fx.wait_checkpoint(
+        "apply to pass the last schema change",
+        Duration::from_secs(60),
+        |o| o == end,
+    )
     .await;
     assert!(
         apply.try_wait().unwrap().is_none(),

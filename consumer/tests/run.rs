@@ -7,26 +7,9 @@ mod support;
 use std::time::Duration;
 
 use continuum_schemas::Value;
+use continuum_tests::process::free_port;
 use mysql_async::prelude::*;
 use support::*;
-
-/// A child process killed when the test ends, failed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn get(url: &str) -> String {
     match reqwest::get(url).await {
@@ -96,13 +79,14 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     let run = &mut run.0;
     let health = format!("http://127.0.0.1:{port}/health");
     wait_for(
-        90,
         "apply to report the refused record in /health",
+        Duration::from_secs(90),
         || async {
             let h = get(&health).await;
-            h.contains("\"apply\"")
+            (h.contains("\"apply\"")
                 && h.contains("failed")
-                && h.contains(&format!("{}@1", fx.topic))
+                && h.contains(&format!("{}@1", fx.topic)))
+            .then_some(())
         },
     )
     .await;
@@ -116,9 +100,11 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         .await;
     }
     src.flush().await;
-    wait_for(60, "the mirror to copy what SF wrote meanwhile", || async {
-        eu_high(&fx.topic) >= 5
-    })
+    wait_for(
+        "the mirror to copy what SF wrote meanwhile",
+        Duration::from_secs(60),
+        || async { (eu_high(&fx.topic) >= 5).then_some(()) },
+    )
     .await;
     let metrics = get(&format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(
@@ -143,19 +129,23 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         .query_drop("ALTER TABLE t MODIFY v VARCHAR(20) NOT NULL")
         .await
         .unwrap();
-    wait_for(60, "apply to go on past the fixed record", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 >= 5)
-    })
+    fx.wait_checkpoint(
+        "apply to go on past the fixed record",
+        Duration::from_secs(60),
+        |o| o >= 5,
+    )
     .await;
     fx.assert_same(&["t"]).await;
-    wait_for(30, "/health to be ok again", || async {
-        let h = get(&health).await;
-        h.contains("\"status\":\"ok\"") && !h.contains("failed")
-    })
+    wait_for(
+        "/health to be ok again",
+        Duration::from_secs(30),
+        || async {
+            let h = get(&health).await;
+            (h.contains("\"status\":\"ok\"") && !h.contains("failed")).then_some(())
+        },
+    )
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status();
+    signal(run.id(), "TERM");
     let _ = run.wait();
     fx.drop_databases().await;
 }

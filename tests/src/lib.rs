@@ -9,6 +9,7 @@
 //!   suites that restart servers. Those suites must run alone (`--test-threads=1`, after the
 //!   others): see the Makefile.
 
+pub mod process;
 pub mod site;
 pub mod workload;
 

@@ -210,11 +210,7 @@ impl TestSite {
             .await
             .unwrap_or_else(|e| panic!("{}: CREATE DATABASE {}: {e}", on.name, self.db));
         c.query_drop(format!("USE `{}`", self.db)).await.unwrap();
-        for s in ddl {
-            c.query_drop(*s)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {s}: {e}", on.name));
-        }
+        execute(&mut c, ddl).await;
         c
     }
 
@@ -242,6 +238,16 @@ impl TestSite {
             }
         }
         t.into()
+    }
+}
+
+/// Runs `statements` in order on `conn` (a connection or a transaction); panics naming the one that fails.
+pub async fn execute(conn: &mut impl Queryable, statements: &[impl AsRef<str>]) {
+    for sql in statements {
+        let sql = sql.as_ref();
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use continuum_common::kafka::{ensure_changelog_topic, producer_config};
 use continuum_common::SiteConfig;
@@ -27,6 +27,12 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+// Each suite uses some of these.
+#[allow(unused_imports)]
+pub use continuum_tests::process::{kill9, signal, Killed};
+#[allow(unused_imports)]
+pub use continuum_tests::{stack, wait_for, TestSite};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_continuum-consumer");
 
@@ -75,16 +81,6 @@ impl Db {
     }
 }
 
-/// A unique name for this test run.
-pub fn unique(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros()
-        % 10_000_000_000;
-    format!("{name}_{n}_{}", std::process::id() % 1000)
-}
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -92,7 +88,8 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// One test's world: a database (same name on source and replica), a topic, a config file.
+/// One test's world: a database (same name on source and replica), a topic, a config file
+/// (its [`TestSite`], for EU).
 pub struct Fixture {
     pub name: String,
     pub db: String,
@@ -104,56 +101,27 @@ pub struct Fixture {
     pub config_path: PathBuf,
     pub config_text: String,
     pub cfg: SiteConfig,
+    /// The config, database and topic (see [`TestSite`]).
+    pub site: TestSite,
 }
 
 impl Fixture {
     /// Creates the database on both servers with `ddl` (statements run in it on both).
+    /// `apply_settings` are TOML lines for `[consumer.apply]`.
     pub async fn new(name: &str, ddl: &[&str], apply_settings: &str) -> Fixture {
-        let name = unique(name);
-        let db = format!("ct_{name}");
-        let topic = format!("ct.{name}");
         let source_admin = Db::from_env("SF", true);
         let replica_admin = Db::from_env("EU", true);
         let replica_db = Db::from_env("EU", false);
-        let dir = std::env::temp_dir().join("continuum-consumer-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = dir.join(format!("{name}.toml"));
-        let config_text = format!(
-            r#"
-site = "eu"
-[database]
-host = "{host}"
-port = {port}
-user = "{user}"
-password = "{password}"
-{tls}
-[sites.sf]
-brokers = "{sfb}"
-topic = "{topic}"
-registry = {{ url = "{sfr}" }}
-[sites.eu]
-brokers = "{eub}"
-registry = {{ url = "{eur}" }}
-[consumer]
-metrics_listen = "127.0.0.1:0"
-[consumer.apply]
-max_retry_delay = "1s"
-{apply_settings}
-[log]
-filter = "info,continuum_consumer=debug"
-"#,
-            host = replica_db.host,
-            port = replica_db.port,
-            user = replica_db.user,
-            password = replica_db.password,
-            tls = continuum_tests::stack_tls_toml(),
-            sfb = var("SF_BROKERS"),
-            sfr = var("SF_REGISTRY"),
-            eub = var("EU_BROKERS"),
-            eur = var("EU_REGISTRY"),
-        );
-        std::fs::write(&config_path, &config_text).unwrap();
-        let cfg = SiteConfig::from_toml(&config_text).unwrap();
+        // The file is the whole truth: `command` starts the binary without CONTINUUM_*.
+        let mut site = TestSite::new(&stack().eu, name);
+        site.self_contained()
+            .set("consumer.apply.max_retry_delay", "1s")
+            .settings("consumer.apply", apply_settings)
+            .set("log.filter", "info,continuum_consumer=debug");
+        let config_path = site.write();
+        let config_text = site.toml();
+        let cfg = site.config();
+        let (name, db, topic) = (site.db.clone(), site.db.clone(), site.topic.clone());
         for admin in [&source_admin, &replica_admin] {
             let mut c = admin.conn().await;
             c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
@@ -181,13 +149,12 @@ filter = "info,continuum_consumer=debug"
             config_path,
             config_text,
             cfg,
+            site,
         }
     }
 
-    /// A source writing to this fixture's topic on the EU cluster (as mirrored).
-    /// A fixture whose source has one table, `base`, with one row, applied by a first apply
-    /// run that is caught up and gone: the start of the schema-change tests.
-    pub async fn caught_up_with_one_table(name: &str) -> (Fixture, Source) {
+    /// A fixture whose source has one table, `base`, with one row, in the topic.
+    pub async fn with_one_table(name: &str) -> (Fixture, Source) {
         let fx = Fixture::new(
             name,
             &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
@@ -199,10 +166,18 @@ filter = "info,continuum_consumer=debug"
         src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
             .await;
         src.flush().await;
+        (fx, src)
+    }
+
+    /// [`Fixture::with_one_table`], applied by a first apply run that is caught up and gone:
+    /// the start of the schema-change tests.
+    pub async fn caught_up_with_one_table(name: &str) -> (Fixture, Source) {
+        let (fx, src) = Fixture::with_one_table(name).await;
         fx.apply_caught_up();
         (fx, src)
     }
 
+    /// A source writing to this fixture's topic on the EU cluster (as mirrored).
     pub async fn source(&self) -> Source {
         self.source_on("eu").await
     }
@@ -346,6 +321,20 @@ filter = "info,continuum_consumer=debug"
         r
     }
 
+    /// Waits (at most `timeout`) until this topic's checkpoint has a next offset for which
+    /// `reached` holds; returns it.
+    pub async fn wait_checkpoint(
+        &self,
+        what: &str,
+        timeout: Duration,
+        reached: impl Fn(i64) -> bool,
+    ) -> i64 {
+        wait_for(what, timeout, || async {
+            self.checkpoint().await.map(|c| c.0).filter(|&o| reached(o))
+        })
+        .await
+    }
+
     /// CHECKSUM TABLE and COUNT(*) of `tables` on source and replica.
     pub async fn assert_same(&self, tables: &[&str]) {
         let mut s = self.source_conn().await;
@@ -390,24 +379,23 @@ filter = "info,continuum_consumer=debug"
     }
 }
 
-/// Waits for `f` to hold, polling every 50 ms, at most `secs` seconds.
-pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The row `key` of `table` as the model `rows` has it, taken out of the model (it is updated
+/// or deleted). For a table without a primary key, `key` is the whole row.
+fn take_row(
+    rows: &mut HashMap<(String, String), Vec<Value>>,
+    table: &str,
+    t: &TableSchema,
+    key: Vec<Value>,
+) -> Vec<Value> {
+    if t.primary_key.is_empty() {
+        return key;
     }
+    rows.remove(&(table.into(), key_of(t, &key)))
+        .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
 }
+
+/// One change event of a transaction: table, operation, before and after images.
+type TxEvent = (Arc<TableSchema>, Op, Option<Vec<Value>>, Option<Vec<Value>>);
 
 /// One row operation of a source transaction.
 #[derive(Clone, Debug)]
@@ -500,18 +488,15 @@ impl Source {
     /// Sends one record (not waiting for delivery).
     pub async fn send(&mut self, rec: &StreamRecord) -> i64 {
         let ts = self.next_ts();
-        let enc = self.encoder.encode(rec, ts).await.expect("encode");
         if let Some(m) = self.mirror.as_mut() {
-            let e2 = m.encoder.encode(rec, ts).await.expect("encode");
-            m.send_raw(
-                e2.key.as_deref(),
-                &e2.value,
-                rec.kind(),
-                &rec.position().to_string(),
-                ts,
-            )
-            .await;
+            m.send_encoded(rec, ts).await;
         }
+        self.send_encoded(rec, ts).await
+    }
+
+    /// Sends `rec` encoded with this source's registry, with the timestamp `ts`.
+    async fn send_encoded(&mut self, rec: &StreamRecord, ts: i64) -> i64 {
+        let enc = self.encoder.encode(rec, ts).await.expect("encode");
         self.send_raw(
             enc.key.as_deref(),
             &enc.value,
@@ -620,6 +605,20 @@ impl Source {
     }
 
     /// Executes `ops` as one transaction on the source, then writes its records.
+    /// One transaction that inserts `rows` into `table`.
+    pub async fn inserts(
+        &mut self,
+        table: &str,
+        rows: impl IntoIterator<Item = Vec<Value>>,
+    ) -> Gtid {
+        self.txn(
+            rows.into_iter()
+                .map(|r| (table, RowOp::Insert(r)))
+                .collect(),
+        )
+        .await
+    }
+
     pub async fn txn(&mut self, ops: Vec<(&str, RowOp)>) -> Gtid {
         // The source first: it enforces constraints.
         let mut sql_tx = self
@@ -665,14 +664,7 @@ impl Source {
                     events.push((t.clone(), Op::Insert, None, Some(row)));
                 }
                 RowOp::Update { key, after } => {
-                    let k = key_of(&t, &key);
-                    let before = if keyless {
-                        key.clone()
-                    } else {
-                        self.rows
-                            .remove(&(table.into(), k))
-                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
-                    };
+                    let before = take_row(&mut self.rows, table, &t, key);
                     let sets = cols
                         .iter()
                         .zip(&after)
@@ -688,14 +680,7 @@ impl Source {
                     events.push((t.clone(), Op::Update, Some(before), Some(after)));
                 }
                 RowOp::Delete(key) => {
-                    let k = key_of(&t, &key);
-                    let before = if keyless {
-                        key.clone()
-                    } else {
-                        self.rows
-                            .remove(&(table.into(), k))
-                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
-                    };
+                    let before = take_row(&mut self.rows, table, &t, key);
                     let sql = format!("DELETE FROM `{}` WHERE {key_where}", t.table);
                     sql_tx.exec_drop(sql, key_params(&before)).await.unwrap();
                     events.push((t.clone(), Op::Delete, Some(before), None));
@@ -703,6 +688,12 @@ impl Source {
             }
         }
         sql_tx.commit().await.unwrap();
+        self.send_txn(events).await
+    }
+
+    /// Writes the change events of one transaction (the next GTID, one timestamp), each with
+    /// its place in the transaction.
+    async fn send_txn(&mut self, events: Vec<TxEvent>) -> Gtid {
         let (gtid, before, after) = self.next_gtid();
         let ts = self.next_ts();
         let n = events.len();
@@ -757,25 +748,13 @@ impl Source {
             i += m;
         }
         sql_tx.commit().await.unwrap();
-        let (gtid, before, after) = self.next_gtid();
-        let ts = self.next_ts();
+        let mut events = Vec::with_capacity(n);
         for j in 0..n {
             let r = row(j);
             self.rows.insert((table.into(), key_of(&t, &r)), r.clone());
-            let rec = StreamRecord::Change(ChangeEvent {
-                op: Op::Insert,
-                table: t.clone(),
-                before: None,
-                after: Some(r),
-                source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace {
-                    index: j as u64,
-                    last: j + 1 == n,
-                }),
-            });
-            self.send(&rec).await;
+            events.push((t.clone(), Op::Insert, None, Some(r)));
         }
-        gtid
+        self.send_txn(events).await
     }
 
     /// Insert records of one transaction, without running anything on the source (benchmarks).
@@ -786,24 +765,10 @@ impl Source {
         row: impl Fn(usize) -> Vec<Value>,
     ) -> Gtid {
         let t = self.tables[table].clone();
-        let (gtid, before, after) = self.next_gtid();
-        let ts = self.next_ts();
-        let n = ids.len();
-        for (k, j) in ids.enumerate() {
-            let rec = StreamRecord::Change(ChangeEvent {
-                op: Op::Insert,
-                table: t.clone(),
-                before: None,
-                after: Some(row(j)),
-                source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace {
-                    index: k as u64,
-                    last: k + 1 == n,
-                }),
-            });
-            self.send(&rec).await;
-        }
-        gtid
+        let events = ids
+            .map(|j| (t.clone(), Op::Insert, None, Some(row(j))))
+            .collect();
+        self.send_txn(events).await
     }
 
     /// A DDL statement: run on the source (in the test database), then written as a record.
@@ -1072,12 +1037,6 @@ pub fn table(
         columns,
         primary_key: pk,
     }
-}
-
-/// Kills a child with SIGKILL and reaps it.
-pub fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Peak resident set size (VmHWM) of a running process, in KiB.
