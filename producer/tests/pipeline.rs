@@ -95,13 +95,15 @@ const ROWS: &str = "INSERT INTO t VALUES
 async fn snapshot_and_binlog_paths_produce_identical_records() {
     let p = TestPipeline::new("p_types");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!("USE {}", p.db)).await.unwrap();
-    c.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
-        .await
-        .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "USE {db}",
+            "SET SESSION sql_mode = '', time_zone = '+00:00'",
+        ],
+    )
+    .await;
     c.query_drop(format!("CREATE TABLE t {ALL_TYPES}"))
         .await
         .unwrap();
@@ -184,9 +186,7 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let p = TestPipeline::new("p_kill");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     for t in ["a", "b", "c"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)",
@@ -343,9 +343,7 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
 async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over() {
     let p = TestPipeline::new("p_lock");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     let mut first = p.spawn(&[]);
     let s = stack();
     wait_for(
@@ -397,15 +395,14 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
     let p = TestPipeline::new("p_skip");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, v INT)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)",
+        ],
+    )
+    .await;
     let mut prod = p.spawn(&[]);
     wait_for("the snapshot end", Duration::from_secs(60), || async {
         read_topic(&s.brokers, &p.topic)
@@ -414,31 +411,25 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
             .then_some(())
     })
     .await;
-    c.query_drop(format!("INSERT INTO {}.t VALUES (1, 1)", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["INSERT INTO {db}.t VALUES (1, 1)"]).await;
     let mut applier = admin().await;
-    applier
-        .query_drop("SET SESSION skip_replication = 1")
-        .await
-        .unwrap();
-    applier
-        .query_drop(format!("INSERT INTO {}.t VALUES (100, 100)", p.db))
-        .await
-        .unwrap();
-    applier
-        .query_drop(format!("UPDATE {}.t SET v = 2 WHERE id = 1", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "ALTER TABLE {}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!("INSERT INTO {}.t VALUES (2, 2, 'new')", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut applier,
+        &[
+            "SET SESSION skip_replication = 1",
+            "INSERT INTO {db}.t VALUES (100, 100)",
+            "UPDATE {db}.t SET v = 2 WHERE id = 1",
+        ],
+    )
+    .await;
+    p.sql(
+        &mut c,
+        &[
+            "ALTER TABLE {db}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'",
+            "INSERT INTO {db}.t VALUES (2, 2, 'new')",
+        ],
+    )
+    .await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     prod.kill9();
@@ -516,15 +507,14 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let p = TestPipeline::new("p_topiclimit");
     create_topic_with_limit(&p.topic, 65536).await;
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -554,8 +544,7 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let (ok, log) = producer.wait_exit(Duration::from_secs(60));
     assert!(!ok);
     expect("first run", &log);
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     expect("restart", &log);
     assert_eq!(
         ids_in_topic(&p.topic).await,
@@ -574,15 +563,14 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
 async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
     let p = TestPipeline::new("p_refused");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -606,8 +594,7 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
     ] {
         assert!(log.contains(&want), "the error names {want:?}:\n{log}");
     }
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     assert!(
         log.contains(&format!("table {}.t, primary key (id=2)", p.db))
             && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
@@ -629,15 +616,14 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     let mut p = TestPipeline::new("p_large");
     p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -671,8 +657,7 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     expect(&log);
 
     // Restarted, it resumes after the last record in the topic and stops at the same row.
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     expect(&log);
 
     let ids: Vec<i64> = decode_all(&p.topic)
@@ -743,15 +728,14 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
     let p = TestPipeline::new("p_packet");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)",
+        ],
+    )
+    .await;
     let from = gtid_binlog_pos(&mut c).await.to_string();
     let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
     let mut producer = p.spawn(&["--start-position", &from]);
@@ -767,15 +751,14 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
     )
     .await;
     drop(packet);
-    c.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, 0, REPEAT('x', 9 << 20))",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!("UPDATE {}.t SET n = 1 WHERE id = 1", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "INSERT INTO {db}.t VALUES (1, 0, REPEAT('x', 9 << 20))",
+            "UPDATE {db}.t SET n = 1 WHERE id = 1",
+        ],
+    )
+    .await;
     let target = gtid_binlog_pos(&mut c).await;
     let mut dec = decoder().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
@@ -836,22 +819,20 @@ async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_pac
     let p = TestPipeline::new("p_packetsnap");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     // A row event of 17 MiB in the current binlog file.
-    c.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, REPEAT('x', 17 << 20))",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &["INSERT INTO {db}.t VALUES (1, REPEAT('x', 17 << 20))"],
+    )
+    .await;
     let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
     let mut producer = p.spawn(&[]);
     wait_for(
@@ -942,21 +923,15 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
     p.set("producer.exclude", vec![format!("{}.pad", p.db)]);
     p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.pad (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+            "CREATE TABLE {db}.pad (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -979,12 +954,11 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
         .await
         .unwrap();
     }
-    tx.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, 'one'), (2, 'two')",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut tx,
+        &["INSERT INTO {db}.t VALUES (1, 'one'), (2, 'two')"],
+    )
+    .await;
     tx.exec_drop(format!("INSERT INTO {}.t VALUES (3, ?)", p.db), (big,))
         .await
         .unwrap();
@@ -1070,9 +1044,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     use continuum_schemas::SnapshotPhase;
     let mut p = TestPipeline::new("p_rosnap");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     let mut eu = {
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(var("EU_DB_HOST"))
@@ -1086,10 +1058,11 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     };
     let read_only: bool = eu.query_first("SELECT @@read_only").await.unwrap().unwrap();
     assert!(read_only, "the stack's EU server is read-only (a replica)");
-    eu.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
-    eu.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut eu,
+        &["SET SESSION sql_log_bin = 0", "CREATE DATABASE {db}"],
+    )
+    .await;
     for conn in [&mut c, &mut eu] {
         for t in ["a", "b"] {
             conn.query_drop(format!(
@@ -1106,9 +1079,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
             .unwrap();
         }
     }
-    c.query_drop(format!("LOCK TABLES {}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["LOCK TABLES {db}.b WRITE"]).await;
     let mut producer = p.spawn(&[]);
     let s = stack();
     wait_for(
@@ -1176,9 +1147,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
         })
         .collect();
     assert_eq!(rows.len(), 6, "three rows each of a and b: {rows:?}");
-    eu.query_drop(format!("DROP DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut eu, &["DROP DATABASE {db}"]).await;
     cleanup(&p.dir);
 }
 
@@ -1196,32 +1165,19 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
     let p = TestPipeline::new("p_snapddl");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.b (id INT PRIMARY KEY, x INT, c INT)",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "INSERT INTO {}.b VALUES (1, 1, 1), (2, 2, 2)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
+            "CREATE TABLE {db}.b (id INT PRIMARY KEY, x INT, c INT)",
+            "INSERT INTO {db}.b VALUES (1, 1, 1), (2, 2, 2)",
+        ],
+    )
+    .await;
     let mut locker = admin().await;
-    locker
-        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
+        .await;
     let mut producer = p.spawn(&[]);
     let waiting = format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'CREATE TEMPORARY TABLE%{}%' AND STATE LIKE 'Waiting for table metadata lock'",
@@ -1240,18 +1196,16 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
     )
     .await;
     // After the snapshot's position, before it reads b's definition.
-    locker
-        .query_drop(format!("UPDATE {}.b SET c = 10 WHERE id = 1", p.db))
-        .await
-        .unwrap();
-    locker
-        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
-        .await
-        .unwrap();
-    locker.query_drop("UNLOCK TABLES").await.unwrap();
-    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut locker,
+        &[
+            "UPDATE {db}.b SET c = 10 WHERE id = 1",
+            "ALTER TABLE {db}.b DROP COLUMN c",
+            "UNLOCK TABLES",
+        ],
+    )
+    .await;
+    p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     producer.kill9();
@@ -1320,9 +1274,7 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
     let p = TestPipeline::new("p_snapddl2");
     let s = stack();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     for t in ["a", "b"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id INT PRIMARY KEY, x INT, c INT)",
@@ -1338,10 +1290,8 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
         .unwrap();
     }
     let mut locker = admin().await;
-    locker
-        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
+        .await;
     let mut producer = p.spawn(&[]);
     let waiting = format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT%FROM `{}`.`a`%' AND STATE LIKE 'Waiting for table metadata lock'",
@@ -1359,14 +1309,12 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
         },
     )
     .await;
-    locker
-        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
-        .await
-        .unwrap();
-    locker.query_drop("UNLOCK TABLES").await.unwrap();
-    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut locker,
+        &["ALTER TABLE {db}.b DROP COLUMN c", "UNLOCK TABLES"],
+    )
+    .await;
+    p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     assert!(
@@ -1432,15 +1380,14 @@ async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
         )
         .write();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.w (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.w (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     for id in 1..=48 {
         c.query_drop(format!(
             "INSERT INTO {}.w VALUES ({id}, REPEAT(CHAR(64 + {id} % 26), 4 << 20))",

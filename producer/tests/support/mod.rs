@@ -105,6 +105,15 @@ impl TestPipeline {
         }
     }
 
+    /// Runs `statements` in order on `conn`, each with `{db}` standing for the test's database.
+    pub async fn sql(&self, conn: &mut impl Queryable, statements: &[&str]) {
+        let statements: Vec<String> = statements
+            .iter()
+            .map(|s| s.replace("{db}", &self.db))
+            .collect();
+        continuum_tests::site::execute(conn, &statements).await;
+    }
+
     /// Sets the config's value at a dotted path (`producer.max_record_bytes`) and rewrites it.
     pub fn set(&mut self, path: &str, value: impl Into<toml::Value>) {
         self.site.set(path, value);
@@ -156,6 +165,13 @@ impl TestPipeline {
             timeout,
             &[("CONTINUUM_DB_PASSWORD", &stack().db_password)],
         )
+    }
+
+    /// Runs the producer to completion (at most a minute), asserting it fails; returns its log.
+    pub fn run_to_failure(&self, extra: &[&str]) -> String {
+        let (ok, log) = self.run_to_exit(extra, Duration::from_secs(60));
+        assert!(!ok, "the producer must stop with an error:\n{log}");
+        log
     }
 
     pub fn run_to_exit_with(
