@@ -25,6 +25,34 @@ async fn decoder() -> Decoder {
     )
 }
 
+/// (START, END): the offsets in `recs` of the last finished snapshot's markers.
+fn last_snapshot(recs: &[(i64, StreamRecord)]) -> (usize, usize) {
+    use continuum_schemas::SnapshotPhase;
+    let marker = |phase: SnapshotPhase| move |(_, r): &(i64, StreamRecord)| matches!(r, StreamRecord::Snapshot(m) if m.phase == phase);
+    let end = recs
+        .iter()
+        .rposition(marker(SnapshotPhase::End))
+        .expect("a finished snapshot");
+    let start = recs[..end]
+        .iter()
+        .rposition(marker(SnapshotPhase::Start))
+        .expect("the finished snapshot's start");
+    (start, end)
+}
+
+/// Waits (a minute at most) until a statement that is `LIKE info` waits for a table metadata
+/// lock on SF (one a test holds with `LOCK TABLES`).
+async fn wait_for_metadata_lock(what: &str, info: &str) {
+    let q = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '{info}' AND STATE LIKE 'Waiting for table metadata lock'"
+    );
+    wait_for(what, Duration::from_secs(60), || async {
+        let n: i64 = admin().await.query_first(&q).await.unwrap().unwrap();
+        (n > 0).then_some(())
+    })
+    .await;
+}
+
 async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
     let s = stack();
     let mut dec = decoder().await;
@@ -1161,7 +1189,6 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
 /// snapshot gave `b`, and no schema change of `b` follows (it happened before the snapshot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
-    use continuum_schemas::SnapshotPhase;
     let p = TestPipeline::new("p_snapddl");
     let s = stack();
     let mut c = admin().await;
@@ -1179,20 +1206,9 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
     p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
         .await;
     let mut producer = p.spawn(&[]);
-    let waiting = format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'CREATE TEMPORARY TABLE%{}%' AND STATE LIKE 'Waiting for table metadata lock'",
-        p.db
-    );
-    wait_for(
+    wait_for_metadata_lock(
         "the snapshot to wait for table a's members",
-        Duration::from_secs(60),
-        || {
-            let q = waiting.clone();
-            async move {
-                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
-                (n > 0).then_some(())
-            }
-        },
+        &format!("CREATE TEMPORARY TABLE%{}%", p.db),
     )
     .await;
     // After the snapshot's position, before it reads b's definition.
@@ -1211,16 +1227,7 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
     producer.kill9();
 
     let recs = decode_all(&p.topic).await;
-    let end = recs
-        .iter()
-        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
-        .expect("a finished snapshot");
-    let start = recs[..end]
-        .iter()
-        .rposition(
-            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
-        )
-        .unwrap();
+    let (start, end) = last_snapshot(&recs);
     let columns = |t: &continuum_schemas::TableSchema| {
         t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
     };
@@ -1270,7 +1277,6 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
 /// columns, and streaming goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
-    use continuum_schemas::SnapshotPhase;
     let p = TestPipeline::new("p_snapddl2");
     let s = stack();
     let mut c = admin().await;
@@ -1293,20 +1299,9 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
     p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
         .await;
     let mut producer = p.spawn(&[]);
-    let waiting = format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT%FROM `{}`.`a`%' AND STATE LIKE 'Waiting for table metadata lock'",
-        p.db
-    );
-    wait_for(
+    wait_for_metadata_lock(
         "the snapshot to wait for table a's rows",
-        Duration::from_secs(60),
-        || {
-            let q = waiting.clone();
-            async move {
-                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
-                (n > 0).then_some(())
-            }
-        },
+        &format!("SELECT%FROM `{}`.`a`%", p.db),
     )
     .await;
     p.sql(
@@ -1325,16 +1320,7 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
     producer.kill9();
 
     let recs = decode_all(&p.topic).await;
-    let end = recs
-        .iter()
-        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
-        .expect("a finished snapshot");
-    let start = recs[..end]
-        .iter()
-        .rposition(
-            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
-        )
-        .unwrap();
+    let (start, _end) = last_snapshot(&recs);
     let mut b_columns: Vec<Vec<String>> = recs[start..]
         .iter()
         .filter_map(|(_, r)| match r {
