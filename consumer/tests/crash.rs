@@ -180,13 +180,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 state.next_customer += 1;
                 let new = state.next_customer;
                 let r = get(src, "customers", c).unwrap();
-                src.txn(vec![(
+                src.update(
                     "customers",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![Value::Int(new), r[1].clone(), r[2].clone()],
-                    },
-                )])
+                    r.clone(),
+                    vec![Value::Int(new), r[1].clone(), r[2].clone()],
+                )
                 .await;
                 state.customers[p] = new;
                 for o in state.orders.iter_mut().filter(|o| o.1 == c) {
@@ -229,13 +227,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 if get(src, "items", new).is_some() {
                     continue;
                 }
-                src.txn(vec![(
+                src.update(
                     "items",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()],
-                    },
-                )])
+                    r.clone(),
+                    vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()],
+                )
                 .await;
                 state.items[i] = new;
             }
@@ -251,13 +247,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                     let Some(r) = get(src, "orders", o) else {
                         continue;
                     };
-                    src.txn(vec![(
+                    src.update(
                         "orders",
-                        RowOp::Update {
-                            key: r.clone(),
-                            after: vec![r[0].clone(), r[1].clone(), Value::Int(99)],
-                        },
-                    )])
+                        r.clone(),
+                        vec![r[0].clone(), r[1].clone(), Value::Int(99)],
+                    )
                     .await;
                 }
             }
@@ -414,13 +408,12 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
     let mut apply = fx.spawn_apply(&["--no-metrics"]);
     for ddl in steps {
         // Apply is caught up: the checkpoint is the end of the topic.
-        let end = fx.high_watermark();
-        fx.wait_checkpoint(
-            "apply to reach the end of the topic",
-            Duration::from_secs(60),
-            |o| o == end,
-        )
-        .await;
+        let end = fx
+            .wait_caught_up(
+                "apply to reach the end of the topic",
+                Duration::from_secs(60),
+            )
+            .await;
         let before = replica_columns(&fx).await;
         // Hold the checkpoint row: apply's commit past the schema change waits for it.
         let mut locker = fx.replica_admin.conn().await;
@@ -484,11 +477,9 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
         );
         apply = fx.spawn_apply(&["--no-metrics"]);
     }
-    let end = fx.high_watermark();
-    fx.wait_checkpoint(
+    fx.wait_caught_up(
         "apply to pass the last schema change",
         Duration::from_secs(60),
-        |o| o == end,
     )
     .await;
     assert!(

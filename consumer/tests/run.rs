@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use continuum_schemas::Value;
 use continuum_tests::process::free_port;
-use mysql_async::prelude::*;
 use support::*;
 
 async fn get(url: &str) -> String {
@@ -44,11 +43,8 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     )
     .await;
     // The replica's column is too narrow for what the source writes.
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE t MODIFY v VARCHAR(2) NOT NULL")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE t MODIFY v VARCHAR(2) NOT NULL"])
+        .await;
     let mut src = fx.source_on("sf").await;
     src.table(table(
         &fx.db,
@@ -56,16 +52,10 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         vec![int_col("id", false), varchar_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![(
-        "t",
-        RowOp::Insert(vec![Value::Int(1), Value::Text("ok".into())]),
-    )])
-    .await;
-    src.txn(vec![(
-        "t",
-        RowOp::Insert(vec![Value::Int(2), Value::Text("far too long".into())]),
-    )])
-    .await;
+    src.insert("t", vec![Value::Int(1), Value::Text("ok".into())])
+        .await;
+    src.insert("t", vec![Value::Int(2), Value::Text("far too long".into())])
+        .await;
     src.flush().await;
     let port = free_port();
     let log = std::fs::File::create(fx.log_path()).unwrap();
@@ -93,11 +83,8 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     // Still running, and the mirror goes on: records written now reach the EU cluster.
     assert!(run.try_wait().unwrap().is_none(), "run must not end");
     for i in 3..=5 {
-        src.txn(vec![(
-            "t",
-            RowOp::Insert(vec![Value::Int(i), Value::Text("x".into())]),
-        )])
-        .await;
+        src.insert("t", vec![Value::Int(i), Value::Text("x".into())])
+            .await;
     }
     src.flush().await;
     wait_for(
@@ -124,11 +111,8 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     );
 
     // The operator fixes the replica; apply goes on by itself.
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE t MODIFY v VARCHAR(20) NOT NULL")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE t MODIFY v VARCHAR(20) NOT NULL"])
+        .await;
     fx.wait_checkpoint(
         "apply to go on past the fixed record",
         Duration::from_secs(60),

@@ -301,6 +301,12 @@ impl Fixture {
         c
     }
 
+    /// Runs `statements` on the replica, in the test's database (not through apply: the
+    /// replica's own changes, e.g. a narrower column, a trigger).
+    pub async fn on_replica(&self, statements: &[&str]) {
+        continuum_tests::site::execute(&mut self.replica().await, statements).await;
+    }
+
     pub async fn source_conn(&self) -> Conn {
         let mut c = self.source_admin.conn().await;
         c.query_drop(format!("USE `{}`", self.db)).await.unwrap();
@@ -309,16 +315,23 @@ impl Fixture {
 
     /// (next_offset, gtid_position, replay_until, error) of this topic's checkpoint.
     pub async fn checkpoint(&self) -> Option<(i64, String, Option<String>, Option<String>)> {
-        let mut c = self.replica_admin.conn().await;
-        let r: Option<(i64, String, Option<String>, Option<String>)> = c
-            .exec_first(
-                "SELECT next_offset, gtid_position, replay_until, error FROM continuum.checkpoint WHERE source_topic=?",
-                (&self.topic,),
-            )
+        self.checkpoint_columns("next_offset, gtid_position, replay_until, error")
             .await
-            .ok()
-            .flatten();
-        r
+    }
+
+    /// `columns` (SQL) of this topic's checkpoint row; `None` while there is none.
+    pub async fn checkpoint_columns<T: FromRow + Send + 'static>(
+        &self,
+        columns: &str,
+    ) -> Option<T> {
+        let mut c = self.replica_admin.conn().await;
+        c.exec_first(
+            format!("SELECT {columns} FROM continuum.checkpoint WHERE source_topic=?"),
+            (&self.topic,),
+        )
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Waits (at most `timeout`) until this topic's checkpoint has a next offset for which
@@ -333,6 +346,13 @@ impl Fixture {
             self.checkpoint().await.map(|c| c.0).filter(|&o| reached(o))
         })
         .await
+    }
+
+    /// Waits (at most `timeout`) until apply is caught up: the checkpoint is the topic's end
+    /// (its high watermark now on the EU cluster), which is returned.
+    pub async fn wait_caught_up(&self, what: &str, timeout: Duration) -> i64 {
+        let end = self.high_watermark();
+        self.wait_checkpoint(what, timeout, |o| o == end).await
     }
 
     /// CHECKSUM TABLE and COUNT(*) of `tables` on source and replica.
@@ -605,6 +625,16 @@ impl Source {
     }
 
     /// Executes `ops` as one transaction on the source, then writes its records.
+    /// One transaction that inserts `row` into `table`.
+    pub async fn insert(&mut self, table: &str, row: Vec<Value>) -> Gtid {
+        self.inserts(table, [row]).await
+    }
+
+    /// One transaction that changes the row `key` of `table` to `after`.
+    pub async fn update(&mut self, table: &str, key: Vec<Value>, after: Vec<Value>) -> Gtid {
+        self.txn(vec![(table, RowOp::Update { key, after })]).await
+    }
+
     /// One transaction that inserts `rows` into `table`.
     pub async fn inserts(
         &mut self,
@@ -928,6 +958,18 @@ impl Source {
     /// Changes the source without writing records (what a snapshot will then carry).
     pub async fn source_only(&mut self, table: &str, op: RowOp) {
         let t = self.tables[table].clone();
+        let key_where = t
+            .primary_key
+            .iter()
+            .map(|&i| format!("`{}`=?", t.columns[i].name))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let key_params = |row: &[Value]| {
+            t.primary_key
+                .iter()
+                .map(|&i| param(&row[i]))
+                .collect::<Vec<_>>()
+        };
         match op {
             RowOp::Insert(row) => {
                 let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
@@ -944,37 +986,30 @@ impl Source {
                 self.rows.insert((table.into(), key_of(&t, &row)), row);
             }
             RowOp::Delete(key) => {
-                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
-                let w = t
-                    .primary_key
-                    .iter()
-                    .map(|&i| format!("`{}`=?", t.columns[i].name))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let p: Vec<_> = t.primary_key.iter().map(|&i| param(&before[i])).collect();
+                let before = take_row(&mut self.rows, table, &t, key);
                 self.conn
-                    .exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p)
+                    .exec_drop(
+                        format!("DELETE FROM `{}` WHERE {key_where}", t.table),
+                        key_params(&before),
+                    )
                     .await
                     .unwrap();
             }
             RowOp::Update { key, after } => {
-                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
+                let before = take_row(&mut self.rows, table, &t, key);
                 let set = t
                     .columns
                     .iter()
                     .map(|c| format!("`{}`=?", c.name))
                     .collect::<Vec<_>>()
                     .join(",");
-                let w = t
-                    .primary_key
-                    .iter()
-                    .map(|&i| format!("`{}`=?", t.columns[i].name))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
                 let mut p: Vec<_> = after.iter().map(param).collect();
-                p.extend(t.primary_key.iter().map(|&i| param(&before[i])));
+                p.extend(key_params(&before));
                 self.conn
-                    .exec_drop(format!("UPDATE `{}` SET {set} WHERE {w}", t.table), p)
+                    .exec_drop(
+                        format!("UPDATE `{}` SET {set} WHERE {key_where}", t.table),
+                        p,
+                    )
                     .await
                     .unwrap();
                 self.rows.insert((table.into(), key_of(&t, &after)), after);
