@@ -121,12 +121,9 @@ const ROWS: &str = "INSERT INTO t VALUES
 /// MariaDB itself prints as `?` (characters outside utf8mb3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_binlog_paths_produce_identical_records() {
-    let p = TestPipeline::new("p_types");
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
+    let (p, mut c) = TestPipeline::with_database(
+        "p_types",
         &[
-            "CREATE DATABASE {db}",
             "USE {db}",
             "SET SESSION sql_mode = '', time_zone = '+00:00'",
         ],
@@ -211,10 +208,8 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
 /// transactions: every event of every source transaction is in the topic exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
-    let p = TestPipeline::new("p_kill");
+    let (p, mut c) = TestPipeline::with_database("p_kill", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     for t in ["a", "b", "c"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)",
@@ -369,9 +364,7 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
 /// connection holds it, and takes over when the first one is gone (a standby).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over() {
-    let p = TestPipeline::new("p_lock");
-    let mut c = admin().await;
-    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
+    let (p, _c) = TestPipeline::with_database("p_lock", &[]).await;
     let mut first = p.spawn(&[]);
     let s = stack();
     wait_for(
@@ -420,17 +413,12 @@ async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
-    let p = TestPipeline::new("p_skip");
-    let s = stack();
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)",
-        ],
+    let (p, mut c) = TestPipeline::with_database(
+        "p_skip",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"],
     )
     .await;
+    let s = stack();
     let mut prod = p.spawn(&[]);
     wait_for("the snapshot end", Duration::from_secs(60), || async {
         read_topic(&s.brokers, &p.topic)
@@ -589,14 +577,9 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
 /// new limit and stops at the same row, naming the table and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
-    let p = TestPipeline::new("p_refused");
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
+    let (p, mut c) = TestPipeline::with_database(
+        "p_refused",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
     )
     .await;
     let mut producer = p.spawn(&[]);
@@ -707,41 +690,6 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     cleanup(&p.dir);
 }
 
-/// Sets the SF server's global `max_allowed_packet` for new connections, and puts the old
-/// value back when dropped (also when the test fails).
-struct GlobalMaxAllowedPacket {
-    old: u64,
-}
-
-impl GlobalMaxAllowedPacket {
-    async fn set(bytes: u64) -> Self {
-        let mut c = admin().await;
-        let old: u64 = c
-            .query_first("SELECT @@GLOBAL.max_allowed_packet")
-            .await
-            .unwrap()
-            .unwrap();
-        c.query_drop(format!("SET GLOBAL max_allowed_packet = {bytes}"))
-            .await
-            .unwrap();
-        GlobalMaxAllowedPacket { old }
-    }
-}
-
-impl Drop for GlobalMaxAllowedPacket {
-    fn drop(&mut self) {
-        let old = self.old;
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let mut c = admin().await;
-                c.query_drop(format!("SET GLOBAL max_allowed_packet = {old}"))
-                    .await
-                    .unwrap();
-            })
-        });
-    }
-}
-
 /// A binlog event larger than the source's `max_allowed_packet` (MariaDB's default is 16 MiB)
 /// is read, as a native replica reads it: an UPDATE of one column of a row holding a 9 MiB BLOB
 /// logs a row event of about 19 MB (before and after images). The producer must write that
@@ -753,19 +701,14 @@ impl Drop for GlobalMaxAllowedPacket {
 /// starts at the current position (`--start-position`), so that it connects at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
-    let p = TestPipeline::new("p_packet");
-    let s = stack();
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)",
-        ],
+    let (p, mut c) = TestPipeline::with_database(
+        "p_packet",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)"],
     )
     .await;
+    let s = stack();
     let from = gtid_binlog_pos(&mut c).await.to_string();
-    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    let packet = GlobalSetting::set("max_allowed_packet", &(16 << 20).to_string()).await;
     let mut producer = p.spawn(&["--start-position", &from]);
     wait_for(
         "the producer to stream the binlog",
@@ -844,24 +787,19 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_packet() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_packetsnap");
-    let s = stack();
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
+    let (p, mut c) = TestPipeline::with_database(
+        "p_packetsnap",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
     )
     .await;
+    let s = stack();
     // A row event of 17 MiB in the current binlog file.
     p.sql(
         &mut c,
         &["INSERT INTO {db}.t VALUES (1, REPEAT('x', 17 << 20))"],
     )
     .await;
-    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    let packet = GlobalSetting::set("max_allowed_packet", &(16 << 20).to_string()).await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the snapshot's connection",
@@ -1070,9 +1008,7 @@ async fn markers(topic: &str) -> Vec<(continuum_schemas::SnapshotPhase, Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     use continuum_schemas::SnapshotPhase;
-    let mut p = TestPipeline::new("p_rosnap");
-    let mut c = admin().await;
-    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
+    let (mut p, mut c) = TestPipeline::with_database("p_rosnap", &[]).await;
     let mut eu = {
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(var("EU_DB_HOST"))
@@ -1189,19 +1125,16 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
 /// snapshot gave `b`, and no schema change of `b` follows (it happened before the snapshot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
-    let p = TestPipeline::new("p_snapddl");
-    let s = stack();
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
+    let (p, mut c) = TestPipeline::with_database(
+        "p_snapddl",
         &[
-            "CREATE DATABASE {db}",
             "CREATE TABLE {db}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
             "CREATE TABLE {db}.b (id INT PRIMARY KEY, x INT, c INT)",
             "INSERT INTO {db}.b VALUES (1, 1, 1), (2, 2, 2)",
         ],
     )
     .await;
+    let s = stack();
     let mut locker = admin().await;
     p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
         .await;
@@ -1277,10 +1210,8 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
 /// columns, and streaming goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
-    let p = TestPipeline::new("p_snapddl2");
+    let (p, mut c) = TestPipeline::with_database("p_snapddl2", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     for t in ["a", "b"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id INT PRIMARY KEY, x INT, c INT)",

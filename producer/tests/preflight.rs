@@ -12,28 +12,6 @@ use mysql_async::prelude::Queryable;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use support::*;
 
-async fn with_global<F>(setting: &str, value: &str, f: F)
-where
-    F: FnOnce(),
-{
-    let mut c = admin().await;
-    let old: String = c
-        .query_first(format!("SELECT @@GLOBAL.{setting}"))
-        .await
-        .unwrap()
-        .unwrap();
-    c.query_drop(format!("SET GLOBAL {setting} = '{value}'"))
-        .await
-        .unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    c.query_drop(format!("SET GLOBAL {setting} = '{old}'"))
-        .await
-        .unwrap();
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
     for (setting, bad, expected) in [
@@ -55,16 +33,15 @@ async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
     ] {
         let p = TestPipeline::new("pf_set");
         p.sql(&mut admin().await, &["CREATE DATABASE {db}"]).await;
-        with_global(setting, bad, || {
-            let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-            assert!(!ok, "{setting}={bad} must stop the producer");
-            assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
-            assert!(
-                log.contains("SET GLOBAL"),
-                "the message says how to fix it:\n{log}"
-            );
-        })
-        .await;
+        let changed = GlobalSetting::set(setting, bad).await;
+        let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+        drop(changed);
+        assert!(!ok, "{setting}={bad} must stop the producer");
+        assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
+        assert!(
+            log.contains("SET GLOBAL"),
+            "the message says how to fix it:\n{log}"
+        );
         cleanup(&p.dir);
     }
 }
@@ -195,10 +172,8 @@ async fn a_clashing_server_id_is_refused() {
 /// A position the source has purged stops the producer with the way on: --resnapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_position_is_fatal_and_names_resnapshot() {
-    let p = TestPipeline::new("pf_purge");
+    let (p, mut c) = TestPipeline::with_database("pf_purge", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    p.sql(&mut c, &["CREATE DATABASE {db}"]).await;
     // The topic claims a position far in the past of domain 1.
     let admin_cfg = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
@@ -437,10 +412,10 @@ fn whoami() -> String {
 /// difference found by verify or orphans, 2 an error), and with its cause said once.
 #[test]
 fn an_error_exits_2_and_says_its_cause_once() {
-    let dir = std::env::temp_dir().join(format!("continuum-exit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("site.toml");
-    std::fs::write(&cfg, "site = \"sf\"\n[database]\nuser = \"u\"\nport = 1\n[sites.sf]\nbrokers = \"127.0.0.1:1\"\nregistry = { url = \"http://127.0.0.1:1\" }\nunknown_setting = 1\n").unwrap();
+    // A config the producer refuses before it connects to anything.
+    let mut site = TestSite::new(&continuum_tests::stack().sf, "pf_exit");
+    site.set("sites.sf.unknown_setting", 1);
+    let cfg = site.write_unchecked();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
         .args(["--config", cfg.to_str().unwrap()])
         .output()
@@ -457,5 +432,5 @@ fn an_error_exits_2_and_says_its_cause_once() {
         1,
         "the cause is said once: {line}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    site.remove_dir();
 }

@@ -186,6 +186,12 @@ impl TestSite {
     /// `<dir>/<site>.toml`; returns that path. Call it again after a change.
     pub fn write(&self) -> PathBuf {
         self.config();
+        self.write_unchecked()
+    }
+
+    /// Writes the config as it is, unchecked, where [`TestSite::write`] would: for a test of a
+    /// config Continuum must refuse.
+    pub fn write_unchecked(&self) -> PathBuf {
         let path = self.config_path();
         std::fs::write(&path, self.toml())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

@@ -72,6 +72,52 @@ pub async fn admin() -> mysql_async::Conn {
     c
 }
 
+/// A global setting of the SF server changed for a test: [`GlobalSetting::set`] changes it and
+/// the guard puts the old value back when dropped (also when the test fails). Other suites use
+/// the same server: hold it no longer than needed.
+pub struct GlobalSetting {
+    name: String,
+    old: String,
+}
+
+/// `value` as an SQL literal for `SET GLOBAL`: a number as is, anything else quoted.
+fn sql_literal(value: &str) -> String {
+    if value.parse::<i64>().is_ok() {
+        value.to_owned()
+    } else {
+        format!("'{value}'")
+    }
+}
+
+impl GlobalSetting {
+    pub async fn set(name: &str, value: &str) -> GlobalSetting {
+        let mut c = admin().await;
+        let old: String = c
+            .query_first(format!("SELECT @@GLOBAL.{name}"))
+            .await
+            .unwrap()
+            .unwrap();
+        c.query_drop(format!("SET GLOBAL {name} = {}", sql_literal(value)))
+            .await
+            .unwrap();
+        GlobalSetting {
+            name: name.to_owned(),
+            old,
+        }
+    }
+}
+
+impl Drop for GlobalSetting {
+    fn drop(&mut self) {
+        let sql = format!("SET GLOBAL {} = {}", self.name, sql_literal(&self.old));
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                admin().await.query_drop(&sql).await.unwrap();
+            })
+        });
+    }
+}
+
 pub struct TestPipeline {
     /// The pipeline's site config, database and topic; change it with [`TestPipeline::set`].
     pub site: TestSite,
@@ -103,6 +149,19 @@ impl TestPipeline {
             config,
             server_id,
         }
+    }
+
+    /// [`TestPipeline::new`], with its database created on SF and `ddl` run (see
+    /// [`TestPipeline::sql`]); returns an admin connection to SF as well.
+    pub async fn with_database(name: &str, ddl: &[&str]) -> (TestPipeline, mysql_async::Conn) {
+        let p = TestPipeline::new(name);
+        let mut c = admin().await;
+        let statements: Vec<&str> = ["CREATE DATABASE {db}"]
+            .into_iter()
+            .chain(ddl.iter().copied())
+            .collect();
+        p.sql(&mut c, &statements).await;
+        (p, c)
     }
 
     /// Runs `statements` in order on `conn`, each with `{db}` standing for the test's database.
