@@ -272,14 +272,8 @@ struct State {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_resume_converges() {
-    let big: usize = std::env::var("CRASH_BIG_TXN_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let big: usize = env_or("CRASH_BIG_TXN_ROWS", 100_000);
+    let kills: usize = env_or("CRASH_KILLS", 24);
     let fx = Fixture::new("crash", DDL, "").await;
     let mut src = fx.source().await;
     setup(&mut src, &fx.db);

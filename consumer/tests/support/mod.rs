@@ -81,6 +81,14 @@ impl Db {
     }
 }
 
+/// The number the environment variable `name` holds, or `default` when it is unset or not one.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -190,12 +198,7 @@ impl Fixture {
             .unwrap();
         let mut pcfg = self.cfg.producer.clone();
         // Bigger batches than the producer's default: the local broker's cost is per batch.
-        pcfg.linger = Duration::from_millis(
-            std::env::var("TEST_PRODUCER_LINGER_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(20),
-        );
+        pcfg.linger = Duration::from_millis(env_or("TEST_PRODUCER_LINGER_MS", 20));
         let pc = producer_config(site, &cluster, "test-source", &pcfg).unwrap();
         let producer: FutureProducer = pc.create().unwrap();
         let registry = Registry::new(&RegistrySettings {
