@@ -1196,7 +1196,7 @@ async fn status_lock_and_metrics() {
     }
     src.heartbeat().await;
     src.flush().await;
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    let port = free_port();
     let mut apply = fx.spawn_apply(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
     let high = fx
         .wait_caught_up("apply to catch up", Duration::from_secs(60))

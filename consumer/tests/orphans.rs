@@ -12,7 +12,6 @@ use serde_json::Value as Json;
 use support::*;
 
 use continuum_consumer::checkpoint::{Checkpoint, SCHEMA_SQL};
-use continuum_tests::site::execute;
 
 fn orphans(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut c = Command::new(BIN);

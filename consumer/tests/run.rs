@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use continuum_schemas::Value;
-use continuum_tests::process::free_port;
 use support::*;
 
 async fn get(url: &str) -> String {

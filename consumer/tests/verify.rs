@@ -39,32 +39,18 @@ async fn fill(site: &TestSite, on: &Site) -> mysql_async::Conn {
 
 fn run_verify(cfg: &std::path::Path, db: &str, json: bool) -> (i32, String) {
     let s = stack();
-    let mut args = vec![
-        "--config".to_string(),
-        cfg.display().to_string(),
-        "verify".into(),
-        "--databases".into(),
-        db.into(),
-        "--chunk-rows".into(),
-        "1000".into(),
-    ];
-    if json {
-        args.push("--json".into());
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_continuum-consumer"))
-        .args(&args)
+        .arg("--config")
+        .arg(cfg)
+        .args(["verify", "--databases", db, "--chunk-rows", "1000"])
+        .args(json.then_some("--json"))
         .env("CONTINUUM_DB_PASSWORD", &s.eu.db_password)
         .env("CONTINUUM_SF_DB_PASSWORD", &s.sf.db_password)
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

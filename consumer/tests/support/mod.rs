@@ -30,9 +30,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 // Each suite uses some of these.
 #[allow(unused_imports)]
-pub use continuum_tests::process::{kill9, signal, Killed};
+pub use continuum_tests::process::{free_port, kill9, signal, Killed};
 #[allow(unused_imports)]
-pub use continuum_tests::{stack, wait_for, TestSite};
+pub use continuum_tests::{site::execute, stack, wait_for, TestSite};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_continuum-consumer");
 
@@ -132,19 +132,18 @@ impl Fixture {
         let (name, db, topic) = (site.db.clone(), site.db.clone(), site.topic.clone());
         for admin in [&source_admin, &replica_admin] {
             let mut c = admin.conn().await;
-            c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-            c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-                .await
-                .unwrap();
-            c.query_drop(format!("CREATE DATABASE `{db}`"))
-                .await
-                .unwrap();
-            c.query_drop(format!("USE `{db}`")).await.unwrap();
-            for s in ddl {
-                c.query_drop(*s)
-                    .await
-                    .unwrap_or_else(|e| panic!("{s}: {e}"));
-            }
+            // Not in the binlog: the source's changes reach the replica as records only.
+            execute(
+                &mut c,
+                &[
+                    "SET SESSION sql_log_bin=0".to_owned(),
+                    format!("DROP DATABASE IF EXISTS `{db}`"),
+                    format!("CREATE DATABASE `{db}`"),
+                    format!("USE `{db}`"),
+                ],
+            )
+            .await;
+            execute(&mut c, ddl).await;
         }
         Fixture {
             name,
@@ -307,7 +306,7 @@ impl Fixture {
     /// Runs `statements` on the replica, in the test's database (not through apply: the
     /// replica's own changes, e.g. a narrower column, a trigger).
     pub async fn on_replica(&self, statements: &[&str]) {
-        continuum_tests::site::execute(&mut self.replica().await, statements).await;
+        execute(&mut self.replica().await, statements).await;
     }
 
     pub async fn source_conn(&self) -> Conn {
