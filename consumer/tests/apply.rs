@@ -265,14 +265,7 @@ async fn every_type_round_trips() {
     let mut changed = extremes.clone();
     changed[1] = Value::Int(127);
     changed[17] = Value::Text("changed".into());
-    src.txn(vec![(
-        "types",
-        RowOp::Update {
-            key: extremes.clone(),
-            after: changed.clone(),
-        },
-    )])
-    .await;
+    src.update("types", extremes.clone(), changed.clone()).await;
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["types"]).await;
@@ -396,10 +389,10 @@ async fn no_partial_transaction_is_ever_visible() {
     }
     src.heartbeat().await;
     src.flush().await;
-    let high = fx.high_watermark();
-    wait_for(120, "apply to reach the end of the topic", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
+    fx.wait_caught_up(
+        "apply to reach the end of the topic",
+        Duration::from_secs(120),
+    )
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, states) = reader.await.unwrap();
@@ -450,35 +443,17 @@ async fn swap_workload(
     let mut ids: Vec<i64> = (0..40).collect();
     let mut next_id = 1000;
     let mut free_codes: Vec<String> = Vec::new();
-    src.txn(
+    src.inserts(
+        "u",
         ids.iter()
-            .map(|&i| {
-                (
-                    "u",
-                    RowOp::Insert(vec![
-                        Value::Int(i),
-                        Value::Text(format!("c{i}")),
-                        Value::Int(0),
-                    ]),
-                )
-            })
-            .collect(),
+            .map(|&i| vec![Value::Int(i), Value::Text(format!("c{i}")), Value::Int(0)]),
     )
     .await;
     let mut keys: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
-    src.txn(
+    src.inserts(
+        "k",
         keys.iter()
-            .map(|&(a, b)| {
-                (
-                    "k",
-                    RowOp::Insert(vec![
-                        Value::Int(a),
-                        Value::Int(b),
-                        Value::Text(format!("n{a}")),
-                    ]),
-                )
-            })
-            .collect(),
+            .map(|&(a, b)| vec![Value::Int(a), Value::Int(b), Value::Text(format!("n{a}"))]),
     )
     .await;
     for n in 0..txns {
@@ -528,13 +503,11 @@ async fn swap_workload(
                 let r = get(src, x);
                 next_id += 1;
                 ids[p] = next_id;
-                src.txn(vec![(
+                src.update(
                     "u",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![Value::Int(next_id), r[1].clone(), r[2].clone()],
-                    },
-                )])
+                    r.clone(),
+                    vec![Value::Int(next_id), r[1].clone(), r[2].clone()],
+                )
                 .await;
             }
             5 if ids.len() > 5 => {
@@ -551,10 +524,10 @@ async fn swap_workload(
                 next_id += 1;
                 ids.push(next_id);
                 let c = free_codes.remove(0);
-                src.txn(vec![(
+                src.insert(
                     "u",
-                    RowOp::Insert(vec![Value::Int(next_id), Value::Text(c), Value::Int(-1)]),
-                )])
+                    vec![Value::Int(next_id), Value::Text(c), Value::Int(-1)],
+                )
                 .await;
             }
             7 => {
@@ -605,13 +578,11 @@ async fn swap_workload(
             _ if !ids.is_empty() => {
                 let x = ids[rng.random_range(0..ids.len())];
                 let r = get(src, x);
-                src.txn(vec![(
+                src.update(
                     "u",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + 10)],
-                    },
-                )])
+                    r.clone(),
+                    vec![r[0].clone(), r[1].clone(), Value::Int(int(&r[2]) + 10)],
+                )
                 .await;
             }
             _ => {}
@@ -745,30 +716,9 @@ async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
     src.txn(ops).await;
     // The source logs only the parent's change; InnoDB changes the children.
     src.txn(vec![("p", RowOp::Delete(p(1, "p1", 0)))]).await; // cascades to c, g; n.pcode = NULL
-    src.txn(vec![(
-        "p",
-        RowOp::Update {
-            key: p(2, "p2", 0),
-            after: p(20, "p2", 0),
-        },
-    )])
-    .await; // c.pid 2 -> 20
-    src.txn(vec![(
-        "p",
-        RowOp::Update {
-            key: p(3, "p3", 0),
-            after: p(3, "p3new", 0),
-        },
-    )])
-    .await; // n.pcode
-    src.txn(vec![(
-        "p",
-        RowOp::Update {
-            key: p(4, "p4", 0),
-            after: p(4, "p4", 99),
-        },
-    )])
-    .await; // REPLACE: no cascade
+    src.update("p", p(2, "p2", 0), p(20, "p2", 0)).await; // c.pid 2 -> 20
+    src.update("p", p(3, "p3", 0), p(3, "p3new", 0)).await; // n.pcode
+    src.update("p", p(4, "p4", 0), p(4, "p4", 99)).await; // REPLACE: no cascade
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["p", "c", "g", "n"]).await;
@@ -803,11 +753,7 @@ async fn poison_record_stops_apply_and_the_checkpoint_stays() {
         vec![0],
     ));
     for i in 0..5 {
-        src.txn(vec![(
-            "a",
-            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-        )])
-        .await;
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
     // Not Confluent wire format, with the headers of a row event of transaction 1-1-6.
     let before = src.position.clone();
@@ -865,11 +811,7 @@ async fn a_column_missing_on_the_replica_names_the_record() {
         "",
     )
     .await;
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE m DROP COLUMN y")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE m DROP COLUMN y"]).await;
     let mut src = fx.source().await;
     src.table(table(
         &fx.db,
@@ -887,11 +829,7 @@ async fn a_column_missing_on_the_replica_names_the_record() {
         ],
         vec![0],
     ));
-    src.txn(vec![(
-        "a",
-        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
-    )])
-    .await;
+    src.insert("a", vec![Value::Int(1), Value::Int(1)]).await;
     let first = src.produced;
     src.txn(vec![
         ("a", RowOp::Insert(vec![Value::Int(2), Value::Int(2)])),
@@ -937,11 +875,8 @@ async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
         "",
     )
     .await;
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL"])
+        .await;
     let mut src = fx.source().await;
     src.table(table(
         &fx.db,
@@ -967,11 +902,8 @@ async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
             ])
             .await;
         } else {
-            src.txn(vec![(
-                "r",
-                RowOp::Insert(vec![Value::Int(i), Value::Text("ok".into())]),
-            )])
-            .await;
+            src.insert("r", vec![Value::Int(i), Value::Text("ok".into())])
+                .await;
         }
     }
     src.flush().await;
@@ -1099,21 +1031,11 @@ async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_policy_stop_and_skip() {
-    let fx = Fixture::new(
-        "ddlpolicy",
-        &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(&fx.db, "base", vec![int_col("id", false)], vec![0]));
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
-        .await;
+    let (fx, mut src) = Fixture::with_one_table("ddlpolicy").await;
     let ddl_offset = src.produced;
     src.ddl("CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB")
         .await;
-    src.txn(vec![("base", RowOp::Insert(vec![Value::Int(2)]))])
-        .await;
+    src.insert("base", vec![Value::Int(2)]).await;
     src.flush().await;
     let out = fx.run(&["apply", "--until-caught-up", "--ddl", "stop"]);
     assert!(!out.status.success());
@@ -1162,11 +1084,8 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
         .await;
     }
     // The replica has leftovers from an earlier life, too.
-    fx.replica()
-        .await
-        .query_drop("INSERT INTO s VALUES (5000, 'stale'), (5001, 'stale')")
-        .await
-        .unwrap();
+    fx.on_replica(&["INSERT INTO s VALUES (5000, 'stale'), (5001, 'stale')"])
+        .await;
     // Snapshot A: abandoned after 60 rows.
     src.snapshot("A", &["s"], Some(60)).await;
     src.flush().await;
@@ -1199,13 +1118,11 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
     }
     src.snapshot("B", &["s"], None).await;
     for i in 21..=25 {
-        src.txn(vec![(
+        src.update(
             "s",
-            RowOp::Update {
-                key: vec![Value::Int(i), Value::Null],
-                after: vec![Value::Int(i), Value::Text("after".into())],
-            },
-        )])
+            vec![Value::Int(i), Value::Null],
+            vec![Value::Int(i), Value::Text("after".into())],
+        )
         .await;
     }
     // The producer dies inside a transaction and starts over with snapshot C: the partial
@@ -1275,21 +1192,15 @@ async fn status_lock_and_metrics() {
         vec![0],
     ));
     for i in 0..20 {
-        src.txn(vec![(
-            "a",
-            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-        )])
-        .await;
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
     src.heartbeat().await;
     src.flush().await;
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    let port = free_port();
     let mut apply = fx.spawn_apply(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
-    let high = fx.high_watermark();
-    wait_for(60, "apply to catch up", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
-    .await;
+    let high = fx
+        .wait_caught_up("apply to catch up", Duration::from_secs(60))
+        .await;
     let out = fx.run(&["status", "--json"]);
     let st = json(&out);
     assert_eq!(st["state"], "idle", "{st}");
@@ -1365,43 +1276,19 @@ async fn status_lock_and_metrics() {
         .unwrap();
     assert_eq!(health.status(), 200);
     // Live: new transactions arrive and are applied.
-    src.txn(vec![(
-        "a",
-        RowOp::Insert(vec![Value::Int(100), Value::Int(100)]),
-    )])
-    .await;
+    src.insert("a", vec![Value::Int(100), Value::Int(100)])
+        .await;
     src.flush().await;
-    let high = fx.high_watermark();
-    wait_for(30, "apply to apply a live transaction", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
-    .await;
+    fx.wait_caught_up("apply to apply a live transaction", Duration::from_secs(30))
+        .await;
     // SIGTERM stops it cleanly.
-    unsafe_sigterm(apply.id());
+    signal(apply.id(), "TERM");
     let status = apply.wait().unwrap();
     assert!(status.success(), "{status:?}");
     fx.assert_same(&["a"]).await;
     let st = json(&fx.run(&["status", "--json"]));
     assert_eq!(st["state"], "stopped", "{st}");
     fx.drop_databases().await;
-}
-
-/// A child process killed (-9) when the test ends, whatever happened (woken first if stopped).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        signal(self.0.id(), "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The replica connection that holds the apply lock of the fixture's topic, if any.
@@ -1438,22 +1325,15 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     ));
     async fn write(src: &mut Source, from: i64, to: i64) {
         for i in from..to {
-            src.txn(vec![(
-                "a",
-                RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-            )])
-            .await;
+            src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
         }
         src.heartbeat().await;
         src.flush().await;
     }
     write(&mut src, 0, 5).await;
     let first = Killed(fx.spawn_apply(&["--no-metrics"]));
-    let high = fx.high_watermark();
-    wait_for(60, "the first apply to catch up", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 == high)
-    })
-    .await;
+    fx.wait_caught_up("the first apply to catch up", Duration::from_secs(60))
+        .await;
     let holder = apply_lock_holder(&fx)
         .await
         .expect("the first apply holds the lock");
@@ -1496,18 +1376,21 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     // The first apply wakes up and reads the new records too: it must not commit them.
     assert!(signal(first.0.id(), "CONT"), "SIGCONT the first apply");
     write(&mut src, 10, 15).await;
-    let high = fx.high_watermark();
-    wait_for(
-        60,
+    fx.wait_caught_up(
         "the replacement to apply the last transactions",
-        || async { fx.checkpoint().await.is_some_and(|c| c.0 == high) },
+        Duration::from_secs(60),
     )
     .await;
-    wait_for(60, "the first apply to find its lock gone", || async {
-        std::fs::read_to_string(fx.log_path())
-            .unwrap_or_default()
-            .contains("lost the apply lock")
-    })
+    wait_for(
+        "the first apply to find its lock gone",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(fx.log_path())
+                .unwrap_or_default()
+                .contains("lost the apply lock")
+                .then_some(())
+        },
+    )
     .await;
     drop(first);
     drop(second);
@@ -1520,13 +1403,6 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
         .unwrap();
     assert_eq!(count, Some(15));
     fx.drop_databases().await;
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1547,11 +1423,7 @@ async fn until_time_stops_before_the_first_newer_transaction() {
     src.set_ts(now_ms() - 100_000);
     src.ts_step = Some(1);
     for i in 0..50 {
-        src.txn(vec![(
-            "a",
-            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-        )])
-        .await;
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
     // A transaction whose records span the cut: none of it may be applied.
     let cut_start = src.produced;
@@ -1563,20 +1435,12 @@ async fn until_time_stops_before_the_first_newer_transaction() {
     )
     .await;
     for i in 60..80 {
-        src.txn(vec![(
-            "a",
-            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-        )])
-        .await;
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
     src.flush().await;
     fx.apply_caught_up();
     // A point-in-time rebuild: empty the replica, replay from the beginning until the cut.
-    fx.replica()
-        .await
-        .query_drop("DELETE FROM a")
-        .await
-        .unwrap();
+    fx.on_replica(&["DELETE FROM a"]).await;
     let t = chrono::DateTime::from_timestamp_millis(cut)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -1625,24 +1489,14 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
         vec![0],
     ));
     for i in 0..30 {
-        src.txn(vec![(
-            "a",
-            RowOp::Insert(vec![Value::Int(i), Value::Int(i)]),
-        )])
-        .await;
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
     src.flush().await;
     fx.apply_caught_up(); // from the EU cluster
     for i in 30..60 {
-        src.txn(
-            (0..3)
-                .map(|j| {
-                    (
-                        "a",
-                        RowOp::Insert(vec![Value::Int(i * 10 + j), Value::Int(i)]),
-                    )
-                })
-                .collect(),
+        src.inserts(
+            "a",
+            (0..3).map(|j| vec![Value::Int(i * 10 + j), Value::Int(i)]),
         )
         .await;
     }
@@ -1655,15 +1509,10 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
         stderr(&out)
     );
     fx.assert_same(&["a"]).await;
-    let mut c = fx.replica_admin.conn().await;
-    let (cluster, off): (String, i64) = c
-        .exec_first(
-            "SELECT cluster, next_offset FROM continuum.checkpoint WHERE source_topic=?",
-            (&fx.topic,),
-        )
+    let (cluster, off): (String, i64) = fx
+        .checkpoint_columns("cluster, next_offset")
         .await
-        .unwrap()
-        .unwrap();
+        .expect("a checkpoint row");
     assert_eq!(cluster, "sf");
     assert_eq!(off, fx.high_watermark() + 7, "the SF copy's end");
     fx.drop_databases().await;
@@ -1699,11 +1548,8 @@ async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas
         assert!(t.1.contains("`k` bigint(20) DEFAULT NULL"), "{}", t.1);
     }
     // A schema change the replica refuses for another reason still stops apply, naming why.
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE t2 ADD COLUMN z INT NULL")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE t2 ADD COLUMN z INT NULL"])
+        .await;
     src.ddl("ALTER TABLE t2 ADD COLUMN z VARCHAR(10) NULL, ADD COLUMN y INT NULL")
         .await;
     src.flush().await;
@@ -1733,11 +1579,8 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
         vec![0],
     ));
     for i in 1..=5 {
-        src.txn(vec![(
-            "src",
-            RowOp::Insert(vec![Value::Int(i), Value::Text(format!("n{i}"))]),
-        )])
-        .await;
+        src.insert("src", vec![Value::Int(i), Value::Text(format!("n{i}"))])
+            .await;
     }
     let shape = |name: &str| {
         table(
@@ -1752,22 +1595,16 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
         shape("copy"),
     )
     .await;
-    src.txn(vec![(
-        "src",
-        RowOp::Insert(vec![Value::Int(6), Value::Text("n6".into())]),
-    )])
-    .await;
+    src.insert("src", vec![Value::Int(6), Value::Text("n6".into())])
+        .await;
     src.flush().await;
     fx.apply_caught_up();
     assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
     fx.assert_same(&["src", "copy"]).await;
 
     // A crash after the statement and before its rows committed: the table is there, empty.
-    fx.replica()
-        .await
-        .query_drop("CREATE TABLE copy2 (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)")
-        .await
-        .unwrap();
+    fx.on_replica(&["CREATE TABLE copy2 (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL)"])
+        .await;
     src.create_select(
         "CREATE TABLE copy2 (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL) SELECT id, name FROM src",
         shape("copy2"),
@@ -1801,11 +1638,7 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
         "",
     )
     .await;
-    fx.replica()
-        .await
-        .query_drop("CREATE TRIGGER t_ins AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (id) VALUES (NEW.id)")
-        .await
-        .unwrap();
+    fx.on_replica(&["CREATE TRIGGER t_ins AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (id) VALUES (NEW.id)"]).await;
     let mut src = fx.source().await;
     src.table(table(
         &fx.db,
@@ -1813,11 +1646,7 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
         vec![int_col("id", false), int_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![(
-        "t",
-        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
-    )])
-    .await;
+    src.insert("t", vec![Value::Int(1), Value::Int(1)]).await;
     src.flush().await;
     fx.apply_caught_up_expect_failure(&["has triggers: t_ins (AFTER INSERT)", ".t"])
         .await;
@@ -1828,11 +1657,7 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
         .await
         .unwrap();
     assert_eq!(audit, Some(0), "the trigger never fired");
-    fx.replica()
-        .await
-        .query_drop("DROP TRIGGER t_ins")
-        .await
-        .unwrap();
+    fx.on_replica(&["DROP TRIGGER t_ins"]).await;
     fx.apply_caught_up();
     fx.assert_same(&["t", "audit"]).await;
     fx.drop_databases().await;
@@ -1873,14 +1698,7 @@ async fn a_table_without_a_primary_key_is_applied_by_every_value() {
         ("log", RowOp::Insert(row(3, Some("y")))),
     ])
     .await;
-    src.txn(vec![(
-        "log",
-        RowOp::Update {
-            key: row(2, None),
-            after: row(2, Some("z")),
-        },
-    )])
-    .await;
+    src.update("log", row(2, None), row(2, Some("z"))).await;
     src.txn(vec![
         ("log", RowOp::Delete(row(1, Some("x")))),
         ("log", RowOp::Delete(row(3, Some("y")))),
@@ -1920,11 +1738,7 @@ async fn a_position_header_that_disagrees_with_the_payload_stops_apply() {
         vec![int_col("id", false), int_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![(
-        "a",
-        RowOp::Insert(vec![Value::Int(1), Value::Int(1)]),
-    )])
-    .await;
+    src.insert("a", vec![Value::Int(1), Value::Int(1)]).await;
     let before = src.position.clone();
     let rec = continuum_schemas::StreamRecord::Change(continuum_schemas::ChangeEvent {
         op: continuum_schemas::Op::Insert,

@@ -180,13 +180,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 state.next_customer += 1;
                 let new = state.next_customer;
                 let r = get(src, "customers", c).unwrap();
-                src.txn(vec![(
+                src.update(
                     "customers",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![Value::Int(new), r[1].clone(), r[2].clone()],
-                    },
-                )])
+                    r.clone(),
+                    vec![Value::Int(new), r[1].clone(), r[2].clone()],
+                )
                 .await;
                 state.customers[p] = new;
                 for o in state.orders.iter_mut().filter(|o| o.1 == c) {
@@ -229,13 +227,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                 if get(src, "items", new).is_some() {
                     continue;
                 }
-                src.txn(vec![(
+                src.update(
                     "items",
-                    RowOp::Update {
-                        key: r.clone(),
-                        after: vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()],
-                    },
-                )])
+                    r.clone(),
+                    vec![Value::Int(new), r[1].clone(), r[2].clone(), r[3].clone()],
+                )
                 .await;
                 state.items[i] = new;
             }
@@ -251,13 +247,11 @@ async fn mixed(src: &mut Source, rng: &mut rand::rngs::StdRng, n: usize, state: 
                     let Some(r) = get(src, "orders", o) else {
                         continue;
                     };
-                    src.txn(vec![(
+                    src.update(
                         "orders",
-                        RowOp::Update {
-                            key: r.clone(),
-                            after: vec![r[0].clone(), r[1].clone(), Value::Int(99)],
-                        },
-                    )])
+                        r.clone(),
+                        vec![r[0].clone(), r[1].clone(), Value::Int(99)],
+                    )
                     .await;
                 }
             }
@@ -278,32 +272,22 @@ struct State {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_then_resume_converges() {
-    let big: usize = std::env::var("CRASH_BIG_TXN_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let big: usize = env_or("CRASH_BIG_TXN_ROWS", 100_000);
+    let kills: usize = env_or("CRASH_KILLS", 24);
     let fx = Fixture::new("crash", DDL, "").await;
     let mut src = fx.source().await;
     setup(&mut src, &fx.db);
     let started = Instant::now();
     // Before: customers and some items.
-    src.txn(
-        (0..50)
-            .map(|i| {
-                (
-                    "customers",
-                    RowOp::Insert(vec![
-                        Value::Int(i),
-                        Value::Text(format!("c{i}@x")),
-                        Value::Int(1000),
-                    ]),
-                )
-            })
-            .collect(),
+    src.inserts(
+        "customers",
+        (0..50).map(|i| {
+            vec![
+                Value::Int(i),
+                Value::Text(format!("c{i}@x")),
+                Value::Int(1000),
+            ]
+        }),
     )
     .await;
     src.txn(
@@ -418,11 +402,12 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
     let mut apply = fx.spawn_apply(&["--no-metrics"]);
     for ddl in steps {
         // Apply is caught up: the checkpoint is the end of the topic.
-        let end = fx.high_watermark();
-        wait_for(60, "apply to reach the end of the topic", || async {
-            fx.checkpoint().await.map(|c| c.0) == Some(end)
-        })
-        .await;
+        let end = fx
+            .wait_caught_up(
+                "apply to reach the end of the topic",
+                Duration::from_secs(60),
+            )
+            .await;
         let before = replica_columns(&fx).await;
         // Hold the checkpoint row: apply's commit past the schema change waits for it.
         let mut locker = fx.replica_admin.conn().await;
@@ -444,7 +429,7 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
             .expect("the locker's transaction");
         src.ddl(ddl).await;
         src.flush().await;
-        wait_for(60, &format!("apply to wait on the checkpoint after `{ddl}`"), || async {
+        wait_for(&format!("apply to wait on the checkpoint after `{ddl}`"), Duration::from_secs(60), || async {
             let mut w = fx.replica_admin.conn().await;
             let n: Option<i64> = w
                 .exec_first(
@@ -453,7 +438,7 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
                 )
                 .await
                 .unwrap();
-            n == Some(1)
+            (n == Some(1)).then_some(())
         })
         .await;
         assert_ne!(
@@ -486,10 +471,10 @@ async fn kill_9_between_each_schema_change_and_its_checkpoint_then_resume() {
         );
         apply = fx.spawn_apply(&["--no-metrics"]);
     }
-    let end = fx.high_watermark();
-    wait_for(60, "apply to pass the last schema change", || async {
-        fx.checkpoint().await.map(|c| c.0) == Some(end)
-    })
+    fx.wait_caught_up(
+        "apply to pass the last schema change",
+        Duration::from_secs(60),
+    )
     .await;
     assert!(
         apply.try_wait().unwrap().is_none(),

@@ -6,16 +6,15 @@ mod mirror_support;
 
 use std::time::Duration;
 
-use continuum_tests::{stack, unique_name};
+use continuum_tests::process::{kill9, signal, Killed};
+use continuum_tests::stack;
 use mirror_support::*;
 use rand::Rng;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_random_moments_copies_every_record_exactly_once() {
-    let s = stack();
-    let topic = unique_name("mirror_kill");
-    s.sf.create_topic(&topic, 1).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records("mirror_kill", 0).await;
+    let topic = case.topic.clone();
     const N: u64 = 1500;
     let source = tokio::spawn({
         let topic = topic.clone();
@@ -26,15 +25,13 @@ async fn kill9_at_random_moments_copies_every_record_exactly_once() {
     let mut kills = 0;
     while !source.is_finished() || kills < 20 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
-        let _ = mirror.kill();
-        let _ = mirror.wait();
+        kill9(&mut mirror);
         kills += 1;
         mirror = case.spawn();
     }
     source.await.unwrap();
     wait_mirrored(&topic, N as i64, Duration::from_secs(300));
-    let _ = mirror.kill();
-    let _ = mirror.wait();
+    kill9(&mut mirror);
     assert_exact_copy(&topic, N as usize).await;
     let log = case.log();
     assert!(
@@ -42,24 +39,6 @@ async fn kill9_at_random_moments_copies_every_record_exactly_once() {
         "the mirror resumed after kills:\n{log}"
     );
     eprintln!("{kills} kills, {N} records mirrored exactly once");
-}
-
-/// A child process killed (-9) when the test ends, whatever happened.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = signal(self.0.id(), "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The MariaDB connection id that holds the named lock `name` on EU, if any.
@@ -76,11 +55,8 @@ async fn lock_holder(name: &str) -> Option<i64> {
 /// connection holds it, and takes over when the first one is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_mirror_of_the_same_topic_waits_for_the_lock_and_takes_over() {
-    let s = stack();
-    let topic = unique_name("mirror_lock");
-    s.sf.create_topic(&topic, 1).await;
-    produce(&topic, 0, 3, Duration::ZERO).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records("mirror_lock", 3).await;
+    let topic = case.topic.clone();
     let mut first = Killed(case.spawn_as("first"));
     wait_mirrored(&topic, 3, Duration::from_secs(60));
     let lock = format!("continuum.mirror.eu.{topic}");
@@ -129,10 +105,8 @@ async fn a_second_mirror_of_the_same_topic_waits_for_the_lock_and_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_on_a_host_that_stopped_answering_is_replaced() {
     let s = stack();
-    let topic = unique_name("mirror_dead_host");
-    s.sf.create_topic(&topic, 1).await;
-    produce(&topic, 0, 3, Duration::ZERO).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records("mirror_dead_host", 3).await;
+    let topic = case.topic.clone();
     let first = Killed(case.spawn_as("first"));
     wait_mirrored(&topic, 3, Duration::from_secs(60));
     let lock = format!("continuum.mirror.eu.{topic}");
@@ -187,7 +161,8 @@ async fn a_mirror_on_a_host_that_stopped_answering_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_the_target_limit_stops_the_mirror_and_is_never_skipped() {
     let s = stack();
-    let topic = unique_name("mirror_limit");
+    let case = MirrorCase::new("mirror_limit");
+    let topic = case.topic.clone();
     let (source_max, target_max) = ((8 << 20).to_string(), (1 << 20).to_string());
     s.sf.create_topic_with(&topic, 1, &[("max.message.bytes", &source_max)])
         .await;
@@ -206,7 +181,6 @@ async fn a_record_over_the_target_limit_stops_the_mirror_and_is_never_skipped() 
     let size = produce_record(&topic, &big, 3).await;
     produce(&topic, 4, 6, Duration::ZERO).await;
 
-    let case = MirrorCase::new(&topic);
     for attempt in ["first run", "restart"] {
         let mut mirror = case.spawn();
         let status = continuum_tests::wait_for_blocking(
@@ -283,8 +257,7 @@ fn mirror_error(case: &MirrorCase) -> String {
             break status;
         }
         if std::time::Instant::now() >= deadline {
-            let _ = mirror.kill();
-            let _ = mirror.wait();
+            kill9(&mut mirror);
             panic!(
                 "the mirror did not stop within 90s; its log:\n{}",
                 tail(&case.log(), 15)
@@ -306,70 +279,64 @@ fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The SF topic was deleted and recreated after the mirror copied 6 records; the new one holds
-/// 2. The mirror would resume at source offset 6, beyond the new topic's end: it stops with a
-/// fatal error that says so (both offsets, what happened, what to do) instead of librdkafka's
-/// raw "offset out of range", and writes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_topic_recreated_shorter_than_the_copy_stops_the_mirror() {
+/// The SF topic was deleted and recreated after the mirror copied records 0..6; the new one
+/// holds records `from..to`. Runs the mirror on it: it must stop, writing nothing, with an
+/// error that says each of `wants` and not librdkafka's raw "offset out of range".
+async fn recreated_source_stops_the_mirror(prefix: &str, from: u64, to: u64, wants: &[&str]) {
     let s = stack();
-    let topic = unique_name("mirror_recreated");
-    s.sf.create_topic(&topic, 1).await;
-    produce(&topic, 0, 6, Duration::ZERO).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records(prefix, 6).await;
+    let topic = &case.topic;
     let mut first = case.spawn();
-    wait_mirrored(&topic, 6, Duration::from_secs(60));
-    let _ = first.kill();
-    let _ = first.wait();
+    wait_mirrored(topic, 6, Duration::from_secs(60));
+    kill9(&mut first);
 
-    recreate_sf_topic(&topic).await;
-    produce(&topic, 0, 2, Duration::ZERO).await;
+    recreate_sf_topic(topic).await;
+    produce(topic, from, to, Duration::ZERO).await;
     let err = mirror_error(&case);
-    for want in [
-        format!("{topic} on the sf cluster ends at offset 2"),
-        "resume at source offset 6".to_owned(),
-        "deleted and recreated".to_owned(),
-        "replay --from-beginning".to_owned(),
-    ] {
+    for want in wants {
+        let want = want.replace("{topic}", topic);
         assert!(err.contains(&want), "the error says {want:?}:\n{err}");
     }
     assert!(!err.contains("out of range"), "{err}");
     assert_eq!(
-        high_watermark(&s.eu, &topic),
+        high_watermark(&s.eu, topic),
         Some(6),
         "nothing was mirrored"
     );
 }
 
-/// The same, but the recreated SF topic already holds more records (9) than were mirrored (6):
-/// resuming at offset 6 would copy records 6..9 of a different topic after the old 0..6. The
-/// source record before the resume offset is not the one the copy ends with, so the mirror
-/// stops, writing nothing.
+/// The new topic holds 2 records. The mirror would resume at source offset 6, beyond the new
+/// topic's end: its fatal error says so (both offsets, what happened, what to do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_topic_recreated_shorter_than_the_copy_stops_the_mirror() {
+    recreated_source_stops_the_mirror(
+        "mirror_recreated",
+        0,
+        2,
+        &[
+            "{topic} on the sf cluster ends at offset 2",
+            "resume at source offset 6",
+            "deleted and recreated",
+            "replay --from-beginning",
+        ],
+    )
+    .await;
+}
+
+/// The recreated SF topic already holds more records (9) than were mirrored (6): resuming at
+/// offset 6 would copy records 6..9 of a different topic after the old 0..6. The source record
+/// before the resume offset is not the one the copy ends with, so the mirror stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_topic_recreated_longer_than_the_copy_stops_the_mirror() {
-    let s = stack();
-    let topic = unique_name("mirror_replaced");
-    s.sf.create_topic(&topic, 1).await;
-    produce(&topic, 0, 6, Duration::ZERO).await;
-    let case = MirrorCase::new(&topic);
-    let mut first = case.spawn();
-    wait_mirrored(&topic, 6, Duration::from_secs(60));
-    let _ = first.kill();
-    let _ = first.wait();
-
-    recreate_sf_topic(&topic).await;
-    produce(&topic, 100, 109, Duration::ZERO).await;
-    let err = mirror_error(&case);
-    for want in [
-        format!("record {topic}@5 on the sf cluster is not the record"),
-        "deleted and recreated".to_owned(),
-        "replay --from-beginning".to_owned(),
-    ] {
-        assert!(err.contains(&want), "the error says {want:?}:\n{err}");
-    }
-    assert_eq!(
-        high_watermark(&s.eu, &topic),
-        Some(6),
-        "nothing was mirrored"
-    );
+    recreated_source_stops_the_mirror(
+        "mirror_replaced",
+        100,
+        109,
+        &[
+            "record {topic}@5 on the sf cluster is not the record",
+            "deleted and recreated",
+            "replay --from-beginning",
+        ],
+    )
+    .await;
 }

@@ -7,15 +7,15 @@ mod mirror_support;
 use std::time::Duration;
 
 use continuum_schemas::{Decoder, RecordAt};
-use continuum_tests::{restart_part, stack, stack_cmd, unique_name};
+use continuum_tests::process::kill9;
+use continuum_tests::{restart_part, stack, stack_cmd};
 use mirror_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sf_broker_restart_mid_stream_loses_nothing() {
     let s = stack();
-    let topic = unique_name("mirror_bounce");
-    s.sf.create_topic(&topic, 1).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records("mirror_bounce", 0).await;
+    let topic = case.topic.clone();
     produce(&topic, 0, 300, Duration::ZERO).await;
     let mut mirror = case.spawn();
     wait_mirrored(&topic, 1, Duration::from_secs(60));
@@ -24,22 +24,18 @@ async fn sf_broker_restart_mid_stream_loses_nothing() {
     s.sf.wait_topic_ready(&topic, Duration::from_secs(60));
     produce(&topic, 300, 600, Duration::ZERO).await;
     wait_mirrored(&topic, 600, Duration::from_secs(300));
-    let _ = mirror.kill();
-    let _ = mirror.wait();
+    kill9(&mut mirror);
     assert_exact_copy(&topic, 600).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_mirrored_the_eu_site_decodes_without_the_sf_registry() {
     let s = stack();
-    let topic = unique_name("mirror_noreg");
-    s.sf.create_topic(&topic, 1).await;
-    produce(&topic, 0, 90, Duration::ZERO).await;
-    let case = MirrorCase::new(&topic);
+    let case = MirrorCase::with_records("mirror_noreg", 90).await;
+    let topic = case.topic.clone();
     let mut mirror = case.spawn();
     wait_mirrored(&topic, 90, Duration::from_secs(120));
-    let _ = mirror.kill();
-    let _ = mirror.wait();
+    kill9(&mut mirror);
     stack_cmd("stop", &s.sf.registry_part());
     let result = std::panic::AssertUnwindSafe(async {
         let mut dec = Decoder::new(registry(&s.eu));

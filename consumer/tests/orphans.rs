@@ -13,52 +13,6 @@ use support::*;
 
 use continuum_consumer::checkpoint::{Checkpoint, SCHEMA_SQL};
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: `. .stack/env` first"))
-}
-
-/// A site config for SF (the old primary, this site) with EU's database as the replica, and
-/// the producer rules `include` / `exclude`.
-fn config(topic: &str, include: &str, exclude: &str) -> String {
-    let tls = continuum_tests::stack_tls_toml();
-    let inline_tls = tls.replace("tls = ", ", tls = ");
-    format!(
-        r#"site = "sf"
-[database]
-host = "{sfh}"
-port = {sfp}
-user = "{sfu}"
-password = "{sfpw}"
-{tls}
-[sites.sf]
-brokers = "{sfb}"
-topic = "{topic}"
-registry = {{ url = "{sfr}" }}
-[sites.eu]
-brokers = "{eub}"
-registry = {{ url = "{eur}" }}
-database = {{ host = "{euh}", port = {eup}, user = "{euu}", password = "{eupw}"{inline_tls} }}
-[producer]
-include = [{include}]
-exclude = [{exclude}]
-[log]
-filter = "warn"
-"#,
-        sfh = env("SF_DB_HOST"),
-        sfp = env("SF_DB_PORT"),
-        sfu = env("SF_DB_USER"),
-        sfpw = env("SF_DB_PASSWORD"),
-        sfb = env("SF_BROKERS"),
-        sfr = env("SF_REGISTRY"),
-        eub = env("EU_BROKERS"),
-        eur = env("EU_REGISTRY"),
-        euh = env("EU_DB_HOST"),
-        eup = env("EU_DB_PORT"),
-        euu = env("EU_DB_USER"),
-        eupw = env("EU_DB_PASSWORD"),
-    )
-}
-
 fn orphans(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut c = Command::new(BIN);
     c.arg("--config").arg(config).arg("orphans").args(extra);
@@ -88,34 +42,28 @@ fn orphans(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, St
 ///   after the `ROLLBACK TO`, as the producer frames it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_what_the_pipeline_replicates_is_listed_and_credentials_never_show() {
-    let name = unique("orph");
-    let db = format!("ct_{name}");
-    let topic = format!("ct.{name}");
-    let user = format!("u_{name}");
-    let password = format!("S3cret-{name}");
-    let link_password = format!("Link-{name}");
-    let admin = |site: &str| Db {
-        host: env(&format!("{site}_DB_HOST")),
-        port: env(&format!("{site}_DB_PORT")).parse().unwrap(),
-        user: env(&format!("{site}_DB_ADMIN_USER")),
-        password: std::env::var(format!("{site}_DB_ADMIN_PASSWORD")).unwrap_or_default(),
-    };
-    let sf = admin("SF");
-    let eu = admin("EU");
-    let mut s = sf.conn().await;
-    s.query_drop(format!("CREATE DATABASE `{db}`"))
-        .await
-        .unwrap();
-    s.query_drop(format!("USE `{db}`")).await.unwrap();
-    s.query_drop("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
-        .await
-        .unwrap();
-    s.query_drop("CREATE TABLE excl_t (id INT PRIMARY KEY) ENGINE=InnoDB")
-        .await
-        .unwrap();
-    s.query_drop("CREATE TABLE excl_m (id INT PRIMARY KEY) ENGINE=MyISAM")
-        .await
-        .unwrap();
+    // SF is the old primary, this site; EU's database the replica. `orphans` runs with none of
+    // the caller's CONTINUUM_* settings: the file holds the passwords.
+    let mut site = TestSite::new(&stack().sf, "orph");
+    let (db, topic) = (site.db.clone(), site.topic.clone());
+    site.self_contained()
+        .with_database_of(&stack().eu)
+        .set("producer.include", vec![format!("{db}.*")])
+        .set("producer.exclude", vec![format!("{db}.excl_*")])
+        .set("log.filter", "warn");
+    let user = format!("u_{db}");
+    let password = format!("S3cret-{db}");
+    let link_password = format!("Link-{db}");
+    let mut s = site
+        .create_database(
+            &stack().sf,
+            &[
+                "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
+                "CREATE TABLE excl_t (id INT PRIMARY KEY) ENGINE=InnoDB",
+                "CREATE TABLE excl_m (id INT PRIMARY KEY) ENGINE=MyISAM",
+            ],
+        )
+        .await;
 
     // EU applied everything of SF up to now.
     let now: String = s
@@ -125,60 +73,45 @@ async fn only_what_the_pipeline_replicates_is_listed_and_credentials_never_show(
         .unwrap();
     let mut cp = Checkpoint::new(&topic, 0, "eu", 0);
     cp.gtid_position = now.parse().unwrap();
-    let mut r = eu.conn().await;
+    let mut r = stack().eu.admin_conn().await;
     r.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
-    for sql in SCHEMA_SQL {
-        r.query_drop(*sql).await.unwrap();
-    }
+    execute(&mut r, SCHEMA_SQL).await;
     r.query_drop(cp.upsert_sql()).await.unwrap();
 
     // What SF commits after that.
-    s.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
-    s.query_drop("INSERT INTO excl_t VALUES (1)").await.unwrap();
-    s.query_drop(format!(
-        "CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'"
-    ))
-    .await
-    .unwrap();
-    s.query_drop(format!("GRANT SELECT ON `{db}`.* TO '{user}'@'localhost'"))
-        .await
-        .unwrap();
-    s.query_drop("BEGIN").await.unwrap();
-    s.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
-    s.query_drop("SAVEPOINT s").await.unwrap();
-    s.query_drop("INSERT INTO excl_m VALUES (1)").await.unwrap();
-    s.query_drop("ROLLBACK TO SAVEPOINT s").await.unwrap();
-    s.query_drop("INSERT INTO t VALUES (3)").await.unwrap();
-    s.query_drop("COMMIT").await.unwrap();
-    s.query_drop(format!(
-        "CREATE TABLE fed (id INT PRIMARY KEY) CONNECTION='mysql://app:{link_password}@h/d/t'"
-    ))
-    .await
-    .unwrap();
-    s.query_drop("ALTER TABLE t ADD COLUMN v INT")
-        .await
-        .unwrap();
-    s.query_drop(format!("DROP USER '{user}'@'localhost'"))
-        .await
-        .unwrap();
-    let mut applier = sf.conn().await;
-    applier
-        .query_drop("SET SESSION skip_replication = 1")
-        .await
-        .unwrap();
-    applier
-        .query_drop(format!("INSERT INTO `{db}`.t VALUES (100, 100)"))
-        .await
-        .unwrap();
-
-    let dir = std::env::temp_dir().join("continuum-consumer-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        config(&topic, &format!("\"{db}.*\""), &format!("\"{db}.excl_*\"")),
+    execute(
+        &mut s,
+        &[
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO excl_t VALUES (1)",
+            &format!("CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'"),
+            &format!("GRANT SELECT ON `{db}`.* TO '{user}'@'localhost'"),
+            "BEGIN",
+            "INSERT INTO t VALUES (2)",
+            "SAVEPOINT s",
+            "INSERT INTO excl_m VALUES (1)",
+            "ROLLBACK TO SAVEPOINT s",
+            "INSERT INTO t VALUES (3)",
+            "COMMIT",
+            &format!(
+                "CREATE TABLE fed (id INT PRIMARY KEY) CONNECTION='mysql://app:{link_password}@h/d/t'"
+            ),
+            "ALTER TABLE t ADD COLUMN v INT",
+            &format!("DROP USER '{user}'@'localhost'"),
+        ],
     )
-    .unwrap();
+    .await;
+    let mut applier = stack().sf.admin_conn().await;
+    execute(
+        &mut applier,
+        &[
+            "SET SESSION skip_replication = 1",
+            &format!("INSERT INTO `{db}`.t VALUES (100, 100)"),
+        ],
+    )
+    .await;
+
+    let path = site.write();
     let (code, json, err) = orphans(&path, &["--json"]);
     let (_, text, text_err) = orphans(&path, &[]);
     for out in [&json, &err, &text, &text_err] {
@@ -230,5 +163,5 @@ async fn only_what_the_pipeline_replicates_is_listed_and_credentials_never_show(
         )
         .await;
     let _ = s.query_drop(format!("DROP DATABASE `{db}`")).await;
-    let _ = std::fs::remove_file(&path);
+    site.remove_dir();
 }

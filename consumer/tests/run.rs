@@ -7,26 +7,7 @@ mod support;
 use std::time::Duration;
 
 use continuum_schemas::Value;
-use mysql_async::prelude::*;
 use support::*;
-
-/// A child process killed when the test ends, failed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn get(url: &str) -> String {
     match reqwest::get(url).await {
@@ -61,11 +42,8 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     )
     .await;
     // The replica's column is too narrow for what the source writes.
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE t MODIFY v VARCHAR(2) NOT NULL")
-        .await
-        .unwrap();
+    fx.on_replica(&["ALTER TABLE t MODIFY v VARCHAR(2) NOT NULL"])
+        .await;
     let mut src = fx.source_on("sf").await;
     src.table(table(
         &fx.db,
@@ -73,16 +51,10 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
         vec![int_col("id", false), varchar_col("v", false)],
         vec![0],
     ));
-    src.txn(vec![(
-        "t",
-        RowOp::Insert(vec![Value::Int(1), Value::Text("ok".into())]),
-    )])
-    .await;
-    src.txn(vec![(
-        "t",
-        RowOp::Insert(vec![Value::Int(2), Value::Text("far too long".into())]),
-    )])
-    .await;
+    src.insert("t", vec![Value::Int(1), Value::Text("ok".into())])
+        .await;
+    src.insert("t", vec![Value::Int(2), Value::Text("far too long".into())])
+        .await;
     src.flush().await;
     let port = free_port();
     let log = std::fs::File::create(fx.log_path()).unwrap();
@@ -96,29 +68,29 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     let run = &mut run.0;
     let health = format!("http://127.0.0.1:{port}/health");
     wait_for(
-        90,
         "apply to report the refused record in /health",
+        Duration::from_secs(90),
         || async {
             let h = get(&health).await;
-            h.contains("\"apply\"")
+            (h.contains("\"apply\"")
                 && h.contains("failed")
-                && h.contains(&format!("{}@1", fx.topic))
+                && h.contains(&format!("{}@1", fx.topic)))
+            .then_some(())
         },
     )
     .await;
     // Still running, and the mirror goes on: records written now reach the EU cluster.
     assert!(run.try_wait().unwrap().is_none(), "run must not end");
     for i in 3..=5 {
-        src.txn(vec![(
-            "t",
-            RowOp::Insert(vec![Value::Int(i), Value::Text("x".into())]),
-        )])
-        .await;
+        src.insert("t", vec![Value::Int(i), Value::Text("x".into())])
+            .await;
     }
     src.flush().await;
-    wait_for(60, "the mirror to copy what SF wrote meanwhile", || async {
-        eu_high(&fx.topic) >= 5
-    })
+    wait_for(
+        "the mirror to copy what SF wrote meanwhile",
+        Duration::from_secs(60),
+        || async { (eu_high(&fx.topic) >= 5).then_some(()) },
+    )
     .await;
     let metrics = get(&format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(
@@ -138,24 +110,25 @@ async fn a_record_apply_cannot_apply_stalls_apply_but_not_the_mirror() {
     );
 
     // The operator fixes the replica; apply goes on by itself.
-    fx.replica()
-        .await
-        .query_drop("ALTER TABLE t MODIFY v VARCHAR(20) NOT NULL")
-        .await
-        .unwrap();
-    wait_for(60, "apply to go on past the fixed record", || async {
-        fx.checkpoint().await.is_some_and(|c| c.0 >= 5)
-    })
+    fx.on_replica(&["ALTER TABLE t MODIFY v VARCHAR(20) NOT NULL"])
+        .await;
+    fx.wait_checkpoint(
+        "apply to go on past the fixed record",
+        Duration::from_secs(60),
+        |o| o >= 5,
+    )
     .await;
     fx.assert_same(&["t"]).await;
-    wait_for(30, "/health to be ok again", || async {
-        let h = get(&health).await;
-        h.contains("\"status\":\"ok\"") && !h.contains("failed")
-    })
+    wait_for(
+        "/health to be ok again",
+        Duration::from_secs(30),
+        || async {
+            let h = get(&health).await;
+            (h.contains("\"status\":\"ok\"") && !h.contains("failed")).then_some(())
+        },
+    )
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status();
+    signal(run.id(), "TERM");
     let _ = run.wait();
     fx.drop_databases().await;
 }

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use continuum_consumer::checkpoint::{self, Checkpoint};
 use continuum_schemas::GtidPosition;
-use continuum_tests::{stack, unique_name};
+use continuum_tests::site::execute;
+use continuum_tests::{stack, Site, TestSite};
 use mysql_async::prelude::Queryable;
 
 const TABLES: &[&str] = &[
@@ -14,14 +15,9 @@ const TABLES: &[&str] = &[
     "CREATE TABLE t2 (a INT, b VARCHAR(10), v VARCHAR(10), PRIMARY KEY (a, b))",
 ];
 
-async fn fill(conn: &mut mysql_async::Conn, db: &str) {
-    conn.query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("USE {db}")).await.unwrap();
-    for t in TABLES {
-        conn.query_drop(*t).await.unwrap();
-    }
+/// Creates the test's database with [`TABLES`] on `on`, and fills them alike on either site.
+async fn fill(site: &TestSite, on: &Site) -> mysql_async::Conn {
+    let mut conn = site.create_database(on, TABLES).await;
     for chunk in 0..5 {
         let rows: Vec<String> = (chunk * 500..(chunk + 1) * 500)
             .map(|i| {
@@ -38,89 +34,35 @@ async fn fill(conn: &mut mysql_async::Conn, db: &str) {
     conn.query_drop("INSERT INTO t2 VALUES (1, 'x', ''), (1, 'y', NULL), (2, 'x', 'z')")
         .await
         .unwrap();
-}
-
-fn config(dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
-    let s = stack();
-    let p = dir.join("eu.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"site = "eu"
-[database]
-host = "{}"
-port = {}
-user = "{}"
-[sites.sf]
-brokers = "{}"
-topic = "{topic}"
-registry = {{ url = "{}" }}
-[sites.sf.database]
-host = "{}"
-port = {}
-user = "{}"
-[sites.eu]
-brokers = "{}"
-registry = {{ url = "{}" }}
-"#,
-            s.eu.db_host,
-            s.eu.db_port,
-            s.eu.db_user,
-            s.sf.brokers,
-            s.sf.registry,
-            s.sf.db_host,
-            s.sf.db_port,
-            s.sf.db_user,
-            s.eu.brokers,
-            s.eu.registry
-        ),
-    )
-    .unwrap();
-    p
+    conn
 }
 
 fn run_verify(cfg: &std::path::Path, db: &str, json: bool) -> (i32, String) {
     let s = stack();
-    let mut args = vec![
-        "--config".to_string(),
-        cfg.display().to_string(),
-        "verify".into(),
-        "--databases".into(),
-        db.into(),
-        "--chunk-rows".into(),
-        "1000".into(),
-    ];
-    if json {
-        args.push("--json".into());
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_continuum-consumer"))
-        .args(&args)
+        .arg("--config")
+        .arg(cfg)
+        .args(["verify", "--databases", db, "--chunk-rows", "1000"])
+        .args(json.then_some("--json"))
         .env("CONTINUUM_DB_PASSWORD", &s.eu.db_password)
         .env("CONTINUUM_SF_DB_PASSWORD", &s.sf.db_password)
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_identical_then_names_planted_differences() {
     let s = stack();
-    let db = unique_name("verify");
-    let topic = format!("{db}.cdc");
-    let dir = std::env::temp_dir().join(&db);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = config(&dir, &topic);
-    let mut sf = s.sf.admin_conn().await;
-    let mut eu = s.eu.admin_conn().await;
-    fill(&mut sf, &db).await;
-    fill(&mut eu, &db).await;
+    // EU's config, with SF's database; the passwords come from the environment.
+    let mut site = TestSite::new(&s.eu, "verify");
+    site.with_database_of(&s.sf);
+    let cfg = site.write();
+    let (db, topic) = (site.db.clone(), site.topic.clone());
+    let mut sf = fill(&site, &s.sf).await;
+    let mut eu = fill(&site, &s.eu).await;
     // The replica claims to be past any source position, so verify needs no pipeline here.
     checkpoint::ensure_schema(&mut eu, "eu").await.unwrap();
     let mut cp = Checkpoint::new(&topic, 0, "eu", 0);
@@ -137,28 +79,19 @@ async fn verify_reports_identical_then_names_planted_differences() {
         "{out}"
     );
 
-    eu.query_drop(format!("UPDATE {db}.t1 SET v = 'tampered' WHERE id = 1500"))
-        .await
-        .unwrap();
-    eu.query_drop(format!("DELETE FROM {db}.t1 WHERE id = 10"))
-        .await
-        .unwrap();
-    eu.query_drop(format!(
-        "INSERT INTO {db}.t1 (id, v) VALUES (99999, 'extra')"
-    ))
-    .await
-    .unwrap();
-    eu.query_drop(format!(
-        "UPDATE {db}.t2 SET v = NULL WHERE a = 1 AND b = 'x'"
-    ))
-    .await
-    .unwrap();
-    sf.query_drop(format!("CREATE TABLE {db}.sf_only (id INT PRIMARY KEY)"))
-        .await
-        .unwrap();
-    eu.query_drop(format!("CREATE TABLE {db}.eu_only (id INT PRIMARY KEY)"))
-        .await
-        .unwrap();
+    // Both connections are in the test's database.
+    execute(
+        &mut eu,
+        &[
+            "UPDATE t1 SET v = 'tampered' WHERE id = 1500",
+            "DELETE FROM t1 WHERE id = 10",
+            "INSERT INTO t1 (id, v) VALUES (99999, 'extra')",
+            "UPDATE t2 SET v = NULL WHERE a = 1 AND b = 'x'",
+            "CREATE TABLE eu_only (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    execute(&mut sf, &["CREATE TABLE sf_only (id INT PRIMARY KEY)"]).await;
 
     let (code, out) = run_verify(&cfg, &db, false);
     assert_eq!(code, 1, "{out}");
@@ -209,5 +142,5 @@ async fn verify_reports_identical_then_names_planted_differences() {
         serde_json::json!(["1, x"]),
         "NULL against '' is a difference: {json}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    site.remove_dir();
 }

@@ -25,6 +25,34 @@ async fn decoder() -> Decoder {
     )
 }
 
+/// (START, END): the offsets in `recs` of the last finished snapshot's markers.
+fn last_snapshot(recs: &[(i64, StreamRecord)]) -> (usize, usize) {
+    use continuum_schemas::SnapshotPhase;
+    let marker = |phase: SnapshotPhase| move |(_, r): &(i64, StreamRecord)| matches!(r, StreamRecord::Snapshot(m) if m.phase == phase);
+    let end = recs
+        .iter()
+        .rposition(marker(SnapshotPhase::End))
+        .expect("a finished snapshot");
+    let start = recs[..end]
+        .iter()
+        .rposition(marker(SnapshotPhase::Start))
+        .expect("the finished snapshot's start");
+    (start, end)
+}
+
+/// Waits (a minute at most) until a statement that is `LIKE info` waits for a table metadata
+/// lock on SF (one a test holds with `LOCK TABLES`).
+async fn wait_for_metadata_lock(what: &str, info: &str) {
+    let q = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '{info}' AND STATE LIKE 'Waiting for table metadata lock'"
+    );
+    wait_for(what, Duration::from_secs(60), || async {
+        let n: i64 = admin().await.query_first(&q).await.unwrap().unwrap();
+        (n > 0).then_some(())
+    })
+    .await;
+}
+
 async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
     let s = stack();
     let mut dec = decoder().await;
@@ -93,15 +121,14 @@ const ROWS: &str = "INSERT INTO t VALUES
 /// MariaDB itself prints as `?` (characters outside utf8mb3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_and_binlog_paths_produce_identical_records() {
-    let p = TestPipeline::new("p_types");
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!("USE {}", p.db)).await.unwrap();
-    c.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
-        .await
-        .unwrap();
+    let (p, mut c) = TestPipeline::with_database(
+        "p_types",
+        &[
+            "USE {db}",
+            "SET SESSION sql_mode = '', time_zone = '+00:00'",
+        ],
+    )
+    .await;
     c.query_drop(format!("CREATE TABLE t {ALL_TYPES}"))
         .await
         .unwrap();
@@ -181,12 +208,8 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
 /// transactions: every event of every source transaction is in the topic exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
-    let p = TestPipeline::new("p_kill");
+    let (p, mut c) = TestPipeline::with_database("p_kill", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
     for t in ["a", "b", "c"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)",
@@ -341,11 +364,7 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
 /// connection holds it, and takes over when the first one is gone (a standby).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over() {
-    let p = TestPipeline::new("p_lock");
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    let (p, _c) = TestPipeline::with_database("p_lock", &[]).await;
     let mut first = p.spawn(&[]);
     let s = stack();
     wait_for(
@@ -394,18 +413,12 @@ async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
-    let p = TestPipeline::new("p_skip");
+    let (p, mut c) = TestPipeline::with_database(
+        "p_skip",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"],
+    )
+    .await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, v INT)",
-        p.db
-    ))
-    .await
-    .unwrap();
     let mut prod = p.spawn(&[]);
     wait_for("the snapshot end", Duration::from_secs(60), || async {
         read_topic(&s.brokers, &p.topic)
@@ -414,31 +427,25 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
             .then_some(())
     })
     .await;
-    c.query_drop(format!("INSERT INTO {}.t VALUES (1, 1)", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["INSERT INTO {db}.t VALUES (1, 1)"]).await;
     let mut applier = admin().await;
-    applier
-        .query_drop("SET SESSION skip_replication = 1")
-        .await
-        .unwrap();
-    applier
-        .query_drop(format!("INSERT INTO {}.t VALUES (100, 100)", p.db))
-        .await
-        .unwrap();
-    applier
-        .query_drop(format!("UPDATE {}.t SET v = 2 WHERE id = 1", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "ALTER TABLE {}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!("INSERT INTO {}.t VALUES (2, 2, 'new')", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut applier,
+        &[
+            "SET SESSION skip_replication = 1",
+            "INSERT INTO {db}.t VALUES (100, 100)",
+            "UPDATE {db}.t SET v = 2 WHERE id = 1",
+        ],
+    )
+    .await;
+    p.sql(
+        &mut c,
+        &[
+            "ALTER TABLE {db}.t ADD COLUMN w VARCHAR(10) DEFAULT 'x'",
+            "INSERT INTO {db}.t VALUES (2, 2, 'new')",
+        ],
+    )
+    .await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     prod.kill9();
@@ -516,15 +523,14 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let p = TestPipeline::new("p_topiclimit");
     create_topic_with_limit(&p.topic, 65536).await;
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -554,8 +560,7 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     let (ok, log) = producer.wait_exit(Duration::from_secs(60));
     assert!(!ok);
     expect("first run", &log);
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     expect("restart", &log);
     assert_eq!(
         ids_in_topic(&p.topic).await,
@@ -572,17 +577,11 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
 /// new limit and stops at the same row, naming the table and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
-    let p = TestPipeline::new("p_refused");
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    let (p, mut c) = TestPipeline::with_database(
+        "p_refused",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -606,8 +605,7 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
     ] {
         assert!(log.contains(&want), "the error names {want:?}:\n{log}");
     }
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     assert!(
         log.contains(&format!("table {}.t, primary key (id=2)", p.db))
             && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
@@ -626,18 +624,17 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
 /// stops at the same row again instead of skipping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped() {
-    let p = TestPipeline::new("p_large");
-    p.set_producer_option("max_record_bytes = 65536");
+    let mut p = TestPipeline::new("p_large");
+    p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -671,8 +668,7 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     expect(&log);
 
     // Restarted, it resumes after the last record in the topic and stops at the same row.
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok, "a restarted producer must stop again:\n{log}");
+    let log = p.run_to_failure(&[]);
     expect(&log);
 
     let ids: Vec<i64> = decode_all(&p.topic)
@@ -694,41 +690,6 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     cleanup(&p.dir);
 }
 
-/// Sets the SF server's global `max_allowed_packet` for new connections, and puts the old
-/// value back when dropped (also when the test fails).
-struct GlobalMaxAllowedPacket {
-    old: u64,
-}
-
-impl GlobalMaxAllowedPacket {
-    async fn set(bytes: u64) -> Self {
-        let mut c = admin().await;
-        let old: u64 = c
-            .query_first("SELECT @@GLOBAL.max_allowed_packet")
-            .await
-            .unwrap()
-            .unwrap();
-        c.query_drop(format!("SET GLOBAL max_allowed_packet = {bytes}"))
-            .await
-            .unwrap();
-        GlobalMaxAllowedPacket { old }
-    }
-}
-
-impl Drop for GlobalMaxAllowedPacket {
-    fn drop(&mut self) {
-        let old = self.old;
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let mut c = admin().await;
-                c.query_drop(format!("SET GLOBAL max_allowed_packet = {old}"))
-                    .await
-                    .unwrap();
-            })
-        });
-    }
-}
-
 /// A binlog event larger than the source's `max_allowed_packet` (MariaDB's default is 16 MiB)
 /// is read, as a native replica reads it: an UPDATE of one column of a row holding a 9 MiB BLOB
 /// logs a row event of about 19 MB (before and after images). The producer must write that
@@ -740,20 +701,14 @@ impl Drop for GlobalMaxAllowedPacket {
 /// starts at the current position (`--start-position`), so that it connects at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
-    let p = TestPipeline::new("p_packet");
+    let (p, mut c) = TestPipeline::with_database(
+        "p_packet",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)"],
+    )
+    .await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
     let from = gtid_binlog_pos(&mut c).await.to_string();
-    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    let packet = GlobalSetting::set("max_allowed_packet", &(16 << 20).to_string()).await;
     let mut producer = p.spawn(&["--start-position", &from]);
     wait_for(
         "the producer to stream the binlog",
@@ -767,15 +722,14 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
     )
     .await;
     drop(packet);
-    c.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, 0, REPEAT('x', 9 << 20))",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!("UPDATE {}.t SET n = 1 WHERE id = 1", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "INSERT INTO {db}.t VALUES (1, 0, REPEAT('x', 9 << 20))",
+            "UPDATE {db}.t SET n = 1 WHERE id = 1",
+        ],
+    )
+    .await;
     let target = gtid_binlog_pos(&mut c).await;
     let mut dec = decoder().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
@@ -833,26 +787,19 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_packet() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_packetsnap");
+    let (p, mut c) = TestPipeline::with_database(
+        "p_packetsnap",
+        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
+    )
+    .await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
     // A row event of 17 MiB in the current binlog file.
-    c.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, REPEAT('x', 17 << 20))",
-        p.db
-    ))
-    .await
-    .unwrap();
-    let packet = GlobalMaxAllowedPacket::set(16 << 20).await;
+    p.sql(
+        &mut c,
+        &["INSERT INTO {db}.t VALUES (1, REPEAT('x', 17 << 20))"],
+    )
+    .await;
+    let packet = GlobalSetting::set("max_allowed_packet", &(16 << 20).to_string()).await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the snapshot's connection",
@@ -935,37 +882,22 @@ fn positions(topic: &str) -> Vec<StreamPosition> {
 /// 2, and G's events are in the topic once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
-    let p = TestPipeline::new("p_hbwithin");
+    let mut p = TestPipeline::new("p_hbwithin");
     // The topic takes large records: only the producer's own limit stops it at row 3.
     create_topic_with_limit(&p.topic, 64 << 20).await;
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        text.replace(
-            "heartbeat_interval = \"300ms\"",
-            "heartbeat_interval = \"50ms\"",
-        ),
-    )
-    .unwrap();
-    p.set_producer_option(&format!("exclude = [\"{}.pad\"]", p.db));
-    let limited = std::fs::read_to_string(&p.config).unwrap();
-    p.set_producer_option("max_record_bytes = 65536");
+    p.set("producer.heartbeat_interval", "50ms");
+    p.set("producer.exclude", vec![format!("{}.pad", p.db)]);
+    p.set("producer.max_record_bytes", 65536);
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.pad (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
+            "CREATE TABLE {db}.pad (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     let mut producer = p.spawn(&[]);
     wait_for(
         "the producer to stream the binlog",
@@ -988,12 +920,11 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
         .await
         .unwrap();
     }
-    tx.query_drop(format!(
-        "INSERT INTO {}.t VALUES (1, 'one'), (2, 'two')",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut tx,
+        &["INSERT INTO {db}.t VALUES (1, 'one'), (2, 'two')"],
+    )
+    .await;
     tx.exec_drop(format!("INSERT INTO {}.t VALUES (3, ?)", p.db), (big,))
         .await
         .unwrap();
@@ -1035,7 +966,7 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
     );
 
     // Restarted with the limit raised: row 3 is G's event 2, and G is in the topic once.
-    std::fs::write(&p.config, &limited).unwrap();
+    p.unset("producer.max_record_bytes");
     let mut producer = p.spawn(&[]);
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&stack().brokers, &p.topic, &target, Duration::from_secs(60)).await;
@@ -1077,11 +1008,7 @@ async fn markers(topic: &str) -> Vec<(continuum_schemas::SnapshotPhase, Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_rosnap");
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    let (mut p, mut c) = TestPipeline::with_database("p_rosnap", &[]).await;
     let mut eu = {
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(var("EU_DB_HOST"))
@@ -1095,10 +1022,11 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     };
     let read_only: bool = eu.query_first("SELECT @@read_only").await.unwrap().unwrap();
     assert!(read_only, "the stack's EU server is read-only (a replica)");
-    eu.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
-    eu.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut eu,
+        &["SET SESSION sql_log_bin = 0", "CREATE DATABASE {db}"],
+    )
+    .await;
     for conn in [&mut c, &mut eu] {
         for t in ["a", "b"] {
             conn.query_drop(format!(
@@ -1115,9 +1043,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
             .unwrap();
         }
     }
-    c.query_drop(format!("LOCK TABLES {}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["LOCK TABLES {db}.b WRITE"]).await;
     let mut producer = p.spawn(&[]);
     let s = stack();
     wait_for(
@@ -1138,15 +1064,10 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     assert_eq!(before.len(), 1, "one START, no END: {before:?}");
 
     // Restart against the read-only EU server.
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        text.replace(
-            &format!("port = {}\n", s.db_port),
-            &format!("port = {}\n", var("EU_DB_PORT")),
-        ),
-    )
-    .unwrap();
+    p.set(
+        "database.port",
+        i64::from(continuum_tests::stack().eu.db_port),
+    );
     let mut producer = p.spawn_with(
         &[],
         "restart",
@@ -1190,9 +1111,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
         })
         .collect();
     assert_eq!(rows.len(), 6, "three rows each of a and b: {rows:?}");
-    eu.query_drop(format!("DROP DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut eu, &["DROP DATABASE {db}"]).await;
     cleanup(&p.dir);
 }
 
@@ -1206,81 +1125,42 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
 /// snapshot gave `b`, and no schema change of `b` follows (it happened before the snapshot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
-    use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_snapddl");
+    let (p, mut c) = TestPipeline::with_database(
+        "p_snapddl",
+        &[
+            "CREATE TABLE {db}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
+            "CREATE TABLE {db}.b (id INT PRIMARY KEY, x INT, c INT)",
+            "INSERT INTO {db}.b VALUES (1, 1, 1), (2, 2, 2)",
+        ],
+    )
+    .await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.a (id INT PRIMARY KEY, e ENUM('x','😀'))",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.b (id INT PRIMARY KEY, x INT, c INT)",
-        p.db
-    ))
-    .await
-    .unwrap();
-    c.query_drop(format!(
-        "INSERT INTO {}.b VALUES (1, 1, 1), (2, 2, 2)",
-        p.db
-    ))
-    .await
-    .unwrap();
     let mut locker = admin().await;
-    locker
-        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
+        .await;
     let mut producer = p.spawn(&[]);
-    let waiting = format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'CREATE TEMPORARY TABLE%{}%' AND STATE LIKE 'Waiting for table metadata lock'",
-        p.db
-    );
-    wait_for(
+    wait_for_metadata_lock(
         "the snapshot to wait for table a's members",
-        Duration::from_secs(60),
-        || {
-            let q = waiting.clone();
-            async move {
-                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
-                (n > 0).then_some(())
-            }
-        },
+        &format!("CREATE TEMPORARY TABLE%{}%", p.db),
     )
     .await;
     // After the snapshot's position, before it reads b's definition.
-    locker
-        .query_drop(format!("UPDATE {}.b SET c = 10 WHERE id = 1", p.db))
-        .await
-        .unwrap();
-    locker
-        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
-        .await
-        .unwrap();
-    locker.query_drop("UNLOCK TABLES").await.unwrap();
-    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut locker,
+        &[
+            "UPDATE {db}.b SET c = 10 WHERE id = 1",
+            "ALTER TABLE {db}.b DROP COLUMN c",
+            "UNLOCK TABLES",
+        ],
+    )
+    .await;
+    p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     producer.kill9();
 
     let recs = decode_all(&p.topic).await;
-    let end = recs
-        .iter()
-        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
-        .expect("a finished snapshot");
-    let start = recs[..end]
-        .iter()
-        .rposition(
-            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
-        )
-        .unwrap();
+    let (start, end) = last_snapshot(&recs);
     let columns = |t: &continuum_schemas::TableSchema| {
         t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
     };
@@ -1330,13 +1210,8 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
 /// columns, and streaming goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
-    use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_snapddl2");
+    let (p, mut c) = TestPipeline::with_database("p_snapddl2", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
     for t in ["a", "b"] {
         c.query_drop(format!(
             "CREATE TABLE {}.{t} (id INT PRIMARY KEY, x INT, c INT)",
@@ -1352,35 +1227,20 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
         .unwrap();
     }
     let mut locker = admin().await;
-    locker
-        .query_drop(format!("LOCK TABLES {0}.a WRITE, {0}.b WRITE", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
+        .await;
     let mut producer = p.spawn(&[]);
-    let waiting = format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT%FROM `{}`.`a`%' AND STATE LIKE 'Waiting for table metadata lock'",
-        p.db
-    );
-    wait_for(
+    wait_for_metadata_lock(
         "the snapshot to wait for table a's rows",
-        Duration::from_secs(60),
-        || {
-            let q = waiting.clone();
-            async move {
-                let n: i64 = admin().await.query_first(q).await.unwrap().unwrap();
-                (n > 0).then_some(())
-            }
-        },
+        &format!("SELECT%FROM `{}`.`a`%", p.db),
     )
     .await;
-    locker
-        .query_drop(format!("ALTER TABLE {}.b DROP COLUMN c", p.db))
-        .await
-        .unwrap();
-    locker.query_drop("UNLOCK TABLES").await.unwrap();
-    c.query_drop(format!("INSERT INTO {}.b VALUES (3, 3)", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut locker,
+        &["ALTER TABLE {db}.b DROP COLUMN c", "UNLOCK TABLES"],
+    )
+    .await;
+    p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
     let target = gtid_binlog_pos(&mut c).await;
     wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
     assert!(
@@ -1391,16 +1251,7 @@ async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
     producer.kill9();
 
     let recs = decode_all(&p.topic).await;
-    let end = recs
-        .iter()
-        .rposition(|(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::End))
-        .expect("a finished snapshot");
-    let start = recs[..end]
-        .iter()
-        .rposition(
-            |(_, r)| matches!(r, StreamRecord::Snapshot(m) if m.phase == SnapshotPhase::Start),
-        )
-        .unwrap();
+    let (start, _end) = last_snapshot(&recs);
     let mut b_columns: Vec<Vec<String>> = recs[start..]
         .iter()
         .filter_map(|(_, r)| match r {
@@ -1437,23 +1288,23 @@ fn peak_rss_mib(pid: u32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
     use continuum_schemas::SnapshotPhase;
-    let p = TestPipeline::new("p_wide");
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(
-        &p.config,
-        format!("{text}[sites.sf.kafka_options]\n\"queue.buffering.max.kbytes\" = \"16384\"\n"),
-    )
-    .unwrap();
+    let mut p = TestPipeline::new("p_wide");
+    p.site
+        .set_key(
+            "sites.sf.kafka_options",
+            "queue.buffering.max.kbytes",
+            "16384",
+        )
+        .write();
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!(
-        "CREATE TABLE {}.w (id INT PRIMARY KEY, b LONGBLOB)",
-        p.db
-    ))
-    .await
-    .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.w (id INT PRIMARY KEY, b LONGBLOB)",
+        ],
+    )
+    .await;
     for id in 1..=48 {
         c.query_drop(format!(
             "INSERT INTO {}.w VALUES ({id}, REPEAT(CHAR(64 + {id} % 26), 4 << 20))",

@@ -7,31 +7,10 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use continuum_tests::process::{free_port, Killed};
 use mysql_async::prelude::Queryable;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use support::*;
-
-async fn with_global<F>(setting: &str, value: &str, f: F)
-where
-    F: FnOnce(),
-{
-    let mut c = admin().await;
-    let old: String = c
-        .query_first(format!("SELECT @@GLOBAL.{setting}"))
-        .await
-        .unwrap()
-        .unwrap();
-    c.query_drop(format!("SET GLOBAL {setting} = '{value}'"))
-        .await
-        .unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    c.query_drop(format!("SET GLOBAL {setting} = '{old}'"))
-        .await
-        .unwrap();
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
@@ -53,21 +32,16 @@ async fn wrong_binlog_settings_are_refused_with_the_setting_named() {
         ),
     ] {
         let p = TestPipeline::new("pf_set");
-        admin()
-            .await
-            .query_drop(format!("CREATE DATABASE {}", p.db))
-            .await
-            .unwrap();
-        with_global(setting, bad, || {
-            let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-            assert!(!ok, "{setting}={bad} must stop the producer");
-            assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
-            assert!(
-                log.contains("SET GLOBAL"),
-                "the message says how to fix it:\n{log}"
-            );
-        })
-        .await;
+        p.sql(&mut admin().await, &["CREATE DATABASE {db}"]).await;
+        let changed = GlobalSetting::set(setting, bad).await;
+        let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
+        drop(changed);
+        assert!(!ok, "{setting}={bad} must stop the producer");
+        assert!(log.contains(expected), "expected '{expected}' in:\n{log}");
+        assert!(
+            log.contains("SET GLOBAL"),
+            "the message says how to fix it:\n{log}"
+        );
         cleanup(&p.dir);
     }
 }
@@ -123,20 +97,19 @@ fn wait_exit(child: &mut Child) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_without_a_primary_key_are_listed() {
-    let p = TestPipeline::new("pf_nopk");
-    p.set_producer_option("tables_without_primary_key = \"refuse\"");
+    let mut p = TestPipeline::new("pf_nopk");
+    p.set("producer.tables_without_primary_key", "refuse");
     let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!("CREATE TABLE {}.keyed (id INT PRIMARY KEY)", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!("CREATE TABLE {}.loose (a INT, b INT)", p.db))
-        .await
-        .unwrap();
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok);
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.keyed (id INT PRIMARY KEY)",
+            "CREATE TABLE {db}.loose (a INT, b INT)",
+        ],
+    )
+    .await;
+    let log = p.run_to_failure(&[]);
     assert!(
         log.contains(&format!(
             "tables without a primary key are captured: {}.loose",
@@ -146,9 +119,7 @@ async fn tables_without_a_primary_key_are_listed() {
     );
     assert!(!log.contains("keyed"), "{log}");
     // A table without a key left behind would stop every producer that captures everything.
-    c.query_drop(format!("DROP DATABASE {}", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["DROP DATABASE {db}"]).await;
     cleanup(&p.dir);
 }
 
@@ -180,11 +151,7 @@ async fn a_clashing_server_id_is_refused() {
     )
     .await;
     let _ = s;
-    let (ok, log) = b.run_to_exit(
-        &["--server-id", &a.server_id.to_string()],
-        Duration::from_secs(60),
-    );
-    assert!(!ok);
+    let log = b.run_to_failure(&["--server-id", &a.server_id.to_string()]);
     assert!(
         log.contains(&format!(
             "preflight: producer.server_id is {}, already registered by a replica",
@@ -193,8 +160,7 @@ async fn a_clashing_server_id_is_refused() {
         "{log}"
     );
     // The source's own id is refused too.
-    let (ok, log) = b.run_to_exit(&["--server-id", "1"], Duration::from_secs(60));
-    assert!(!ok);
+    let log = b.run_to_failure(&["--server-id", "1"]);
     assert!(
         log.contains("a replica id different from the source's own server_id 1"),
         "{log}"
@@ -206,12 +172,8 @@ async fn a_clashing_server_id_is_refused() {
 /// A position the source has purged stops the producer with the way on: --resnapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_position_is_fatal_and_names_resnapshot() {
-    let p = TestPipeline::new("pf_purge");
+    let (p, mut c) = TestPipeline::with_database("pf_purge", &[]).await;
     let s = stack();
-    let mut c = admin().await;
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
     // The topic claims a position far in the past of domain 1.
     let admin_cfg = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
@@ -258,8 +220,7 @@ async fn a_purged_position_is_fatal_and_names_resnapshot() {
     c.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
         .await
         .unwrap();
-    let (ok, log) = p.run_to_exit(&[], Duration::from_secs(60));
-    assert!(!ok);
+    let log = p.run_to_failure(&[]);
     let line = error_line(&log);
     assert!(line.contains("error 1236"), "{line}");
     assert!(line.contains("were purged"), "{line}");
@@ -304,19 +265,19 @@ async fn each_cause_of_error_1236_is_told_apart_with_its_own_advice() {
     let seq = now.get(1).expect("SF has written in domain 1").seq;
     // A gap in domain 1: the next transaction is numbered 1000 past the current one.
     let p = TestPipeline::new("pf_1236");
-    c.query_drop(format!("CREATE DATABASE {}", p.db))
-        .await
-        .unwrap();
-    c.query_drop(format!("CREATE TABLE {}.t (id INT PRIMARY KEY)", p.db))
-        .await
-        .unwrap();
+    p.sql(
+        &mut c,
+        &[
+            "CREATE DATABASE {db}",
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
     let seq = gtid_binlog_pos(&mut c).await.get(1).unwrap().seq.max(seq);
     c.query_drop(format!("SET SESSION gtid_seq_no = {}", seq + 1000))
         .await
         .unwrap();
-    c.query_drop(format!("INSERT INTO {}.t VALUES (1)", p.db))
-        .await
-        .unwrap();
+    p.sql(&mut c, &["INSERT INTO {db}.t VALUES (1)"]).await;
     let hole = format!("1-1-{}", seq + 500);
     let cases = [
         (
@@ -367,7 +328,7 @@ async fn each_cause_of_error_1236_is_told_apart_with_its_own_advice() {
 /// A server without a binary log is refused: a throwaway mariadbd with --skip-log-bin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_binary_log_is_refused() {
-    let dir = std::env::temp_dir().join(unique("nobinlog"));
+    let dir = std::env::temp_dir().join(unique_name("nobinlog"));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
     let ok = Command::new("mariadb-install-db")
@@ -412,7 +373,7 @@ async fn a_source_without_binary_log_is_refused() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map(KillOnDrop)
+        .map(Killed)
         .unwrap();
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -447,33 +408,14 @@ fn whoami() -> String {
         .to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process that is killed and reaped when dropped, also when the test panics, so a
-/// failing test leaves no server behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An error stops the producer with exit status 2, as the README says (0 success, 1 a
 /// difference found by verify or orphans, 2 an error), and with its cause said once.
 #[test]
 fn an_error_exits_2_and_says_its_cause_once() {
-    let dir = std::env::temp_dir().join(format!("continuum-exit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("site.toml");
-    std::fs::write(&cfg, "site = \"sf\"\n[database]\nuser = \"u\"\nport = 1\n[sites.sf]\nbrokers = \"127.0.0.1:1\"\nregistry = { url = \"http://127.0.0.1:1\" }\nunknown_setting = 1\n").unwrap();
+    // A config the producer refuses before it connects to anything.
+    let mut site = TestSite::new(&continuum_tests::stack().sf, "pf_exit");
+    site.set("sites.sf.unknown_setting", 1);
+    let cfg = site.write_unchecked();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_continuum-producer"))
         .args(["--config", cfg.to_str().unwrap()])
         .output()
@@ -490,5 +432,5 @@ fn an_error_exits_2_and_says_its_cause_once() {
         1,
         "the cause is said once: {line}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    site.remove_dir();
 }

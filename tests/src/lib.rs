@@ -10,7 +10,11 @@
 //!   others): see the Makefile.
 
 pub mod check;
+pub mod process;
+pub mod site;
 pub mod workload;
+
+pub use site::TestSite;
 
 use std::future::Future;
 use std::path::PathBuf;

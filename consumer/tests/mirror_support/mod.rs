@@ -13,59 +13,39 @@ use continuum_schemas::{
     BinlogPosition, ChangeEvent, Column, ColumnType, Decoder, Encoder, Gtid, GtidPosition, Op,
     RecordAt, Registry, RegistrySettings, SourceInfo, StreamRecord, TableSchema, TxPlace, Value,
 };
-use continuum_tests::{stack, wait_for_blocking, Site};
+use continuum_tests::{stack, wait_for_blocking, Site, TestSite};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 pub struct MirrorCase {
+    /// The SF changelog the case mirrors into EU (its [`TestSite::topic`]).
     pub topic: String,
     pub dir: PathBuf,
     pub config: PathBuf,
 }
 
 impl MirrorCase {
-    /// A site config for EU that mirrors `topic` (the SF changelog) from SF into EU.
-    pub fn new(topic: &str) -> MirrorCase {
-        let s = stack();
-        let dir = std::env::temp_dir().join(format!("continuum-mirror-{topic}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("eu.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"site = "eu"
-[database]
-host = "{}"
-port = {}
-user = "{}"
-[sites.sf]
-brokers = "{}"
-topic = "{topic}"
-registry = {{ url = "{}" }}
-[sites.eu]
-brokers = "{}"
-registry = {{ url = "{}" }}
-[consumer]
-metrics_listen = "127.0.0.1:0"
-[consumer.mirror]
-max_retry_delay = "1s"
-"#,
-                s.eu.db_host,
-                s.eu.db_port,
-                s.eu.db_user,
-                s.sf.brokers,
-                s.sf.registry,
-                s.eu.brokers,
-                s.eu.registry
-            ),
-        )
-        .unwrap();
+    /// A site config for EU that mirrors a topic of its own (the SF changelog, named from
+    /// `prefix`) from SF into EU. The topic is not created: see [`MirrorCase::with_records`].
+    pub fn new(prefix: &str) -> MirrorCase {
+        let mut site = TestSite::new(&stack().eu, prefix);
+        site.set("consumer.mirror.max_retry_delay", "1s");
+        let config = site.write();
         MirrorCase {
-            topic: topic.to_owned(),
-            dir,
+            topic: site.topic,
+            dir: site.dir,
             config,
         }
+    }
+
+    /// [`MirrorCase::new`], with its SF topic created (one partition) and holding records
+    /// `0..records` (see [`produce`]).
+    pub async fn with_records(prefix: &str, records: u64) -> MirrorCase {
+        let case = MirrorCase::new(prefix);
+        stack().sf.create_topic(&case.topic, 1).await;
+        produce(&case.topic, 0, records, Duration::ZERO).await;
+        case
     }
 
     pub fn spawn(&self) -> Child {

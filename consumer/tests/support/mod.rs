@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use continuum_common::kafka::{ensure_changelog_topic, producer_config};
 use continuum_common::SiteConfig;
@@ -27,6 +27,12 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+// Each suite uses some of these.
+#[allow(unused_imports)]
+pub use continuum_tests::process::{free_port, kill9, signal, Killed};
+#[allow(unused_imports)]
+pub use continuum_tests::{site::execute, stack, wait_for, TestSite};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_continuum-consumer");
 
@@ -75,14 +81,12 @@ impl Db {
     }
 }
 
-/// A unique name for this test run.
-pub fn unique(name: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros()
-        % 10_000_000_000;
-    format!("{name}_{n}_{}", std::process::id() % 1000)
+/// The number the environment variable `name` holds, or `default` when it is unset or not one.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn now_ms() -> i64 {
@@ -92,7 +96,8 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// One test's world: a database (same name on source and replica), a topic, a config file.
+/// One test's world: a database (same name on source and replica), a topic, a config file
+/// (its [`TestSite`], for EU).
 pub struct Fixture {
     pub name: String,
     pub db: String,
@@ -104,71 +109,41 @@ pub struct Fixture {
     pub config_path: PathBuf,
     pub config_text: String,
     pub cfg: SiteConfig,
+    /// The config, database and topic (see [`TestSite`]).
+    pub site: TestSite,
 }
 
 impl Fixture {
     /// Creates the database on both servers with `ddl` (statements run in it on both).
+    /// `apply_settings` are TOML lines for `[consumer.apply]`.
     pub async fn new(name: &str, ddl: &[&str], apply_settings: &str) -> Fixture {
-        let name = unique(name);
-        let db = format!("ct_{name}");
-        let topic = format!("ct.{name}");
         let source_admin = Db::from_env("SF", true);
         let replica_admin = Db::from_env("EU", true);
         let replica_db = Db::from_env("EU", false);
-        let dir = std::env::temp_dir().join("continuum-consumer-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = dir.join(format!("{name}.toml"));
-        let config_text = format!(
-            r#"
-site = "eu"
-[database]
-host = "{host}"
-port = {port}
-user = "{user}"
-password = "{password}"
-{tls}
-[sites.sf]
-brokers = "{sfb}"
-topic = "{topic}"
-registry = {{ url = "{sfr}" }}
-[sites.eu]
-brokers = "{eub}"
-registry = {{ url = "{eur}" }}
-[consumer]
-metrics_listen = "127.0.0.1:0"
-[consumer.apply]
-max_retry_delay = "1s"
-{apply_settings}
-[log]
-filter = "info,continuum_consumer=debug"
-"#,
-            host = replica_db.host,
-            port = replica_db.port,
-            user = replica_db.user,
-            password = replica_db.password,
-            tls = continuum_tests::stack_tls_toml(),
-            sfb = var("SF_BROKERS"),
-            sfr = var("SF_REGISTRY"),
-            eub = var("EU_BROKERS"),
-            eur = var("EU_REGISTRY"),
-        );
-        std::fs::write(&config_path, &config_text).unwrap();
-        let cfg = SiteConfig::from_toml(&config_text).unwrap();
+        // The file is the whole truth: `command` starts the binary without CONTINUUM_*.
+        let mut site = TestSite::new(&stack().eu, name);
+        site.self_contained()
+            .set("consumer.apply.max_retry_delay", "1s")
+            .settings("consumer.apply", apply_settings)
+            .set("log.filter", "info,continuum_consumer=debug");
+        let config_path = site.write();
+        let config_text = site.toml();
+        let cfg = site.config();
+        let (name, db, topic) = (site.db.clone(), site.db.clone(), site.topic.clone());
         for admin in [&source_admin, &replica_admin] {
             let mut c = admin.conn().await;
-            c.query_drop("SET SESSION sql_log_bin=0").await.unwrap();
-            c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-                .await
-                .unwrap();
-            c.query_drop(format!("CREATE DATABASE `{db}`"))
-                .await
-                .unwrap();
-            c.query_drop(format!("USE `{db}`")).await.unwrap();
-            for s in ddl {
-                c.query_drop(*s)
-                    .await
-                    .unwrap_or_else(|e| panic!("{s}: {e}"));
-            }
+            // Not in the binlog: the source's changes reach the replica as records only.
+            execute(
+                &mut c,
+                &[
+                    "SET SESSION sql_log_bin=0".to_owned(),
+                    format!("DROP DATABASE IF EXISTS `{db}`"),
+                    format!("CREATE DATABASE `{db}`"),
+                    format!("USE `{db}`"),
+                ],
+            )
+            .await;
+            execute(&mut c, ddl).await;
         }
         Fixture {
             name,
@@ -181,13 +156,12 @@ filter = "info,continuum_consumer=debug"
             config_path,
             config_text,
             cfg,
+            site,
         }
     }
 
-    /// A source writing to this fixture's topic on the EU cluster (as mirrored).
-    /// A fixture whose source has one table, `base`, with one row, applied by a first apply
-    /// run that is caught up and gone: the start of the schema-change tests.
-    pub async fn caught_up_with_one_table(name: &str) -> (Fixture, Source) {
+    /// A fixture whose source has one table, `base`, with one row, in the topic.
+    pub async fn with_one_table(name: &str) -> (Fixture, Source) {
         let fx = Fixture::new(
             name,
             &["CREATE TABLE base (id INT PRIMARY KEY) ENGINE=InnoDB"],
@@ -199,10 +173,18 @@ filter = "info,continuum_consumer=debug"
         src.txn(vec![("base", RowOp::Insert(vec![Value::Int(1)]))])
             .await;
         src.flush().await;
+        (fx, src)
+    }
+
+    /// [`Fixture::with_one_table`], applied by a first apply run that is caught up and gone:
+    /// the start of the schema-change tests.
+    pub async fn caught_up_with_one_table(name: &str) -> (Fixture, Source) {
+        let (fx, src) = Fixture::with_one_table(name).await;
         fx.apply_caught_up();
         (fx, src)
     }
 
+    /// A source writing to this fixture's topic on the EU cluster (as mirrored).
     pub async fn source(&self) -> Source {
         self.source_on("eu").await
     }
@@ -215,12 +197,7 @@ filter = "info,continuum_consumer=debug"
             .unwrap();
         let mut pcfg = self.cfg.producer.clone();
         // Bigger batches than the producer's default: the local broker's cost is per batch.
-        pcfg.linger = Duration::from_millis(
-            std::env::var("TEST_PRODUCER_LINGER_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(20),
-        );
+        pcfg.linger = Duration::from_millis(env_or("TEST_PRODUCER_LINGER_MS", 20));
         let pc = producer_config(site, &cluster, "test-source", &pcfg).unwrap();
         let producer: FutureProducer = pc.create().unwrap();
         let registry = Registry::new(&RegistrySettings {
@@ -326,6 +303,12 @@ filter = "info,continuum_consumer=debug"
         c
     }
 
+    /// Runs `statements` on the replica, in the test's database (not through apply: the
+    /// replica's own changes, e.g. a narrower column, a trigger).
+    pub async fn on_replica(&self, statements: &[&str]) {
+        execute(&mut self.replica().await, statements).await;
+    }
+
     pub async fn source_conn(&self) -> Conn {
         let mut c = self.source_admin.conn().await;
         c.query_drop(format!("USE `{}`", self.db)).await.unwrap();
@@ -334,16 +317,44 @@ filter = "info,continuum_consumer=debug"
 
     /// (next_offset, gtid_position, replay_until, error) of this topic's checkpoint.
     pub async fn checkpoint(&self) -> Option<(i64, String, Option<String>, Option<String>)> {
-        let mut c = self.replica_admin.conn().await;
-        let r: Option<(i64, String, Option<String>, Option<String>)> = c
-            .exec_first(
-                "SELECT next_offset, gtid_position, replay_until, error FROM continuum.checkpoint WHERE source_topic=?",
-                (&self.topic,),
-            )
+        self.checkpoint_columns("next_offset, gtid_position, replay_until, error")
             .await
-            .ok()
-            .flatten();
-        r
+    }
+
+    /// `columns` (SQL) of this topic's checkpoint row; `None` while there is none.
+    pub async fn checkpoint_columns<T: FromRow + Send + 'static>(
+        &self,
+        columns: &str,
+    ) -> Option<T> {
+        let mut c = self.replica_admin.conn().await;
+        c.exec_first(
+            format!("SELECT {columns} FROM continuum.checkpoint WHERE source_topic=?"),
+            (&self.topic,),
+        )
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Waits (at most `timeout`) until this topic's checkpoint has a next offset for which
+    /// `reached` holds; returns it.
+    pub async fn wait_checkpoint(
+        &self,
+        what: &str,
+        timeout: Duration,
+        reached: impl Fn(i64) -> bool,
+    ) -> i64 {
+        wait_for(what, timeout, || async {
+            self.checkpoint().await.map(|c| c.0).filter(|&o| reached(o))
+        })
+        .await
+    }
+
+    /// Waits (at most `timeout`) until apply is caught up: the checkpoint is the topic's end
+    /// (its high watermark now on the EU cluster), which is returned.
+    pub async fn wait_caught_up(&self, what: &str, timeout: Duration) -> i64 {
+        let end = self.high_watermark();
+        self.wait_checkpoint(what, timeout, |o| o == end).await
     }
 
     /// CHECKSUM TABLE and COUNT(*) of `tables` on source and replica.
@@ -390,24 +401,23 @@ filter = "info,continuum_consumer=debug"
     }
 }
 
-/// Waits for `f` to hold, polling every 50 ms, at most `secs` seconds.
-pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The row `key` of `table` as the model `rows` has it, taken out of the model (it is updated
+/// or deleted). For a table without a primary key, `key` is the whole row.
+fn take_row(
+    rows: &mut HashMap<(String, String), Vec<Value>>,
+    table: &str,
+    t: &TableSchema,
+    key: Vec<Value>,
+) -> Vec<Value> {
+    if t.primary_key.is_empty() {
+        return key;
     }
+    rows.remove(&(table.into(), key_of(t, &key)))
+        .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
 }
+
+/// One change event of a transaction: table, operation, before and after images.
+type TxEvent = (Arc<TableSchema>, Op, Option<Vec<Value>>, Option<Vec<Value>>);
 
 /// One row operation of a source transaction.
 #[derive(Clone, Debug)]
@@ -500,18 +510,15 @@ impl Source {
     /// Sends one record (not waiting for delivery).
     pub async fn send(&mut self, rec: &StreamRecord) -> i64 {
         let ts = self.next_ts();
-        let enc = self.encoder.encode(rec, ts).await.expect("encode");
         if let Some(m) = self.mirror.as_mut() {
-            let e2 = m.encoder.encode(rec, ts).await.expect("encode");
-            m.send_raw(
-                e2.key.as_deref(),
-                &e2.value,
-                rec.kind(),
-                &rec.position().to_string(),
-                ts,
-            )
-            .await;
+            m.send_encoded(rec, ts).await;
         }
+        self.send_encoded(rec, ts).await
+    }
+
+    /// Sends `rec` encoded with this source's registry, with the timestamp `ts`.
+    async fn send_encoded(&mut self, rec: &StreamRecord, ts: i64) -> i64 {
+        let enc = self.encoder.encode(rec, ts).await.expect("encode");
         self.send_raw(
             enc.key.as_deref(),
             &enc.value,
@@ -620,6 +627,30 @@ impl Source {
     }
 
     /// Executes `ops` as one transaction on the source, then writes its records.
+    /// One transaction that inserts `row` into `table`.
+    pub async fn insert(&mut self, table: &str, row: Vec<Value>) -> Gtid {
+        self.inserts(table, [row]).await
+    }
+
+    /// One transaction that changes the row `key` of `table` to `after`.
+    pub async fn update(&mut self, table: &str, key: Vec<Value>, after: Vec<Value>) -> Gtid {
+        self.txn(vec![(table, RowOp::Update { key, after })]).await
+    }
+
+    /// One transaction that inserts `rows` into `table`.
+    pub async fn inserts(
+        &mut self,
+        table: &str,
+        rows: impl IntoIterator<Item = Vec<Value>>,
+    ) -> Gtid {
+        self.txn(
+            rows.into_iter()
+                .map(|r| (table, RowOp::Insert(r)))
+                .collect(),
+        )
+        .await
+    }
+
     pub async fn txn(&mut self, ops: Vec<(&str, RowOp)>) -> Gtid {
         // The source first: it enforces constraints.
         let mut sql_tx = self
@@ -665,14 +696,7 @@ impl Source {
                     events.push((t.clone(), Op::Insert, None, Some(row)));
                 }
                 RowOp::Update { key, after } => {
-                    let k = key_of(&t, &key);
-                    let before = if keyless {
-                        key.clone()
-                    } else {
-                        self.rows
-                            .remove(&(table.into(), k))
-                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
-                    };
+                    let before = take_row(&mut self.rows, table, &t, key);
                     let sets = cols
                         .iter()
                         .zip(&after)
@@ -688,14 +712,7 @@ impl Source {
                     events.push((t.clone(), Op::Update, Some(before), Some(after)));
                 }
                 RowOp::Delete(key) => {
-                    let k = key_of(&t, &key);
-                    let before = if keyless {
-                        key.clone()
-                    } else {
-                        self.rows
-                            .remove(&(table.into(), k))
-                            .unwrap_or_else(|| panic!("no row {key:?} in {table}"))
-                    };
+                    let before = take_row(&mut self.rows, table, &t, key);
                     let sql = format!("DELETE FROM `{}` WHERE {key_where}", t.table);
                     sql_tx.exec_drop(sql, key_params(&before)).await.unwrap();
                     events.push((t.clone(), Op::Delete, Some(before), None));
@@ -703,6 +720,12 @@ impl Source {
             }
         }
         sql_tx.commit().await.unwrap();
+        self.send_txn(events).await
+    }
+
+    /// Writes the change events of one transaction (the next GTID, one timestamp), each with
+    /// its place in the transaction.
+    async fn send_txn(&mut self, events: Vec<TxEvent>) -> Gtid {
         let (gtid, before, after) = self.next_gtid();
         let ts = self.next_ts();
         let n = events.len();
@@ -757,25 +780,13 @@ impl Source {
             i += m;
         }
         sql_tx.commit().await.unwrap();
-        let (gtid, before, after) = self.next_gtid();
-        let ts = self.next_ts();
+        let mut events = Vec::with_capacity(n);
         for j in 0..n {
             let r = row(j);
             self.rows.insert((table.into(), key_of(&t, &r)), r.clone());
-            let rec = StreamRecord::Change(ChangeEvent {
-                op: Op::Insert,
-                table: t.clone(),
-                before: None,
-                after: Some(r),
-                source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace {
-                    index: j as u64,
-                    last: j + 1 == n,
-                }),
-            });
-            self.send(&rec).await;
+            events.push((t.clone(), Op::Insert, None, Some(r)));
         }
-        gtid
+        self.send_txn(events).await
     }
 
     /// Insert records of one transaction, without running anything on the source (benchmarks).
@@ -786,24 +797,10 @@ impl Source {
         row: impl Fn(usize) -> Vec<Value>,
     ) -> Gtid {
         let t = self.tables[table].clone();
-        let (gtid, before, after) = self.next_gtid();
-        let ts = self.next_ts();
-        let n = ids.len();
-        for (k, j) in ids.enumerate() {
-            let rec = StreamRecord::Change(ChangeEvent {
-                op: Op::Insert,
-                table: t.clone(),
-                before: None,
-                after: Some(row(j)),
-                source: self.source_info(gtid, &before, &after, ts),
-                tx: Some(TxPlace {
-                    index: k as u64,
-                    last: k + 1 == n,
-                }),
-            });
-            self.send(&rec).await;
-        }
-        gtid
+        let events = ids
+            .map(|j| (t.clone(), Op::Insert, None, Some(row(j))))
+            .collect();
+        self.send_txn(events).await
     }
 
     /// A DDL statement: run on the source (in the test database), then written as a record.
@@ -963,6 +960,18 @@ impl Source {
     /// Changes the source without writing records (what a snapshot will then carry).
     pub async fn source_only(&mut self, table: &str, op: RowOp) {
         let t = self.tables[table].clone();
+        let key_where = t
+            .primary_key
+            .iter()
+            .map(|&i| format!("`{}`=?", t.columns[i].name))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let key_params = |row: &[Value]| {
+            t.primary_key
+                .iter()
+                .map(|&i| param(&row[i]))
+                .collect::<Vec<_>>()
+        };
         match op {
             RowOp::Insert(row) => {
                 let cols: Vec<String> = t.columns.iter().map(|c| format!("`{}`", c.name)).collect();
@@ -979,37 +988,30 @@ impl Source {
                 self.rows.insert((table.into(), key_of(&t, &row)), row);
             }
             RowOp::Delete(key) => {
-                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
-                let w = t
-                    .primary_key
-                    .iter()
-                    .map(|&i| format!("`{}`=?", t.columns[i].name))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let p: Vec<_> = t.primary_key.iter().map(|&i| param(&before[i])).collect();
+                let before = take_row(&mut self.rows, table, &t, key);
                 self.conn
-                    .exec_drop(format!("DELETE FROM `{}` WHERE {w}", t.table), p)
+                    .exec_drop(
+                        format!("DELETE FROM `{}` WHERE {key_where}", t.table),
+                        key_params(&before),
+                    )
                     .await
                     .unwrap();
             }
             RowOp::Update { key, after } => {
-                let before = self.rows.remove(&(table.into(), key_of(&t, &key))).unwrap();
+                let before = take_row(&mut self.rows, table, &t, key);
                 let set = t
                     .columns
                     .iter()
                     .map(|c| format!("`{}`=?", c.name))
                     .collect::<Vec<_>>()
                     .join(",");
-                let w = t
-                    .primary_key
-                    .iter()
-                    .map(|&i| format!("`{}`=?", t.columns[i].name))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
                 let mut p: Vec<_> = after.iter().map(param).collect();
-                p.extend(t.primary_key.iter().map(|&i| param(&before[i])));
+                p.extend(key_params(&before));
                 self.conn
-                    .exec_drop(format!("UPDATE `{}` SET {set} WHERE {w}", t.table), p)
+                    .exec_drop(
+                        format!("UPDATE `{}` SET {set} WHERE {key_where}", t.table),
+                        p,
+                    )
                     .await
                     .unwrap();
                 self.rows.insert((table.into(), key_of(&t, &after)), after);
@@ -1072,12 +1074,6 @@ pub fn table(
         columns,
         primary_key: pk,
     }
-}
-
-/// Kills a child with SIGKILL and reaps it.
-pub fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Peak resident set size (VmHWM) of a running process, in KiB.

@@ -12,6 +12,8 @@ use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub use continuum_tests::{unique_name, wait_for, TestSite};
+
 pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run `make test`, or `make up` and `. .stack/env` first")
@@ -46,15 +48,6 @@ pub fn stack() -> Stack {
     }
 }
 
-/// A name no other test (or earlier run) uses.
-pub fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}_{}", n % 10_000_000_000)
-}
-
 /// A replica server id no concurrently running test uses.
 pub fn server_id() -> u32 {
     let n = SystemTime::now()
@@ -79,7 +72,55 @@ pub async fn admin() -> mysql_async::Conn {
     c
 }
 
+/// A global setting of the SF server changed for a test: [`GlobalSetting::set`] changes it and
+/// the guard puts the old value back when dropped (also when the test fails). Other suites use
+/// the same server: hold it no longer than needed.
+pub struct GlobalSetting {
+    name: String,
+    old: String,
+}
+
+/// `value` as an SQL literal for `SET GLOBAL`: a number as is, anything else quoted.
+fn sql_literal(value: &str) -> String {
+    if value.parse::<i64>().is_ok() {
+        value.to_owned()
+    } else {
+        format!("'{value}'")
+    }
+}
+
+impl GlobalSetting {
+    pub async fn set(name: &str, value: &str) -> GlobalSetting {
+        let mut c = admin().await;
+        let old: String = c
+            .query_first(format!("SELECT @@GLOBAL.{name}"))
+            .await
+            .unwrap()
+            .unwrap();
+        c.query_drop(format!("SET GLOBAL {name} = {}", sql_literal(value)))
+            .await
+            .unwrap();
+        GlobalSetting {
+            name: name.to_owned(),
+            old,
+        }
+    }
+}
+
+impl Drop for GlobalSetting {
+    fn drop(&mut self) {
+        let sql = format!("SET GLOBAL {} = {}", self.name, sql_literal(&self.old));
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                admin().await.query_drop(&sql).await.unwrap();
+            })
+        });
+    }
+}
+
 pub struct TestPipeline {
+    /// The pipeline's site config, database and topic; change it with [`TestPipeline::set`].
+    pub site: TestSite,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub db: String,
@@ -88,64 +129,61 @@ pub struct TestPipeline {
 }
 
 impl TestPipeline {
-    /// A config capturing `db.*` into `topic`.
+    /// A config for SF capturing `<db>.*` into `<topic>`, as a fresh replica server id; the
+    /// database password (and TLS) come from the environment the producer is started with.
     pub fn new(name: &str) -> TestPipeline {
-        let s = stack();
-        let db = unique(name);
-        let topic = format!("test.{db}");
-        let dir = std::env::temp_dir().join(format!("continuum-test-{db}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut site = TestSite::new(&continuum_tests::stack().sf, name);
         let server_id = server_id();
-        let config = dir.join("site.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"site = "sf"
-[database]
-host = "{}"
-port = {}
-user = "{}"
-[sites.sf]
-brokers = "{}"
-topic = "{topic}"
-registry = {{ url = "{}" }}
-[sites.eu]
-brokers = "{}"
-registry = {{ url = "{}" }}
-[producer]
-server_id = {server_id}
-include = ["{db}.*"]
-heartbeat_interval = "300ms"
-metrics_listen = "127.0.0.1:0"
-max_retry_delay = "1s"
-[log]
-filter = "info,continuum_producer=debug"
-"#,
-                s.db_host, s.db_port, s.db_user, s.brokers, s.registry, s.eu_brokers, s.eu_registry
-            ),
-        )
-        .unwrap();
+        let include = vec![format!("{}.*", site.db)];
+        site.set("producer.server_id", i64::from(server_id))
+            .set("producer.include", include)
+            .set("producer.heartbeat_interval", "300ms")
+            .set("producer.max_retry_delay", "1s")
+            .set("log.filter", "info,continuum_producer=debug");
+        let config = site.write();
         TestPipeline {
-            dir,
+            dir: site.dir.clone(),
+            db: site.db.clone(),
+            topic: site.topic.clone(),
+            site,
             config,
-            db,
-            topic,
             server_id,
         }
     }
 
-    /// Adds `line` (a `key = value` setting) to the config's `[producer]` section.
-    pub fn set_producer_option(&self, line: &str) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        assert!(
-            text.contains("[producer]\n"),
-            "the test config has a [producer] section"
-        );
-        std::fs::write(
-            &self.config,
-            text.replacen("[producer]\n", &format!("[producer]\n{line}\n"), 1),
-        )
-        .unwrap();
+    /// [`TestPipeline::new`], with its database created on SF and `ddl` run (see
+    /// [`TestPipeline::sql`]); returns an admin connection to SF as well.
+    pub async fn with_database(name: &str, ddl: &[&str]) -> (TestPipeline, mysql_async::Conn) {
+        let p = TestPipeline::new(name);
+        let mut c = admin().await;
+        let statements: Vec<&str> = ["CREATE DATABASE {db}"]
+            .into_iter()
+            .chain(ddl.iter().copied())
+            .collect();
+        p.sql(&mut c, &statements).await;
+        (p, c)
+    }
+
+    /// Runs `statements` in order on `conn`, each with `{db}` standing for the test's database.
+    pub async fn sql(&self, conn: &mut impl Queryable, statements: &[&str]) {
+        let statements: Vec<String> = statements
+            .iter()
+            .map(|s| s.replace("{db}", &self.db))
+            .collect();
+        continuum_tests::site::execute(conn, &statements).await;
+    }
+
+    /// Sets the config's value at a dotted path (`producer.max_record_bytes`) and rewrites it.
+    pub fn set(&mut self, path: &str, value: impl Into<toml::Value>) {
+        self.site.set(path, value);
+        self.site.write();
+    }
+
+    /// Removes the config's setting at a dotted path (back to Continuum's default) and
+    /// rewrites it.
+    pub fn unset(&mut self, path: &str) {
+        self.site.unset(path);
+        self.site.write();
     }
 
     pub fn spawn(&self, extra: &[&str]) -> ProducerProc {
@@ -188,13 +226,20 @@ filter = "info,continuum_producer=debug"
         )
     }
 
+    /// Runs the producer to completion (at most a minute), asserting it fails; returns its log.
+    pub fn run_to_failure(&self, extra: &[&str]) -> String {
+        let (ok, log) = self.run_to_exit(extra, Duration::from_secs(60));
+        assert!(!ok, "the producer must stop with an error:\n{log}");
+        log
+    }
+
     pub fn run_to_exit_with(
         &self,
         extra: &[&str],
         timeout: Duration,
         env: &[(&str, &str)],
     ) -> (bool, String) {
-        self.spawn_with(extra, &unique("run"), env)
+        self.spawn_with(extra, &unique_name("run"), env)
             .wait_exit(timeout)
     }
 }
@@ -282,25 +327,6 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<FetchedRecord> {
         }
     }
     out
-}
-
-/// Polls `f` until it returns `Some`, for at most `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The `continuum.pos` header of a record.
