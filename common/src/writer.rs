@@ -236,6 +236,11 @@ impl Writer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     return Err(SendError::TooLarge { size })
                 }
+                // Refused for good (a record the broker refused, with enable.gapless.guarantee):
+                // say which record and why, not "fatal error".
+                Err(_) if self.producer.client().fatal_error().is_some() => {
+                    return Err(self.failed_for_good().await)
+                }
                 Err((e, _)) => {
                     return Err(SendError::Kafka {
                         topic: self.topic.clone(),
@@ -260,14 +265,8 @@ impl Writer {
                     // A producer that raised a fatal error (a record refused with
                     // enable.gapless.guarantee) sends nothing more: what it still holds will
                     // never be delivered, so waiting for it would wait for ever.
-                    if let Some((code, reason)) = self.producer.client().fatal_error() {
-                        self.purge_all();
-                        self.check()?;
-                        return Err(SendError::Kafka {
-                            topic: self.topic.clone(),
-                            source: KafkaError::MessageProduction(code),
-                        })
-                        .inspect_err(|_| tracing::error!(topic = %self.topic, %reason, "the producer failed for good"));
+                    if self.producer.client().fatal_error().is_some() {
+                        return Err(self.failed_for_good().await);
                     }
                     tracing::warn!(topic = %self.topic, queued = self.producer.in_flight_count(), "records not yet delivered; waiting for the broker");
                 }
@@ -278,6 +277,30 @@ impl Writer {
                     })
                 }
             }
+        }
+    }
+
+    /// The error of a producer that raised a fatal error and sends nothing more. What it still
+    /// holds is dropped, and its delivery reports are awaited (a few seconds at most): the
+    /// first failed report names the record and why, which the fatal error alone does not.
+    async fn failed_for_good(&self) -> SendError {
+        self.purge_all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = self.check() {
+            return e;
+        }
+        let (code, reason) = self
+            .producer
+            .client()
+            .fatal_error()
+            .unwrap_or((RDKafkaErrorCode::Fatal, String::new()));
+        tracing::error!(topic = %self.topic, %reason, "the producer failed for good");
+        SendError::Kafka {
+            topic: self.topic.clone(),
+            source: KafkaError::MessageProduction(code),
         }
     }
 
