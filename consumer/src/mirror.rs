@@ -785,21 +785,9 @@ mod tests {
     use super::*;
     use continuum_common::kafka::{SecurityError, SecurityFailure};
 
+    /// The mirror of the example EU site (`config/eu.toml`): from SF to EU.
     fn settings() -> MirrorSettings {
-        let cfg = SiteConfig::from_toml(
-            r#"
-            site = "eu"
-            [database]
-            user = "u"
-            [sites.sf]
-            brokers = "sf:9092"
-            registry = { url = "http://sf" }
-            [sites.eu]
-            brokers = "eu:9092"
-            registry = { url = "http://eu" }
-        "#,
-        )
-        .unwrap();
+        let cfg = SiteConfig::from_toml(include_str!("../../config/eu.toml")).unwrap();
         MirrorSettings::resolve(&cfg, &MirrorArgs::default()).unwrap()
     }
 
