@@ -54,26 +54,8 @@ enum Flow {
 
 impl Executor<'_> {
     /// Runs the session until it ends: reads records, asks the session what to do, does it.
+    /// An error ends the run; [`Executor::after_error`] then asks the session how to go on.
     pub async fn run(
-        &mut self,
-        s: &mut Session,
-        w: &mut Writer,
-        reader: &mut Reader,
-        term: &mut Shutdown,
-    ) -> Result<SessionEnd> {
-        match self.run_inner(s, w, reader, term).await {
-            Err(e) => match s.on_batch_error(e) {
-                Ok(actions) => match self.execute(s, w, None, actions).await? {
-                    Flow::End(end) => Ok(end),
-                    Flow::Continue => unreachable!("a batch error ends the session"),
-                },
-                Err(e) => Err(e),
-            },
-            ok => ok,
-        }
-    }
-
-    async fn run_inner(
         &mut self,
         s: &mut Session,
         w: &mut Writer,
@@ -142,6 +124,21 @@ impl Executor<'_> {
             if let Flow::End(e) = flow {
                 return Ok(e);
             }
+        }
+    }
+
+    /// After `run` failed with `e`: the session either ends with a redo (a batch that failed
+    /// is retried, or diagnosed row by row), or gives the error back.
+    pub async fn after_error(
+        &mut self,
+        s: &mut Session,
+        w: &mut Writer,
+        e: ApplyError,
+    ) -> Result<SessionEnd> {
+        let actions = s.on_batch_error(e)?;
+        match self.execute(s, w, None, actions).await? {
+            Flow::End(end) => Ok(end),
+            Flow::Continue => unreachable!("a batch error ends the session"),
         }
     }
 

@@ -139,6 +139,34 @@ pub enum Action {
     Fail(ApplyError),
 }
 
+/// Where a record stands in its source transaction: the fields of a `StreamPosition::Txn`.
+#[derive(Debug, Clone, Copy)]
+struct InTxn<'a> {
+    gtid: Gtid,
+    index: u64,
+    last: bool,
+    resume: &'a GtidPosition,
+}
+
+impl<'a> InTxn<'a> {
+    fn of(pos: &'a StreamPosition) -> Option<Self> {
+        match pos {
+            StreamPosition::Txn {
+                gtid,
+                index,
+                last,
+                resume,
+            } => Some(InTxn {
+                gtid: *gtid,
+                index: *index,
+                last: *last,
+                resume,
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct OpenTxn {
     gtid: Gtid,
@@ -482,32 +510,16 @@ impl Session {
                 });
             }
         }
-        match (&inc.pos, &inc.record) {
-            (
-                StreamPosition::Txn {
-                    gtid,
-                    index,
-                    last,
-                    resume,
-                },
-                StreamRecord::Change(ev),
-            ) => self.txn_row(inc, *gtid, *index, *last, resume, ev, now),
-            (StreamPosition::Snapshot { id, .. }, StreamRecord::Change(ev)) => {
+        match (&inc.pos, InTxn::of(&inc.pos), &inc.record) {
+            (_, Some(t), StreamRecord::Change(ev)) => self.txn_row(inc, t, ev, now),
+            (StreamPosition::Snapshot { id, .. }, _, StreamRecord::Change(ev)) => {
                 self.snapshot_row(inc, id, ev, now)
             }
-            (
-                StreamPosition::Txn {
-                    gtid,
-                    index,
-                    last,
-                    resume,
-                },
-                StreamRecord::SchemaChange(sc),
-            ) => self.schema_change(inc, *gtid, *index, *last, resume, sc, now),
-            (StreamPosition::Snapshot { id, .. }, StreamRecord::SchemaChange(sc)) => {
+            (_, Some(t), StreamRecord::SchemaChange(sc)) => self.schema_change(inc, t, sc, now),
+            (StreamPosition::Snapshot { id, .. }, _, StreamRecord::SchemaChange(sc)) => {
                 self.snapshot_definition(inc, id, sc, now)
             }
-            (_, StreamRecord::Heartbeat(h)) => {
+            (_, _, StreamRecord::Heartbeat(h)) => {
                 if self.open.is_none() {
                     self.after = After::Heartbeat {
                         position: h.position.clone(),
@@ -516,11 +528,11 @@ impl Session {
                 }
                 Ok(vec![])
             }
-            (_, StreamRecord::Snapshot(mk)) => match mk.phase {
+            (_, _, StreamRecord::Snapshot(mk)) => match mk.phase {
                 SnapshotPhase::Start => self.snapshot_start(inc, mk, now),
                 SnapshotPhase::End => self.snapshot_end(inc, mk),
             },
-            (p, r) => Err(ApplyError::Record {
+            (p, _, r) => Err(ApplyError::Record {
                 at: Box::new(self.ctx(inc, "", String::new())),
                 reason: format!(
                     "a {} record with position '{p}' does not fit the changelog's rules",
@@ -575,14 +587,15 @@ impl Session {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn txn_row(
         &mut self,
         inc: &Incoming,
-        gtid: Gtid,
-        index: u64,
-        last: bool,
-        resume: &GtidPosition,
+        InTxn {
+            gtid,
+            index,
+            last,
+            resume,
+        }: InTxn,
         ev: &ChangeEvent,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
@@ -921,14 +934,15 @@ impl Session {
         self.consistent_point(inc.offset, now)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn schema_change(
         &mut self,
         inc: &Incoming,
-        gtid: Gtid,
-        index: u64,
-        last: bool,
-        resume: &GtidPosition,
+        InTxn {
+            gtid,
+            index,
+            last,
+            resume,
+        }: InTxn,
         sc: &SchemaChange,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
