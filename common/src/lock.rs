@@ -3,9 +3,9 @@
 //! per topic and replica (`continuum-consumer`'s `lock` module builds on this one).
 //!
 //! Guarantees:
-//! - a process that wants a lock another connection holds waits for it ([`NamedLock::acquire`]):
+//! - a process that wants a lock another connection holds waits for it ([`Wait::UntilFree`]):
 //!   it logs which connection holds it and what that is, and takes the lock as soon as it is
-//!   free. A second instance is a standby, not an error. Only [`NamedLock::try_acquire`] refuses
+//!   free. A second instance is a standby, not an error. Only [`Wait::No`] refuses
 //!   at once, for verbs that must not run beside the holder (`replay`);
 //! - the lock connection sets a short `wait_timeout` ([`LOCK_WAIT_TIMEOUT`]) and is polled every
 //!   [`POLL`]. When the holder's host dies (as opposed to its process, whose socket the kernel
@@ -66,10 +66,19 @@ pub enum LockError {
 
 impl LockError {
     /// Only a failure to reach the server is worth retrying; a held lock (from
-    /// [`NamedLock::try_acquire`]) means another process does the work.
+    /// [`Wait::No`]) means another process does the work.
     pub fn is_transient(&self) -> bool {
         matches!(self, LockError::Db { .. })
     }
+}
+
+/// What taking a lock that another connection holds does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait until it is free: a second instance is a standby.
+    UntilFree,
+    /// Fail at once with [`LockError::Held`].
+    No,
 }
 
 pub struct NamedLock {
@@ -115,31 +124,44 @@ fn should_report(last: Option<(i64, Instant)>, holder: i64, now: Instant) -> boo
 }
 
 impl NamedLock {
-    /// Takes `name`, waiting as long as another connection holds it (logging, now and then,
-    /// which connection that is; `what` names the guarded work: "a mirror of sf.cdc"). Dropping
-    /// the future stops the wait. Fails only when the server cannot be reached.
-    pub async fn acquire(
+    /// Takes `name`. While another connection holds it, [`Wait::UntilFree`] waits (logging, now
+    /// and then, which connection that is; `what` names the guarded work: "a mirror of
+    /// sf.cdc"), and dropping the future stops the wait; [`Wait::No`] fails at once with
+    /// [`LockError::Held`], naming the holder. Otherwise fails only when the server cannot be
+    /// reached.
+    pub async fn take(
         opts: Opts,
         target: &str,
         name: &str,
         what: &str,
+        wait: Wait,
     ) -> Result<NamedLock, LockError> {
         let db = db_error(name, target);
         let mut conn = connect(opts, name, target).await?;
         let started = Instant::now();
         let mut reported: Option<(i64, Instant)> = None;
+        // One second at a time, so that a dropped future ends the wait within a second.
+        let timeout = match wait {
+            Wait::UntilFree => Duration::from_secs(1),
+            Wait::No => Duration::ZERO,
+        };
         loop {
-            // One second at a time, so that a dropped future ends the wait within a second.
-            if get_lock(&mut conn, name, Duration::from_secs(1))
-                .await
-                .map_err(&db)?
-            {
+            if get_lock(&mut conn, name, timeout).await.map_err(&db)? {
                 if reported.is_some() {
                     tracing::info!(lock = %name, waited_s = started.elapsed().as_secs(), "the lock is free: taking over");
                 }
                 return Ok(Self::hold(conn, name, target));
             }
-            let Some(holder) = lock_holder(&mut conn, name).await.map_err(&db)? else {
+            let holder = lock_holder(&mut conn, name).await.map_err(&db)?;
+            if wait == Wait::No {
+                return Err(LockError::Held {
+                    lock: name.to_owned(),
+                    target: target.to_owned(),
+                    holder: holder.map_or_else(|| "unknown".into(), |h| h.to_string()),
+                    what: what.to_owned(),
+                });
+            }
+            let Some(holder) = holder else {
                 continue;
             };
             let now = Instant::now();
@@ -155,30 +177,6 @@ impl NamedLock {
                 reported = Some((holder, now));
             }
         }
-    }
-
-    /// Takes `name`, or fails at once with [`LockError::Held`], naming the holder.
-    pub async fn try_acquire(
-        opts: Opts,
-        target: &str,
-        name: &str,
-        what: &str,
-    ) -> Result<NamedLock, LockError> {
-        let db = db_error(name, target);
-        let mut conn = connect(opts, name, target).await?;
-        if get_lock(&mut conn, name, Duration::ZERO)
-            .await
-            .map_err(&db)?
-        {
-            return Ok(Self::hold(conn, name, target));
-        }
-        let holder = lock_holder(&mut conn, name).await.map_err(&db)?;
-        Err(LockError::Held {
-            lock: name.to_owned(),
-            target: target.to_owned(),
-            holder: holder.map_or_else(|| "unknown".into(), |h| h.to_string()),
-            what: what.to_owned(),
-        })
     }
 
     /// Holds the lock `conn` took: polls it every [`POLL`] until it is lost.

@@ -7,13 +7,14 @@
 //!   connection holds it, and takes over when it is free: when the first apply stops, or when
 //!   MariaDB drops the connection of one whose host died (within the lock connection's
 //!   `wait_timeout` of its last poll, not the default 8 hours);
-//! - `replay` ([`ApplyLock::try_acquire`]) refuses to run while an apply holds the lock, naming
+//! - `replay` (taking it with [`Wait::No`]) refuses to run while an apply holds the lock, naming
 //!   the connection that holds it;
 //! - before every commit apply checks, on its own connection and so on the server that commits,
 //!   that its lock connection still holds the lock ([`ApplyLock::check`]); if the lock
 //!   connection died, the lock is re-taken (or apply restarts its session, waiting, if someone
 //!   else took it), so two appliers never interleave commits.
 
+pub use continuum_common::lock::Wait;
 use continuum_common::lock::{LockError, NamedLock};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -45,20 +46,11 @@ pub struct ApplyLock {
 }
 
 impl ApplyLock {
-    /// Takes the lock, waiting (and saying so) while another apply holds it.
-    pub async fn acquire(opts: Opts, target: &str, topic: &str) -> Result<ApplyLock> {
+    /// Takes the lock. While another apply holds it, [`Wait::UntilFree`] waits (and says so);
+    /// [`Wait::No`] fails at once with [`ApplyError::LockHeld`].
+    pub async fn take(opts: Opts, target: &str, topic: &str, wait: Wait) -> Result<ApplyLock> {
         let mut lock = ApplyLock::new(opts, target, topic);
-        let l = NamedLock::acquire(lock.opts.clone(), target, &lock.name, &lock.what())
-            .await
-            .map_err(|e| lock.error(e))?;
-        lock.took(l);
-        Ok(lock)
-    }
-
-    /// Takes the lock or fails at once with [`ApplyError::LockHeld`].
-    pub async fn try_acquire(opts: Opts, target: &str, topic: &str) -> Result<ApplyLock> {
-        let mut lock = ApplyLock::new(opts, target, topic);
-        let l = NamedLock::try_acquire(lock.opts.clone(), target, &lock.name, &lock.what())
+        let l = NamedLock::take(lock.opts.clone(), target, &lock.name, &lock.what(), wait)
             .await
             .map_err(|e| lock.error(e))?;
         lock.took(l);
@@ -114,9 +106,8 @@ impl ApplyLock {
         }
         tracing::warn!(lock = %self.name, "the apply lock's connection is gone; taking the lock again");
         self.lock = None;
-        match NamedLock::try_acquire(self.opts.clone(), &self.target, &self.name, &self.what())
-            .await
-        {
+        let (opts, what) = (self.opts.clone(), self.what());
+        match NamedLock::take(opts, &self.target, &self.name, &what, Wait::No).await {
             Ok(l) => {
                 self.took(l);
                 Ok(())

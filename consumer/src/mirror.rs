@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use continuum_common::config::{ClusterConfig, ProducerConfig};
 use continuum_common::kafka::{self, FetchedRecord};
-use continuum_common::lock::{LockError, NamedLock};
+use continuum_common::lock::{LockError, NamedLock, Wait};
 use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::Supervisor;
 use continuum_common::writer::{RecordLimit, SendError, Writer};
@@ -434,7 +434,7 @@ pub async fn run(
             let what = format!("a mirror of {} into the {} cluster", s.topic, s.to);
             let mut stop = shutdown.clone();
             let acquired = tokio::select! {
-                r = NamedLock::acquire(opts.clone(), &target, &lock_name, &what) => r,
+                r = NamedLock::take(opts.clone(), &target, &lock_name, &what, Wait::UntilFree) => r,
                 Ok(_) = stop.wait_for(|v| *v) => continue,
             };
             match acquired {
@@ -829,54 +829,35 @@ mod tests {
 
     #[test]
     fn a_copy_differs_from_its_source_only_in_schema_ids_and_the_offset_header() {
-        let src = rec(
-            5,
-            &[0, 0, 0, 0, 7, 1, 2],
-            &[0, 0, 0, 0, 8, 3, 4],
-            &[(HEADER_POS, "txn:1-1-5:0:last:1-1-4")],
-        );
+        const POS: (&str, &str) = (HEADER_POS, "txn:1-1-5:0:last:1-1-4");
+        // Key and value differ from the source's only in their schema ids (bytes 1 to 4).
         let copy = rec(
             5,
             &[0, 0, 0, 0, 70, 1, 2],
             &[0, 0, 0, 0, 80, 3, 4],
-            &[
-                (HEADER_POS, "txn:1-1-5:0:last:1-1-4"),
-                (HEADER_MIRROR_OFFSET, "5"),
-            ],
+            &[POS, (HEADER_MIRROR_OFFSET, "5")],
         );
-        assert_eq!(copy_difference(&src, &copy), None);
-        let other_value = rec(
-            5,
-            &[0, 0, 0, 0, 7, 1, 2],
-            &[0, 0, 0, 0, 8, 3, 9],
-            &src_headers(),
-        );
-        assert_eq!(
-            copy_difference(&other_value, &copy).as_deref(),
-            Some("their values differ")
-        );
-        let other_key = rec(
-            5,
-            &[0, 0, 0, 0, 7, 1, 9],
-            &[0, 0, 0, 0, 8, 3, 4],
-            &src_headers(),
-        );
-        assert_eq!(
-            copy_difference(&other_key, &copy).as_deref(),
-            Some("their keys differ")
-        );
-        let other_pos = rec(
-            5,
-            &[0, 0, 0, 0, 7, 1, 2],
-            &[0, 0, 0, 0, 8, 3, 4],
-            &[(HEADER_POS, "txn:1-1-9:0:last:1-1-8")],
-        );
-        let d = copy_difference(&other_pos, &copy).unwrap();
-        assert!(d.contains("txn:1-1-9") && d.contains("txn:1-1-5"), "{d}");
-    }
-
-    fn src_headers() -> Vec<(&'static str, &'static str)> {
-        vec![(HEADER_POS, "txn:1-1-5:0:last:1-1-4")]
+        let (key, value): (&[u8], &[u8]) = (&[0, 0, 0, 0, 7, 1, 2], &[0, 0, 0, 0, 8, 3, 4]);
+        let (other_key, other_value): (&[u8], &[u8]) =
+            (&[0, 0, 0, 0, 7, 1, 9], &[0, 0, 0, 0, 8, 3, 9]);
+        let other_pos = "txn:1-1-9:0:last:1-1-8";
+        // (source key, source value, source position header, what the difference names)
+        let cases: [(&[u8], &[u8], &str, &[&str]); 4] = [
+            (key, value, POS.1, &[]),
+            (key, other_value, POS.1, &["their values differ"]),
+            (other_key, value, POS.1, &["their keys differ"]),
+            (key, value, other_pos, &["txn:1-1-9", "txn:1-1-5"]),
+        ];
+        for (key, value, pos, want) in cases {
+            let src = rec(5, key, value, &[(HEADER_POS, pos)]);
+            let got = copy_difference(&src, &copy);
+            if want.is_empty() {
+                assert_eq!(got, None, "source {pos}");
+                continue;
+            }
+            let d = got.unwrap_or_else(|| panic!("{want:?}: no difference found"));
+            assert!(want.iter().all(|w| d.contains(w)), "{want:?} in {d}");
+        }
     }
 
     #[test]

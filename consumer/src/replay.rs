@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::apply::{align_to_start, AlignError};
 use crate::checkpoint::{self, fmt_ms, merge_max, Checkpoint};
 use crate::error::ApplyError;
-use crate::lock::ApplyLock;
+use crate::lock::{ApplyLock, Wait};
 use crate::settings::{ApplySettings, PARTITION};
 use crate::topic::{position_of, TopicReader};
 use crate::writer;
@@ -185,23 +185,29 @@ pub async fn replay(
     until_ms: Option<i64>,
 ) -> Result<ReplayReport, ReplayError> {
     let target = settings.target();
-    let lock =
-        match ApplyLock::try_acquire(settings.db_opts_plain()?, &target, &settings.topic).await {
-            Ok(l) => l,
-            Err(ApplyError::LockHeld {
-                lock,
-                holder,
+    let lock = match ApplyLock::take(
+        settings.db_opts_plain()?,
+        &target,
+        &settings.topic,
+        Wait::No,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(ApplyError::LockHeld {
+            lock,
+            holder,
+            topic,
+            ..
+        }) => {
+            return Err(ReplayError::ApplyRunning {
                 topic,
-                ..
-            }) => {
-                return Err(ReplayError::ApplyRunning {
-                    topic,
-                    holder,
-                    lock,
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
+                holder,
+                lock,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     let r = move_checkpoint(settings, from, until_ms).await;
     lock.release().await;
     r

@@ -14,7 +14,7 @@ use mysql_async::{Conn, Opts};
 
 use crate::metrics as m;
 use continuum_common::config::SiteConfig;
-use continuum_common::lock::{LockError, NamedLock};
+use continuum_common::lock::{LockError, NamedLock, Wait};
 use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::{Shutdown, Supervisor};
 use continuum_common::{db, kafka};
@@ -154,7 +154,7 @@ impl Producer {
             // Waits as a standby while another producer holds the lock; a signal ends the wait.
             let mut shutdown = self.shutdown.clone();
             let acquired = tokio::select! {
-                r = NamedLock::acquire(self.opts.clone(), &self.target, &name, &what) => r?,
+                r = NamedLock::take(self.opts.clone(), &self.target, &name, &what, Wait::UntilFree) => r?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             };
             *lock = Some(acquired);

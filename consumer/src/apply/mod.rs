@@ -36,7 +36,7 @@ use rdkafka::consumer::BaseConsumer;
 
 use crate::checkpoint;
 use crate::error::{ApplyError, Result};
-use crate::lock::ApplyLock;
+use crate::lock::{ApplyLock, Wait};
 use crate::metrics::{self as m, SourceClock};
 use crate::reader::Reader;
 use crate::settings::{ApplySettings, PARTITION};
@@ -126,10 +126,11 @@ impl Apply {
     /// Takes the apply lock, waiting (as a standby) while another apply holds it.
     pub async fn new(settings: ApplySettings, run: RunOptions, health: Health) -> Result<Apply> {
         let opts = settings.db_opts()?;
-        let lock = ApplyLock::acquire(
+        let lock = ApplyLock::take(
             settings.db_opts_plain()?,
             &settings.target(),
             &settings.topic,
+            Wait::UntilFree,
         )
         .await?;
         Ok(Apply {
@@ -316,7 +317,10 @@ impl Apply {
             committed: &mut self.committed,
             targets: Targets::new(),
         };
-        let r = x.run(&mut s, &mut w, &mut reader, term).await;
+        let r = match x.run(&mut s, &mut w, &mut reader, term).await {
+            Err(e) => x.after_error(&mut s, &mut w, e).await,
+            ok => ok,
+        };
         self.discard.extend_from_slice(s.found_discards());
         drop(reader);
         if r.is_err() {
