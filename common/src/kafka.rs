@@ -270,6 +270,20 @@ impl From<SecurityError> for KafkaError {
     }
 }
 
+/// A cluster's refusal of this client as the helpers here return it: a [`SecurityFailure`] that
+/// names `setting` (for tests of error handling).
+pub fn refusal_error(failure: SecurityFailure, setting: &str) -> KafkaError {
+    SecurityError {
+        failure,
+        site: setting.split('.').nth(1).map(str::to_owned),
+        broker: "b:9094".into(),
+        problem: format!("the broker at b:9094 refused the client ({failure:?})"),
+        setting: setting.to_owned(),
+        fix: "as the cluster's listener wants".into(),
+    }
+    .into()
+}
+
 /// The sites whose settings each broker list was built from ([`base_config`] records them), so
 /// that a security failure met by a client of that list names that site's settings. A process
 /// loads one configuration: a few entries.
@@ -978,6 +992,20 @@ pub fn read_last_stable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_that_refuses_the_client_is_fatal_and_named_by_its_setting() {
+        let refused = refusal_error(SecurityFailure::SaslCredentials, "sites.sf.sasl.password");
+        assert!(!is_transient(&refused));
+        assert!(
+            refused
+                .to_string()
+                .contains("; set sites.sf.sasl.password as"),
+            "{refused}"
+        );
+        let down = KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown);
+        assert!(is_transient(&down));
+    }
     use crate::config::SiteConfig;
 
     fn cfg(extra: &str) -> SiteConfig {

@@ -210,7 +210,7 @@ pub type Result<T, E = ApplyError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use continuum_common::kafka::{SecurityError, SecurityFailure};
+    use continuum_common::kafka::{refusal_error, SecurityFailure};
 
     #[test]
     fn a_packet_over_the_limit_stops_apply() {
@@ -224,17 +224,12 @@ mod tests {
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_apply() {
-        let refused = SecurityError {
-            failure: SecurityFailure::UntrustedCertificate,
-            site: Some("eu".into()),
-            broker: "b:9094".into(),
-            problem: "the certificate of the broker at b:9094 did not verify".into(),
-            setting: "sites.eu.tls.ca_file".into(),
-            fix: "to the CA that signed the brokers' certificates".into(),
-        };
         let e = ApplyError::Kafka {
             what: "reading the topic's metadata".into(),
-            source: refused.into(),
+            source: refusal_error(
+                SecurityFailure::UntrustedCertificate,
+                "sites.eu.tls.ca_file",
+            ),
         };
         assert!(!e.is_transient());
         assert!(e.to_string().contains("set sites.eu.tls.ca_file"), "{e}");

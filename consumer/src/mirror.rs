@@ -783,7 +783,7 @@ pub async fn main(cfg: SiteConfig, args: MirrorArgs) -> Result<(), MirrorError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use continuum_common::kafka::{SecurityError, SecurityFailure};
+    use continuum_common::kafka::{refusal_error, SecurityFailure};
 
     /// The mirror of the example EU site (`config/eu.toml`): from SF to EU.
     fn settings() -> MirrorSettings {
@@ -862,20 +862,12 @@ mod tests {
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_the_mirror() {
-        let refused = SecurityError {
-            failure: SecurityFailure::TlsRequired,
-            site: Some("eu".into()),
-            broker: "b:9094".into(),
-            problem: "the listener at b:9094 speaks TLS".into(),
-            setting: "sites.eu.tls".into(),
-            fix: "(a [sites.eu.tls] section)".into(),
-        };
         let e = MirrorError::Kafka {
             site: "eu".into(),
             what: "creating topic t".into(),
-            source: refused.into(),
+            source: refusal_error(SecurityFailure::TlsRequired, "sites.eu.tls"),
         };
         assert!(!e.is_transient());
-        assert!(e.to_string().contains("set sites.eu.tls ("), "{e}");
+        assert!(e.to_string().contains("set sites.eu.tls as"), "{e}");
     }
 }

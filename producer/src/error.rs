@@ -176,7 +176,7 @@ impl<T> DbContext<T> for Result<T, mysql_async::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use continuum_common::kafka::{SecurityError, SecurityFailure};
+    use continuum_common::kafka::{refusal_error, SecurityFailure};
 
     #[test]
     fn a_packet_over_the_limit_is_not_retried() {
@@ -197,17 +197,9 @@ mod tests {
 
     #[test]
     fn a_cluster_that_refuses_the_client_stops_the_producer() {
-        let refused = SecurityError {
-            failure: SecurityFailure::SaslCredentials,
-            site: Some("sf".into()),
-            broker: "b:9095".into(),
-            problem: "the sf cluster refused the SASL login".into(),
-            setting: "sites.sf.sasl.password".into(),
-            fix: "(password_file) to that user's password".into(),
-        };
         let e = ProducerError::Kafka {
             what: "creating topic t".into(),
-            source: refused.into(),
+            source: refusal_error(SecurityFailure::SaslCredentials, "sites.sf.sasl.password"),
         };
         assert!(!e.is_transient());
         assert!(e.to_string().contains("set sites.sf.sasl.password"), "{e}");
