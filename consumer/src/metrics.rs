@@ -1,6 +1,7 @@
 //! The consumer's Prometheus metrics, served by `continuum-consumer` on `consumer.metrics_listen`
-//! at `/metrics` (`apply` serves apply's, `mirror` the mirror's, `run` both): each name defined
-//! once here, and [`ALL`] the list from which [`describe`] gives each its unit and help line.
+//! at `/metrics` (`apply` serves apply's, `mirror` the mirror's, `run` both): each metric defined
+//! once here, as a [`MetricSpec`] (name, kind, unit, labels and help line), and [`ALL`] the
+//! list from which [`describe`] gives each its unit and help line.
 //! `docs/metrics.md` lists the same metrics, and the dashboard `docker/grafana/continuum.json`
 //! uses only these names (both checked by `tests/metrics_contract.rs`).
 //!
@@ -17,165 +18,148 @@ use metrics::{counter, gauge, histogram, Unit};
 
 // ---- apply -------------------------------------------------------------------------------
 
-/// Rows applied, by op (`insert`, `update`, `delete`, `read` = snapshot).
-pub const APPLY_ROWS_TOTAL: &str = "continuum_apply_rows_total";
-/// Source transactions applied.
-pub const APPLY_TRANSACTIONS_TOTAL: &str = "continuum_apply_transactions_total";
-/// Source transactions skipped by GTID (already applied).
-pub const APPLY_SKIPPED_TRANSACTIONS_TOTAL: &str = "continuum_apply_skipped_transactions_total";
-/// MariaDB transactions committed.
-pub const APPLY_COMMITS_TOTAL: &str = "continuum_apply_commits_total";
-/// Rows per MariaDB transaction.
-pub const APPLY_BATCH_ROWS: &str = "continuum_apply_batch_rows";
-/// Source transactions per MariaDB transaction.
-pub const APPLY_BATCH_TRANSACTIONS: &str = "continuum_apply_batch_transactions";
-/// Now minus the source time of the last applied transaction or heartbeat.
-pub const APPLY_SECONDS_BEHIND_SOURCE: &str = "continuum_apply_seconds_behind_source";
-/// The checkpoint's next offset.
-pub const APPLY_CHECKPOINT_OFFSET: &str = "continuum_apply_checkpoint_offset";
-/// Errors by kind, transient ones included.
-pub const APPLY_ERRORS_TOTAL: &str = "continuum_apply_errors_total";
-/// Schema changes by outcome.
-pub const APPLY_DDL_TOTAL: &str = "continuum_apply_ddl_total";
-/// 1 while apply is stopped at a record it cannot apply.
-pub const APPLY_STALLED: &str = "continuum_apply_stalled";
+pub const APPLY_ROWS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_rows_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &["op"],
+    help: "Rows applied, by op (insert, update, delete, read = snapshot).",
+};
+pub const APPLY_TRANSACTIONS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_transactions_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Source transactions applied.",
+};
+pub const APPLY_SKIPPED_TRANSACTIONS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_skipped_transactions_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Source transactions skipped by GTID (already applied).",
+};
+pub const APPLY_COMMITS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_commits_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "MariaDB transactions committed by apply.",
+};
+pub const APPLY_BATCH_ROWS: MetricSpec = MetricSpec {
+    name: "continuum_apply_batch_rows",
+    kind: MetricKind::Histogram,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Rows per MariaDB transaction.",
+};
+pub const APPLY_BATCH_TRANSACTIONS: MetricSpec = MetricSpec {
+    name: "continuum_apply_batch_transactions",
+    kind: MetricKind::Histogram,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Source transactions per MariaDB transaction.",
+};
+pub const APPLY_SECONDS_BEHIND_SOURCE: MetricSpec = MetricSpec {
+    name: "continuum_apply_seconds_behind_source",
+    kind: MetricKind::Gauge,
+    unit: Unit::Seconds,
+    labels: &[],
+    help: "Now minus the source time of the last applied transaction or heartbeat.",
+};
+pub const APPLY_CHECKPOINT_OFFSET: MetricSpec = MetricSpec {
+    name: "continuum_apply_checkpoint_offset",
+    kind: MetricKind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "The checkpoint's next topic offset.",
+};
+pub const APPLY_ERRORS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_errors_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &["kind"],
+    help: "Apply errors by kind; transient ones (apply restarts from the checkpoint) included.",
+};
+pub const APPLY_DDL_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_ddl_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &["outcome"],
+    help: "Schema changes by outcome (applied, already_applied, skipped).",
+};
+pub const APPLY_STALLED: MetricSpec = MetricSpec {
+    name: "continuum_apply_stalled",
+    kind: MetricKind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "1 while apply is stopped at a record it cannot apply, 0 once a commit goes through.",
+};
 
 // ---- mirror ------------------------------------------------------------------------------
 
-/// Errors by kind, transient ones included.
-pub const MIRROR_ERRORS_TOTAL: &str = "continuum_mirror_errors_total";
-/// Records copied from the other site's changelog.
-pub const MIRROR_RECORDS_TOTAL: &str = "continuum_mirror_records_total";
-/// Records the target cluster's broker acknowledged (the shared writer's delivery reports).
-pub const MIRROR_RECORDS_DELIVERED_TOTAL: &str = "continuum_mirror_records_delivered_total";
-/// Records in the source topic not copied yet.
-pub const MIRROR_LAG_RECORDS: &str = "continuum_mirror_lag_records";
-/// Now minus the timestamp of the last record copied; 0 when caught up.
-pub const MIRROR_LAG_SECONDS: &str = "continuum_mirror_lag_seconds";
-/// Schemas registered in the target registry under the mirrored topic's subjects.
-pub const MIRROR_SCHEMA_TRANSLATIONS_TOTAL: &str = "continuum_mirror_schema_translations_total";
+pub const MIRROR_ERRORS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_mirror_errors_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &["kind"],
+    help: "Mirror errors by kind; transient ones (the mirror resumes) included.",
+};
+pub const MIRROR_RECORDS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_mirror_records_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Records copied from the other site's changelog topic.",
+};
+pub const MIRROR_RECORDS_DELIVERED_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_mirror_records_delivered_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Copied records the target cluster acknowledged.",
+};
+pub const MIRROR_LAG_RECORDS: MetricSpec = MetricSpec {
+    name: "continuum_mirror_lag_records",
+    kind: MetricKind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Records in the source topic not copied yet.",
+};
+pub const MIRROR_LAG_SECONDS: MetricSpec = MetricSpec {
+    name: "continuum_mirror_lag_seconds",
+    kind: MetricKind::Gauge,
+    unit: Unit::Seconds,
+    labels: &[],
+    help: "Now minus the timestamp of the last record copied; 0 when caught up.",
+};
+pub const MIRROR_SCHEMA_TRANSLATIONS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_mirror_schema_translations_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Schemas registered in the target registry for mirrored records.",
+};
 
 /// Every metric of the consumer: apply's, then the mirror's.
 pub const ALL: &[MetricSpec] = &[
-    MetricSpec {
-        name: APPLY_ROWS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &["op"],
-        help: "Rows applied, by op (insert, update, delete, read = snapshot).",
-    },
-    MetricSpec {
-        name: APPLY_TRANSACTIONS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Source transactions applied.",
-    },
-    MetricSpec {
-        name: APPLY_SKIPPED_TRANSACTIONS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Source transactions skipped by GTID (already applied).",
-    },
-    MetricSpec {
-        name: APPLY_COMMITS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "MariaDB transactions committed by apply.",
-    },
-    MetricSpec {
-        name: APPLY_BATCH_ROWS,
-        kind: MetricKind::Histogram,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Rows per MariaDB transaction.",
-    },
-    MetricSpec {
-        name: APPLY_BATCH_TRANSACTIONS,
-        kind: MetricKind::Histogram,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Source transactions per MariaDB transaction.",
-    },
-    MetricSpec {
-        name: APPLY_SECONDS_BEHIND_SOURCE,
-        kind: MetricKind::Gauge,
-        unit: Unit::Seconds,
-        labels: &[],
-        help: "Now minus the source time of the last applied transaction or heartbeat.",
-    },
-    MetricSpec {
-        name: APPLY_CHECKPOINT_OFFSET,
-        kind: MetricKind::Gauge,
-        unit: Unit::Count,
-        labels: &[],
-        help: "The checkpoint's next topic offset.",
-    },
-    MetricSpec {
-        name: APPLY_ERRORS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &["kind"],
-        help: "Apply errors by kind; transient ones (apply restarts from the checkpoint) included.",
-    },
-    MetricSpec {
-        name: APPLY_DDL_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &["outcome"],
-        help: "Schema changes by outcome (applied, already_applied, skipped).",
-    },
-    MetricSpec {
-        name: APPLY_STALLED,
-        kind: MetricKind::Gauge,
-        unit: Unit::Count,
-        labels: &[],
-        help: "1 while apply is stopped at a record it cannot apply, 0 once a commit goes through.",
-    },
-    MetricSpec {
-        name: MIRROR_ERRORS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &["kind"],
-        help: "Mirror errors by kind; transient ones (the mirror resumes) included.",
-    },
-    MetricSpec {
-        name: MIRROR_RECORDS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Records copied from the other site's changelog topic.",
-    },
-    MetricSpec {
-        name: MIRROR_RECORDS_DELIVERED_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Copied records the target cluster acknowledged.",
-    },
-    MetricSpec {
-        name: MIRROR_LAG_RECORDS,
-        kind: MetricKind::Gauge,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Records in the source topic not copied yet.",
-    },
-    MetricSpec {
-        name: MIRROR_LAG_SECONDS,
-        kind: MetricKind::Gauge,
-        unit: Unit::Seconds,
-        labels: &[],
-        help: "Now minus the timestamp of the last record copied; 0 when caught up.",
-    },
-    MetricSpec {
-        name: MIRROR_SCHEMA_TRANSLATIONS_TOTAL,
-        kind: MetricKind::Counter,
-        unit: Unit::Count,
-        labels: &[],
-        help: "Schemas registered in the target registry for mirrored records.",
-    },
+    APPLY_ROWS_TOTAL,
+    APPLY_TRANSACTIONS_TOTAL,
+    APPLY_SKIPPED_TRANSACTIONS_TOTAL,
+    APPLY_COMMITS_TOTAL,
+    APPLY_BATCH_ROWS,
+    APPLY_BATCH_TRANSACTIONS,
+    APPLY_SECONDS_BEHIND_SOURCE,
+    APPLY_CHECKPOINT_OFFSET,
+    APPLY_ERRORS_TOTAL,
+    APPLY_DDL_TOTAL,
+    APPLY_STALLED,
+    MIRROR_ERRORS_TOTAL,
+    MIRROR_RECORDS_TOTAL,
+    MIRROR_RECORDS_DELIVERED_TOTAL,
+    MIRROR_LAG_RECORDS,
+    MIRROR_LAG_SECONDS,
+    MIRROR_SCHEMA_TRANSLATIONS_TOTAL,
 ];
 
 /// Gives each metric its unit and help line on `/metrics` (see
@@ -201,25 +185,25 @@ impl OpCounts {
 
 /// Records a committed batch.
 pub fn batch_committed(ops: &OpCounts, txns: u64, skipped: u64, offset: i64) {
-    counter!(APPLY_ROWS_TOTAL, "op" => "insert").increment(ops.insert);
-    counter!(APPLY_ROWS_TOTAL, "op" => "update").increment(ops.update);
-    counter!(APPLY_ROWS_TOTAL, "op" => "delete").increment(ops.delete);
-    counter!(APPLY_ROWS_TOTAL, "op" => "read").increment(ops.read);
-    counter!(APPLY_TRANSACTIONS_TOTAL).increment(txns);
-    counter!(APPLY_SKIPPED_TRANSACTIONS_TOTAL).increment(skipped);
-    counter!(APPLY_COMMITS_TOTAL).increment(1);
-    histogram!(APPLY_BATCH_ROWS).record(ops.total() as f64);
-    histogram!(APPLY_BATCH_TRANSACTIONS).record(txns as f64);
-    gauge!(APPLY_CHECKPOINT_OFFSET).set(offset as f64);
+    counter!(APPLY_ROWS_TOTAL.name, "op" => "insert").increment(ops.insert);
+    counter!(APPLY_ROWS_TOTAL.name, "op" => "update").increment(ops.update);
+    counter!(APPLY_ROWS_TOTAL.name, "op" => "delete").increment(ops.delete);
+    counter!(APPLY_ROWS_TOTAL.name, "op" => "read").increment(ops.read);
+    counter!(APPLY_TRANSACTIONS_TOTAL.name).increment(txns);
+    counter!(APPLY_SKIPPED_TRANSACTIONS_TOTAL.name).increment(skipped);
+    counter!(APPLY_COMMITS_TOTAL.name).increment(1);
+    histogram!(APPLY_BATCH_ROWS.name).record(ops.total() as f64);
+    histogram!(APPLY_BATCH_TRANSACTIONS.name).record(txns as f64);
+    gauge!(APPLY_CHECKPOINT_OFFSET.name).set(offset as f64);
 }
 
 /// Apply is stopped at a record it cannot apply (`true`), or committing again (`false`).
 pub fn stalled(on: bool) {
-    gauge!(APPLY_STALLED).set(if on { 1.0 } else { 0.0 });
+    gauge!(APPLY_STALLED.name).set(if on { 1.0 } else { 0.0 });
 }
 
 pub fn ddl(outcome: &'static str) {
-    counter!(APPLY_DDL_TOTAL, "outcome" => outcome).increment(1);
+    counter!(APPLY_DDL_TOTAL.name, "outcome" => outcome).increment(1);
 }
 
 /// The source time of the last applied transaction or heartbeat, shared with the task that
@@ -236,7 +220,7 @@ impl SourceClock {
     fn publish(ts_ms: i64) {
         if ts_ms > 0 {
             let behind = (continuum_common::observe::now_ms() - ts_ms).max(0) as f64 / 1000.0;
-            gauge!(APPLY_SECONDS_BEHIND_SOURCE).set(behind);
+            gauge!(APPLY_SECONDS_BEHIND_SOURCE.name).set(behind);
         }
     }
 

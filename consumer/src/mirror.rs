@@ -351,7 +351,7 @@ impl SchemaMap {
             .to
             .register(&avro::subject(&self.topic, &name), &text)
             .await?;
-        counter!(m::MIRROR_SCHEMA_TRANSLATIONS_TOTAL).increment(1);
+        counter!(m::MIRROR_SCHEMA_TRANSLATIONS_TOTAL.name).increment(1);
         tracing::debug!(source_id = id, target_id = target, subject = %avro::subject(&self.topic, &name), "schema mirrored");
         self.ids.insert(id, target);
         Ok(target)
@@ -408,19 +408,23 @@ pub async fn run(
         topic: s.topic.clone(),
         ids: HashMap::new(),
     };
-    let mut writer = Writer::new(pcfg.clone(), &s.topic, m::MIRROR_RECORDS_DELIVERED_TOTAL)
-        .map_err(|source| MirrorError::Kafka {
-            site: s.to.clone(),
-            what: "creating the producer".into(),
-            source,
-        })?;
+    let mut writer = Writer::new(
+        pcfg.clone(),
+        &s.topic,
+        m::MIRROR_RECORDS_DELIVERED_TOTAL.name,
+    )
+    .map_err(|source| MirrorError::Kafka {
+        site: s.to.clone(),
+        what: "creating the producer".into(),
+        source,
+    })?;
     let opts = db::opts(&s.database, &[])?;
     let target = db::describe(&s.database);
     let lock_name = format!("continuum.mirror.{}.{}", s.to, s.topic);
     let mut lock: Option<NamedLock> = None;
     let mut supervisor = Supervisor::new(
         "mirror",
-        m::MIRROR_ERRORS_TOTAL,
+        m::MIRROR_ERRORS_TOTAL.name,
         health.clone(),
         s.max_retry_delay,
     );
@@ -680,9 +684,9 @@ async fn session(
                     }
                     last_watermarks = Instant::now();
                 }
-                gauge!(m::MIRROR_LAG_RECORDS).set((source_high - next).max(0) as f64);
+                gauge!(m::MIRROR_LAG_RECORDS.name).set((source_high - next).max(0) as f64);
                 if next >= source_high {
-                    gauge!(m::MIRROR_LAG_SECONDS).set(0.0);
+                    gauge!(m::MIRROR_LAG_SECONDS.name).set(0.0);
                 }
             }
             m = consumer.recv() => {
@@ -695,9 +699,9 @@ async fn session(
                 mirror_one(s, writer, schemas, &limit, &rec).await?;
                 next = rec.offset + 1;
                 if let Some(ts) = rec.timestamp_ms {
-                    gauge!(m::MIRROR_LAG_SECONDS).set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
+                    gauge!(m::MIRROR_LAG_SECONDS.name).set(((now_ms() - ts) as f64 / 1000.0).max(0.0));
                 }
-                counter!(m::MIRROR_RECORDS_TOTAL).increment(1);
+                counter!(m::MIRROR_RECORDS_TOTAL.name).increment(1);
             }
         }
     }
@@ -842,7 +846,8 @@ mod tests {
             (&[0, 0, 0, 0, 7, 1, 9], &[0, 0, 0, 0, 8, 3, 9]);
         let other_pos = "txn:1-1-9:0:last:1-1-8";
         // (source key, source value, source position header, what the difference names)
-        let cases: [(&[u8], &[u8], &str, &[&str]); 4] = [
+        type Case<'a> = (&'a [u8], &'a [u8], &'a str, &'a [&'a str]);
+        let cases: [Case; 4] = [
             (key, value, POS.1, &[]),
             (key, other_value, POS.1, &["their values differ"]),
             (other_key, value, POS.1, &["their keys differ"]),

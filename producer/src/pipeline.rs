@@ -87,7 +87,7 @@ impl Producer {
 
         let mut supervisor = Supervisor::new(
             "producer",
-            m::ERRORS_TOTAL,
+            m::ERRORS_TOTAL.name,
             self.health.clone(),
             self.cfg.producer.max_retry_delay,
         );
@@ -328,7 +328,7 @@ impl Producer {
                         Some(_) if !framing.in_transaction() => 0.0,
                         _ => ((now_ms() - reader.last_event_ts_ms) as f64 / 1000.0).max(0.0),
                     };
-                    gauge!(m::SECONDS_BEHIND_SOURCE).set(lag);
+                    gauge!(m::SECONDS_BEHIND_SOURCE.name).set(lag);
                     if heartbeat_due(framing.in_transaction(), framing.resume_pending(), last_write.elapsed(), p.heartbeat_interval) {
                         let ts = caught_up_at.unwrap_or(reader.last_event_ts_ms);
                         sink.send(&StreamRecord::Heartbeat(Heartbeat {
@@ -353,10 +353,10 @@ impl Producer {
                     } => {
                         caught_up_at = None;
                         if completed {
-                            counter!(m::TRANSACTIONS_TOTAL).increment(1);
+                            counter!(m::TRANSACTIONS_TOTAL.name).increment(1);
                         }
                         for g in position.iter() {
-                            gauge!(m::LAST_GTID_SEQ, "domain" => g.domain.to_string())
+                            gauge!(m::LAST_GTID_SEQ.name, "domain" => g.domain.to_string())
                                 .set(g.seq as f64);
                         }
                     }

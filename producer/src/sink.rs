@@ -36,15 +36,15 @@ pub struct Sink {
 /// The sink's counters, registered once (a labelled `counter!` per record hashes its key).
 struct SinkMetrics {
     bytes: Counter,
-    /// [`m::RECORDS_TOTAL`] by kind: row, ddl, heartbeat, snapshot.
+    /// [`m::RECORDS_TOTAL.name`] by kind: row, ddl, heartbeat, snapshot.
     records: [Counter; 4],
 }
 
 impl SinkMetrics {
     fn new() -> Self {
-        let records = |kind: &'static str| counter!(m::RECORDS_TOTAL, "kind" => kind);
+        let records = |kind: &'static str| counter!(m::RECORDS_TOTAL.name, "kind" => kind);
         SinkMetrics {
-            bytes: counter!(m::BYTES_TOTAL),
+            bytes: counter!(m::BYTES_TOTAL.name),
             records: [
                 records("row"),
                 records("ddl"),
@@ -90,12 +90,13 @@ impl Sink {
             .and_then(|v| v.parse().ok())
             .unwrap_or(usize::MAX);
         let topic = encoder.topic().to_owned();
-        let writer = Writer::new(config, &topic, m::RECORDS_DELIVERED_TOTAL).map_err(|source| {
-            ProducerError::Kafka {
-                what: format!("creating the producer for {topic}"),
-                source,
-            }
-        })?;
+        let writer =
+            Writer::new(config, &topic, m::RECORDS_DELIVERED_TOTAL.name).map_err(|source| {
+                ProducerError::Kafka {
+                    what: format!("creating the producer for {topic}"),
+                    source,
+                }
+            })?;
         let limit = RecordLimit::unknown_topic(max_record_bytes, &topic);
         Ok(Sink {
             writer,

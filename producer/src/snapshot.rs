@@ -638,9 +638,10 @@ pub async fn run(
             budget.next(n, bytes);
             table_rows += n as u64;
             done_rows += n as u64;
-            counter!(m::SNAPSHOT_ROWS_TOTAL, "table" => t.qualified_name()).increment(n as u64);
+            counter!(m::SNAPSHOT_ROWS_TOTAL.name, "table" => t.qualified_name())
+                .increment(n as u64);
             let pct = (done_rows as f64 / total_estimate as f64 * 100.0).min(99.9);
-            gauge!(m::SNAPSHOT_PROGRESS_PERCENT).set(pct);
+            gauge!(m::SNAPSHOT_PROGRESS_PERCENT.name).set(pct);
             if last_report.elapsed() >= Duration::from_secs(5) {
                 let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
                 tracing::info!(snapshot = %id, table = %t.qualified_name(), table_rows, rows = done_rows, rows_per_sec = rate as u64, percent = format!("{pct:.1}"), "snapshot progress");
@@ -662,7 +663,7 @@ pub async fn run(
         ts_ms: continuum_common::observe::now_ms(),
     }))
     .await?;
-    gauge!(m::SNAPSHOT_PROGRESS_PERCENT).set(100.0);
+    gauge!(m::SNAPSHOT_PROGRESS_PERCENT.name).set(100.0);
     let rate = done_rows as f64 / started.elapsed().as_secs_f64().max(0.001);
     tracing::info!(snapshot = %id, rows = done_rows, rows_per_sec = rate as u64, seconds = started.elapsed().as_secs_f64(), %position, "snapshot finished");
     Ok(position)

@@ -163,7 +163,7 @@ impl Apply {
         self.health.set("apply", Status::Starting, "starting");
         let mut supervisor = Supervisor::new(
             "apply",
-            m::APPLY_ERRORS_TOTAL,
+            m::APPLY_ERRORS_TOTAL.name,
             self.health.clone(),
             self.settings.max_retry_delay(),
         );

@@ -165,6 +165,17 @@ impl<'a> InTxn<'a> {
             _ => None,
         }
     }
+
+    /// What is left to do once the event is handled: `counted` if its row was sent.
+    fn after(&self, commit_ts_ms: i64, counted: bool) -> After {
+        After::TxnEvent {
+            gtid: self.gtid,
+            last: self.last,
+            resume: self.resume.clone(),
+            commit_ts_ms,
+            counted,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -587,27 +598,17 @@ impl Session {
         }
     }
 
+    /// A row change of a source transaction.
     fn txn_row(
         &mut self,
         inc: &Incoming,
-        InTxn {
-            gtid,
-            index,
-            last,
-            resume,
-        }: InTxn,
+        t: InTxn,
         ev: &ChangeEvent,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
-        self.open_txn(inc, gtid, index)?;
+        self.open_txn(inc, t.gtid, t.index)?;
         let skip = self.open.as_ref().is_some_and(|o| o.skip);
-        self.after = After::TxnEvent {
-            gtid,
-            last,
-            resume: resume.clone(),
-            commit_ts_ms: ev.source.commit_ts_ms,
-            counted: !skip,
-        };
+        self.after = t.after(ev.source.commit_ts_ms, !skip);
         Ok(if skip {
             vec![]
         } else {
@@ -934,18 +935,17 @@ impl Session {
         self.consistent_point(inc.offset, now)
     }
 
+    /// A schema change from the binlog (DDL), the first event of its transaction.
     fn schema_change(
         &mut self,
         inc: &Incoming,
-        InTxn {
-            gtid,
-            index,
-            last,
-            resume,
-        }: InTxn,
+        t: InTxn,
         sc: &SchemaChange,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
+        let InTxn {
+            gtid, index, last, ..
+        } = t;
         if self.open.is_some() {
             return Err(self.open_txn_interrupted(inc, "a schema change"));
         }
@@ -977,17 +977,11 @@ impl Session {
                 rows: 0,
                 ran_ddl: !skip,
             });
-            self.after = After::TxnEvent {
-                gtid,
-                last,
-                resume: resume.clone(),
-                commit_ts_ms: sc.source.commit_ts_ms,
-                counted: false,
-            };
+            self.after = t.after(sc.source.commit_ts_ms, false);
         } else {
             self.after = After::SchemaChange {
                 gtid,
-                resume: resume.clone(),
+                resume: t.resume.clone(),
                 commit_ts_ms: sc.source.commit_ts_ms,
             };
         }
