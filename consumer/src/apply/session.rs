@@ -399,25 +399,19 @@ impl Session {
         if e.is_transient() {
             return vec![Action::Fail(e)];
         }
-        match &self.open {
-            Some(o) if o.rows > 0 => {
-                let first = o.first_offset;
-                vec![
-                    Action::Rollback,
-                    Action::End(SessionEnd::Redo(
-                        Directives {
-                            stop_before: Some(first),
-                            ..self.d.clone()
-                        },
-                        Some(e),
-                    )),
-                ]
-            }
-            _ => {
+        match self.open_with_rows() {
+            Some(first) => redo_before(first, self.d.clone(), Some(e)),
+            None => {
                 self.open = None;
                 vec![self.commit(), Action::Fail(e)]
             }
         }
+    }
+
+    /// The first record of the open transaction, if it has sent rows already (they must be
+    /// rolled back, and redone, before anything stops in the middle of it).
+    fn open_with_rows(&self) -> Option<i64> {
+        Some(self.open.as_ref().filter(|o| o.rows > 0)?.first_offset)
     }
 
     fn ctx(&self, inc: &Incoming, table: &str, key: String) -> RecordContext {
@@ -489,22 +483,13 @@ impl Session {
         // Point-in-time stop.
         if let (Some(until_ms), Some(ts)) = (self.pending.until_ts_ms, inc.timestamp_ms) {
             if ts > until_ms {
-                return Ok(match &self.open {
-                    Some(o) if o.rows > 0 => {
-                        let first = o.first_offset;
-                        vec![
-                            Action::Rollback,
-                            Action::End(SessionEnd::Redo(
-                                Directives {
-                                    stop_before: Some(first),
-                                    until_at_stop: Some(until_ms),
-                                    ..self.d.clone()
-                                },
-                                None,
-                            )),
-                        ]
-                    }
-                    _ => {
+                let d = Directives {
+                    until_at_stop: Some(until_ms),
+                    ..self.d.clone()
+                };
+                return Ok(match self.open_with_rows() {
+                    Some(first) => redo_before(first, d, None),
+                    None => {
                         self.open = None;
                         self.pending.until_reached = true;
                         tracing::info!(
@@ -1036,6 +1021,15 @@ impl Session {
         let _ = now;
         Ok(vec![before, Action::SchemaChange { at, ddl }])
     }
+}
+
+/// Roll back, and redo with `d` up to the record `first` (for the error `e`, if any).
+fn redo_before(first: i64, d: Directives, e: Option<ApplyError>) -> Actions {
+    let d = Directives {
+        stop_before: Some(first),
+        ..d
+    };
+    vec![Action::Rollback, Action::End(SessionEnd::Redo(d, e))]
 }
 
 #[cfg(test)]
