@@ -16,7 +16,8 @@
 //! | [`target`] | the replica's tables, matched to record shapes by column name |
 //! | [`checkpoint`] | the checkpoint row |
 //! | [`lock`] | single apply per topic |
-//! | [`replay`], [`status`] | operator verbs |
+//! | [`replay`], [`status`], [`verify`], [`orphans`], [`promote`] | operator verbs |
+//! | [`report`] | how the verbs print their reports (text, or `--json`) |
 //! | [`metrics`] | Prometheus metrics (apply and mirror): names, units, descriptions |
 
 pub mod apply;
@@ -29,6 +30,7 @@ pub mod orphans;
 pub mod promote;
 pub mod reader;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod settings;
 pub mod sql;

@@ -386,14 +386,7 @@ pub fn render(r: &OrphansReport) -> String {
 /// `continuum-consumer orphans`: prints the report; true when there are none.
 pub async fn main(cfg: SiteConfig, args: OrphansArgs) -> Result<bool, OrphansError> {
     let r = orphans(&cfg, &args).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).expect("report serializes")
-        );
-    } else {
-        print!("{}", render(&r));
-    }
+    crate::report::print(&r, args.json, render);
     Ok(r.orphans.is_empty())
 }
 

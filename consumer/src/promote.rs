@@ -674,14 +674,7 @@ pub fn render(p: &Promotion) -> String {
 /// `continuum-consumer promote`.
 pub async fn main(cfg: SiteConfig, args: PromoteArgs) -> Result<(), PromoteError> {
     let p = promote(&cfg, &args).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&p).expect("promotion serializes")
-        );
-    } else {
-        print!("{}", render(&p));
-    }
+    crate::report::print(&p, args.json, render);
     Ok(())
 }
 

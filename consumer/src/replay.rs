@@ -167,14 +167,7 @@ impl ReplayArgs {
 pub async fn main(cfg: continuum_common::SiteConfig, args: ReplayArgs) -> Result<(), ReplayError> {
     let settings = ApplySettings::resolve(&cfg).map_err(ApplyError::from)?;
     let report = replay(&settings, args.from(), args.until_time).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
-    } else {
-        println!("{report}");
-    }
+    crate::report::print(&report, args.json, |r| format!("{r}\n"));
     Ok(())
 }
 

@@ -92,14 +92,7 @@ pub async fn main(cfg: continuum_common::SiteConfig, args: StatusArgs) -> Result
             cluster: settings.read_from.clone(),
             reason: "status timed out".into(),
         })??;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
-    } else {
-        print!("{report}");
-    }
+    crate::report::print(&report, args.json, |r| r.to_string());
     Ok(())
 }
 

@@ -596,13 +596,6 @@ pub fn render(r: &Report) -> String {
 /// `continuum-consumer verify`: prints the report; the caller maps `identical` to the exit code.
 pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError> {
     let report = verify(&cfg, &args).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
-    } else {
-        print!("{}", render(&report));
-    }
+    crate::report::print(&report, args.json, render);
     Ok(report.identical)
 }
