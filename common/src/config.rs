@@ -534,6 +534,29 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The `--log-format` and `--log` flags of both binaries (flattened into their command lines).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// Log format (overrides `log.format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `info,continuum_consumer=debug` (overrides `log.filter`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl LogArgs {
+    /// The flags given override `log`.
+    pub fn apply_to(&self, log: &mut LogConfig) {
+        if let Some(f) = self.log_format {
+            log.format = f;
+        }
+        if let Some(f) = &self.log {
+            log.filter = f.clone();
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {

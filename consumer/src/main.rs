@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use continuum_common::config::LogFormat;
+use continuum_common::config::LogArgs;
 use continuum_common::SiteConfig;
 use continuum_consumer::{
     apply, mirror, orphans, promote, replay, run as run_verb, status, verify,
@@ -32,12 +32,8 @@ struct Cli {
     /// Which site's cluster to read the changelog from (overrides consumer.apply.read_from).
     #[arg(long, global = true, value_name = "SITE")]
     read_from: Option<String>,
-    /// Log format (overrides log.format).
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info,continuum_consumer=debug` (overrides log.filter).
-    #[arg(long, global = true, value_name = "FILTER")]
-    log: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -75,12 +71,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<SiteConfig> {
     if let Some(s) = &cli.read_from {
         cfg.consumer.apply.read_from = Some(s.clone());
     }
-    if let Some(f) = cli.log_format {
-        cfg.log.format = f;
-    }
-    if let Some(f) = &cli.log {
-        cfg.log.filter = f.clone();
-    }
+    cli.log.apply_to(&mut cfg.log);
     cfg.validate()?;
     Ok(cfg)
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use continuum_common::config::{LogFormat, SiteConfig};
+use continuum_common::config::{LogArgs, SiteConfig};
 use continuum_common::observe::{self, Health, Status};
 use continuum_producer::pipeline;
 
@@ -46,12 +46,8 @@ struct Cli {
     /// Where to serve /metrics and /health (overrides `producer.metrics_listen`).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// Log format (overrides `log.format`).
-    #[arg(long, value_enum)]
-    log_format: Option<LogFormat>,
-    /// Log filter, e.g. info or debug (overrides `log.filter`).
-    #[arg(long)]
-    log: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
@@ -75,12 +71,7 @@ fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
     if let Some(v) = cli.metrics_listen {
         cfg.producer.metrics_listen = v;
     }
-    if let Some(v) = cli.log_format {
-        cfg.log.format = v;
-    }
-    if let Some(v) = &cli.log {
-        cfg.log.filter = v.clone();
-    }
+    cli.log.apply_to(&mut cfg.log);
     cfg.validate()?;
     Ok(cfg)
 }
