@@ -491,14 +491,53 @@ pub struct Summary {
     pub databases: Vec<String>,
     #[serde(flatten)]
     pub counts: Counts,
+    #[serde(flatten)]
+    pub throughput: Throughput,
+    #[serde(flatten)]
+    pub gtids: GtidRange,
+    #[serde(flatten)]
+    pub bank: BankCheck,
+}
+
+/// How fast a run went (its fields are at the top level of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Throughput {
     /// Seconds from the workers' start (tables loaded) to the last one's end.
     pub elapsed_s: f64,
     /// Committed transactions and row changes per second over `elapsed_s`.
     pub tps: f64,
     pub rows_per_s: f64,
-    /// The lowest and highest GTID committed (by sequence number), if any.
+}
+
+impl Throughput {
+    /// `counts` over `elapsed_s` seconds (no rates for a run that took no time).
+    fn over(elapsed_s: f64, counts: &Counts) -> Throughput {
+        let per_s = |n: u64| {
+            if elapsed_s > 0.0 {
+                n as f64 / elapsed_s
+            } else {
+                0.0
+            }
+        };
+        Throughput {
+            elapsed_s,
+            tps: per_s(counts.transactions),
+            rows_per_s: per_s(counts.rows),
+        }
+    }
+}
+
+/// The lowest and highest GTID a run committed (by sequence number), if any (at the top level
+/// of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GtidRange {
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
+}
+
+/// The bank invariant at the end of a run (at the top level of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BankCheck {
     /// Sum of all balances at the end, and what it must be.
     pub balance_total: String,
     pub balance_expected: String,
@@ -506,14 +545,25 @@ pub struct Summary {
     pub invariant_ok: bool,
 }
 
+impl BankCheck {
+    /// The check of a sum of balances, `total` cents, against what it must be, `expected`.
+    fn of(total: i128, expected: i128) -> BankCheck {
+        BankCheck {
+            balance_total: format_cents(total),
+            balance_expected: format_cents(expected),
+            invariant_ok: total == expected,
+        }
+    }
+}
+
 impl Summary {
     /// The human-readable report.
     pub fn human(&self) -> String {
-        let c = &self.counts;
+        let (c, t) = (&self.counts, &self.throughput);
         let mut s = String::new();
         s.push_str(&format!(
             "workload: {} transactions ({} DDL) in {:.1} s = {:.1}/s; {} row changes = {:.0} rows/s",
-            c.transactions, c.ddl, self.elapsed_s, self.tps, c.rows, self.rows_per_s
+            c.transactions, c.ddl, t.elapsed_s, t.tps, c.rows, t.rows_per_s
         ));
         if c.cascaded > 0 {
             s.push_str(&format!(
@@ -532,7 +582,7 @@ impl Summary {
             c.skipped,
             c.empty
         ));
-        if let (Some(a), Some(b)) = (&self.first_gtid, &self.last_gtid) {
+        if let (Some(a), Some(b)) = (&self.gtids.first_gtid, &self.gtids.last_gtid) {
             s.push_str(&format!("  GTIDs {a} .. {b}\n"));
         }
         let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -554,9 +604,13 @@ impl Summary {
         }
         s.push_str(&format!(
             "  bank total {} (expected {}): {}\n",
-            self.balance_total,
-            self.balance_expected,
-            if self.invariant_ok { "ok" } else { "VIOLATED" }
+            self.bank.balance_total,
+            self.bank.balance_expected,
+            if self.bank.invariant_ok {
+                "ok"
+            } else {
+                "VIOLATED"
+            }
         ));
         s
     }
@@ -731,13 +785,11 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         seed: cfg.seed,
         workers: cfg.workers,
         databases: cfg.database_names(),
-        balance_expected: format_cents(cfg.expected_total()),
         ..Summary::default()
     };
     if cfg.setup_only {
         let total = invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await?;
-        summary.balance_total = format_cents(total);
-        summary.invariant_ok = total == cfg.expected_total();
+        summary.bank = BankCheck::of(total, cfg.expected_total());
         let _ = admin.disconnect().await;
         return Ok(summary);
     }
@@ -798,13 +850,11 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             }
         }
     }
-    summary.first_gtid = first.map(|x| x.1);
-    summary.last_gtid = last.map(|x| x.1);
-    summary.elapsed_s = elapsed;
-    if elapsed > 0.0 {
-        summary.tps = summary.counts.transactions as f64 / elapsed;
-        summary.rows_per_s = summary.counts.rows as f64 / elapsed;
-    }
+    summary.gtids = GtidRange {
+        first_gtid: first.map(|x| x.1),
+        last_gtid: last.map(|x| x.1),
+    };
+    summary.throughput = Throughput::over(elapsed, &summary.counts);
     // The admin session may have idled out during a long run.
     let total = match invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await {
         Ok(t) => t,
@@ -813,8 +863,7 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             invariant_sum(&mut c, &cfg.prefix, cfg.databases).await?
         }
     };
-    summary.balance_total = format_cents(total);
-    summary.invariant_ok = total == cfg.expected_total();
+    summary.bank = BankCheck::of(total, cfg.expected_total());
     Ok(summary)
 }
 
@@ -876,6 +925,23 @@ mod tests {
         assert_eq!(format_cents(123456), "1234.56");
         assert_eq!(format_cents(-5), "-0.05");
         assert_eq!(expected_total(3), 3 * 100 * 100_000);
+    }
+
+    /// The summary's JSON (`--json`; the bench and the docs read it): the field names and their
+    /// order, as written and read back.
+    #[test]
+    fn summary_json_round_trips_with_its_field_names() {
+        let text = concat!(
+            r#"{"seed":7,"workers":2,"databases":["w_0"],"#,
+            r#""transactions":10,"ddl":1,"empty":0,"rows":40,"cascaded":2,"retries":1,"#,
+            r#""reconnects":0,"skipped":0,"kinds":{"small":9},"tables":{"w_0.accounts":"#,
+            r#"{"inserted":1,"updated":2,"deleted":0,"cascaded":0,"rows":100}},"#,
+            r#""elapsed_s":2.5,"tps":4.0,"rows_per_s":16.0,"first_gtid":"1-1-5","#,
+            r#""last_gtid":"1-1-14","balance_total":"100000.00","#,
+            r#""balance_expected":"100000.00","invariant_ok":true}"#
+        );
+        let s: Summary = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), text);
     }
 
     #[test]
