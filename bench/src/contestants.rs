@@ -21,7 +21,7 @@ use crate::config::Cfg;
 use crate::db::{self, Db, Durability};
 use crate::procs::{self, mib, CpuUse, CpuWindow, Exit, Spawned};
 use crate::replica;
-use crate::report::{say, Contestant};
+use crate::report::{say, Contestant, Drain};
 
 /// Every process of the two-site stack.
 pub const STACK: &[&str] = &[
@@ -168,9 +168,7 @@ fn contestant(
     Contestant {
         key: key.into(),
         name: name.into(),
-        rows,
-        seconds,
-        rows_per_s: rows as f64 / seconds,
+        drain: Drain::new(rows, seconds),
         ratio_native_st: None,
         ratio_native_par: None,
         cpu_per_1k_rows: cpu.per_1k_rows(rows),
@@ -630,4 +628,32 @@ pub fn check_stack(cfg: &Cfg) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contestant's part of the results JSON: its field names, in order, as the report's
+    /// readers know them.
+    #[test]
+    fn a_contestants_json_keeps_its_field_names() {
+        let c = contestant(
+            "e2e",
+            "end to end",
+            1000,
+            2.0,
+            CpuUse::default(),
+            BTreeMap::new(),
+            (true, String::new()),
+        );
+        let want = concat!(
+            r#"{"key":"e2e","name":"end to end","rows":1000,"seconds":2.0,"rows_per_s":500.0,"#,
+            r#""ratio_native_st":null,"ratio_native_par":null,"cpu_per_1k_rows":{},"#,
+            r#""peak_rss_mib":{},"broker_cpu_share":null,"broker_machine_share":null,"#,
+            r#""cpu":{"wall_s":0.0,"cpu_s":{},"machine_busy_s":0.0,"machine_capacity_s":0.0},"#,
+            r#""verified":true,"verify_detail":""}"#
+        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), want);
+    }
 }
