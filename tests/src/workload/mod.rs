@@ -34,6 +34,14 @@
 //! from the database, so a transaction whose commit was cut off counts as whatever the server
 //! decided. Every transaction is explicit: none is ever left half-applied.
 
+/// Adds each named counter of `$from` to the same-named one of `$to` (summing the workers'
+/// counts into a run's).
+macro_rules! add_counters {
+    ($to:expr, $from:expr; $($field:ident),+ $(,)?) => {
+        $($to.$field += $from.$field;)+
+    };
+}
+
 pub mod bench;
 pub mod model;
 pub mod values;
@@ -460,23 +468,14 @@ pub struct Counts {
 impl Counts {
     /// Adds another worker's counts.
     fn add(&mut self, o: Counts) {
-        self.transactions += o.transactions;
-        self.ddl += o.ddl;
-        self.empty += o.empty;
-        self.rows += o.rows;
-        self.cascaded += o.cascaded;
-        self.retries += o.retries;
-        self.reconnects += o.reconnects;
-        self.skipped += o.skipped;
+        add_counters!(self, o;
+            transactions, ddl, empty, rows, cascaded, retries, reconnects, skipped);
         for (k, v) in o.kinds {
             *self.kinds.entry(k).or_default() += v;
         }
         for (t, s) in o.tables {
             let e = self.tables.entry(t).or_default();
-            e.inserted += s.inserted;
-            e.updated += s.updated;
-            e.deleted += s.deleted;
-            e.cascaded += s.cascaded;
+            add_counters!(e, s; inserted, updated, deleted, cascaded);
         }
     }
 }
