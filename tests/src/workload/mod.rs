@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Parser};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts};
 use serde::{Deserialize, Serialize};
 
 use model::{ACCOUNTS_PER_DB, OPENING_BALANCE_CENTS};
@@ -239,14 +239,7 @@ pub struct Login {
 impl Login {
     /// Connection options, with the stack's TLS.
     pub fn opts(&self) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.host.clone())
-            .tcp_port(self.port)
-            .user(Some(self.user.clone()))
-            .pass(Some(self.password.clone()))
-            .prefer_socket(false)
-            .ssl_opts(crate::stack_ssl())
-            .into()
+        crate::tcp_login(&self.host, self.port, &self.user, &self.password).into()
     }
 }
 
