@@ -683,6 +683,13 @@ fn table_ddl() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The database named `?`, if it exists.
+const DATABASE_NAMED: &str =
+    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?";
+
+/// The tables of the database `?`.
+const TABLES_OF: &str = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?";
+
 /// Creates what is missing: the databases, their tables, the seeded accounts, and (with
 /// `--ddl`) a first `ddl_*` table. Touches nothing that exists, so running it again writes
 /// nothing to the binlog.
@@ -690,10 +697,7 @@ pub async fn setup(conn: &mut Conn, cfg: &Config) -> Result<()> {
     for db in cfg.database_names() {
         let ctx = || format!("setting up database {db}");
         let exists: Option<String> = conn
-            .exec_first(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                (&db,),
-            )
+            .exec_first(DATABASE_NAMED, (&db,))
             .await
             .with_context(ctx)?;
         if exists.is_none() {
@@ -704,13 +708,7 @@ pub async fn setup(conn: &mut Conn, cfg: &Config) -> Result<()> {
             .await
             .with_context(ctx)?;
         }
-        let have: Vec<String> = conn
-            .exec(
-                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
-                (&db,),
-            )
-            .await
-            .with_context(ctx)?;
+        let have: Vec<String> = conn.exec(TABLES_OF, (&db,)).await.with_context(ctx)?;
         for (t, body) in table_ddl() {
             if !have.iter().any(|h| h == t) {
                 conn.query_drop(format!(
