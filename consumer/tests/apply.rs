@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use continuum_schemas::types::{BlobKind, DateTime, IntWidth, TextKind};
 use continuum_schemas::{Column, ColumnType, StreamRecord, TableSchema, Value};
+use continuum_tests::process::wait_for_takeover;
 use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 use support::*;
@@ -1279,28 +1280,17 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     );
     write(&mut src, 5, 10).await;
     let high = fx.high_watermark();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while fx.checkpoint().await.is_none_or(|c| c.0 != high) {
-        let log = || std::fs::read_to_string(&second_log).unwrap_or_default();
-        if let Some(status) = second.0.try_wait().unwrap() {
-            panic!(
-                "the replacement exited ({status}) while the silent connection {holder} held the lock:\n{}",
-                log()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replacement did not take over within 90s; the lock is held by {:?}; its log:\n{}",
-            apply_lock_holder(&fx).await,
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "the replacement applied {:.1}s after the first apply stopped answering",
-        stopped.elapsed().as_secs_f64()
-    );
-    assert_ne!(apply_lock_holder(&fx).await, Some(holder));
+    let applied_all = async || fx.checkpoint().await.is_some_and(|c| c.0 == high);
+    wait_for_takeover(
+        &mut second.0,
+        Duration::from_secs(90),
+        stopped,
+        holder,
+        applied_all,
+        async || apply_lock_holder(&fx).await,
+        || std::fs::read_to_string(&second_log).unwrap_or_default(),
+    )
+    .await;
 
     // The first apply wakes up and reads the new records too: it must not commit them.
     assert!(signal(first.0.id(), "CONT"), "SIGCONT the first apply");
