@@ -498,11 +498,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         },
     )
     .await;
-    let me: u64 = c
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .unwrap()
-        .unwrap();
+    let me: u64 = query_one(&mut c, "SELECT CONNECTION_ID()").await;
     let mut killed = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while killed == 0 && std::time::Instant::now() < deadline {
