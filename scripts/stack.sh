@@ -41,7 +41,9 @@ need() {
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
-pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
+# pidfile, wait_gone (they use log, above, and alive, below).
+# shellcheck source=scripts/procs.sh
+source "$ROOT/scripts/procs.sh"
 
 # Whether process $1 still runs: it exists and some thread of it is not a zombie (a zombie has
 # exited; only its parent, possibly not us, can reap it). Every thread counts, not only the main
@@ -547,20 +549,6 @@ stop_plain() {
   [[ -n $pid ]] || return 0
   kill -TERM "$pid"
   wait_gone "$part" "$pid" "$secs"
-}
-
-wait_gone() {
-  local part=$1 pid=$2 secs=$3 deadline killed=0
-  deadline=$((SECONDS + secs))
-  while alive "$pid"; do
-    if ((SECONDS >= deadline && !killed)); then
-      log "$part (pid $pid) did not stop within ${secs}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      killed=1
-    fi
-    sleep 0.2
-  done
-  rm -f "$(pidfile "$part")"
 }
 
 # ---------------------------------------------------------------------------------------------
