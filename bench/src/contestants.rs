@@ -338,7 +338,7 @@ async fn native_run(
         .await?;
     // TLS as Continuum's own connections use it (the stack's continuum users require it), so
     // both contestants pay for the same link.
-    let tls = match &cfg.args.stack_tls_ca {
+    let tls = match &cfg.args.stack.tls_ca {
         Some(ca) => format!(
             ", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1",
             db::literal(ca)
@@ -620,10 +620,10 @@ pub async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
 /// Whether the stack has every process the bench loads.
 pub fn check_stack(cfg: &Cfg) -> Result<()> {
     for part in STACK {
-        if procs::stack_pid(&cfg.args.stack_dir, part).is_none() {
+        if procs::stack_pid(&cfg.args.stack.dir, part).is_none() {
             bail!(
                 "{part} of the stack in {} is not running: make up",
-                cfg.args.stack_dir.display()
+                cfg.args.stack.dir.display()
             );
         }
     }

@@ -125,8 +125,8 @@ fn stack_servers(cfg: &Cfg) -> String {
     };
     format!(
         "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
-        version(&cfg.args.kafka_home, "kafka-"),
-        version(&cfg.args.apicurio_home, "apicurio-registry-")
+        version(&cfg.args.stack.kafka_home, "kafka-"),
+        version(&cfg.args.stack.apicurio_home, "apicurio-registry-")
     )
 }
 
