@@ -33,7 +33,9 @@ die() { printf '[pipeline] error: %s\n' "$*" >&2; exit 1; }
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
 
-pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
+# pidfile, wait_gone (they use log, above, and alive, below).
+# shellcheck source=scripts/procs.sh
+source "$ROOT/scripts/procs.sh"
 
 alive() {
   local state
@@ -110,21 +112,12 @@ start_one() {
 }
 
 stop_one() {
-  local proc=$1 pid deadline
+  local proc=$1 pid
   pid=$(running_pid "$proc")
   [[ -n $pid ]] || { rm -f "$(pidfile "$proc")"; return 0; }
   log "stopping $proc (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + 60))
-  while alive "$pid"; do
-    if ((SECONDS >= deadline)); then
-      log "$proc (pid $pid) did not stop within 60s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      deadline=$((SECONDS + 3600))
-    fi
-    sleep 0.2
-  done
-  rm -f "$(pidfile "$proc")"
+  wait_gone "$proc" "$pid" 60
 }
 
 kill_one() {

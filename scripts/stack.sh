@@ -41,7 +41,9 @@ need() {
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
-pidfile() { echo "$STACK_DIR/pids/$1.pid"; }
+# pidfile, wait_gone (they use log, above, and alive, below).
+# shellcheck source=scripts/procs.sh
+source "$ROOT/scripts/procs.sh"
 
 # Whether process $1 still runs: it exists and some thread of it is not a zombie (a zombie has
 # exited; only its parent, possibly not us, can reap it). Every thread counts, not only the main
@@ -300,20 +302,29 @@ start_db() {
 
 db_ping() { db_root "$1" -e 'SELECT 1' >/dev/null 2>&1; }
 
+# The GRANT statements of Continuum's user, for the account $1 (e.g. 'continuum'@'127.0.0.1'),
+# as docker/mariadb/init-continuum-user.sh gives them to 'continuum'@'%': that file holds the
+# one list of them, so the stack's user and the Docker images' have the same grants.
+continuum_grants_sql() {
+  local account=$1 grants
+  grants=$(awk '/^GRANT /{on=1} on{print} /;$/{on=0}' "$ROOT/docker/mariadb/init-continuum-user.sh")
+  [[ $grants == GRANT*";" ]] || die "no GRANT statements in docker/mariadb/init-continuum-user.sh"
+  echo "${grants//"'continuum'@'%'"/$account}"
+}
+
 # The `continuum` user. Both binaries run at both sites (producer and `consumer run`), so one user
 # holds the union of their grants; README.md lists which binary needs which.
 db_provision() {
-  local part=$1 pw
+  local part=$1 pw grants
   pw=$(stack_secret db-password)
+  grants=$(continuum_grants_sql "'$CONTINUUM_DB_USER'@'127.0.0.1'")
   # Logins are each server's own business: keep them out of the binlog (and out of the GTID
   # sequence a replica or a test follows).
   db_root "$part" <<EOF
 SET SESSION sql_log_bin=0;
 CREATE USER IF NOT EXISTS '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 ALTER USER '$CONTINUUM_DB_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
-GRANT REPLICATION SLAVE, BINLOG MONITOR, REPLICATION MASTER ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
-GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW, CREATE TEMPORARY TABLES,
-      READ_ONLY ADMIN ON *.* TO '$CONTINUUM_DB_USER'@'127.0.0.1';
+$grants
 $(db_tls_require_sql)
 -- root may only log in from this machine; the stack is local only.
 DELETE FROM mysql.global_priv WHERE User='root' AND Host NOT IN ('localhost', '127.0.0.1', '::1');
@@ -547,20 +558,6 @@ stop_plain() {
   [[ -n $pid ]] || return 0
   kill -TERM "$pid"
   wait_gone "$part" "$pid" "$secs"
-}
-
-wait_gone() {
-  local part=$1 pid=$2 secs=$3 deadline killed=0
-  deadline=$((SECONDS + secs))
-  while alive "$pid"; do
-    if ((SECONDS >= deadline && !killed)); then
-      log "$part (pid $pid) did not stop within ${secs}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      killed=1
-    fi
-    sleep 0.2
-  done
-  rm -f "$(pidfile "$part")"
 }
 
 # ---------------------------------------------------------------------------------------------

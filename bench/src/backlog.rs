@@ -208,11 +208,11 @@ mod tests {
 
     #[test]
     fn target_is_what_advanced() {
-        let b: GtidPosition = "1-1-10,2-2-5".parse().unwrap();
-        let a: GtidPosition = "1-1-20,2-2-5".parse().unwrap();
-        assert_eq!(target_of(&b, &a).to_string(), "1-1-20");
-        assert!(covers("1-1-20,2-2-1", &target_of(&b, &a)));
-        assert!(!covers("1-1-19", &target_of(&b, &a)));
-        assert!(!covers("", &target_of(&b, &a)));
+        let pos = |s: &str| s.parse::<GtidPosition>().unwrap();
+        let target = target_of(&pos("1-1-10,2-2-5"), &pos("1-1-20,2-2-5"));
+        assert_eq!(target.to_string(), "1-1-20");
+        assert!(covers("1-1-20,2-2-1", &target));
+        assert!(!covers("1-1-19", &target));
+        assert!(!covers("", &target));
     }
 }

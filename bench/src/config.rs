@@ -25,6 +25,24 @@ pub enum Phase {
     Steady,
 }
 
+/// What the bench reads of the stack itself (`make up` exports it in `$STACK_DIR/env`; `make
+/// tools` records the install roots): its state directory, TLS and server versions.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// The stack's state directory (`make up` writes `$STACK_DIR/env`)
+    #[arg(long = "stack-dir", env = "STACK_DIR")]
+    pub dir: PathBuf,
+    /// CA of the stack's MariaDB TLS, if it has any
+    #[arg(long = "stack-tls-ca", env = "STACK_TLS_CA")]
+    pub tls_ca: Option<String>,
+    /// Kafka's install root, for the report (its name carries the version)
+    #[arg(long, env = "KAFKA_HOME")]
+    pub kafka_home: Option<PathBuf>,
+    /// Apicurio Registry's install root, for the report
+    #[arg(long, env = "APICURIO_HOME")]
+    pub apicurio_home: Option<PathBuf>,
+}
+
 /// The environment (or flags) of `continuum-bench`. Run it through `make bench`, or source
 /// `$STACK_DIR/env` first: the stack's addresses and users come from there.
 #[derive(Debug, Clone, Parser)]
@@ -79,18 +97,8 @@ pub struct Args {
     #[arg(long, env = "BENCH_DATABASE", default_value = "continuum_bench")]
     pub database: String,
 
-    /// The stack's state directory (`make up` writes `$STACK_DIR/env`)
-    #[arg(long, env = "STACK_DIR")]
-    pub stack_dir: PathBuf,
-    /// CA of the stack's MariaDB TLS, if it has any
-    #[arg(long, env = "STACK_TLS_CA")]
-    pub stack_tls_ca: Option<String>,
-    /// Kafka's install root, for the report (its name carries the version)
-    #[arg(long, env = "KAFKA_HOME")]
-    pub kafka_home: Option<PathBuf>,
-    /// Apicurio Registry's install root, for the report
-    #[arg(long, env = "APICURIO_HOME")]
-    pub apicurio_home: Option<PathBuf>,
+    #[command(flatten)]
+    pub stack: StackArgs,
 
     #[arg(long, env = "SF_DB_HOST")]
     pub sf_db_host: String,
@@ -246,7 +254,7 @@ impl Cfg {
             password: password.clone(),
         };
         Ok(Cfg {
-            work: a.stack_dir.join("bench"),
+            work: a.stack.dir.join("bench"),
             bin_dir: a
                 .bin_dir
                 .clone()
@@ -327,7 +335,7 @@ metrics_listen = "127.0.0.1:0"
 "#,
             host = db.host,
             port = db.port,
-            tls = db::tls_toml(a.stack_tls_ca.as_deref()),
+            tls = db::tls_toml(a.stack.tls_ca.as_deref()),
             sfb = a.sf_brokers,
             eub = a.eu_brokers,
             sfr = a.sf_registry,
@@ -370,7 +378,7 @@ metrics_listen = "127.0.0.1:0"
         parts
             .iter()
             .filter_map(|p| {
-                procs::stack_pid(&self.args.stack_dir, p).map(|pid| (p.to_string(), pid))
+                procs::stack_pid(&self.args.stack.dir, p).map(|pid| (p.to_string(), pid))
             })
             .collect()
     }

@@ -21,7 +21,7 @@ use crate::config::Cfg;
 use crate::db::{self, Db, Durability};
 use crate::procs::{self, mib, CpuUse, CpuWindow, Exit, Spawned};
 use crate::replica;
-use crate::report::{say, Contestant};
+use crate::report::{say, Contestant, Drain};
 
 /// Every process of the two-site stack.
 pub const STACK: &[&str] = &[
@@ -168,9 +168,7 @@ fn contestant(
     Contestant {
         key: key.into(),
         name: name.into(),
-        rows,
-        seconds,
-        rows_per_s: rows as f64 / seconds,
+        drain: Drain::new(rows, seconds),
         ratio_native_st: None,
         ratio_native_par: None,
         cpu_per_1k_rows: cpu.per_1k_rows(rows),
@@ -340,7 +338,7 @@ async fn native_run(
         .await?;
     // TLS as Continuum's own connections use it (the stack's continuum users require it), so
     // both contestants pay for the same link.
-    let tls = match &cfg.args.stack_tls_ca {
+    let tls = match &cfg.args.stack.tls_ca {
         Some(ca) => format!(
             ", MASTER_SSL = 1, MASTER_SSL_CA = {}, MASTER_SSL_VERIFY_SERVER_CERT = 1",
             db::literal(ca)
@@ -622,12 +620,40 @@ pub async fn cleanup(cfg: &Cfg, topics_sf: &[String], topics_eu: &[String]) {
 /// Whether the stack has every process the bench loads.
 pub fn check_stack(cfg: &Cfg) -> Result<()> {
     for part in STACK {
-        if procs::stack_pid(&cfg.args.stack_dir, part).is_none() {
+        if procs::stack_pid(&cfg.args.stack.dir, part).is_none() {
             bail!(
                 "{part} of the stack in {} is not running: make up",
-                cfg.args.stack_dir.display()
+                cfg.args.stack.dir.display()
             );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contestant's part of the results JSON: its field names, in order, as the report's
+    /// readers know them.
+    #[test]
+    fn a_contestants_json_keeps_its_field_names() {
+        let c = contestant(
+            "e2e",
+            "end to end",
+            1000,
+            2.0,
+            CpuUse::default(),
+            BTreeMap::new(),
+            (true, String::new()),
+        );
+        let want = concat!(
+            r#"{"key":"e2e","name":"end to end","rows":1000,"seconds":2.0,"rows_per_s":500.0,"#,
+            r#""ratio_native_st":null,"ratio_native_par":null,"cpu_per_1k_rows":{},"#,
+            r#""peak_rss_mib":{},"broker_cpu_share":null,"broker_machine_share":null,"#,
+            r#""cpu":{"wall_s":0.0,"cpu_s":{},"machine_busy_s":0.0,"machine_capacity_s":0.0},"#,
+            r#""verified":true,"verify_detail":""}"#
+        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), want);
+    }
 }

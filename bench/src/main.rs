@@ -147,7 +147,7 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
             topics_sf.push(e2e_topic.clone());
             topics_eu.push(e2e_topic.clone());
             let (c, mut pipeline) = contestants::end_to_end(cfg, &bl, &e2e_topic).await?;
-            let max = c.rows_per_s;
+            let max = c.drain.rows_per_s;
             rep.contestants.push(c);
             let r = if cfg.skips(Phase::Steady) {
                 Ok(Vec::new())

@@ -40,7 +40,7 @@ pub fn draw(path: &Path, rep: &Report, history: &[HistoryPoint]) -> Result<()> {
     let bars: Vec<(String, f64)> = rep
         .contestants
         .iter()
-        .map(|c| (c.name.clone(), c.rows_per_s))
+        .map(|c| (c.name.clone(), c.drain.rows_per_s))
         .collect();
     let max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.45;
     let n = bars.len().max(1) as f64;

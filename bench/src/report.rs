@@ -26,10 +26,8 @@ pub struct Contestant {
     /// Short name in the results (`native_st`, `e2e`, ...) and its label in the report.
     pub key: String,
     pub name: String,
-    /// Row changes it drained, in `seconds` of wall time, and their rate.
-    pub rows: u64,
-    pub seconds: f64,
-    pub rows_per_s: f64,
+    #[serde(flatten)]
+    pub drain: Drain,
     /// `rows_per_s` over native replication's with 1 SQL thread, and with 4 threads.
     pub ratio_native_st: Option<f64>,
     pub ratio_native_par: Option<f64>,
@@ -45,6 +43,25 @@ pub struct Contestant {
     /// The target's tables equal SF's (row count and CHECKSUM TABLE).
     pub verified: bool,
     pub verify_detail: String,
+}
+
+/// The row changes a contestant drained, in `seconds` of wall time, and their rate (at the top
+/// level of the contestant's JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Drain {
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+}
+
+impl Drain {
+    pub fn new(rows: u64, seconds: f64) -> Drain {
+        Drain {
+            rows,
+            seconds,
+            rows_per_s: rows as f64 / seconds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,8 +125,8 @@ fn stack_servers(cfg: &Cfg) -> String {
     };
     format!(
         "Apache Kafka {} (KRaft, one node per site), Apicurio Registry {} (kafkasql)",
-        version(&cfg.args.kafka_home, "kafka-"),
-        version(&cfg.args.apicurio_home, "apicurio-registry-")
+        version(&cfg.args.stack.kafka_home, "kafka-"),
+        version(&cfg.args.stack.apicurio_home, "apicurio-registry-")
     )
 }
 
@@ -197,11 +214,11 @@ impl Report {
 
     /// Ratios and goals.
     pub fn finish(&mut self) {
-        let st = self.get("native_st").map(|c| c.rows_per_s);
-        let par = self.get("native_par").map(|c| c.rows_per_s);
+        let st = self.get("native_st").map(|c| c.drain.rows_per_s);
+        let par = self.get("native_par").map(|c| c.drain.rows_per_s);
         for c in &mut self.contestants {
-            c.ratio_native_st = st.map(|s| c.rows_per_s / s);
-            c.ratio_native_par = par.map(|p| c.rows_per_s / p);
+            c.ratio_native_st = st.map(|s| c.drain.rows_per_s / s);
+            c.ratio_native_par = par.map(|p| c.drain.rows_per_s / p);
         }
         let e2e = self.get("e2e").cloned();
         let prod = self.get("producer").cloned();
@@ -245,7 +262,7 @@ impl Report {
             ),
             g(
                 "producer throughput",
-                prod.as_ref().map(|c| c.rows_per_s),
+                prod.as_ref().map(|c| c.drain.rows_per_s),
                 "rows/s",
                 150_000.0,
                 true,
@@ -255,7 +272,7 @@ impl Report {
                 apply
                     .as_ref()
                     .zip(load.as_ref())
-                    .map(|(a, l)| a.rows_per_s / l.rows_per_s),
+                    .map(|(a, l)| a.drain.rows_per_s / l.drain.rows_per_s),
                 "x",
                 0.5,
                 true,
@@ -391,9 +408,9 @@ impl Report {
             s.push_str(&format!(
                 "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {:.0}% ({:.0}% by these processes) | {} |\n",
                 c.name,
-                c.rows,
-                c.seconds,
-                c.rows_per_s,
+                c.drain.rows,
+                c.drain.seconds,
+                c.drain.rows_per_s,
                 f(c.ratio_native_st, 2),
                 f(c.ratio_native_par, 2),
                 if cpu.is_empty() { "–".into() } else { cpu },

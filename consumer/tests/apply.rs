@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use continuum_schemas::types::{BlobKind, DateTime, IntWidth, TextKind};
-use continuum_schemas::{Column, ColumnType, StreamRecord, Value};
+use continuum_schemas::{Column, ColumnType, StreamRecord, TableSchema, Value};
+use continuum_tests::process::wait_for_takeover;
 use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 use support::*;
@@ -88,9 +89,115 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The table most of these tests write: `a`, an INT key and an INT value.
+const A_DDL: &str = "CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB";
+
+/// Table `name` of `db` as the source describes it: the INT primary key `id`, then `columns`.
+fn keyed(db: &str, name: &str, columns: Vec<Column>) -> TableSchema {
+    let mut all = vec![int_col("id", false)];
+    all.extend(columns);
+    table(db, name, all, vec![0])
+}
+
+/// A fixture (default apply settings) whose databases hold the tables `ddl` creates, and its
+/// source, which knows none of them yet.
+async fn fixture(name: &str, ddl: &[&str]) -> (Fixture, Source) {
+    let fx = Fixture::new(name, ddl, "").await;
+    let src = fx.source().await;
+    (fx, src)
+}
+
+/// Table `a` ([`A_DDL`]) as the source describes it.
+fn a_table(db: &str) -> TableSchema {
+    keyed(db, "a", vec![int_col("v", false)])
+}
+
+/// [`fixture`] with the one table `a` ([`A_DDL`]), which the source knows.
+async fn with_table_a(name: &str) -> (Fixture, Source) {
+    let (fx, mut src) = fixture(name, &[A_DDL]).await;
+    src.table(a_table(&fx.db));
+    (fx, src)
+}
+
+/// [`fixture`] with one table, `table`: the INT primary key `id` and a `VARCHAR(20) NOT NULL`
+/// column `column`, which the source knows.
+async fn with_text_table(name: &str, table: &str, column: &str) -> (Fixture, Source) {
+    let ddl = format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, {column} VARCHAR(20) NOT NULL) ENGINE=InnoDB"
+    );
+    let (fx, mut src) = fixture(name, &[&ddl]).await;
+    src.table(keyed(&fx.db, table, vec![varchar_col(column, false)]));
+    (fx, src)
+}
+
+/// The number `sql` (a COUNT) reads on the replica, in the test's database.
+async fn replica_number(fx: &Fixture, sql: &str) -> Option<i64> {
+    fx.replica().await.query_first(sql).await.unwrap()
+}
+
+/// Asserts the replica's `table` (in the test's database) holds `rows` rows, saying `why`.
+async fn assert_replica_rows(fx: &Fixture, table: &str, rows: i64, why: &str) {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    assert_eq!(replica_number(fx, &sql).await, Some(rows), "{table}: {why}");
+}
+
+/// Runs the consumer with `args`, asserting it succeeds; its output.
+fn run_ok(fx: &Fixture, args: &[&str]) -> std::process::Output {
+    let out = fx.run(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    out
+}
+
+/// `status --json`, asserting the state it reports is `state`; the whole report.
+fn assert_state(fx: &Fixture, state: &str) -> serde_json::Value {
+    let st = json(&fx.run(&["status", "--json"]));
+    assert_eq!(st["state"], state, "{st}");
+    st
+}
+
+/// `apply --until-caught-up`, asserting the checkpoint is then the topic's end (naming `what`
+/// was applied); returns apply's stderr.
+async fn apply_to_end(fx: &Fixture, what: &str) -> String {
+    let err = fx.apply_caught_up();
+    assert_eq!(
+        fx.checkpoint().await.unwrap().0,
+        fx.high_watermark(),
+        "{what}: {err}"
+    );
+    err
+}
+
+/// `apply --until-caught-up`, asserting it fails with every needle in its error line and the
+/// checkpoint stays at `checkpoint`, the start of the transaction it stopped at.
+async fn apply_stops_at(fx: &Fixture, needles: &[&str], checkpoint: i64) {
+    fx.apply_caught_up_expect_failure(needles).await;
+    assert_eq!(
+        fx.checkpoint().await.unwrap().0,
+        checkpoint,
+        "the checkpoint is at the start of the transaction apply stopped at"
+    );
+}
+
+/// SQL counting the tables named `name` in the current database (0 or 1).
+fn tables_named(name: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='{name}'"
+    )
+}
+
+/// `SHOW CREATE TABLE t2` on `conn`: the statement that creates it.
+async fn create_t2(mut conn: mysql_async::Conn) -> String {
+    let (_, create): (String, String) = conn
+        .query_first("SHOW CREATE TABLE t2")
+        .await
+        .unwrap()
+        .unwrap();
+    create
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips() {
-    let fx = Fixture::new(
+    let (fx, mut src) = fixture(
         "types",
         &["CREATE TABLE types (id INT PRIMARY KEY,
             ti TINYINT NULL, su SMALLINT UNSIGNED NULL, mi MEDIUMINT NULL, iu INT UNSIGNED NULL, bi BIGINT NULL,
@@ -99,89 +206,20 @@ async fn every_type_round_trips() {
             vc VARCHAR(100) NULL, tx TEXT NULL, bn BINARY(4) NULL, vb VARBINARY(100) NULL, bl BLOB NULL,
             en ENUM('a','b c','it''s') NULL, st SET('x','y','z') NULL, js JSON NULL, ge GEOMETRY NULL, i6 INET6 NULL, uu UUID NULL,
             gen INT AS (ti + 1) VIRTUAL) ENGINE=InnoDB"],
-        "",
     )
     .await;
-    let mut src = fx.source().await;
     let i = |width, unsigned| ColumnType::Integer { width, unsigned };
-    let mut columns = vec![
-        col("id", i(IntWidth::Int, false)),
-        col("ti", i(IntWidth::Tiny, false)),
-        col("su", i(IntWidth::Small, true)),
-        col("mi", i(IntWidth::Medium, false)),
-        col("iu", i(IntWidth::Int, true)),
-        col("bi", i(IntWidth::Big, false)),
-        col("bu", i(IntWidth::Big, true)),
-        col(
-            "de",
-            ColumnType::Decimal {
-                precision: 65,
-                scale: 30,
-            },
-        ),
-        col("fl", ColumnType::Float),
-        col("dbl", ColumnType::Double),
-        col("bt", ColumnType::Bit { bits: 10 }),
-        col("yr", ColumnType::Year),
-        col("dt", ColumnType::Date),
-        col("tm", ColumnType::Time { fsp: 6 }),
-        col("dtm", ColumnType::DateTime { fsp: 6 }),
-        col("ts", ColumnType::Timestamp { fsp: 6 }),
-        col(
-            "ch",
-            ColumnType::Text {
-                kind: TextKind::Char,
-            },
-        ),
-        col(
-            "vc",
-            ColumnType::Text {
-                kind: TextKind::VarChar,
-            },
-        ),
-        col(
-            "tx",
-            ColumnType::Text {
-                kind: TextKind::Text,
-            },
-        ),
-        col("bn", ColumnType::Binary { len: 4 }),
-        col(
-            "vb",
-            ColumnType::Blob {
-                kind: BlobKind::VarBinary,
-            },
-        ),
-        col(
-            "bl",
-            ColumnType::Blob {
-                kind: BlobKind::Blob,
-            },
-        ),
-        col(
-            "en",
-            ColumnType::Enum {
-                values: vec!["a".into(), "b c".into(), "it's".into()],
-            },
-        ),
-        col(
-            "st",
-            ColumnType::Set {
-                values: vec!["x".into(), "y".into(), "z".into()],
-            },
-        ),
-        col(
-            "js",
-            ColumnType::Text {
-                kind: TextKind::LongText,
-            },
-        ),
-        col("ge", ColumnType::Geometry),
-        col("i6", ColumnType::Binary { len: 16 }),
-        col("uu", ColumnType::Binary { len: 16 }),
-    ];
-    columns[0].nullable = false;
-    src.table(table(&fx.db, "types", columns, vec![0]));
+    let integer = |name, width, unsigned, typical, extreme| {
+        (
+            name,
+            i(width, unsigned),
+            Value::Int(typical),
+            Value::Int(extreme),
+        )
+    };
+    let text = |kind| ColumnType::Text { kind };
+    let blob = |kind| ColumnType::Blob { kind };
+    let names = |v: &[&str]| v.iter().map(|&s| s.to_owned()).collect::<Vec<String>>();
     let point = {
         // SRID 4326, then WKB POINT(1 2).
         let mut g = vec![0xE6, 0x10, 0, 0, 1, 1, 0, 0, 0];
@@ -190,69 +228,163 @@ async fn every_type_round_trips() {
         g
     };
     let dt = |s: &str| s.parse::<DateTime>().unwrap();
-    let typical = vec![
-        Value::Int(1),
-        Value::Int(-7),
-        Value::Int(300),
-        Value::Int(-70000),
-        Value::Int(4_000_000_000),
-        Value::Int(-9_000_000_000),
-        Value::UInt(10_000_000_000_000_000_000),
-        Value::Decimal("-12345.678900000000000000000000000001".into()),
-        Value::Float(0.1),
-        Value::Double(-2.5e-300),
-        Value::Bytes(vec![0x01, 0x02]),
-        Value::Int(2024),
-        Value::Date("2024-02-29".parse().unwrap()),
-        Value::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999),
-        Value::DateTime(dt("2024-01-02 03:04:05.123456")),
-        Value::Timestamp(1_700_000_000_123_456),
-        Value::Text("ab".into()),
-        Value::Text("héllo 😀 ünïcode ' \" \\ ; --".into()),
-        Value::Text("line1\nline2\0nul\u{1a}".into()),
-        Value::Bytes(vec![1, 0, 0, 0]),
-        Value::Bytes(vec![0, 0xff, b'\'', b'\\']),
-        Value::Bytes((0..=255).collect()),
-        Value::Text("b c".into()),
-        Value::Text("x,z".into()),
-        Value::Text(r#"{"k": [1, "two", null]}"#.into()),
-        Value::Bytes(point.clone()),
-        Value::Bytes([[0u8; 15].as_slice(), &[1]].concat()),
-        Value::Bytes(vec![
-            0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
-            0x40, 0x00,
-        ]),
+    let max_time = (838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999;
+    // Each column of `types` but the generated one: its type, a typical value, an extreme one.
+    let cases: Vec<(&str, ColumnType, Value, Value)> = vec![
+        integer("id", IntWidth::Int, false, 1, 2),
+        integer("ti", IntWidth::Tiny, false, -7, -128),
+        integer("su", IntWidth::Small, true, 300, 65535),
+        integer("mi", IntWidth::Medium, false, -70000, -8_388_608),
+        integer("iu", IntWidth::Int, true, 4_000_000_000, 4_294_967_295),
+        integer("bi", IntWidth::Big, false, -9_000_000_000, i64::MIN),
+        (
+            "bu",
+            i(IntWidth::Big, true),
+            Value::UInt(10_000_000_000_000_000_000),
+            Value::UInt(u64::MAX),
+        ),
+        (
+            "de",
+            ColumnType::Decimal {
+                precision: 65,
+                scale: 30,
+            },
+            Value::Decimal("-12345.678900000000000000000000000001".into()),
+            Value::Decimal(
+                "99999999999999999999999999999999999.999999999999999999999999999999".into(),
+            ),
+        ),
+        (
+            "fl",
+            ColumnType::Float,
+            Value::Float(0.1),
+            Value::Float(f32::MAX),
+        ),
+        (
+            "dbl",
+            ColumnType::Double,
+            Value::Double(-2.5e-300),
+            Value::Double(f64::MIN_POSITIVE),
+        ),
+        (
+            "bt",
+            ColumnType::Bit { bits: 10 },
+            Value::Bytes(vec![0x01, 0x02]),
+            Value::Bytes(vec![0x03, 0xff]),
+        ),
+        ("yr", ColumnType::Year, Value::Int(2024), Value::Int(0)),
+        (
+            "dt",
+            ColumnType::Date,
+            Value::Date("2024-02-29".parse().unwrap()),
+            Value::Date("0000-00-00".parse().unwrap()),
+        ),
+        (
+            "tm",
+            ColumnType::Time { fsp: 6 },
+            Value::Time(-max_time),
+            Value::Time(max_time),
+        ),
+        (
+            "dtm",
+            ColumnType::DateTime { fsp: 6 },
+            Value::DateTime(dt("2024-01-02 03:04:05.123456")),
+            Value::DateTime(dt("2024-00-15 00:00:00.000001")),
+        ),
+        (
+            "ts",
+            ColumnType::Timestamp { fsp: 6 },
+            Value::Timestamp(1_700_000_000_123_456),
+            Value::Timestamp(0),
+        ),
+        (
+            "ch",
+            text(TextKind::Char),
+            Value::Text("ab".into()),
+            Value::Text("".into()),
+        ),
+        (
+            "vc",
+            text(TextKind::VarChar),
+            Value::Text("héllo 😀 ünïcode ' \" \\ ; --".into()),
+            Value::Text("x".repeat(100)),
+        ),
+        (
+            "tx",
+            text(TextKind::Text),
+            Value::Text("line1\nline2\0nul\u{1a}".into()),
+            Value::Text("".into()),
+        ),
+        (
+            "bn",
+            ColumnType::Binary { len: 4 },
+            Value::Bytes(vec![1, 0, 0, 0]),
+            Value::Bytes(vec![0, 0, 0, 0]),
+        ),
+        (
+            "vb",
+            blob(BlobKind::VarBinary),
+            Value::Bytes(vec![0, 0xff, b'\'', b'\\']),
+            Value::Bytes(vec![]),
+        ),
+        (
+            "bl",
+            blob(BlobKind::Blob),
+            Value::Bytes((0..=255).collect()),
+            Value::Bytes(vec![]),
+        ),
+        (
+            "en",
+            ColumnType::Enum {
+                values: names(&["a", "b c", "it's"]),
+            },
+            Value::Text("b c".into()),
+            Value::Text("it's".into()),
+        ),
+        (
+            "st",
+            ColumnType::Set {
+                values: names(&["x", "y", "z"]),
+            },
+            Value::Text("x,z".into()),
+            Value::Text("".into()),
+        ),
+        (
+            "js",
+            text(TextKind::LongText),
+            Value::Text(r#"{"k": [1, "two", null]}"#.into()),
+            Value::Text("{}".into()),
+        ),
+        (
+            "ge",
+            ColumnType::Geometry,
+            Value::Bytes(point.clone()),
+            Value::Bytes(point),
+        ),
+        (
+            "i6",
+            ColumnType::Binary { len: 16 },
+            Value::Bytes([[0u8; 15].as_slice(), &[1]].concat()),
+            Value::Bytes(vec![0; 16]),
+        ),
+        (
+            "uu",
+            ColumnType::Binary { len: 16 },
+            Value::Bytes(vec![
+                0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+                0x40, 0x00,
+            ]),
+            Value::Bytes(vec![0xff; 16]),
+        ),
     ];
-    let extremes = vec![
-        Value::Int(2),
-        Value::Int(-128),
-        Value::Int(65535),
-        Value::Int(-8_388_608),
-        Value::Int(4_294_967_295),
-        Value::Int(i64::MIN),
-        Value::UInt(u64::MAX),
-        Value::Decimal("99999999999999999999999999999999999.999999999999999999999999999999".into()),
-        Value::Float(f32::MAX),
-        Value::Double(f64::MIN_POSITIVE),
-        Value::Bytes(vec![0x03, 0xff]),
-        Value::Int(0),
-        Value::Date("0000-00-00".parse().unwrap()),
-        Value::Time((838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999),
-        Value::DateTime(dt("2024-00-15 00:00:00.000001")),
-        Value::Timestamp(0),
-        Value::Text("".into()),
-        Value::Text("x".repeat(100)),
-        Value::Text("".into()),
-        Value::Bytes(vec![0, 0, 0, 0]),
-        Value::Bytes(vec![]),
-        Value::Bytes(vec![]),
-        Value::Text("it's".into()),
-        Value::Text("".into()),
-        Value::Text("{}".into()),
-        Value::Bytes(point),
-        Value::Bytes(vec![0; 16]),
-        Value::Bytes(vec![0xff; 16]),
-    ];
+    let mut columns: Vec<Column> = cases
+        .iter()
+        .map(|(name, ty, ..)| col(name, ty.clone()))
+        .collect();
+    columns[0].nullable = false;
+    src.table(table(&fx.db, "types", columns, vec![0]));
+    let typical: Vec<Value> = cases.iter().map(|c| c.2.clone()).collect();
+    let extremes: Vec<Value> = cases.iter().map(|c| c.3.clone()).collect();
     let mut nulls = vec![Value::Null; 28];
     nulls[0] = Value::Int(3);
     src.txn(vec![
@@ -419,15 +551,10 @@ async fn swap_workload(
     seed: u64,
     mut mid: impl FnMut(usize, &mut Source),
 ) {
-    src.table(table(
+    src.table(keyed(
         &fx.db,
         "u",
-        vec![
-            int_col("id", false),
-            varchar_col("code", false),
-            int_col("v", false),
-        ],
-        vec![0],
+        vec![varchar_col("code", false), int_col("v", false)],
     ));
     src.table(table(
         &fx.db,
@@ -596,8 +723,7 @@ async fn swap_workload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical() {
-    let fx = Fixture::new("swaps", SWAP_DDL, "").await;
-    let mut src = fx.source().await;
+    let (fx, mut src) = fixture("swaps", SWAP_DDL).await;
     let mut mid_offset = 0;
     let mut mid_time = 0;
     swap_workload(&fx, &mut src, 400, 11, |n, s| {
@@ -623,9 +749,7 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
         vec!["replay", "--to-offset", &mid, "--json"],
         vec!["replay", "--from-time", &time, "--json"],
     ] {
-        let out = fx.run(&args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        let rep = json(&out);
+        let rep = json(&run_ok(&fx, &args));
         assert_eq!(
             rep["replay_until"],
             serde_json::json!(position),
@@ -639,8 +763,7 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
             let off = rep["offset"].as_i64().unwrap();
             assert!(off > 0 && off < end, "{rep}");
         }
-        let st = json(&fx.run(&["status", "--json"]));
-        assert_eq!(st["state"], "replaying", "{st}");
+        assert_state(&fx, "replaying");
         fx.apply_caught_up();
         fx.assert_same(&["u", "k"]).await;
         let (off, gtid, replay_until, _) = fx.checkpoint().await.unwrap();
@@ -653,48 +776,24 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
     fx.drop_databases().await;
 }
 
+const FK_DDL: &[&str] = &[
+    "CREATE TABLE p (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL UNIQUE, v INT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, FOREIGN KEY (pid) REFERENCES p(id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",
+    "CREATE TABLE g (id INT PRIMARY KEY, cid INT NOT NULL, FOREIGN KEY (cid) REFERENCES c(id) ON DELETE CASCADE) ENGINE=InnoDB",
+    "CREATE TABLE n (id INT PRIMARY KEY, pcode VARCHAR(10) NULL, FOREIGN KEY (pcode) REFERENCES p(code) ON DELETE SET NULL ON UPDATE CASCADE) ENGINE=InnoDB",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
-    let fx = Fixture::new(
-        "fk",
-        &[
-            "CREATE TABLE p (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL UNIQUE, v INT NOT NULL) ENGINE=InnoDB",
-            "CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, FOREIGN KEY (pid) REFERENCES p(id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",
-            "CREATE TABLE g (id INT PRIMARY KEY, cid INT NOT NULL, FOREIGN KEY (cid) REFERENCES c(id) ON DELETE CASCADE) ENGINE=InnoDB",
-            "CREATE TABLE n (id INT PRIMARY KEY, pcode VARCHAR(10) NULL, FOREIGN KEY (pcode) REFERENCES p(code) ON DELETE SET NULL ON UPDATE CASCADE) ENGINE=InnoDB",
-        ],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
+    let (fx, mut src) = fixture("fk", FK_DDL).await;
+    src.table(keyed(
         &fx.db,
         "p",
-        vec![
-            int_col("id", false),
-            varchar_col("code", false),
-            int_col("v", false),
-        ],
-        vec![0],
+        vec![varchar_col("code", false), int_col("v", false)],
     ));
-    src.table(table(
-        &fx.db,
-        "c",
-        vec![int_col("id", false), int_col("pid", false)],
-        vec![0],
-    ));
-    src.table(table(
-        &fx.db,
-        "g",
-        vec![int_col("id", false), int_col("cid", false)],
-        vec![0],
-    ));
-    src.table(table(
-        &fx.db,
-        "n",
-        vec![int_col("id", false), varchar_col("pcode", true)],
-        vec![0],
-    ));
+    src.table(keyed(&fx.db, "c", vec![int_col("pid", false)]));
+    src.table(keyed(&fx.db, "g", vec![int_col("cid", false)]));
+    src.table(keyed(&fx.db, "n", vec![varchar_col("pcode", true)]));
     let p =
         |id: i64, code: &str, v: i64| vec![Value::Int(id), Value::Text(code.into()), Value::Int(v)];
     let mut ops = vec![];
@@ -722,16 +821,10 @@ async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["p", "c", "g", "n"]).await;
-    let children: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM c WHERE pid = 4")
-        .await
-        .unwrap();
+    let children = replica_number(&fx, "SELECT COUNT(*) FROM c WHERE pid = 4").await;
     assert_eq!(children, Some(3), "REPLACE of a parent must not cascade");
     // Re-applying everything over the newer state converges too.
-    let out = fx.run(&["replay", "--from-beginning"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&fx, &["replay", "--from-beginning"]);
     fx.apply_caught_up();
     fx.assert_same(&["p", "c", "g", "n"]).await;
     fx.drop_databases().await;
@@ -739,19 +832,7 @@ async fn foreign_key_actions_run_on_the_replica_as_on_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_record_stops_apply_and_the_checkpoint_stays() {
-    let fx = Fixture::new(
-        "poison",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_table_a("poison").await;
     for i in 0..5 {
         src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
@@ -768,66 +849,40 @@ async fn poison_record_stops_apply_and_the_checkpoint_stays() {
         )
         .await;
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[
+    let needles = [
         &format!("@{poison}"),
         "1-1-6",
         "does not decode",
         "magic byte",
-    ])
-    .await;
-    assert_eq!(
-        fx.checkpoint().await.unwrap().0,
-        poison,
-        "the checkpoint is right before the poison record"
-    );
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "stopped-at-error", "{st}");
+    ];
+    apply_stops_at(&fx, &needles, poison).await;
+    let st = assert_state(&fx, "stopped-at-error");
     assert!(
         st["error"].as_str().unwrap().contains("does not decode"),
         "{st}"
     );
     // Again: same stop, same checkpoint.
-    fx.apply_caught_up_expect_failure(&[&format!("@{poison}")])
-        .await;
-    assert_eq!(fx.checkpoint().await.unwrap().0, poison);
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM a")
-        .await
-        .unwrap();
-    assert_eq!(count, Some(5));
+    apply_stops_at(&fx, &[&format!("@{poison}")], poison).await;
+    assert_replica_rows(&fx, "a", 5, "the rows before the poison record").await;
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_missing_on_the_replica_names_the_record() {
-    let fx = Fixture::new(
+    let (fx, mut src) = fixture(
         "missing",
         &[
-            "CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+            A_DDL,
             "CREATE TABLE m (id INT PRIMARY KEY, x INT NULL, y VARCHAR(20) NULL) ENGINE=InnoDB",
         ],
-        "",
     )
     .await;
     fx.on_replica(&["ALTER TABLE m DROP COLUMN y"]).await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
-    src.table(table(
+    src.table(a_table(&fx.db));
+    src.table(keyed(
         &fx.db,
         "m",
-        vec![
-            int_col("id", false),
-            int_col("x", true),
-            varchar_col("y", true),
-        ],
-        vec![0],
+        vec![int_col("x", true), varchar_col("y", true)],
     ));
     src.insert("a", vec![Value::Int(1), Value::Int(1)]).await;
     let first = src.produced;
@@ -840,50 +895,23 @@ async fn a_column_missing_on_the_replica_names_the_record() {
     ])
     .await;
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[
+    let needles = [
         &format!("@{}", first + 1),
         "GTID 1-1-2",
         &format!("table {}.m", fx.db),
         "primary key id=42",
         "no column `y`",
-    ])
-    .await;
-    assert_eq!(
-        fx.checkpoint().await.unwrap().0,
-        first,
-        "the checkpoint is at the failing transaction's start"
-    );
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM a")
-        .await
-        .unwrap();
-    assert_eq!(
-        count,
-        Some(1),
-        "no part of the failing transaction is applied"
-    );
+    ];
+    apply_stops_at(&fx, &needles, first).await;
+    assert_replica_rows(&fx, "a", 1, "no part of the failing transaction is applied").await;
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
-    let fx = Fixture::new(
-        "refused",
-        &["CREATE TABLE r (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
+    let (fx, mut src) = with_text_table("refused", "r", "s").await;
     fx.on_replica(&["ALTER TABLE r MODIFY s VARCHAR(5) NOT NULL"])
         .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "r",
-        vec![int_col("id", false), varchar_col("s", false)],
-        vec![0],
-    ));
     let mut bad_offset = 0;
     let mut bad_start = 0;
     for i in 0..300 {
@@ -907,48 +935,28 @@ async fn a_value_the_replica_refuses_is_pinned_to_its_record() {
         }
     }
     src.flush().await;
-    fx.apply_caught_up_expect_failure(&[&format!("@{bad_offset}"), "id=10000", "Data too long"])
-        .await;
-    assert_eq!(fx.checkpoint().await.unwrap().0, bad_start);
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM r")
-        .await
-        .unwrap();
-    assert_eq!(
-        count,
-        Some(150),
-        "every transaction before the failing one is applied, nothing after"
-    );
+    let needles = [&format!("@{bad_offset}"), "id=10000", "Data too long"];
+    apply_stops_at(&fx, &needles, bad_start).await;
+    assert_replica_rows(
+        &fx,
+        "r",
+        150,
+        "every transaction before the failing one is applied, nothing after",
+    )
+    .await;
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
     let (fx, mut src) = Fixture::caught_up_with_one_table("ddl").await;
-    let v1 = table(
+    let v1 = keyed(&fx.db, "t2", vec![int_col("a", true)]);
+    let v2 = keyed(
         &fx.db,
         "t2",
-        vec![int_col("id", false), int_col("a", true)],
-        vec![0],
+        vec![int_col("a", true), varchar_col("b", true)],
     );
-    let v2 = table(
-        &fx.db,
-        "t2",
-        vec![
-            int_col("id", false),
-            int_col("a", true),
-            varchar_col("b", true),
-        ],
-        vec![0],
-    );
-    let v3 = table(
-        &fx.db,
-        "t2",
-        vec![int_col("id", false), varchar_col("b", true)],
-        vec![0],
-    );
+    let v3 = keyed(&fx.db, "t2", vec![varchar_col("b", true)]);
     // Each schema change is also run on the replica first: the state a crash leaves between
     // running a schema change and committing the checkpoint past it.
     let steps: Vec<(&str, Option<continuum_schemas::TableSchema>)> = vec![
@@ -986,40 +994,18 @@ async fn schema_changes_apply_in_order_and_re_applying_them_is_harmless() {
             }
         }
         src.flush().await;
-        let err = fx.apply_caught_up();
-        assert_eq!(
-            fx.checkpoint().await.unwrap().0,
-            fx.high_watermark(),
-            "{ddl}: {err}"
-        );
+        apply_to_end(&fx, ddl).await;
     }
     fx.assert_same(&["base", "t2"]).await;
-    let a: (String, String) = fx
-        .source_conn()
-        .await
-        .query_first("SHOW CREATE TABLE t2")
-        .await
-        .unwrap()
-        .unwrap();
-    let b: (String, String) = fx
-        .replica()
-        .await
-        .query_first("SHOW CREATE TABLE t2")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(a.1, b.1);
+    assert_eq!(
+        create_t2(fx.source_conn().await).await,
+        create_t2(fx.replica().await).await
+    );
     // Re-applying the whole history, schema changes included, over the final schema.
-    let out = fx.run(&["replay", "--from-beginning"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&fx, &["replay", "--from-beginning"]);
     fx.apply_caught_up();
     fx.assert_same(&["base", "t2"]).await;
-    let t3: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='t3'")
-        .await
-        .unwrap();
+    let t3 = replica_number(&fx, &tables_named("t3")).await;
     assert_eq!(t3, Some(0));
     let _ = fx
         .replica()
@@ -1047,14 +1033,8 @@ async fn ddl_policy_stop_and_skip() {
         "{err}"
     );
     assert_eq!(fx.checkpoint().await.unwrap().0, ddl_offset);
-    let out = fx.run(&["apply", "--until-caught-up", "--ddl", "skip"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let extra: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA=DATABASE() AND TABLE_NAME='extra'")
-        .await
-        .unwrap();
+    run_ok(&fx, &["apply", "--until-caught-up", "--ddl", "skip"]);
+    let extra = replica_number(&fx, &tables_named("extra")).await;
     assert_eq!(extra, Some(0), "skipped: not run on the replica");
     fx.assert_same(&["base"]).await;
     fx.drop_databases().await;
@@ -1062,19 +1042,7 @@ async fn ddl_policy_stop_and_skip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_snapshot_leaves_no_stale_rows() {
-    let fx = Fixture::new(
-        "snap",
-        &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "s",
-        vec![int_col("id", false), varchar_col("v", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_text_table("snap", "s", "v").await;
     // Rows that exist before capture starts: only snapshots carry them.
     for i in 1..=100 {
         src.source_only(
@@ -1090,20 +1058,9 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
     src.snapshot("A", &["s"], Some(60)).await;
     src.flush().await;
     fx.apply_caught_up();
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "snapshot-loading", "{st}");
+    let st = assert_state(&fx, "snapshot-loading");
     assert_eq!(st["snapshot_loading"], "A", "{st}");
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM s")
-        .await
-        .unwrap();
-    assert_eq!(
-        count,
-        Some(60),
-        "while A loads, the table holds A's rows only"
-    );
+    assert_replica_rows(&fx, "s", 60, "while A loads, the table holds A's rows only").await;
     // The source changes, then snapshot B is taken in full.
     for i in 1..=20 {
         src.source_only("s", RowOp::Delete(vec![Value::Int(i), Value::Null]))
@@ -1168,29 +1125,17 @@ async fn a_restarted_snapshot_leaves_no_stale_rows() {
     src.flush().await;
     fx.apply_caught_up();
     fx.assert_same(&["s"]).await;
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "stopped", "{st}");
+    let st = assert_state(&fx, "stopped");
     assert_eq!(st["gtid_applied"], src.position.to_string());
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lock_and_metrics() {
-    let fx = Fixture::new(
-        "status",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "not-started", "{st}");
+    let fx = Fixture::new("status", &[A_DDL], "").await;
+    assert_state(&fx, "not-started");
     let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    src.table(a_table(&fx.db));
     for i in 0..20 {
         src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
@@ -1201,9 +1146,7 @@ async fn status_lock_and_metrics() {
     let high = fx
         .wait_caught_up("apply to catch up", Duration::from_secs(60))
         .await;
-    let out = fx.run(&["status", "--json"]);
-    let st = json(&out);
-    assert_eq!(st["state"], "idle", "{st}");
+    let st = assert_state(&fx, "idle");
     assert_eq!(st["checkpoint_offset"], high);
     assert_eq!(st["high_watermark"], high);
     assert_eq!(st["records_behind"], 0);
@@ -1286,8 +1229,7 @@ async fn status_lock_and_metrics() {
     let status = apply.wait().unwrap();
     assert!(status.success(), "{status:?}");
     fx.assert_same(&["a"]).await;
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "stopped", "{st}");
+    assert_state(&fx, "stopped");
     fx.drop_databases().await;
 }
 
@@ -1310,19 +1252,7 @@ async fn apply_lock_holder(fx: &Fixture) -> Option<i64> {
 /// lock gone and commits nothing: the replica matches the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
-    let fx = Fixture::new(
-        "deadhost",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_table_a("deadhost").await;
     async fn write(src: &mut Source, from: i64, to: i64) {
         for i in from..to {
             src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
@@ -1350,28 +1280,17 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     );
     write(&mut src, 5, 10).await;
     let high = fx.high_watermark();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while fx.checkpoint().await.is_none_or(|c| c.0 != high) {
-        let log = || std::fs::read_to_string(&second_log).unwrap_or_default();
-        if let Some(status) = second.0.try_wait().unwrap() {
-            panic!(
-                "the replacement exited ({status}) while the silent connection {holder} held the lock:\n{}",
-                log()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replacement did not take over within 90s; the lock is held by {:?}; its log:\n{}",
-            apply_lock_holder(&fx).await,
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "the replacement applied {:.1}s after the first apply stopped answering",
-        stopped.elapsed().as_secs_f64()
-    );
-    assert_ne!(apply_lock_holder(&fx).await, Some(holder));
+    let applied_all = async || fx.checkpoint().await.is_some_and(|c| c.0 == high);
+    wait_for_takeover(
+        &mut second.0,
+        Duration::from_secs(90),
+        stopped,
+        holder,
+        applied_all,
+        async || apply_lock_holder(&fx).await,
+        || std::fs::read_to_string(&second_log).unwrap_or_default(),
+    )
+    .await;
 
     // The first apply wakes up and reads the new records too: it must not commit them.
     assert!(signal(first.0.id(), "CONT"), "SIGCONT the first apply");
@@ -1395,31 +1314,13 @@ async fn an_apply_on_a_host_that_stopped_answering_is_replaced() {
     drop(first);
     drop(second);
     fx.assert_same(&["a"]).await;
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM a")
-        .await
-        .unwrap();
-    assert_eq!(count, Some(15));
+    assert_replica_rows(&fx, "a", 15, "every transaction, applied once").await;
     fx.drop_databases().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn until_time_stops_before_the_first_newer_transaction() {
-    let fx = Fixture::new(
-        "until",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_table_a("until").await;
     src.set_ts(now_ms() - 100_000);
     src.ts_step = Some(1);
     for i in 0..50 {
@@ -1444,25 +1345,16 @@ async fn until_time_stops_before_the_first_newer_transaction() {
     let t = chrono::DateTime::from_timestamp_millis(cut)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let out = fx.run(&["replay", "--from-beginning", "--until-time", &t]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&fx, &["replay", "--from-beginning", "--until-time", &t]);
     let err = fx.apply_caught_up();
     assert!(err.contains("until-time"), "{err}");
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM a")
-        .await
-        .unwrap();
-    assert_eq!(count, Some(50), "exactly the transactions before the cut");
+    assert_replica_rows(&fx, "a", 50, "exactly the transactions before the cut").await;
     assert_eq!(fx.checkpoint().await.unwrap().0, cut_start);
-    let st = json(&fx.run(&["status", "--json"]));
-    assert_eq!(st["state"], "until-time-reached", "{st}");
+    assert_state(&fx, "until-time-reached");
     // Apply again stops again; a replay without --until-time goes on.
     fx.apply_caught_up();
     assert_eq!(fx.checkpoint().await.unwrap().0, cut_start);
-    let out = fx.run(&["replay", "--to-offset", &cut_start.to_string()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(&fx, &["replay", "--to-offset", &cut_start.to_string()]);
     fx.apply_caught_up();
     fx.assert_same(&["a"]).await;
     fx.drop_databases().await;
@@ -1470,24 +1362,12 @@ async fn until_time_stops_before_the_first_newer_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_to_another_cluster_finds_the_place_by_gtid() {
-    let fx = Fixture::new(
-        "switch",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
+    let (fx, mut src) = with_table_a("switch").await;
     fx.mirror_to(&mut src, "sf").await;
     // Offsets differ between the clusters: the SF copy has extra records at its start.
     for _ in 0..7 {
         src.mirror.as_mut().unwrap().heartbeat().await;
     }
-    src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
     for i in 0..30 {
         src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
     }
@@ -1501,8 +1381,7 @@ async fn moving_to_another_cluster_finds_the_place_by_gtid() {
         .await;
     }
     src.flush().await;
-    let out = fx.run(&["--read-from", "sf", "apply", "--until-caught-up"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(&fx, &["--read-from", "sf", "apply", "--until-caught-up"]);
     assert!(
         stderr(&out).contains("found its place here by GTID position"),
         "{}",
@@ -1531,21 +1410,11 @@ async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas
         fx.replica().await.query_drop(ddl).await.unwrap();
         src.ddl(ddl).await;
         src.flush().await;
-        let err = fx.apply_caught_up();
-        assert_eq!(
-            fx.checkpoint().await.unwrap().0,
-            fx.high_watermark(),
-            "apply passes `{ddl}` run again:\n{err}"
-        );
+        apply_to_end(&fx, &format!("apply passes `{ddl}` run again")).await;
     }
     for conn in [fx.source_conn().await, fx.replica().await] {
-        let mut conn = conn;
-        let t: (String, String) = conn
-            .query_first("SHOW CREATE TABLE t2")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(t.1.contains("`k` bigint(20) DEFAULT NULL"), "{}", t.1);
+        let t2 = create_t2(conn).await;
+        assert!(t2.contains("`k` bigint(20) DEFAULT NULL"), "{t2}");
     }
     // A schema change the replica refuses for another reason still stops apply, naming why.
     fx.on_replica(&["ALTER TABLE t2 ADD COLUMN z INT NULL"])
@@ -1565,31 +1434,12 @@ async fn a_schema_change_run_again_after_a_crash_is_recognised_from_the_replicas
 /// there, its rows not) applying it again converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_table_select_replicates_the_table_then_its_rows() {
-    let fx = Fixture::new(
-        "ctas",
-        &["CREATE TABLE src (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "src",
-        vec![int_col("id", false), varchar_col("name", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_text_table("ctas", "src", "name").await;
+    let shape = |name: &str| keyed(&fx.db, name, vec![varchar_col("name", false)]);
     for i in 1..=5 {
         src.insert("src", vec![Value::Int(i), Value::Text(format!("n{i}"))])
             .await;
     }
-    let shape = |name: &str| {
-        table(
-            &fx.db,
-            name,
-            vec![int_col("id", false), varchar_col("name", false)],
-            vec![0],
-        )
-    };
     src.create_select(
         "CREATE TABLE copy (PRIMARY KEY (id)) SELECT id, name FROM src WHERE id > 1",
         shape("copy"),
@@ -1598,8 +1448,7 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
     src.insert("src", vec![Value::Int(6), Value::Text("n6".into())])
         .await;
     src.flush().await;
-    fx.apply_caught_up();
-    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    apply_to_end(&fx, "a CREATE TABLE ... SELECT").await;
     fx.assert_same(&["src", "copy"]).await;
 
     // A crash after the statement and before its rows committed: the table is there, empty.
@@ -1617,8 +1466,11 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
     )
     .await;
     src.flush().await;
-    fx.apply_caught_up();
-    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    apply_to_end(
+        &fx,
+        "its rows again, and a CREATE TABLE ... SELECT of no rows",
+    )
+    .await;
     fx.assert_same(&["src", "copy", "copy2", "copy3"]).await;
     fx.drop_databases().await;
 }
@@ -1629,34 +1481,21 @@ async fn create_table_select_replicates_the_table_then_its_rows() {
 /// and the replica's audit table held a row per REPLACE (the trigger fired), the source's none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_on_the_replica_is_refused_naming_it() {
-    let fx = Fixture::new(
+    let (fx, mut src) = fixture(
         "trigger",
         &[
             "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
             "CREATE TABLE audit (n INT AUTO_INCREMENT PRIMARY KEY, id INT) ENGINE=InnoDB",
         ],
-        "",
     )
     .await;
     fx.on_replica(&["CREATE TRIGGER t_ins AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (id) VALUES (NEW.id)"]).await;
-    let mut src = fx.source().await;
-    src.table(table(
-        &fx.db,
-        "t",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    src.table(keyed(&fx.db, "t", vec![int_col("v", false)]));
     src.insert("t", vec![Value::Int(1), Value::Int(1)]).await;
     src.flush().await;
     fx.apply_caught_up_expect_failure(&["has triggers: t_ins (AFTER INSERT)", ".t"])
         .await;
-    let audit: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM audit")
-        .await
-        .unwrap();
-    assert_eq!(audit, Some(0), "the trigger never fired");
+    assert_replica_rows(&fx, "audit", 0, "the trigger never fired").await;
     fx.on_replica(&["DROP TRIGGER t_ins"]).await;
     fx.apply_caught_up();
     fx.assert_same(&["t", "audit"]).await;
@@ -1669,13 +1508,11 @@ async fn a_trigger_on_the_replica_is_refused_naming_it() {
 /// `CREATE TABLE ... SELECT` is replicated like a keyed one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_a_primary_key_is_applied_by_every_value() {
-    let fx = Fixture::new(
+    let (fx, mut src) = fixture(
         "keyless",
         &["CREATE TABLE log (a INT NULL, b VARCHAR(10) NULL) ENGINE=InnoDB"],
-        "",
     )
     .await;
-    let mut src = fx.source().await;
     let shape = |name: &str| {
         table(
             &fx.db,
@@ -1707,8 +1544,7 @@ async fn a_table_without_a_primary_key_is_applied_by_every_value() {
     src.create_select("CREATE TABLE copy SELECT a, b FROM log", shape("copy"))
         .await;
     src.flush().await;
-    fx.apply_caught_up();
-    assert_eq!(fx.checkpoint().await.unwrap().0, fx.high_watermark());
+    apply_to_end(&fx, "changes of a table without a primary key").await;
     fx.assert_same(&["log", "copy"]).await;
     let rows: Vec<(i64, Option<String>)> = fx
         .replica()
@@ -1725,19 +1561,8 @@ async fn a_table_without_a_primary_key_is_applied_by_every_value() {
 /// checkpoint already holds) was skipped as a duplicate. Now the two must agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_header_that_disagrees_with_the_payload_stops_apply() {
-    let fx = Fixture::new(
-        "poshdr",
-        &["CREATE TABLE a (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"],
-        "",
-    )
-    .await;
-    let mut src = fx.source().await;
-    let t = src.table(table(
-        &fx.db,
-        "a",
-        vec![int_col("id", false), int_col("v", false)],
-        vec![0],
-    ));
+    let (fx, mut src) = with_table_a("poshdr").await;
+    let t = src.tables["a"].clone();
     src.insert("a", vec![Value::Int(1), Value::Int(1)]).await;
     let before = src.position.clone();
     let rec = continuum_schemas::StreamRecord::Change(continuum_schemas::ChangeEvent {
@@ -1770,12 +1595,6 @@ async fn a_position_header_that_disagrees_with_the_payload_stops_apply() {
         "payload is at 'txn:1-1-2:0:last:",
     ])
     .await;
-    let count: Option<i64> = fx
-        .replica()
-        .await
-        .query_first("SELECT COUNT(*) FROM a")
-        .await
-        .unwrap();
-    assert_eq!(count, Some(1));
+    assert_replica_rows(&fx, "a", 1, "not the record whose header disagrees").await;
     fx.drop_databases().await;
 }

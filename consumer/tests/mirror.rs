@@ -6,7 +6,7 @@ mod mirror_support;
 
 use std::time::Duration;
 
-use continuum_tests::process::{kill9, signal, Killed};
+use continuum_tests::process::{kill9, signal, wait_for_takeover, Killed};
 use continuum_tests::stack;
 use mirror_support::*;
 use rand::Rng;
@@ -104,7 +104,6 @@ async fn a_second_mirror_of_the_same_topic_waits_for_the_lock_and_takes_over() {
 /// is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_on_a_host_that_stopped_answering_is_replaced() {
-    let s = stack();
     let case = MirrorCase::with_records("mirror_dead_host", 3).await;
     let topic = case.topic.clone();
     let first = Killed(case.spawn_as("first"));
@@ -118,27 +117,16 @@ async fn a_mirror_on_a_host_that_stopped_answering_is_replaced() {
 
     let mut second = Killed(case.spawn_as("second"));
     produce(&topic, 3, 6, Duration::ZERO).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while high_watermark(&s.eu, &topic) < Some(6) {
-        if let Some(status) = second.0.try_wait().unwrap() {
-            panic!(
-                "the replacement exited ({status}) while the lock was held by the silent connection {holder}:\n{}",
-                case.log_of("second")
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replacement did not take over within 90s; the lock is held by {:?}; its log:\n{}",
-            lock_holder(&lock).await,
-            case.log_of("second")
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "the replacement took over {:.1}s after the first mirror stopped answering",
-        stopped.elapsed().as_secs_f64()
-    );
-    assert_ne!(lock_holder(&lock).await, Some(holder));
+    wait_for_takeover(
+        &mut second.0,
+        Duration::from_secs(90),
+        stopped,
+        holder,
+        async || high_watermark(&stack().eu, &topic) >= Some(6),
+        async || lock_holder(&lock).await,
+        || case.log_of("second"),
+    )
+    .await;
 
     // The first mirror wakes up: it must notice that the lock is gone before it writes.
     assert!(signal(first.0.id(), "CONT"), "SIGCONT the first mirror");

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use support::*;
 
 use continuum_consumer::checkpoint::{Checkpoint, SCHEMA_SQL};
+use continuum_tests::check::query_one;
 
 fn orphans(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut c = Command::new(BIN);
@@ -66,11 +67,7 @@ async fn only_what_the_pipeline_replicates_is_listed_and_credentials_never_show(
         .await;
 
     // EU applied everything of SF up to now.
-    let now: String = s
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
+    let now: String = query_one(&mut s, "SELECT @@gtid_binlog_pos").await;
     let mut cp = Checkpoint::new(&topic, 0, "eu", 0);
     cp.gtid_position = now.parse().unwrap();
     let mut r = stack().eu.admin_conn().await;

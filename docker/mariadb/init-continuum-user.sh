@@ -1,5 +1,6 @@
-# Creates the least-privilege `continuum` user: the same grants as the local stack
-# (scripts/stack.sh db_provision; README.md "Grants" says which binary needs which).
+# Creates the least-privilege `continuum` user. Its GRANT statements are the one list of
+# Continuum's grants: the local stack reads them from here for its own user (scripts/stack.sh,
+# continuum_grants_sql). README.md "Grants" says which binary needs which.
 #
 # Mounted into /docker-entrypoint-initdb.d/. The MariaDB image's entrypoint *sources* it (it is
 # not executable) once, on the first start with an empty data directory, while its temporary

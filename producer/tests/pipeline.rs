@@ -53,6 +53,57 @@ async fn wait_for_metadata_lock(what: &str, info: &str) {
     .await;
 }
 
+/// Waits (a minute at most) until `producer` logs that it streams the binlog, naming `what` it
+/// waits for.
+async fn wait_streaming(what: &str, producer: &ProducerProc) {
+    wait_for(what, Duration::from_secs(60), || async {
+        producer
+            .log()
+            .contains("streaming the binlog")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits (a minute at most) until the producer's first snapshot of `topic` has ended: a record
+/// at a binlog position (`at:`) is there.
+async fn wait_snapshot_end(topic: &str) {
+    let brokers = stack().brokers;
+    wait_for("the snapshot end", Duration::from_secs(60), || async {
+        read_topic(&brokers, topic)
+            .iter()
+            .any(|r| matches!(pos(r), StreamPosition::At(_)))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits (a minute at most) until `p`'s topic holds everything the source's binlog holds now
+/// (`c` is a connection to the source).
+async fn wait_topic_caught_up(p: &TestPipeline, c: &mut mysql_async::Conn) {
+    let target = gtid_binlog_pos(c).await;
+    wait_caught_up(&stack().brokers, &p.topic, &target, Duration::from_secs(60)).await;
+}
+
+/// Holds tables `a` and `b` of `p`'s database (`LOCK TABLES`), starts the producer, waits until
+/// its snapshot waits for that lock in a statement `LIKE info`, then runs `changes` on the
+/// connection that holds the lock and unlocks; returns the producer.
+async fn change_while_the_snapshot_waits(
+    p: &TestPipeline,
+    what: &str,
+    info: &str,
+    changes: &[&str],
+) -> ProducerProc {
+    let mut locker = admin().await;
+    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
+        .await;
+    let producer = p.spawn(&[]);
+    wait_for_metadata_lock(what, info).await;
+    p.sql(&mut locker, changes).await;
+    p.sql(&mut locker, &["UNLOCK TABLES"]).await;
+    producer
+}
+
 async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
     let s = stack();
     let mut dec = decoder().await;
@@ -137,16 +188,9 @@ async fn snapshot_and_binlog_paths_produce_identical_records() {
     let mut prod = p.spawn(&[]);
     let s = stack();
     // Snapshot, then delete every row: the delete's before-images come from the binlog.
-    wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic)
-            .iter()
-            .any(|r| matches!(pos(r), StreamPosition::At(_)))
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_end(&p.topic).await;
     c.query_drop("DELETE FROM t ORDER BY id").await.unwrap();
-    let target = gtid_binlog_pos(&mut c).await;
-    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    wait_topic_caught_up(&p, &mut c).await;
     prod.kill9();
 
     let raw = read_topic(&s.brokers, &p.topic);
@@ -211,22 +255,13 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let (p, mut c) = TestPipeline::with_database("p_kill", &[]).await;
     let s = stack();
     for t in ["a", "b", "c"] {
-        c.query_drop(format!(
-            "CREATE TABLE {}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)",
-            p.db
-        ))
-        .await
-        .unwrap();
+        let create =
+            format!("CREATE TABLE {{db}}.{t} (id BIGINT PRIMARY KEY, v VARCHAR(64), n INT)");
+        p.sql(&mut c, &[&create]).await;
     }
     // The snapshot (of empty tables) first; then the workload, with kills while it streams.
     let mut prod = p.spawn(&[]);
-    wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic)
-            .iter()
-            .any(|r| matches!(pos(r), StreamPosition::At(_)))
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_end(&p.topic).await;
     // Workload: small multi-table transactions, updates and deletes, and a few big ones.
     let db = p.db.clone();
     let workload = tokio::spawn(async move {
@@ -394,15 +429,7 @@ async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over()
         "it waits before streaming"
     );
     first.kill9();
-    wait_for(
-        "the second producer to take over",
-        Duration::from_secs(60),
-        || {
-            let log = second.log();
-            async move { log.contains("streaming the binlog").then_some(()) }
-        },
-    )
-    .await;
+    wait_streaming("the second producer to take over", &second).await;
     assert!(
         second.child.try_wait().unwrap().is_none(),
         "the second producer runs"
@@ -413,20 +440,9 @@ async fn a_second_producer_on_the_same_topic_waits_for_the_lock_and_takes_over()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
-    let (p, mut c) = TestPipeline::with_database(
-        "p_skip",
-        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"],
-    )
-    .await;
-    let s = stack();
+    let (p, mut c) = with_table_t("p_skip", "v INT").await;
     let mut prod = p.spawn(&[]);
-    wait_for("the snapshot end", Duration::from_secs(60), || async {
-        read_topic(&s.brokers, &p.topic)
-            .iter()
-            .any(|r| matches!(pos(r), StreamPosition::At(_)))
-            .then_some(())
-    })
-    .await;
+    wait_snapshot_end(&p.topic).await;
     p.sql(&mut c, &["INSERT INTO {db}.t VALUES (1, 1)"]).await;
     let mut applier = admin().await;
     p.sql(
@@ -446,8 +462,7 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
         ],
     )
     .await;
-    let target = gtid_binlog_pos(&mut c).await;
-    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    wait_topic_caught_up(&p, &mut c).await;
     prod.kill9();
 
     let recs = decode_all(&p.topic).await;
@@ -487,6 +502,31 @@ async fn skip_replication_events_are_not_captured_and_ddl_changes_the_schema() {
     cleanup(&p.dir);
 }
 
+/// [`TestPipeline::with_database`] with one table, `t`: an INT primary key `id`, then
+/// `columns` (SQL).
+async fn with_table_t(name: &str, columns: &str) -> (TestPipeline, mysql_async::Conn) {
+    let create = format!("CREATE TABLE {{db}}.t (id INT PRIMARY KEY, {columns})");
+    TestPipeline::with_database(name, &[&create]).await
+}
+
+/// Starts the producer with `extra` arguments and waits (a minute at most) until it streams the
+/// binlog.
+async fn spawn_streaming(p: &TestPipeline, extra: &[&str]) -> ProducerProc {
+    let producer = p.spawn(extra);
+    wait_streaming("the producer to stream the binlog", &producer).await;
+    producer
+}
+
+/// Asserts that of `t`'s rows 1, 2 and 3 ([`insert_small_big_small`]) only row 1, the one before
+/// the `which` one (2), is in `p`'s topic.
+async fn assert_only_the_first_row(p: &TestPipeline, which: &str) {
+    assert_eq!(
+        ids_in_topic(&p.topic).await,
+        [1],
+        "only the row before the {which} one is in the topic"
+    );
+}
+
 /// Inserts rows 1, 2 and 3 into `db.t` (a LONGBLOB column), each in its own transaction; row 2
 /// holds `big` random bytes. Random, so that compression cannot shrink the record: the broker
 /// checks a batch's size as sent, compressed.
@@ -520,29 +560,9 @@ async fn ids_in_topic(topic: &str) -> Vec<i64> {
 /// it reaches the topic, and a restart stops at the same row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
-    let p = TestPipeline::new("p_topiclimit");
+    let (p, mut c) = with_table_t("p_topiclimit", "b LONGBLOB").await;
     create_topic_with_limit(&p.topic, 65536).await;
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
-    )
-    .await;
-    let mut producer = p.spawn(&[]);
-    wait_for(
-        "the producer to stream the binlog",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    let mut producer = spawn_streaming(&p, &[]).await;
     insert_small_big_small(&mut c, &p.db, 100_000).await;
     let expect = |what: &str, log: &str| {
         for want in [
@@ -562,11 +582,7 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
     expect("first run", &log);
     let log = p.run_to_failure(&[]);
     expect("restart", &log);
-    assert_eq!(
-        ids_in_topic(&p.topic).await,
-        [1],
-        "only the row before the large one is in the topic"
-    );
+    assert_only_the_first_row(&p, "large").await;
     cleanup(&p.dir);
 }
 
@@ -577,23 +593,8 @@ async fn a_topic_with_a_lower_limit_stops_the_producer_naming_both_settings() {
 /// new limit and stops at the same row, naming the table and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() {
-    let (p, mut c) = TestPipeline::with_database(
-        "p_refused",
-        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
-    )
-    .await;
-    let mut producer = p.spawn(&[]);
-    wait_for(
-        "the producer to stream the binlog",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    let (p, mut c) = with_table_t("p_refused", "b LONGBLOB").await;
+    let mut producer = spawn_streaming(&p, &[]).await;
     set_topic_limit(&p.topic, 65536).await;
     insert_small_big_small(&mut c, &p.db, 100_000).await;
     let (ok, log) = producer.wait_exit(Duration::from_secs(60));
@@ -611,11 +612,7 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
             && log.contains(&format!("topic {}'s max.message.bytes = 65536", p.topic)),
         "restarted, it names the table, the key and the topic's limit:\n{log}"
     );
-    assert_eq!(
-        ids_in_topic(&p.topic).await,
-        [1],
-        "only the row before the refused one is in the topic"
-    );
+    assert_only_the_first_row(&p, "refused").await;
     cleanup(&p.dir);
 }
 
@@ -624,29 +621,9 @@ async fn a_record_the_broker_refuses_stops_the_producer_with_nothing_after_it() 
 /// stops at the same row again instead of skipping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped() {
-    let mut p = TestPipeline::new("p_large");
+    let (mut p, mut c) = with_table_t("p_large", "b LONGBLOB").await;
     p.set("producer.max_record_bytes", 65536);
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
-    )
-    .await;
-    let mut producer = p.spawn(&[]);
-    wait_for(
-        "the producer to stream the binlog",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    let mut producer = spawn_streaming(&p, &[]).await;
     for (id, len) in [(1, 100), (2, 100_000), (3, 100)] {
         c.query_drop(format!(
             "INSERT INTO {}.t VALUES ({id}, REPEAT('x', {len}))",
@@ -671,22 +648,7 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
     let log = p.run_to_failure(&[]);
     expect(&log);
 
-    let ids: Vec<i64> = decode_all(&p.topic)
-        .await
-        .into_iter()
-        .filter_map(|(_, r)| match r {
-            StreamRecord::Change(ev) if ev.table.table == "t" => match ev.key().first() {
-                Some(continuum_schemas::Value::Int(id)) => Some(*id),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        ids,
-        [1],
-        "only the row before the large one is in the topic"
-    );
+    assert_only_the_first_row(&p, "large").await;
     cleanup(&p.dir);
 }
 
@@ -701,26 +663,11 @@ async fn a_record_over_max_record_bytes_stops_the_producer_and_is_never_skipped(
 /// starts at the current position (`--start-position`), so that it connects at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
-    let (p, mut c) = TestPipeline::with_database(
-        "p_packet",
-        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, n INT, b LONGBLOB)"],
-    )
-    .await;
+    let (p, mut c) = with_table_t("p_packet", "n INT, b LONGBLOB").await;
     let s = stack();
     let from = gtid_binlog_pos(&mut c).await.to_string();
     let packet = GlobalSetting::set("max_allowed_packet", &(16 << 20).to_string()).await;
-    let mut producer = p.spawn(&["--start-position", &from]);
-    wait_for(
-        "the producer to stream the binlog",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    let mut producer = spawn_streaming(&p, &["--start-position", &from]).await;
     drop(packet);
     p.sql(
         &mut c,
@@ -787,12 +734,7 @@ async fn a_binlog_event_larger_than_the_sources_max_allowed_packet_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_packet() {
     use continuum_schemas::SnapshotPhase;
-    let (p, mut c) = TestPipeline::with_database(
-        "p_packetsnap",
-        &["CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)"],
-    )
-    .await;
-    let s = stack();
+    let (p, mut c) = with_table_t("p_packetsnap", "b LONGBLOB").await;
     // A row event of 17 MiB in the current binlog file.
     p.sql(
         &mut c,
@@ -858,7 +800,6 @@ async fn a_snapshot_finds_its_position_past_an_event_larger_than_max_allowed_pac
         !log.contains("stopped"),
         "the producer streams after the snapshot:\n{log}"
     );
-    let _ = s;
     cleanup(&p.dir);
 }
 
@@ -882,34 +823,18 @@ fn positions(topic: &str) -> Vec<StreamPosition> {
 /// 2, and G's events are in the topic once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
-    let mut p = TestPipeline::new("p_hbwithin");
+    let (mut p, mut c) = with_table_t("p_hbwithin", "b LONGBLOB").await;
+    p.sql(
+        &mut c,
+        &["CREATE TABLE {db}.pad (id INT PRIMARY KEY, b LONGBLOB)"],
+    )
+    .await;
     // The topic takes large records: only the producer's own limit stops it at row 3.
     create_topic_with_limit(&p.topic, 64 << 20).await;
     p.set("producer.heartbeat_interval", "50ms");
     p.set("producer.exclude", vec![format!("{}.pad", p.db)]);
     p.set("producer.max_record_bytes", 65536);
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.t (id INT PRIMARY KEY, b LONGBLOB)",
-            "CREATE TABLE {db}.pad (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
-    )
-    .await;
-    let mut producer = p.spawn(&[]);
-    wait_for(
-        "the producer to stream the binlog",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    let mut producer = spawn_streaming(&p, &[]).await;
     let big: Vec<u8> = (0..100_000).map(|_| rand::random::<u8>()).collect();
     let mut tx = c.start_transaction(Default::default()).await.unwrap();
     for i in 0..4 {
@@ -968,8 +893,7 @@ async fn no_heartbeat_is_written_while_resuming_inside_a_transaction() {
     // Restarted with the limit raised: row 3 is G's event 2, and G is in the topic once.
     p.unset("producer.max_record_bytes");
     let mut producer = p.spawn(&[]);
-    let target = gtid_binlog_pos(&mut c).await;
-    wait_caught_up(&stack().brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    wait_topic_caught_up(&p, &mut c).await;
     producer.kill9();
     let events: Vec<(u64, bool)> = positions(&p.topic)
         .iter()
@@ -1029,18 +953,9 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
     .await;
     for conn in [&mut c, &mut eu] {
         for t in ["a", "b"] {
-            conn.query_drop(format!(
-                "CREATE TABLE {}.{t} (id INT PRIMARY KEY, v INT)",
-                p.db
-            ))
-            .await
-            .unwrap();
-            conn.query_drop(format!(
-                "INSERT INTO {}.{t} VALUES (1, 1), (2, 2), (3, 3)",
-                p.db
-            ))
-            .await
-            .unwrap();
+            let create = format!("CREATE TABLE {{db}}.{t} (id INT PRIMARY KEY, v INT)");
+            let insert = format!("INSERT INTO {{db}}.{t} VALUES (1, 1), (2, 2), (3, 3)");
+            p.sql(conn, &[&create, &insert]).await;
         }
     }
     p.sql(&mut c, &["LOCK TABLES {db}.b WRITE"]).await;
@@ -1073,17 +988,7 @@ async fn an_abandoned_snapshot_is_finished_when_the_source_is_read_only_now() {
         "restart",
         &[("CONTINUUM_DB_PASSWORD", &var("EU_DB_PASSWORD"))],
     );
-    wait_for(
-        "the restarted producer to stream",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .log()
-                .contains("streaming the binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    wait_streaming("the restarted producer to stream", &producer).await;
     producer.kill9();
     let after = markers(&p.topic).await;
     let a_b = vec![format!("{}.a", p.db), format!("{}.b", p.db)];
@@ -1134,29 +1039,19 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
         ],
     )
     .await;
-    let s = stack();
-    let mut locker = admin().await;
-    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
-        .await;
-    let mut producer = p.spawn(&[]);
-    wait_for_metadata_lock(
+    // After the snapshot's position, before it reads b's definition.
+    let mut producer = change_while_the_snapshot_waits(
+        &p,
         "the snapshot to wait for table a's members",
         &format!("CREATE TEMPORARY TABLE%{}%", p.db),
-    )
-    .await;
-    // After the snapshot's position, before it reads b's definition.
-    p.sql(
-        &mut locker,
         &[
             "UPDATE {db}.b SET c = 10 WHERE id = 1",
             "ALTER TABLE {db}.b DROP COLUMN c",
-            "UNLOCK TABLES",
         ],
     )
     .await;
     p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
-    let target = gtid_binlog_pos(&mut c).await;
-    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    wait_topic_caught_up(&p, &mut c).await;
     producer.kill9();
 
     let recs = decode_all(&p.topic).await;
@@ -1211,38 +1106,20 @@ async fn a_drop_column_just_after_the_snapshot_starts_gives_no_mixed_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_definition_change_while_the_snapshot_reads_starts_it_over() {
     let (p, mut c) = TestPipeline::with_database("p_snapddl2", &[]).await;
-    let s = stack();
     for t in ["a", "b"] {
-        c.query_drop(format!(
-            "CREATE TABLE {}.{t} (id INT PRIMARY KEY, x INT, c INT)",
-            p.db
-        ))
-        .await
-        .unwrap();
-        c.query_drop(format!(
-            "INSERT INTO {}.{t} VALUES (1, 1, 1), (2, 2, 2)",
-            p.db
-        ))
-        .await
-        .unwrap();
+        let create = format!("CREATE TABLE {{db}}.{t} (id INT PRIMARY KEY, x INT, c INT)");
+        let insert = format!("INSERT INTO {{db}}.{t} VALUES (1, 1, 1), (2, 2, 2)");
+        p.sql(&mut c, &[&create, &insert]).await;
     }
-    let mut locker = admin().await;
-    p.sql(&mut locker, &["LOCK TABLES {db}.a WRITE, {db}.b WRITE"])
-        .await;
-    let mut producer = p.spawn(&[]);
-    wait_for_metadata_lock(
+    let mut producer = change_while_the_snapshot_waits(
+        &p,
         "the snapshot to wait for table a's rows",
         &format!("SELECT%FROM `{}`.`a`%", p.db),
-    )
-    .await;
-    p.sql(
-        &mut locker,
-        &["ALTER TABLE {db}.b DROP COLUMN c", "UNLOCK TABLES"],
+        &["ALTER TABLE {db}.b DROP COLUMN c"],
     )
     .await;
     p.sql(&mut c, &["INSERT INTO {db}.b VALUES (3, 3)"]).await;
-    let target = gtid_binlog_pos(&mut c).await;
-    wait_caught_up(&s.brokers, &p.topic, &target, Duration::from_secs(60)).await;
+    wait_topic_caught_up(&p, &mut c).await;
     assert!(
         producer.child.try_wait().unwrap().is_none(),
         "the producer is still running:\n{}",
@@ -1288,7 +1165,11 @@ fn peak_rss_mib(pid: u32) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
     use continuum_schemas::SnapshotPhase;
-    let mut p = TestPipeline::new("p_wide");
+    let (mut p, mut c) = TestPipeline::with_database(
+        "p_wide",
+        &["CREATE TABLE {db}.w (id INT PRIMARY KEY, b LONGBLOB)"],
+    )
+    .await;
     p.site
         .set_key(
             "sites.sf.kafka_options",
@@ -1296,22 +1177,10 @@ async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
             "16384",
         )
         .write();
-    let mut c = admin().await;
-    p.sql(
-        &mut c,
-        &[
-            "CREATE DATABASE {db}",
-            "CREATE TABLE {db}.w (id INT PRIMARY KEY, b LONGBLOB)",
-        ],
-    )
-    .await;
     for id in 1..=48 {
-        c.query_drop(format!(
-            "INSERT INTO {}.w VALUES ({id}, REPEAT(CHAR(64 + {id} % 26), 4 << 20))",
-            p.db
-        ))
-        .await
-        .unwrap();
+        let insert =
+            format!("INSERT INTO {{db}}.w VALUES ({id}, REPEAT(CHAR(64 + {id} % 26), 4 << 20))");
+        p.sql(&mut c, &[&insert]).await;
     }
     let mut producer = p.spawn(&[]);
     let pid = producer.child.id();

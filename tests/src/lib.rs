@@ -57,6 +57,18 @@ pub fn stack_ssl() -> Option<mysql_async::SslOpts> {
     ))
 }
 
+/// Connection options for `user` at `host:port`, always over TCP (the grants under test are
+/// those of user@127.0.0.1, never the socket's), with the stack's TLS ([`stack_ssl`]).
+pub fn tcp_login(host: &str, port: u16, user: &str, password: &str) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .ssl_opts(stack_ssl())
+}
+
 /// One site of the local stack, as `.stack/env` describes it.
 #[derive(Clone, Debug)]
 pub struct Site {
@@ -128,15 +140,8 @@ impl Site {
     }
 
     fn db_opts(&self, user: &str, password: &str, db: Option<&str>) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.db_host.clone())
-            .tcp_port(self.db_port)
-            .user(Some(user))
-            .pass(Some(password))
+        tcp_login(&self.db_host, self.db_port, user, password)
             .db_name(db)
-            // Stay on TCP: the grants under test are those of user@127.0.0.1.
-            .prefer_socket(false)
-            .ssl_opts(stack_ssl())
             .into()
     }
 

@@ -176,12 +176,12 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
     assert_commit_order(&log, before, after);
     assert_eq!(
         log.last().map(|e| e.gtid.clone()),
-        s.last_gtid,
+        s.gtids.last_gtid,
         "the summary's last GTID"
     );
     assert_eq!(
         log.first().map(|e| e.gtid.clone()),
-        s.first_gtid,
+        s.gtids.first_gtid,
         "the summary's first GTID"
     );
     for (i, e) in log.iter().enumerate() {
@@ -275,7 +275,7 @@ async fn a_seeded_run_logs_every_commit_in_gtid_order_and_keeps_the_invariants()
         .await
         .unwrap();
     assert_eq!(total, expected_total(2));
-    assert!(s.invariant_ok);
+    assert!(s.bank.invariant_ok);
     for db in cfg.database_names() {
         let sums = checksum_tables(&mut c, &db).await.unwrap();
         for t in MAIN_TABLES {
@@ -324,7 +324,7 @@ async fn the_same_seed_on_fresh_databases_writes_the_same_rows() {
     let sa = run(&a).await.unwrap();
     let sb = run(&b).await.unwrap();
     let so = run(&other).await.unwrap();
-    assert!(sa.invariant_ok && sb.invariant_ok && so.invariant_ok);
+    assert!(sa.bank.invariant_ok && sb.bank.invariant_ok && so.bank.invariant_ok);
     let (ca, cb, co) = (
         checksums(&a).await,
         checksums(&b).await,
@@ -402,7 +402,7 @@ async fn setup_is_idempotent_and_a_second_run_continues_where_the_first_stopped(
     let s1 = run(&cfg).await.unwrap();
     cfg.seed = 99;
     let s2 = run(&cfg).await.expect("a second run on the same databases");
-    assert!(s1.invariant_ok && s2.invariant_ok);
+    assert!(s1.bank.invariant_ok && s2.bank.invariant_ok);
     assert_counts_match(&mut c, &cfg, &s2, "after the second run").await;
     // Still 100 accounts' worth of money per database, whatever opened or closed.
     assert_eq!(
@@ -452,7 +452,7 @@ async fn several_workers_retry_lock_wait_timeouts_and_keep_the_total() {
         "lock wait timeouts were retried: {}",
         s.human()
     );
-    assert!(s.invariant_ok, "{}", s.human());
+    assert!(s.bank.invariant_ok, "{}", s.human());
     assert_eq!(
         invariant_sum(&mut c, &cfg.prefix, 2).await.unwrap(),
         expected_total(2)
@@ -498,11 +498,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         },
     )
     .await;
-    let me: u64 = c
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .unwrap()
-        .unwrap();
+    let me: u64 = query_one(&mut c, "SELECT CONNECTION_ID()").await;
     let mut killed = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while killed == 0 && std::time::Instant::now() < deadline {
@@ -527,7 +523,7 @@ async fn a_killed_connection_is_re_established_and_nothing_is_half_committed() {
         .expect("the run survives a killed connection");
     let after = binlog_seq(&mut c).await;
     assert!(s.counts.reconnects >= 1, "{}", s.human());
-    assert!(s.invariant_ok, "{}", s.human());
+    assert!(s.bank.invariant_ok, "{}", s.human());
     assert_eq!(
         invariant_sum(&mut c, &cfg.prefix, 2).await.unwrap(),
         expected_total(2)
@@ -564,7 +560,7 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
     };
     let s = summary(&["--setup-only", "--json"]);
     assert_eq!(s.counts.transactions, 0);
-    assert!(s.invariant_ok);
+    assert!(s.bank.invariant_ok);
 
     let s = summary(&[
         "--transactions",
@@ -579,11 +575,11 @@ async fn the_binary_prints_a_json_summary_and_fails_on_bad_flags() {
     ]);
     assert_eq!(s.counts.transactions + s.counts.empty, 30);
     assert_eq!(s.counts.ddl, 0);
-    assert!(s.invariant_ok);
+    assert!(s.bank.invariant_ok);
     assert!(
-        s.elapsed_s >= 0.25,
+        s.throughput.elapsed_s >= 0.25,
         "--rate 100 paces 30 transactions over about 0.3 s, not {}",
-        s.elapsed_s
+        s.throughput.elapsed_s
     );
 
     // Human output by default.

@@ -44,12 +44,12 @@ async fn main() -> ExitCode {
             } else {
                 print!("{}", s.human());
             }
-            if s.invariant_ok {
+            if s.bank.invariant_ok {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
                     "workload: the sum of the balances is {}, not {}: the bank invariant is violated",
-                    s.balance_total, s.balance_expected
+                    s.bank.balance_total, s.bank.balance_expected
                 );
                 ExitCode::FAILURE
             }

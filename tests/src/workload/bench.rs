@@ -207,7 +207,7 @@ impl Budget {
 #[derive(Default)]
 struct Stats {
     transactions: u64,
-    large: u64,
+    large_transactions: u64,
     rows: u64,
     inserted: u64,
     updated: u64,
@@ -556,7 +556,7 @@ impl Worker {
             self.execute(&stmts).await?;
             let st = &mut self.stats;
             st.transactions += 1;
-            st.large += u64::from(large);
+            st.large_transactions += u64::from(large);
             for s in &stmts {
                 st.rows += s.rows;
                 match s.kind {
@@ -614,14 +614,8 @@ pub async fn run(args: BenchArgs, stop: Arc<AtomicBool>) -> Result<BenchSummary>
         ..Default::default()
     };
     for st in all {
-        s.transactions += st.transactions;
-        s.large_transactions += st.large;
-        s.rows += st.rows;
-        s.inserted += st.inserted;
-        s.updated += st.updated;
-        s.deleted += st.deleted;
-        s.retries += st.retries;
-        s.rows_now += st.rows_now;
+        add_counters!(s, st;
+            transactions, large_transactions, rows, inserted, updated, deleted, retries, rows_now);
     }
     s.elapsed_s = started.elapsed().as_secs_f64();
     if s.elapsed_s > 0.0 {

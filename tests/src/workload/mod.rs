@@ -34,6 +34,14 @@
 //! from the database, so a transaction whose commit was cut off counts as whatever the server
 //! decided. Every transaction is explicit: none is ever left half-applied.
 
+/// Adds each named counter of `$from` to the same-named one of `$to` (summing the workers'
+/// counts into a run's).
+macro_rules! add_counters {
+    ($to:expr, $from:expr; $($field:ident),+ $(,)?) => {
+        $($to.$field += $from.$field;)+
+    };
+}
+
 pub mod bench;
 pub mod model;
 pub mod values;
@@ -50,7 +58,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Parser};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts};
 use serde::{Deserialize, Serialize};
 
 use model::{ACCOUNTS_PER_DB, OPENING_BALANCE_CENTS};
@@ -231,14 +239,7 @@ pub struct Login {
 impl Login {
     /// Connection options, with the stack's TLS.
     pub fn opts(&self) -> Opts {
-        OptsBuilder::default()
-            .ip_or_hostname(self.host.clone())
-            .tcp_port(self.port)
-            .user(Some(self.user.clone()))
-            .pass(Some(self.password.clone()))
-            .prefer_socket(false)
-            .ssl_opts(crate::stack_ssl())
-            .into()
+        crate::tcp_login(&self.host, self.port, &self.user, &self.password).into()
     }
 }
 
@@ -460,23 +461,14 @@ pub struct Counts {
 impl Counts {
     /// Adds another worker's counts.
     fn add(&mut self, o: Counts) {
-        self.transactions += o.transactions;
-        self.ddl += o.ddl;
-        self.empty += o.empty;
-        self.rows += o.rows;
-        self.cascaded += o.cascaded;
-        self.retries += o.retries;
-        self.reconnects += o.reconnects;
-        self.skipped += o.skipped;
+        add_counters!(self, o;
+            transactions, ddl, empty, rows, cascaded, retries, reconnects, skipped);
         for (k, v) in o.kinds {
             *self.kinds.entry(k).or_default() += v;
         }
         for (t, s) in o.tables {
             let e = self.tables.entry(t).or_default();
-            e.inserted += s.inserted;
-            e.updated += s.updated;
-            e.deleted += s.deleted;
-            e.cascaded += s.cascaded;
+            add_counters!(e, s; inserted, updated, deleted, cascaded);
         }
     }
 }
@@ -491,14 +483,53 @@ pub struct Summary {
     pub databases: Vec<String>,
     #[serde(flatten)]
     pub counts: Counts,
+    #[serde(flatten)]
+    pub throughput: Throughput,
+    #[serde(flatten)]
+    pub gtids: GtidRange,
+    #[serde(flatten)]
+    pub bank: BankCheck,
+}
+
+/// How fast a run went (its fields are at the top level of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Throughput {
     /// Seconds from the workers' start (tables loaded) to the last one's end.
     pub elapsed_s: f64,
     /// Committed transactions and row changes per second over `elapsed_s`.
     pub tps: f64,
     pub rows_per_s: f64,
-    /// The lowest and highest GTID committed (by sequence number), if any.
+}
+
+impl Throughput {
+    /// `counts` over `elapsed_s` seconds (no rates for a run that took no time).
+    fn over(elapsed_s: f64, counts: &Counts) -> Throughput {
+        let per_s = |n: u64| {
+            if elapsed_s > 0.0 {
+                n as f64 / elapsed_s
+            } else {
+                0.0
+            }
+        };
+        Throughput {
+            elapsed_s,
+            tps: per_s(counts.transactions),
+            rows_per_s: per_s(counts.rows),
+        }
+    }
+}
+
+/// The lowest and highest GTID a run committed (by sequence number), if any (at the top level
+/// of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GtidRange {
     pub first_gtid: Option<String>,
     pub last_gtid: Option<String>,
+}
+
+/// The bank invariant at the end of a run (at the top level of the summary's JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BankCheck {
     /// Sum of all balances at the end, and what it must be.
     pub balance_total: String,
     pub balance_expected: String,
@@ -506,14 +537,25 @@ pub struct Summary {
     pub invariant_ok: bool,
 }
 
+impl BankCheck {
+    /// The check of a sum of balances, `total` cents, against what it must be, `expected`.
+    fn of(total: i128, expected: i128) -> BankCheck {
+        BankCheck {
+            balance_total: format_cents(total),
+            balance_expected: format_cents(expected),
+            invariant_ok: total == expected,
+        }
+    }
+}
+
 impl Summary {
     /// The human-readable report.
     pub fn human(&self) -> String {
-        let c = &self.counts;
+        let (c, t) = (&self.counts, &self.throughput);
         let mut s = String::new();
         s.push_str(&format!(
             "workload: {} transactions ({} DDL) in {:.1} s = {:.1}/s; {} row changes = {:.0} rows/s",
-            c.transactions, c.ddl, self.elapsed_s, self.tps, c.rows, self.rows_per_s
+            c.transactions, c.ddl, t.elapsed_s, t.tps, c.rows, t.rows_per_s
         ));
         if c.cascaded > 0 {
             s.push_str(&format!(
@@ -532,7 +574,7 @@ impl Summary {
             c.skipped,
             c.empty
         ));
-        if let (Some(a), Some(b)) = (&self.first_gtid, &self.last_gtid) {
+        if let (Some(a), Some(b)) = (&self.gtids.first_gtid, &self.gtids.last_gtid) {
             s.push_str(&format!("  GTIDs {a} .. {b}\n"));
         }
         let kinds: Vec<String> = c.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -554,9 +596,13 @@ impl Summary {
         }
         s.push_str(&format!(
             "  bank total {} (expected {}): {}\n",
-            self.balance_total,
-            self.balance_expected,
-            if self.invariant_ok { "ok" } else { "VIOLATED" }
+            self.bank.balance_total,
+            self.bank.balance_expected,
+            if self.bank.invariant_ok {
+                "ok"
+            } else {
+                "VIOLATED"
+            }
         ));
         s
     }
@@ -637,6 +683,13 @@ fn table_ddl() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The database named `?`, if it exists.
+const DATABASE_NAMED: &str =
+    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?";
+
+/// The tables of the database `?`.
+const TABLES_OF: &str = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?";
+
 /// Creates what is missing: the databases, their tables, the seeded accounts, and (with
 /// `--ddl`) a first `ddl_*` table. Touches nothing that exists, so running it again writes
 /// nothing to the binlog.
@@ -644,10 +697,7 @@ pub async fn setup(conn: &mut Conn, cfg: &Config) -> Result<()> {
     for db in cfg.database_names() {
         let ctx = || format!("setting up database {db}");
         let exists: Option<String> = conn
-            .exec_first(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                (&db,),
-            )
+            .exec_first(DATABASE_NAMED, (&db,))
             .await
             .with_context(ctx)?;
         if exists.is_none() {
@@ -658,13 +708,7 @@ pub async fn setup(conn: &mut Conn, cfg: &Config) -> Result<()> {
             .await
             .with_context(ctx)?;
         }
-        let have: Vec<String> = conn
-            .exec(
-                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
-                (&db,),
-            )
-            .await
-            .with_context(ctx)?;
+        let have: Vec<String> = conn.exec(TABLES_OF, (&db,)).await.with_context(ctx)?;
         for (t, body) in table_ddl() {
             if !have.iter().any(|h| h == t) {
                 conn.query_drop(format!(
@@ -731,13 +775,11 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         seed: cfg.seed,
         workers: cfg.workers,
         databases: cfg.database_names(),
-        balance_expected: format_cents(cfg.expected_total()),
         ..Summary::default()
     };
     if cfg.setup_only {
         let total = invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await?;
-        summary.balance_total = format_cents(total);
-        summary.invariant_ok = total == cfg.expected_total();
+        summary.bank = BankCheck::of(total, cfg.expected_total());
         let _ = admin.disconnect().await;
         return Ok(summary);
     }
@@ -798,13 +840,11 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             }
         }
     }
-    summary.first_gtid = first.map(|x| x.1);
-    summary.last_gtid = last.map(|x| x.1);
-    summary.elapsed_s = elapsed;
-    if elapsed > 0.0 {
-        summary.tps = summary.counts.transactions as f64 / elapsed;
-        summary.rows_per_s = summary.counts.rows as f64 / elapsed;
-    }
+    summary.gtids = GtidRange {
+        first_gtid: first.map(|x| x.1),
+        last_gtid: last.map(|x| x.1),
+    };
+    summary.throughput = Throughput::over(elapsed, &summary.counts);
     // The admin session may have idled out during a long run.
     let total = match invariant_sum(&mut admin, &cfg.prefix, cfg.databases).await {
         Ok(t) => t,
@@ -813,8 +853,7 @@ pub async fn run_until(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             invariant_sum(&mut c, &cfg.prefix, cfg.databases).await?
         }
     };
-    summary.balance_total = format_cents(total);
-    summary.invariant_ok = total == cfg.expected_total();
+    summary.bank = BankCheck::of(total, cfg.expected_total());
     Ok(summary)
 }
 
@@ -876,6 +915,23 @@ mod tests {
         assert_eq!(format_cents(123456), "1234.56");
         assert_eq!(format_cents(-5), "-0.05");
         assert_eq!(expected_total(3), 3 * 100 * 100_000);
+    }
+
+    /// The summary's JSON (`--json`; the bench and the docs read it): the field names and their
+    /// order, as written and read back.
+    #[test]
+    fn summary_json_round_trips_with_its_field_names() {
+        let text = concat!(
+            r#"{"seed":7,"workers":2,"databases":["w_0"],"#,
+            r#""transactions":10,"ddl":1,"empty":0,"rows":40,"cascaded":2,"retries":1,"#,
+            r#""reconnects":0,"skipped":0,"kinds":{"small":9},"tables":{"w_0.accounts":"#,
+            r#"{"inserted":1,"updated":2,"deleted":0,"cascaded":0,"rows":100}},"#,
+            r#""elapsed_s":2.5,"tps":4.0,"rows_per_s":16.0,"first_gtid":"1-1-5","#,
+            r#""last_gtid":"1-1-14","balance_total":"100000.00","#,
+            r#""balance_expected":"100000.00","invariant_ok":true}"#
+        );
+        let s: Summary = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), text);
     }
 
     #[test]

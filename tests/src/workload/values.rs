@@ -59,41 +59,33 @@ pub enum Gen {
     Uuid,
 }
 
-/// Integer ranges.
-pub const TINYINT: Gen = Gen::Int {
-    min: -128,
-    max: 127,
-};
-pub const TINYINT_U: Gen = Gen::Int { min: 0, max: 255 };
-pub const SMALLINT: Gen = Gen::Int {
-    min: -32768,
-    max: 32767,
-};
-pub const SMALLINT_U: Gen = Gen::Int { min: 0, max: 65535 };
-pub const MEDIUMINT: Gen = Gen::Int {
-    min: -8388608,
-    max: 8388607,
-};
-pub const MEDIUMINT_U: Gen = Gen::Int {
-    min: 0,
-    max: 16777215,
-};
-pub const INT: Gen = Gen::Int {
-    min: i32::MIN as i128,
-    max: i32::MAX as i128,
-};
-pub const INT_U: Gen = Gen::Int {
-    min: 0,
-    max: u32::MAX as i128,
-};
-pub const BIGINT: Gen = Gen::Int {
-    min: i64::MIN as i128,
-    max: i64::MAX as i128,
-};
-pub const BIGINT_U: Gen = Gen::Int {
-    min: 0,
-    max: u64::MAX as i128,
-};
+/// The range of a signed integer type `bits` wide.
+const fn signed(bits: u32) -> Gen {
+    Gen::Int {
+        min: -(1 << (bits - 1)),
+        max: (1 << (bits - 1)) - 1,
+    }
+}
+
+/// The range of an unsigned integer type `bits` wide.
+const fn unsigned(bits: u32) -> Gen {
+    Gen::Int {
+        min: 0,
+        max: (1 << bits) - 1,
+    }
+}
+
+/// Integer ranges, by the MariaDB type's width.
+pub const TINYINT: Gen = signed(8);
+pub const TINYINT_U: Gen = unsigned(8);
+pub const SMALLINT: Gen = signed(16);
+pub const SMALLINT_U: Gen = unsigned(16);
+pub const MEDIUMINT: Gen = signed(24);
+pub const MEDIUMINT_U: Gen = unsigned(24);
+pub const INT: Gen = signed(32);
+pub const INT_U: Gen = unsigned(32);
+pub const BIGINT: Gen = signed(64);
+pub const BIGINT_U: Gen = unsigned(64);
 
 const ENUM_MEMBERS: &[&str] = &["a", "b c", "ü", "😀"];
 const SET_MEMBERS: &[&str] = &["x", "y", "z", "ü"];
@@ -103,6 +95,11 @@ const SET_MEMBERS: &[&str] = &["x", "y", "z", "ü"];
 pub fn all_types_columns() -> Vec<(&'static str, &'static str, Gen)> {
     use Gen::*;
     const MIB16: usize = 16 * 1024 * 1024 - 1;
+    let text = |max_chars, max_bytes, cs| Text {
+        max_chars,
+        max_bytes,
+        cs,
+    };
     vec![
         ("ti", "TINYINT", TINYINT),
         ("tiu", "TINYINT UNSIGNED", TINYINT_U),
@@ -129,78 +126,22 @@ pub fn all_types_columns() -> Vec<(&'static str, &'static str, Gen)> {
         ("ts6", "TIMESTAMP(6) NULL DEFAULT NULL", Timestamp(6)),
         ("tm0", "TIME(0)", Time(0)),
         ("tm6", "TIME(6)", Time(6)),
-        (
-            "c",
-            "CHAR(10)",
-            Text {
-                max_chars: 10,
-                max_bytes: 40,
-                cs: Cs::Utf8mb4,
-            },
-        ),
-        (
-            "vc",
-            "VARCHAR(255)",
-            Text {
-                max_chars: 255,
-                max_bytes: 1020,
-                cs: Cs::Utf8mb4,
-            },
-        ),
+        ("c", "CHAR(10)", text(10, 40, Cs::Utf8mb4)),
+        ("vc", "VARCHAR(255)", text(255, 1020, Cs::Utf8mb4)),
         (
             "vc3",
             "VARCHAR(64) CHARACTER SET utf8mb3",
-            Text {
-                max_chars: 64,
-                max_bytes: 192,
-                cs: Cs::Utf8mb3,
-            },
+            text(64, 192, Cs::Utf8mb3),
         ),
         (
             "vca",
             "VARCHAR(64) CHARACTER SET ascii",
-            Text {
-                max_chars: 64,
-                max_bytes: 64,
-                cs: Cs::Ascii,
-            },
+            text(64, 64, Cs::Ascii),
         ),
-        (
-            "tt",
-            "TINYTEXT",
-            Text {
-                max_chars: usize::MAX,
-                max_bytes: 255,
-                cs: Cs::Utf8mb4,
-            },
-        ),
-        (
-            "tx",
-            "TEXT",
-            Text {
-                max_chars: usize::MAX,
-                max_bytes: 65535,
-                cs: Cs::Utf8mb4,
-            },
-        ),
-        (
-            "mt",
-            "MEDIUMTEXT",
-            Text {
-                max_chars: usize::MAX,
-                max_bytes: MIB16,
-                cs: Cs::Utf8mb4,
-            },
-        ),
-        (
-            "lt",
-            "LONGTEXT",
-            Text {
-                max_chars: usize::MAX,
-                max_bytes: usize::MAX,
-                cs: Cs::Utf8mb4,
-            },
-        ),
+        ("tt", "TINYTEXT", text(usize::MAX, 255, Cs::Utf8mb4)),
+        ("tx", "TEXT", text(usize::MAX, 65535, Cs::Utf8mb4)),
+        ("mt", "MEDIUMTEXT", text(usize::MAX, MIB16, Cs::Utf8mb4)),
+        ("lt", "LONGTEXT", text(usize::MAX, usize::MAX, Cs::Utf8mb4)),
         ("bn", "BINARY(16)", Binary(16)),
         ("vb", "VARBINARY(255)", Bytes(255)),
         ("tb", "TINYBLOB", Bytes(255)),
@@ -458,6 +399,16 @@ fn random_wkt(rng: &mut StdRng) -> String {
     }
 }
 
+/// One of `values`, drawn with `rng`.
+fn pick(rng: &mut StdRng, values: &[&str]) -> String {
+    values.choose(rng).unwrap().to_string()
+}
+
+/// One of the space-separated `words`, drawn with `rng` as [`pick`] draws from a list of them.
+fn pick_word(rng: &mut StdRng, words: &str) -> String {
+    pick(rng, &words.split(' ').collect::<Vec<_>>())
+}
+
 fn hex_groups(rng: &mut StdRng, groups: &[usize], sep: &str) -> String {
     groups
         .iter()
@@ -502,19 +453,10 @@ impl Gen {
             }
             Float => {
                 if edge {
-                    [
-                        "-3.40282e38",
-                        "3.40282e38",
-                        "1.17549e-38",
-                        "-1.17549e-38",
-                        "0",
-                        "-0",
-                        "1",
-                        "-1",
-                    ]
-                    .choose(rng)
-                    .unwrap()
-                    .to_string()
+                    pick_word(
+                        rng,
+                        "-3.40282e38 3.40282e38 1.17549e-38 -1.17549e-38 0 -0 1 -1",
+                    )
                 } else {
                     let m: f32 = rng.random_range(-1.0f32..1.0);
                     let v = m * 10f32.powi(rng.random_range(-30..30));
@@ -523,18 +465,11 @@ impl Gen {
             }
             Double => {
                 if edge {
-                    [
-                        "-1.7976931348623157e308",
-                        "1.7976931348623157e308",
-                        "2.2250738585072014e-308",
-                        "-2.2250738585072014e-308",
-                        "0",
-                        "0.1",
-                        "-1",
-                    ]
-                    .choose(rng)
-                    .unwrap()
-                    .to_string()
+                    pick_word(
+                        rng,
+                        "-1.7976931348623157e308 1.7976931348623157e308 \
+                         2.2250738585072014e-308 -2.2250738585072014e-308 0 0.1 -1",
+                    )
                 } else {
                     let m: f64 = rng.random_range(-1.0..1.0);
                     let v = m * 10f64.powi(rng.random_range(-300..300));
@@ -559,28 +494,17 @@ impl Gen {
             }
             Date => {
                 if edge {
-                    sql_str(
-                        [
-                            "1000-01-01",
-                            "9999-12-31",
-                            "0000-00-00",
-                            "2024-00-15",
-                            "2024-02-29",
-                            "1970-01-01",
-                        ]
-                        .choose(rng)
-                        .unwrap(),
-                    )
+                    sql_str(&pick_word(
+                        rng,
+                        "1000-01-01 9999-12-31 0000-00-00 2024-00-15 2024-02-29 1970-01-01",
+                    ))
                 } else {
                     sql_str(&random_date(rng))
                 }
             }
             Year => {
                 if edge {
-                    ["1901", "2155", "0", "1970", "2000"]
-                        .choose(rng)
-                        .unwrap()
-                        .to_string()
+                    pick_word(rng, "1901 2155 0 1970 2000")
                 } else {
                     rng.random_range(1901..=2155).to_string()
                 }
@@ -666,17 +590,17 @@ impl Gen {
             }
             Json => {
                 let doc = if edge {
-                    [
-                        "null",
-                        "[]",
-                        "{}",
-                        "\"ü 😀\"",
-                        "123",
-                        "{\"k\": [1, 2.5, \"ü\", null, true]}",
-                    ]
-                    .choose(rng)
-                    .unwrap()
-                    .to_string()
+                    pick(
+                        rng,
+                        &[
+                            "null",
+                            "[]",
+                            "{}",
+                            "\"ü 😀\"",
+                            "123",
+                            "{\"k\": [1, 2.5, \"ü\", null, true]}",
+                        ],
+                    )
                 } else {
                     random_json(rng, 0).to_string()
                 };
@@ -692,10 +616,7 @@ impl Gen {
             ),
             Inet4 => {
                 let t = if edge {
-                    ["0.0.0.0", "255.255.255.255", "127.0.0.1"]
-                        .choose(rng)
-                        .unwrap()
-                        .to_string()
+                    pick_word(rng, "0.0.0.0 255.255.255.255 127.0.0.1")
                 } else {
                     let b: [u8; 4] = rng.random();
                     format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
@@ -704,16 +625,11 @@ impl Gen {
             }
             Inet6 => {
                 let t = if edge {
-                    [
-                        "::",
-                        "::1",
-                        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-                        "::ffff:192.0.2.1",
-                        "2001:db8::ff00:42:8329",
-                    ]
-                    .choose(rng)
-                    .unwrap()
-                    .to_string()
+                    pick_word(
+                        rng,
+                        ":: ::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff \
+                         ::ffff:192.0.2.1 2001:db8::ff00:42:8329",
+                    )
                 } else {
                     hex_groups(rng, &[4; 8], ":")
                 };
@@ -721,14 +637,11 @@ impl Gen {
             }
             Uuid => {
                 let t = if edge {
-                    [
-                        "00000000-0000-0000-0000-000000000000",
-                        "ffffffff-ffff-ffff-ffff-ffffffffffff",
-                        "123e4567-e89b-12d3-a456-426655440000",
-                    ]
-                    .choose(rng)
-                    .unwrap()
-                    .to_string()
+                    pick_word(
+                        rng,
+                        "00000000-0000-0000-0000-000000000000 ffffffff-ffff-ffff-ffff-ffffffffffff \
+                         123e4567-e89b-12d3-a456-426655440000",
+                    )
                 } else {
                     // MariaDB 10.11 refuses most values with a version nibble of 8 to f and a
                     // variant nibble of 0 to 8 (Incorrect uuid value): keep those out.
@@ -749,6 +662,24 @@ impl Gen {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn integer_ranges_are_the_types_ranges() {
+        let range = |g: Gen| match g {
+            Gen::Int { min, max } => (min, max),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(range(TINYINT), (-128, 127));
+        assert_eq!(range(TINYINT_U), (0, 255));
+        assert_eq!(range(SMALLINT), (-32768, 32767));
+        assert_eq!(range(SMALLINT_U), (0, 65535));
+        assert_eq!(range(MEDIUMINT), (-8388608, 8388607));
+        assert_eq!(range(MEDIUMINT_U), (0, 16777215));
+        assert_eq!(range(INT), (i32::MIN.into(), i32::MAX.into()));
+        assert_eq!(range(INT_U), (0, u32::MAX.into()));
+        assert_eq!(range(BIGINT), (i64::MIN.into(), i64::MAX.into()));
+        assert_eq!(range(BIGINT_U), (0, u64::MAX.into()));
+    }
 
     #[test]
     fn literals_are_deterministic_and_quoted() {
