@@ -993,6 +993,8 @@ pub fn read_last_stable(
 mod tests {
     use super::*;
 
+    use crate::config::SiteConfig;
+
     #[test]
     fn a_cluster_that_refuses_the_client_is_fatal_and_named_by_its_setting() {
         let refused = refusal_error(SecurityFailure::SaslCredentials, "sites.sf.sasl.password");
@@ -1006,7 +1008,6 @@ mod tests {
         let down = KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown);
         assert!(is_transient(&down));
     }
-    use crate::config::SiteConfig;
 
     fn cfg(extra: &str) -> SiteConfig {
         SiteConfig::from_toml(&format!(
