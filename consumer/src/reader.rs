@@ -104,6 +104,21 @@ impl Reader {
         })
     }
 
+    /// Whether a record (or the reader's end) is ready to be taken without waiting.
+    pub fn has_ready(&mut self) -> bool {
+        if !self.ready.is_empty() {
+            return true;
+        }
+        match self.rx.try_recv() {
+            Ok(chunk) => {
+                self.ready.extend(chunk);
+                true
+            }
+            Err(mpsc::error::TryRecvError::Empty) => false,
+            Err(mpsc::error::TryRecvError::Disconnected) => true,
+        }
+    }
+
     /// The next record, or `None` if the reader ended (after sending its error). Cancel-safe.
     pub async fn recv(&mut self) -> Option<Item> {
         if let Some(x) = self.ready.pop_front() {

@@ -68,7 +68,7 @@ impl Executor<'_> {
                     return Ok(e);
                 }
             }
-            let deadline = s.deadline(w.dirty());
+            let deadline = s.deadline(w.dirty(), reader.has_ready());
             let next = tokio::select! {
                 biased;
                 _ = term.wait_for(|stop| *stop) => {

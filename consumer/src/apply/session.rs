@@ -321,13 +321,15 @@ impl Session {
         }
     }
 
-    /// When the batch must commit even without another record: `batch_wait` after it started,
-    /// if no transaction is open and there is anything to commit (`dirty`: statements are
-    /// buffered).
-    pub fn deadline(&self, dirty: bool) -> Option<Instant> {
+    /// When the batch must commit even without another record, if no transaction is open and
+    /// there is anything to commit (`dirty`: statements are buffered): at once when no record
+    /// is `queued` behind it (waiting would only add lag, as nothing is there to group with it),
+    /// else `batch_wait` after the batch started, so a steady trickle of records cannot hold a
+    /// batch open for longer than that.
+    pub fn deadline(&self, dirty: bool, queued: bool) -> Option<Instant> {
         let waiting = self.open.is_none() && (self.progress() || dirty);
         self.started
-            .map(|t| t + self.limits.wait)
+            .map(|t| if queued { t + self.limits.wait } else { t })
             .filter(|_| waiting)
     }
 

@@ -810,3 +810,26 @@ fn a_schema_change_after_the_first_event_of_a_transaction_stops_apply() {
         "{did:?}"
     );
 }
+
+#[test]
+fn a_batch_commits_at_once_when_nothing_is_queued_behind_it() {
+    let mut s = session_at(0, "1-1-1", BIG);
+    // Nothing to commit: no deadline, queued or not.
+    assert_eq!(s.deadline(false, false), None);
+    assert_eq!(s.deadline(false, true), None);
+    drive(&mut s, &[row(0, 2, 0, false, 1)]);
+    // Inside a source transaction there is never a deadline: the batch cannot commit there.
+    assert_eq!(s.deadline(true, false), None);
+    let did = drive(&mut s, &[row(1, 2, 1, true, 2)]);
+    assert!(commits(&did).is_empty(), "{did:?}");
+    let started = s
+        .deadline(true, false)
+        .expect("a finished transaction waits to commit");
+    // Records queued: the batch may grow for batch_wait; none queued: the deadline has passed.
+    assert_eq!(s.deadline(true, true), Some(started + BIG.wait));
+    assert!(started <= Instant::now());
+    let mut out = Vec::new();
+    let a = s.on_deadline();
+    carry_out(&mut s, -1, a, &mut out);
+    assert_eq!(commits(&out), [(2, "1-1-2".to_owned())], "{out:?}");
+}
