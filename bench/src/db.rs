@@ -152,11 +152,14 @@ pub async fn checksums(
     Ok(out)
 }
 
-/// The names of the load tables (everything but the heartbeat table).
+/// The bench's own tables for the steady state's lag probes, written by the bench alone.
+pub const PROBE_TABLES: [&str; 2] = ["heartbeat", "heartbeat_fill"];
+
+/// The names of the load tables (everything but the probe tables).
 pub fn load_tables(defs: &[(String, String)]) -> Vec<String> {
     defs.iter()
         .map(|(t, _)| t.clone())
-        .filter(|t| t != "heartbeat")
+        .filter(|t| !PROBE_TABLES.contains(&t.as_str()))
         .collect()
 }
 

@@ -286,6 +286,7 @@ mod tests {
             p50_ms: 20.0,
             p99_ms: 40.0,
             max_ms: 40.0,
+            by_size: vec![],
             drain_after_s: 0.1,
             cpu_per_1k_rows: BTreeMap::new(),
             cpu: Default::default(),

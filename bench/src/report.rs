@@ -71,16 +71,29 @@ pub struct SteadyRun {
     pub achieved_rows_per_s: f64,
     pub seconds: f64,
     pub rows: u64,
+    /// Probes of up to `steady::GOAL_MAX_TXN_ROWS` rows, and their lag (the goal's).
     pub heartbeats: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The lag of each size of probe transaction.
+    pub by_size: Vec<LagBySize>,
     /// How long after the generator stopped the last heartbeat reached EU.
     pub drain_after_s: f64,
     pub cpu_per_1k_rows: BTreeMap<String, f64>,
     pub cpu: CpuUse,
     /// (seconds since the run started, lag ms) per heartbeat.
     pub series: Vec<(f64, f64)>,
+}
+
+/// The lag of the probe transactions of one size, in one load.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagBySize {
+    pub txn_rows: u32,
+    pub probes: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -422,8 +435,8 @@ impl Report {
             ));
         }
         if !self.steady.is_empty() {
-            s.push_str("\n## Steady state (end-to-end lag from a heartbeat table: written on SF every 100 ms, watched for on EU every 5 ms)\n\n");
-            s.push_str("| load | target rows/s | achieved rows/s | seconds | heartbeats | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
+            s.push_str("\n## Steady state (end-to-end lag of probe transactions: one committed on SF every 100 ms, its heartbeat row watched for on EU every 5 ms)\n\nThe lag columns count the probes of up to 100 rows (the goal's); the table below splits them by size.\n\n");
+            s.push_str("| load | target rows/s | achieved rows/s | seconds | probes up to 100 rows | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
             s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for r in &self.steady {
                 let cpu = cpu_cell(&r.cpu_per_1k_rows);
@@ -440,6 +453,15 @@ impl Report {
                     r.drain_after_s,
                     cpu
                 ));
+            }
+            s.push_str("\n### Lag by the size of the probe transaction\n\n| load | rows in the transaction | probes | p50 ms | p99 ms | max ms |\n|---:|---:|---:|---:|---:|---:|\n");
+            for r in &self.steady {
+                for b in &r.by_size {
+                    s.push_str(&format!(
+                        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+                        r.load_pct, b.txn_rows, b.probes, b.p50_ms, b.p99_ms, b.max_ms
+                    ));
+                }
             }
         }
         s.push_str("\n## Goals\n\n| goal | target | measured | met |\n|---|---|---:|---|\n");

@@ -4,7 +4,8 @@
 //!
 //! - database `--database` (default `continuum_bench`) with tables `t0` ... `t<N-1>` (same
 //!   definition: BIGINT primary key, a secondary index, DECIMAL, DATETIME(6), two VARCHARs;
-//!   about 300 bytes a row) and `heartbeat` (written by the bench, never by this generator);
+//!   about 300 bytes a row), and `heartbeat` with `heartbeat_fill` (written by the bench, never
+//!   by this generator);
 //! - mostly small transactions (1 to `--small-max` single-row statements over random tables:
 //!   about 50% INSERT, 35% UPDATE, 15% DELETE), and every `--large-every`-th transaction a large
 //!   one of `--large-rows` row changes (multi-row INSERT, `UPDATE ... IN`, `DELETE ... IN`, in
@@ -104,9 +105,17 @@ pub fn table_body() -> &'static str {
      ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 }
 
-/// The heartbeat table the bench writes to measure end-to-end lag.
+/// The heartbeat table the bench writes to measure end-to-end lag: one row per probe
+/// transaction, with the transaction's size in rows.
 pub fn heartbeat_body() -> &'static str {
-    "(id BIGINT NOT NULL PRIMARY KEY, sent_us BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    "(id BIGINT NOT NULL PRIMARY KEY, sent_us BIGINT NOT NULL, txn_rows INT NOT NULL DEFAULT 1) \
+     ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+}
+
+/// The rows that make a probe transaction larger than its heartbeat row.
+pub fn heartbeat_fill_body() -> &'static str {
+    "(hb_id BIGINT NOT NULL, n INT NOT NULL, pad VARCHAR(255) NOT NULL, PRIMARY KEY (hb_id, n)) \
+     ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 }
 
 fn q(name: &str) -> String {
@@ -169,6 +178,11 @@ pub async fn reset(conn: &mut Conn, database: &str, tables: usize) -> Result<()>
     conn.query_drop(format!(
         "CREATE TABLE {db}.`heartbeat` {}",
         heartbeat_body()
+    ))
+    .await?;
+    conn.query_drop(format!(
+        "CREATE TABLE {db}.`heartbeat_fill` {}",
+        heartbeat_fill_body()
     ))
     .await?;
     Ok(())
