@@ -1598,3 +1598,24 @@ async fn a_position_header_that_disagrees_with_the_payload_stops_apply() {
     assert_replica_rows(&fx, "a", 1, "not the record whose header disagrees").await;
     fx.drop_databases().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_apply_commits_each_transaction_without_waiting_for_batch_wait() {
+    // batch_wait far beyond the test's bound: only "a batch with nothing queued behind it
+    // commits at once" can make each transaction visible in time.
+    let fx = Fixture::new("idle_commit", &[A_DDL], "batch_wait = \"10m\"").await;
+    let mut src = fx.source().await;
+    src.table(a_table(&fx.db));
+    let _apply = Killed(fx.spawn_apply(&["--no-metrics"]));
+    for round in 1..=3i64 {
+        src.insert("a", vec![Value::Int(round), Value::Int(round * 10)])
+            .await;
+        src.flush().await;
+        fx.wait_caught_up(
+            &format!("transaction {round} to commit while batch_wait (10m) runs"),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_replica_rows(&fx, "a", round, "each transaction committed on its own").await;
+    }
+}
