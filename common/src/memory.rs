@@ -16,10 +16,14 @@
 //!   A fixed threshold of [`MMAP_THRESHOLD`] keeps large buffers in their own mappings, returned
 //!   on free: 129-137 MiB -> 106 MiB alone.
 //! - mysql_async keeps up to 128 freed packet buffers of up to 4 MiB each for reuse
-//!   (`MYSQL_ASYNC_BUFFER_POOL_CAP`); apply needs a few at a time. [`MYSQL_BUFFER_POOL`]
-//!   buffers: 129 -> 113 MiB alone.
+//!   (`MYSQL_ASYNC_BUFFER_POOL_CAP`). Apply has one statement chunk in flight while it builds
+//!   the next, so it needs two at a time. 8 buffers: 129 -> 113 MiB alone.
 //!
-//! Both together: 129-137 -> 93-99 MiB. The prefetch queue of the Kafka consumer was tried too
+//! Both together: 129-137 -> 93-99 MiB. In `consumer run` (the 1M end-to-end drain of `make
+//! bench`, 2026-12-06 evening), 8 pooled buffers peaked at 120-139 MiB in four runs, three of
+//! them above the 128 MiB goal; [`MYSQL_BUFFER_POOL`] = 2 peaked at 101 and 119 MiB in two
+//! runs, at the same drain rate (11 770 and 12 656 rows/s, against 11 764 and 13 213 with 8 in
+//! the runs alternated with them). The prefetch queue of the Kafka consumer was tried too
 //! (4 MiB instead of 8): 101 MiB, but apply took 1.7 times as long, so it stays.
 //!
 //! Each default yields to the operator's own setting of the same environment variable.
@@ -31,7 +35,7 @@ pub const MALLOC_ARENAS: i32 = 2;
 pub const MMAP_THRESHOLD: i32 = 1 << 20;
 
 /// How many freed packet buffers mysql_async keeps for reuse.
-pub const MYSQL_BUFFER_POOL: &str = "8";
+pub const MYSQL_BUFFER_POOL: &str = "2";
 
 /// Sets the allocator's tunables above, each unless the operator set its environment variable
 /// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MYSQL_ASYNC_BUFFER_POOL_CAP`). Call it first
