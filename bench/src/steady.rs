@@ -31,6 +31,24 @@ fn now_us() -> i64 {
 /// Lag samples: (seconds since the run's start when sent, lag in ms).
 type Series = Vec<(f64, f64)>;
 
+/// One probe transaction as the watcher saw it arrive on EU.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    sent_us: i64,
+    seen_us: i64,
+    txn_rows: u32,
+}
+
+impl Probe {
+    fn lag_ms(&self) -> f64 {
+        (self.seen_us - self.sent_us) as f64 / 1000.0
+    }
+
+    fn in_goal(&self) -> bool {
+        self.txn_rows <= GOAL_MAX_TXN_ROWS
+    }
+}
+
 /// The largest probe transaction the lag goal covers, in rows.
 pub const GOAL_MAX_TXN_ROWS: u32 = 100;
 
@@ -99,8 +117,7 @@ pub async fn steady(
             .map(|(n, i)| (n.to_string(), pipeline[*i].cpu_now().unwrap_or(0.0)))
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
-        // (id, sent, seen, rows of its transaction) per probe.
-        let samples: Arc<Mutex<Vec<(i64, i64, i64, u32)>>> = Arc::new(Mutex::new(Vec::new()));
+        let samples: Arc<Mutex<Vec<Probe>>> = Arc::new(Mutex::new(Vec::new()));
         let first_id = next_id.load(Ordering::Relaxed);
         let t_start_us = now_us();
         // Heartbeat writer on SF.
@@ -138,7 +155,11 @@ pub async fn steady(
                     {
                         let mut s = samples.lock().unwrap();
                         for (id, sent, rows) in rows {
-                            s.push((id, sent, seen, rows));
+                            s.push(Probe {
+                                sent_us: sent,
+                                seen_us: seen,
+                                txn_rows: rows,
+                            });
                             last = last.max(id);
                         }
                     }
@@ -186,20 +207,19 @@ pub async fn steady(
         let s = samples.lock().unwrap().clone();
         let gen_rows = gen["rows"].as_u64().unwrap_or(0);
         let gen_s = gen["elapsed_s"].as_f64().unwrap_or(cfg.steady_secs as f64);
-        let lag_ms = |sent: i64, seen: i64| (seen - sent) as f64 / 1000.0;
         let mut lags: Vec<f64> = s
             .iter()
-            .filter(|p| p.3 <= GOAL_MAX_TXN_ROWS)
-            .map(|p| lag_ms(p.1, p.2))
+            .filter(|p| p.in_goal())
+            .map(Probe::lag_ms)
             .collect();
         let series: Series = s
             .iter()
-            .filter(|p| p.3 <= GOAL_MAX_TXN_ROWS)
-            .map(|p| ((p.1 - t_start_us) as f64 / 1e6, lag_ms(p.1, p.2)))
+            .filter(|p| p.in_goal())
+            .map(|p| ((p.sent_us - t_start_us) as f64 / 1e6, p.lag_ms()))
             .collect();
         let mut sizes: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
         for p in &s {
-            sizes.entry(p.3).or_default().push(lag_ms(p.1, p.2));
+            sizes.entry(p.txn_rows).or_default().push(p.lag_ms());
         }
         let by_size = sizes
             .into_iter()
