@@ -307,16 +307,39 @@ impl RowStatements {
 /// Most keys in one merged DELETE (the range optimizer handles a few thousand comfortably).
 const MAX_DELETE_KEYS: usize = 1000;
 
-/// SQL text waiting to be sent: statements separated by `;`, the last one possibly still open
-/// for more rows of the same table and kind.
+/// SQL text waiting to be sent: statements separated by `;`, and one statement per table still
+/// open for more rows of the same kind.
+///
+/// Changes of one table keep their order: a change of another kind than its table's open
+/// statement seals that statement first. Changes of different tables may be reordered, so that
+/// a batch whose transactions each touch a few tables still sends one multi-row statement per
+/// table and kind, not one per row: with `foreign_key_checks=0` and no triggers (apply refuses
+/// tables with triggers), a change of one table cannot affect another. The exception is a
+/// statement that runs with foreign-key checks on (a cascading `DELETE` or `UPDATE`), whose
+/// action reaches other tables: it is a barrier. Every open statement is sealed before it, and
+/// it is sealed before any change that follows it, whatever the table.
 #[derive(Debug, Default)]
 pub struct StatementBuffer {
+    /// Sealed statements, in the order they run.
     text: String,
-    /// The open statement: shape id, kind, rows in it, byte offset where it starts.
-    open: Option<(u64, StmtKind, usize, usize)>,
+    /// The open statements, in the order they opened: at most one per table shape, and a
+    /// [`StmtKind::DeleteChecked`] one only ever alone.
+    open: Vec<OpenStatement>,
+    /// Bytes of the open statements' text.
+    open_bytes: usize,
     rows: usize,
     /// A statement is closed once it reaches this size, so it stays below `max_allowed_packet`.
     max_statement_bytes: usize,
+    /// One row's fragment, built before anything is changed (a value can be refused).
+    scratch: String,
+}
+
+#[derive(Debug)]
+struct OpenStatement {
+    id: u64,
+    kind: StmtKind,
+    rows: usize,
+    text: String,
 }
 
 impl StatementBuffer {
@@ -328,11 +351,12 @@ impl StatementBuffer {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.text.is_empty() && self.open.is_empty()
     }
 
+    /// Bytes buffered, sealed or open.
     pub fn len(&self) -> usize {
-        self.text.len()
+        self.text.len() + self.open_bytes
     }
 
     /// Rows added since the last [`take`](Self::take).
@@ -340,28 +364,29 @@ impl StatementBuffer {
         self.rows
     }
 
-    /// Ends the open statement, so the next row starts a new one.
+    /// Ends every open statement, so the next row starts a new one.
     pub fn seal(&mut self) {
-        if let Some((_, StmtKind::DeleteChecked, ..)) = self.open {
-            self.text.push_str(FK_OFF);
+        for o in std::mem::take(&mut self.open) {
+            self.append_sealed(o);
         }
-        self.open = None;
+        self.open_bytes = 0;
     }
 
-    /// Starts a statement or continues the open one; returns (merged, rows already in it, start).
-    fn begin(&mut self, id: u64, kind: StmtKind) -> (bool, usize, usize) {
-        if let Some((oid, okind, n, start)) = self.open {
-            let fits = self.text.len() - start < self.max_statement_bytes;
-            let small = kind == StmtKind::Replace || n < MAX_DELETE_KEYS;
-            if oid == id && okind == kind && fits && small {
-                return (true, n, start);
-            }
-        }
-        self.seal();
+    /// Moves the open statement at `i` to the sealed text.
+    fn seal_one(&mut self, i: usize) {
+        let o = self.open.remove(i);
+        self.open_bytes -= o.text.len();
+        self.append_sealed(o);
+    }
+
+    fn append_sealed(&mut self, o: OpenStatement) {
         if !self.text.is_empty() {
             self.text.push_str(";\n");
         }
-        (false, 0, self.text.len())
+        self.text.push_str(&o.text);
+        if o.kind == StmtKind::DeleteChecked {
+            self.text.push_str(FK_OFF);
+        }
     }
 
     /// Adds `REPLACE` of `row` (an after-image).
@@ -422,25 +447,26 @@ impl StatementBuffer {
         checked: bool,
         write: impl FnOnce(&mut String) -> Result<(), LiteralError>,
     ) -> Result<(), LiteralError> {
-        let mark = self.text.len();
-        let saved = self.open;
-        self.seal();
-        if !self.text.is_empty() {
-            self.text.push_str(";\n");
-        }
+        let mut stmt = std::mem::take(&mut self.scratch);
+        stmt.clear();
         if checked {
-            self.text.push_str(FK_ON);
+            stmt.push_str(FK_ON);
         }
-        if let Err(e) = write(&mut self.text) {
-            self.text.truncate(mark);
-            self.open = saved;
-            return Err(e);
+        let written = write(&mut stmt);
+        if written.is_ok() {
+            // Its own statement, in order with everything: the open statements go first.
+            self.seal();
+            if !self.text.is_empty() {
+                self.text.push_str(";\n");
+            }
+            self.text.push_str(&stmt);
+            if checked {
+                self.text.push_str(FK_OFF);
+            }
+            self.rows += 1;
         }
-        if checked {
-            self.text.push_str(FK_OFF);
-        }
-        self.rows += 1;
-        Ok(())
+        self.scratch = stmt;
+        written
     }
 
     /// Adds `UPDATE` from `before` to `after` with foreign-key checks on (a single statement).
@@ -459,38 +485,80 @@ impl StatementBuffer {
         kind: StmtKind,
         row: &[Value],
     ) -> Result<(), LiteralError> {
-        let mark = self.text.len();
-        let saved = self.open;
-        let (merged, n, start) = self.begin(stmts.id, kind);
-        let res = match (kind, merged) {
-            (StmtKind::Replace, true) => {
-                self.text.push(',');
-                stmts.push_row(&mut self.text, row)
-            }
-            (StmtKind::Replace, false) => {
-                self.text.push_str(&stmts.replace_prefix);
-                stmts.push_row(&mut self.text, row)
-            }
-            (_, true) => {
-                self.text.push_str(" OR ");
-                stmts.push_key_condition(&mut self.text, row)
-            }
-            (k, false) => {
-                if k == StmtKind::DeleteChecked {
-                    self.text.push_str(FK_ON);
-                }
-                self.text.push_str(&stmts.delete_prefix);
-                stmts.push_key_condition(&mut self.text, row)
-            }
+        // The row's fragment first: a refused value changes nothing.
+        let mut frag = std::mem::take(&mut self.scratch);
+        frag.clear();
+        let built = match kind {
+            StmtKind::Replace => stmts.push_row(&mut frag, row),
+            StmtKind::Delete | StmtKind::DeleteChecked => stmts.push_key_condition(&mut frag, row),
         };
-        if let Err(e) = res {
-            self.text.truncate(mark);
-            self.open = saved;
-            return Err(e);
+        if built.is_ok() {
+            self.add_fragment(stmts, kind, &frag);
         }
-        self.open = Some((stmts.id, kind, n + 1, start));
+        self.scratch = frag;
+        built
+    }
+
+    /// Adds one row's fragment to its table's open statement of `kind`, or opens one.
+    fn add_fragment(&mut self, stmts: &RowStatements, kind: StmtKind, frag: &str) {
+        let barrier_open = self
+            .open
+            .first()
+            .is_some_and(|o| o.kind == StmtKind::DeleteChecked);
+        if kind == StmtKind::DeleteChecked || barrier_open {
+            // A checked statement runs in order with everything around it.
+            let same = self
+                .open
+                .first()
+                .is_some_and(|o| o.id == stmts.id && o.kind == kind);
+            if !same {
+                self.seal();
+            }
+        }
+        let max = self.max_statement_bytes;
+        let mergeable = |o: &OpenStatement| {
+            o.kind == kind
+                && o.text.len() < max
+                && (kind == StmtKind::Replace || o.rows < MAX_DELETE_KEYS)
+        };
+        match self.open.iter().position(|o| o.id == stmts.id) {
+            Some(i) if mergeable(&self.open[i]) => {
+                let o = &mut self.open[i];
+                let before = o.text.len();
+                o.text.push_str(if kind == StmtKind::Replace {
+                    ","
+                } else {
+                    " OR "
+                });
+                o.text.push_str(frag);
+                o.rows += 1;
+                self.open_bytes += o.text.len() - before;
+            }
+            found => {
+                // Another kind (or a full statement) of this table: it runs first, in order.
+                if let Some(i) = found {
+                    self.seal_one(i);
+                }
+                let mut text = String::new();
+                if kind == StmtKind::DeleteChecked {
+                    text.push_str(FK_ON);
+                }
+                text.push_str(if kind == StmtKind::Replace {
+                    &stmts.replace_prefix
+                } else {
+                    &stmts.delete_prefix
+                });
+                text.push_str(frag);
+                self.open_bytes += text.len();
+                self.open.push(OpenStatement {
+                    id: stmts.id,
+                    kind,
+                    rows: 1,
+                    text,
+                });
+            }
+        }
         self.rows += 1;
-        Ok(())
     }
 
     /// Appends a complete statement of its own (checkpoint, COMMIT …).
@@ -511,7 +579,8 @@ impl StatementBuffer {
 
     /// Forgets everything.
     pub fn clear(&mut self) {
-        self.open = None;
+        self.open.clear();
+        self.open_bytes = 0;
         self.rows = 0;
         self.text.clear();
     }
@@ -655,6 +724,97 @@ mod tests {
             b.take().ends_with("SET SESSION foreign_key_checks=0"),
             "checks go back off at every end"
         );
+    }
+
+    fn stmts_of(id: u64, table: &str, cascade: bool) -> RowStatements {
+        let mut r = stmts(id, cascade);
+        r.replace_prefix = r.replace_prefix.replace("`t`", &format!("`{table}`"));
+        r.delete_prefix = r.delete_prefix.replace("`t`", &format!("`{table}`"));
+        r
+    }
+
+    fn int_row(id: i64, v: i64) -> [Value; 2] {
+        [Value::Int(id), Value::Int(v)]
+    }
+
+    #[test]
+    fn changes_of_different_tables_group_by_table_and_keep_their_order_within_it() {
+        let (a, b, c) = (
+            stmts_of(1, "a", false),
+            stmts_of(2, "b", false),
+            stmts_of(3, "c", false),
+        );
+        let mut buf = StatementBuffer::new(1 << 20);
+        // Transactions touching a few tables each, interleaved as a batch delivers them.
+        buf.replace(&a, &int_row(1, 1)).unwrap();
+        buf.replace(&b, &int_row(1, 1)).unwrap();
+        buf.delete(&c, &int_row(9, 0)).unwrap();
+        buf.replace(&a, &int_row(2, 2)).unwrap();
+        buf.delete(&c, &int_row(8, 0)).unwrap();
+        buf.replace(&b, &int_row(2, 2)).unwrap();
+        // Table a changes kind: its REPLACE runs before its DELETE; the DELETE of key 1 must
+        // not run before the REPLACE of key 1.
+        buf.delete(&a, &int_row(1, 0)).unwrap();
+        buf.replace(&b, &int_row(3, 3)).unwrap();
+        buf.replace(&a, &int_row(1, 5)).unwrap();
+        assert_eq!(buf.rows(), 9);
+        assert_eq!(
+            buf.take(),
+            "REPLACE INTO `d`.`a` (`id`,`v`) VALUES (1,1),(2,2);\n\
+             DELETE FROM `d`.`a` WHERE `id`=1;\n\
+             REPLACE INTO `d`.`b` (`id`,`v`) VALUES (1,1),(2,2),(3,3);\n\
+             DELETE FROM `d`.`c` WHERE `id`=9 OR `id`=8;\n\
+             REPLACE INTO `d`.`a` (`id`,`v`) VALUES (1,5)"
+        );
+        assert!(buf.is_empty());
+        assert_eq!(buf.len(), 0);
+    }
+
+    #[test]
+    fn a_statement_with_foreign_key_checks_on_is_a_barrier_for_every_table() {
+        let (child, parent) = (stmts_of(1, "child", false), stmts_of(2, "parent", true));
+        let mut buf = StatementBuffer::new(1 << 20);
+        // Source order: a child row, the cascading delete of parents (which may remove that
+        // child), then another child row (which must survive it).
+        buf.replace(&child, &int_row(1, 10)).unwrap();
+        buf.delete(&parent, &int_row(10, 0)).unwrap();
+        buf.delete(&parent, &int_row(11, 0)).unwrap();
+        buf.replace(&child, &int_row(2, 20)).unwrap();
+        buf.delete(&parent, &int_row(20, 0)).unwrap();
+        assert_eq!(
+            buf.take(),
+            "REPLACE INTO `d`.`child` (`id`,`v`) VALUES (1,10);\n\
+             SET SESSION foreign_key_checks=1;\nDELETE FROM `d`.`parent` WHERE `id`=10 OR `id`=11;\nSET SESSION foreign_key_checks=0;\n\
+             REPLACE INTO `d`.`child` (`id`,`v`) VALUES (2,20);\n\
+             SET SESSION foreign_key_checks=1;\nDELETE FROM `d`.`parent` WHERE `id`=20;\nSET SESSION foreign_key_checks=0"
+        );
+        // A checked update of its own is a barrier too.
+        buf.replace(&child, &int_row(3, 30)).unwrap();
+        buf.update_checked(&parent, &int_row(20, 0), &int_row(21, 0))
+            .unwrap();
+        buf.replace(&child, &int_row(4, 40)).unwrap();
+        let text = buf.take();
+        let (first, rest) = text.split_once("UPDATE").unwrap();
+        assert!(
+            first.contains("(3,30)") && rest.contains("(4,40)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refused_value_leaves_the_buffer_as_it_was() {
+        let a = stmts_of(1, "a", false);
+        let mut buf = StatementBuffer::new(1 << 20);
+        buf.replace(&a, &int_row(1, 1)).unwrap();
+        let (len, rows) = (buf.len(), buf.rows());
+        // A value no literal can carry (NaN), in the row and in the key.
+        let bad = [Value::Int(2), Value::Double(f64::NAN)];
+        assert!(buf.replace(&a, &bad).is_err());
+        assert!(buf
+            .delete(&a, &[Value::Double(f64::NAN), Value::Null])
+            .is_err());
+        assert_eq!((buf.len(), buf.rows()), (len, rows));
+        assert_eq!(buf.take(), "REPLACE INTO `d`.`a` (`id`,`v`) VALUES (1,1)");
     }
 
     #[test]
