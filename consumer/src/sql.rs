@@ -325,8 +325,6 @@ pub struct StatementBuffer {
     /// The open statements, in the order they opened: at most one per table shape, and a
     /// [`StmtKind::DeleteChecked`] one only ever alone.
     open: Vec<OpenStatement>,
-    /// Bytes of the open statements' text.
-    open_bytes: usize,
     rows: usize,
     /// A statement is closed once it reaches this size, so it stays below `max_allowed_packet`.
     max_statement_bytes: usize,
@@ -356,7 +354,7 @@ impl StatementBuffer {
 
     /// Bytes buffered, sealed or open.
     pub fn len(&self) -> usize {
-        self.text.len() + self.open_bytes
+        self.text.len() + self.open.iter().map(|o| o.text.len()).sum::<usize>()
     }
 
     /// Rows added since the last [`take`](Self::take).
@@ -369,13 +367,11 @@ impl StatementBuffer {
         for o in std::mem::take(&mut self.open) {
             self.append_sealed(o);
         }
-        self.open_bytes = 0;
     }
 
     /// Moves the open statement at `i` to the sealed text.
     fn seal_one(&mut self, i: usize) {
         let o = self.open.remove(i);
-        self.open_bytes -= o.text.len();
         self.append_sealed(o);
     }
 
@@ -524,7 +520,6 @@ impl StatementBuffer {
         match self.open.iter().position(|o| o.id == stmts.id) {
             Some(i) if mergeable(&self.open[i]) => {
                 let o = &mut self.open[i];
-                let before = o.text.len();
                 o.text.push_str(if kind == StmtKind::Replace {
                     ","
                 } else {
@@ -532,7 +527,6 @@ impl StatementBuffer {
                 });
                 o.text.push_str(frag);
                 o.rows += 1;
-                self.open_bytes += o.text.len() - before;
             }
             found => {
                 // Another kind (or a full statement) of this table: it runs first, in order.
@@ -549,7 +543,6 @@ impl StatementBuffer {
                     &stmts.delete_prefix
                 });
                 text.push_str(frag);
-                self.open_bytes += text.len();
                 self.open.push(OpenStatement {
                     id: stmts.id,
                     kind,
@@ -580,7 +573,6 @@ impl StatementBuffer {
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.open.clear();
-        self.open_bytes = 0;
         self.rows = 0;
         self.text.clear();
     }
