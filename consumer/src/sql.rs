@@ -675,6 +675,11 @@ mod tests {
     }
 
     fn stmts(id: u64, cascade: bool) -> RowStatements {
+        stmts_of(id, "t", cascade)
+    }
+
+    /// Table `d`.`table` of `id INT` (the key) and `v INT`.
+    fn stmts_of(id: u64, table: &str, cascade: bool) -> RowStatements {
         let int = ColumnType::Integer {
             width: IntWidth::Int,
             unsigned: false,
@@ -682,7 +687,7 @@ mod tests {
         let mut r = RowStatements::new(
             id,
             "d",
-            "t",
+            table,
             vec![(0, int.clone(), "id".into()), (1, int.clone(), "v".into())],
             vec![(0, int, "id".into())],
         );
@@ -716,13 +721,6 @@ mod tests {
             b.take().ends_with("SET SESSION foreign_key_checks=0"),
             "checks go back off at every end"
         );
-    }
-
-    fn stmts_of(id: u64, table: &str, cascade: bool) -> RowStatements {
-        let mut r = stmts(id, cascade);
-        r.replace_prefix = r.replace_prefix.replace("`t`", &format!("`{table}`"));
-        r.delete_prefix = r.delete_prefix.replace("`t`", &format!("`{table}`"));
-        r
     }
 
     fn int_row(id: i64, v: i64) -> [Value; 2] {
