@@ -439,11 +439,12 @@ pub struct ApplyConfig {
     /// Limits of one MariaDB transaction; whole source transactions only. Defaults 5000 rows,
     /// 500 transactions, 8 MiB of records, `100ms`. `batch_wait` is how long a batch may stay
     /// open after its first record while more records are ready to be read; a batch with
-    /// nothing queued behind it commits at once, since waiting would only add lag. Larger groups were measured and not kept:
-    /// 20000/2000/32 MiB made apply alone about 10% faster in interleaved runs over one topic
-    /// (59.5-66.7 s against 70.6-71.8 s), but in `make bench` (1M rows) the drain ratios did
-    /// not move (apply alone 0.92x native either way), `consumer run` peaked at 130 MiB instead
-    /// of 120 MiB, and the p99 lag at 50% load rose from 615 to 758 ms.
+    /// nothing queued behind it commits at once, since waiting would only add lag. Larger
+    /// groups were measured and not kept: 20000/2000/32 MiB made apply alone about 10% faster
+    /// in interleaved runs over one topic (59.5-66.7 s against 70.6-71.8 s), but in `make
+    /// bench` (1M rows) the drain ratios did not move (apply alone 0.92x native either way),
+    /// `consumer run` peaked at 130 MiB instead of 120 MiB, and the p99 lag at 50% load rose
+    /// from 615 to 758 ms.
     pub batch_rows: usize,
     pub batch_transactions: usize,
     pub batch_bytes: usize,
