@@ -48,6 +48,7 @@ pub fn gtid_text(pos: Option<&StreamPosition>) -> String {
         Some(StreamPosition::Txn { gtid, .. }) => gtid.to_string(),
         Some(StreamPosition::At(p)) => format!("at {p}"),
         Some(StreamPosition::Snapshot { id, .. }) => format!("snapshot {id}"),
+        Some(StreamPosition::Chunk { id, .. }) => format!("a chunk of snapshot {id}"),
         None => String::new(),
     }
 }

@@ -275,7 +275,9 @@ async fn move_checkpoint(
             // The position just before the record: where the replica will be when apply gets there.
             let before = match position_of(&rec) {
                 Some(StreamPosition::Txn { resume, .. }) => Some(resume),
-                Some(StreamPosition::At(p)) => Some(p),
+                Some(StreamPosition::At(p)) | Some(StreamPosition::Chunk { position: p, .. }) => {
+                    Some(p)
+                }
                 Some(StreamPosition::Snapshot { .. }) => Some(GtidPosition::new()),
                 None => None,
             };

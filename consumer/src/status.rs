@@ -146,7 +146,9 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, ApplyError
     let gtid_latest = last_pos.as_ref().map(|p| match p {
         StreamPosition::Txn { gtid, resume, .. } => resume.with(*gtid).to_string(),
         StreamPosition::At(p) => p.to_string(),
-        StreamPosition::Snapshot { position, .. } => position.to_string(),
+        StreamPosition::Snapshot { position, .. } | StreamPosition::Chunk { position, .. } => {
+            position.to_string()
+        }
     });
     let same_cluster = ck.as_ref().is_some_and(|c| c.cluster == settings.read_from);
     let behind = match (&ck, high) {

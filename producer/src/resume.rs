@@ -3,7 +3,7 @@
 //! - empty topic, an unfinished snapshot, or `--resnapshot`: take a new snapshot (on a
 //!   read-only source an empty one, unless it finishes an abandoned snapshot of tables: see
 //!   [`takes_table_snapshot`]);
-//! - `txn:G:i:last:R` or `at:P`: stream from `R+G` (resp. `P`);
+//! - `txn:G:i:last:R`, `at:P` or `chunk:..:P`: stream from `R+G` (resp. `P`);
 //! - `txn:G:i:more:R`: stream from `R` and skip the first `i+1` events of `G`, which the topic
 //!   holds already.
 //!
@@ -88,7 +88,11 @@ pub fn from_last(last: Option<StreamPosition>) -> Start {
         Some(StreamPosition::Snapshot { id, .. }) => Start::Snapshot {
             reason: format!("snapshot {id} did not finish; it is abandoned and a new one starts"),
         },
-        Some(StreamPosition::At(p)) => Start::At(p),
+        // A chunk's row: the stream stood at the chunk's position. An unfinished chunk is read
+        // again (from the snapshot's progress, `incremental`), so it needs nothing here.
+        Some(StreamPosition::At(p)) | Some(StreamPosition::Chunk { position: p, .. }) => {
+            Start::At(p)
+        }
         Some(StreamPosition::Txn {
             gtid,
             last: true,
@@ -163,6 +167,10 @@ mod tests {
             from_last(p("snapshot:abc:1-1-5")),
             Start::Snapshot { .. }
         ));
+        assert_eq!(
+            from_last(p("chunk:r1-5:7:more:1-1-5,2-2-1")),
+            Start::At("1-1-5,2-2-1".parse().unwrap())
+        );
         assert_eq!(
             from_last(p("at:1-1-5,2-2-1")),
             Start::At("1-1-5,2-2-1".parse().unwrap())

@@ -637,10 +637,15 @@ pub fn write_envelope(
     write_source(buf, topic, &t.db, Some(&t.table), &ev.source, texts);
     put_bytes(buf, ev.op.code().as_bytes());
     put_long(buf, now_ms);
-    match (&ev.source.gtid, &ev.tx) {
-        (Some(g), Some(tx)) => {
+    match (&ev.source.gtid, &ev.tx, &ev.source.snapshot_id) {
+        (Some(g), Some(tx), _) => {
             put_long(buf, 1);
             write_transaction(buf, texts.gtid(g), tx.index, tx.last);
+        }
+        // A chunk of an incremental snapshot: its place in the chunk, under the snapshot's id.
+        (None, Some(tx), Some(id)) => {
+            put_long(buf, 1);
+            write_transaction(buf, id, tx.index, tx.last);
         }
         _ => put_long(buf, 0),
     }

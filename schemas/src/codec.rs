@@ -617,9 +617,26 @@ impl Decoder {
                     .and_then(as_str)
                     .and_then(Op::from_code)
                     .ok_or_else(|| invalid("envelope has no valid op".into()))?;
-                // A snapshot read belongs to no transaction; every other row change does.
+                // A consistent snapshot's read belongs to no transaction; every other row change
+                // has a place: in its source transaction, or (a read with no GTID) in a chunk of
+                // an incremental snapshot, whose id the transaction's id then is.
                 let tx = match field(&fields, "transaction").map(unwrap_union) {
-                    Some(AvroValue::Record(t)) => Some(tx_place(t).map_err(invalid)?),
+                    Some(AvroValue::Record(t)) => {
+                        if source_info.gtid.is_none() {
+                            let id = t.iter().find(|(n, _)| n == "id").and_then(|(_, v)| as_str(v));
+                            if op != Op::Read
+                                || source_info.snapshot_id.is_none()
+                                || id != source_info.snapshot_id.as_deref()
+                            {
+                                return Err(invalid(format!(
+                                    "a {} row change of {db}.{table} has no GTID but has transaction {id:?}: only a snapshot read in a chunk has that, under its snapshot id ({:?})",
+                                    op.code(),
+                                    source_info.snapshot_id
+                                )));
+                            }
+                        }
+                        Some(tx_place(t).map_err(invalid)?)
+                    }
                     None | Some(AvroValue::Null) if op == Op::Read => None,
                     other => {
                         return Err(invalid(format!(

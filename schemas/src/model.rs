@@ -89,7 +89,9 @@ pub struct ChangeEvent {
     pub before: Option<Row>,
     pub after: Option<Row>,
     pub source: SourceInfo,
-    /// `None` for snapshot reads, which belong to no source transaction.
+    /// `None` for the reads of a consistent snapshot, which belong to no source transaction. A
+    /// chunk of an incremental snapshot (no GTID, a `snapshot_id`) has its rows' places in the
+    /// chunk here: the chunk is read and written whole, like a transaction.
     pub tx: Option<TxPlace>,
 }
 
@@ -177,6 +179,12 @@ impl StreamRecord {
                     last: tx.last,
                     resume: c.source.resume_position.clone(),
                 },
+                (None, Some(tx)) => StreamPosition::Chunk {
+                    id: c.source.snapshot_id.clone().unwrap_or_default(),
+                    index: tx.index,
+                    last: tx.last,
+                    position: c.source.gtid_position.clone(),
+                },
                 _ => StreamPosition::Snapshot {
                     id: c.source.snapshot_id.clone().unwrap_or_default(),
                     position: c.source.gtid_position.clone(),
@@ -225,7 +233,10 @@ impl StreamRecord {
 /// - `at:<position>` — everything up to `position` is in the topic before this record
 ///   (heartbeats, snapshot ends);
 /// - `snapshot:<id>:<position>` — part of a snapshot consistent with `position` that has not
-///   ended yet (its start marker and its rows).
+///   ended yet (its start marker and its rows);
+/// - `chunk:<id>:<index>:<last|more>:<position>` — a row of a chunk of incremental snapshot
+///   `id`: the chunk's rows as they were at `position`, written where the stream reached
+///   `position` (everything up to it is in the topic before this record, nothing after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamPosition {
     Txn {
@@ -239,11 +250,18 @@ pub enum StreamPosition {
         id: String,
         position: GtidPosition,
     },
+    Chunk {
+        id: String,
+        index: u64,
+        last: bool,
+        position: GtidPosition,
+    },
 }
 
 impl StreamPosition {
     /// The position to resume from after this record, if the record ends a consistent point:
-    /// a transaction's last event, a heartbeat, or a snapshot's end.
+    /// a transaction's last event, a heartbeat, a snapshot's end, or a chunk's row (the stream
+    /// is at the chunk's position on each of them).
     pub fn after(&self) -> Option<GtidPosition> {
         match self {
             StreamPosition::Txn {
@@ -252,19 +270,25 @@ impl StreamPosition {
                 resume,
                 ..
             } => Some(resume.with(*gtid)),
-            StreamPosition::At(p) => Some(p.clone()),
+            StreamPosition::At(p) | StreamPosition::Chunk { position: p, .. } => Some(p.clone()),
             _ => None,
         }
     }
 
     /// Whether everything this record stands for is already contained in `applied`: its
     /// transaction's GTID is at or below `applied` in its domain, or its position is covered.
-    /// Snapshot parts are never contained (a snapshot has no GTID of its own).
+    /// Snapshot parts are never contained (a snapshot has no GTID of its own). A chunk's row is
+    /// contained only once `applied` is past its position: at exactly its position the row may
+    /// not be applied yet, and applying it again there is harmless (it is the row as it is at
+    /// that position); past it, it would put back an older row.
     pub fn contained_in(&self, applied: &GtidPosition) -> bool {
         match self {
             StreamPosition::Txn { gtid, .. } => applied.contains(gtid),
             StreamPosition::At(p) => applied.covers(p),
             StreamPosition::Snapshot { .. } => false,
+            StreamPosition::Chunk { position, .. } => {
+                applied.covers(position) && applied != position
+            }
         }
     }
 }
@@ -284,6 +308,16 @@ impl fmt::Display for StreamPosition {
             ),
             StreamPosition::At(p) => write!(f, "at:{p}"),
             StreamPosition::Snapshot { id, position } => write!(f, "snapshot:{id}:{position}"),
+            StreamPosition::Chunk {
+                id,
+                index,
+                last,
+                position,
+            } => write!(
+                f,
+                "chunk:{id}:{index}:{}:{position}",
+                if *last { "last" } else { "more" }
+            ),
         }
     }
 }
@@ -296,7 +330,7 @@ impl FromStr for StreamPosition {
             ParsePositionError {
             what: "stream position",
             input: s.to_owned(),
-            expected: "txn:<gtid>:<index>:<last|more>:<position>, at:<position> or snapshot:<id>:<position>",
+            expected: "txn:<gtid>:<index>:<last|more>:<position>, at:<position>, snapshot:<id>:<position> or chunk:<id>:<index>:<last|more>:<position>",
         }
         };
         let (kind, rest) = s.split_once(':').ok_or_else(err)?;
@@ -327,6 +361,27 @@ impl FromStr for StreamPosition {
                 }
                 Ok(StreamPosition::Snapshot {
                     id: id.to_owned(),
+                    position: p.parse().map_err(|_| err())?,
+                })
+            }
+            "chunk" => {
+                let mut it = rest.splitn(4, ':');
+                let (Some(id), Some(i), Some(l), Some(p)) =
+                    (it.next(), it.next(), it.next(), it.next())
+                else {
+                    return Err(err());
+                };
+                if id.is_empty() {
+                    return Err(err());
+                }
+                Ok(StreamPosition::Chunk {
+                    id: id.to_owned(),
+                    index: i.parse().map_err(|_| err())?,
+                    last: match l {
+                        "last" => true,
+                        "more" => false,
+                        _ => return Err(err()),
+                    },
                     position: p.parse().map_err(|_| err())?,
                 })
             }
@@ -411,6 +466,8 @@ mod tests {
             "at:1-1-5,2-2-7",
             "at:",
             "snapshot:20261126T1200-3f:1-1-9",
+            "chunk:r7-1733-2f:0:more:1-1-9,2-2-1",
+            "chunk:r7-1733-2f:1023:last:",
         ] {
             let p: StreamPosition = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
@@ -420,6 +477,9 @@ mod tests {
             "txn:1-1-5:0:maybe:",
             "txn:1-1-5:x:last:",
             "snapshot::1-1-1",
+            "chunk::0:last:1-1-1",
+            "chunk:a:0:1-1-1",
+            "chunk:a:x:last:1-1-1",
             "foo:1",
         ] {
             assert!(bad.parse::<StreamPosition>().is_err(), "{bad}");
@@ -434,6 +494,11 @@ mod tests {
         assert_eq!(q.after(), None);
         let s: StreamPosition = "snapshot:a:1-1-4".parse().unwrap();
         assert_eq!(s.after(), None);
+        // The stream stands at a chunk's position on each of its rows.
+        for c in ["chunk:a:3:more:1-1-4", "chunk:a:4:last:1-1-4"] {
+            let c: StreamPosition = c.parse().unwrap();
+            assert_eq!(c.after().unwrap().to_string(), "1-1-4");
+        }
     }
 
     #[test]
@@ -445,6 +510,12 @@ mod tests {
         assert!(t("at:1-1-5"));
         assert!(!t("at:1-1-5,3-3-1"));
         assert!(!t("snapshot:x:1-1-1"));
+        // A chunk's row at exactly the applied position may still be due; past it, it is old.
+        assert!(!t("chunk:x:0:last:1-1-5,2-2-7"));
+        assert!(t("chunk:x:0:last:1-1-4,2-2-7"));
+        assert!(t("chunk:x:0:more:1-1-5"));
+        assert!(!t("chunk:x:0:last:1-1-6,2-2-7"));
+        assert!(!t("chunk:x:0:last:1-1-5,2-2-7,3-3-1"));
     }
 
     #[test]

@@ -33,6 +33,11 @@
 //!   rows load while the snapshot is open; END sets the GTID position to the snapshot's. A START
 //!   that arrives inside an open transaction means the producer abandoned that transaction: its
 //!   events are discarded.
+//! - **Chunks of incremental snapshots** come between transactions, each row as it was at the
+//!   chunk's position, where the stream stands: each is a consistent point, applied as a
+//!   `REPLACE`, unless the checkpoint is already past the chunk's position (the row is older than
+//!   the replica's). A chunk cut short by the producer's crash is harmless: its rows are right
+//!   as of its position, and the producer reads the chunk again further on.
 //! - **Redo, never guess.** A failure inside a batch rolls it back and asks for a new session
 //!   from the committed checkpoint with [`Directives`]: stop before the failing transaction, go
 //!   row by row to name the failing record, or discard an abandoned transaction.
@@ -513,6 +518,9 @@ impl Session {
             (StreamPosition::Snapshot { id, .. }, _, StreamRecord::Change(ev)) => {
                 self.snapshot_row(inc, id, ev, now)
             }
+            (StreamPosition::Chunk { id, .. }, _, StreamRecord::Change(ev)) => {
+                self.chunk_row(inc, id, ev, now)
+            }
             (_, Some(t), StreamRecord::SchemaChange(sc)) => self.schema_change(inc, t, sc, now),
             (StreamPosition::Snapshot { id, .. }, _, StreamRecord::SchemaChange(sc)) => {
                 self.snapshot_definition(inc, id, sc, now)
@@ -811,6 +819,49 @@ impl Session {
             self.ctx(inc, &ev.table.qualified_name(), ev.key_text()),
         )?;
         self.after = After::Passed { commit: false };
+        Ok(vec![self.row(inc, ev, now)])
+    }
+
+    /// A row of a chunk of incremental snapshot `id`: the row as it was at the chunk's position,
+    /// which is where the stream stands. It is applied (a `REPLACE`) unless the checkpoint is
+    /// past that position (an older row than the replica's: a replay's records, or the topic of
+    /// another cluster); either way the position after it is the chunk's, as after a heartbeat.
+    fn chunk_row(
+        &mut self,
+        inc: &Incoming,
+        id: &str,
+        ev: &ChangeEvent,
+        now: Instant,
+    ) -> Result<Actions, ApplyError> {
+        if self.open.is_some() {
+            return Err(
+                self.open_txn_interrupted(inc, &format!("a row of a chunk of snapshot {id}"))
+            );
+        }
+        if let Some(l) = &self.pending.snapshot {
+            return Err(ApplyError::Record {
+                at: Box::new(self.ctx(inc, &ev.table.qualified_name(), ev.key_text())),
+                reason: format!(
+                    "it is a row of a chunk of incremental snapshot {id}, but snapshot {} is loading here and has not ended",
+                    l.id
+                ),
+                fix: format!("the producer writes chunks only while it streams; find what wrote this record, or replay from the snapshot's START (`continuum-consumer replay --to-offset {}` finds it)", inc.offset),
+            });
+        }
+        let position = &ev.source.gtid_position;
+        let replaying = self
+            .pending
+            .replay_until
+            .as_ref()
+            .is_some_and(|r| r.covers(position));
+        self.after = After::Heartbeat {
+            position: position.clone(),
+            ts_ms: ev.source.commit_ts_ms,
+        };
+        if !replaying && inc.pos.contained_in(&self.pending.gtid_position) {
+            self.stats.skipped += 1;
+            return Ok(vec![]);
+        }
         Ok(vec![self.row(inc, ev, now)])
     }
 

@@ -114,6 +114,9 @@ impl Apply {
                                 loading.as_deref() != Some(id.as_str())
                                     && covered_pos.covers(&position)
                             }
+                            Some(chunk @ StreamPosition::Chunk { .. }) => {
+                                chunk.contained_in(&covered_pos)
+                            }
                             None => false,
                         }
                         .then_some(())

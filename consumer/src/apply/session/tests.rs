@@ -833,3 +833,106 @@ fn a_batch_commits_at_once_when_nothing_is_queued_behind_it() {
     carry_out(&mut s, -1, a, &mut out);
     assert_eq!(commits(&out), [(2, "1-1-2".to_owned())], "{out:?}");
 }
+
+/// Row `index` of a chunk of incremental snapshot `id` read at `at`, of key `key`.
+fn chunk_row(offset: i64, id: &str, index: u64, last: bool, at: &str, key: i64) -> Incoming {
+    let mut src = source(1);
+    src.gtid = None;
+    src.gtid_position = pos(at);
+    src.resume_position = pos(at);
+    src.snapshot_id = Some(id.into());
+    incoming(
+        offset,
+        StreamRecord::Change(ChangeEvent {
+            op: Op::Read,
+            table: table(),
+            before: None,
+            after: Some(vec![Value::Int(key)]),
+            source: src,
+            tx: Some(TxPlace { index, last }),
+        }),
+    )
+}
+
+#[test]
+fn chunk_rows_between_transactions_are_applied_and_each_is_a_consistent_point() {
+    let mut s = session_at(0, "1-1-1", one_per_commit());
+    let did = drive(
+        &mut s,
+        &[
+            row(0, 2, 0, true, 1),
+            chunk_row(1, "r1-a", 0, false, "1-1-2", 7),
+            chunk_row(2, "r1-a", 1, true, "1-1-2", 8),
+            row(3, 3, 0, true, 9),
+        ],
+    );
+    assert_eq!(
+        did.iter()
+            .filter(|d| matches!(d, Did::Row { .. }))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [buffered(0), buffered(1), buffered(2), buffered(3)]
+    );
+    // Nothing holds a commit back inside a chunk: a signal after its first row commits there.
+    let mut s = session_at(0, "1-1-2", BIG);
+    drive(&mut s, &[chunk_row(0, "r1-a", 0, false, "1-1-2", 7)]);
+    let mut out = Vec::new();
+    let a = s.on_signal();
+    assert!(carry_out(&mut s, -1, a, &mut out));
+    assert_eq!(commits(&out), [(1, "1-1-2".to_owned())]);
+}
+
+#[test]
+fn a_chunk_row_older_than_the_checkpoint_is_skipped_but_one_at_it_is_applied() {
+    // The replica is at 1-1-5: a chunk read at 1-1-4 holds rows older than the replica's.
+    let mut s = session_at(0, "1-1-5", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            chunk_row(0, "r1-a", 0, true, "1-1-4", 7),
+            chunk_row(1, "r1-b", 0, true, "1-1-5", 8),
+        ],
+    );
+    assert_eq!(
+        did.iter()
+            .filter(|d| matches!(d, Did::Row { .. }))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [buffered(1)],
+        "{did:?}"
+    );
+    assert_eq!(s.stats.skipped, 1);
+    // While a replay re-applies history up to 1-1-5, the older chunk is history too.
+    let mut ck = Checkpoint::new("sf.cdc", 0, "eu", 0);
+    ck.gtid_position = pos("1-1-5");
+    ck.replay_until = Some(pos("1-1-5"));
+    let mut s = session_from(ck, BIG);
+    let did = drive(&mut s, &[chunk_row(0, "r1-a", 0, true, "1-1-4", 7)]);
+    assert_eq!(did, [buffered(0)]);
+}
+
+#[test]
+fn a_chunk_row_inside_an_open_transaction_or_a_loading_snapshot_stops_apply() {
+    let mut s = session_at(0, "1-1-1", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            row(0, 2, 0, false, 1),
+            chunk_row(1, "r1-a", 0, true, "1-1-1", 7),
+        ],
+    );
+    assert!(
+        did.iter()
+            .any(|d| matches!(d, Did::Rollback | Did::Fail(_))),
+        "{did:?}"
+    );
+    let mut s = session_at(0, "", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            marker(0, "full", SnapshotPhase::Start, "1-1-1"),
+            chunk_row(1, "r1-a", 0, true, "1-1-1", 7),
+        ],
+    );
+    assert_fails_with(&did, "snapshot full is loading here");
+}
