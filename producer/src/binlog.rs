@@ -31,6 +31,7 @@ use mysql_common::io::ParseBuf;
 
 use crate::rows::RowLayout;
 
+use crate::boundary::Boundary;
 use crate::error::{DbContext, ProducerError};
 use crate::shape::{self, Charsets};
 use continuum_common::config::NoPrimaryKey;
@@ -121,6 +122,8 @@ pub struct BinlogReader {
     shapes: HashMap<TableSchema, Arc<TableSchema>>,
     /// Statements that were classified as not replicated, logged once each kind.
     pub last_event_ts_ms: i64,
+    /// Where the reader stands between transactions, in binlog coordinates.
+    boundary: Boundary,
 }
 
 impl BinlogReader {
@@ -152,12 +155,23 @@ impl BinlogReader {
             tables: HashMap::new(),
             shapes: HashMap::new(),
             last_event_ts_ms: 0,
+            boundary: Boundary::default(),
         })
     }
 
     /// The position after the last complete transaction.
     pub fn position(&self) -> &GtidPosition {
         &self.position
+    }
+
+    /// Where the reader stands between transactions, if it does: outside any transaction, or
+    /// at the start of one of which nothing was reported yet (its GTID event, or events of
+    /// tables not captured). Inside a transaction that has been reported, `None`.
+    pub fn boundary(&self) -> Option<&Boundary> {
+        match &self.tx {
+            Some(t) if t.began => None,
+            _ => Some(&self.boundary),
+        }
     }
 
     /// Reads the next binlog event and appends what it means to `out`.
@@ -197,6 +211,18 @@ impl BinlogReader {
         let ty = h.event_type_raw();
         if h.timestamp() != 0 {
             self.last_event_ts_ms = h.timestamp() as i64 * 1000;
+        }
+        // An event outside any transaction: the binlog is read to its end with no transaction
+        // in between. A transaction's first (GTID) event: to its start.
+        if h.log_pos() != 0 {
+            let end = h.log_pos() as u64;
+            if ty == MARIADB_GTID {
+                let start = end.saturating_sub(u64::from(h.event_size()));
+                self.boundary
+                    .read_to(BinlogPosition::new(self.file.clone(), start));
+            } else if self.tx.is_none() && ty != ROTATE {
+                self.boundary.read_to(self.binlog_pos(ev));
+            }
         }
         match ty {
             MARIADB_GTID => {
@@ -255,6 +281,8 @@ impl BinlogReader {
                         name.truncate(name.len() - 4);
                     }
                     self.file = String::from_utf8_lossy(&name).into_owned();
+                    self.boundary
+                        .read_to(BinlogPosition::new(self.file.clone(), r.position()));
                 }
                 return Ok(());
             }
@@ -320,7 +348,7 @@ impl BinlogReader {
                     .feed(FrameInput::Xid)
                     .map_err(|e| ProducerError::Binlog(e.to_string()))?
                 {
-                    self.commit(out);
+                    self.commit(ev, out);
                 }
             }
             Some(EventData::QueryEvent(q)) => {
@@ -332,7 +360,7 @@ impl BinlogReader {
                 {
                     Step::Statement { closed } => closed.is_some(),
                     Step::Closed(_) => {
-                        self.commit(out);
+                        self.commit(ev, out);
                         return Ok(());
                     }
                     Step::Xa => {
@@ -383,7 +411,7 @@ impl BinlogReader {
                     });
                 }
                 if closes {
-                    self.commit(out);
+                    self.commit(ev, out);
                 }
             }
             Some(EventData::StopEvent)
@@ -416,7 +444,9 @@ impl BinlogReader {
         }
     }
 
-    fn commit(&mut self, out: &mut Vec<SourceEvent>) {
+    /// The open transaction ends with event `ev`.
+    fn commit(&mut self, ev: &Event, out: &mut Vec<SourceEvent>) {
+        self.boundary.committed(self.binlog_pos(ev));
         if let Some(t) = self.tx.take() {
             self.position.advance(t.gtid);
             out.push(SourceEvent::Commit {

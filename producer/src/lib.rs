@@ -11,6 +11,9 @@
 //! | [`preflight`] | checks the source's settings and privileges before anything is read |
 //! | [`resume`] | where a run starts, from the topic's last record |
 //! | [`snapshot`] | the consistent snapshot of the captured tables |
+//! | [`incremental`] | incremental snapshots of given tables, in chunks, while streaming; resumable |
+//! | [`request`] | the snapshot requests the operator queues on the source |
+//! | [`boundary`] | where the binlog reader stands between transactions, in binlog coordinates (pure) |
 //! | [`binlog`] | reads the binlog as a replica and turns it into [`binlog::SourceEvent`]s |
 //! | [`rows`] | decodes row images by the table map's layout |
 //! | [`shape`] | MariaDB column types to the schema's table shape and values |
@@ -20,11 +23,14 @@
 //! | [`metrics`] | the producer's metric names and descriptions, one list (checked against `docs/metrics.md` and the dashboard) |
 
 pub mod binlog;
+pub mod boundary;
 pub mod error;
 pub mod framing;
+pub mod incremental;
 pub mod metrics;
 pub mod pipeline;
 pub mod preflight;
+pub mod request;
 pub mod resume;
 pub mod rows;
 pub mod shape;

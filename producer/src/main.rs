@@ -2,14 +2,16 @@
 //! changelog topic, exactly once, in commit order. See docs/architecture.md.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
 
 use continuum_common::config::{LogArgs, SiteConfig};
+use continuum_common::db;
+use continuum_common::filter::TableFilter;
 use continuum_common::observe::{self, Health, Status};
-use continuum_producer::pipeline;
+use continuum_producer::{pipeline, request};
 
 /// Captures a MariaDB primary's changes into its site's changelog topic.
 ///
@@ -18,9 +20,11 @@ use continuum_producer::pipeline;
 #[derive(Debug, Parser)]
 #[command(name = "continuum-producer", version)]
 struct Cli {
-    /// Site configuration file (TOML), e.g. config/sf.toml.
-    #[arg(long, short, env = "CONTINUUM_CONFIG")]
-    config: PathBuf,
+    /// Site configuration file (TOML), e.g. config/sf.toml. Required.
+    #[arg(long, short, env = "CONTINUUM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Discard the topic's position and take a fresh consistent snapshot.
     #[arg(long, conflicts_with = "start_position")]
     resnapshot: bool,
@@ -50,8 +54,27 @@ struct Cli {
     log: LogArgs,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Queue an incremental snapshot of the given tables for the running producer, which reads
+    /// them in chunks while it goes on streaming (docs/snapshot.md). Exit status with --wait: 0
+    /// done, 1 failed, 2 not done within --timeout.
+    Snapshot {
+        /// A table to snapshot, as db.table; repeat for more.
+        #[arg(long = "table", value_name = "DB.TABLE", required = true)]
+        tables: Vec<String>,
+        /// Wait until the producer has written every row of the snapshot.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: how long to wait.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
 fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
-    let mut cfg = SiteConfig::from_file(&cli.config)?;
+    let path = config_path(cli)?;
+    let mut cfg = SiteConfig::from_file(path)?;
     cfg.apply_env(|k| std::env::var(k).ok())?;
     if let Some(v) = &cli.site {
         cfg.site = v.clone();
@@ -76,6 +99,14 @@ fn load(cli: &Cli) -> anyhow::Result<SiteConfig> {
     Ok(cfg)
 }
 
+fn config_path(cli: &Cli) -> anyhow::Result<&PathBuf> {
+    cli.config.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--config (or CONTINUUM_CONFIG) names the site configuration file; it is required"
+        )
+    })
+}
+
 fn main() -> std::process::ExitCode {
     continuum_common::memory::hold_less();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +120,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match rt.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             // The cause chain, without a backtrace: the message says what is wrong and what to do.
             let e: &(dyn std::error::Error + 'static) = e.as_ref();
@@ -102,10 +133,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<u8> {
     let cli = Cli::parse();
-    let cfg = load(&cli).with_context(|| format!("loading {}", cli.config.display()))?;
+    let cfg = load(&cli).with_context(|| {
+        format!(
+            "loading {}",
+            cli.config.as_deref().unwrap_or(Path::new("")).display()
+        )
+    })?;
     observe::init_logging(&cfg.log);
+    if let Some(Command::Snapshot {
+        tables,
+        wait,
+        timeout,
+    }) = &cli.command
+    {
+        return request_snapshot(&cfg, tables, *wait, *timeout).await;
+    }
     let health = Health::default();
     health.set("producer", Status::Starting, "starting");
     continuum_producer::metrics::describe();
@@ -125,5 +169,44 @@ async fn run() -> anyhow::Result<()> {
     producer.run().await.map_err(|e| {
         tracing::error!(error = %e, "continuum-producer stopped");
         anyhow::Error::new(e)
-    })
+    })?;
+    Ok(0)
+}
+
+/// `snapshot`: queues the request on the source; with `wait`, waits for the producer to end it.
+async fn request_snapshot(
+    cfg: &SiteConfig,
+    tables: &[String],
+    wait: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<u8> {
+    let opts = db::opts(&cfg.database, &[])?;
+    let target = db::describe(&cfg.database);
+    let filter = TableFilter::new(&cfg.producer)?;
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    let id = request::submit(&mut conn, &target, &filter, tables).await?;
+    println!("snapshot request {id} queued: {}", tables.join(", "));
+    if !wait {
+        return Ok(0);
+    }
+    Ok(
+        match request::wait(&mut conn, &target, id, timeout).await? {
+            Some(request::Ended::Done { rows }) => {
+                println!("snapshot request {id} done: {rows} rows");
+                0
+            }
+            Some(request::Ended::Failed { rows, error }) => {
+                eprintln!(
+                    "continuum-producer: snapshot request {id} failed after {rows} rows: {error}"
+                );
+                1
+            }
+            None => {
+                eprintln!("continuum-producer: snapshot request {id} is not done after {}; it stays queued (is the producer running? `continuum.snapshot_request` on {target} shows its progress)", humantime::format_duration(timeout));
+                2
+            }
+        },
+    )
 }

@@ -22,10 +22,13 @@ use continuum_schemas::{
     Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, StreamRecord,
 };
 
-use crate::binlog::{BinlogReader, ReaderSettings};
+use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
+use crate::boundary::Place;
 use crate::error::{DbContext, ProducerError};
 use crate::framing::{Framing, Seen};
+use crate::incremental::{self, Incremental, IncrementalSettings, Progress};
 use crate::preflight::{self, SourceFacts};
+use crate::request::{self, Requests};
 use crate::resume::{self, Start};
 use crate::sink::Sink;
 use crate::snapshot::{self, SnapshotSettings};
@@ -228,6 +231,17 @@ impl Producer {
             }
             None => tracing::info!(topic = %self.topic, decision = ?start, "topic is empty"),
         }
+        // An incremental snapshot the topic's last record was written in goes on from there.
+        let resumed = match (&start, &last) {
+            (Start::Snapshot { .. }, _) | (_, None) => None,
+            (_, Some(l)) => match l.record.header_str(incremental::HEADER_SNAPSHOT) {
+                Some(text) => Some(Progress::parse(
+                    text,
+                    &format!("the last record of {} (offset {})", self.topic, l.offset),
+                )?),
+                None => None,
+            },
+        };
         let (position, within) = match start {
             Start::Snapshot { reason } => {
                 let settings = SnapshotSettings {
@@ -273,8 +287,12 @@ impl Producer {
             Start::At(p) => (p, None),
             Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
         };
-        self.stream(sink, lock, filter, facts, position, within)
-            .await
+        let from = From {
+            position,
+            within,
+            snapshot: resumed,
+        };
+        self.stream(sink, lock, filter, facts, from).await
     }
 
     async fn stream(
@@ -283,10 +301,15 @@ impl Producer {
         lock: &NamedLock,
         filter: TableFilter,
         facts: SourceFacts,
-        position: GtidPosition,
-        within: Option<(Gtid, u64)>,
+        from: From,
     ) -> Result<(), ProducerError> {
+        let From {
+            position,
+            within,
+            snapshot: resumed,
+        } = from;
         let p = &self.cfg.producer;
+        let mut snap = Snapshots::new(self, &filter, &facts);
         let mut reader = BinlogReader::connect(
             self.opts.clone(),
             &position,
@@ -312,6 +335,9 @@ impl Producer {
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(p.heartbeat_interval.min(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(progress) = resumed {
+            snap.begin(progress, sink, true).await?;
+        }
         loop {
             events.clear();
             // Stop at a transaction boundary (resuming inside one would also be exact).
@@ -339,11 +365,18 @@ impl Producer {
                         .await?;
                         last_write = Instant::now();
                     }
+                    snap.poll(sink).await?;
+                    if snap.drive(&reader, &framing, sink).await? {
+                        last_write = Instant::now();
+                    }
                     continue;
                 }
                 r = reader.next(&mut events) => r?,
             }
             for ev in events.drain(..) {
+                if matches!(ev, SourceEvent::Ddl { .. }) {
+                    snap.on_schema_change();
+                }
                 match framing.on_event(ev, &mut out)? {
                     Seen::CaughtUp => caught_up_at = Some(now_ms()),
                     Seen::Progress => caught_up_at = None,
@@ -365,6 +398,188 @@ impl Producer {
                     sink.send(&rec).await?;
                     last_write = Instant::now();
                 }
+            }
+            if snap.drive(&reader, &framing, sink).await? {
+                last_write = Instant::now();
+            }
+        }
+    }
+}
+
+/// Where streaming starts: the position, the transaction the topic ends inside of (its GTID and
+/// how many of its events the topic holds), and the incremental snapshot it was writing.
+struct From {
+    position: GtidPosition,
+    within: Option<(Gtid, u64)>,
+    snapshot: Option<Progress>,
+}
+
+/// The incremental snapshot of the streaming session, and the requests for one.
+struct Snapshots {
+    requests: Requests,
+    filter: TableFilter,
+    settings: IncrementalSettings,
+    running: Option<Incremental>,
+    /// When the request's `rows_done` was last written.
+    rows_noted: Instant,
+}
+
+impl Snapshots {
+    fn new(p: &Producer, filter: &TableFilter, facts: &SourceFacts) -> Snapshots {
+        let c = &p.cfg.producer;
+        Snapshots {
+            requests: Requests::new(p.opts.clone(), p.target.clone()),
+            filter: filter.clone(),
+            settings: IncrementalSettings {
+                opts: p.opts.clone(),
+                target: p.target.clone(),
+                no_pk: c.tables_without_primary_key,
+                chunk_rows: c.snapshot_chunk_rows,
+                chunk_bytes: c.snapshot_chunk_bytes,
+                server_id: facts.server_id,
+            },
+            running: None,
+            rows_noted: Instant::now(),
+        }
+    }
+
+    /// Starts (or, `resumed`, goes on with) the snapshot `progress` describes.
+    async fn begin(
+        &mut self,
+        progress: Progress,
+        sink: &mut Sink,
+        resumed: bool,
+    ) -> Result<(), ProducerError> {
+        let mut conn = Conn::new(self.settings.opts.clone())
+            .await
+            .db(&self.settings.target)?;
+        let estimate = progress.rows
+            + incremental::estimate_rows(&mut conn, &self.settings.target, &progress.tables)
+                .await?;
+        drop(conn);
+        self.requests
+            .started(progress.request, &progress.id)
+            .await?;
+        if resumed {
+            tracing::info!(snapshot = %progress.id, request = progress.request, tables = %progress.tables.join(","), rows = progress.rows, "incremental snapshot resumes at its next chunk");
+        } else {
+            tracing::info!(snapshot = %progress.id, request = progress.request, tables = %progress.tables.join(","), estimated_rows = estimate, "incremental snapshot starts");
+        }
+        sink.set_progress(Some(progress.header()));
+        self.running = Some(Incremental::new(self.settings.clone(), progress, estimate));
+        Ok(())
+    }
+
+    /// With no snapshot running, takes the oldest request (once a second at most); while one
+    /// runs, notes its rows in the request every few seconds.
+    async fn poll(&mut self, sink: &mut Sink) -> Result<(), ProducerError> {
+        if let Some(s) = &self.running {
+            if self.rows_noted.elapsed() >= Duration::from_secs(2) {
+                let p = s.progress();
+                self.requests.rows(p.request, p.rows).await?;
+                self.rows_noted = Instant::now();
+            }
+            return Ok(());
+        }
+        let Some(req) = self.requests.poll(Duration::from_secs(1)).await? else {
+            return Ok(());
+        };
+        let mut conn = Conn::new(self.settings.opts.clone())
+            .await
+            .db(&self.settings.target)?;
+        let refused =
+            request::check_tables(&mut conn, &self.settings.target, &self.filter, &req.tables)
+                .await?;
+        drop(conn);
+        if !refused.is_empty() {
+            let why = refused.join("; ");
+            tracing::error!(request = req.id, tables = %req.tables.join(","), reason = %why, "snapshot request refused");
+            return self.requests.finished(req.id, 0, Some(&why)).await;
+        }
+        self.begin(Progress::new(req.id, req.tables), sink, false)
+            .await
+    }
+
+    fn on_schema_change(&mut self) {
+        if let Some(s) = &mut self.running {
+            s.on_schema_change();
+        }
+    }
+
+    /// Reads chunks and writes each where the stream stands at its position, for up to 50 ms
+    /// (the stream goes on in between). Returns whether anything was written.
+    async fn drive(
+        &mut self,
+        reader: &BinlogReader,
+        framing: &Framing,
+        sink: &mut Sink,
+    ) -> Result<bool, ProducerError> {
+        let Some(s) = self.running.as_mut() else {
+            return Ok(false);
+        };
+        let until = Instant::now() + Duration::from_millis(50);
+        let mut wrote = false;
+        loop {
+            // Only between transactions, and never before a transaction the topic holds part of.
+            if framing.in_transaction() || framing.resume_pending() {
+                return Ok(wrote);
+            }
+            if !s.waiting() {
+                if let Err(e) = s.read_chunk().await {
+                    if e.is_transient() && !matches!(e, ProducerError::DefinitionChanged { .. }) {
+                        return Err(e);
+                    }
+                    if let ProducerError::DefinitionChanged { .. } = e {
+                        // Planned again from the new definition at the next chunk.
+                        s.on_schema_change();
+                        return Ok(wrote);
+                    }
+                    let p = s.progress().clone();
+                    tracing::error!(snapshot = %p.id, request = p.request, error = %e, "incremental snapshot failed; streaming goes on");
+                    self.running = None;
+                    sink.set_progress(None);
+                    self.requests
+                        .finished(p.request, p.rows, Some(&e.to_string()))
+                        .await?;
+                    return Ok(wrote);
+                }
+            }
+            let Some(b) = reader.boundary() else {
+                return Ok(wrote);
+            };
+            match s.place(b) {
+                Some(Place::At) => {
+                    let w = s
+                        .write_chunk(reader.position(), now_ms())
+                        .expect("a chunk waits");
+                    let after = (!w.after.done()).then(|| w.after.header());
+                    sink.set_progress(Some(w.before.header()));
+                    let n = w.records.len();
+                    for (i, rec) in w.records.iter().enumerate() {
+                        if i + 1 == n {
+                            sink.set_progress(after.clone());
+                        }
+                        sink.send(rec).await?;
+                    }
+                    sink.set_progress(after);
+                    wrote |= n > 0;
+                    if w.after.done() {
+                        // Every row is in the topic before the request says so.
+                        sink.flush().await?;
+                        sink.check()?;
+                        tracing::info!(snapshot = %w.after.id, request = w.after.request, rows = w.after.rows, "incremental snapshot done");
+                        self.running = None;
+                        self.requests
+                            .finished(w.after.request, w.after.rows, None)
+                            .await?;
+                        return Ok(wrote);
+                    }
+                }
+                Some(Place::Past) => s.drop_waiting(),
+                Some(Place::Before) | None => return Ok(wrote),
+            }
+            if Instant::now() >= until {
+                return Ok(wrote);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The producer's writer stage: encodes [`StreamRecord`]s through the registry and writes them
 //! to the changelog topic through the shared idempotent [`Writer`], with `continuum.kind` and
-//! `continuum.pos` headers and a never-decreasing timestamp.
+//! `continuum.pos` headers and a never-decreasing timestamp; while an incremental snapshot runs,
+//! with its progress in a `continuum.snapshot` header too.
 //!
 //! Guarantees: records are sent in the order given, so the topic always holds a prefix of what
 //! was sent. A delivery failure surfaces through [`Sink::check`] or the next send; the pipeline
@@ -30,6 +31,8 @@ pub struct Sink {
     /// Reused for every record: its encoding and its position header.
     encoded: Encoded,
     pos: String,
+    /// The incremental snapshot's progress, carried by every record while it runs.
+    progress: Option<String>,
     metrics: SinkMetrics,
 }
 
@@ -105,8 +108,14 @@ impl Sink {
             last_ts: 0,
             encoded: Encoded::default(),
             pos: String::new(),
+            progress: None,
             metrics: SinkMetrics::new(),
         })
+    }
+
+    /// The `continuum.snapshot` header of the records sent from now on (`None`: no header).
+    pub fn set_progress(&mut self, progress: Option<String>) {
+        self.progress = progress;
     }
 
     pub fn set_limit(&mut self, limit: RecordLimit) {
@@ -153,7 +162,7 @@ impl Sink {
         self.last_ts = self.last_ts.max(now);
         self.pos.clear();
         write!(self.pos, "{}", rec.position()).expect("writing to a String");
-        let headers = OwnedHeaders::new_with_capacity(2)
+        let mut headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: HEADER_KIND,
                 value: Some(rec.kind()),
@@ -162,6 +171,12 @@ impl Sink {
                 key: HEADER_POS,
                 value: Some(&self.pos),
             });
+        if let Some(p) = &self.progress {
+            headers = headers.insert(Header {
+                key: crate::incremental::HEADER_SNAPSHOT,
+                value: Some(p.as_str()),
+            });
+        }
         let mut record = BaseRecord::<[u8], [u8]>::to(self.writer.topic())
             .payload(&enc.value[..])
             .timestamp(self.last_ts)

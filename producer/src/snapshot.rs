@@ -57,12 +57,12 @@ pub struct SnapshotSettings<'a> {
     pub no_pk: continuum_common::config::NoPrimaryKey,
 }
 
-struct Planned {
-    shape: Arc<TableSchema>,
-    select: String,
-    estimate: u64,
+pub(crate) struct Planned {
+    pub(crate) shape: Arc<TableSchema>,
+    pub(crate) select: String,
+    pub(crate) estimate: u64,
     /// `CREATE TABLE IF NOT EXISTS ...`, as of the snapshot.
-    create: String,
+    pub(crate) create: String,
 }
 
 fn new_snapshot_id() -> String {
@@ -77,7 +77,7 @@ fn new_snapshot_id() -> String {
     )
 }
 
-async fn plan_table(
+pub(crate) async fn plan_table(
     conn: &mut Conn,
     opts: &Opts,
     no_pk: continuum_common::config::NoPrimaryKey,
@@ -715,7 +715,7 @@ impl ChunkBudget {
 }
 
 /// The bytes a row holds, near enough to bound memory: strings and BLOBs by their length.
-fn row_bytes(row: &mysql_async::Row) -> usize {
+pub(crate) fn row_bytes(row: &mysql_async::Row) -> usize {
     (0..row.len())
         .map(|i| match row.as_ref(i) {
             Some(mysql_async::Value::Bytes(b)) => b.len() + 8,
@@ -727,7 +727,11 @@ fn row_bytes(row: &mysql_async::Row) -> usize {
 /// A snapshot read that failed because the table's definition changed after the snapshot
 /// planned it (a column it reads is gone, the table is gone, or it was rebuilt): transient, a
 /// new snapshot reads the new definition.
-fn definition_changed(e: mysql_async::Error, table: &str, target: &str) -> ProducerError {
+pub(crate) fn definition_changed(
+    e: mysql_async::Error,
+    table: &str,
+    target: &str,
+) -> ProducerError {
     match &e {
         // ER_BAD_FIELD_ERROR, ER_NO_SUCH_TABLE, ER_TABLE_DEF_CHANGED
         mysql_async::Error::Server(se) if matches!(se.code, 1054 | 1146 | 1412) => {
