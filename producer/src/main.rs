@@ -186,8 +186,12 @@ async fn request_snapshot(
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .with_context(|| format!("connecting to {target}"))?;
-    let id = request::submit(&mut conn, &target, &filter, tables).await?;
-    println!("snapshot request {id} queued: {}", tables.join(", "));
+    let topic = cfg.topic_of(&cfg.site)?;
+    let id = request::submit(&mut conn, &target, &topic, &filter, tables).await?;
+    println!(
+        "snapshot request {id} queued: {} (for the producer of {topic})",
+        tables.join(", ")
+    );
     if !wait {
         return Ok(0);
     }

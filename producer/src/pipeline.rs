@@ -428,7 +428,7 @@ impl Snapshots {
     fn new(p: &Producer, filter: &TableFilter, facts: &SourceFacts) -> Snapshots {
         let c = &p.cfg.producer;
         Snapshots {
-            requests: Requests::new(p.opts.clone(), p.target.clone()),
+            requests: Requests::new(p.opts.clone(), p.target.clone(), p.topic.clone()),
             filter: filter.clone(),
             settings: IncrementalSettings {
                 opts: p.opts.clone(),

@@ -5,6 +5,8 @@
 //!   `db.table`, does not exist, is not captured by `producer.include`/`exclude`, is not InnoDB,
 //!   or has no primary key. The verb checks before it queues; the producer checks again when it
 //!   takes the request, and records a refusal in the request's `error` column.
+//! - A request is for one changelog topic: several producers may capture one server, each into
+//!   its own topic with its own tables, and each takes only its own topic's requests.
 //! - The producer takes the oldest request not done, one at a time. What it has done of it is in
 //!   the topic (`incremental`), not here: this table only says what was asked, and for the
 //!   operator, when it started, how many rows are written, and when it was done.
@@ -23,6 +25,7 @@ const CREATE: [&str; 2] = [
     "CREATE DATABASE IF NOT EXISTS continuum",
     "CREATE TABLE IF NOT EXISTS continuum.snapshot_request (\
        id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
+       topic VARCHAR(249) NOT NULL COMMENT 'the changelog topic of the producer that takes it', \
        tables TEXT NOT NULL COMMENT 'db.table of each table, comma-separated', \
        requested_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
        snapshot_id VARCHAR(64) NULL, \
@@ -30,6 +33,7 @@ const CREATE: [&str; 2] = [
        rows_done BIGINT UNSIGNED NOT NULL DEFAULT 0, \
        done_at DATETIME(3) NULL, \
        error TEXT NULL\
+       , KEY pending (topic, done_at)\
      ) ENGINE=InnoDB COMMENT 'continuum-producer snapshot requests (docs/snapshot.md)'",
 ];
 
@@ -124,11 +128,13 @@ pub async fn check_tables(
     Ok(refused)
 }
 
-/// Queues a request for `tables` (after [`check_tables`]); returns its id. Refuses on a
-/// read-only source: its rows came from elsewhere (see `snapshot::mark_start`).
+/// Queues a request for `tables` (after [`check_tables`]) for the producer of `topic`; returns
+/// its id. Refuses on a read-only source: its rows came from elsewhere (see
+/// `snapshot::mark_start`).
 pub async fn submit(
     conn: &mut Conn,
     target: &str,
+    topic: &str,
     filter: &TableFilter,
     tables: &[String],
 ) -> Result<u64, ProducerError> {
@@ -149,8 +155,8 @@ pub async fn submit(
         conn.query_drop(sql).await.db(target)?;
     }
     conn.exec_drop(
-        "INSERT INTO continuum.snapshot_request (tables) VALUES (?)",
-        (tables.join(","),),
+        "INSERT INTO continuum.snapshot_request (topic, tables) VALUES (?, ?)",
+        (topic, tables.join(",")),
     )
     .await
     .db(target)?;
@@ -166,15 +172,17 @@ fn no_table(e: &mysql_async::Error) -> bool {
 pub struct Requests {
     opts: Opts,
     target: String,
+    topic: String,
     conn: Option<Conn>,
     last_poll: Option<Instant>,
 }
 
 impl Requests {
-    pub fn new(opts: Opts, target: String) -> Requests {
+    pub fn new(opts: Opts, target: String, topic: String) -> Requests {
         Requests {
             opts,
             target,
+            topic,
             conn: None,
             last_poll: None,
         }
@@ -196,14 +204,16 @@ impl Requests {
         self.next_pending().await
     }
 
-    /// The oldest request not done.
+    /// The oldest request for this producer's topic not done.
     pub async fn next_pending(&mut self) -> Result<Option<Request>, ProducerError> {
         let target = self.target.clone();
+        let topic = self.topic.clone();
         let row: Result<Option<(u64, String)>, _> = self
             .conn()
             .await?
-            .query_first(
-                "SELECT id, tables FROM continuum.snapshot_request WHERE done_at IS NULL ORDER BY id LIMIT 1",
+            .exec_first(
+                "SELECT id, tables FROM continuum.snapshot_request WHERE topic = ? AND done_at IS NULL ORDER BY id LIMIT 1",
+                (topic,),
             )
             .await;
         match row {

@@ -12,7 +12,11 @@
 //!   (checked by a reader that follows the topic during the run, see `ChangelogFollower`), and
 //!   EU's binlog shows apply's checkpoint covering every source GTID exactly once.
 //!
-//! Both start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
+//! - `an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipeline_runs`: rows
+//!   deleted and changed on EU by hand are put right by `continuum-producer snapshot` of the
+//!   table, taken while SF writes to it, through the running pipeline.
+//!
+//! They start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,7 +30,7 @@ use continuum_tests::check::{env_or, exec_all, output_text, query_one};
 use continuum_tests::{stack, stack_python, unique_name, workload, workspace_root, Site};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// The pipeline of the local stack, confined to this test's databases and topics.
 struct Pipeline {
@@ -91,7 +95,16 @@ impl Pipeline {
 
     /// A consumer verb at a site, with that site's pipeline environment.
     fn consumer_at(&self, site: &str, args: &[&str]) -> Output {
-        let bin = workspace_root().join("target/debug/continuum-consumer");
+        self.verb_at("continuum-consumer", site, args)
+    }
+
+    /// A producer verb at a site, with that site's pipeline environment.
+    fn producer_at(&self, site: &str, args: &[&str]) -> Output {
+        self.verb_at("continuum-producer", site, args)
+    }
+
+    fn verb_at(&self, binary: &str, site: &str, args: &[&str]) -> Output {
+        let bin = workspace_root().join("target/debug").join(binary);
         Command::new("bash")
             .args([
                 "-c",
@@ -702,6 +715,86 @@ async fn create_table_select_replicates_keyed_and_keyless() {
         .await
         .unwrap();
     assert_eq!(loose, ["a,1", "b,9", "c,3", "c,3"]);
+    p.stop();
+    drop_databases(&[db]).await;
+}
+
+/// A table the replica lost rows of, and rows changed by hand: an incremental snapshot of it
+/// (`continuum-producer snapshot --wait`), taken while SF keeps writing to it, brings EU back to
+/// identical, through the running pipeline, with nothing stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipeline_runs() {
+    let p = Pipeline::new("resnap");
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT)",
+            "INSERT INTO t SELECT seq, CONCAT('v', seq), seq % 7 FROM seq_1_to_20000",
+        ],
+    )
+    .await;
+    p.start();
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    // The replica loses rows and gets others changed behind the pipeline's back.
+    let mut e = s.eu.admin_conn().await;
+    exec_all(
+        &mut e,
+        [
+            "SET SESSION sql_log_bin = 0",
+            &format!("DELETE FROM `{db}`.t WHERE id % 40 = 3"),
+            &format!("UPDATE `{db}`.t SET v = 'damaged', n = NULL WHERE id % 50 = 7"),
+        ],
+    )
+    .await;
+    let out = p.consumer_at("eu", &["verify", "--databases", &db]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify finds the damage:\n{}",
+        output_text(&out)
+    );
+    // SF keeps writing to the table while the snapshot reads it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let mut c = stack().sf.admin_conn().await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+        let mut n = 0u64;
+        while !*stop_rx.borrow() {
+            let id: u64 = rng.random_range(1..=21_000);
+            let sql = match rng.random_range(0..3) {
+                0 => format!(
+                    "UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = {n} WHERE id = {id}"
+                ),
+                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+                _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
+            };
+            c.query_drop(sql).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    });
+    let table = format!("{db}.t");
+    let out = p.producer_at(
+        "sf",
+        &["snapshot", "--table", &table, "--wait", "--timeout", "3m"],
+    );
+    let text = output_text(&out);
+    assert!(
+        out.status.success() && text.contains("done:"),
+        "the snapshot request ends done:\n{text}"
+    );
+    stop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert!(writes > 0);
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
 }
