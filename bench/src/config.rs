@@ -23,6 +23,7 @@ pub enum Phase {
     Apply,
     E2e,
     Steady,
+    Snapshot,
 }
 
 /// What the bench reads of the stack itself (`make up` exports it in `$STACK_DIR/env`; `make
@@ -163,7 +164,7 @@ fn rows(s: &str) -> Result<u64, String> {
 
 fn phase(s: &str) -> Result<Phase, String> {
     Phase::from_str(s.trim(), true).map_err(|_| {
-        "expected phases separated by commas: native, load, producer, apply, e2e, steady".into()
+        "expected phases separated by commas: native, load, producer, apply, e2e, steady, snapshot".into()
     })
 }
 

@@ -564,6 +564,166 @@ pub async fn end_to_end(
     .await
 }
 
+/// The rows of the backlog's final tables.
+fn final_rows(bl: &Backlog) -> u64 {
+    bl.source_sums.values().map(|(rows, _)| rows).sum()
+}
+
+/// Continuum's incremental snapshot of the backlog's final tables into EU's emptied tables: the
+/// producer streams from the backlog's end into an empty topic while it reads the tables in
+/// chunks (`continuum-producer snapshot`), and apply (from the SF cluster) applies them. Timed
+/// from the producer's start until the request is done and apply has applied the whole topic.
+pub async fn snapshot_incremental(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contestant> {
+    say(format!(
+        "incremental snapshot: producer at {} into the empty topic {topic} (SF cluster), `snapshot` of the final tables, apply into EU's empty tables",
+        bl.target
+    ));
+    empty_eu(cfg, bl).await?;
+    let conf = cfg.write_config("sf", topic)?;
+    let tables: Vec<String> = bl
+        .tables
+        .iter()
+        .map(|t| format!("{}.{t}", cfg.args.database))
+        .collect();
+    let mut verb = tokio::process::Command::new(cfg.bin("continuum-producer"));
+    verb.arg("--config").arg(&conf).arg("snapshot");
+    for t in &tables {
+        verb.args(["--table", t]);
+    }
+    for (k, v) in cfg.continuum_env("sf") {
+        verb.env(k, v);
+    }
+    let out = verb.output().await?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "continuum-producer snapshot failed: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let id: u64 = said
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("no request id in {said:?}"))?;
+    let producer = Launch {
+        label: "producer",
+        log: format!("{topic}.producer"),
+        bin: "continuum-producer",
+        site: "sf",
+        args: vec![
+            "--config".into(),
+            conf.to_string_lossy().into(),
+            "--start-position".into(),
+            bl.target.to_string(),
+        ],
+    };
+    let apply = consumer(
+        cfg,
+        topic,
+        "consumer apply",
+        &["--read-from", "sf", "apply", "--no-metrics"],
+    )?;
+    let reader = kafka_reader(&cfg.args.sf_brokers)?;
+    let race_ = Race {
+        key: "snapshot",
+        name: "Continuum incremental snapshot (producer and apply)".into(),
+        stack: &["sf-db", "eu-db", "sf-broker", "sf-registry"],
+        others: Vec::new(),
+        launch: vec![producer, apply],
+        check: Some(&cfg.eu),
+        keep_running: false,
+    };
+    let mut sf = cfg.sf.conn().await?;
+    let rows = final_rows(bl);
+    let (c, _) = race(cfg, bl, race_, async |ps: &mut [Spawned]| {
+        wait_until(
+            "incremental snapshot",
+            cfg.phase_timeout,
+            Duration::from_millis(100),
+            async || {
+                ps.iter_mut().try_for_each(Spawned::ensure_running)?;
+                let r: Option<(Option<String>, Option<String>)> = sf
+                    .exec_first(
+                        "SELECT CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE id = ?",
+                        (id,),
+                    )
+                    .await?;
+                match r {
+                    Some((Some(_), Some(e))) => bail!("snapshot request {id} failed: {e}"),
+                    Some((done, None)) => Ok(done.is_some()),
+                    _ => bail!("snapshot request {id} is gone from continuum.snapshot_request"),
+                }
+            },
+        )
+        .await?;
+        let (_, high) = reader.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+        wait_until(
+            "incremental snapshot applied",
+            cfg.phase_timeout,
+            Duration::from_millis(50),
+            async || {
+                ps.iter_mut().try_for_each(Spawned::ensure_running)?;
+                Ok(db::checkpoint_offset(&cfg.eu, topic).await?.unwrap_or(0) >= high)
+            },
+        )
+        .await?;
+        Ok(Drained {
+            rows: Some(rows),
+            ..Drained::default()
+        })
+    })
+    .await?;
+    let _ = sf
+        .exec_drop("DELETE FROM continuum.snapshot_request WHERE id = ?", (id,))
+        .await;
+    Ok(c)
+}
+
+/// `mariadb-dump --single-transaction` of the backlog's final tables piped into `mariadb` at
+/// EU, into its emptied tables: how an operator copies tables by hand. The two clients' own CPU
+/// is not counted (the servers' is).
+pub async fn dump_load(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
+    say("mariadb-dump | mariadb: SF's final tables into EU's empty tables");
+    empty_eu(cfg, bl).await?;
+    let race_ = Race {
+        key: "dump_load",
+        name: "mariadb-dump | mariadb (SF to EU)".into(),
+        stack: &["sf-db", "eu-db"],
+        others: Vec::new(),
+        launch: Vec::new(),
+        check: Some(&cfg.eu),
+        keep_running: false,
+    };
+    let rows = final_rows(bl);
+    let (c, _) = race(cfg, bl, race_, async |_: &mut [Spawned]| {
+        let (sf, eu) = (&cfg.sf, &cfg.eu);
+        let script = format!(
+            "set -o pipefail; MYSQL_PWD=\"$SF_PW\" mariadb-dump --protocol=tcp -h {} -P {} -u {} --single-transaction --skip-lock-tables --no-create-info {} {} | MYSQL_PWD=\"$EU_PW\" mariadb --protocol=tcp -h {} -P {} -u {} --init-command='SET SESSION skip_replication=1' {}",
+            sf.host, sf.port, sf.user, cfg.args.database, bl.tables.join(" "),
+            eu.host, eu.port, eu.user, cfg.args.database
+        );
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("SF_PW", &sf.password)
+            .env("EU_PW", &eu.password)
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "mariadb-dump | mariadb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Drained {
+            rows: Some(rows),
+            ..Drained::default()
+        })
+    })
+    .await?;
+    Ok(c)
+}
+
 /// Deletes the run's checkpoint rows at EU and its topics on both clusters (`BENCH_KEEP=1`
 /// keeps everything, for a look afterwards): a 1M-row run leaves several topics of hundreds of
 /// MB each.

@@ -183,6 +183,16 @@ pub async fn checkpoint_position(eu: &Db, topic: &str) -> Result<Option<String>>
     Ok(r.unwrap_or(None))
 }
 
+/// The next offset apply's checkpoint at EU names for `topic`, if it has one.
+pub async fn checkpoint_offset(eu: &Db, topic: &str) -> Result<Option<i64>> {
+    let mut c = eu.conn().await?;
+    let r: Result<Option<i64>, _> = c
+        .exec_first("SELECT next_offset FROM continuum.checkpoint WHERE source_topic = ? AND `partition` = 0", (topic,))
+        .await;
+    let _ = c.disconnect().await;
+    Ok(r.unwrap_or(None))
+}
+
 /// Compares a target's bench tables with the source's checksums: whether they match, and
 /// which differ.
 pub async fn verify(

@@ -10,7 +10,10 @@
 //!    Every contestant's result is checked against SF's tables (row count and `CHECKSUM TABLE`).
 //! 3. Steady state ([`steady`]): the generator at 25/50/75% of the end-to-end maximum, with
 //!    heartbeats written on SF and watched for on EU, for lag percentiles.
-//! 4. JSON, Markdown and PNG in `BENCH_OUT` (default bench/results) ([`report`]).
+//! 4. Snapshot: the backlog's final tables copied into EU's emptied tables by Continuum's
+//!    incremental snapshot (`continuum-producer snapshot`, applied by apply), then by
+//!    `mariadb-dump | mariadb` ([`contestants`]).
+//! 5. JSON, Markdown and PNG in `BENCH_OUT` (default bench/results) ([`report`]).
 //!
 //! Settings come from the environment or flags ([`config`]). It runs against the stack
 //! described by `$STACK_DIR/env` (source it first) and starts only its own processes (the
@@ -129,6 +132,7 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
     }
     let prod_topic = format!("bench.{run_id}.producer");
     let e2e_topic = format!("bench.{run_id}.e2e");
+    let snap_topic = format!("bench.{run_id}.snapshot");
     let mut topics_sf = Vec::new();
     let mut topics_eu = Vec::new();
     let result = async {
@@ -158,6 +162,12 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
                 p.stop(Duration::from_secs(60)).await;
             }
             rep.steady = r?;
+        }
+        if !cfg.skips(Phase::Snapshot) {
+            topics_sf.push(snap_topic.clone());
+            rep.snapshots
+                .push(contestants::snapshot_incremental(cfg, &bl, &snap_topic).await?);
+            rep.snapshots.push(contestants::dump_load(cfg, &bl).await?);
         }
         anyhow::Ok(())
     }

@@ -121,6 +121,9 @@ pub struct Report {
     pub backlog: serde_json::Value,
     pub contestants: Vec<Contestant>,
     pub steady: Vec<SteadyRun>,
+    /// Copies of the backlog's final tables into EU's emptied tables: Continuum's incremental
+    /// snapshot, and `mariadb-dump | mariadb`.
+    pub snapshots: Vec<Contestant>,
     pub goals: Vec<Goal>,
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -211,6 +214,7 @@ impl Report {
             backlog: serde_json::Value::Null,
             contestants: Vec::new(),
             steady: Vec::new(),
+            snapshots: Vec::new(),
             goals: Vec::new(),
             notes,
             out_stem: format!(
@@ -434,6 +438,9 @@ impl Report {
                 if c.verify_detail.is_empty() || c.verified { if c.key == "producer" { "n/a (topic checked)".to_owned() } else { "yes".to_owned() } } else { format!("NO: {}", c.verify_detail) },
             ));
         }
+        if !self.snapshots.is_empty() {
+            s.push_str(&snapshot_section(&self.snapshots));
+        }
         if !self.steady.is_empty() {
             s.push_str("\n## Steady state (end-to-end lag of probe transactions: one committed on SF every 100 ms, its heartbeat row watched for on EU every 5 ms)\n\nThe lag columns count the probes of up to 100 rows (the goal's); the table below splits them by size.\n\n");
             s.push_str("| load | target rows/s | achieved rows/s | seconds | probes up to 100 rows | p50 ms | p99 ms | max ms | last heartbeat arrived after the load stopped | CPU-s per 1k rows |\n");
@@ -501,6 +508,52 @@ fn cpu_cell(per_1k: &BTreeMap<String, f64>) -> String {
         .map(|(k, v)| format!("{k} {v:.3}"))
         .collect();
     cpu.join(", ")
+}
+
+/// The snapshot section: each copy of the final tables, and the incremental snapshot's rate
+/// against `mariadb-dump | mariadb`'s.
+fn snapshot_section(snapshots: &[Contestant]) -> String {
+    let mut s = String::from("\n## Snapshot of the final tables (into EU's emptied tables)\n\n");
+    s.push_str("| copy | rows | seconds | rows/s | CPU-s per 1k rows, per process | peak RSS MiB | same rows as SF |\n|---|---:|---:|---:|---|---|---|\n");
+    for c in snapshots {
+        let rss: Vec<String> = c
+            .peak_rss_mib
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        let cpu = cpu_cell(&c.cpu_per_1k_rows);
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} |\n",
+            c.name,
+            c.drain.rows,
+            c.drain.seconds,
+            c.drain.rows_per_s,
+            if cpu.is_empty() { "–".into() } else { cpu },
+            if rss.is_empty() {
+                "–".into()
+            } else {
+                rss.join(", ")
+            },
+            if c.verified {
+                "yes".to_owned()
+            } else {
+                format!("NO: {}", c.verify_detail)
+            },
+        ));
+    }
+    let rate = |key: &str| {
+        snapshots
+            .iter()
+            .find(|c| c.key == key)
+            .map(|c| c.drain.rows_per_s)
+    };
+    if let (Some(inc), Some(dump)) = (rate("snapshot"), rate("dump_load")) {
+        s.push_str(&format!(
+            "\nThe incremental snapshot copied {:.2} × the rows per second of `mariadb-dump | mariadb`, while the producer went on streaming.\n",
+            inc / dump
+        ));
+    }
+    s
 }
 
 fn history_header(goals: &[Goal]) -> String {

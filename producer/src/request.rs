@@ -195,13 +195,22 @@ impl Requests {
         Ok(self.conn.as_mut().expect("connected"))
     }
 
-    /// The oldest request not done, looked for at most once per `every`.
+    /// The oldest request not done, looked for at most once per `every`. A request table the
+    /// producer cannot read (a privilege missing, say) does not stop streaming: it is logged,
+    /// and looked at again a minute later.
     pub async fn poll(&mut self, every: Duration) -> Result<Option<Request>, ProducerError> {
         if self.last_poll.is_some_and(|t| t.elapsed() < every) {
             return Ok(None);
         }
         self.last_poll = Some(Instant::now());
-        self.next_pending().await
+        match self.next_pending().await {
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "cannot read continuum.snapshot_request; snapshot requests are not taken until it can be read (looking again in a minute)");
+                self.last_poll = Some(Instant::now() + Duration::from_secs(60) - every);
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// The oldest request for this producer's topic not done.
