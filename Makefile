@@ -166,6 +166,7 @@ test-unit:
 test-suites:
 	cargo build --workspace --bins
 	$(WITH_ENV) cargo test -p continuum-producer --test pipeline
+	$(WITH_ENV) cargo test -p continuum-producer --test incremental
 	$(WITH_ENV) cargo test -p continuum-tests --test workload
 	$(WITH_ENV) cargo test -p continuum-tests --test docker_config
 	$(WITH_ENV) cargo test -p continuum-consumer --test mirror
