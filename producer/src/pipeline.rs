@@ -344,6 +344,9 @@ impl Producer {
             if *shutdown.borrow() && !framing.in_transaction() {
                 return Ok(());
             }
+            // A chunk to read or to write now: the snapshot goes on whenever the reader has no
+            // event ready, not only after the next one.
+            let snapshot_ready = snap.ready(&reader, &framing);
             tokio::select! {
                 biased;
                 _ = lost.changed() => return lock.check().map_err(ProducerError::from),
@@ -372,6 +375,7 @@ impl Producer {
                     continue;
                 }
                 r = reader.next(&mut events) => r?,
+                _ = std::future::ready(()), if snapshot_ready => {}
             }
             for ev in events.drain(..) {
                 if matches!(ev, SourceEvent::Ddl { .. }) {
@@ -498,6 +502,21 @@ impl Snapshots {
         }
         self.begin(Progress::new(req.id, req.tables), sink, false)
             .await
+    }
+
+    /// Whether [`Snapshots::drive`] has work now: a chunk to read, or one the stream stands at
+    /// (or has passed).
+    fn ready(&self, reader: &BinlogReader, framing: &Framing) -> bool {
+        let Some(s) = &self.running else {
+            return false;
+        };
+        if framing.in_transaction() || framing.resume_pending() {
+            return false;
+        }
+        !s.waiting()
+            || reader
+                .boundary()
+                .is_some_and(|b| s.place(b) != Some(Place::Before))
     }
 
     fn on_schema_change(&mut self) {
