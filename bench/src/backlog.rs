@@ -14,6 +14,7 @@ use crate::db;
 use crate::report::{say, Report};
 
 /// The backlog as written: where it starts, where a drain ends, and the source's final rows.
+#[derive(Debug, Clone)]
 pub struct Backlog {
     pub before: GtidPosition,
     pub target: GtidPosition,

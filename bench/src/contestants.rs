@@ -564,18 +564,32 @@ pub async fn end_to_end(
     .await
 }
 
-/// The rows of the backlog's final tables.
+/// `bl` with SF's tables and position as they are now (row counts and checksums): what a copy
+/// of them must match, and where a producer starts that has nothing to stream.
+pub async fn tables_now(cfg: &Cfg, bl: &Backlog) -> Result<Backlog> {
+    let mut sf = cfg.sf.conn().await?;
+    let sums = db::checksums(&mut sf, &cfg.args.database, &bl.tables).await?;
+    let target = db::gtid_binlog_pos(&mut sf).await?;
+    let _ = sf.disconnect().await;
+    Ok(Backlog {
+        source_sums: sums,
+        target,
+        ..bl.clone()
+    })
+}
+
+/// The rows of the tables to copy.
 fn final_rows(bl: &Backlog) -> u64 {
     bl.source_sums.values().map(|(rows, _)| rows).sum()
 }
 
-/// Continuum's incremental snapshot of the backlog's final tables into EU's emptied tables: the
-/// producer streams from the backlog's end into an empty topic while it reads the tables in
+/// Continuum's incremental snapshot of the bench tables (`bl` from [`tables_now`]) into EU's
+/// emptied tables: the producer streams from SF's position into an empty topic while it reads the tables in
 /// chunks (`continuum-producer snapshot`), and apply (from the SF cluster) applies them. Timed
 /// from the producer's start until the request is done and apply has applied the whole topic.
 pub async fn snapshot_incremental(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Contestant> {
     say(format!(
-        "incremental snapshot: producer at {} into the empty topic {topic} (SF cluster), `snapshot` of the final tables, apply into EU's empty tables",
+        "incremental snapshot: producer at {} into the empty topic {topic} (SF cluster), `snapshot` of the bench tables, apply into EU's empty tables",
         bl.target
     ));
     empty_eu(cfg, bl).await?;
@@ -680,11 +694,11 @@ pub async fn snapshot_incremental(cfg: &Cfg, bl: &Backlog, topic: &str) -> Resul
     Ok(c)
 }
 
-/// `mariadb-dump --single-transaction` of the backlog's final tables piped into `mariadb` at
+/// `mariadb-dump --single-transaction` of the bench tables piped into `mariadb` at
 /// EU, into its emptied tables: how an operator copies tables by hand. The two clients' own CPU
 /// is not counted (the servers' is).
 pub async fn dump_load(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
-    say("mariadb-dump | mariadb: SF's final tables into EU's empty tables");
+    say("mariadb-dump | mariadb: SF's bench tables into EU's empty tables");
     empty_eu(cfg, bl).await?;
     let race_ = Race {
         key: "dump_load",

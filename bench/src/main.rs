@@ -10,7 +10,7 @@
 //!    Every contestant's result is checked against SF's tables (row count and `CHECKSUM TABLE`).
 //! 3. Steady state ([`steady`]): the generator at 25/50/75% of the end-to-end maximum, with
 //!    heartbeats written on SF and watched for on EU, for lag percentiles.
-//! 4. Snapshot: the backlog's final tables copied into EU's emptied tables by Continuum's
+//! 4. Snapshot: the bench tables (as the steady state left them) copied into EU's emptied tables by Continuum's
 //!    incremental snapshot (`continuum-producer snapshot`, applied by apply), then by
 //!    `mariadb-dump | mariadb` ([`contestants`]).
 //! 5. JSON, Markdown and PNG in `BENCH_OUT` (default bench/results) ([`report`]).
@@ -164,10 +164,12 @@ async fn bench(cfg: &Cfg, want: &Durability) -> Result<Vec<PathBuf>> {
             rep.steady = r?;
         }
         if !cfg.skips(Phase::Snapshot) {
+            // The steady state wrote to the tables since the backlog: copy them as they are now.
+            let now = contestants::tables_now(cfg, &bl).await?;
             topics_sf.push(snap_topic.clone());
             rep.snapshots
-                .push(contestants::snapshot_incremental(cfg, &bl, &snap_topic).await?);
-            rep.snapshots.push(contestants::dump_load(cfg, &bl).await?);
+                .push(contestants::snapshot_incremental(cfg, &now, &snap_topic).await?);
+            rep.snapshots.push(contestants::dump_load(cfg, &now).await?);
         }
         anyhow::Ok(())
     }

@@ -121,8 +121,8 @@ pub struct Report {
     pub backlog: serde_json::Value,
     pub contestants: Vec<Contestant>,
     pub steady: Vec<SteadyRun>,
-    /// Copies of the backlog's final tables into EU's emptied tables: Continuum's incremental
-    /// snapshot, and `mariadb-dump | mariadb`.
+    /// Copies of the bench tables into EU's emptied tables: Continuum's incremental snapshot, and
+    /// `mariadb-dump | mariadb`.
     pub snapshots: Vec<Contestant>,
     pub goals: Vec<Goal>,
     pub notes: Vec<String>,
@@ -513,7 +513,7 @@ fn cpu_cell(per_1k: &BTreeMap<String, f64>) -> String {
 /// The snapshot section: each copy of the final tables, and the incremental snapshot's rate
 /// against `mariadb-dump | mariadb`'s.
 fn snapshot_section(snapshots: &[Contestant]) -> String {
-    let mut s = String::from("\n## Snapshot of the final tables (into EU's emptied tables)\n\n");
+    let mut s = String::from("\n## Snapshot of the bench tables as the steady state left them (into EU's emptied tables)\n\n");
     s.push_str("| copy | rows | seconds | rows/s | CPU-s per 1k rows, per process | peak RSS MiB | same rows as SF |\n|---|---:|---:|---:|---|---|---|\n");
     for c in snapshots {
         let rss: Vec<String> = c

@@ -414,25 +414,7 @@ impl Incremental {
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             .await
             .db(&target)?;
-        let status: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .db(&target)?;
-        let get = |k: &str| {
-            status
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
-        let file = get("binlog_snapshot_file").unwrap_or_default();
-        let pos: u64 = get("binlog_snapshot_position")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if file.is_empty() {
-            return Err(ProducerError::Snapshot(
-                "binlog_snapshot_file is empty: is the binary log enabled?".into(),
-            ));
-        }
+        let at = snapshot::snapshot_coordinates(conn, &target).await?;
         let read_error = |e| snapshot::definition_changed(e, &name, &target);
         let mut raw: Vec<mysql_async::Row> = Vec::new();
         let mut bytes = 0usize;
@@ -476,7 +458,7 @@ impl Incremental {
             );
         }
         self.pending = Some(Chunk {
-            at: BinlogPosition::new(file, pos),
+            at,
             table: shape,
             rows,
             last_key,

@@ -1,5 +1,6 @@
 //! The producer pipeline: lock, preflight, resume decision, snapshot or binlog streaming, and
-//! the writer, with restarts.
+//! the writer, with restarts. While it streams, it takes snapshot requests and writes the chunks
+//! of an incremental snapshot between transactions (`incremental`).
 //!
 //! Exactly-once without Kafka transactions: every record carries its stream position; after any
 //! transient failure the pipeline waits until every queued record is delivered or failed, reads
@@ -287,7 +288,7 @@ impl Producer {
             Start::At(p) => (p, None),
             Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
         };
-        let from = From {
+        let from = StreamStart {
             position,
             within,
             snapshot: resumed,
@@ -301,9 +302,9 @@ impl Producer {
         lock: &NamedLock,
         filter: TableFilter,
         facts: SourceFacts,
-        from: From,
+        from: StreamStart,
     ) -> Result<(), ProducerError> {
-        let From {
+        let StreamStart {
             position,
             within,
             snapshot: resumed,
@@ -412,7 +413,7 @@ impl Producer {
 
 /// Where streaming starts: the position, the transaction the topic ends inside of (its GTID and
 /// how many of its events the topic holds), and the incremental snapshot it was writing.
-struct From {
+struct StreamStart {
     position: GtidPosition,
     within: Option<(Gtid, u64)>,
     snapshot: Option<Progress>,
@@ -426,6 +427,8 @@ struct Snapshots {
     running: Option<Incremental>,
     /// When the request's `rows_done` was last written.
     rows_noted: Instant,
+    /// The source is a replica (`@@read_only`) this session.
+    read_only: bool,
 }
 
 impl Snapshots {
@@ -444,6 +447,7 @@ impl Snapshots {
             },
             running: None,
             rows_noted: Instant::now(),
+            read_only: facts.read_only,
         }
     }
 
@@ -474,8 +478,8 @@ impl Snapshots {
         Ok(())
     }
 
-    /// With no snapshot running, takes the oldest request (once a second at most); while one
-    /// runs, notes its rows in the request every few seconds.
+    /// With no snapshot running, takes the oldest request (once a second at most; none on a
+    /// read-only source); while one runs, notes its rows in the request every few seconds.
     async fn poll(&mut self, sink: &mut Sink) -> Result<(), ProducerError> {
         if let Some(s) = &self.running {
             if self.rows_noted.elapsed() >= Duration::from_secs(2) {
@@ -483,6 +487,10 @@ impl Snapshots {
                 self.requests.rows(p.request, p.rows).await?;
                 self.rows_noted = Instant::now();
             }
+            return Ok(());
+        }
+        if self.read_only {
+            // A replica's rows came from the other site; requests wait for a promotion.
             return Ok(());
         }
         let Some(req) = self.requests.poll(Duration::from_secs(1)).await? else {

@@ -403,18 +403,13 @@ async fn begin(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
     }
 }
 
-async fn begin_once(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
-    let target = s.target;
-    let mut conn = Conn::new(db::replica_opts(&s.opts)).await.db(target)?;
-    conn.query_drop("SET SESSION time_zone = '+00:00'")
-        .await
-        .db(target)?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .db(target)?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await
-        .db(target)?;
+/// The binlog coordinates the open `WITH CONSISTENT SNAPSHOT` transaction on `conn` is
+/// consistent with (`binlog_snapshot_file`/`binlog_snapshot_position`): the end of the last
+/// transaction its view holds.
+pub(crate) async fn snapshot_coordinates(
+    conn: &mut Conn,
+    target: &str,
+) -> Result<BinlogPosition, ProducerError> {
     let status: Vec<(String, String)> = conn
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
@@ -434,6 +429,22 @@ async fn begin_once(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
             "binlog_snapshot_file is empty: is the binary log enabled?".into(),
         ));
     }
+    Ok(BinlogPosition::new(file, pos))
+}
+
+async fn begin_once(s: &SnapshotSettings<'_>) -> Result<Begun, ProducerError> {
+    let target = s.target;
+    let mut conn = Conn::new(db::replica_opts(&s.opts)).await.db(target)?;
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .db(target)?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .db(target)?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .db(target)?;
+    let BinlogPosition { file, pos } = snapshot_coordinates(&mut conn, target).await?;
     let gtid: Option<Option<String>> = conn
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
         .await

@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use continuum_common::kafka::FetchedRecord;
 use continuum_schemas::{
-    ChangeEvent, Decoder, GtidPosition, Op, RecordAt, Registry, RegistrySettings, StreamPosition,
-    StreamRecord, TxPlace, Value, HEADER_POS,
+    ChangeEvent, GtidPosition, Op, StreamPosition, StreamRecord, TxPlace, Value, HEADER_POS,
 };
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
@@ -408,39 +407,9 @@ impl Workload {
 // ---------------------------------------------------------------------------------------------
 // Reading the topic
 
-async fn decoder() -> Decoder {
-    Decoder::new(
-        Registry::new(&RegistrySettings {
-            url: stack().registry,
-            ..Default::default()
-        })
-        .unwrap(),
-    )
-}
-
-/// Every record of the topic, raw (offset, headers) and decoded; the `continuum.pos` header of
-/// each equals its payload's position.
+/// Every record of the topic, raw (offset, headers) and decoded.
 async fn decode_all(topic: &str) -> Vec<(FetchedRecord, StreamRecord)> {
-    let mut dec = decoder().await;
-    let mut out = Vec::new();
-    for r in read_topic(&stack().brokers, topic) {
-        let at = RecordAt {
-            topic: topic.to_owned(),
-            partition: 0,
-            offset: r.offset,
-        };
-        let rec = dec
-            .decode(&at, r.key.as_deref(), r.value.as_deref().unwrap())
-            .await
-            .unwrap_or_else(|e| panic!("decoding {at}: {e}"));
-        assert_eq!(
-            rec.position(),
-            pos(&r),
-            "header and payload positions agree at {at}"
-        );
-        out.push((r, rec));
-    }
-    out
+    decode_records(topic).await
 }
 
 /// A topic read as it grows: each record's offset and stream position (from its header).

@@ -10,20 +10,8 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
 
-use continuum_schemas::{
-    Decoder, Gtid, Op, RecordAt, Registry, RegistrySettings, StreamPosition, StreamRecord,
-};
+use continuum_schemas::{Gtid, Op, RecordAt, StreamPosition, StreamRecord};
 use support::*;
-
-async fn decoder() -> Decoder {
-    Decoder::new(
-        Registry::new(&RegistrySettings {
-            url: stack().registry,
-            ..Default::default()
-        })
-        .unwrap(),
-    )
-}
 
 /// (START, END): the offsets in `recs` of the last finished snapshot's markers.
 fn last_snapshot(recs: &[(i64, StreamRecord)]) -> (usize, usize) {
@@ -105,27 +93,11 @@ async fn change_while_the_snapshot_waits(
 }
 
 async fn decode_all(topic: &str) -> Vec<(i64, StreamRecord)> {
-    let s = stack();
-    let mut dec = decoder().await;
-    let mut out = Vec::new();
-    for r in read_topic(&s.brokers, topic) {
-        let at = RecordAt {
-            topic: topic.to_owned(),
-            partition: 0,
-            offset: r.offset,
-        };
-        let rec = dec
-            .decode(&at, r.key.as_deref(), r.value.as_deref().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            rec.position(),
-            pos(&r),
-            "header and payload positions agree at {at}"
-        );
-        out.push((r.offset, rec));
-    }
-    out
+    decode_records(topic)
+        .await
+        .into_iter()
+        .map(|(r, rec)| (r.offset, rec))
+        .collect()
 }
 
 const ALL_TYPES: &str = "(

@@ -444,3 +444,39 @@ pub async fn set_topic_limit(topic: &str, max_message_bytes: usize) {
     )
     .await;
 }
+
+/// A decoder through the stack's SF registry.
+pub async fn decoder() -> continuum_schemas::Decoder {
+    continuum_schemas::Decoder::new(
+        continuum_schemas::Registry::new(&continuum_schemas::RegistrySettings {
+            url: stack().registry,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// Every record of `topic`, raw (offset, headers) and decoded; the `continuum.pos` header of
+/// each equals its payload's position.
+pub async fn decode_records(topic: &str) -> Vec<(FetchedRecord, continuum_schemas::StreamRecord)> {
+    let mut dec = decoder().await;
+    let mut out = Vec::new();
+    for r in read_topic(&stack().brokers, topic) {
+        let at = continuum_schemas::RecordAt {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: r.offset,
+        };
+        let rec = dec
+            .decode(&at, r.key.as_deref(), r.value.as_deref().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("decoding {at}: {e}"));
+        assert_eq!(
+            rec.position(),
+            pos(&r),
+            "header and payload positions agree at {at}"
+        );
+        out.push((r, rec));
+    }
+    out
+}
