@@ -702,7 +702,8 @@ pub async fn dump_load(cfg: &Cfg, bl: &Backlog) -> Result<Contestant> {
     empty_eu(cfg, bl).await?;
     let race_ = Race {
         key: "dump_load",
-        name: "mariadb-dump | mariadb (SF to EU)".into(),
+        // No `|` in a name: it is a Markdown table cell.
+        name: "mariadb-dump piped into mariadb (SF to EU)".into(),
         stack: &["sf-db", "eu-db"],
         others: Vec::new(),
         launch: Vec::new(),

@@ -549,7 +549,7 @@ fn snapshot_section(snapshots: &[Contestant]) -> String {
     };
     if let (Some(inc), Some(dump)) = (rate("snapshot"), rate("dump_load")) {
         s.push_str(&format!(
-            "\nThe incremental snapshot copied {:.2} × the rows per second of `mariadb-dump | mariadb`, while the producer went on streaming.\n",
+            "\nThe incremental snapshot copied {:.2} × the rows per second of `mariadb-dump | mariadb`, while the producer went on streaming.\n\n",
             inc / dump
         ));
     }
