@@ -411,6 +411,19 @@ impl Producer {
     }
 }
 
+/// The request row is the operator's view; the snapshot's progress is in the topic. A request
+/// row that cannot be written (the source turned read-only, a privilege is missing) is logged,
+/// and never stops streaming; a transient error restarts the session as any other does.
+fn noted(r: Result<(), ProducerError>, what: &str) -> Result<(), ProducerError> {
+    match r {
+        Err(e) if !e.is_transient() => {
+            tracing::warn!(error = %e, "cannot {what} in continuum.snapshot_request; the snapshot itself is unaffected");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Where streaming starts: the position, the transaction the topic ends inside of (its GTID and
 /// how many of its events the topic holds), and the incremental snapshot it was writing.
 struct StreamStart {
@@ -465,9 +478,10 @@ impl Snapshots {
             + incremental::estimate_rows(&mut conn, &self.settings.target, &progress.tables)
                 .await?;
         drop(conn);
-        self.requests
-            .started(progress.request, &progress.id)
-            .await?;
+        noted(
+            self.requests.started(progress.request, &progress.id).await,
+            "note the snapshot's start",
+        )?;
         if resumed {
             tracing::info!(snapshot = %progress.id, request = progress.request, tables = %progress.tables.join(","), rows = progress.rows, "incremental snapshot resumes at its next chunk");
         } else {
@@ -484,7 +498,10 @@ impl Snapshots {
         if let Some(s) = &self.running {
             if self.rows_noted.elapsed() >= Duration::from_secs(2) {
                 let p = s.progress();
-                self.requests.rows(p.request, p.rows).await?;
+                noted(
+                    self.requests.rows(p.request, p.rows).await,
+                    "note the rows written",
+                )?;
                 self.rows_noted = Instant::now();
             }
             return Ok(());
@@ -506,7 +523,10 @@ impl Snapshots {
         if !refused.is_empty() {
             let why = refused.join("; ");
             tracing::error!(request = req.id, tables = %req.tables.join(","), reason = %why, "snapshot request refused");
-            return self.requests.finished(req.id, 0, Some(&why)).await;
+            return noted(
+                self.requests.finished(req.id, 0, Some(&why)).await,
+                "note the refusal",
+            );
         }
         self.begin(Progress::new(req.id, req.tables), sink, false)
             .await
@@ -565,9 +585,12 @@ impl Snapshots {
                     tracing::error!(snapshot = %p.id, request = p.request, error = %e, "incremental snapshot failed; streaming goes on");
                     self.running = None;
                     sink.set_progress(None);
-                    self.requests
-                        .finished(p.request, p.rows, Some(&e.to_string()))
-                        .await?;
+                    noted(
+                        self.requests
+                            .finished(p.request, p.rows, Some(&e.to_string()))
+                            .await,
+                        "note the failure",
+                    )?;
                     return Ok(wrote);
                 }
             }
@@ -596,9 +619,12 @@ impl Snapshots {
                         sink.check()?;
                         tracing::info!(snapshot = %w.after.id, request = w.after.request, rows = w.after.rows, "incremental snapshot done");
                         self.running = None;
-                        self.requests
-                            .finished(w.after.request, w.after.rows, None)
-                            .await?;
+                        noted(
+                            self.requests
+                                .finished(w.after.request, w.after.rows, None)
+                                .await,
+                            "note the snapshot done",
+                        )?;
                         return Ok(wrote);
                     }
                 }
