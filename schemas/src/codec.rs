@@ -623,7 +623,7 @@ impl Decoder {
                 let tx = match field(&fields, "transaction").map(unwrap_union) {
                     Some(AvroValue::Record(t)) => {
                         if source_info.gtid.is_none() {
-                            let id = t.iter().find(|(n, _)| n == "id").and_then(|(_, v)| as_str(v));
+                            let id = field(t, "id").and_then(as_str);
                             if op != Op::Read
                                 || source_info.snapshot_id.is_none()
                                 || id != source_info.snapshot_id.as_deref()

@@ -969,3 +969,75 @@ async fn concurrent_registrations_of_one_subject_all_succeed() {
         assert_eq!(ids.len(), 1, "one id for one schema: {ids:?}");
     }
 }
+
+/// A chunk row of an incremental snapshot keeps its place in the chunk and its position; a read
+/// with no GTID whose transaction names another id than its snapshot's does not decode.
+#[tokio::test]
+async fn chunk_rows_round_trip_with_their_place_and_a_wrong_id_is_refused() {
+    use continuum_schemas::StreamPosition;
+    let topic = unique_topic("chunk");
+    let t = table(
+        "chunked",
+        ColumnType::Text {
+            kind: TextKind::VarChar,
+        },
+    );
+    let reg = registry();
+    let mut enc = Encoder::new(reg.clone(), &topic);
+    let mut dec = Decoder::new(reg);
+    let chunk_row = |index: u64, last: bool, snapshot_id: &str| {
+        let mut src = source();
+        src.gtid = None;
+        src.resume_position = src.gtid_position.clone();
+        src.snapshot_id = Some(snapshot_id.into());
+        StreamRecord::Change(ChangeEvent {
+            op: Op::Read,
+            table: t.clone(),
+            before: None,
+            after: Some(vec![Value::Int(index as i64), Value::Text("r".into())]),
+            source: src,
+            tx: Some(TxPlace { index, last }),
+        })
+    };
+    for (i, last) in [(0u64, false), (1, true)] {
+        let r = chunk_row(i, last, "r7-19a");
+        let e = enc.encode(&r, 9).await.unwrap();
+        let back = dec
+            .decode(&at(&topic, i as i64), e.key.as_deref(), &e.value)
+            .await
+            .unwrap();
+        assert_eq!(back, r);
+        assert_eq!(
+            back.position(),
+            StreamPosition::Chunk {
+                id: "r7-19a".into(),
+                index: i,
+                last,
+                position: "1-1-42,2-2-7".parse().unwrap(),
+            }
+        );
+    }
+    // The transaction record carries the snapshot id: a record whose two ids disagree was not
+    // written by the producer. The encoder writes the same id twice (the source's, then the
+    // transaction's); change the last one.
+    let e = enc.encode(&chunk_row(2, true, "r8-1"), 9).await.unwrap();
+    let mut bytes = e.value.clone();
+    let last = bytes
+        .windows(4)
+        .rposition(|w| w == b"r8-1")
+        .expect("the id in the transaction record");
+    bytes[last..last + 4].copy_from_slice(b"r7-1");
+    let err = dec
+        .decode(&at(&topic, 9), e.key.as_deref(), &bytes)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only a snapshot read in a chunk has that"),
+        "{err}"
+    );
+    assert!(dec
+        .decode(&at(&topic, 10), e.key.as_deref(), &e.value)
+        .await
+        .is_ok());
+}
