@@ -533,17 +533,13 @@ impl Incremental {
             (done - self.rows_at_start) as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         let left = self.estimate.saturating_sub(done);
         let eta = if rate > 0.0 && !self.progress.done() {
-            humantime_duration(left as f64 / rate)
+            humantime::format_duration(Duration::from_secs((left as f64 / rate).round() as u64))
+                .to_string()
         } else {
             "-".into()
         };
         tracing::info!(snapshot = %self.progress.id, table = self.progress.tables.first().map(String::as_str).unwrap_or("-"), rows = done, estimated_rows = self.estimate, rows_per_sec = rate as u64, percent = format!("{pct:.1}"), eta = %eta, "incremental snapshot progress");
     }
-}
-
-fn humantime_duration(secs: f64) -> String {
-    let s = secs.round() as u64;
-    format!("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60)
 }
 
 /// The source's estimate of the rows of `tables` (`information_schema.TABLES.TABLE_ROWS`).
