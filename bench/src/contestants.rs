@@ -190,8 +190,8 @@ async fn empty_eu(cfg: &Cfg, bl: &Backlog) -> Result<()> {
     Ok(())
 }
 
-/// The producer from the backlog's start into `topic` on the SF cluster.
-fn producer(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Launch> {
+/// The producer from `start` into `topic` on the SF cluster.
+fn producer(cfg: &Cfg, start: &GtidPosition, topic: &str) -> Result<Launch> {
     Ok(Launch {
         label: "producer",
         log: format!("{topic}.producer"),
@@ -201,7 +201,7 @@ fn producer(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Launch> {
             "--config".into(),
             cfg.write_config("sf", topic)?.to_string_lossy().into(),
             "--start-position".into(),
-            bl.before.to_string(),
+            start.to_string(),
         ],
     })
 }
@@ -446,7 +446,7 @@ pub async fn producer_alone(cfg: &Cfg, bl: &Backlog, topic: &str) -> Result<Cont
         name: "Continuum producer alone (binlog to SF topic)".into(),
         stack: &["sf-db", "sf-broker", "sf-registry"],
         others: Vec::new(),
-        launch: vec![producer(cfg, bl, topic)?],
+        launch: vec![producer(cfg, &bl.before, topic)?],
         check: None,
         keep_running: false,
     };
@@ -543,7 +543,7 @@ pub async fn end_to_end(
         stack: STACK,
         others: Vec::new(),
         launch: vec![
-            producer(cfg, bl, topic)?,
+            producer(cfg, &bl.before, topic)?,
             consumer(cfg, topic, "consumer run", &["run", "--no-metrics"])?,
         ],
         check: Some(&cfg.eu),
@@ -620,18 +620,7 @@ pub async fn snapshot_incremental(cfg: &Cfg, bl: &Backlog, topic: &str) -> Resul
         .nth(2)
         .and_then(|w| w.parse().ok())
         .with_context(|| format!("no request id in {said:?}"))?;
-    let producer = Launch {
-        label: "producer",
-        log: format!("{topic}.producer"),
-        bin: "continuum-producer",
-        site: "sf",
-        args: vec![
-            "--config".into(),
-            conf.to_string_lossy().into(),
-            "--start-position".into(),
-            bl.target.to_string(),
-        ],
-    };
+    let producer = producer(cfg, &bl.target, topic)?;
     let apply = consumer(
         cfg,
         topic,
