@@ -218,10 +218,9 @@ impl BinlogReader {
             let end = h.log_pos() as u64;
             if ty == MARIADB_GTID {
                 let start = end.saturating_sub(u64::from(h.event_size()));
-                self.boundary
-                    .read_to(BinlogPosition::new(self.file.clone(), start));
+                self.boundary.read_to(&self.file, start);
             } else if self.tx.is_none() && ty != ROTATE {
-                self.boundary.read_to(self.binlog_pos(ev));
+                self.boundary.read_to(&self.file, end);
             }
         }
         match ty {
@@ -281,8 +280,7 @@ impl BinlogReader {
                         name.truncate(name.len() - 4);
                     }
                     self.file = String::from_utf8_lossy(&name).into_owned();
-                    self.boundary
-                        .read_to(BinlogPosition::new(self.file.clone(), r.position()));
+                    self.boundary.read_to(&self.file, r.position());
                 }
                 return Ok(());
             }
@@ -446,7 +444,8 @@ impl BinlogReader {
 
     /// The open transaction ends with event `ev`.
     fn commit(&mut self, ev: &Event, out: &mut Vec<SourceEvent>) {
-        self.boundary.committed(self.binlog_pos(ev));
+        self.boundary
+            .committed(&self.file, u64::from(ev.header().log_pos()));
         if let Some(t) = self.tx.take() {
             self.position.advance(t.gtid);
             out.push(SourceEvent::Commit {

@@ -24,13 +24,31 @@ use continuum_schemas::BinlogPosition;
 /// Orders two binlog coordinates: by the file's sequence number, then the offset. Files of
 /// another base name (a renamed binlog) compare by name.
 pub fn compare(a: &BinlogPosition, b: &BinlogPosition) -> Ordering {
-    let seq = |f: &str| -> Option<u64> { f.rsplit_once('.')?.1.parse().ok() };
-    let base = |f: &str| f.rsplit_once('.').map_or(f, |(b, _)| b).to_owned();
-    let files = match (seq(&a.file), seq(&b.file)) {
-        (Some(x), Some(y)) if base(&a.file) == base(&b.file) => x.cmp(&y),
-        _ => a.file.cmp(&b.file),
+    order((&a.file, a.pos), (&b.file, b.pos))
+}
+
+/// [`compare`] of coordinates given as file and offset.
+fn order((a_file, a_pos): (&str, u64), (b_file, b_pos): (&str, u64)) -> Ordering {
+    fn seq(f: &str) -> Option<u64> {
+        f.rsplit_once('.')?.1.parse().ok()
+    }
+    fn base(f: &str) -> &str {
+        f.rsplit_once('.').map_or(f, |(b, _)| b)
+    }
+    let files = match (seq(a_file), seq(b_file)) {
+        (Some(x), Some(y)) if base(a_file) == base(b_file) => x.cmp(&y),
+        _ => a_file.cmp(b_file),
     };
-    files.then(a.pos.cmp(&b.pos))
+    files.then(a_pos.cmp(&b_pos))
+}
+
+/// Sets `slot` to `file`:`pos`, keeping its file name's allocation when the file is the same
+/// (it is called for every transaction).
+fn put(slot: &mut Option<BinlogPosition>, file: &str, pos: u64) {
+    match slot {
+        Some(p) if p.file == file => p.pos = pos,
+        _ => *slot = Some(BinlogPosition::new(file, pos)),
+    }
 }
 
 /// Where a transaction boundary lies from the reader's place.
@@ -56,21 +74,21 @@ pub struct Boundary {
 }
 
 impl Boundary {
-    /// A transaction ended at `end`.
-    pub fn committed(&mut self, end: BinlogPosition) {
-        self.done_end = Some(end.clone());
-        self.reached = Some(end);
+    /// A transaction ended at `file`:`end`.
+    pub fn committed(&mut self, file: &str, end: u64) {
+        put(&mut self.done_end, file, end);
+        put(&mut self.reached, file, end);
     }
 
-    /// The binlog is read up to `to` with no transaction in between (a transaction's first
-    /// event starts at `to`, or an event outside any transaction ends there).
-    pub fn read_to(&mut self, to: BinlogPosition) {
+    /// The binlog is read up to `file`:`pos` with no transaction in between (a transaction's
+    /// first event starts there, or an event outside any transaction ends there).
+    pub fn read_to(&mut self, file: &str, pos: u64) {
         let further = self
             .reached
             .as_ref()
-            .is_none_or(|r| compare(&to, r) == Ordering::Greater);
+            .is_none_or(|r| order((file, pos), (&r.file, r.pos)) == Ordering::Greater);
         if further {
-            self.reached = Some(to);
+            put(&mut self.reached, file, pos);
         }
     }
 
@@ -124,36 +142,36 @@ mod tests {
         // Nothing read yet: everything is ahead.
         assert_eq!(b.locate(&at("b.000001", 400)), Place::Before);
         // The first transaction of the session ends at 400.
-        b.committed(at("b.000001", 400));
+        b.committed("b.000001", 400);
         assert_eq!(b.locate(&at("b.000001", 400)), Place::At);
         assert_eq!(b.locate(&at("b.000001", 300)), Place::Past);
         assert_eq!(b.locate(&at("b.000001", 500)), Place::Before);
         // A binlog checkpoint event after it, then the next transaction's GTID event at 560: no
         // transaction ends between 400 and 560.
-        b.read_to(at("b.000001", 520));
-        b.read_to(at("b.000001", 560));
+        b.read_to("b.000001", 520);
+        b.read_to("b.000001", 560);
         assert_eq!(b.locate(&at("b.000001", 400)), Place::At);
         assert_eq!(b.locate(&at("b.000001", 560)), Place::At);
         assert_eq!(b.locate(&at("b.000001", 561)), Place::Before);
         // That transaction ends at 900: 400 is behind now.
-        b.committed(at("b.000001", 900));
+        b.committed("b.000001", 900);
         assert_eq!(b.locate(&at("b.000001", 400)), Place::Past);
         assert_eq!(b.locate(&at("b.000001", 900)), Place::At);
         // A rotation: the old file's end and the new file's start are the same boundary.
-        b.read_to(at("b.000002", 4));
-        b.read_to(at("b.000002", 380));
+        b.read_to("b.000002", 4);
+        b.read_to("b.000002", 380);
         assert_eq!(b.locate(&at("b.000001", 900)), Place::At);
         assert_eq!(b.locate(&at("b.000002", 380)), Place::At);
         // Reading never moves `reached` back (a fake ROTATE names the file's start).
-        b.read_to(at("b.000002", 4));
+        b.read_to("b.000002", 4);
         assert_eq!(b.locate(&at("b.000002", 380)), Place::At);
     }
 
     #[test]
     fn before_the_first_transaction_of_a_session_only_what_was_read_counts() {
         let mut b = Boundary::default();
-        b.read_to(at("b.000007", 4));
-        b.read_to(at("b.000007", 8_000));
+        b.read_to("b.000007", 4);
+        b.read_to("b.000007", 8_000);
         assert_eq!(b.locate(&at("b.000007", 7_990)), Place::At);
         assert_eq!(b.locate(&at("b.000007", 8_001)), Place::Before);
     }
