@@ -572,26 +572,27 @@ impl Snapshots {
                 return Ok(wrote);
             }
             if !s.waiting() {
-                if let Err(e) = s.read_chunk().await {
-                    if e.is_transient() && !matches!(e, ProducerError::DefinitionChanged { .. }) {
-                        return Err(e);
-                    }
-                    if let ProducerError::DefinitionChanged { .. } = e {
-                        // Planned again from the new definition at the next chunk.
+                match s.read_chunk().await {
+                    Ok(()) => {}
+                    // Planned again from the new definition at the next chunk.
+                    Err(ProducerError::DefinitionChanged { .. }) => {
                         s.on_schema_change();
                         return Ok(wrote);
                     }
-                    let p = s.progress().clone();
-                    tracing::error!(snapshot = %p.id, request = p.request, error = %e, "incremental snapshot failed; streaming goes on");
-                    self.running = None;
-                    sink.set_progress(None);
-                    noted(
-                        self.requests
-                            .finished(p.request, p.rows, Some(&e.to_string()))
-                            .await,
-                        "note the failure",
-                    )?;
-                    return Ok(wrote);
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        let p = s.progress().clone();
+                        tracing::error!(snapshot = %p.id, request = p.request, error = %e, "incremental snapshot failed; streaming goes on");
+                        self.running = None;
+                        sink.set_progress(None);
+                        noted(
+                            self.requests
+                                .finished(p.request, p.rows, Some(&e.to_string()))
+                                .await,
+                            "note the failure",
+                        )?;
+                        return Ok(wrote);
+                    }
                 }
             }
             let Some(b) = reader.boundary() else {
