@@ -2,7 +2,8 @@
 //! hostname verification; the 1 GiB packet limit of connections that read as a replica
 //! ([`replica_opts`]); which MariaDB errors are worth retrying.
 
-use mysql_async::{Opts, OptsBuilder, SslOpts};
+use continuum_schemas::KeyPart;
+use mysql_async::{Opts, OptsBuilder, SslOpts, Value as MyValue};
 
 use crate::config::{ConfigError, DatabaseConfig};
 
@@ -110,9 +111,99 @@ pub fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
+/// A key column's value as the source returned it, kept exactly ([`KeyPart`]).
+pub fn key_part(v: &MyValue) -> KeyPart {
+    match v {
+        MyValue::NULL => KeyPart::Null,
+        MyValue::Int(i) => KeyPart::Int(*i),
+        MyValue::UInt(u) => KeyPart::Uint(*u),
+        MyValue::Float(f) => KeyPart::Float(*f),
+        MyValue::Double(d) => KeyPart::Double(*d),
+        MyValue::Bytes(b) => KeyPart::Bytes(b.iter().map(|x| format!("{x:02x}")).collect()),
+        MyValue::Date(y, mo, d, h, mi, s, us) => KeyPart::Date([
+            u32::from(*y),
+            u32::from(*mo),
+            u32::from(*d),
+            u32::from(*h),
+            u32::from(*mi),
+            u32::from(*s),
+            *us,
+        ]),
+        MyValue::Time(neg, d, h, mi, s, us) => KeyPart::Time(
+            *neg,
+            [*d, u32::from(*h), u32::from(*mi), u32::from(*s), *us],
+        ),
+    }
+}
+
+/// A [`KeyPart`] back as the value to bind; an error says what does not read back.
+pub fn key_value(part: &KeyPart) -> Result<MyValue, String> {
+    let narrow = |v: u32, what: &str| -> Result<u8, String> {
+        u8::try_from(v).map_err(|_| format!("{what} {v} out of range"))
+    };
+    Ok(match part {
+        KeyPart::Null => MyValue::NULL,
+        KeyPart::Int(i) => MyValue::Int(*i),
+        KeyPart::Uint(u) => MyValue::UInt(*u),
+        KeyPart::Float(f) => MyValue::Float(*f),
+        KeyPart::Double(d) => MyValue::Double(*d),
+        KeyPart::Bytes(hex) => {
+            if hex.len() % 2 != 0 {
+                return Err(format!("odd-length hex '{hex}'"));
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| format!("hex '{hex}': {e}"))?;
+            MyValue::Bytes(bytes)
+        }
+        KeyPart::Date([y, mo, d, h, mi, s, us]) => MyValue::Date(
+            u16::try_from(*y).map_err(|_| format!("year {y} out of range"))?,
+            narrow(*mo, "month")?,
+            narrow(*d, "day")?,
+            narrow(*h, "hour")?,
+            narrow(*mi, "minute")?,
+            narrow(*s, "second")?,
+            *us,
+        ),
+        KeyPart::Time(neg, [d, h, mi, s, us]) => MyValue::Time(
+            *neg,
+            *d,
+            narrow(*h, "hours")?,
+            narrow(*mi, "minutes")?,
+            narrow(*s, "seconds")?,
+            *us,
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_parts_keep_every_value_kind_exactly() {
+        for v in [
+            MyValue::NULL,
+            MyValue::Int(-5),
+            MyValue::UInt(u64::MAX),
+            MyValue::Float(1.5),
+            MyValue::Double(-2.25),
+            MyValue::Bytes(vec![0, 0xff, b'a', 0x7f]),
+            MyValue::Bytes(Vec::new()),
+            MyValue::Date(2026, 12, 6, 23, 59, 58, 999_999),
+            MyValue::Time(true, 34, 22, 59, 1, 5),
+        ] {
+            let part = key_part(&v);
+            let text = serde_json::to_string(&part).unwrap();
+            let back: KeyPart = serde_json::from_str(&text).unwrap();
+            assert_eq!(key_value(&back).unwrap(), v, "{text}");
+        }
+        assert!(key_value(&KeyPart::Bytes("abc".into())).is_err());
+        assert!(key_value(&KeyPart::Bytes("zz".into())).is_err());
+        assert!(key_value(&KeyPart::Date([2026, 300, 1, 0, 0, 0, 0])).is_err());
+    }
 
     fn packet_too_large() -> mysql_async::Error {
         packet_too_large_error()

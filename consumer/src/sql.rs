@@ -304,6 +304,50 @@ impl RowStatements {
     }
 }
 
+/// The `DELETE` that cleans a chunk's key range of `db`.`table`: its rows whose primary key
+/// (`key`, in key order) is after `?`s (if `from`) and up to `?`s (if `to`), bound by the caller
+/// in that order, and not one of `keep` (values in key order, of the key columns' `types`).
+pub fn range_delete(
+    db: &str,
+    table: &str,
+    key: &[String],
+    from: bool,
+    to: bool,
+    keep: &[Vec<Value>],
+    types: &[ColumnType],
+) -> Result<String, LiteralError> {
+    let cols = format!(
+        "({})",
+        key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(",")
+    );
+    let marks = format!("({})", vec!["?"; key.len()].join(","));
+    let mut out = format!("DELETE FROM {} WHERE 1", qualified(db, table));
+    if from {
+        write!(out, " AND {cols} > {marks}").expect("writing to a String");
+    }
+    if to {
+        write!(out, " AND {cols} <= {marks}").expect("writing to a String");
+    }
+    if !keep.is_empty() {
+        write!(out, " AND {cols} NOT IN (").expect("writing to a String");
+        for (n, k) in keep.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push('(');
+            for (i, v) in k.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_literal(&mut out, v, &types[i], &key[i])?;
+            }
+            out.push(')');
+        }
+        out.push(')');
+    }
+    Ok(out)
+}
+
 /// Most keys in one merged DELETE (the range optimizer handles a few thousand comfortably).
 const MAX_DELETE_KEYS: usize = 1000;
 

@@ -195,6 +195,31 @@ impl Writer {
         self.send_now(sql, what).await
     }
 
+    /// Executes one statement with parameters inside the batch's transaction, after what is
+    /// buffered, and waits for it; the number of rows it changed.
+    pub async fn execute_params(
+        &mut self,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+        what: &str,
+    ) -> Result<u64> {
+        self.flush().await?;
+        self.settle().await?;
+        let mut conn = self.conn.take().expect("the connection is back");
+        let r = async {
+            if !self.in_txn {
+                conn.query_drop("START TRANSACTION").await?;
+                self.in_txn = true;
+            }
+            self.sent = true;
+            conn.exec_drop(sql, params).await?;
+            Ok(conn.affected_rows())
+        }
+        .await;
+        self.conn = Some(conn);
+        r.map_err(|e| self.db_err(what, e))
+    }
+
     /// Abandons the current batch.
     pub async fn rollback(&mut self) {
         self.buf.clear();

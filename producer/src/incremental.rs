@@ -8,7 +8,8 @@
 //! the last transaction it sees, call it `P`. The chunk waits in memory until the binlog reader
 //! stands exactly at `P` ([`crate::boundary`]: every transaction that ends at or before `P`
 //! handled, none after), and is written into the topic there, row by row as snapshot reads
-//! (`chunk:<id>:<index>:<last|more>:<position>`), then streaming goes on. If the reader is
+//! (`chunk:<id>:<index>:more:<position>`), then its [`ChunkEnd`] with the chunk's key range
+//! (`chunk:<id>:<rows>:last:<position>`), then streaming goes on. If the reader is
 //! already past `P` when it looks (it can receive a transaction from the binlog before the
 //! engine makes it visible), the chunk is dropped and read again.
 //!
@@ -21,9 +22,12 @@
 //! So after the chunk, a key the chunk holds has its value at `P`; the transactions after `P`
 //! come after the chunk in the topic and change it from there, as they changed it at the source.
 //! A key that no longer exists at `P` is not in the chunk: the stream's delete of it came before
-//! (it happened before `P`), and a replica that applied the whole topic has no such row unless
-//! something other than the topic put it there (repairing that is not this module's work). By
-//! induction over chunks, once the last chunk is written every row of every table is right.
+//! (it happened before `P`). A row that something other than the topic put on the replica is
+//! deleted at the chunk's end: the key range it names (after the previous chunk's last key, up
+//! to this chunk's last key, open at the table's ends) held exactly the chunk's rows at `P`, in
+//! the same view, so every other key of the range is one the source did not have. By induction
+//! over chunks, whose ranges cover each table with no gap, once the last chunk is written every
+//! row of every table is right.
 //!
 //! This differs from DBLog's watermarks (the wording), which read `@@gtid_binlog_pos`
 //! before and after a plain `SELECT` and drop from the chunk the keys the binlog changed in
@@ -37,7 +41,7 @@
 //! While a snapshot runs, every record the producer writes carries a `continuum.snapshot` header
 //! with its [`Progress`]: the snapshot's id, the tables still to read (the current one first),
 //! the last key written of the current table, and the rows written so far. The progress on a
-//! chunk's last row includes that chunk; on its other rows, it does not. A restarted producer
+//! chunk's end includes that chunk; on its rows, it does not. A restarted producer
 //! reads the topic's last record, resumes streaming after it, and the snapshot at the next
 //! chunk: a chunk cut short by the crash is read again (its rows in the topic are right as of
 //! their position, so this costs only the repeat).
@@ -57,10 +61,10 @@ use mysql_async::{Conn, Opts, Params, Value as MyValue};
 use serde::{Deserialize, Serialize};
 
 use continuum_common::config::NoPrimaryKey;
-use continuum_common::db::quote_ident;
+use continuum_common::db::{self, quote_ident};
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, GtidPosition, Op, Row, SourceInfo, StreamRecord, TableSchema,
-    TxPlace,
+    BinlogPosition, ChangeEvent, ChunkEnd, GtidPosition, KeyPart, Op, Row, SourceInfo,
+    StreamRecord, TableSchema, TxPlace,
 };
 
 use crate::boundary::{Boundary, Place};
@@ -72,90 +76,6 @@ use crate::snapshot::{self, ChunkBudget, Planned};
 /// The Kafka header with the [`Progress`] of the incremental snapshot running when the record
 /// was written, as JSON.
 pub const HEADER_SNAPSHOT: &str = "continuum.snapshot";
-
-/// A key column's value as the source returned it, kept exactly for the next chunk's query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyPart {
-    Null,
-    Int(i64),
-    Uint(u64),
-    Float(f32),
-    Double(f64),
-    /// Hexadecimal.
-    Bytes(String),
-    /// Year, month, day, hour, minute, second, microsecond.
-    Date([u32; 7]),
-    /// Negative, days, hours, minutes, seconds, microseconds.
-    Time(bool, [u32; 5]),
-}
-
-impl KeyPart {
-    pub fn of(v: &MyValue) -> KeyPart {
-        match v {
-            MyValue::NULL => KeyPart::Null,
-            MyValue::Int(i) => KeyPart::Int(*i),
-            MyValue::UInt(u) => KeyPart::Uint(*u),
-            MyValue::Float(f) => KeyPart::Float(*f),
-            MyValue::Double(d) => KeyPart::Double(*d),
-            MyValue::Bytes(b) => KeyPart::Bytes(b.iter().map(|x| format!("{x:02x}")).collect()),
-            MyValue::Date(y, mo, d, h, mi, s, us) => KeyPart::Date([
-                u32::from(*y),
-                u32::from(*mo),
-                u32::from(*d),
-                u32::from(*h),
-                u32::from(*mi),
-                u32::from(*s),
-                *us,
-            ]),
-            MyValue::Time(neg, d, h, mi, s, us) => KeyPart::Time(
-                *neg,
-                [*d, u32::from(*h), u32::from(*mi), u32::from(*s), *us],
-            ),
-        }
-    }
-
-    pub fn value(&self) -> Result<MyValue, String> {
-        let narrow = |v: u32, what: &str| -> Result<u8, String> {
-            u8::try_from(v).map_err(|_| format!("{what} {v} out of range"))
-        };
-        Ok(match self {
-            KeyPart::Null => MyValue::NULL,
-            KeyPart::Int(i) => MyValue::Int(*i),
-            KeyPart::Uint(u) => MyValue::UInt(*u),
-            KeyPart::Float(f) => MyValue::Float(*f),
-            KeyPart::Double(d) => MyValue::Double(*d),
-            KeyPart::Bytes(hex) => {
-                if hex.len() % 2 != 0 {
-                    return Err(format!("odd-length hex '{hex}'"));
-                }
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .map_err(|e| format!("hex '{hex}': {e}"))?;
-                MyValue::Bytes(bytes)
-            }
-            KeyPart::Date([y, mo, d, h, mi, s, us]) => MyValue::Date(
-                u16::try_from(*y).map_err(|_| format!("year {y} out of range"))?,
-                narrow(*mo, "month")?,
-                narrow(*d, "day")?,
-                narrow(*h, "hour")?,
-                narrow(*mi, "minute")?,
-                narrow(*s, "second")?,
-                *us,
-            ),
-            KeyPart::Time(neg, [d, h, mi, s, us]) => MyValue::Time(
-                *neg,
-                *d,
-                narrow(*h, "hours")?,
-                narrow(*mi, "minutes")?,
-                narrow(*s, "seconds")?,
-                *us,
-            ),
-        })
-    }
-}
 
 /// How far an incremental snapshot has come; carried by every record written while it runs
 /// ([`HEADER_SNAPSHOT`]).
@@ -389,7 +309,7 @@ impl Incremental {
         let after = match &self.progress.after {
             Some(k) => Some(
                 k.iter()
-                    .map(KeyPart::value)
+                    .map(db::key_value)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
                         ProducerError::Resume(format!(
@@ -445,7 +365,7 @@ impl Incremental {
                 shape
                     .primary_key
                     .iter()
-                    .map(|&i| KeyPart::of(&vals[i]))
+                    .map(|&i| db::key_part(&vals[i]))
                     .collect::<Vec<_>>(),
             );
             rows.push(
@@ -482,7 +402,31 @@ impl Incremental {
             commit_ts_ms: ts_ms,
             snapshot_id: Some(self.progress.id.clone()),
         };
-        let records = chunk
+        let table = chunk.table.qualified_name();
+        let end = ChunkEnd {
+            snapshot_id: self.progress.id.clone(),
+            server_id: self.s.server_id,
+            table: table.clone(),
+            position: position.clone(),
+            rows: n as u64,
+            key: chunk
+                .table
+                .primary_key
+                .iter()
+                .map(|&i| chunk.table.columns[i].name.clone())
+                .collect(),
+            from: self.progress.after.clone(),
+            to: if chunk.end_of_table {
+                None
+            } else {
+                chunk
+                    .last_key
+                    .clone()
+                    .or_else(|| self.progress.after.clone())
+            },
+            ts_ms,
+        };
+        let mut records: Vec<StreamRecord> = chunk
             .rows
             .into_iter()
             .enumerate()
@@ -495,12 +439,12 @@ impl Incremental {
                     source: source.clone(),
                     tx: Some(TxPlace {
                         index: i as u64,
-                        last: i + 1 == n,
+                        last: false,
                     }),
                 })
             })
             .collect();
-        let table = chunk.table.qualified_name();
+        records.push(StreamRecord::ChunkEnd(end));
         self.progress.advance(n, chunk.last_key, chunk.end_of_table);
         counter!(m::SNAPSHOT_ROWS_TOTAL.name, "table" => table.clone()).increment(n as u64);
         if chunk.end_of_table {
@@ -568,29 +512,6 @@ pub async fn estimate_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_parts_keep_every_value_kind_exactly() {
-        for v in [
-            MyValue::NULL,
-            MyValue::Int(-5),
-            MyValue::UInt(u64::MAX),
-            MyValue::Float(1.5),
-            MyValue::Double(-2.25),
-            MyValue::Bytes(vec![0, 0xff, b'a', 0x7f]),
-            MyValue::Bytes(Vec::new()),
-            MyValue::Date(2026, 12, 6, 23, 59, 58, 999_999),
-            MyValue::Time(true, 34, 22, 59, 1, 5),
-        ] {
-            let part = KeyPart::of(&v);
-            let text = serde_json::to_string(&part).unwrap();
-            let back: KeyPart = serde_json::from_str(&text).unwrap();
-            assert_eq!(back.value().unwrap(), v, "{text}");
-        }
-        assert!(KeyPart::Bytes("abc".into()).value().is_err());
-        assert!(KeyPart::Bytes("zz".into()).value().is_err());
-        assert!(KeyPart::Date([2026, 300, 1, 0, 0, 0, 0]).value().is_err());
-    }
 
     #[test]
     fn progress_round_trips_through_its_header_and_moves_table_by_table() {

@@ -39,8 +39,8 @@ pub struct Sink {
 /// The sink's counters, registered once (a labelled `counter!` per record hashes its key).
 struct SinkMetrics {
     bytes: Counter,
-    /// [`m::RECORDS_TOTAL.name`] by kind: row, ddl, heartbeat, snapshot.
-    records: [Counter; 4],
+    /// [`m::RECORDS_TOTAL.name`] by kind: row, ddl, heartbeat, snapshot, chunk.
+    records: [Counter; 5],
 }
 
 impl SinkMetrics {
@@ -53,6 +53,7 @@ impl SinkMetrics {
                 records("ddl"),
                 records("heartbeat"),
                 records("snapshot"),
+                records("chunk"),
             ],
         }
     }
@@ -63,6 +64,7 @@ impl SinkMetrics {
             StreamRecord::SchemaChange(_) => 1,
             StreamRecord::Heartbeat(_) => 2,
             StreamRecord::Snapshot(_) => 3,
+            StreamRecord::ChunkEnd(_) => 4,
         }]
     }
 }

@@ -672,18 +672,62 @@ struct Chunk {
     position: GtidPosition,
     /// Its rows' keys, in topic order.
     keys: Vec<i64>,
-    /// Whether its last row (`last`) is in the topic; a chunk cut short by a kill is not.
+    /// Whether its end is in the topic; a chunk cut short by a kill has none.
     complete: bool,
+    /// The key range its end names: after `.0`, up to `.1` (`None`: open).
+    range: Option<(Option<i64>, Option<i64>)>,
+}
+
+/// A chunk end's bound of `t`'s `BIGINT` key.
+fn bound(k: &Option<Vec<continuum_schemas::KeyPart>>) -> Option<i64> {
+    k.as_ref().map(|parts| match parts.as_slice() {
+        [continuum_schemas::KeyPart::Int(i)] => *i,
+        other => panic!("a bound of t's key is one integer, not {other:?}"),
+    })
+}
+
+/// The key ranges of the complete chunks tile the table in order: the first from no lower
+/// bound, each from the upper bound of the complete chunk before, up to its own last key, the
+/// last one to no upper bound; each chunk's keys lie in its range.
+fn assert_ranges(chunks: &[Chunk]) {
+    let complete: Vec<&Chunk> = chunks.iter().filter(|c| c.complete).collect();
+    let mut from = None;
+    for (i, c) in complete.iter().enumerate() {
+        let (f, t) = c.range.expect("a complete chunk has its end");
+        assert_eq!(f, from, "the chunk at offset {} begins its range after {f:?}, where the chunk before ended at {from:?}", c.first);
+        let final_chunk = i + 1 == complete.len();
+        if final_chunk {
+            assert_eq!(t, None, "the last chunk (offset {}) is open above", c.first);
+        } else {
+            assert_eq!(
+                t,
+                c.keys.last().copied(),
+                "the chunk at offset {} ends its range at its last key",
+                c.first
+            );
+        }
+        assert!(
+            c.keys
+                .iter()
+                .all(|&k| f.is_none_or(|f| k > f) && t.is_none_or(|t| k <= t)),
+            "the chunk at offset {} has keys {:?} outside its range ({f:?}, {t:?}]",
+            c.first,
+            c.keys
+        );
+        from = t;
+    }
 }
 
 /// The chunks of snapshot `id` in the topic, in order, checked record by record:
 ///
 /// - each chunk row is a read (`Op::Read`) of `db.t` with `source.snapshot_id == Some(id)`, no
-///   GTID, and `tx` equal to its position's index and `last`; no other incremental snapshot's
+///   GTID, and `tx` equal to its position's index and `more`; no other incremental snapshot's
 ///   chunk is in the topic, and every read with a `tx` is a chunk row;
 /// - a chunk's rows are consecutive records, indexes 0, 1, 2, ..., all at one position, keys
-///   rising; it ends with its `last` row, or, cut short, right before one of `cuts` (the
-///   offsets at which a restarted producer began to write).
+///   rising; it ends with its end (a `ChunkEnd` at the next index, `last`, naming the row
+///   count, the key column and the range), or, cut short, right before one of `cuts` (the
+///   offsets at which a restarted producer began to write). A chunk that read no row is an end
+///   alone.
 fn chunks_of(
     recs: &[(FetchedRecord, StreamRecord)],
     db: &str,
@@ -726,9 +770,62 @@ fn chunks_of(
             continue;
         };
         assert_eq!(chunk_id, id, "offset {at}: a chunk of another snapshot");
+        if let StreamRecord::ChunkEnd(end) = rec {
+            assert!(last, "offset {at}: a chunk's end is its last record");
+            assert_eq!(end.snapshot_id, id, "offset {at}: the end's snapshot id");
+            assert_eq!(
+                end.rows, index,
+                "offset {at}: the end's index is its row count"
+            );
+            assert_eq!(end.key, ["id"], "offset {at}: the end's key columns");
+            assert!(
+                end.table.ends_with(&format!("{db}.t")),
+                "offset {at}: an end of {}",
+                end.table
+            );
+            let mut c = match open.take() {
+                Some(c) if index > 0 => c,
+                other => {
+                    assert_eq!(
+                        index, 0,
+                        "offset {at}: the end of a chunk of {index} rows without its rows"
+                    );
+                    if let Some(c) = other {
+                        assert!(cut_between(c.last, at), "offset {at}: an empty chunk's end while the chunk that began at offset {} lacks its end, and no restart is between", c.first);
+                        out.push(c);
+                    }
+                    Chunk {
+                        first: at,
+                        last: at,
+                        position: coordinates.clone(),
+                        keys: Vec::new(),
+                        complete: false,
+                        range: None,
+                    }
+                }
+            };
+            assert_eq!(
+                c.keys.len() as u64,
+                index,
+                "offset {at}: the end counts the chunk's rows"
+            );
+            assert_eq!(
+                c.position, coordinates,
+                "offset {at}: the end has the chunk's position"
+            );
+            c.last = at;
+            c.complete = true;
+            c.range = Some((bound(&end.from), bound(&end.to)));
+            out.push(c);
+            continue;
+        }
         let StreamRecord::Change(ev) = rec else {
-            panic!("offset {at}: a chunk record that is not a row: {rec:?}");
+            panic!("offset {at}: a chunk record that is neither a row nor an end: {rec:?}");
         };
+        assert!(
+            !last,
+            "offset {at}: a chunk's row is never its last record (its end is)"
+        );
         assert!(of_t(ev, db), "offset {at}: a chunk row of {:?}", ev.table);
         assert_eq!(ev.op, Op::Read, "offset {at}: a chunk row is a read");
         assert_eq!(
@@ -758,6 +855,7 @@ fn chunks_of(
                 position: coordinates,
                 keys: vec![key],
                 complete: false,
+                range: None,
             });
         } else {
             let c = open.as_mut().unwrap_or_else(|| {
@@ -781,11 +879,6 @@ fn chunks_of(
             );
             c.last = at;
             c.keys.push(key);
-        }
-        if last {
-            let mut c = open.take().unwrap();
-            c.complete = true;
-            out.push(c);
         }
     }
     if let Some(c) = open {
@@ -1026,7 +1119,10 @@ async fn an_incremental_snapshot_under_write_load_matches_the_source() {
     assert_same_table(&folded, &source);
     assert_consistent(&recs, &p.db);
 
-    let chunks = chunks_of(&recs, &p.db, &snapshot, &[]);
+    let mut chunks = chunks_of(&recs, &p.db, &snapshot, &[]);
+    assert_ranges(&chunks);
+    // From here on, the chunks that read rows (an empty end is only ever the table's last).
+    chunks.retain(|c| !c.keys.is_empty());
     assert!(
         !chunks.is_empty(),
         "chunks of snapshot {snapshot} in the topic"
@@ -1200,7 +1296,9 @@ async fn kill9_during_an_incremental_snapshot_resumes_at_the_next_chunk() {
     assert_same_table(&folded, &source);
     assert_consistent(&recs, &p.db);
 
-    let chunks = chunks_of(&recs, &p.db, &snapshot, &cuts);
+    let mut chunks = chunks_of(&recs, &p.db, &snapshot, &cuts);
+    assert_ranges(&chunks);
+    chunks.retain(|c| !c.keys.is_empty());
     assert!(
         !chunks.is_empty(),
         "chunks of snapshot {snapshot} in the topic"

@@ -23,12 +23,14 @@ pub const TRANSACTION_AVSC: &str = include_str!("../avro/Transaction.avsc");
 pub const SCHEMA_CHANGE_AVSC: &str = include_str!("../avro/SchemaChange.avsc");
 pub const HEARTBEAT_AVSC: &str = include_str!("../avro/Heartbeat.avsc");
 pub const SNAPSHOT_MARKER_AVSC: &str = include_str!("../avro/SnapshotMarker.avsc");
+pub const CHUNK_END_AVSC: &str = include_str!("../avro/ChunkEnd.avsc");
 
 pub const SOURCE_NAME: &str = "continuum.Source";
 pub const TRANSACTION_NAME: &str = "continuum.Transaction";
 pub const SCHEMA_CHANGE_NAME: &str = "continuum.SchemaChange";
 pub const HEARTBEAT_NAME: &str = "continuum.Heartbeat";
 pub const SNAPSHOT_MARKER_NAME: &str = "continuum.SnapshotMarker";
+pub const CHUNK_END_NAME: &str = "continuum.ChunkEnd";
 
 /// Field property holding the column's original MariaDB name.
 pub const PROP_NAME: &str = "mariadb.name";
@@ -854,6 +856,7 @@ mod tests {
             SCHEMA_CHANGE_AVSC,
             HEARTBEAT_AVSC,
             SNAPSHOT_MARKER_AVSC,
+            CHUNK_END_AVSC,
             SOURCE_AVSC,
             TRANSACTION_AVSC,
         ] {

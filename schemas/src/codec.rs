@@ -20,8 +20,8 @@ use serde_json::Value as Json;
 
 use crate::avro::{self, TableSchemas};
 use crate::model::{
-    ChangeEvent, Heartbeat, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo,
-    StreamRecord, TxPlace,
+    ChangeEvent, ChunkEnd, Heartbeat, KeyPart, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
+    SourceInfo, StreamRecord, TxPlace,
 };
 use crate::position::{BinlogPosition, Gtid, GtidPosition};
 use crate::registry::{Registry, RegistryError};
@@ -334,6 +334,44 @@ impl Encoder {
                 )
                 .await
             }
+            StreamRecord::ChunkEnd(c) => {
+                let key = |k: &Option<Vec<KeyPart>>| match k {
+                    None => AvroValue::Union(0, Box::new(AvroValue::Null)),
+                    Some(parts) => AvroValue::Union(
+                        1,
+                        Box::new(AvroValue::String(
+                            serde_json::to_string(parts).expect("key parts serialize"),
+                        )),
+                    ),
+                };
+                self.encode_fixed(
+                    out,
+                    (avro::CHUNK_END_NAME, avro::CHUNK_END_AVSC, "chunk end"),
+                    vec![
+                        (
+                            "snapshot_id".into(),
+                            AvroValue::String(c.snapshot_id.clone()),
+                        ),
+                        ("server_id".into(), AvroValue::Long(c.server_id as i64)),
+                        ("table".into(), AvroValue::String(c.table.clone())),
+                        (
+                            "gtid_position".into(),
+                            AvroValue::String(c.position.to_string()),
+                        ),
+                        ("rows".into(), AvroValue::Long(c.rows as i64)),
+                        (
+                            "key_columns".into(),
+                            AvroValue::Array(
+                                c.key.iter().map(|k| AvroValue::String(k.clone())).collect(),
+                            ),
+                        ),
+                        ("from_key".into(), key(&c.from)),
+                        ("to_key".into(), key(&c.to)),
+                        ("ts_ms".into(), AvroValue::Long(c.ts_ms)),
+                    ],
+                )
+                .await
+            }
         }
     }
 
@@ -366,6 +404,7 @@ enum WriterKind {
     SchemaChange,
     Heartbeat,
     Snapshot,
+    ChunkEnd,
 }
 
 struct Writer {
@@ -514,6 +553,7 @@ impl Decoder {
             avro::SCHEMA_CHANGE_NAME => WriterKind::SchemaChange,
             avro::HEARTBEAT_NAME => WriterKind::Heartbeat,
             avro::SNAPSHOT_MARKER_NAME => WriterKind::Snapshot,
+            avro::CHUNK_END_NAME => WriterKind::ChunkEnd,
             n if n.ends_with(".Envelope") => WriterKind::Envelope {
                 columns: avro::table_from_schema("", "", &json, None).map_err(undecodable)?,
             },
@@ -719,6 +759,55 @@ impl Decoder {
                 },
                 ts_ms: need_long(&fields, "snapshot marker", "ts_ms").map_err(invalid)?,
             })),
+            WriterKind::ChunkEnd => {
+                let key = |name: &str| -> Result<Option<Vec<KeyPart>>, CodecError> {
+                    match field(&fields, name).map(unwrap_union) {
+                        None | Some(AvroValue::Null) => Ok(None),
+                        Some(AvroValue::String(text)) => serde_json::from_str(text)
+                            .map(Some)
+                            .map_err(|e| invalid(format!("chunk end.{name} '{text}': {e}"))),
+                        Some(other) => Err(invalid(format!(
+                            "chunk end.{name} is {other:?}, not a string"
+                        ))),
+                    }
+                };
+                Ok(StreamRecord::ChunkEnd(ChunkEnd {
+                    snapshot_id: need_str(&fields, "chunk end", "snapshot_id")
+                        .map_err(invalid)?
+                        .to_owned(),
+                    server_id: need_int(&fields, "chunk end", "server_id").map_err(invalid)?,
+                    table: need_str(&fields, "chunk end", "table")
+                        .map_err(invalid)?
+                        .to_owned(),
+                    position: need_str(&fields, "chunk end", "gtid_position")
+                        .map_err(invalid)?
+                        .parse()
+                        .map_err(|e: crate::position::ParsePositionError| {
+                            invalid(format!("chunk end.gtid_position: {e}"))
+                        })?,
+                    rows: need_int(&fields, "chunk end", "rows").map_err(invalid)?,
+                    key: match field(&fields, "key_columns") {
+                        Some(AvroValue::Array(a)) => a
+                            .iter()
+                            .map(|k| {
+                                as_str(k).map(str::to_owned).ok_or_else(|| {
+                                    invalid(format!(
+                                        "chunk end.key_columns holds {k:?}, not a column name"
+                                    ))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                        _ => {
+                            return Err(invalid(
+                                "chunk end.key_columns is missing or not an array".into(),
+                            ))
+                        }
+                    },
+                    from: key("from_key")?,
+                    to: key("to_key")?,
+                    ts_ms: need_long(&fields, "chunk end", "ts_ms").map_err(invalid)?,
+                }))
+            }
             WriterKind::Key { .. } => Err(invalid(format!("value uses key schema id {id}"))),
         }
     }

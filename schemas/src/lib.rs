@@ -63,8 +63,9 @@ pub mod types;
 
 pub use codec::{CodecError, Decoder, Encoded, Encoder, RecordAt};
 pub use model::{
-    ChangeEvent, Heartbeat, Op, SchemaChange, SnapshotMarker, SnapshotPhase, SourceInfo,
-    StreamPosition, StreamRecord, TxPlace, HEADER_KIND, HEADER_MIRROR_OFFSET, HEADER_POS,
+    ChangeEvent, ChunkEnd, Heartbeat, KeyPart, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
+    SourceInfo, StreamPosition, StreamRecord, TxPlace, HEADER_KIND, HEADER_MIRROR_OFFSET,
+    HEADER_POS,
 };
 pub use position::{BinlogPosition, Gtid, GtidPosition, ParsePositionError};
 pub use registry::{Registry, RegistryError, RegistrySettings, RetryPolicy};

@@ -8,10 +8,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::position::{BinlogPosition, Gtid, GtidPosition, ParsePositionError};
 use crate::types::{Row, TableSchema};
 
-/// The Kafka header with a record's kind: `row`, `ddl`, `heartbeat` or `snapshot`
+/// The Kafka header with a record's kind: `row`, `ddl`, `heartbeat`, `snapshot` or `chunk`
 /// ([`StreamRecord::kind`]).
 pub const HEADER_KIND: &str = "continuum.kind";
 /// The Kafka header with a record's [`StreamPosition`], in its text form. The payload carries
@@ -159,6 +161,46 @@ pub struct SnapshotMarker {
     pub ts_ms: i64,
 }
 
+/// A key column's value exactly as the source returned it (MariaDB's own representation), so a
+/// key range read on the source can be bound as parameters on either site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPart {
+    Null,
+    Int(i64),
+    Uint(u64),
+    Float(f32),
+    Double(f64),
+    /// Hexadecimal.
+    Bytes(String),
+    /// Year, month, day, hour, minute, second, microsecond.
+    Date([u32; 7]),
+    /// Negative, days, hours, minutes, seconds, microseconds.
+    Time(bool, [u32; 5]),
+}
+
+/// The end of a chunk of an incremental snapshot, written right after the chunk's rows (with
+/// the same snapshot id and position; its index is their count). The rows are every row of
+/// `table` whose primary key lies after `from` (exclusive) up to `to` (inclusive), as of
+/// `position`: a key of that range that is not among them is not in the source's table then.
+/// `None` is open: from the table's first key, or to its last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkEnd {
+    pub snapshot_id: String,
+    pub server_id: u32,
+    /// `db.table`.
+    pub table: String,
+    /// The GTID position the chunk's rows are as of; the stream stands there.
+    pub position: GtidPosition,
+    /// Rows in the chunk.
+    pub rows: u64,
+    /// The table's primary-key columns, in key order: what `from` and `to` are values of.
+    pub key: Vec<String>,
+    pub from: Option<Vec<KeyPart>>,
+    pub to: Option<Vec<KeyPart>>,
+    pub ts_ms: i64,
+}
+
 /// Anything that travels in a changelog topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamRecord {
@@ -166,6 +208,7 @@ pub enum StreamRecord {
     SchemaChange(SchemaChange),
     Heartbeat(Heartbeat),
     Snapshot(SnapshotMarker),
+    ChunkEnd(ChunkEnd),
 }
 
 impl StreamRecord {
@@ -211,6 +254,12 @@ impl StreamRecord {
                 },
                 SnapshotPhase::End => StreamPosition::At(m.position.clone()),
             },
+            StreamRecord::ChunkEnd(c) => StreamPosition::Chunk {
+                id: c.snapshot_id.clone(),
+                index: c.rows,
+                last: true,
+                position: c.position.clone(),
+            },
         }
     }
 
@@ -221,6 +270,7 @@ impl StreamRecord {
             StreamRecord::SchemaChange(_) => "ddl",
             StreamRecord::Heartbeat(_) => "heartbeat",
             StreamRecord::Snapshot(_) => "snapshot",
+            StreamRecord::ChunkEnd(_) => "chunk",
         }
     }
 }
@@ -234,9 +284,10 @@ impl StreamRecord {
 ///   (heartbeats, snapshot ends);
 /// - `snapshot:<id>:<position>` — part of a snapshot consistent with `position` that has not
 ///   ended yet (its start marker and its rows);
-/// - `chunk:<id>:<index>:<last|more>:<position>` — a row of a chunk of incremental snapshot
-///   `id`: the chunk's rows as they were at `position`, written where the stream reached
-///   `position` (everything up to it is in the topic before this record, nothing after it).
+/// - `chunk:<id>:<index>:<last|more>:<position>` — a record of a chunk of incremental snapshot
+///   `id`: the chunk's rows as they were at `position`, then its [`ChunkEnd`] (the `last` one),
+///   written where the stream reached `position` (everything up to it is in the topic before
+///   this record, nothing after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamPosition {
     Txn {

@@ -886,7 +886,9 @@ async fn malformed_records_give_fatal_errors_that_name_the_position() {
 
 #[tokio::test]
 async fn control_records_round_trip() {
-    use continuum_schemas::{Heartbeat, SchemaChange, SnapshotMarker, SnapshotPhase};
+    use continuum_schemas::{
+        ChunkEnd, Heartbeat, KeyPart, SchemaChange, SnapshotMarker, SnapshotPhase,
+    };
     let topic = unique_topic("control");
     let reg = registry();
     let mut enc = Encoder::new(reg.clone(), &topic);
@@ -913,6 +915,32 @@ async fn control_records_round_trip() {
             position: pos.clone(),
             tables: vec![],
             ts_ms: 6,
+        }),
+        // A chunk's end: a closed range of a composite key, and an open one.
+        StreamRecord::ChunkEnd(ChunkEnd {
+            snapshot_id: "r3-19af".into(),
+            server_id: 1,
+            table: "shop.order lines".into(),
+            position: pos.clone(),
+            rows: 2,
+            key: vec!["order".into(), "ü".into()],
+            from: Some(vec![KeyPart::Int(-4), KeyPart::Bytes("00ff61".into())]),
+            to: Some(vec![
+                KeyPart::Uint(u64::MAX),
+                KeyPart::Date([2026, 12, 7, 3, 4, 5, 6]),
+            ]),
+            ts_ms: 7,
+        }),
+        StreamRecord::ChunkEnd(ChunkEnd {
+            snapshot_id: "r3-19af".into(),
+            server_id: 1,
+            table: "shop.t".into(),
+            position: pos.clone(),
+            rows: 0,
+            key: vec!["id".into()],
+            from: None,
+            to: None,
+            ts_ms: 8,
         }),
         StreamRecord::SchemaChange(SchemaChange {
             database: "shop".into(),

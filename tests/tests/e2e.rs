@@ -12,9 +12,11 @@
 //!   (checked by a reader that follows the topic during the run, see `ChangelogFollower`), and
 //!   EU's binlog shows apply's checkpoint covering every source GTID exactly once.
 //!
-//! - `an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipeline_runs`: rows
-//!   deleted and changed on EU by hand are put right by `continuum-producer snapshot` of the
-//!   table, taken while SF writes to it, through the running pipeline.
+//! - `an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_runs`: rows deleted,
+//!   changed and added on EU by hand (and rows deleted on SF without binlogging) are put right
+//!   by `continuum-producer snapshot` of the table, taken while SF writes to it, through the
+//!   running pipeline: each chunk's rows replace the replica's, and its end deletes the
+//!   replica's rows of its key range that SF does not have.
 //!
 //! They start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
@@ -723,7 +725,7 @@ async fn create_table_select_replicates_keyed_and_keyless() {
 /// (`continuum-producer snapshot --wait`), taken while SF keeps writing to it, brings EU back to
 /// identical, through the running pipeline, with nothing stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipeline_runs() {
+async fn an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_runs() {
     let p = Pipeline::new("resnap");
     let db = p.databases(1).remove(0);
     let s = stack();
@@ -740,7 +742,9 @@ async fn an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipelin
     .await;
     p.start();
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
-    // The replica loses rows and gets others changed behind the pipeline's back.
+    // The replica loses rows, gets others changed, and keeps or gains rows the source does not
+    // have (before the table's first key, between keys, past its last), behind the pipeline's
+    // back.
     let mut e = s.eu.admin_conn().await;
     exec_all(
         &mut e,
@@ -748,6 +752,18 @@ async fn an_incremental_snapshot_repairs_rows_the_replica_lost_while_the_pipelin
             "SET SESSION sql_log_bin = 0",
             &format!("DELETE FROM `{db}`.t WHERE id % 40 = 3"),
             &format!("UPDATE `{db}`.t SET v = 'damaged', n = NULL WHERE id % 50 = 7"),
+            &format!("USE `{db}`"),
+            "INSERT INTO t VALUES (-5, 'extra', 1), (0, 'extra', 2)",
+            "INSERT INTO t SELECT seq, 'extra', 3 FROM seq_30001_to_30040",
+        ],
+    )
+    .await;
+    exec_all(
+        &mut c,
+        [
+            "SET SESSION sql_log_bin = 0",
+            &format!("DELETE FROM `{db}`.t WHERE id % 60 = 11"),
+            "SET SESSION sql_log_bin = 1",
         ],
     )
     .await;

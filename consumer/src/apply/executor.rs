@@ -13,8 +13,9 @@
 use std::time::Instant;
 
 use continuum_common::config::DdlPolicy;
+use continuum_common::db;
 use continuum_common::supervise::Shutdown;
-use continuum_schemas::{ChangeEvent, Op, StreamRecord};
+use continuum_schemas::{ChangeEvent, ChunkEnd, KeyPart, Op, StreamRecord, TableSchema, Value};
 use mysql_async::Opts;
 
 use super::ddl;
@@ -180,6 +181,14 @@ impl Executor<'_> {
                     }
                     self.targets.invalidate();
                 }
+                Action::CleanRange { keep, table } => {
+                    let inc = inc.expect("a clean-range action comes with its record");
+                    let StreamRecord::ChunkEnd(end) = &inc.record else {
+                        unreachable!("a clean-range action is for a chunk's end")
+                    };
+                    self.clean_range(w, inc, end, &keep, table.as_deref())
+                        .await?;
+                }
                 Action::EmptyTables { id, tables } => {
                     for (db, table) in &tables {
                         let q = crate::sql::qualified(db, table);
@@ -206,6 +215,91 @@ impl Executor<'_> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Deletes the replica's rows of the key range of chunk `end` that are not among its rows
+    /// (`keep`, of `table`): the source has no such rows at the chunk's position.
+    async fn clean_range(
+        &mut self,
+        w: &mut Writer,
+        inc: &Incoming,
+        end: &ChunkEnd,
+        keep: &[Vec<Value>],
+        table: Option<&TableSchema>,
+    ) -> Result<()> {
+        let refuse = |reason: String| ApplyError::Record {
+            at: Box::new(RecordContext {
+                topic: self.settings.topic.clone(),
+                offset: inc.offset,
+                table: end.table.clone(),
+                ..Default::default()
+            }),
+            reason,
+            fix: "the chunk's end does not match its rows; find what wrote the topic".into(),
+        };
+        let Some((db, name)) = end.table.split_once('.') else {
+            return Err(refuse(format!("its table '{}' is not db.table", end.table)));
+        };
+        let types = match table {
+            Some(t) => {
+                let names: Vec<&str> = t
+                    .primary_key
+                    .iter()
+                    .map(|&i| t.columns[i].name.as_str())
+                    .collect();
+                if names != end.key {
+                    return Err(refuse(format!(
+                        "its key columns are {:?}, but its rows' primary key is {names:?}",
+                        end.key
+                    )));
+                }
+                t.primary_key
+                    .iter()
+                    .map(|&i| t.columns[i].ty.clone())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let bound = |k: &Option<Vec<KeyPart>>, what: &str| -> Result<Vec<mysql_async::Value>> {
+            let parts = k.as_deref().unwrap_or_default();
+            if k.is_some() && parts.len() != end.key.len() {
+                return Err(refuse(format!(
+                    "its {what} bound has {} values for {} key columns",
+                    parts.len(),
+                    end.key.len()
+                )));
+            }
+            parts
+                .iter()
+                .map(|p| db::key_value(p).map_err(|e| refuse(format!("its {what} bound: {e}"))))
+                .collect()
+        };
+        let mut params = bound(&end.from, "lower")?;
+        params.extend(bound(&end.to, "upper")?);
+        let sql = crate::sql::range_delete(
+            db,
+            name,
+            &end.key,
+            end.from.is_some(),
+            end.to.is_some(),
+            keep,
+            &types,
+        )
+        .map_err(|e| refuse(format!("a key of its rows cannot be written: {e}")))?;
+        let deleted = w
+            .execute_params(
+                &sql,
+                params,
+                &format!(
+                    "deleting the rows of {} in a chunk's key range that the source does not have",
+                    end.table
+                ),
+            )
+            .await?;
+        if deleted > 0 {
+            tracing::warn!(snapshot = %end.snapshot_id, table = %end.table, rows = deleted, offset = inc.offset, "deleted rows of the replica that the source does not have (in a chunk's key range of an incremental snapshot)");
+        }
+        Ok(())
     }
 
     /// Commits the batch and the checkpoint (nothing if neither moved).

@@ -33,21 +33,25 @@
 //!   rows load while the snapshot is open; END sets the GTID position to the snapshot's. A START
 //!   that arrives inside an open transaction means the producer abandoned that transaction: its
 //!   events are discarded.
-//! - **Chunks of incremental snapshots** come between transactions, each row as it was at the
-//!   chunk's position, where the stream stands: each is a consistent point, applied as a
-//!   `REPLACE`, unless the checkpoint is already past the chunk's position (the row is older than
-//!   the replica's). A chunk cut short by the producer's crash is harmless: its rows are right
-//!   as of its position, and the producer reads the chunk again further on.
+//! - **Chunks of incremental snapshots** come between transactions: rows as they were at the
+//!   chunk's position, where the stream stands, applied as `REPLACE`s, then the chunk's end,
+//!   which deletes the replica's rows of the chunk's key range that are not among them. The
+//!   end is the consistent point: the checkpoint stays before the chunk until then, so a new
+//!   session applies the chunk from its first row and knows all its keys. A chunk older than
+//!   the replica (the checkpoint is past its position) is skipped whole. A chunk cut short by
+//!   the producer's crash has no end: its rows are right as of its position, nothing is deleted
+//!   for it, and the producer reads the chunk again further on.
 //! - **Redo, never guess.** A failure inside a batch rolls it back and asks for a new session
 //!   from the committed checkpoint with [`Directives`]: stop before the failing transaction, go
 //!   row by row to name the failing record, or discard an abandoned transaction.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use continuum_common::config::DdlPolicy;
 use continuum_schemas::{
-    ChangeEvent, Gtid, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
-    StreamPosition, StreamRecord,
+    ChangeEvent, ChunkEnd, Gtid, GtidPosition, Op, SchemaChange, SnapshotMarker, SnapshotPhase,
+    StreamPosition, StreamRecord, TableSchema, Value,
 };
 
 use crate::checkpoint::{merge_max, Checkpoint, LoadingSnapshot};
@@ -133,6 +137,13 @@ pub enum Action {
         at: Box<RecordContext>,
         ddl: DdlPolicy,
     },
+    /// The current record ends a chunk of an incremental snapshot ([`ChunkEnd`]): delete the
+    /// replica's rows of its key range whose primary key is not among `keep` (the chunk's
+    /// rows, of `table`), after what is buffered.
+    CleanRange {
+        keep: Vec<Vec<Value>>,
+        table: Option<Arc<TableSchema>>,
+    },
     /// Empty these tables (`db`, `table`) for snapshot `id`; a missing table is fine.
     EmptyTables {
         id: String,
@@ -196,6 +207,20 @@ struct OpenTxn {
     ran_ddl: bool,
 }
 
+/// A chunk of an incremental snapshot being applied: what its end needs to clean its key range.
+#[derive(Debug, Clone)]
+struct OpenChunk {
+    id: String,
+    next_index: u64,
+    first_offset: i64,
+    /// Its first rows came before this session (a replay from inside it): its key range is not
+    /// cleaned, as the keys of those rows are not known here.
+    partial: bool,
+    /// The primary keys of its rows, and their table.
+    keys: Vec<Vec<Value>>,
+    table: Option<Arc<TableSchema>>,
+}
+
 /// One session's state: from a committed checkpoint to the session's end.
 #[derive(Debug)]
 pub struct Session {
@@ -208,6 +233,8 @@ pub struct Session {
     /// What the next commit writes: the last consistent point reached.
     pending: Checkpoint,
     open: Option<OpenTxn>,
+    /// The chunk of an incremental snapshot whose rows are coming.
+    chunk: Option<OpenChunk>,
     stats: BatchStats,
     started: Option<Instant>,
     /// `--until-caught-up`: the offset to reach.
@@ -275,6 +302,7 @@ impl Session {
             committed: checkpoint.clone(),
             pending: checkpoint,
             open: None,
+            chunk: None,
             stats: BatchStats::default(),
             started: None,
             end,
@@ -513,8 +541,18 @@ impl Session {
                 });
             }
         }
+        if let Some(c) = &self.chunk {
+            let continues = matches!(&inc.pos, StreamPosition::Chunk { id, index, .. } if *id == c.id && *index == c.next_index);
+            if !continues {
+                tracing::info!(snapshot = %c.id, from = c.first_offset, to = inc.offset, "a chunk of an incremental snapshot was cut short (its producer restarted): its rows stay, right as of its position, and the producer reads the chunk again");
+                self.chunk = None;
+            }
+        }
         match (&inc.pos, InTxn::of(&inc.pos), &inc.record) {
             (_, Some(t), StreamRecord::Change(ev)) => self.txn_row(inc, t, ev, now),
+            (StreamPosition::Chunk { id, .. }, _, StreamRecord::ChunkEnd(end)) => {
+                self.chunk_end(inc, id, end)
+            }
             (StreamPosition::Snapshot { id, .. }, _, StreamRecord::Change(ev)) => {
                 self.snapshot_row(inc, id, ev, now)
             }
@@ -822,10 +860,49 @@ impl Session {
         Ok(vec![self.row(inc, ev, now)])
     }
 
+    /// Refuses a record of a chunk of incremental snapshot `id` where chunks cannot be: inside
+    /// an open transaction, or while a consistent snapshot loads.
+    fn check_chunk_place(
+        &self,
+        inc: &Incoming,
+        id: &str,
+        table: &str,
+        key: String,
+    ) -> Result<(), ApplyError> {
+        if self.open.is_some() {
+            return Err(
+                self.open_txn_interrupted(inc, &format!("a record of a chunk of snapshot {id}"))
+            );
+        }
+        if let Some(l) = &self.pending.snapshot {
+            return Err(ApplyError::Record {
+                at: Box::new(self.ctx(inc, table, key)),
+                reason: format!(
+                    "it is a record of a chunk of incremental snapshot {id}, but snapshot {} is loading here and has not ended",
+                    l.id
+                ),
+                fix: format!("the producer writes chunks only while it streams; find what wrote this record, or replay from the snapshot's START (`continuum-consumer replay --to-offset {}` finds it)", inc.offset),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a chunk at `position` is older than the replica: the checkpoint is past it (a
+    /// replay's records, or the topic of another cluster). Then neither its rows nor its end
+    /// are applied.
+    fn chunk_is_older(&self, inc: &Incoming, position: &GtidPosition) -> bool {
+        let replaying = self
+            .pending
+            .replay_until
+            .as_ref()
+            .is_some_and(|r| r.covers(position));
+        !replaying && inc.pos.contained_in(&self.pending.gtid_position)
+    }
+
     /// A row of a chunk of incremental snapshot `id`: the row as it was at the chunk's position,
-    /// which is where the stream stands. It is applied (a `REPLACE`) unless the checkpoint is
-    /// past that position (an older row than the replica's: a replay's records, or the topic of
-    /// another cluster); either way the position after it is the chunk's, as after a heartbeat.
+    /// which is where the stream stands. It is applied (a `REPLACE`) unless the chunk is older
+    /// than the replica. The checkpoint stays before the chunk until its end, so a session that
+    /// begins again begins at the chunk's first row and knows all its keys.
     fn chunk_row(
         &mut self,
         inc: &Incoming,
@@ -833,36 +910,57 @@ impl Session {
         ev: &ChangeEvent,
         now: Instant,
     ) -> Result<Actions, ApplyError> {
-        if self.open.is_some() {
-            return Err(
-                self.open_txn_interrupted(inc, &format!("a row of a chunk of snapshot {id}"))
-            );
-        }
-        if let Some(l) = &self.pending.snapshot {
-            return Err(ApplyError::Record {
-                at: Box::new(self.ctx(inc, &ev.table.qualified_name(), ev.key_text())),
-                reason: format!(
-                    "it is a row of a chunk of incremental snapshot {id}, but snapshot {} is loading here and has not ended",
-                    l.id
-                ),
-                fix: format!("the producer writes chunks only while it streams; find what wrote this record, or replay from the snapshot's START (`continuum-consumer replay --to-offset {}` finds it)", inc.offset),
-            });
-        }
-        let position = &ev.source.gtid_position;
-        let replaying = self
-            .pending
-            .replay_until
-            .as_ref()
-            .is_some_and(|r| r.covers(position));
-        self.after = After::Heartbeat {
-            position: position.clone(),
-            ts_ms: ev.source.commit_ts_ms,
+        self.check_chunk_place(inc, id, &ev.table.qualified_name(), ev.key_text())?;
+        let StreamPosition::Chunk { index, .. } = inc.pos else {
+            unreachable!("a chunk row has a chunk position")
         };
-        if !replaying && inc.pos.contained_in(&self.pending.gtid_position) {
+        let c = self.chunk.get_or_insert_with(|| OpenChunk {
+            id: id.to_owned(),
+            next_index: index,
+            first_offset: inc.offset,
+            partial: index > 0,
+            keys: Vec::new(),
+            table: None,
+        });
+        c.next_index += 1;
+        c.keys.push(ev.key().into_iter().cloned().collect());
+        c.table = Some(ev.table.clone());
+        self.after = After::Nothing;
+        if self.chunk_is_older(inc, &ev.source.gtid_position) {
             self.stats.skipped += 1;
             return Ok(vec![]);
         }
         Ok(vec![self.row(inc, ev, now)])
+    }
+
+    /// The end of a chunk of incremental snapshot `id`: the replica's rows of the chunk's key
+    /// range that are not among its rows are deleted (the source has no such rows at the
+    /// chunk's position), and the chunk is a consistent point at its position.
+    fn chunk_end(
+        &mut self,
+        inc: &Incoming,
+        id: &str,
+        end: &ChunkEnd,
+    ) -> Result<Actions, ApplyError> {
+        self.check_chunk_place(inc, id, &end.table, String::new())?;
+        let chunk = self.chunk.take();
+        self.after = After::Heartbeat {
+            position: end.position.clone(),
+            ts_ms: end.ts_ms,
+        };
+        if self.chunk_is_older(inc, &end.position) {
+            self.stats.skipped += 1;
+            return Ok(vec![]);
+        }
+        let (keep, table) = match chunk {
+            Some(c) if !c.partial => (c.keys, c.table),
+            None if end.rows == 0 => (Vec::new(), None),
+            _ => {
+                tracing::warn!(snapshot = %id, table = %end.table, offset = inc.offset, "the rows of this chunk began before this session (a replay from inside it), so its key range is not cleaned of rows the source does not have; `continuum-consumer verify` finds any");
+                return Ok(vec![]);
+            }
+        };
+        Ok(vec![Action::CleanRange { keep, table }])
     }
 
     fn snapshot_start(

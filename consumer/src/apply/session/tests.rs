@@ -156,6 +156,11 @@ enum Did {
         policy: DdlPolicy,
     },
     Empty(String),
+    /// A chunk's key range cleaned, keeping these keys.
+    Clean {
+        offset: i64,
+        keep: Vec<i64>,
+    },
     End(String),
     Fail(String),
 }
@@ -243,6 +248,16 @@ fn carry_out(s: &mut Session, offset: i64, actions: Vec<Action>, out: &mut Vec<D
             Action::SchemaChange { at, ddl } => out.push(Did::Ddl {
                 offset: at.offset,
                 policy: ddl,
+            }),
+            Action::CleanRange { keep, .. } => out.push(Did::Clean {
+                offset,
+                keep: keep
+                    .iter()
+                    .map(|k| match k.as_slice() {
+                        [Value::Int(i)] => *i,
+                        other => panic!("a test key is one integer, not {other:?}"),
+                    })
+                    .collect(),
             }),
             Action::EmptyTables { tables, .. } => {
                 for (d, t) in tables {
@@ -854,61 +869,179 @@ fn chunk_row(offset: i64, id: &str, index: u64, last: bool, at: &str, key: i64) 
     )
 }
 
+/// The end of a chunk of `rows` rows of incremental snapshot `id` read at `at`, with the range
+/// after `from` up to `to`.
+fn chunk_end(
+    offset: i64,
+    id: &str,
+    rows: u64,
+    at: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Incoming {
+    incoming(
+        offset,
+        StreamRecord::ChunkEnd(continuum_schemas::ChunkEnd {
+            snapshot_id: id.into(),
+            server_id: 1,
+            table: "d.t".into(),
+            position: pos(at),
+            rows,
+            key: vec!["id".into()],
+            from: from.map(|k| vec![continuum_schemas::KeyPart::Int(k)]),
+            to: to.map(|k| vec![continuum_schemas::KeyPart::Int(k)]),
+            ts_ms: 9_000,
+        }),
+    )
+}
+
+fn rows_and_cleans(did: &[Did]) -> Vec<Did> {
+    did.iter()
+        .filter(|d| matches!(d, Did::Row { .. } | Did::Clean { .. }))
+        .cloned()
+        .collect()
+}
+
 #[test]
-fn chunk_rows_between_transactions_are_applied_and_each_is_a_consistent_point() {
+fn a_chunk_is_applied_whole_and_its_end_cleans_its_key_range_at_one_consistent_point() {
     let mut s = session_at(0, "1-1-1", one_per_commit());
     let did = drive(
         &mut s,
         &[
             row(0, 2, 0, true, 1),
             chunk_row(1, "r1-a", 0, false, "1-1-2", 7),
-            chunk_row(2, "r1-a", 1, true, "1-1-2", 8),
-            row(3, 3, 0, true, 9),
+            chunk_row(2, "r1-a", 1, false, "1-1-2", 8),
+            chunk_end(3, "r1-a", 2, "1-1-2", Some(6), Some(8)),
+            row(4, 3, 0, true, 9),
         ],
     );
     assert_eq!(
-        did.iter()
-            .filter(|d| matches!(d, Did::Row { .. }))
-            .cloned()
-            .collect::<Vec<_>>(),
-        [buffered(0), buffered(1), buffered(2), buffered(3)]
+        rows_and_cleans(&did),
+        [
+            buffered(0),
+            buffered(1),
+            buffered(2),
+            Did::Clean {
+                offset: 3,
+                keep: vec![7, 8]
+            },
+            buffered(4)
+        ]
     );
-    // Nothing holds a commit back inside a chunk: a signal after its first row commits there.
+    // No commit inside the chunk (a chunk is not a transaction: the next one commits with it).
+    assert_eq!(
+        commits(&did),
+        [(1, "1-1-2".to_owned()), (5, "1-1-3".to_owned())],
+        "{did:?}"
+    );
+    // A commit forced inside a chunk leaves the checkpoint before it, so a new session
+    // applies the whole chunk again and knows every key its end keeps.
     let mut s = session_at(0, "1-1-2", BIG);
     drive(&mut s, &[chunk_row(0, "r1-a", 0, false, "1-1-2", 7)]);
     let mut out = Vec::new();
     let a = s.on_signal();
     assert!(carry_out(&mut s, -1, a, &mut out));
-    assert_eq!(commits(&out), [(1, "1-1-2".to_owned())]);
+    assert_eq!(commits(&out), [(0, "1-1-2".to_owned())]);
 }
 
 #[test]
-fn a_chunk_row_older_than_the_checkpoint_is_skipped_but_one_at_it_is_applied() {
+fn an_empty_chunk_cleans_its_whole_range_and_a_chunk_cut_short_cleans_nothing() {
+    let mut s = session_at(0, "1-1-2", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            // Cut short by the producer's restart: its rows stay, its range is not cleaned.
+            chunk_row(0, "r1-a", 0, false, "1-1-2", 7),
+            chunk_row(1, "r1-a", 1, false, "1-1-2", 8),
+            row(2, 3, 0, true, 9),
+            // Read again after the restart, at the new position, with one row left.
+            chunk_row(3, "r1-a", 0, false, "1-1-3", 8),
+            chunk_end(4, "r1-a", 1, "1-1-3", Some(6), Some(8)),
+            // The table's tail is empty at the source.
+            chunk_end(5, "r1-a", 0, "1-1-3", Some(8), None),
+        ],
+    );
+    assert_eq!(
+        rows_and_cleans(&did),
+        [
+            buffered(0),
+            buffered(1),
+            buffered(2),
+            buffered(3),
+            Did::Clean {
+                offset: 4,
+                keep: vec![8]
+            },
+            Did::Clean {
+                offset: 5,
+                keep: vec![]
+            },
+        ]
+    );
+    // A session that begins inside a chunk (a replay from there) does not know the keys of its
+    // first rows: the end is a consistent point, but cleans nothing.
+    let mut s = session_at(0, "1-1-2", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            chunk_row(0, "r1-a", 1, false, "1-1-2", 8),
+            chunk_end(1, "r1-a", 2, "1-1-2", None, Some(8)),
+        ],
+    );
+    assert_eq!(rows_and_cleans(&did), [buffered(0)]);
+    let mut out = Vec::new();
+    let a = s.on_signal();
+    carry_out(&mut s, -1, a, &mut out);
+    assert_eq!(commits(&out), [(2, "1-1-2".to_owned())]);
+}
+
+#[test]
+fn a_chunk_older_than_the_checkpoint_is_skipped_with_its_end_but_one_at_it_is_applied() {
     // The replica is at 1-1-5: a chunk read at 1-1-4 holds rows older than the replica's.
     let mut s = session_at(0, "1-1-5", BIG);
     let did = drive(
         &mut s,
         &[
-            chunk_row(0, "r1-a", 0, true, "1-1-4", 7),
-            chunk_row(1, "r1-b", 0, true, "1-1-5", 8),
+            chunk_row(0, "r1-a", 0, false, "1-1-4", 7),
+            chunk_end(1, "r1-a", 1, "1-1-4", None, Some(7)),
+            chunk_row(2, "r1-b", 0, false, "1-1-5", 8),
+            chunk_end(3, "r1-b", 1, "1-1-5", None, Some(8)),
         ],
     );
     assert_eq!(
-        did.iter()
-            .filter(|d| matches!(d, Did::Row { .. }))
-            .cloned()
-            .collect::<Vec<_>>(),
-        [buffered(1)],
+        rows_and_cleans(&did),
+        [
+            buffered(2),
+            Did::Clean {
+                offset: 3,
+                keep: vec![8]
+            }
+        ],
         "{did:?}"
     );
-    assert_eq!(s.stats.skipped, 1);
+    assert_eq!(s.stats.skipped, 2);
     // While a replay re-applies history up to 1-1-5, the older chunk is history too.
     let mut ck = Checkpoint::new("sf.cdc", 0, "eu", 0);
     ck.gtid_position = pos("1-1-5");
     ck.replay_until = Some(pos("1-1-5"));
     let mut s = session_from(ck, BIG);
-    let did = drive(&mut s, &[chunk_row(0, "r1-a", 0, true, "1-1-4", 7)]);
-    assert_eq!(did, [buffered(0)]);
+    let did = drive(
+        &mut s,
+        &[
+            chunk_row(0, "r1-a", 0, false, "1-1-4", 7),
+            chunk_end(1, "r1-a", 1, "1-1-4", None, Some(7)),
+        ],
+    );
+    assert_eq!(
+        rows_and_cleans(&did),
+        [
+            buffered(0),
+            Did::Clean {
+                offset: 1,
+                keep: vec![7]
+            }
+        ]
+    );
 }
 
 #[test]
