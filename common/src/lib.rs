@@ -14,6 +14,7 @@ pub mod lock;
 pub mod memory;
 pub mod observe;
 pub mod redact;
+pub mod request;
 pub mod secret;
 pub mod supervise;
 pub mod writer;

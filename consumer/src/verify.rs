@@ -55,6 +55,10 @@ pub enum VerifyError {
     },
     #[error("{0}")]
     Other(String),
+    #[error("repair: {0}")]
+    Repair(String),
+    #[error("repair: {0}")]
+    Request(#[from] continuum_common::request::RequestError),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -84,6 +88,15 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Repair what differs: queue an incremental snapshot of each differing table on the source
+    /// site, for its producer (`continuum.snapshot_request`, as `continuum-producer snapshot`
+    /// does); wait until it is done and applied here, then compare again. The pipeline keeps
+    /// running. Needs INSERT on `continuum.snapshot_request` at the source.
+    #[arg(long)]
+    pub repair: bool,
+    /// How long `--repair` waits for the snapshot to be done.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub repair_timeout: Duration,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -593,9 +606,212 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// What `--repair` can snapshot of a report: the differing tables, and why each other difference
+/// cannot be repaired that way.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RepairPlan {
+    pub tables: Vec<String>,
+    pub cannot: Vec<String>,
+}
+
+/// The repair of report `r`'s differences (pure).
+pub fn repair_plan(r: &Report) -> RepairPlan {
+    let mut plan = RepairPlan::default();
+    for t in r.tables.iter().filter(|t| !t.differences.is_empty()) {
+        let columns = t
+            .differences
+            .iter()
+            .find_map(|d| d.changed.iter().find(|c| c.starts_with("columns differ")));
+        match columns {
+            Some(c) => plan.cannot.push(format!(
+                "{}: {c}; a snapshot carries rows, not definitions: make the replica's definition the source's first",
+                t.table
+            )),
+            None => plan.tables.push(t.table.clone()),
+        }
+    }
+    for t in &r.source_only {
+        plan.cannot.push(format!(
+            "{t}: not on the replica; a snapshot carries rows, not definitions: create the table there first"
+        ));
+    }
+    for t in &r.replica_only {
+        plan.cannot.push(format!(
+            "{t}: only on the replica; drop it there if the source no longer has it"
+        ));
+    }
+    plan
+}
+
+/// What `verify --repair` did.
+#[derive(Debug, Serialize)]
+pub struct Repaired {
+    pub before: Report,
+    pub plan: RepairPlan,
+    /// The snapshot request queued on the source, and the rows its snapshot wrote.
+    pub request: Option<u64>,
+    pub rows: u64,
+    /// The comparison after the repair.
+    pub after: Option<Report>,
+}
+
+/// Queues the snapshot of `tables` on the source site, waits until it is done and applied
+/// here; returns the request's id and the rows written.
+async fn repair(
+    cfg: &SiteConfig,
+    args: &VerifyArgs,
+    tables: &[String],
+) -> Result<(u64, u64), VerifyError> {
+    use continuum_common::request::{self, Ended};
+    let source_site = chosen_or_other_site(
+        cfg,
+        args.source
+            .as_ref()
+            .or(cfg.consumer.apply.source_site.as_ref()),
+        "verify --source",
+    )?;
+    let topic = cfg.topic_of(&source_site)?;
+    let mut src = connect("source", cfg.database_of(&source_site)?).await?;
+    let mut rep = connect("replica", &cfg.database).await?;
+    let id = request::submit(&mut src.conn, &src.target, &topic, None, tables).await?;
+    eprintln!(
+        "repair: snapshot request {id} queued on {source_site} for {} (for the producer of {topic}); waiting up to {}",
+        tables.join(", "),
+        humantime::format_duration(args.repair_timeout)
+    );
+    let rows = match request::wait(&mut src.conn, &src.target, id, args.repair_timeout).await? {
+        Some(Ended::Done { rows }) => rows,
+        Some(Ended::Failed { rows, error }) => {
+            return Err(VerifyError::Repair(format!(
+                "snapshot request {id} failed after {rows} rows: {error}"
+            )))
+        }
+        None => {
+            return Err(VerifyError::Repair(format!(
+                "snapshot request {id} is not done after {}; is the producer of {topic} running? (`SELECT * FROM continuum.snapshot_request WHERE id = {id}` on the source shows its progress)",
+                humantime::format_duration(args.repair_timeout)
+            )))
+        }
+    };
+    // The producer marks the request done with a write of its own after the snapshot's last
+    // chunk, so a source position read now is after that chunk in the topic: once apply's
+    // checkpoint covers it, every chunk is applied here.
+    let position: Option<String> = src
+        .conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .map_err(|source| VerifyError::Db {
+            side: "source",
+            target: src.target.clone(),
+            what: "reading the binlog position".into(),
+            source,
+        })?;
+    let position: GtidPosition = position
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: continuum_schemas::ParsePositionError| VerifyError::Other(e.to_string()))?;
+    eprintln!("repair: snapshot request {id} done, {rows} rows; waiting for this replica to apply it (source at {position})");
+    wait_replica(&mut rep, &topic, &position, args.wait).await?;
+    Ok((id, rows))
+}
+
+/// The human form of a repair.
+pub fn render_repaired(r: &Repaired) -> String {
+    let mut out = render(&r.before);
+    if !r.plan.cannot.is_empty() {
+        out.push_str("repair: cannot repair by a snapshot:\n");
+        for c in &r.plan.cannot {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    if let Some(id) = r.request {
+        out.push_str(&format!(
+            "repair: snapshot request {id} of {} done ({} rows) and applied here; comparing again\n",
+            r.plan.tables.join(", "),
+            r.rows
+        ));
+    }
+    if let Some(after) = &r.after {
+        out.push_str(&render(after));
+    }
+    out
+}
+
 /// `continuum-consumer verify`: prints the report; the caller maps `identical` to the exit code.
+/// With `--repair`, repairs what differs and compares again: identical is then the second
+/// comparison's verdict.
 pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError> {
     let report = verify(&cfg, &args).await?;
-    crate::report::print(&report, args.json, render);
-    Ok(report.identical)
+    if !args.repair || report.identical {
+        crate::report::print(&report, args.json, render);
+        return Ok(report.identical);
+    }
+    let plan = repair_plan(&report);
+    let mut done = Repaired {
+        before: report,
+        plan,
+        request: None,
+        rows: 0,
+        after: None,
+    };
+    if !done.plan.tables.is_empty() {
+        let (id, rows) = repair(&cfg, &args, &done.plan.tables).await?;
+        done.request = Some(id);
+        done.rows = rows;
+        done.after = Some(verify(&cfg, &args).await?);
+    }
+    let identical = done.after.as_ref().is_some_and(|a| a.identical);
+    crate::report::print(&done, args.json, render_repaired);
+    Ok(identical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, differences: Vec<ChunkDiff>) -> TableReport {
+        TableReport {
+            table: name.into(),
+            differences,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn repair_snapshots_the_tables_whose_rows_differ_and_names_what_it_cannot_repair() {
+        let r = Report {
+            tables: vec![
+                table("d.same", vec![]),
+                table(
+                    "d.rows",
+                    vec![ChunkDiff {
+                        missing: vec!["id=3".into()],
+                        extra: vec!["id=9".into()],
+                        ..Default::default()
+                    }],
+                ),
+                table(
+                    "d.cols",
+                    vec![ChunkDiff {
+                        changed: vec!["columns differ: source (a, b) vs replica (a)".into()],
+                        ..Default::default()
+                    }],
+                ),
+            ],
+            source_only: vec!["d.new".into()],
+            replica_only: vec!["d.old".into()],
+            ..Default::default()
+        };
+        let plan = repair_plan(&r);
+        assert_eq!(plan.tables, ["d.rows"]);
+        assert_eq!(plan.cannot.len(), 3, "{:?}", plan.cannot);
+        assert!(
+            plan.cannot[0].starts_with("d.cols: columns differ"),
+            "{:?}",
+            plan.cannot
+        );
+        assert!(plan.cannot[1].starts_with("d.new: not on the replica"));
+        assert!(plan.cannot[2].starts_with("d.old: only on the replica"));
+        assert_eq!(repair_plan(&Report::default()), RepairPlan::default());
+    }
 }

@@ -106,6 +106,16 @@ pub enum ProducerError {
     Snapshot(String),
 }
 
+impl From<continuum_common::request::RequestError> for ProducerError {
+    fn from(e: continuum_common::request::RequestError) -> Self {
+        use continuum_common::request::RequestError;
+        match e {
+            RequestError::Db { target, source } => ProducerError::Db { target, source },
+            RequestError::Refused(m) => ProducerError::Snapshot(m),
+        }
+    }
+}
+
 impl ProducerError {
     /// Whether restarting the pipeline (from the topic's last record) may help.
     pub fn is_transient(&self) -> bool {

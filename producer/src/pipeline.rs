@@ -516,9 +516,13 @@ impl Snapshots {
         let mut conn = Conn::new(self.settings.opts.clone())
             .await
             .db(&self.settings.target)?;
-        let refused =
-            request::check_tables(&mut conn, &self.settings.target, &self.filter, &req.tables)
-                .await?;
+        let refused = request::check_tables(
+            &mut conn,
+            &self.settings.target,
+            Some(&self.filter),
+            &req.tables,
+        )
+        .await?;
         drop(conn);
         if !refused.is_empty() {
             let why = refused.join("; ");

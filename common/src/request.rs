@@ -1,0 +1,251 @@
+//! Snapshot requests: the table `continuum.snapshot_request` on a source, where an operator's
+//! `continuum-producer snapshot --table db.t` (or `continuum-consumer verify --repair`) queues a
+//! request, and the running producer of the named topic takes it (`producer/src/request.rs`).
+//!
+//! - A request names tables; [`check_tables`] refuses, with the reason, a table that is not
+//!   `db.table`, does not exist, is not captured by `producer.include`/`exclude` (when the
+//!   producer's filter is known), is not InnoDB, or has no primary key. The verbs check before
+//!   they queue; the producer checks again when it takes the request, and records a refusal in
+//!   the request's `error` column.
+//! - A request is for one changelog topic: several producers may capture one server, each into
+//!   its own topic with its own tables, and each takes only its own topic's requests.
+//! - What the producer has done of a request is in the topic, not here: this table only says
+//!   what was asked, and for the operator, when it started, how many rows are written, and when
+//!   it was done.
+//! - `continuum` is Continuum's own schema, never captured, so these writes never reach a topic.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use crate::filter::TableFilter;
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("MariaDB {target}: {source}")]
+    Db {
+        target: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The request cannot be made or found; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RequestError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RequestError::Db { source, .. } => crate::db::is_transient(source),
+            RequestError::Refused(_) => false,
+        }
+    }
+}
+
+trait Db<T> {
+    fn db(self, target: &str) -> Result<T, RequestError>;
+}
+
+impl<T> Db<T> for Result<T, mysql_async::Error> {
+    fn db(self, target: &str) -> Result<T, RequestError> {
+        self.map_err(|source| RequestError::Db {
+            target: target.to_owned(),
+            source,
+        })
+    }
+}
+
+pub const CREATE: [&str; 2] = [
+    "CREATE DATABASE IF NOT EXISTS continuum",
+    "CREATE TABLE IF NOT EXISTS continuum.snapshot_request (\
+       id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
+       topic VARCHAR(249) NOT NULL COMMENT 'the changelog topic of the producer that takes it', \
+       tables TEXT NOT NULL COMMENT 'db.table of each table, comma-separated', \
+       requested_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
+       snapshot_id VARCHAR(64) NULL, \
+       started_at DATETIME(3) NULL, \
+       rows_done BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+       done_at DATETIME(3) NULL, \
+       error TEXT NULL\
+       , KEY pending (topic, done_at)\
+     ) ENGINE=InnoDB COMMENT 'continuum-producer snapshot requests (docs/snapshot.md)'",
+];
+
+/// A queued request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
+    pub tables: Vec<String>,
+}
+
+/// How a request ended, as the producer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Done { rows: u64 },
+    Failed { rows: u64, error: String },
+}
+
+/// Splits the `tables` column (or the verb's list) into `db.table` names.
+pub fn split(tables: &str) -> Vec<String> {
+    tables
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Why each of `tables` cannot be snapshotted incrementally; empty if every one can. Capture is
+/// checked only with the producer's `filter`.
+pub async fn check_tables(
+    conn: &mut Conn,
+    target: &str,
+    filter: Option<&TableFilter>,
+    tables: &[String],
+) -> Result<Vec<String>, RequestError> {
+    let mut refused = Vec::new();
+    if tables.is_empty() {
+        refused.push("no table is named".to_owned());
+    }
+    for t in tables {
+        let Some((d, n)) = t.split_once('.') else {
+            refused.push(format!("'{t}' is not db.table"));
+            continue;
+        };
+        if filter.is_some_and(|f| !f.captures(d, n)) {
+            refused.push(format!(
+                "{t} is not captured (producer.include / producer.exclude, or a system schema)"
+            ));
+            continue;
+        }
+        let engine: Option<(String, Option<String>)> = conn
+            .exec_first(
+                "SELECT TABLE_TYPE, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (d, n),
+            )
+            .await
+            .db(target)?;
+        match engine {
+            None => {
+                refused.push(format!("{t} does not exist on the source"));
+                continue;
+            }
+            Some((ty, _)) if ty != "BASE TABLE" => {
+                refused.push(format!("{t} is a {ty}, not a table"));
+                continue;
+            }
+            Some((_, e))
+                if !e
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")) =>
+            {
+                refused.push(format!(
+                    "{t} is not InnoDB ({}), so it has no consistent snapshot",
+                    e.unwrap_or_default()
+                ));
+                continue;
+            }
+            Some(_) => {}
+        }
+        let pk: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
+                (d, n),
+            )
+            .await
+            .db(target)?;
+        if pk.unwrap_or(0) == 0 {
+            refused.push(format!(
+                "{t} has no primary key, so it cannot be read in key ranges"
+            ));
+        }
+    }
+    Ok(refused)
+}
+
+/// Queues a request for `tables` (after [`check_tables`]) for the producer of `topic`; returns
+/// its id. Refuses on a read-only source: its rows came from elsewhere (see
+/// `snapshot::mark_start`).
+pub async fn submit(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+    filter: Option<&TableFilter>,
+    tables: &[String],
+) -> Result<u64, RequestError> {
+    let read_only: Option<u8> = conn.query_first("SELECT @@read_only").await.db(target)?;
+    if read_only.unwrap_or(0) != 0 {
+        return Err(RequestError::Refused(format!(
+            "{target} is read_only (a replica): its rows came from the other site, and a snapshot would send them back there. Request the snapshot at the primary's site"
+        )));
+    }
+    let refused = check_tables(conn, target, filter, tables).await?;
+    if !refused.is_empty() {
+        return Err(RequestError::Refused(format!(
+            "cannot snapshot: {}",
+            refused.join("; ")
+        )));
+    }
+    for sql in CREATE {
+        conn.query_drop(sql).await.db(target)?;
+    }
+    conn.exec_drop(
+        "INSERT INTO continuum.snapshot_request (topic, tables) VALUES (?, ?)",
+        (topic, tables.join(",")),
+    )
+    .await
+    .db(target)?;
+    Ok(conn.last_insert_id().unwrap_or(0))
+}
+
+/// Whether a MariaDB error says the request table (or its schema) is not there.
+pub fn no_table(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(se) if se.code == 1146 || se.code == 1049)
+}
+
+/// Waits until request `id` has ended, polling every half second, for at most `timeout`.
+/// `Ok(None)`: not ended in time.
+pub async fn wait(
+    conn: &mut Conn,
+    target: &str,
+    id: u64,
+    timeout: Duration,
+) -> Result<Option<Ended>, RequestError> {
+    let start = Instant::now();
+    loop {
+        let row: Option<(Option<String>, u64, Option<String>)> = conn
+            .exec_first(
+                "SELECT CAST(done_at AS CHAR), rows_done, error FROM continuum.snapshot_request WHERE id = ?",
+                (id,),
+            )
+            .await
+            .db(target)?;
+        match row {
+            None => {
+                return Err(RequestError::Refused(format!(
+                    "snapshot request {id} is not in continuum.snapshot_request on {target}"
+                )))
+            }
+            Some((Some(_), rows, None)) => return Ok(Some(Ended::Done { rows })),
+            Some((Some(_), rows, Some(error))) => return Ok(Some(Ended::Failed { rows, error })),
+            Some((None, _, _)) => {}
+        }
+        if start.elapsed() >= timeout {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_column_splits_into_names() {
+        assert_eq!(split("a.b, c.d,,"), vec!["a.b", "c.d"]);
+        assert!(split("").is_empty());
+    }
+}
