@@ -18,6 +18,11 @@
 //!   running pipeline: each chunk's rows replace the replica's, and its end deletes the
 //!   replica's rows of its key range that SF does not have.
 //!
+//! - `kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical`: SF's producer is
+//!   killed with kill -9 three times, at random moments, while it snapshots a table of 1M rows
+//!   (`SNAPSHOT_ROWS`) that EU has never seen, and SF writes to it; each restarted producer
+//!   resumes the same snapshot at its next chunk (never from zero), and EU ends identical.
+//!
 //! They start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
 use std::collections::BTreeMap;
@@ -810,6 +815,192 @@ async fn an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_ru
     let writes = writer.await.unwrap();
     assert!(writes > 0);
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, std::slice::from_ref(&db));
+    p.stop();
+    drop_databases(&[db]).await;
+}
+
+/// The `rows=` of every `incremental snapshot resumes at its next chunk` line that SF's producer
+/// logged for snapshot `id`, in order.
+fn resumed_rows(id: &str) -> Vec<u64> {
+    let log = std::fs::read_to_string(workspace_root().join(".stack/logs/sf-producer.log"))
+        .unwrap_or_default();
+    log.lines()
+        .filter(|l| {
+            l.contains("incremental snapshot resumes at its next chunk")
+                && l.contains(&format!("snapshot={id}"))
+        })
+        .map(|l| {
+            let rows = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("rows="))
+                .unwrap_or_else(|| panic!("no rows= in the resume line: {l}"));
+            rows.parse()
+                .unwrap_or_else(|e| panic!("rows={rows} in the resume line ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// The request's (snapshot id, rows done, done, error).
+async fn snapshot_request(
+    c: &mut mysql_async::Conn,
+    id: u64,
+) -> (Option<String>, u64, bool, Option<String>) {
+    let row: Option<(Option<String>, u64, Option<String>, Option<String>)> = c
+        .exec_first(
+            "SELECT snapshot_id, rows_done, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE id = ?",
+            (id,),
+        )
+        .await
+        .unwrap();
+    let (sid, rows, done, error) = row.unwrap_or_else(|| panic!("no snapshot request {id}"));
+    (sid, rows, done.is_some(), error)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical() {
+    let rows: u64 = env_or("SNAPSHOT_ROWS", 1_000_000);
+    const KILLS: usize = 3;
+    let p = Pipeline::new("snap1m");
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT, d DATETIME(6))",
+        ],
+    )
+    .await;
+    p.start();
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    // Rows the topic never carries: only the incremental snapshot brings them to EU.
+    exec_all(
+        &mut c,
+        [
+            "SET SESSION sql_log_bin = 0",
+            &format!(
+                "INSERT INTO t SELECT seq, CONCAT('v', seq), seq % 1000, '2026-01-01' + INTERVAL seq SECOND FROM seq_1_to_{rows}"
+            ),
+            "SET SESSION sql_log_bin = 1",
+        ],
+    )
+    .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let mut c = stack().sf.admin_conn().await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+        let mut n = 0u64;
+        while !*stop_rx.borrow() {
+            let id: u64 = rng.random_range(1..=rows + 1000);
+            let sql = match rng.random_range(0..3) {
+                0 => format!(
+                    "UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = NULL WHERE id = {id}"
+                ),
+                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+                _ => format!(
+                    "REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n}, NOW(6))"
+                ),
+            };
+            c.query_drop(sql).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    });
+    let table = format!("{db}.t");
+    let out = p.producer_at("sf", &["snapshot", "--table", &table]);
+    let text = output_text(&out);
+    let request: u64 = text
+        .split_once("snapshot request ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the verb prints the request's id:\n{text}"));
+    let mut rng = rand::rng();
+    let mut snapshot: Option<String> = None;
+    let mut before_kills = Vec::new();
+    for k in 1..=KILLS {
+        // A random moment, once the (restarted) producer is writing chunks again.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let floor = before_kills.last().copied().unwrap_or(0);
+        loop {
+            let (sid, done_rows, done, error) = snapshot_request(&mut c, request).await;
+            assert!(
+                !done,
+                "the snapshot ended before kill {k} ({done_rows} rows, error {error:?}); raise SNAPSHOT_ROWS"
+            );
+            if let Some(sid) = sid {
+                assert_eq!(
+                    snapshot.get_or_insert_with(|| sid.clone()),
+                    &sid,
+                    "one snapshot, resumed after each kill"
+                );
+                if done_rows > floor {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the snapshot makes no progress before kill {k}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..4000))).await;
+        let (_, done_rows, _, _) = snapshot_request(&mut c, request).await;
+        before_kills.push(done_rows);
+        let _ = p.script("scripts/pipeline.sh", &["kill", "sf-producer"]);
+        eprintln!("kill {k}: {done_rows} rows done by then");
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await;
+        p.must("scripts/pipeline.sh", &["start"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let (sid, done_rows, error) = loop {
+        let (sid, done_rows, done, error) = snapshot_request(&mut c, request).await;
+        if done {
+            break (sid, done_rows, error);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot is not done: {done_rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert_eq!(error, None, "the snapshot ends without error");
+    assert_eq!(sid, snapshot, "one snapshot, resumed after each kill");
+    let snapshot = snapshot.unwrap();
+    // Each restart resumed where the topic said the snapshot was: its count goes on from there
+    // (the request's count lags the topic by at most its 2 s update and a chunk cut short).
+    let resumed = resumed_rows(&snapshot);
+    assert_eq!(
+        resumed.len(),
+        KILLS,
+        "each restarted producer logs that it resumes snapshot {snapshot}: {resumed:?}"
+    );
+    for (k, (&r, &before)) in resumed.iter().zip(&before_kills).enumerate() {
+        assert!(
+            r > 0 && r + 40_000 >= before,
+            "after kill {}, the producer resumed at {r} rows, where {before} were done before the kill: the snapshot started over",
+            k + 1
+        );
+    }
+    // Each write deletes at most one row the snapshot would have read.
+    assert!(
+        done_rows + writes >= rows,
+        "{done_rows} rows written for a table of {rows} that {writes} writes changed"
+    );
+    assert!(
+        (done_rows as f64) < 1.2 * rows as f64,
+        "{done_rows} rows written for a table of {rows}: chunks were read again beyond the ones cut short"
+    );
+    eprintln!(
+        "{rows} rows, {KILLS} kills at {before_kills:?} rows, resumed at {resumed:?}, {done_rows} rows written, {writes} writes during it"
+    );
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(900)).await;
     verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
