@@ -841,20 +841,29 @@ fn resumed_rows(id: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The request's (snapshot id, rows done, done, error).
-async fn snapshot_request(
-    c: &mut mysql_async::Conn,
-    id: u64,
-) -> (Option<String>, u64, bool, Option<String>) {
-    let row: Option<(Option<String>, u64, Option<String>, Option<String>)> = c
+/// A row of `continuum.snapshot_request`, as the test reads it.
+struct RequestRow {
+    snapshot_id: Option<String>,
+    rows: u64,
+    done: bool,
+    error: Option<String>,
+}
+
+async fn snapshot_request(c: &mut mysql_async::Conn, id: u64) -> RequestRow {
+    let row: Option<mysql_async::Row> = c
         .exec_first(
-            "SELECT snapshot_id, rows_done, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE id = ?",
+            "SELECT snapshot_id, rows_done, done_at IS NOT NULL, error FROM continuum.snapshot_request WHERE id = ?",
             (id,),
         )
         .await
         .unwrap();
-    let (sid, rows, done, error) = row.unwrap_or_else(|| panic!("no snapshot request {id}"));
-    (sid, rows, done.is_some(), error)
+    let row = row.unwrap_or_else(|| panic!("no snapshot request {id}"));
+    RequestRow {
+        snapshot_id: row.get(0).unwrap(),
+        rows: row.get(1).unwrap(),
+        done: row.get(2).unwrap(),
+        error: row.get(3).unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -927,7 +936,12 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
         let deadline = Instant::now() + Duration::from_secs(300);
         let floor = before_kills.last().copied().unwrap_or(0);
         loop {
-            let (sid, done_rows, done, error) = snapshot_request(&mut c, request).await;
+            let RequestRow {
+                snapshot_id: sid,
+                rows: done_rows,
+                done,
+                error,
+            } = snapshot_request(&mut c, request).await;
             assert!(
                 !done,
                 "the snapshot ended before kill {k} ({done_rows} rows, error {error:?}); raise SNAPSHOT_ROWS"
@@ -949,7 +963,7 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..4000))).await;
-        let (_, done_rows, _, _) = snapshot_request(&mut c, request).await;
+        let done_rows = snapshot_request(&mut c, request).await.rows;
         before_kills.push(done_rows);
         let _ = p.script("scripts/pipeline.sh", &["kill", "sf-producer"]);
         eprintln!("kill {k}: {done_rows} rows done by then");
@@ -958,10 +972,11 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
     }
     let deadline = Instant::now() + Duration::from_secs(900);
     let (sid, done_rows, error) = loop {
-        let (sid, done_rows, done, error) = snapshot_request(&mut c, request).await;
-        if done {
-            break (sid, done_rows, error);
+        let r = snapshot_request(&mut c, request).await;
+        if r.done {
+            break (r.snapshot_id, r.rows, r.error);
         }
+        let done_rows = r.rows;
         assert!(
             Instant::now() < deadline,
             "the snapshot is not done: {done_rows} rows"
