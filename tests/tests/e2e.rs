@@ -18,6 +18,12 @@
 //!   running pipeline: each chunk's rows replace the replica's, and its end deletes the
 //!   replica's rows of its key range that SF does not have.
 //!
+//! - `verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_runs`: EU's copies of
+//!   two tables (one keyed by a case-insensitive text column and an integer) lose rows, get
+//!   others changed, and gain rows SF does not have; `continuum-consumer verify --repair` finds
+//!   them, has SF's producer snapshot exactly those two tables while SF writes, waits until EU
+//!   applied it, and ends identical.
+//!
 //! - `kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical`: SF's producer is
 //!   killed with kill -9 three times, at random moments, while it snapshots a table of 1M rows
 //!   (`SNAPSHOT_ROWS`) that EU has never seen, and SF writes to it; each restarted producer
@@ -814,6 +820,123 @@ async fn an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_ru
     stop_tx.send(true).unwrap();
     let writes = writer.await.unwrap();
     assert!(writes > 0);
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, std::slice::from_ref(&db));
+    p.stop();
+    drop_databases(&[db]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_runs() {
+    let p = Pipeline::new("repair");
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT)",
+            "INSERT INTO t SELECT seq, CONCAT('v', seq), seq % 7 FROM seq_1_to_12000",
+            "CREATE TABLE k (region VARCHAR(20) COLLATE utf8mb4_general_ci NOT NULL, n INT NOT NULL, v VARCHAR(40), PRIMARY KEY (region, n))",
+            "INSERT INTO k SELECT ELT(1 + seq % 4, 'eu', 'Us', 'ap', 'Ünï'), seq, CONCAT('k', seq) FROM seq_1_to_4000",
+            "CREATE TABLE same (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO same SELECT seq, seq FROM seq_1_to_500",
+        ],
+    )
+    .await;
+    p.start();
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    let mut e = s.eu.admin_conn().await;
+    exec_all(
+        &mut e,
+        [
+            "SET SESSION sql_log_bin = 0",
+            &format!("USE `{db}`"),
+            // Deleted rows, changed values, and rows SF does not have.
+            "DELETE FROM t WHERE id % 97 = 5",
+            "UPDATE t SET v = 'corrupt', n = NULL WHERE id % 101 = 9",
+            "INSERT INTO t VALUES (-1, 'extra', 0), (12001, 'extra', 0), (99999, 'extra', 0)",
+            "DELETE FROM k WHERE n % 53 = 1",
+            "UPDATE k SET v = NULL WHERE n % 59 = 2",
+            // Before every region, between regions, within one, and past the last.
+            "INSERT INTO k VALUES ('aa', 1, 'extra'), ('ep', 7, 'extra'), ('eu', 0, 'extra'), ('eu', 4001, 'extra'), ('zz', 1, 'extra')",
+        ],
+    )
+    .await;
+    // SF keeps writing to one of the tables while the repair's snapshot runs, and stops once it
+    // is done: verify's second comparison, like any, needs the source to hold still long enough
+    // for a chunk to be compared at one position on both sides.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let mut c = stack().sf.admin_conn().await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let mut n = 0u64;
+        let done = format!("SELECT COUNT(*) FROM continuum.snapshot_request WHERE tables LIKE '%{writer_db}%' AND done_at IS NOT NULL");
+        while !*stop_rx.borrow() {
+            let snapshots_done: Option<u64> = c.query_first(done.as_str()).await.unwrap_or(None);
+            if snapshots_done.unwrap_or(0) > 0 {
+                break;
+            }
+            let id: u64 = rng.random_range(1..=12_500);
+            let sql = match rng.random_range(0..3) {
+                0 => format!("UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}) WHERE id = {id}"),
+                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+                _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
+            };
+            c.query_drop(sql).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    });
+    let out = p.consumer_at(
+        "eu",
+        &[
+            "verify",
+            "--databases",
+            &db,
+            "--repair",
+            "--repair-timeout",
+            "3m",
+        ],
+    );
+    let text = output_text(&out);
+    eprintln!("{text}");
+    let _ = stop_tx.send(true); // the writer may have stopped already
+    let writes = writer.await.unwrap();
+    assert!(writes > 0);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify --repair ends identical:\n{text}"
+    );
+    let (first, last) = text
+        .split_once("repair: snapshot request")
+        .expect("verify --repair queued a snapshot");
+    assert!(
+        first.contains(&format!("{db}.t"))
+            && first.contains(&format!("{db}.k"))
+            && first.contains("DIFFERENT"),
+        "the first comparison finds both tables different:\n{text}"
+    );
+    assert!(
+        last.contains("verdict: IDENTICAL"),
+        "the comparison after the repair is identical:\n{text}"
+    );
+    // Exactly the differing tables were snapshotted.
+    let tables: String = query_one(
+        &mut c,
+        &format!(
+            "SELECT tables FROM continuum.snapshot_request WHERE tables LIKE '%{db}%' ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await;
+    let mut tables: Vec<&str> = tables.split(',').collect();
+    tables.sort();
+    assert_eq!(tables, [format!("{db}.k"), format!("{db}.t")]);
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     verify(&p, std::slice::from_ref(&db));
     p.stop();
