@@ -31,6 +31,7 @@ pub mod promote;
 pub mod reader;
 pub mod replay;
 pub mod report;
+pub mod rewind;
 pub mod run;
 pub mod settings;
 pub mod sql;

@@ -101,6 +101,15 @@ pub struct OrphansArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Roll the orphans back at the source site (the old primary, now following the new one):
+    /// write them as SQL to `--sql-file`, then undo their row changes in one transaction that
+    /// no producer captures (see docs/failover.md).
+    #[arg(long)]
+    pub rewind: bool,
+    /// Where `--rewind` writes the rolled-back transactions as SQL (default:
+    /// `orphans-<site>-<unix time>.sql` in the current directory).
+    #[arg(long, value_name = "PATH", requires = "rewind")]
+    pub sql_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -210,12 +219,7 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     if applied.covers(&source_position) {
         return Ok(report);
     }
-    // Read from what the replica applied, in the source's own domains; domains the replica
-    // never saw start from the beginning of the source's binlog.
-    let start: GtidPosition = source_position
-        .iter()
-        .filter_map(|g| applied.get(g.domain))
-        .collect();
+    let start = read_start(&applied, &source_position);
     let server_id = args
         .server_id
         .unwrap_or(cfg.producer.server_id.wrapping_add(1000));
@@ -303,6 +307,15 @@ pub async fn orphans(cfg: &SiteConfig, args: &OrphansArgs) -> Result<OrphansRepo
     Ok(report)
 }
 
+/// Where the orphans begin in the source's binlog: what the replica applied, in the source's
+/// own domains; domains the replica never saw start from the beginning of the source's binlog.
+fn read_start(applied: &GtidPosition, source_position: &GtidPosition) -> GtidPosition {
+    source_position
+        .iter()
+        .filter_map(|g| applied.get(g.domain))
+        .collect()
+}
+
 /// Lists the transaction that just ended, if the producer would have written anything of it.
 fn finish(orphan: Option<Orphan>, skip_replication: bool, report: &mut OrphansReport) {
     if let Some(o) = orphan {
@@ -383,11 +396,54 @@ pub fn render(r: &OrphansReport) -> String {
     out
 }
 
-/// `continuum-consumer orphans`: prints the report; true when there are none.
+/// What `orphans --rewind` found and did.
+#[derive(Debug, Serialize)]
+pub struct Rewound {
+    pub orphans: OrphansReport,
+    pub rewind: crate::rewind::RewindReport,
+}
+
+/// `continuum-consumer orphans`: prints the report; true when there are none. With `--rewind`,
+/// rolls them back first: true once they are.
 pub async fn main(cfg: SiteConfig, args: OrphansArgs) -> Result<bool, OrphansError> {
     let r = orphans(&cfg, &args).await?;
-    crate::report::print(&r, args.json, render);
-    Ok(r.orphans.is_empty())
+    if !args.rewind {
+        crate::report::print(&r, args.json, render);
+        return Ok(r.orphans.is_empty());
+    }
+    if r.orphans.is_empty() {
+        let done = Rewound {
+            orphans: r,
+            rewind: crate::rewind::RewindReport::default(),
+        };
+        crate::report::print(&done, args.json, |d| render(&d.orphans));
+        return Ok(true);
+    }
+    let positions = r
+        .applied_position
+        .parse::<GtidPosition>()
+        .and_then(|a| Ok((a, r.source_position.parse::<GtidPosition>()?)))
+        .map_err(|e| OrphansError::Binlog(e.to_string(), r.source.clone()))?;
+    let start = read_start(&positions.0, &positions.1);
+    let server_id = args
+        .server_id
+        .unwrap_or(cfg.producer.server_id.wrapping_add(1000));
+    let file = args.sql_file.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        std::path::PathBuf::from(format!("orphans-{}-{now}.sql", r.source))
+    });
+    let rewind = crate::rewind::rewind(&cfg, &r, &start, server_id, &file).await?;
+    let done = Rewound { orphans: r, rewind };
+    crate::report::print(&done, args.json, |d| {
+        render(&d.orphans).replace(
+            "  Nothing was applied or discarded. To decide what to do with them, see docs/failover.md (\"Orphans\").\n",
+            "",
+        ) + &crate::rewind::render(&d.rewind)
+    });
+    Ok(true)
 }
 
 /// The GTIDs of a report, for checks.

@@ -342,6 +342,8 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
                 replica: Some(old.clone()),
                 server_id: None,
                 json: false,
+                rewind: false,
+                sql_file: None,
             },
         )
         .await;
@@ -463,6 +465,8 @@ pub async fn promote(cfg: &SiteConfig, args: &PromoteArgs) -> Result<Promotion, 
                     replica: Some(site.clone()),
                     server_id: None,
                     json: false,
+                    rewind: false,
+                    sql_file: None,
                 },
             )
             .await?,
@@ -657,16 +661,16 @@ pub fn render(p: &Promotion) -> String {
         p.site
     ));
     if p.old_primary_demoted {
-        out.push_str(&format!("  2. {} was made read-only (a replica); its `consumer run` now applies {}'s writes to it (failback);\n", p.old_primary, p.site));
+        out.push_str(&format!("  2. {} was made read-only (a replica); its `consumer run` now applies {}'s writes to it (failback);\n  3. it was drained first, so it has no orphans (continuum-consumer orphans at {} says so);\n", p.old_primary, p.site, p.old_primary));
     } else {
         out.push_str(&format!(
-            "  2. when {} returns, keep applications off it and make it read-only before anything else writes to it (SET GLOBAL read_only=ON, and read_only=ON in its config); its `consumer run` then applies {}'s writes to it (failback);\n",
-            p.old_primary, p.site
+            "  2. when {} returns, keep applications off it and make it read-only before anything else writes to it (SET GLOBAL read_only=ON, and read_only=ON in its config), and do not start its `consumer run` yet;\n  3. list its orphans (continuum-consumer orphans at {}) and roll them back there (orphans --rewind: it saves them as SQL first, to review and re-run here if wanted; docs/failover.md); then start its `consumer run`, which applies {}'s writes to it (failback);\n",
+            p.old_primary, p.old_primary, p.site
         ));
     }
     out.push_str(&format!(
-        "  3. review its orphans (continuum-consumer orphans at {}), decide per docs/failover.md;\n  4. once {} has caught up, run promote at {} to move the primary role back (planned switchover).\n",
-        p.old_primary, p.old_primary, p.old_primary
+        "  4. once {} has caught up, run promote at {} to move the primary role back (planned switchover).\n",
+        p.old_primary, p.old_primary
     ));
     out
 }

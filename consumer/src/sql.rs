@@ -294,6 +294,37 @@ impl RowStatements {
         Ok(())
     }
 
+    /// `INSERT INTO `db`.`t` (`a`,`b`) VALUES ` (no REPLACE: a row already there is an error).
+    pub fn insert_prefix(&self) -> String {
+        match self.replace_prefix.strip_prefix("REPLACE INTO ") {
+            Some(rest) => format!("INSERT INTO {rest}"),
+            None => self.replace_prefix.clone(),
+        }
+    }
+
+    /// The condition that `row` is exactly the current row: every written column, NULL-safe
+    /// (`<=>`), except `FLOAT` columns, whose stored single-precision value a decimal literal
+    /// does not compare equal to.
+    pub fn push_match(&self, out: &mut String, row: &[Value]) -> Result<(), LiteralError> {
+        let mut n = 0;
+        for (i, ty, name) in &self.columns {
+            if matches!(ty, ColumnType::Float) {
+                continue;
+            }
+            if n > 0 {
+                out.push_str(" AND ");
+            }
+            n += 1;
+            out.push_str(&ident(name));
+            out.push_str("<=>");
+            push_literal(out, &row[*i], ty, name)?;
+        }
+        if n == 0 {
+            out.push('1');
+        }
+        Ok(())
+    }
+
     /// The primary key of `row` as text, for messages: `id=5, b='x'`.
     pub fn describe_key(&self, row: &[Value]) -> String {
         self.key
