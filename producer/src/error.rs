@@ -11,7 +11,7 @@ use crate::shape::{BadValue, UnsupportedColumn};
 fn refused(target: &str, position: &str, refusal: &Refusal, message: &str) -> String {
     match refusal {
         Refusal::Purged => format!(
-            "the binlog position {position} is no longer on the source {target}: the binlog files that hold it were purged (error 1236: {message}). The changes since then are lost to this pipeline; run continuum-producer --resnapshot to start over from a fresh snapshot, and keep binlogs (binlog_expire_logs_seconds) longer than the producer may be stopped"
+            "the binlog position {position} is no longer on the source {target}: the binlog files that hold it were purged (error 1236: {message}). The changes since then are lost to this pipeline. To repair the replica in place while the pipeline runs: restart the producer once with --recapture (it streams from the source's current position and snapshots every captured table incrementally; docs/snapshot.md, \"After a purged binlog\"); or, to reload the replica's tables from scratch, with --resnapshot. Then keep binlogs (binlog_expire_logs_seconds) longer than the producer may be stopped"
         ),
         Refusal::NotInBinlog { gtid } => format!(
             "the topic's position {position} names GTID {gtid}, which the source {target} never wrote: its binlog ends before it in that domain (error 1236: {message}). The topic was written from another server, or from an earlier life of this one (a restore, RESET MASTER, a rebuilt primary). Check that database.host and database.port name the server this topic captures; if the server was replaced on purpose, restart with --resnapshot"

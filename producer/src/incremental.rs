@@ -9,7 +9,9 @@
 //! stands exactly at `P` ([`crate::boundary`]: every transaction that ends at or before `P`
 //! handled, none after), and is written into the topic there, row by row as snapshot reads
 //! (`chunk:<id>:<index>:more:<position>`), then its [`ChunkEnd`] with the chunk's key range
-//! (`chunk:<id>:<rows>:last:<position>`), then streaming goes on. If the reader is
+//! (`chunk:<id>:<records>:last:<position>`), then streaming goes on. A table's first chunk
+//! starts with its definition (`CREATE DATABASE/TABLE IF NOT EXISTS`, as the consistent
+//! snapshot carries), so a replica that lacks the table gets it. If the reader is
 //! already past `P` when it looks (it can receive a transaction from the binlog before the
 //! engine makes it visible), the chunk is dropped and read again.
 //!
@@ -63,8 +65,8 @@ use serde::{Deserialize, Serialize};
 use continuum_common::config::NoPrimaryKey;
 use continuum_common::db::{self, quote_ident};
 use continuum_schemas::{
-    BinlogPosition, ChangeEvent, ChunkEnd, GtidPosition, KeyPart, Op, Row, SourceInfo,
-    StreamRecord, TableSchema, TxPlace,
+    BinlogPosition, ChangeEvent, ChunkEnd, GtidPosition, KeyPart, Op, Row, SchemaChange,
+    SourceInfo, StreamRecord, TableSchema, TxPlace,
 };
 
 use crate::boundary::{Boundary, Place};
@@ -145,6 +147,9 @@ struct Chunk {
     /// The end of the last transaction its view holds.
     at: BinlogPosition,
     table: Arc<TableSchema>,
+    /// On a table's first chunk, its database's and its own definition (`CREATE ... IF NOT
+    /// EXISTS`), so a replica that lacks the table gets it before its rows.
+    definitions: Vec<String>,
     rows: Vec<Row>,
     last_key: Option<Vec<KeyPart>>,
     end_of_table: bool,
@@ -328,6 +333,14 @@ impl Incremental {
         params.push(MyValue::from(limit as u64));
         let shape = plan.planned.shape.clone();
         let name = plan.table.clone();
+        let definitions = if self.progress.after.is_none() {
+            vec![
+                format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&shape.db)),
+                plan.planned.create.clone(),
+            ]
+        } else {
+            Vec::new()
+        };
         let target = self.s.target.clone();
         let budget_bytes = self.s.chunk_bytes;
         let conn = self.conn().await?;
@@ -380,6 +393,7 @@ impl Incremental {
         self.pending = Some(Chunk {
             at,
             table: shape,
+            definitions,
             rows,
             last_key,
             end_of_table,
@@ -403,12 +417,13 @@ impl Incremental {
             snapshot_id: Some(self.progress.id.clone()),
         };
         let table = chunk.table.qualified_name();
+        let defs = chunk.definitions.len();
         let end = ChunkEnd {
             snapshot_id: self.progress.id.clone(),
             server_id: self.s.server_id,
             table: table.clone(),
             position: position.clone(),
-            rows: n as u64,
+            rows: (defs + n) as u64,
             key: chunk
                 .table
                 .primary_key
@@ -426,24 +441,31 @@ impl Incremental {
             },
             ts_ms,
         };
-        let mut records: Vec<StreamRecord> = chunk
-            .rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, row)| {
-                StreamRecord::Change(ChangeEvent {
-                    op: Op::Read,
-                    table: chunk.table.clone(),
-                    before: None,
-                    after: Some(row),
-                    source: source.clone(),
-                    tx: Some(TxPlace {
-                        index: i as u64,
-                        last: false,
-                    }),
-                })
+        let mut records: Vec<StreamRecord> = Vec::with_capacity(defs + n + 1);
+        for (i, ddl) in chunk.definitions.into_iter().enumerate() {
+            records.push(StreamRecord::SchemaChange(SchemaChange {
+                database: chunk.table.db.clone(),
+                ddl,
+                source: source.clone(),
+                tx: TxPlace {
+                    index: i as u64,
+                    last: false,
+                },
+            }));
+        }
+        records.extend(chunk.rows.into_iter().enumerate().map(|(i, row)| {
+            StreamRecord::Change(ChangeEvent {
+                op: Op::Read,
+                table: chunk.table.clone(),
+                before: None,
+                after: Some(row),
+                source: source.clone(),
+                tx: Some(TxPlace {
+                    index: (defs + i) as u64,
+                    last: false,
+                }),
             })
-            .collect();
+        }));
         records.push(StreamRecord::ChunkEnd(end));
         self.progress.advance(n, chunk.last_key, chunk.end_of_table);
         counter!(m::SNAPSHOT_ROWS_TOTAL.name, "table" => table.clone()).increment(n as u64);

@@ -28,6 +28,11 @@ struct Cli {
     /// Discard the topic's position and take a fresh consistent snapshot.
     #[arg(long, conflicts_with = "start_position")]
     resnapshot: bool,
+    /// The topic's position is lost (error 1236: a purged binlog): stream from the source's
+    /// current position, and queue an incremental snapshot of every captured table, which
+    /// repairs the replica in place while the pipeline runs (docs/snapshot.md).
+    #[arg(long, conflicts_with_all = ["start_position", "resnapshot"])]
+    recapture: bool,
     /// For an empty topic only: take no snapshot and capture from this GTID position
     /// (e.g. `1-1-1000`), for a replica already loaded up to there (by a dump, say).
     #[arg(long, value_name = "GTID_POSITION")]
@@ -160,10 +165,11 @@ async fn run() -> anyhow::Result<u8> {
     );
 
     tracing::info!(site = %cfg.site, version = env!("CARGO_PKG_VERSION"), "continuum-producer starting");
-    let initial = match (cli.resnapshot, cli.start_position) {
-        (true, _) => pipeline::Initial::Resnapshot,
-        (false, Some(p)) => pipeline::Initial::StartAt(p),
-        (false, None) => pipeline::Initial::Resume,
+    let initial = match (cli.resnapshot, cli.recapture, cli.start_position) {
+        (true, _, _) => pipeline::Initial::Resnapshot,
+        (_, true, _) => pipeline::Initial::Recapture,
+        (false, false, Some(p)) => pipeline::Initial::StartAt(p),
+        (false, false, None) => pipeline::Initial::Resume,
     };
     let producer = pipeline::Producer::new(cfg, initial, health, stop_rx)?;
     producer.run().await.map_err(|e| {

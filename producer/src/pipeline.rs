@@ -20,7 +20,8 @@ use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::{Shutdown, Supervisor};
 use continuum_common::{db, kafka};
 use continuum_schemas::{
-    Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, StreamRecord,
+    Decoder, Encoder, Gtid, GtidPosition, Heartbeat, Registry, RegistrySettings, StreamPosition,
+    StreamRecord,
 };
 
 use crate::binlog::{BinlogReader, ReaderSettings, SourceEvent};
@@ -45,6 +46,9 @@ pub enum Initial {
     Resnapshot,
     /// An empty topic starts at this position, with no snapshot (`--start-position`).
     StartAt(GtidPosition),
+    /// Stream from the source's current position, and snapshot every captured table
+    /// incrementally (`--recapture`: the topic's position is lost).
+    Recapture,
 }
 
 pub struct Producer {
@@ -198,6 +202,7 @@ impl Producer {
         let last = resume::read_last_position(ccfg, &self.topic).await?;
         let mut start = resume::from_last(last.as_ref().map(|l| l.position.clone()));
         let mut start_at = None;
+        let mut recapturing = false;
         if first {
             match std::mem::replace(&mut self.initial, Initial::Resume) {
                 Initial::Resume => {}
@@ -220,6 +225,30 @@ impl Producer {
                     }
                     start_at = Some(p);
                 }
+                Initial::Recapture => match &last {
+                    // An empty topic takes its first snapshot, as always.
+                    None => {}
+                    Some(l) => {
+                        if !matches!(
+                            l.position,
+                            StreamPosition::Txn { last: true, .. }
+                                | StreamPosition::At(_)
+                                | StreamPosition::Chunk { .. }
+                        ) {
+                            return Err(ProducerError::Resume(format!(
+                                "--recapture goes on from a transaction boundary, but the last record of {} (offset {}) is {}, inside a transaction or a consistent snapshot; restart with --resnapshot instead",
+                                self.topic, l.offset, l.position
+                            )));
+                        }
+                        let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+                        let (now, id, tables) =
+                            request::recapture(&mut conn, &self.target, &self.topic, &filter)
+                                .await?;
+                        tracing::warn!(topic = %self.topic, from = %l.position, to = %now, request = id, tables = tables.len(), "--recapture: streaming from the source's current position; what the topic lacks before it comes with the incremental snapshot of every captured table");
+                        start = Start::At(now);
+                        recapturing = true;
+                    }
+                },
             }
         }
         match &last {
@@ -235,6 +264,9 @@ impl Producer {
         // An incremental snapshot the topic's last record was written in goes on from there.
         let resumed = match (&start, &last) {
             (Start::Snapshot { .. }, _) | (_, None) => None,
+            // The recapture's snapshot covers every table: one the topic was in the middle of
+            // is superseded.
+            _ if recapturing => None,
             (_, Some(l)) => match l.record.header_str(incremental::HEADER_SNAPSHOT) {
                 Some(text) => Some(Progress::parse(
                     text,

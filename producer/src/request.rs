@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 
+use continuum_common::filter::TableFilter;
 use continuum_common::request::no_table;
 pub use continuum_common::request::{check_tables, split, submit, wait, Ended, Request};
+use continuum_schemas::GtidPosition;
 
 use crate::error::{DbContext, ProducerError};
 
@@ -123,4 +125,62 @@ impl Requests {
             .await
             .db(&target)
     }
+}
+
+/// `--recapture`: the source's current GTID position, from which the producer streams, and a
+/// request (queued now) for every table the producer captures; requests of `topic` not done
+/// are ended as superseded. Refuses, naming them, when a captured table cannot be snapshotted
+/// incrementally (no primary key, not InnoDB): `--resnapshot` is then the way.
+pub async fn recapture(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+    filter: &TableFilter,
+) -> Result<(GtidPosition, u64, Vec<String>), ProducerError> {
+    let position: Option<String> = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .db(target)?;
+    let position: GtidPosition = position
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: continuum_schemas::ParsePositionError| ProducerError::Binlog(e.to_string()))?;
+    let all: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .await
+        .db(target)?;
+    let tables: Vec<String> = all
+        .into_iter()
+        .filter(|(d, t)| filter.captures(d, t))
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect();
+    if tables.is_empty() {
+        return Ok((position, 0, tables));
+    }
+    let refused = check_tables(conn, target, Some(filter), &tables).await?;
+    if !refused.is_empty() {
+        return Err(ProducerError::Snapshot(format!(
+            "--recapture snapshots every captured table incrementally, and these cannot be: {}. Exclude them, or restart with --resnapshot",
+            refused.join("; ")
+        )));
+    }
+    let superseded = conn
+        .exec_drop(
+            "UPDATE continuum.snapshot_request SET done_at = NOW(3), error = 'superseded by --recapture, which snapshots every table' WHERE topic = ? AND done_at IS NULL",
+            (topic,),
+        )
+        .await;
+    match superseded {
+        Err(e) if !no_table(&e) => {
+            return Err(ProducerError::Db {
+                target: target.to_owned(),
+                source: e,
+            })
+        }
+        _ => {}
+    }
+    let id = submit(conn, target, topic, Some(filter), &tables).await?;
+    Ok((position, id, tables))
 }

@@ -672,6 +672,8 @@ struct Chunk {
     position: GtidPosition,
     /// Its rows' keys, in topic order.
     keys: Vec<i64>,
+    /// The table definitions before its rows (a table's first chunk has two).
+    definitions: usize,
     /// Whether its end is in the topic; a chunk cut short by a kill has none.
     complete: bool,
     /// The key range its end names: after `.0`, up to `.1` (`None`: open).
@@ -694,6 +696,13 @@ fn assert_ranges(chunks: &[Chunk]) {
     let mut from = None;
     for (i, c) in complete.iter().enumerate() {
         let (f, t) = c.range.expect("a complete chunk has its end");
+        assert_eq!(
+            c.definitions,
+            if f.is_none() { 2 } else { 0 },
+            "the chunk at offset {} (range after {f:?}) carries {} definitions: a table's first chunk carries its database's and its own, no other chunk any",
+            c.first,
+            c.definitions
+        );
         assert_eq!(f, from, "the chunk at offset {} begins its range after {f:?}, where the chunk before ended at {from:?}", c.first);
         let final_chunk = i + 1 == complete.len();
         if final_chunk {
@@ -784,7 +793,7 @@ fn chunks_of(
                 end.table
             );
             let mut c = match open.take() {
-                Some(c) if index > 0 => c,
+                Some(c) if index > 0 && index == (c.definitions + c.keys.len()) as u64 => c,
                 other => {
                     assert_eq!(
                         index, 0,
@@ -799,15 +808,16 @@ fn chunks_of(
                         last: at,
                         position: coordinates.clone(),
                         keys: Vec::new(),
+                        definitions: 0,
                         complete: false,
                         range: None,
                     }
                 }
             };
             assert_eq!(
-                c.keys.len() as u64,
+                (c.definitions + c.keys.len()) as u64,
                 index,
-                "offset {at}: the end counts the chunk's rows"
+                "offset {at}: the end counts the chunk's records"
             );
             assert_eq!(
                 c.position, coordinates,
@@ -819,8 +829,50 @@ fn chunks_of(
             out.push(c);
             continue;
         }
+        if let StreamRecord::SchemaChange(sc) = rec {
+            assert!(
+                !last,
+                "offset {at}: a chunk's definition is never its last record"
+            );
+            assert!(
+                sc.ddl.starts_with("CREATE DATABASE IF NOT EXISTS")
+                    || sc.ddl.starts_with("CREATE TABLE IF NOT EXISTS"),
+                "offset {at}: a chunk's definition is a CREATE ... IF NOT EXISTS: {}",
+                sc.ddl
+            );
+            if index == 0 {
+                if let Some(c) = open.take() {
+                    assert!(cut_between(c.last, at), "offset {at}: a new chunk begins while the one that began at offset {} lacks its end, and no restart is between", c.first);
+                    out.push(c);
+                }
+                open = Some(Chunk {
+                    first: at,
+                    last: at,
+                    position: coordinates,
+                    keys: Vec::new(),
+                    definitions: 1,
+                    complete: false,
+                    range: None,
+                });
+            } else {
+                let c = open.as_mut().unwrap_or_else(|| {
+                    panic!("offset {at}: chunk definition {index} without the chunk's record 0")
+                });
+                assert!(
+                    c.keys.is_empty() && index == c.definitions as u64,
+                    "offset {at}: a definition after the chunk's rows, or out of place"
+                );
+                assert_eq!(
+                    coordinates, c.position,
+                    "offset {at}: a definition at another position than its chunk's"
+                );
+                c.definitions += 1;
+                c.last = at;
+            }
+            continue;
+        }
         let StreamRecord::Change(ev) = rec else {
-            panic!("offset {at}: a chunk record that is neither a row nor an end: {rec:?}");
+            panic!("offset {at}: a chunk record that is neither a row, a definition nor an end: {rec:?}");
         };
         assert!(
             !last,
@@ -854,18 +906,19 @@ fn chunks_of(
                 last: at,
                 position: coordinates,
                 keys: vec![key],
+                definitions: 0,
                 complete: false,
                 range: None,
             });
         } else {
             let c = open.as_mut().unwrap_or_else(|| {
-                panic!("offset {at}: chunk row {index} without the chunk's row 0 before it")
+                panic!("offset {at}: chunk row {index} without the chunk's record 0 before it")
             });
             assert_eq!(
                 index,
-                c.keys.len() as u64,
-                "offset {at}: chunk row {index} where row {} was due (the chunk began at offset {})",
-                c.keys.len(),
+                (c.definitions + c.keys.len()) as u64,
+                "offset {at}: chunk record {index} where record {} was due (the chunk began at offset {})",
+                c.definitions + c.keys.len(),
                 c.first
             );
             assert_eq!(
@@ -873,7 +926,7 @@ fn chunks_of(
                 "offset {at}: every row of a chunk has the chunk's position"
             );
             assert!(
-                key > *c.keys.last().unwrap(),
+                c.keys.last().is_none_or(|&k| key > k),
                 "offset {at}: key {key} after {} in one chunk",
                 c.keys.last().unwrap()
             );

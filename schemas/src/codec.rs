@@ -272,9 +272,12 @@ impl Encoder {
                     &sc.source,
                     &mut self.texts,
                 );
-                let gtid = match &sc.source.gtid {
-                    Some(g) => self.texts.gtid(g),
-                    None => "",
+                // A source transaction's GTID; a chunk's definition has its snapshot's id, as
+                // the chunk's rows do; a consistent snapshot's definition has none.
+                let gtid = match (&sc.source.gtid, &sc.source.snapshot_id) {
+                    (Some(g), _) => self.texts.gtid(g),
+                    (None, Some(id)) if !sc.tx.last => id.as_str(),
+                    (None, _) => "",
                 };
                 avro::write_transaction(value, gtid, sc.tx.index, sc.tx.last);
                 avro::put_bytes(value, sc.database.as_bytes());

@@ -124,7 +124,9 @@ impl ChangeEvent {
 }
 
 /// A DDL statement, in stream order. Inside a snapshot (`source.snapshot_id` set, no GTID) it is
-/// a table's definition, `CREATE ... IF NOT EXISTS`, written before the table's rows.
+/// a table's definition, `CREATE ... IF NOT EXISTS`, written before the table's rows: in a
+/// consistent snapshot with `tx` `0, last`; at the start of a table's first chunk of an
+/// incremental snapshot, as the chunk's first records (`last` never: the chunk's end is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaChange {
     /// Default database of the session that ran the DDL (may be empty).
@@ -192,7 +194,8 @@ pub struct ChunkEnd {
     pub table: String,
     /// The GTID position the chunk's rows are as of; the stream stands there.
     pub position: GtidPosition,
-    /// Rows in the chunk.
+    /// Records of the chunk before this one: its rows, after the table's definitions on the
+    /// table's first chunk (this record's index in the chunk).
     pub rows: u64,
     /// The table's primary-key columns, in key order: what `from` and `to` are values of.
     pub key: Vec<String>,
@@ -240,7 +243,15 @@ impl StreamRecord {
                     last: s.tx.last,
                     resume: s.source.resume_position.clone(),
                 },
-                // A table definition carried by a snapshot.
+                // A table definition at the start of a chunk of an incremental snapshot (never
+                // the chunk's last record: its end is).
+                (None, Some(id)) if !s.tx.last => StreamPosition::Chunk {
+                    id: id.clone(),
+                    index: s.tx.index,
+                    last: false,
+                    position: s.source.gtid_position.clone(),
+                },
+                // A table definition carried by a consistent snapshot.
                 (None, id) => StreamPosition::Snapshot {
                     id: id.clone().unwrap_or_default(),
                     position: s.source.gtid_position.clone(),

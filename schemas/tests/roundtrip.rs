@@ -952,6 +952,24 @@ async fn control_records_round_trip() {
             },
         }),
     ];
+    // A table's definition at the start of a chunk of an incremental snapshot.
+    let mut chunk_source = source();
+    chunk_source.gtid = None;
+    chunk_source.snapshot_id = Some("r3-19af".into());
+    let definition = StreamRecord::SchemaChange(SchemaChange {
+        database: "shop".into(),
+        ddl: "CREATE TABLE IF NOT EXISTS `shop`.`t` (`id` int NOT NULL, PRIMARY KEY (`id`))".into(),
+        source: chunk_source,
+        tx: TxPlace {
+            index: 1,
+            last: false,
+        },
+    });
+    assert_eq!(
+        definition.position().to_string(),
+        format!("chunk:r3-19af:1:more:{}", source().gtid_position)
+    );
+    let records: Vec<StreamRecord> = records.into_iter().chain([definition]).collect();
     for (i, r) in records.iter().enumerate() {
         let e = enc.encode(r, 8).await.unwrap();
         assert!(e.key.is_none());

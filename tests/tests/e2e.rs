@@ -29,6 +29,13 @@
 //!   (`SNAPSHOT_ROWS`) that EU has never seen, and SF writes to it; each restarted producer
 //!   resumes the same snapshot at its next chunk (never from zero), and EU ends identical.
 //!
+//! - `a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical`: SF's producer is
+//!   stopped, SF changes rows and creates a table, and purges the binlog the producer needs;
+//!   the producer then refuses to start, naming `--recapture`; with it, the producer streams
+//!   from SF's current position and snapshots every captured table incrementally, and EU ends
+//!   identical, the new table included. (It purges SF's binlogs: any other pipeline reading
+//!   SF from an older position stops.)
+//!
 //! They start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
 use std::collections::BTreeMap;
@@ -128,6 +135,26 @@ impl Pipeline {
             .envs(self.envs())
             .current_dir(workspace_root())
             .output()
+            .unwrap()
+    }
+
+    /// Starts `binary` with `args` at a site, with that site's pipeline environment, in the
+    /// background; its output goes to `log` in the test's directory.
+    fn spawn_at(&self, binary: &str, site: &str, args: &[&str], log: &str) -> Child {
+        let bin = workspace_root().join("target/debug").join(binary);
+        let out = std::fs::File::create(self.dir.join(log)).unwrap();
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("eval \"$(scripts/pipeline.sh env {site})\" && exec \"$0\" \"$@\""),
+            ])
+            .arg(bin)
+            .args(args)
+            .envs(self.envs())
+            .current_dir(workspace_root())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
             .unwrap()
     }
 
@@ -843,6 +870,8 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
             "INSERT INTO k SELECT ELT(1 + seq % 4, 'eu', 'Us', 'ap', 'Ünï'), seq, CONCAT('k', seq) FROM seq_1_to_4000",
             "CREATE TABLE same (id INT PRIMARY KEY, v INT)",
             "INSERT INTO same SELECT seq, seq FROM seq_1_to_500",
+            "CREATE TABLE gone (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO gone SELECT seq, CONCAT('g', seq) FROM seq_1_to_300",
         ],
     )
     .await;
@@ -862,6 +891,8 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
             "UPDATE k SET v = NULL WHERE n % 59 = 2",
             // Before every region, between regions, within one, and past the last.
             "INSERT INTO k VALUES ('aa', 1, 'extra'), ('ep', 7, 'extra'), ('eu', 0, 'extra'), ('eu', 4001, 'extra'), ('zz', 1, 'extra')",
+            // A table lost altogether: the snapshot brings its definition too.
+            "DROP TABLE gone",
         ],
     )
     .await;
@@ -923,10 +954,14 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
         "the first comparison finds both tables different:\n{text}"
     );
     assert!(
+        first.contains(&format!("{db}.gone")) && first.contains("only on the source"),
+        "the first comparison finds the table missing on EU:\n{text}"
+    );
+    assert!(
         last.contains("verdict: IDENTICAL"),
         "the comparison after the repair is identical:\n{text}"
     );
-    // Exactly the differing tables were snapshotted.
+    // Exactly the differing and missing tables were snapshotted.
     let tables: String = query_one(
         &mut c,
         &format!(
@@ -936,7 +971,10 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
     .await;
     let mut tables: Vec<&str> = tables.split(',').collect();
     tables.sort();
-    assert_eq!(tables, [format!("{db}.k"), format!("{db}.t")]);
+    assert_eq!(
+        tables,
+        [format!("{db}.gone"), format!("{db}.k"), format!("{db}.t")]
+    );
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     verify(&p, std::slice::from_ref(&db));
     p.stop();
@@ -1142,4 +1180,136 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
     verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
+    let p = Pipeline::new("recap");
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT)",
+            "INSERT INTO t SELECT seq, CONCAT('v', seq), seq % 7 FROM seq_1_to_5000",
+        ],
+    )
+    .await;
+    p.start();
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    p.must("scripts/pipeline.sh", &["stop", "sf-producer"]);
+    // While the producer is away, SF changes rows and creates a table, then purges the binlog
+    // the producer would resume from.
+    exec_all(
+        &mut c,
+        [
+            "UPDATE t SET v = 'gap', n = NULL WHERE id % 10 = 1",
+            "DELETE FROM t WHERE id % 13 = 2",
+            "INSERT INTO t SELECT seq, CONCAT('new', seq), 0 FROM seq_5001_to_5500",
+            "CREATE TABLE born (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO born SELECT seq, seq * 2 FROM seq_1_to_200",
+            "FLUSH BINARY LOGS",
+        ],
+    )
+    .await;
+    let status: mysql_async::Row = c
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .expect("SF writes a binlog");
+    let file: String = status.get(0).unwrap();
+    // MariaDB keeps a file until InnoDB has checkpointed its transactions: purge until only the
+    // current file is left.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+            .await
+            .unwrap();
+        let logs: Vec<(String, u64)> = c.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.iter().all(|(f, _)| *f >= file) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SF keeps binlogs before {file}: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The producer cannot resume, and says how to go on.
+    let mut refused = p.spawn_at("continuum-producer", "sf", &[], "producer-refused.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = refused.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!(
+                "the producer kept running on a purged position:\n{}",
+                std::fs::read_to_string(p.dir.join("producer-refused.log")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(p.dir.join("producer-refused.log")).unwrap();
+    assert!(
+        !status.success() && log.contains("purged") && log.contains("--recapture"),
+        "the producer stops on the purged position, naming --recapture ({status}):\n{log}"
+    );
+    let mut recapture = p.spawn_at(
+        "continuum-producer",
+        "sf",
+        &["--recapture"],
+        "producer-recapture.log",
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let row: Option<(String, Option<String>, Option<String>)> = c
+            .exec_first(
+                "SELECT tables, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '.%') ORDER BY id DESC LIMIT 1",
+                (&db,),
+            )
+            .await
+            .unwrap();
+        if let Some((tables, Some(_), error)) = row {
+            assert_eq!(error, None, "the recapture's snapshot ends without error");
+            let mut tables: Vec<&str> = tables.split(',').collect();
+            tables.sort();
+            assert_eq!(
+                tables,
+                [format!("{db}.born"), format!("{db}.t")],
+                "every captured table"
+            );
+            break;
+        }
+        if let Some(st) = recapture.try_wait().unwrap() {
+            panic!(
+                "the producer with --recapture exited ({st}):\n{}",
+                std::fs::read_to_string(p.dir.join("producer-recapture.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recapture's snapshot is not done:\n{}",
+            tail_of(
+                &std::fs::read_to_string(p.dir.join("producer-recapture.log")).unwrap_or_default()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, std::slice::from_ref(&db));
+    let _ = recapture.kill();
+    let _ = recapture.wait();
+    p.stop();
+    drop_databases(&[db]).await;
+}
+
+/// The last 40 lines of `text`.
+fn tail_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

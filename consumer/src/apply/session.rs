@@ -553,6 +553,9 @@ impl Session {
             (StreamPosition::Chunk { id, .. }, _, StreamRecord::ChunkEnd(end)) => {
                 self.chunk_end(inc, id, end)
             }
+            (StreamPosition::Chunk { id, .. }, _, StreamRecord::SchemaChange(sc)) => {
+                self.chunk_definition(inc, id, sc)
+            }
             (StreamPosition::Snapshot { id, .. }, _, StreamRecord::Change(ev)) => {
                 self.snapshot_row(inc, id, ev, now)
             }
@@ -1148,6 +1151,15 @@ impl Session {
             "a table definition",
             self.ctx(inc, &sc.database, String::new()),
         )?;
+        self.after = After::Passed { commit: true };
+        let _ = now;
+        self.run_definition(inc, sc)
+    }
+
+    /// A snapshot's table definition (`CREATE ... IF NOT EXISTS`, nothing else): the batch
+    /// before it commits, then it runs on its own connection, under `consumer.apply.ddl`
+    /// (`stop` runs it: it changes nothing that exists).
+    fn run_definition(&mut self, inc: &Incoming, sc: &SchemaChange) -> Result<Actions, ApplyError> {
         let upper = sc.ddl.trim_start().to_ascii_uppercase();
         if !(upper.starts_with("CREATE TABLE IF NOT EXISTS")
             || upper.starts_with("CREATE DATABASE IF NOT EXISTS"))
@@ -1161,16 +1173,43 @@ impl Session {
                 fix: "find what wrote this record".into(),
             });
         }
-        // Rows of the previous table go in first; the definition runs on its own connection.
         let before = self.commit();
         let ddl = match self.ddl {
             DdlPolicy::Skip => DdlPolicy::Skip,
             DdlPolicy::Apply | DdlPolicy::Stop => DdlPolicy::Apply,
         };
         let at = Box::new(self.ctx(inc, &sc.database, String::new()));
-        self.after = After::Passed { commit: true };
-        let _ = now;
         Ok(vec![before, Action::SchemaChange { at, ddl }])
+    }
+
+    /// A table's definition at the start of its first chunk of incremental snapshot `id`: it
+    /// runs (the table may be missing here) unless the chunk is older than the replica; the
+    /// checkpoint stays before the chunk, as for its rows.
+    fn chunk_definition(
+        &mut self,
+        inc: &Incoming,
+        id: &str,
+        sc: &SchemaChange,
+    ) -> Result<Actions, ApplyError> {
+        self.check_chunk_place(inc, id, &sc.database, String::new())?;
+        let StreamPosition::Chunk { index, .. } = inc.pos else {
+            unreachable!("a chunk definition has a chunk position")
+        };
+        let c = self.chunk.get_or_insert_with(|| OpenChunk {
+            id: id.to_owned(),
+            next_index: index,
+            first_offset: inc.offset,
+            partial: index > 0,
+            keys: Vec::new(),
+            table: None,
+        });
+        c.next_index += 1;
+        self.after = After::Nothing;
+        if self.chunk_is_older(inc, &sc.source.gtid_position) {
+            self.stats.skipped += 1;
+            return Ok(vec![]);
+        }
+        self.run_definition(inc, sc)
     }
 }
 

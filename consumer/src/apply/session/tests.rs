@@ -1069,3 +1069,81 @@ fn a_chunk_row_inside_an_open_transaction_or_a_loading_snapshot_stops_apply() {
     );
     assert_fails_with(&did, "snapshot full is loading here");
 }
+
+/// Definition `index` of the first chunk of incremental snapshot `id` read at `at`.
+fn chunk_ddl(offset: i64, id: &str, index: u64, at: &str) -> Incoming {
+    let mut src = source(1);
+    src.gtid = None;
+    src.gtid_position = pos(at);
+    src.resume_position = pos(at);
+    src.snapshot_id = Some(id.into());
+    incoming(
+        offset,
+        StreamRecord::SchemaChange(SchemaChange {
+            database: "d".into(),
+            ddl: if index == 0 {
+                "CREATE DATABASE IF NOT EXISTS `d`".into()
+            } else {
+                "CREATE TABLE IF NOT EXISTS `d`.`t` (`id` bigint NOT NULL, PRIMARY KEY (`id`))"
+                    .into()
+            },
+            source: src,
+            tx: TxPlace { index, last: false },
+        }),
+    )
+}
+
+#[test]
+fn a_tables_first_chunk_runs_its_definitions_first_and_keeps_the_checkpoint_before_the_chunk() {
+    let mut s = session_at(0, "1-1-2", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            chunk_ddl(0, "r1-a", 0, "1-1-2"),
+            chunk_ddl(1, "r1-a", 1, "1-1-2"),
+            chunk_row(2, "r1-a", 2, false, "1-1-2", 7),
+            chunk_end(3, "r1-a", 3, "1-1-2", None, None),
+        ],
+    );
+    assert_eq!(
+        did.iter()
+            .filter(|d| !matches!(d, Did::Commit { .. }))
+            .cloned()
+            .collect::<Vec<_>>(),
+        [
+            ran_ddl(0),
+            ran_ddl(1),
+            buffered(2),
+            Did::Clean {
+                offset: 3,
+                keep: vec![7]
+            }
+        ],
+        "{did:?}"
+    );
+    // Nothing was committed past the chunk's start before its end.
+    assert!(
+        did.iter()
+            .all(|d| !matches!(d, Did::Commit { next, .. } if *next > 0)),
+        "{did:?}"
+    );
+    let mut out = Vec::new();
+    let a = s.on_signal();
+    carry_out(&mut s, -1, a, &mut out);
+    assert_eq!(commits(&out), [(4, "1-1-2".to_owned())]);
+    // An older chunk's definitions are skipped with it.
+    let mut s = session_at(0, "1-1-5", BIG);
+    let did = drive(
+        &mut s,
+        &[
+            chunk_ddl(0, "r1-a", 0, "1-1-2"),
+            chunk_ddl(1, "r1-a", 1, "1-1-2"),
+            chunk_end(2, "r1-a", 2, "1-1-2", None, None),
+        ],
+    );
+    assert!(
+        did.iter()
+            .all(|d| !matches!(d, Did::Ddl { .. } | Did::Clean { .. })),
+        "{did:?}"
+    );
+}
