@@ -149,20 +149,48 @@ pub async fn check_tables(
             }
             Some(_) => {}
         }
-        let pk: Option<u64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
+        let pk: Vec<(String, String)> = conn
+            .exec(
+                "SELECT k.COLUMN_NAME, c.DATA_TYPE FROM information_schema.KEY_COLUMN_USAGE k \
+                 JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME \
+                 WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.CONSTRAINT_NAME = 'PRIMARY' ORDER BY k.ORDINAL_POSITION",
                 (d, n),
             )
             .await
             .db(target)?;
-        if pk.unwrap_or(0) == 0 {
+        if pk.is_empty() {
             refused.push(format!(
                 "{t} has no primary key, so it cannot be read in key ranges"
             ));
         }
+        for (column, ty) in &pk {
+            if let Some(why) = unordered_key_type(ty) {
+                refused.push(format!(
+                    "{t} cannot be read in key ranges: its primary-key column {column} is {ty}, {why}"
+                ));
+            }
+        }
     }
     Ok(refused)
+}
+
+/// Why a primary-key column of data type `ty` (`information_schema.COLUMNS.DATA_TYPE`) cannot
+/// bound key ranges: a range `(pk) > (?)` must select exactly the keys after `?` in the key's
+/// own order, on both sites, and a chunk's end keeps its rows' keys by equality with their
+/// values as written. `None`: it can.
+pub fn unordered_key_type(ty: &str) -> Option<&'static str> {
+    match ty.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "double" | "char"
+        | "varchar" | "binary" | "varbinary" | "date" | "datetime" | "timestamp" | "time"
+        | "year" => None,
+        "enum" | "set" => Some("which sorts by member number but compares to a bound by text"),
+        "decimal" | "numeric" => {
+            Some("which MariaDB compares to a bound as a double, losing digits")
+        }
+        "float" => Some("whose single-precision values do not compare equal to their decimal form"),
+        "bit" => Some("which compares to a bound as text, not as a number"),
+        _ => Some("a type whose order Continuum does not bound keys by"),
+    }
 }
 
 /// Queues a request for `tables` (after [`check_tables`]) for the producer of `topic`; returns
@@ -242,6 +270,26 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_key_types_whose_order_bounds_compare_in_are_taken() {
+        for ok in [
+            "int",
+            "BIGINT",
+            "varchar",
+            "varbinary",
+            "datetime",
+            "timestamp",
+            "double",
+        ] {
+            assert_eq!(unordered_key_type(ok), None, "{ok}");
+        }
+        for bad in [
+            "enum", "set", "decimal", "float", "bit", "inet6", "uuid", "blob", "text",
+        ] {
+            assert!(unordered_key_type(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_tables_column_splits_into_names() {

@@ -1418,7 +1418,8 @@ async fn kill9_during_an_incremental_snapshot_resumes_at_the_next_chunk() {
 /// The verb checks the tables it is asked for before it queues anything, and refuses at once,
 /// with a non-zero exit and a message naming the table and the reason: a table that does not
 /// exist, one the producer does not capture (`producer.exclude`), one without a primary key
-/// (its chunks could not be read by key). No request is queued for them. A captured table with
+/// (its chunks could not be read by key), and ones keyed by a DECIMAL or an ENUM, whose key
+/// ranges MariaDB would not bound in the key's order. No request is queued for them. A captured table with
 /// a primary key is queued, as a control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_request_for_a_table_that_is_not_captured_or_has_no_primary_key_fails_clearly() {
@@ -1429,6 +1430,8 @@ async fn a_snapshot_request_for_a_table_that_is_not_captured_or_has_no_primary_k
             "CREATE TABLE {db}.t (id BIGINT PRIMARY KEY, v INT)",
             "CREATE TABLE {db}.nopk (a INT, b INT)",
             "CREATE TABLE {db}.excl (id INT PRIMARY KEY, v INT)",
+            "CREATE TABLE {db}.dec (id DECIMAL(30, 10) PRIMARY KEY, v INT)",
+            "CREATE TABLE {db}.en (k ENUM('z', 'a') NOT NULL, n INT NOT NULL, PRIMARY KEY (n, k))",
             "INSERT INTO {db}.nopk VALUES (1, 1), (2, 2)",
         ],
     )
@@ -1470,6 +1473,9 @@ async fn a_snapshot_request_for_a_table_that_is_not_captured_or_has_no_primary_k
             &["not captured", "exclude", "include", "not replicated"][..],
         ),
         (format!("{}.nopk", p.db), &["primary key"][..]),
+        // Keys whose bounds MariaDB would not compare in the key's order.
+        (format!("{}.dec", p.db), &["column id is decimal"][..]),
+        (format!("{}.en", p.db), &["column k is enum"][..]),
     ] {
         let started = Instant::now();
         let exit = Verb::start(&p, &["--table", &table])
