@@ -22,10 +22,16 @@
 //! primary moves past the orphans at the switchover (`promote --orphans discard`), so they never
 //! reach the new primary either.
 //!
+//! Refused, with nothing changed: an orphan that changed a table's definition. Reported, not
+//! undone: what a cascading foreign key changed when an orphan deleted (or changed the key of) a
+//! parent row, as MariaDB does not binlog it; the report lists those orphans, for `verify
+//! --repair`. Columns are planned as apply plans them (generated columns are never written).
+//!
 //! Limits: a `FLOAT` column is left out of the "still what the orphan left" test (a decimal
 //! literal does not compare equal to its single-precision value); a table without a primary key
 //! cannot tell a row of the new primary's from an identical orphan's.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,7 +44,6 @@ use serde::Serialize;
 use continuum_common::filter::TableFilter;
 use continuum_common::{db, SiteConfig};
 use continuum_producer::binlog::{BinlogReader, ReaderSettings, SourceEvent};
-use continuum_schemas::types::ColumnType;
 use continuum_schemas::{Gtid, GtidPosition, Op, Row, TableSchema};
 
 use crate::error::SiteDbError;
@@ -86,10 +91,30 @@ pub struct RewindReport {
     pub rows_kept: u64,
     /// `db.table: key` of each row kept.
     pub kept: Vec<String>,
+    /// Each orphan's delete (or key update) of a row that a foreign key with a cascading action
+    /// refers to: rows the cascade changed are not in the binlog, so the rewind cannot put them
+    /// back. `verify` against the new primary finds any; `verify --repair` brings them back.
+    pub cascading: Vec<String>,
 }
 
+/// The statements for each table the orphans touch, by `db.table`, as apply plans them on this
+/// server ([`crate::target`]: generated columns left out, cascading foreign keys found).
+pub type Plans = HashMap<String, Arc<RowStatements>>;
+
+fn plan<'a>(plans: &'a Plans, c: &RowChange) -> Result<&'a RowStatements, LiteralError> {
+    plans
+        .get(&c.table.qualified_name())
+        .map(|p| p.as_ref())
+        .ok_or_else(|| LiteralError {
+            column: String::new(),
+            reason: format!("no statements planned for {}", c.table.qualified_name()),
+        })
+}
+
+/// Statements for `t` with every column written (tests, where no server plans them).
+#[cfg(test)]
 fn statements(t: &TableSchema) -> RowStatements {
-    let cols: Vec<(usize, ColumnType, String)> = t
+    let cols: Vec<(usize, continuum_schemas::types::ColumnType, String)> = t
         .columns
         .iter()
         .enumerate()
@@ -121,14 +146,14 @@ fn image(c: &RowChange, before: bool) -> Result<&Row, LiteralError> {
 
 /// The orphans as SQL, forward and in commit order: one transaction each, for the operator to
 /// review and, if wanted, run at the new primary.
-pub fn forward_sql(txs: &[OrphanTx]) -> Result<String, LiteralError> {
+pub fn forward_sql(txs: &[OrphanTx], plans: &Plans) -> Result<String, LiteralError> {
     let mut out = String::new();
     for tx in txs {
         let when = continuum_schemas::types::DateTime::from_epoch_micros(tx.commit_ts_ms * 1000);
         writeln!(out, "-- orphan {} committed {when} UTC", tx.gtid).expect("writing to a String");
         out.push_str("START TRANSACTION;\n");
         for c in &tx.changes {
-            let s = statements(&c.table);
+            let s = plan(plans, c)?;
             match c.op {
                 Op::Insert | Op::Read => {
                     out.push_str(&s.insert_prefix());
@@ -152,11 +177,11 @@ pub fn forward_sql(txs: &[OrphanTx]) -> Result<String, LiteralError> {
 
 /// The statements that undo `txs`, in the order to run them: the last change of the last
 /// transaction first. Each applies only where the row is what the orphan left.
-pub fn inverse(txs: &[OrphanTx]) -> Result<Vec<Inverse>, LiteralError> {
+pub fn inverse(txs: &[OrphanTx], plans: &Plans) -> Result<Vec<Inverse>, LiteralError> {
     let mut out = Vec::new();
     for tx in txs.iter().rev() {
         for c in tx.changes.iter().rev() {
-            let s = statements(&c.table);
+            let s = plan(plans, c)?;
             let mut sql = String::new();
             let (key_row, reinsert) = match c.op {
                 // Inserted: delete it, if it is still the inserted row.
@@ -323,6 +348,62 @@ async fn read_orphans(
     Ok(out)
 }
 
+/// Plans the statements of every table `txs` touch, refusing a table that does not match its
+/// rows here. Also returns what the binlog cannot say: each delete of a row, or update of a
+/// column, that a foreign key with a cascading action refers to (MariaDB does not binlog the
+/// rows a cascade changed, so if the cascade changed any, the rewind cannot put them back).
+async fn plan_all(
+    conn: &mut mysql_async::Conn,
+    target: &str,
+    txs: &[OrphanTx],
+) -> Result<(Plans, Vec<String>), String> {
+    let mut cascading = Vec::new();
+    let mut targets = crate::target::Targets::new();
+    let mut plans = Plans::new();
+    for tx in txs {
+        for c in &tx.changes {
+            let name = c.table.qualified_name();
+            if !plans.contains_key(&name) {
+                let planned = match targets.plan(conn, target, &c.table).await {
+                    Ok(Ok(p)) if p.missing.is_empty() => p,
+                    Ok(Ok(p)) => {
+                        return Err(format!(
+                            "orphan {} changed columns {} of {name} that the table no longer has; nothing was changed",
+                            tx.gtid,
+                            p.missing.join(", ")
+                        ))
+                    }
+                    Ok(Err(why)) => return Err(format!("orphan {}: {why}; nothing was changed", tx.gtid)),
+                    Err(e) => return Err(e.to_string()),
+                };
+                plans.insert(name.clone(), planned.stmts);
+            }
+            let s = &plans[&name];
+            let cascades = match (c.op, &c.before, &c.after) {
+                (Op::Delete, _, _) => s.cascade_delete,
+                (Op::Update, Some(b), Some(a)) => s.needs_cascading_update(b, a),
+                _ => false,
+            };
+            if cascades {
+                cascading.push(format!(
+                    "{} {} {name}: {}",
+                    tx.gtid,
+                    if c.op == Op::Delete {
+                        "deleted"
+                    } else {
+                        "updated"
+                    },
+                    c.before
+                        .as_ref()
+                        .map(|r| s.describe_key(r))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok((plans, cascading))
+}
+
 /// Rewinds the orphans of `report` (at its source site), writing the SQL file at `sql_file`.
 pub async fn rewind(
     cfg: &SiteConfig,
@@ -348,9 +429,17 @@ pub async fn rewind(
             site.to_owned(),
         ));
     }
+    let dbc = cfg.database_of(site)?;
+    let target = db::describe(dbc);
+    let opts = db::opts(dbc, &[])?;
+    let refuse = |why: String| OrphansError::Binlog(why, site.to_owned());
+    let mut conn = crate::writer::connect(&opts, &target)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    let (plans, cascading) = plan_all(&mut conn, &target, &txs).await.map_err(refuse)?;
     let literal = |e: LiteralError| OrphansError::Binlog(e.to_string(), site.to_owned());
-    let forward = forward_sql(&txs).map_err(literal)?;
-    let undo = inverse(&txs).map_err(literal)?;
+    let forward = forward_sql(&txs, &plans).map_err(literal)?;
+    let undo = inverse(&txs, &plans).map_err(literal)?;
     let io = |e: std::io::Error| {
         OrphansError::Binlog(
             format!("writing {}: {e}; nothing was changed", sql_file.display()),
@@ -369,9 +458,6 @@ pub async fn rewind(
         f.sync_all().map_err(io)?;
     }
 
-    let dbc = cfg.database_of(site)?;
-    let target = db::describe(dbc);
-    let opts = db::opts(dbc, &[])?;
     let at = |what: &'static str| SiteDbError::at(site, &target, what);
     // Nothing applies the new primary's writes here meanwhile: the rewind goes first.
     let applied_topic = cfg.topic_of(&report.replica)?;
@@ -392,15 +478,13 @@ pub async fn rewind(
         }
         Err(e) => return Err(OrphansError::Binlog(e.to_string(), site.to_owned())),
     };
-    let mut conn = crate::writer::connect(&opts, &target)
-        .await
-        .map_err(|e| OrphansError::Binlog(e.to_string(), site.to_owned()))?;
     conn.query_drop("START TRANSACTION")
         .await
         .map_err(at("starting the rewind's transaction"))?;
     let mut out = RewindReport {
         sql_file: Some(sql_file.to_owned()),
         transactions: txs.len(),
+        cascading,
         ..Default::default()
     };
     for inv in &undo {
@@ -444,6 +528,12 @@ pub fn render(r: &RewindReport) -> String {
     for k in &r.kept {
         out.push_str(&format!("  kept {k}\n"));
     }
+    if !r.cascading.is_empty() {
+        out.push_str("rewind: these orphans deleted (or changed the key of) rows that foreign keys with cascading actions refer to; rows the cascade changed are not in the binlog and were not put back. Once this site has caught up with the new primary, run `continuum-consumer verify --repair` here to bring back any:\n");
+        for c in &r.cascading {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
     out
 }
 
@@ -469,6 +559,11 @@ mod tests {
         }
     }
 
+    fn plans() -> Plans {
+        let t = t();
+        Plans::from([(t.qualified_name(), Arc::new(statements(&t)))])
+    }
+
     fn txs() -> Vec<OrphanTx> {
         vec![
             OrphanTx {
@@ -489,7 +584,7 @@ mod tests {
 
     #[test]
     fn the_orphans_are_written_forward_one_transaction_each() {
-        let sql = forward_sql(&txs()).unwrap();
+        let sql = forward_sql(&txs(), &plans()).unwrap();
         let stmts: Vec<&str> = sql
             .lines()
             .filter(|l| !l.starts_with("--") && !l.is_empty())
@@ -514,7 +609,7 @@ mod tests {
 
     #[test]
     fn the_inverses_run_last_change_first_and_apply_only_to_the_row_the_orphan_left() {
-        let inv = inverse(&txs()).unwrap();
+        let inv = inverse(&txs(), &plans()).unwrap();
         let order: Vec<(u64, &str, bool)> = inv
             .iter()
             .map(|i| (i.gtid.seq, i.sql.split(' ').next().unwrap(), i.reinsert))
