@@ -670,12 +670,19 @@ async fn repair(
     let topic = cfg.topic_of(&source_site)?;
     let mut src = connect("source", cfg.database_of(&source_site)?).await?;
     let mut rep = connect("replica", &cfg.database).await?;
-    // A table the incremental snapshot refuses (no primary key, say) is named, not tried.
+    // A table the incremental snapshot refuses (no primary key, not captured by the producer,
+    // whose rules are taken to be this configuration's, as `orphans` does) is named, not tried.
+    let filter = continuum_common::filter::TableFilter::new(&cfg.producer)?;
     let mut refused = Vec::new();
     let mut take = Vec::new();
     for t in tables {
-        let why = request::check_tables(&mut src.conn, &src.target, None, std::slice::from_ref(t))
-            .await?;
+        let why = request::check_tables(
+            &mut src.conn,
+            &src.target,
+            Some(&filter),
+            std::slice::from_ref(t),
+        )
+        .await?;
         if why.is_empty() {
             take.push(t.clone());
         } else {
@@ -692,7 +699,7 @@ async fn repair(
         eprintln!("repair: not repaired by a snapshot: {}", refused.join("; "));
     }
     let tables = take.as_slice();
-    let id = request::submit(&mut src.conn, &src.target, &topic, None, tables).await?;
+    let id = request::submit(&mut src.conn, &src.target, &topic, Some(&filter), tables).await?;
     eprintln!(
         "repair: snapshot request {id} queued on {source_site} for {} (for the producer of {topic}); waiting up to {}",
         tables.join(", "),
@@ -734,9 +741,9 @@ async fn repair(
     Ok((id, rows))
 }
 
-/// The human form of a repair.
+/// The human form of a repair, after the first comparison's (printed before the repair).
 pub fn render_repaired(r: &Repaired) -> String {
-    let mut out = render(&r.before);
+    let mut out = String::new();
     if !r.plan.cannot.is_empty() {
         out.push_str("repair: cannot repair by a snapshot:\n");
         for c in &r.plan.cannot {
@@ -764,6 +771,11 @@ pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError
     if !args.repair || report.identical {
         crate::report::print(&report, args.json, render);
         return Ok(report.identical);
+    }
+    // The first comparison is shown before the repair starts, so a repair that fails still
+    // leaves the operator what differs (with --json, the whole report comes at the end).
+    if !args.json {
+        print!("{}", render(&report));
     }
     let plan = repair_plan(&report);
     let mut done = Repaired {
