@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 
+use std::time::{Duration, Instant};
+
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -152,17 +154,29 @@ pub async fn check(
             fix: "choose another producer.server_id (CONTINUUM_PRODUCER_SERVER_ID)".into(),
         });
     }
-    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.db(target)?;
-    for r in replicas {
-        let id: Option<u32> = r.get("Server_id");
-        if id == Some(our_server_id) {
+    // A registration that goes away within the grace period was this producer's own binlog
+    // connection, dropped by the session that just ended: the server forgets a replica only once
+    // its dump thread notices the closed socket. One that stays is another replica.
+    let grace = Duration::from_secs(30);
+    let started = Instant::now();
+    loop {
+        let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.db(target)?;
+        let taken = replicas
+            .iter()
+            .any(|r| r.get::<Option<u32>, _>("Server_id").flatten() == Some(our_server_id));
+        if !taken {
+            break;
+        }
+        if started.elapsed() >= grace {
             return Err(ProducerError::Preflight {
                 setting: "producer.server_id".into(),
                 expected: "an id no other replica of the source uses".into(),
-                actual: format!("{our_server_id}, already registered by a replica of {target} (SHOW SLAVE HOSTS)"),
+                actual: format!("{our_server_id}, already registered by a replica of {target} (SHOW SLAVE HOSTS), still after {}s", grace.as_secs()),
                 fix: "choose another producer.server_id (CONTINUUM_PRODUCER_SERVER_ID); two replicas with one id disconnect each other".into(),
             });
         }
+        tracing::info!(server_id = our_server_id, "the source still lists a replica with this producer's server_id (a connection of a session that just ended, or another replica); looking again in a second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     // Tables without a primary key.
