@@ -351,6 +351,22 @@ pub enum NoPrimaryKey {
     Exclude,
 }
 
+/// How the producer fills an empty topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstSnapshot {
+    /// One consistent snapshot of every captured table (default): apply empties each table at
+    /// its START and loads it; any table, with or without a primary key.
+    #[default]
+    Consistent,
+    /// Stream from the source's current position, every captured table defined there, and
+    /// snapshot every captured table incrementally (docs/snapshot.md): no long transaction on
+    /// the source, resumable at the next chunk, and the replica's rows are replaced and cleaned
+    /// in place, not emptied first. Every captured table needs a primary key of a type that
+    /// bounds key ranges, and InnoDB; the producer refuses to start otherwise, naming them.
+    Incremental,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProducerConfig {
@@ -387,6 +403,8 @@ pub struct ProducerConfig {
     /// at `snapshot_chunk_rows` rows or at this many bytes, whichever comes first (at least one
     /// row), so a table of wide BLOBs is read a few rows at a time. Default 32 MiB.
     pub snapshot_chunk_bytes: usize,
+    /// How an empty topic is filled: `consistent` (default) or `incremental` ([`FirstSnapshot`]).
+    pub first_snapshot: FirstSnapshot,
     /// Upper bound of the reconnect backoff. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
@@ -409,6 +427,7 @@ impl Default for ProducerConfig {
             heartbeat_interval: Duration::from_secs(1),
             snapshot_chunk_rows: 10_000,
             snapshot_chunk_bytes: 32 << 20,
+            first_snapshot: FirstSnapshot::Consistent,
             max_retry_delay: Duration::from_secs(10),
             metrics_listen: "127.0.0.1:9101".parse().unwrap(),
         }
@@ -732,6 +751,7 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
     var("CONTINUUM_PRODUCER_INCLUDE", "producer.include").list(),
     var("CONTINUUM_PRODUCER_EXCLUDE", "producer.exclude").list(),
     var("CONTINUUM_PRODUCER_SERVER_ID", "producer.server_id"),
+    var("CONTINUUM_PRODUCER_FIRST_SNAPSHOT", "producer.first_snapshot"),
     var("CONTINUUM_PRODUCER_METRICS_LISTEN", "producer.metrics_listen"),
     var("CONTINUUM_CONSUMER_METRICS_LISTEN", "consumer.metrics_listen"),
     var("CONTINUUM_LOG_FORMAT", "log.format"),

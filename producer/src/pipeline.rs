@@ -14,7 +14,7 @@ use metrics::{counter, gauge};
 use mysql_async::{Conn, Opts};
 
 use crate::metrics as m;
-use continuum_common::config::SiteConfig;
+use continuum_common::config::{FirstSnapshot, SiteConfig};
 use continuum_common::lock::{LockError, NamedLock, Wait};
 use continuum_common::observe::{now_ms, Health, Status};
 use continuum_common::supervise::{Shutdown, Supervisor};
@@ -203,10 +203,14 @@ impl Producer {
         let mut start = resume::from_last(last.as_ref().map(|l| l.position.clone()));
         let mut start_at = None;
         let mut recapturing = false;
-        if first {
+        let mut resnapshot = false;
+        // The flags act on the first session; `--recapture` also on a retry before its mark
+        // was delivered.
+        if first || self.initial == Initial::Recapture {
             match std::mem::replace(&mut self.initial, Initial::Resume) {
                 Initial::Resume => {}
                 Initial::Resnapshot => {
+                    resnapshot = true;
                     start = Start::Snapshot {
                         reason: "--resnapshot was given".into(),
                     }
@@ -240,16 +244,28 @@ impl Producer {
                                 self.topic, l.offset, l.position
                             )));
                         }
-                        let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+                        // Until its mark is in the topic, a retried session recaptures again.
+                        self.initial = Initial::Recapture;
                         let (now, id, tables) =
-                            request::recapture(&mut conn, &self.target, &self.topic, &filter)
-                                .await?;
-                        tracing::warn!(topic = %self.topic, from = %l.position, to = %now, request = id, tables = tables.len(), "--recapture: streaming from the source's current position; what the topic lacks before it comes with the incremental snapshot of every captured table");
+                            self.incremental_start(sink, &filter, &facts).await?;
+                        self.initial = Initial::Resume;
+                        tracing::warn!(topic = %self.topic, from = %l.position, to = %now, request = id, tables, "--recapture: streaming from the source's current position, every captured table defined there; what the topic lacks before it comes with the incremental snapshot of every captured table");
                         start = Start::At(now);
                         recapturing = true;
                     }
                 },
             }
+        }
+        // `producer.first_snapshot = "incremental"`: an empty topic starts as a recapture does.
+        if last.is_none()
+            && start_at.is_none()
+            && !resnapshot
+            && !facts.read_only
+            && self.cfg.producer.first_snapshot == FirstSnapshot::Incremental
+        {
+            let (now, id, tables) = self.incremental_start(sink, &filter, &facts).await?;
+            tracing::info!(topic = %self.topic, position = %now, request = id, tables, "the topic is empty: streaming from the source's current position, every captured table defined there, and snapshotting every captured table incrementally (producer.first_snapshot = incremental)");
+            start = Start::At(now);
         }
         match &last {
             Some(resume::LastRecord {
@@ -326,6 +342,36 @@ impl Producer {
             snapshot: resumed,
         };
         self.stream(sink, lock, filter, facts, from).await
+    }
+
+    /// Where an incremental capture of every table starts (`--recapture`, or an empty topic with
+    /// `producer.first_snapshot = "incremental"`): the source's current position, with a request
+    /// queued for every captured table, and the topic marked there with their definitions
+    /// (delivered before this returns). Returns the position, the request and its table count.
+    async fn incremental_start(
+        &self,
+        sink: &mut Sink,
+        filter: &TableFilter,
+        facts: &SourceFacts,
+    ) -> Result<(GtidPosition, u64, usize), ProducerError> {
+        let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+        let (now, id, tables) =
+            request::recapture(&mut conn, &self.target, &self.topic, filter).await?;
+        drop(conn);
+        let settings = SnapshotSettings {
+            opts: self.opts.clone(),
+            target: &self.target,
+            filter,
+            chunk_rows: self.cfg.producer.snapshot_chunk_rows,
+            chunk_bytes: self.cfg.producer.snapshot_chunk_bytes,
+            server_id: facts.server_id,
+            replica_server_id: self.cfg.producer.server_id,
+            no_pk: self.cfg.producer.tables_without_primary_key,
+        };
+        snapshot::mark_definitions(settings, sink, &now, &tables).await?;
+        sink.flush().await?;
+        sink.check()?;
+        Ok((now, id, tables.len()))
     }
 
     async fn stream(

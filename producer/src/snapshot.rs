@@ -354,6 +354,68 @@ pub async fn mark_start(
     Ok(position)
 }
 
+/// `--recapture`'s mark: an empty snapshot (START and END over no tables) at `position`, holding
+/// the definitions (`CREATE ... IF NOT EXISTS`, as of now) of `tables`. So the replica has every
+/// captured table before the stream from `position` writes to it, however long the incremental
+/// snapshot that follows takes to reach a table created while the binlog was lost.
+pub async fn mark_definitions(
+    s: SnapshotSettings<'_>,
+    sink: &mut Sink,
+    position: &GtidPosition,
+    tables: &[String],
+) -> Result<(), ProducerError> {
+    let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
+    let id = new_snapshot_id();
+    let marker = |phase| {
+        StreamRecord::Snapshot(SnapshotMarker {
+            snapshot_id: id.clone(),
+            phase,
+            server_id: s.server_id,
+            position: position.clone(),
+            tables: Vec::new(),
+            ts_ms: continuum_common::observe::now_ms(),
+        })
+    };
+    let source = SourceInfo {
+        server_id: s.server_id,
+        gtid: None,
+        gtid_position: position.clone(),
+        resume_position: position.clone(),
+        binlog: BinlogPosition::new(String::new(), 0),
+        commit_ts_ms: continuum_common::observe::now_ms(),
+        snapshot_id: Some(id.clone()),
+    };
+    let ddl = |database: &str, ddl: String| {
+        StreamRecord::SchemaChange(SchemaChange {
+            database: database.to_owned(),
+            ddl,
+            source: source.clone(),
+            tx: TxPlace {
+                index: 0,
+                last: true,
+            },
+        })
+    };
+    sink.send(&marker(SnapshotPhase::Start)).await?;
+    let mut created_dbs = std::collections::BTreeSet::new();
+    for t in tables {
+        let (db, table) = t
+            .split_once('.')
+            .ok_or_else(|| ProducerError::Snapshot(format!("'{t}' is not db.table")))?;
+        if created_dbs.insert(db.to_owned()) {
+            sink.send(&ddl(
+                db,
+                format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(db)),
+            ))
+            .await?;
+        }
+        let planned = plan_table(&mut conn, &s.opts, s.no_pk, s.target, db, table, 0).await?;
+        sink.send(&ddl(db, planned.create)).await?;
+    }
+    sink.send(&marker(SnapshotPhase::End)).await?;
+    Ok(())
+}
+
 /// A snapshot transaction whose table definitions are those of its consistent view.
 struct Begun {
     conn: Conn,

@@ -32,9 +32,15 @@
 //! - `a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical`: SF's producer is
 //!   stopped, SF changes rows and creates a table, and purges the binlog the producer needs;
 //!   the producer then refuses to start, naming `--recapture`; with it, the producer streams
-//!   from SF's current position and snapshots every captured table incrementally, and EU ends
+//!   from SF's current position (defining every captured table there) and snapshots every
+//!   captured table incrementally, while SF writes to the new table at once; EU ends
 //!   identical, the new table included. (It purges SF's binlogs: any other pipeline reading
 //!   SF from an older position stops.)
+//!
+//! - `an_empty_topic_is_filled_by_an_incremental_snapshot_when_so_configured`: with
+//!   `producer.first_snapshot = "incremental"`, a new pipeline over SF tables that EU lacks
+//!   streams from SF's current position and snapshots the tables incrementally, while SF
+//!   writes; EU gets the tables and ends identical.
 //!
 //! They start and stop the shared pipeline, so this suite runs on its own (--test-threads=1).
 
@@ -52,12 +58,24 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 
+/// A process killed (by its PID) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The pipeline of the local stack, confined to this test's databases and topics.
 struct Pipeline {
     prefix: String,
     sf_topic: String,
     eu_topic: String,
     dir: PathBuf,
+    /// More environment for its processes and verbs.
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Pipeline {
@@ -70,6 +88,7 @@ impl Pipeline {
             eu_topic: format!("{prefix}.eu.cdc"),
             prefix,
             dir,
+            extra: Vec::new(),
         }
     }
 
@@ -80,6 +99,9 @@ impl Pipeline {
             ("CONTINUUM_EU_TOPIC", self.eu_topic.clone()),
             ("CONTINUUM_LOG", "info".into()),
         ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        .collect()
     }
 
     fn script(&self, script: &str, args: &[&str]) -> Output {
@@ -139,8 +161,9 @@ impl Pipeline {
     }
 
     /// Starts `binary` with `args` at a site, with that site's pipeline environment, in the
-    /// background; its output goes to `log` in the test's directory.
-    fn spawn_at(&self, binary: &str, site: &str, args: &[&str], log: &str) -> Child {
+    /// background; its output goes to `log` in the test's directory. It is killed when the
+    /// handle is dropped (a failing test leaves no process behind).
+    fn spawn_at(&self, binary: &str, site: &str, args: &[&str], log: &str) -> Killed {
         let bin = workspace_root().join("target/debug").join(binary);
         let out = std::fs::File::create(self.dir.join(log)).unwrap();
         Command::new("bash")
@@ -155,6 +178,7 @@ impl Pipeline {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
+            .map(Killed)
             .unwrap()
     }
 
@@ -1242,11 +1266,10 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
     let mut refused = p.spawn_at("continuum-producer", "sf", &[], "producer-refused.log");
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        if let Some(st) = refused.try_wait().unwrap() {
+        if let Some(st) = refused.0.try_wait().unwrap() {
             break st;
         }
         if Instant::now() > deadline {
-            let _ = refused.kill();
             panic!(
                 "the producer kept running on a purged position:\n{}",
                 std::fs::read_to_string(p.dir.join("producer-refused.log")).unwrap_or_default()
@@ -1265,6 +1288,45 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
         &["--recapture"],
         "producer-recapture.log",
     );
+    // Once the recapture has queued its request (so after the position it streams from), SF
+    // writes to the table created in the gap, before the snapshot reaches it: EU must have the
+    // table already (the recapture's mark defines every captured table).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let queued: Option<u64> = c
+            .exec_first(
+                "SELECT COUNT(*) FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '.born%')",
+                (&db,),
+            )
+            .await
+            .unwrap();
+        if queued.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recapture queues no request:\n{}",
+            tail_of(
+                &std::fs::read_to_string(p.dir.join("producer-recapture.log")).unwrap_or_default()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..20 {
+        c.query_drop(format!(
+            "INSERT INTO `{db}`.born VALUES ({}, {i})",
+            1000 + i
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "UPDATE `{db}`.t SET n = {i} WHERE id = {}",
+            3 + i * 7
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let row: Option<(String, Option<String>, Option<String>)> = c
@@ -1285,7 +1347,7 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
             );
             break;
         }
-        if let Some(st) = recapture.try_wait().unwrap() {
+        if let Some(st) = recapture.0.try_wait().unwrap() {
             panic!(
                 "the producer with --recapture exited ({st}):\n{}",
                 std::fs::read_to_string(p.dir.join("producer-recapture.log")).unwrap_or_default()
@@ -1302,8 +1364,7 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
     }
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     verify(&p, std::slice::from_ref(&db));
-    let _ = recapture.kill();
-    let _ = recapture.wait();
+    drop(recapture);
     p.stop();
     drop_databases(&[db]).await;
 }
@@ -1312,4 +1373,66 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
 fn tail_of(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_topic_is_filled_by_an_incremental_snapshot_when_so_configured() {
+    let mut p = Pipeline::new("first");
+    p.extra
+        .push(("CONTINUUM_PRODUCER_FIRST_SNAPSHOT", "incremental".into()));
+    let db = p.databases(1).remove(0);
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    exec_all(
+        &mut c,
+        [
+            &format!("CREATE DATABASE `{db}`"),
+            &format!("USE `{db}`"),
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL, n INT)",
+            "INSERT INTO t SELECT seq, CONCAT('v', seq), seq % 7 FROM seq_1_to_30000",
+            "CREATE TABLE k (region VARCHAR(20) NOT NULL, n INT NOT NULL, PRIMARY KEY (region, n))",
+            "INSERT INTO k SELECT ELT(1 + seq % 3, 'eu', 'us', 'ap'), seq FROM seq_1_to_3000",
+        ],
+    )
+    .await;
+    p.start();
+    // SF writes while the first snapshot runs.
+    for i in 0..50u64 {
+        c.query_drop(format!(
+            "UPDATE `{db}`.t SET v = 'w{i}' WHERE id = {}",
+            1 + i * 397
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!("DELETE FROM `{db}`.t WHERE id = {}", 2 + i * 401))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let row: Option<(String, Option<String>, Option<String>)> = c
+            .exec_first(
+                "SELECT tables, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '.%') ORDER BY id DESC LIMIT 1",
+                (&db,),
+            )
+            .await
+            .unwrap();
+        if let Some((tables, Some(_), error)) = row {
+            assert_eq!(error, None, "the first snapshot ends without error");
+            let mut tables: Vec<&str> = tables.split(',').collect();
+            tables.sort();
+            assert_eq!(tables, [format!("{db}.k"), format!("{db}.t")]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the incremental first snapshot is not done"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, std::slice::from_ref(&db));
+    p.stop();
+    drop_databases(&[db]).await;
 }
