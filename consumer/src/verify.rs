@@ -416,9 +416,12 @@ async fn row_sums(
         .collect())
 }
 
-/// Runs the comparison.
-pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, VerifyError> {
-    let started = Instant::now();
+/// The source site (`--source`, else `consumer.apply.source_site`, else the other site), its
+/// changelog topic, and connections to its database and to this replica.
+async fn sides(
+    cfg: &SiteConfig,
+    args: &VerifyArgs,
+) -> Result<(String, String, Side, Side), VerifyError> {
     let source_site = chosen_or_other_site(
         cfg,
         args.source
@@ -427,8 +430,15 @@ pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, Verif
         "verify --source",
     )?;
     let topic = cfg.topic_of(&source_site)?;
-    let mut src = connect("source", cfg.database_of(&source_site)?).await?;
-    let mut rep = connect("replica", &cfg.database).await?;
+    let src = connect("source", cfg.database_of(&source_site)?).await?;
+    let rep = connect("replica", &cfg.database).await?;
+    Ok((source_site, topic, src, rep))
+}
+
+/// Runs the comparison.
+pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let (source_site, topic, mut src, mut rep) = sides(cfg, args).await?;
     let mut report = Report {
         source_site: source_site.clone(),
         replica_site: cfg.site.clone(),
@@ -660,16 +670,7 @@ async fn repair(
     tables: &[String],
 ) -> Result<(u64, u64), VerifyError> {
     use continuum_common::request::{self, Ended};
-    let source_site = chosen_or_other_site(
-        cfg,
-        args.source
-            .as_ref()
-            .or(cfg.consumer.apply.source_site.as_ref()),
-        "verify --source",
-    )?;
-    let topic = cfg.topic_of(&source_site)?;
-    let mut src = connect("source", cfg.database_of(&source_site)?).await?;
-    let mut rep = connect("replica", &cfg.database).await?;
+    let (source_site, topic, mut src, mut rep) = sides(cfg, args).await?;
     // A table the incremental snapshot refuses (no primary key, not captured by the producer,
     // whose rules are taken to be this configuration's, as `orphans` does) is named, not tried.
     let filter = continuum_common::filter::TableFilter::new(&cfg.producer)?;

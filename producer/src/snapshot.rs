@@ -354,6 +354,37 @@ pub async fn mark_start(
     Ok(position)
 }
 
+/// Sends a table's definition as a consistent snapshot carries it: its database's first (once
+/// per database, `created` keeps which), then `create` (`CREATE TABLE IF NOT EXISTS ...`).
+async fn send_definition(
+    sink: &mut Sink,
+    source: &SourceInfo,
+    created: &mut std::collections::BTreeSet<String>,
+    db: &str,
+    create: String,
+) -> Result<(), ProducerError> {
+    let ddl = |ddl: String| {
+        StreamRecord::SchemaChange(SchemaChange {
+            database: db.to_owned(),
+            ddl,
+            source: source.clone(),
+            tx: TxPlace {
+                index: 0,
+                last: true,
+            },
+        })
+    };
+    if created.insert(db.to_owned()) {
+        sink.send(&ddl(format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            quote_ident(db)
+        )))
+        .await?;
+    }
+    sink.send(&ddl(create)).await?;
+    Ok(())
+}
+
 /// `--recapture`'s mark: an empty snapshot (START and END over no tables) at `position`, holding
 /// the definitions (`CREATE ... IF NOT EXISTS`, as of now) of `tables`. So the replica has every
 /// captured table before the stream from `position` writes to it, however long the incremental
@@ -385,32 +416,14 @@ pub async fn mark_definitions(
         commit_ts_ms: continuum_common::observe::now_ms(),
         snapshot_id: Some(id.clone()),
     };
-    let ddl = |database: &str, ddl: String| {
-        StreamRecord::SchemaChange(SchemaChange {
-            database: database.to_owned(),
-            ddl,
-            source: source.clone(),
-            tx: TxPlace {
-                index: 0,
-                last: true,
-            },
-        })
-    };
     sink.send(&marker(SnapshotPhase::Start)).await?;
     let mut created_dbs = std::collections::BTreeSet::new();
     for t in tables {
         let (db, table) = t
             .split_once('.')
             .ok_or_else(|| ProducerError::Snapshot(format!("'{t}' is not db.table")))?;
-        if created_dbs.insert(db.to_owned()) {
-            sink.send(&ddl(
-                db,
-                format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(db)),
-            ))
-            .await?;
-        }
         let planned = plan_table(&mut conn, &s.opts, s.no_pk, s.target, db, table, 0).await?;
-        sink.send(&ddl(db, planned.create)).await?;
+        send_definition(sink, &source, &mut created_dbs, db, planned.create).await?;
     }
     sink.send(&marker(SnapshotPhase::End)).await?;
     Ok(())
@@ -601,29 +614,11 @@ pub async fn run(
         commit_ts_ms: now_ms,
         snapshot_id: Some(id.clone()),
     };
-    let ddl = |database: &str, ddl: String| {
-        StreamRecord::SchemaChange(SchemaChange {
-            database: database.to_owned(),
-            ddl,
-            source: source.clone(),
-            tx: TxPlace {
-                index: 0,
-                last: true,
-            },
-        })
-    };
     let mut created_dbs = std::collections::BTreeSet::new();
     for plan in &plans {
         let t = &plan.shape;
         // The table's definition travels with its rows, so an empty replica needs no setup.
-        if created_dbs.insert(t.db.clone()) {
-            sink.send(&ddl(
-                &t.db,
-                format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&t.db)),
-            ))
-            .await?;
-        }
-        sink.send(&ddl(&t.db, plan.create.clone())).await?;
+        send_definition(sink, &source, &mut created_dbs, &t.db, plan.create.clone()).await?;
         let pk_cols: Vec<String> = t
             .primary_key
             .iter()

@@ -890,6 +890,22 @@ impl Session {
         Ok(())
     }
 
+    /// The chunk that record `index` of snapshot `id` belongs to, opened at its first record
+    /// (or, marked partial, at a later one when the session began inside it), and moved past
+    /// the record. The caller checked the record follows the open chunk, if any (`on_record`).
+    fn chunk_record(&mut self, inc: &Incoming, id: &str, index: u64) -> &mut OpenChunk {
+        let c = self.chunk.get_or_insert_with(|| OpenChunk {
+            id: id.to_owned(),
+            next_index: index,
+            first_offset: inc.offset,
+            partial: index > 0,
+            keys: Vec::new(),
+            table: None,
+        });
+        c.next_index += 1;
+        c
+    }
+
     /// Whether a chunk at `position` is older than the replica: the checkpoint is past it (a
     /// replay's records, or the topic of another cluster). Then neither its rows nor its end
     /// are applied.
@@ -917,15 +933,7 @@ impl Session {
         let StreamPosition::Chunk { index, .. } = inc.pos else {
             unreachable!("a chunk row has a chunk position")
         };
-        let c = self.chunk.get_or_insert_with(|| OpenChunk {
-            id: id.to_owned(),
-            next_index: index,
-            first_offset: inc.offset,
-            partial: index > 0,
-            keys: Vec::new(),
-            table: None,
-        });
-        c.next_index += 1;
+        let c = self.chunk_record(inc, id, index);
         c.keys.push(ev.key().into_iter().cloned().collect());
         c.table = Some(ev.table.clone());
         self.after = After::Nothing;
@@ -1195,15 +1203,7 @@ impl Session {
         let StreamPosition::Chunk { index, .. } = inc.pos else {
             unreachable!("a chunk definition has a chunk position")
         };
-        let c = self.chunk.get_or_insert_with(|| OpenChunk {
-            id: id.to_owned(),
-            next_index: index,
-            first_offset: inc.offset,
-            partial: index > 0,
-            keys: Vec::new(),
-            table: None,
-        });
-        c.next_index += 1;
+        self.chunk_record(inc, id, index);
         self.after = After::Nothing;
         if self.chunk_is_older(inc, &sc.source.gtid_position) {
             self.stats.skipped += 1;
