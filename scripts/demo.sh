@@ -27,7 +27,7 @@ consumer_at() {
 # producer's first snapshot would make it retry the snapshot (its tables change under it).
 say "waiting for SF's producer to stream (its /health on 127.0.0.1:9101)"
 deadline=$((SECONDS + 120))
-until curl -fsS http://127.0.0.1:9101/health 2>/dev/null | grep -q '"detail":"streaming'; do
+until curl -fsS --max-time 5 http://127.0.0.1:9101/health 2>/dev/null | grep -q '"detail":"streaming'; do
   if ((SECONDS >= deadline)); then
     tail -n 20 "$STACK_DIR/logs/sf-producer.log" >&2
     echo "SF's producer is not streaming after 120s; see .stack/logs/sf-producer.log" >&2

@@ -546,10 +546,12 @@ start_registry() {
 
 # Ready means the management interface's readiness check passes, which it does only once the
 # journal is replayed: before that the API already answers, but as an empty registry (every old
-# id 404, and /subjects an empty list), which is how a restart seemed to lose schemas.
+# id 404, and /subjects an empty list), which is how a restart seemed to lose schemas. Each
+# request is bounded: one that never got an answer (seen once, while the broker under the
+# registry was being restarted) held `up` past its own deadline, until the chaos test failed.
 registry_ok() {
-  curl -fsS "http://127.0.0.1:$(($1 + 1))/health/ready" >/dev/null 2>&1 &&
-    curl -fsS "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1
+  curl -fsS --max-time 10 "http://127.0.0.1:$(($1 + 1))/health/ready" >/dev/null 2>&1 &&
+    curl -fsS --max-time 10 "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1
 }
 
 stop_plain() {
