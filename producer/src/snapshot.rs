@@ -339,18 +339,7 @@ pub async fn mark_start(
             p
         }
     };
-    let id = new_snapshot_id();
-    for phase in [SnapshotPhase::Start, SnapshotPhase::End] {
-        sink.send(&StreamRecord::Snapshot(SnapshotMarker {
-            snapshot_id: id.clone(),
-            phase,
-            server_id: s.server_id,
-            position: position.clone(),
-            tables: Vec::new(),
-            ts_ms: continuum_common::observe::now_ms(),
-        }))
-        .await?;
-    }
+    mark_definitions(s, sink, &position, &[]).await?;
     Ok(position)
 }
 
@@ -385,8 +374,9 @@ async fn send_definition(
     Ok(())
 }
 
-/// `--recapture`'s mark: an empty snapshot (START and END over no tables) at `position`, holding
-/// the definitions (`CREATE ... IF NOT EXISTS`, as of now) of `tables`. So the replica has every
+/// An empty snapshot (START and END over no tables) at `position`, holding the definitions
+/// (`CREATE ... IF NOT EXISTS`, as of now) of `tables`: [`mark_start`]'s mark (no tables), and
+/// `--recapture`'s (every captured table). So the replica has every
 /// captured table before the stream from `position` writes to it, however long the incremental
 /// snapshot that follows takes to reach a table created while the binlog was lost.
 pub async fn mark_definitions(
@@ -395,7 +385,6 @@ pub async fn mark_definitions(
     position: &GtidPosition,
     tables: &[String],
 ) -> Result<(), ProducerError> {
-    let mut conn = Conn::new(s.opts.clone()).await.db(s.target)?;
     let id = new_snapshot_id();
     let marker = |phase| {
         StreamRecord::Snapshot(SnapshotMarker {
@@ -418,11 +407,17 @@ pub async fn mark_definitions(
     };
     sink.send(&marker(SnapshotPhase::Start)).await?;
     let mut created_dbs = std::collections::BTreeSet::new();
+    // Only definitions need the source (mark_start's mark has none).
+    let mut conn = match tables.is_empty() {
+        true => None,
+        false => Some(Conn::new(s.opts.clone()).await.db(s.target)?),
+    };
     for t in tables {
         let (db, table) = t
             .split_once('.')
             .ok_or_else(|| ProducerError::Snapshot(format!("'{t}' is not db.table")))?;
-        let planned = plan_table(&mut conn, &s.opts, s.no_pk, s.target, db, table, 0).await?;
+        let conn = conn.as_mut().expect("connected when there are tables");
+        let planned = plan_table(conn, &s.opts, s.no_pk, s.target, db, table, 0).await?;
         send_definition(sink, &source, &mut created_dbs, db, planned.create).await?;
     }
     sink.send(&marker(SnapshotPhase::End)).await?;

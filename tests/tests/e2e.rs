@@ -837,26 +837,11 @@ async fn an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_ru
         output_text(&out)
     );
     // SF keeps writing to the table while the snapshot reads it.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writer_db = db.clone();
-    let writer = tokio::spawn(async move {
-        let mut c = stack().sf.admin_conn().await;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
-        let mut n = 0u64;
-        while !*stop_rx.borrow() {
-            let id: u64 = rng.random_range(1..=21_000);
-            let sql = match rng.random_range(0..3) {
-                0 => format!(
-                    "UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = {n} WHERE id = {id}"
-                ),
-                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
-                _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
-            };
-            c.query_drop(sql).await.unwrap();
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        n
+    let (stop_tx, writer) = sf_writer(18, 21_000, None, move |kind, id, n| match kind {
+        0 => format!("UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = {n} WHERE id = {id}"),
+        1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+        _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
     });
     let table = format!("{db}.t");
     let out = p.producer_at(
@@ -923,30 +908,17 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
     // SF keeps writing to one of the tables while the repair's snapshot runs, and stops once it
     // is done: verify's second comparison, like any, needs the source to hold still long enough
     // for a chunk to be compared at one position on both sides.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writer_db = db.clone();
-    let writer = tokio::spawn(async move {
-        let mut c = stack().sf.admin_conn().await;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
-        let mut n = 0u64;
-        let done = format!("SELECT COUNT(*) FROM continuum.snapshot_request WHERE tables LIKE '%{writer_db}%' AND done_at IS NOT NULL");
-        while !*stop_rx.borrow() {
-            let snapshots_done: Option<u64> = c.query_first(done.as_str()).await.unwrap_or(None);
-            if snapshots_done.unwrap_or(0) > 0 {
-                break;
-            }
-            let id: u64 = rng.random_range(1..=12_500);
-            let sql = match rng.random_range(0..3) {
-                0 => format!("UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}) WHERE id = {id}"),
-                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
-                _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
-            };
-            c.query_drop(sql).await.unwrap();
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        n
-    });
+    let (stop_tx, writer) = sf_writer(
+        19,
+        12_500,
+        Some(db.clone()),
+        move |kind, id, n| match kind {
+            0 => format!("UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}) WHERE id = {id}"),
+            1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+            _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n})"),
+        },
+    );
     let out = p.consumer_at(
         "eu",
         &[
@@ -1003,6 +975,45 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
     verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
+}
+
+/// A task writing to SF: every 5 ms one row change of a random key in `1..=max_id`, its kind
+/// drawn in `0..3` and its SQL given by `statement(kind, key, n)` (`n` counts the writes), from a
+/// generator seeded with `seed`. It writes until told to stop (the sender) or, with
+/// `until_snapshot_of`, until a snapshot request naming that database is done; it returns the
+/// number of writes.
+fn sf_writer(
+    seed: u64,
+    max_id: u64,
+    until_snapshot_of: Option<String>,
+    statement: impl Fn(u32, u64, u64) -> String + Send + 'static,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let mut c = stack().sf.admin_conn().await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut n = 0u64;
+        let done = until_snapshot_of.map(|db| format!("SELECT COUNT(*) FROM continuum.snapshot_request WHERE tables LIKE '%{db}%' AND done_at IS NOT NULL"));
+        while !*stop_rx.borrow() {
+            if let Some(done) = &done {
+                let snapshots_done: Option<u64> =
+                    c.query_first(done.as_str()).await.unwrap_or(None);
+                if snapshots_done.unwrap_or(0) > 0 {
+                    break;
+                }
+            }
+            let id: u64 = rng.random_range(1..=max_id);
+            let sql = statement(rng.random_range(0..3), id, n);
+            c.query_drop(sql).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    });
+    (stop_tx, writer)
 }
 
 /// The `rows=` of every `incremental snapshot resumes at its next chunk` line that SF's producer
@@ -1082,28 +1093,11 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
         ],
     )
     .await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writer_db = db.clone();
-    let writer = tokio::spawn(async move {
-        let mut c = stack().sf.admin_conn().await;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(20);
-        let mut n = 0u64;
-        while !*stop_rx.borrow() {
-            let id: u64 = rng.random_range(1..=rows + 1000);
-            let sql = match rng.random_range(0..3) {
-                0 => format!(
-                    "UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = NULL WHERE id = {id}"
-                ),
-                1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
-                _ => format!(
-                    "REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n}, NOW(6))"
-                ),
-            };
-            c.query_drop(sql).await.unwrap();
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        n
+    let (stop_tx, writer) = sf_writer(20, rows + 1000, None, move |kind, id, n| match kind {
+        0 => format!("UPDATE `{writer_db}`.t SET v = CONCAT('w', {n}), n = NULL WHERE id = {id}"),
+        1 => format!("DELETE FROM `{writer_db}`.t WHERE id = {id}"),
+        _ => format!("REPLACE INTO `{writer_db}`.t VALUES ({id}, CONCAT('i', {n}), {n}, NOW(6))"),
     });
     let table = format!("{db}.t");
     let out = p.producer_at("sf", &["snapshot", "--table", &table]);

@@ -849,13 +849,19 @@ fn a_batch_commits_at_once_when_nothing_is_queued_behind_it() {
     assert_eq!(commits(&out), [(2, "1-1-2".to_owned())], "{out:?}");
 }
 
-/// Row `index` of a chunk of incremental snapshot `id` read at `at`, of key `key`.
-fn chunk_row(offset: i64, id: &str, index: u64, last: bool, at: &str, key: i64) -> Incoming {
+/// The source of the records of a chunk of incremental snapshot `id` read at `at`.
+fn chunk_source(id: &str, at: &str) -> SourceInfo {
     let mut src = source(1);
     src.gtid = None;
     src.gtid_position = pos(at);
     src.resume_position = pos(at);
     src.snapshot_id = Some(id.into());
+    src
+}
+
+/// Row `index` of a chunk of incremental snapshot `id` read at `at`, of key `key`.
+fn chunk_row(offset: i64, id: &str, index: u64, last: bool, at: &str, key: i64) -> Incoming {
+    let src = chunk_source(id, at);
     incoming(
         offset,
         StreamRecord::Change(ChangeEvent {
@@ -1072,11 +1078,7 @@ fn a_chunk_row_inside_an_open_transaction_or_a_loading_snapshot_stops_apply() {
 
 /// Definition `index` of the first chunk of incremental snapshot `id` read at `at`.
 fn chunk_ddl(offset: i64, id: &str, index: u64, at: &str) -> Incoming {
-    let mut src = source(1);
-    src.gtid = None;
-    src.gtid_position = pos(at);
-    src.resume_position = pos(at);
-    src.snapshot_id = Some(id.into());
+    let src = chunk_source(id, at);
     incoming(
         offset,
         StreamRecord::SchemaChange(SchemaChange {
