@@ -374,7 +374,8 @@ pub struct ProducerConfig {
     /// replica in the topology. Default `4001`.
     pub server_id: u32,
     /// `db.table` patterns to capture (`*` matches any run of characters). Default: every table
-    /// of every non-system database.
+    /// of every non-system database. A change that captures a table that already exists
+    /// snapshots it incrementally at the next start (docs/snapshot.md).
     pub include: Vec<String>,
     /// `db.table` patterns to leave out, applied after `include`. Default none.
     pub exclude: Vec<String>,

@@ -54,6 +54,10 @@ pub enum ProducerError {
     Delivery { topic: String, reason: String },
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The session ends at a transaction boundary to start again from there (for a table
+    /// newly captured, whose definitions go into the topic only between transactions).
+    #[error("{0}; the session starts again from the topic's last record")]
+    Restart(String),
 
     // ---- fatal ----
     #[error("{0}")]
@@ -124,7 +128,9 @@ impl ProducerError {
                 continuum_common::db::is_transient(source) || is_connect_error(source)
             }
             ProducerError::Kafka { source, .. } => continuum_common::kafka::is_transient(source),
-            ProducerError::Delivery { .. } | ProducerError::DefinitionChanged { .. } => true,
+            ProducerError::Delivery { .. }
+            | ProducerError::DefinitionChanged { .. }
+            | ProducerError::Restart(_) => true,
             ProducerError::Codec(c) => c.is_transient(),
             ProducerError::Lock(l) => l.is_transient(),
             _ => false,
@@ -153,7 +159,9 @@ impl ProducerError {
             ProducerError::RecordTooLarge { .. } | ProducerError::Refused(_) => "too_large",
             ProducerError::Resume(_) => "resume",
             ProducerError::Binlog(_) => "binlog",
-            ProducerError::Snapshot(_) | ProducerError::DefinitionChanged { .. } => "snapshot",
+            ProducerError::Snapshot(_)
+            | ProducerError::DefinitionChanged { .. }
+            | ProducerError::Restart(_) => "snapshot",
         }
     }
 }

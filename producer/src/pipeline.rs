@@ -291,18 +291,24 @@ impl Producer {
                 None => None,
             },
         };
+        let restart_for = match facts.read_only {
+            // A replica's producer snapshots nothing of its own (requests wait for a promotion).
+            true => Vec::new(),
+            false => {
+                let compare = last.is_some() && !resnapshot && !recapturing;
+                self.newly_captured(
+                    sink,
+                    &mut filter,
+                    &facts,
+                    (&start, resumed.as_ref()),
+                    compare,
+                )
+                .await?
+            }
+        };
         let (position, within) = match start {
             Start::Snapshot { reason } => {
-                let settings = SnapshotSettings {
-                    opts: self.opts.clone(),
-                    target: &self.target,
-                    filter: &filter,
-                    chunk_rows: self.cfg.producer.snapshot_chunk_rows,
-                    chunk_bytes: self.cfg.producer.snapshot_chunk_bytes,
-                    server_id: facts.server_id,
-                    replica_server_id: self.cfg.producer.server_id,
-                    no_pk: self.cfg.producer.tables_without_primary_key,
-                };
+                let settings = self.snapshot_settings(&filter, &facts);
                 // On a read-only source, an abandoned snapshot of tables is still finished by a
                 // complete one: never ended by an empty START/END.
                 let finishes = match &last {
@@ -340,6 +346,7 @@ impl Producer {
             position,
             within,
             snapshot: resumed,
+            restart_for,
         };
         self.stream(sink, lock, filter, facts, from).await
     }
@@ -358,7 +365,19 @@ impl Producer {
         let (now, id, tables) =
             request::recapture(&mut conn, &self.target, &self.topic, filter).await?;
         drop(conn);
-        let settings = SnapshotSettings {
+        snapshot::mark_definitions(self.snapshot_settings(filter, facts), sink, &now, &tables)
+            .await?;
+        sink.flush().await?;
+        sink.check()?;
+        Ok((now, id, tables.len()))
+    }
+
+    fn snapshot_settings<'a>(
+        &'a self,
+        filter: &'a TableFilter,
+        facts: &SourceFacts,
+    ) -> SnapshotSettings<'a> {
+        SnapshotSettings {
             opts: self.opts.clone(),
             target: &self.target,
             filter,
@@ -367,11 +386,81 @@ impl Producer {
             server_id: facts.server_id,
             replica_server_id: self.cfg.producer.server_id,
             no_pk: self.cfg.producer.tables_without_primary_key,
+        }
+    }
+
+    /// Tables that a changed `producer.include`/`producer.exclude` newly captures, when the
+    /// topic goes on from its last record (`compare`; a snapshot of every table needs none).
+    /// Their rows from before are in no binlog event the producer reads, so at a transaction
+    /// boundary (`Start::At`) their definitions are marked in the topic there and an incremental
+    /// snapshot of them is queued, and the filter is then recorded (`continuum.capture`).
+    /// Inside a transaction nothing may go between its records: they are left out of this
+    /// session, and returned, and the session restarts once the transaction is written.
+    async fn newly_captured(
+        &self,
+        sink: &mut Sink,
+        filter: &mut TableFilter,
+        facts: &SourceFacts,
+        at: (&Start, Option<&Progress>),
+        compare: bool,
+    ) -> Result<Vec<String>, ProducerError> {
+        let (start, resumed) = at;
+        let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+        let set = request::CaptureSet::of(&self.cfg.producer);
+        let before = match compare {
+            false => None,
+            true => match request::captured_before(&mut conn, &self.target, &self.topic).await {
+                Err(e) if !e.is_transient() => {
+                    tracing::warn!(error = %e, topic = %self.topic, "cannot read the capture filter last streamed with (continuum.capture): a table that producer.include newly captures is not snapshotted by itself; snapshot it with continuum-producer snapshot --table");
+                    return Ok(Vec::new());
+                }
+                r => r?,
+            },
         };
-        snapshot::mark_definitions(settings, sink, &now, &tables).await?;
-        sink.flush().await?;
-        sink.check()?;
-        Ok((now, id, tables.len()))
+        if compare && before.is_none() {
+            tracing::info!(topic = %self.topic, "no capture filter is recorded for this topic (continuum.capture): recording it, so that a table captured by a later change of producer.include is snapshotted");
+        }
+        let newly = match &before {
+            Some(b) => {
+                let tables = request::base_tables(&mut conn, &self.target).await?;
+                request::newly_captured(filter, b, &tables)?
+            }
+            None => Vec::new(),
+        };
+        if !newly.is_empty() {
+            let Start::At(p) = start else {
+                tracing::info!(topic = %self.topic, tables = %newly.join(","), "producer.include newly captures these tables; the topic ends inside a transaction, so they are left out until it is written, and taken when the session restarts there");
+                for t in &newly {
+                    filter.exclude_table(t.clone());
+                }
+                return Ok(newly);
+            };
+            let refused =
+                request::check_tables(&mut conn, &self.target, Some(filter), &newly).await?;
+            if !refused.is_empty() {
+                return Err(ProducerError::Snapshot(format!(
+                    "producer.include/producer.exclude now capture {}, which the topic did not capture before, and whose rows so far must be snapshotted; they cannot be snapshotted incrementally: {}. Leave them out (producer.exclude), or restart once with --resnapshot",
+                    newly.join(", "),
+                    refused.join("; ")
+                )));
+            }
+            let id =
+                request::submit(&mut conn, &self.target, &self.topic, Some(filter), &newly).await?;
+            // An incremental snapshot the topic is in the middle of goes on after the mark.
+            sink.set_progress(resumed.map(Progress::header));
+            snapshot::mark_definitions(self.snapshot_settings(filter, facts), sink, p, &newly)
+                .await?;
+            sink.flush().await?;
+            sink.check()?;
+            tracing::info!(topic = %self.topic, position = %p, request = id, tables = %newly.join(","), "producer.include newly captures these tables: their definitions are in the topic here, and their rows come with an incremental snapshot");
+        }
+        match request::record_capture(&mut conn, &self.target, &self.topic, &set).await {
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, topic = %self.topic, "cannot record the capture filter (continuum.capture): a table that a later change of producer.include captures is not snapshotted by itself; snapshot it with continuum-producer snapshot --table");
+                Ok(Vec::new())
+            }
+            r => r.map(|()| Vec::new()),
+        }
     }
 
     async fn stream(
@@ -386,6 +475,7 @@ impl Producer {
             position,
             within,
             snapshot: resumed,
+            restart_for,
         } = from;
         let p = &self.cfg.producer;
         let mut snap = Snapshots::new(self, &filter, &facts);
@@ -422,6 +512,13 @@ impl Producer {
             // Stop at a transaction boundary (resuming inside one would also be exact).
             if *shutdown.borrow() && !framing.in_transaction() {
                 return Ok(());
+            }
+            if !restart_for.is_empty() && !framing.in_transaction() && !framing.resume_pending() {
+                sink.flush().await?;
+                return Err(ProducerError::Restart(format!(
+                    "the transaction the topic ended inside is written, and {} are newly captured",
+                    restart_for.join(", ")
+                )));
             }
             // A chunk to read or to write now: the snapshot goes on whenever the reader has no
             // event ready, not only after the next one.
@@ -508,6 +605,9 @@ struct StreamStart {
     position: GtidPosition,
     within: Option<(Gtid, u64)>,
     snapshot: Option<Progress>,
+    /// Tables newly captured but left out until the transaction the topic ends inside is
+    /// written; the session then restarts to take them (`Producer::newly_captured`).
+    restart_for: Vec<String>,
 }
 
 /// The incremental snapshot of the streaming session, and the requests for one.

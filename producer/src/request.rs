@@ -145,13 +145,8 @@ pub async fn recapture(
         .unwrap_or_default()
         .parse()
         .map_err(|e: continuum_schemas::ParsePositionError| ProducerError::Binlog(e.to_string()))?;
-    let all: Vec<(String, String)> = conn
-        .query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
-        )
-        .await
-        .db(target)?;
-    let tables: Vec<String> = all
+    let tables: Vec<String> = base_tables(conn, target)
+        .await?
         .into_iter()
         .filter(|(d, t)| filter.captures(d, t))
         .map(|(d, t)| format!("{d}.{t}"))
@@ -183,4 +178,172 @@ pub async fn recapture(
     }
     let id = submit(conn, target, topic, Some(filter), &tables).await?;
     Ok((position, id, tables))
+}
+
+/// The capture filter each topic's producer last streamed with, so that a table newly captured
+/// by a changed `producer.include`/`producer.exclude` is snapshotted: its rows before the change
+/// are in no binlog event the producer will read.
+const CAPTURE_CREATE: &str = "CREATE TABLE IF NOT EXISTS continuum.capture (\
+       topic VARCHAR(249) NOT NULL PRIMARY KEY COMMENT 'the changelog topic', \
+       include TEXT NOT NULL COMMENT 'producer.include, as a JSON array', \
+       exclude TEXT NOT NULL COMMENT 'producer.exclude, as a JSON array', \
+       updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)\
+     ) ENGINE=InnoDB COMMENT 'the filter continuum-producer last streamed each topic with (docs/snapshot.md)'";
+
+/// `producer.include` and `producer.exclude` as a producer streamed with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSet {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl CaptureSet {
+    pub fn of(cfg: &continuum_common::config::ProducerConfig) -> CaptureSet {
+        CaptureSet {
+            include: cfg.include.clone(),
+            exclude: cfg.exclude.clone(),
+        }
+    }
+
+    fn filter(&self) -> Result<TableFilter, ProducerError> {
+        let cfg = continuum_common::config::ProducerConfig {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            ..Default::default()
+        };
+        Ok(TableFilter::new(&cfg)?)
+    }
+}
+
+/// The tables of `existing` (`db`, `table`) that `now` captures and the filter `before`
+/// did not, as `db.table`.
+pub fn newly_captured(
+    now: &TableFilter,
+    before: &CaptureSet,
+    existing: &[(String, String)],
+) -> Result<Vec<String>, ProducerError> {
+    let before = before.filter()?;
+    Ok(existing
+        .iter()
+        .filter(|(d, t)| now.captures(d, t) && !before.captures(d, t))
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect())
+}
+
+/// The filter the producer of `topic` last streamed with; `None` if none is recorded (a topic
+/// first written by an older producer, or by this one for the first time).
+pub async fn captured_before(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+) -> Result<Option<CaptureSet>, ProducerError> {
+    let row: Result<Option<(String, String)>, _> = conn
+        .exec_first(
+            "SELECT include, exclude FROM continuum.capture WHERE topic = ?",
+            (topic,),
+        )
+        .await;
+    let (include, exclude) = match row {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) if no_table(&e) => return Ok(None),
+        Err(source) => {
+            return Err(ProducerError::Db {
+                target: target.to_owned(),
+                source,
+            })
+        }
+    };
+    let parse = |text: &str, column: &str| {
+        serde_json::from_str::<Vec<String>>(text).map_err(|e| {
+            ProducerError::Snapshot(format!(
+                "continuum.capture.{column} of topic {topic} on {target} is not a JSON array of patterns ({e}): '{text}'; delete the row to stop comparing with it"
+            ))
+        })
+    };
+    Ok(Some(CaptureSet {
+        include: parse(&include, "include")?,
+        exclude: parse(&exclude, "exclude")?,
+    }))
+}
+
+/// Records `set` as the filter the producer of `topic` streams with.
+pub async fn record_capture(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+    set: &CaptureSet,
+) -> Result<(), ProducerError> {
+    let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
+    for sql in [continuum_common::request::CREATE[0], CAPTURE_CREATE] {
+        conn.query_drop(sql).await.db(target)?;
+    }
+    conn.exec_drop(
+        "INSERT INTO continuum.capture (topic, include, exclude) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE include = VALUES(include), exclude = VALUES(exclude)",
+        (topic, json(&set.include), json(&set.exclude)),
+    )
+    .await
+    .db(target)
+}
+
+/// Every base table of the source, as (`db`, `table`).
+pub async fn base_tables(
+    conn: &mut Conn,
+    target: &str,
+) -> Result<Vec<(String, String)>, ProducerError> {
+    conn.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
+    )
+    .await
+    .db(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(include: &[&str], exclude: &[&str]) -> CaptureSet {
+        CaptureSet {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn tables(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| {
+                let (d, t) = n.split_once('.').unwrap();
+                (d.to_owned(), t.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_is_new_only_when_the_old_filter_left_it_out() {
+        let existing = tables(&["shop.orders", "shop.tmp_x", "crm.leads", "crm.customers"]);
+        let now = set(&["shop.*", "crm.*"], &["shop.tmp_*"]).filter().unwrap();
+        let before = set(&["shop.*", "crm.customers"], &[]);
+        assert_eq!(
+            newly_captured(&now, &before, &existing).unwrap(),
+            vec!["crm.leads"],
+            "shop.tmp_x is no longer captured, crm.customers and shop.orders were already"
+        );
+        assert!(newly_captured(&now, &set(&["*.*"], &[]), &existing)
+            .unwrap()
+            .is_empty());
+        // A table dropped from the capture and taken back is new again.
+        let narrowed = set(&["shop.*"], &[]);
+        assert_eq!(
+            newly_captured(&now, &narrowed, &existing).unwrap(),
+            vec!["crm.leads", "crm.customers"]
+        );
+    }
+
+    #[test]
+    fn a_recorded_filter_that_does_not_compile_is_refused() {
+        let now = set(&["*.*"], &[]).filter().unwrap();
+        assert!(newly_captured(&now, &set(&["nodot"], &[]), &[]).is_err());
+    }
 }

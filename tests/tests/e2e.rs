@@ -1370,6 +1370,108 @@ fn tail_of(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_newly_captured_by_producer_include_is_snapshotted_while_streaming() {
+    let mut p = Pipeline::new("newly");
+    let dbs = p.databases(2);
+    let (kept, added) = (dbs[0].clone(), dbs[1].clone());
+    p.extra
+        .push(("CONTINUUM_PRODUCER_EXCLUDE", format!("{added}.*")));
+    let s = stack();
+    let mut c = s.sf.admin_conn().await;
+    for db in &dbs {
+        exec_all(
+            &mut c,
+            [
+                &format!("CREATE DATABASE `{db}`"),
+                &format!("USE `{db}`"),
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL)",
+                "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_20000",
+            ],
+        )
+        .await;
+    }
+    p.start();
+    c.query_drop(format!(
+        "UPDATE `{added}`.t SET v = 'while left out' WHERE id <= 100"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("UPDATE `{kept}`.t SET v = 'kept' WHERE id <= 100"))
+        .await
+        .unwrap();
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    let mut e = s.eu.admin_conn().await;
+    let there: Option<String> = e
+        .exec_first(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (&added,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(there, None, "{added} is excluded, so the replica lacks it");
+
+    // Stopped, SF goes on writing to the table left out; then the exclude is dropped.
+    p.stop();
+    c.query_drop(format!(
+        "DELETE FROM `{added}`.t WHERE id BETWEEN 200 AND 300"
+    ))
+    .await
+    .unwrap();
+    p.extra.clear();
+    p.start();
+    for i in 0..40u64 {
+        c.query_drop(format!(
+            "UPDATE `{added}`.t SET v = 'w{i}' WHERE id = {}",
+            1 + i * 487
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO `{added}`.t VALUES ({}, 'new')",
+            30_000 + i
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let row: Option<(Option<String>, Option<String>)> = c
+            .exec_first(
+                "SELECT CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE topic = ? AND tables = ? ORDER BY id DESC LIMIT 1",
+                (&p.sf_topic, format!("{added}.t")),
+            )
+            .await
+            .unwrap();
+        if let Some((Some(_), error)) = row {
+            assert_eq!(error, None, "the snapshot of {added}.t ends without error");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished snapshot request for exactly {added}.t: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let recorded: Option<String> = c
+        .exec_first(
+            "SELECT exclude FROM continuum.capture WHERE topic = ?",
+            (&p.sf_topic,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded.as_deref(),
+        Some("[]"),
+        "the new filter is recorded"
+    );
+    wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
+    verify(&p, &dbs);
+    p.stop();
+    drop_databases(&dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_topic_is_filled_by_an_incremental_snapshot_when_so_configured() {
     let mut p = Pipeline::new("first");
     p.extra
