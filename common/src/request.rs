@@ -7,6 +7,8 @@
 //!   producer's filter is known), is not InnoDB, or has no primary key. The verbs check before
 //!   they queue; the producer checks again when it takes the request, and records a refusal in
 //!   the request's `error` column.
+//! - A request may name key ranges of its tables ([`KeyRange`], the `ranges` column):
+//!   `verify --repair` asks for the chunks that differ, not whole tables.
 //! - A request is for one changelog topic: several producers may capture one server, each into
 //!   its own topic with its own tables, and each takes only its own topic's requests.
 //! - What the producer has done of a request is in the topic, not here: this table only says
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+
+use continuum_schemas::KeyPart;
+use serde::{Deserialize, Serialize};
 
 use crate::filter::TableFilter;
 
@@ -57,7 +62,7 @@ impl<T> Db<T> for Result<T, mysql_async::Error> {
     }
 }
 
-pub const CREATE: [&str; 2] = [
+pub const CREATE: [&str; 3] = [
     "CREATE DATABASE IF NOT EXISTS continuum",
     "CREATE TABLE IF NOT EXISTS continuum.snapshot_request (\
        id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
@@ -68,16 +73,69 @@ pub const CREATE: [&str; 2] = [
        started_at DATETIME(3) NULL, \
        rows_done BIGINT UNSIGNED NOT NULL DEFAULT 0, \
        done_at DATETIME(3) NULL, \
-       error TEXT NULL\
+       error TEXT NULL, \
+       ranges MEDIUMTEXT NULL COMMENT 'the key range of each entry of tables, as JSON; NULL: whole tables'\
        , KEY pending (topic, done_at)\
      ) ENGINE=InnoDB COMMENT 'continuum-producer snapshot requests (docs/snapshot.md)'",
+    // A table created by a version without key ranges.
+    "ALTER TABLE continuum.snapshot_request ADD COLUMN IF NOT EXISTS ranges MEDIUMTEXT NULL COMMENT 'the key range of each entry of tables, as JSON; NULL: whole tables'",
 ];
 
 /// A queued request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub id: u64,
+    /// `db.table` of each entry; a table appears once per key range when `ranges` is not empty.
     pub tables: Vec<String>,
+    /// The key range of each entry of `tables`; empty: whole tables.
+    pub ranges: Vec<KeyRange>,
+}
+
+/// A range of a table's primary key: the keys after `from` (exclusive) up to `to` (inclusive),
+/// in the key's order; `None` leaves that side open. Bounds are the raw values MariaDB returned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRange {
+    pub from: Option<Vec<KeyPart>>,
+    pub to: Option<Vec<KeyPart>>,
+}
+
+impl KeyRange {
+    /// The whole table.
+    pub fn whole(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+}
+
+/// `ranges` as stored in the `ranges` column: `None` (SQL NULL) when every range is a whole table.
+pub fn ranges_column(ranges: &[KeyRange]) -> Option<String> {
+    match ranges.iter().all(KeyRange::whole) {
+        true => None,
+        false => Some(serde_json::to_string(ranges).expect("key ranges serialise")),
+    }
+}
+
+/// Reads the `ranges` column of request `id` with `tables` entries.
+pub fn parse_ranges(
+    id: u64,
+    tables: usize,
+    column: Option<&str>,
+) -> Result<Vec<KeyRange>, RequestError> {
+    let Some(text) = column else {
+        return Ok(Vec::new());
+    };
+    let ranges: Vec<KeyRange> = serde_json::from_str(text).map_err(|e| {
+        RequestError::Refused(format!(
+            "snapshot request {id}: its ranges column is not a JSON array of key ranges ({e})"
+        ))
+    })?;
+    if ranges.len() != tables {
+        return Err(RequestError::Refused(format!(
+            "snapshot request {id} names {tables} tables but {} key ranges; it needs one range per table",
+            ranges.len()
+        )));
+    }
+    Ok(ranges)
 }
 
 /// How a request ended, as the producer recorded it.
@@ -194,22 +252,33 @@ pub fn unordered_key_type(ty: &str) -> Option<&'static str> {
 }
 
 /// Queues a request for `tables` (after [`check_tables`]) for the producer of `topic`; returns
-/// its id. Refuses on a read-only source: its rows came from elsewhere (see
-/// `snapshot::mark_start`).
+/// its id. `ranges`: the key range of each entry of `tables` (empty: whole tables). Refuses on a
+/// read-only source: its rows came from elsewhere (see `snapshot::mark_start`).
 pub async fn submit(
     conn: &mut Conn,
     target: &str,
     topic: &str,
     filter: Option<&TableFilter>,
     tables: &[String],
+    ranges: &[KeyRange],
 ) -> Result<u64, RequestError> {
+    if !ranges.is_empty() && ranges.len() != tables.len() {
+        return Err(RequestError::Refused(format!(
+            "a snapshot request needs one key range per table: {} tables, {} ranges",
+            tables.len(),
+            ranges.len()
+        )));
+    }
     let read_only: Option<u8> = conn.query_first("SELECT @@read_only").await.db(target)?;
     if read_only.unwrap_or(0) != 0 {
         return Err(RequestError::Refused(format!(
             "{target} is read_only (a replica): its rows came from the other site, and a snapshot would send them back there. Request the snapshot at the primary's site"
         )));
     }
-    let refused = check_tables(conn, target, filter, tables).await?;
+    let mut distinct = tables.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    let refused = check_tables(conn, target, filter, &distinct).await?;
     if !refused.is_empty() {
         return Err(RequestError::Refused(format!(
             "cannot snapshot: {}",
@@ -220,8 +289,8 @@ pub async fn submit(
         conn.query_drop(sql).await.db(target)?;
     }
     conn.exec_drop(
-        "INSERT INTO continuum.snapshot_request (topic, tables) VALUES (?, ?)",
-        (topic, tables.join(",")),
+        "INSERT INTO continuum.snapshot_request (topic, tables, ranges) VALUES (?, ?, ?)",
+        (topic, tables.join(","), ranges_column(ranges)),
     )
     .await
     .db(target)?;
@@ -289,6 +358,27 @@ mod tests {
         ] {
             assert!(unordered_key_type(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn key_ranges_are_stored_only_when_one_is_not_a_whole_table() {
+        let whole = KeyRange::default();
+        assert_eq!(ranges_column(&[whole.clone(), whole.clone()]), None);
+        let part = KeyRange {
+            from: Some(vec![KeyPart::Int(10)]),
+            to: None,
+        };
+        let text = ranges_column(&[whole.clone(), part.clone()]).unwrap();
+        assert_eq!(
+            parse_ranges(1, 2, Some(&text)).unwrap(),
+            vec![whole, part.clone()]
+        );
+        assert!(
+            parse_ranges(1, 3, Some(&text)).is_err(),
+            "one range per table"
+        );
+        assert!(parse_ranges(1, 1, Some("[{\"from\":1}]")).is_err());
+        assert!(parse_ranges(1, 5, None).unwrap().is_empty());
     }
 
     #[test]

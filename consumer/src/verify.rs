@@ -21,6 +21,7 @@ use mysql_async::{Conn, Row, Value as MyValue};
 use serde::Serialize;
 
 use continuum_common::db::quote_ident;
+use continuum_common::request::KeyRange;
 use continuum_common::{db, ConfigError, SiteConfig};
 use continuum_schemas::GtidPosition;
 
@@ -127,6 +128,9 @@ pub struct ChunkDiff {
     /// Primary-key range of the chunk: after `from` (exclusive), up to `to` (inclusive).
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The same range as MariaDB returned its bounds (what `--repair` asks a snapshot of).
+    #[serde(skip)]
+    pub range: KeyRange,
     /// Rows whose contents differ.
     pub changed: Vec<String>,
     /// Rows on the source, missing from the replica.
@@ -521,9 +525,16 @@ pub async fn verify(cfg: &SiteConfig, args: &VerifyArgs) -> Result<Report, Verif
                 );
                 let a = row_sums(&mut src, &rows_q, p.clone(), pk.len()).await?;
                 let b = row_sums(&mut rep, &rows_q, p.clone(), pk.len()).await?;
+                let parts = |k: &Option<Vec<MyValue>>| {
+                    k.as_ref().map(|v| v.iter().map(db::key_part).collect())
+                };
                 let mut diff = ChunkDiff {
                     from: from.as_ref().map(|v| key_text(v)),
                     to: to.as_ref().map(|v| key_text(v)),
+                    range: KeyRange {
+                        from: parts(&from),
+                        to: parts(&to),
+                    },
                     ..Default::default()
                 };
                 for (k, v) in &a {
@@ -618,10 +629,50 @@ pub fn render(r: &Report) -> String {
 
 /// What `--repair` can snapshot of a report: the differing tables, and why each other difference
 /// cannot be repaired that way.
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, PartialEq, Serialize)]
 pub struct RepairPlan {
+    /// `db.table` of each key range to snapshot (a table once per range).
     pub tables: Vec<String>,
+    /// The key range of each entry of `tables`: the chunks that differ, adjacent ones joined;
+    /// a table missing on the replica whole.
+    pub ranges: Vec<KeyRange>,
     pub cannot: Vec<String>,
+}
+
+impl RepairPlan {
+    /// The tables, each with its number of key ranges when it is not snapshotted whole.
+    pub fn describe(&self) -> String {
+        let mut out: Vec<(String, usize, bool)> = Vec::new();
+        for (t, r) in self.tables.iter().zip(&self.ranges) {
+            match out.last_mut() {
+                Some((last, n, whole)) if last == t => {
+                    *n += 1;
+                    *whole &= r.whole();
+                }
+                _ => out.push((t.clone(), 1, r.whole())),
+            }
+        }
+        out.into_iter()
+            .map(|(t, n, whole)| match (whole, n) {
+                (true, _) => t,
+                (false, 1) => format!("{t} (1 key range)"),
+                (false, n) => format!("{t} ({n} key ranges)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `ranges` in key order with adjacent ones (one's end the next one's start) joined.
+fn joined(ranges: impl Iterator<Item = KeyRange>) -> Vec<KeyRange> {
+    let mut out: Vec<KeyRange> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.to.is_some() && last.to == r.from => last.to = r.to,
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// The repair of report `r`'s differences (pure).
@@ -637,11 +688,19 @@ pub fn repair_plan(r: &Report) -> RepairPlan {
                 "{}: {c}; a snapshot carries rows, not definitions: make the replica's definition the source's first",
                 t.table
             )),
-            None => plan.tables.push(t.table.clone()),
+            None => {
+                for range in joined(t.differences.iter().map(|d| d.range.clone())) {
+                    plan.tables.push(t.table.clone());
+                    plan.ranges.push(range);
+                }
+            }
         }
     }
     // Missing here: the snapshot's first chunk of it carries its definition.
-    plan.tables.extend(r.source_only.iter().cloned());
+    for t in &r.source_only {
+        plan.tables.push(t.clone());
+        plan.ranges.push(KeyRange::default());
+    }
     for t in &r.replica_only {
         plan.cannot.push(format!(
             "{t}: only on the replica; drop it there if the source no longer has it"
@@ -662,12 +721,12 @@ pub struct Repaired {
     pub after: Option<Report>,
 }
 
-/// Queues the snapshot of `tables` on the source site, waits until it is done and applied
-/// here; returns the request's id and the rows written.
+/// Queues the snapshot of `plan`'s key ranges on the source site, waits until it is done and
+/// applied here; returns the request's id and the rows written.
 async fn repair(
     cfg: &SiteConfig,
     args: &VerifyArgs,
-    tables: &[String],
+    plan: &RepairPlan,
 ) -> Result<(u64, u64), VerifyError> {
     use continuum_common::request::{self, Ended};
     let (source_site, topic, mut src, mut rep) = sides(cfg, args).await?;
@@ -675,22 +734,29 @@ async fn repair(
     // whose rules are taken to be this configuration's, as `orphans` does) is named, not tried.
     let filter = continuum_common::filter::TableFilter::new(&cfg.producer)?;
     let mut refused = Vec::new();
-    let mut take = Vec::new();
-    for t in tables {
-        let why = request::check_tables(
-            &mut src.conn,
-            &src.target,
-            Some(&filter),
-            std::slice::from_ref(t),
-        )
-        .await?;
-        if why.is_empty() {
-            take.push(t.clone());
-        } else {
-            refused.extend(why);
+    let mut take = RepairPlan::default();
+    let mut checked: BTreeMap<&str, bool> = BTreeMap::new();
+    for (t, range) in plan.tables.iter().zip(&plan.ranges) {
+        let ok = match checked.get(t.as_str()) {
+            Some(ok) => *ok,
+            None => {
+                let why = request::check_tables(
+                    &mut src.conn,
+                    &src.target,
+                    Some(&filter),
+                    std::slice::from_ref(t),
+                )
+                .await?;
+                refused.extend(why.iter().cloned());
+                *checked.entry(t).or_insert(why.is_empty())
+            }
+        };
+        if ok {
+            take.tables.push(t.clone());
+            take.ranges.push(range.clone());
         }
     }
-    if take.is_empty() {
+    if take.tables.is_empty() {
         return Err(VerifyError::Repair(format!(
             "no differing table can be snapshotted: {}",
             refused.join("; ")
@@ -699,11 +765,18 @@ async fn repair(
     if !refused.is_empty() {
         eprintln!("repair: not repaired by a snapshot: {}", refused.join("; "));
     }
-    let tables = take.as_slice();
-    let id = request::submit(&mut src.conn, &src.target, &topic, Some(&filter), tables).await?;
+    let id = request::submit(
+        &mut src.conn,
+        &src.target,
+        &topic,
+        Some(&filter),
+        &take.tables,
+        &take.ranges,
+    )
+    .await?;
     eprintln!(
         "repair: snapshot request {id} queued on {source_site} for {} (for the producer of {topic}); waiting up to {}",
-        tables.join(", "),
+        take.describe(),
         humantime::format_duration(args.repair_timeout)
     );
     let rows = match request::wait(&mut src.conn, &src.target, id, args.repair_timeout).await? {
@@ -754,7 +827,7 @@ pub fn render_repaired(r: &Repaired) -> String {
     if let Some(id) = r.request {
         out.push_str(&format!(
             "repair: snapshot request {id} of {} done ({} rows) and applied here; comparing again\n",
-            r.plan.tables.join(", "),
+            r.plan.describe(),
             r.rows
         ));
     }
@@ -787,7 +860,7 @@ pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError
         after: None,
     };
     if !done.plan.tables.is_empty() {
-        let (id, rows) = repair(&cfg, &args, &done.plan.tables).await?;
+        let (id, rows) = repair(&cfg, &args, &done.plan).await?;
         done.request = Some(id);
         done.rows = rows;
         done.after = Some(verify(&cfg, &args).await?);
@@ -800,6 +873,7 @@ pub async fn main(cfg: SiteConfig, args: VerifyArgs) -> Result<bool, VerifyError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use continuum_schemas::KeyPart;
 
     fn table(name: &str, differences: Vec<ChunkDiff>) -> TableReport {
         TableReport {
@@ -836,6 +910,7 @@ mod tests {
         };
         let plan = repair_plan(&r);
         assert_eq!(plan.tables, ["d.rows", "d.new"]);
+        assert!(plan.ranges.iter().all(KeyRange::whole), "{:?}", plan.ranges);
         assert_eq!(plan.cannot.len(), 2, "{:?}", plan.cannot);
         assert!(
             plan.cannot[0].starts_with("d.cols: columns differ"),
@@ -844,5 +919,49 @@ mod tests {
         );
         assert!(plan.cannot[1].starts_with("d.old: only on the replica"));
         assert_eq!(repair_plan(&Report::default()), RepairPlan::default());
+    }
+
+    #[test]
+    fn repair_asks_for_the_key_ranges_that_differ_with_adjacent_ones_joined() {
+        let key = |k: i64| Some(vec![KeyPart::Int(k)]);
+        let chunk = |from: Option<Vec<KeyPart>>, to: Option<Vec<KeyPart>>| ChunkDiff {
+            changed: vec!["id=1".into()],
+            range: KeyRange { from, to },
+            ..Default::default()
+        };
+        let r = Report {
+            tables: vec![table(
+                "d.t",
+                vec![
+                    chunk(None, key(100)),
+                    chunk(key(100), key(200)),
+                    chunk(key(500), key(600)),
+                    chunk(key(900), None),
+                ],
+            )],
+            source_only: vec!["d.new".into()],
+            ..Default::default()
+        };
+        let plan = repair_plan(&r);
+        assert_eq!(plan.tables, ["d.t", "d.t", "d.t", "d.new"]);
+        assert_eq!(
+            plan.ranges,
+            [
+                KeyRange {
+                    from: None,
+                    to: key(200)
+                },
+                KeyRange {
+                    from: key(500),
+                    to: key(600)
+                },
+                KeyRange {
+                    from: key(900),
+                    to: None
+                },
+                KeyRange::default(),
+            ]
+        );
+        assert_eq!(plan.describe(), "d.t (3 key ranges), d.new");
     }
 }

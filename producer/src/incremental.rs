@@ -42,7 +42,10 @@
 //! ## Progress, and resuming
 //! While a snapshot runs, every record the producer writes carries a `continuum.snapshot` header
 //! with its [`Progress`]: the snapshot's id, the tables still to read (the current one first),
-//! the last key written of the current table, and the rows written so far. The progress on a
+//! for a repair their key ranges, the last key written of the current table, and the rows
+//! written so far. A key range `(from, to]` is read the same way, from `from`, with `(pk) <= (to)`
+//! in each chunk's query, and its last chunk's end cleans up to `to`: the argument above holds
+//! within the range. The progress on a
 //! chunk's end includes that chunk; on its rows, it does not. A restarted producer
 //! reads the topic's last record, resumes streaming after it, and the snapshot at the next
 //! chunk: a chunk cut short by the crash is read again (its rows in the topic are right as of
@@ -72,6 +75,7 @@ use continuum_schemas::{
 use crate::boundary::{Boundary, Place};
 use crate::error::{DbContext, ProducerError};
 use crate::metrics as m;
+use crate::request::KeyRange;
 use crate::shape;
 use crate::snapshot::{self, ChunkBudget, Planned};
 
@@ -88,8 +92,13 @@ pub struct Progress {
     pub id: String,
     /// The `continuum.snapshot_request` row it serves.
     pub request: u64,
-    /// `db.table` of each table still to read; the first is being read.
+    /// `db.table` of each table still to read; the first is being read. A table appears once
+    /// per key range when `ranges` is not empty.
     pub tables: Vec<String>,
+    /// The key range of each entry of `tables` (`verify --repair` asks for the ranges that
+    /// differ); empty: whole tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<KeyRange>,
     /// The last key written of the first table; `None`: none yet.
     pub after: Option<Vec<KeyPart>>,
     /// Rows written so far.
@@ -97,8 +106,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A new snapshot of `tables` for request `request`.
-    pub fn new(request: u64, tables: Vec<String>) -> Progress {
+    /// A new snapshot of `tables` (in `ranges`, one per table; empty: whole) for request
+    /// `request`.
+    pub fn new(request: u64, tables: Vec<String>, ranges: Vec<KeyRange>) -> Progress {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -106,6 +116,7 @@ impl Progress {
             id: format!("r{request}-{:x}", now.as_millis()),
             request,
             tables,
+            ranges,
             after: None,
             rows: 0,
         }
@@ -129,12 +140,27 @@ impl Progress {
         self.tables.is_empty()
     }
 
+    /// The key range of the table being read; `None`: all of it.
+    fn range(&self) -> Option<&KeyRange> {
+        self.ranges.first()
+    }
+
+    /// Where the next chunk starts: after the last key written, or else after the range's start.
+    fn lower(&self) -> Option<&Vec<KeyPart>> {
+        self.after
+            .as_ref()
+            .or_else(|| self.range().and_then(|r| r.from.as_ref()))
+    }
+
     /// After a chunk of `rows` rows of the current table ending at key `last`, the last one of
     /// the table if `end_of_table`.
     fn advance(&mut self, rows: usize, last: Option<Vec<KeyPart>>, end_of_table: bool) {
         self.rows += rows as u64;
         if end_of_table {
             self.tables.remove(0);
+            if !self.ranges.is_empty() {
+                self.ranges.remove(0);
+            }
             self.after = None;
         } else if last.is_some() {
             self.after = last;
@@ -178,8 +204,30 @@ pub struct IncrementalSettings {
 struct Plan {
     table: String,
     planned: Planned,
-    first: String,
-    next: String,
+    /// The primary-key columns, quoted and comma-separated.
+    order: String,
+}
+
+impl Plan {
+    /// The chunk query: keys after a lower bound and up to an upper bound (when given), in key
+    /// order, `LIMIT ?`.
+    fn query(&self, lower: bool, upper: bool) -> String {
+        let n = self.planned.shape.primary_key.len();
+        let keys = vec!["?"; n].join(", ");
+        let order = &self.order;
+        let mut conds = Vec::new();
+        if lower {
+            conds.push(format!("({order}) > ({keys})"));
+        }
+        if upper {
+            conds.push(format!("({order}) <= ({keys})"));
+        }
+        let filter = match conds.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", conds.join(" AND ")),
+        };
+        format!("{}{filter} ORDER BY {order} LIMIT ?", self.planned.select)
+    }
 }
 
 /// One incremental snapshot, driven by the streaming loop (`pipeline`).
@@ -288,17 +336,10 @@ impl Incremental {
             .map(|&i| quote_ident(&t.columns[i].name))
             .collect::<Vec<_>>()
             .join(", ");
-        let first = format!("{} ORDER BY {order} LIMIT ?", planned.select);
-        let next = format!(
-            "{} WHERE ({order}) > ({}) ORDER BY {order} LIMIT ?",
-            planned.select,
-            vec!["?"; t.primary_key.len()].join(", ")
-        );
         self.plan = Some(Plan {
             table: name,
             planned,
-            first,
-            next,
+            order,
         });
         Ok(())
     }
@@ -311,25 +352,28 @@ impl Incremental {
         }
         self.plan().await?;
         let limit = self.budget.limit();
-        let after = match &self.progress.after {
-            Some(k) => Some(
+        let values = |k: Option<&Vec<KeyPart>>, what: &str| -> Result<_, ProducerError> {
+            k.map(|k| {
                 k.iter()
                     .map(db::key_value)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
                         ProducerError::Resume(format!(
-                            "snapshot {}: the last key of {} does not read back: {e}",
+                            "snapshot {}: {what} of {} does not read back: {e}",
                             self.progress.id, self.progress.tables[0]
                         ))
-                    })?,
-            ),
-            None => None,
+                    })
+            })
+            .transpose()
         };
+        let lower = values(self.progress.lower(), "the last key")?;
+        let upper = values(
+            self.progress.range().and_then(|r| r.to.as_ref()),
+            "the range's end",
+        )?;
         let plan = self.plan.as_ref().expect("planned");
-        let (stmt, mut params) = match after {
-            None => (plan.first.clone(), Vec::new()),
-            Some(k) => (plan.next.clone(), k),
-        };
+        let stmt = plan.query(lower.is_some(), upper.is_some());
+        let mut params: Vec<MyValue> = lower.into_iter().chain(upper).flatten().collect();
         params.push(MyValue::from(limit as u64));
         let shape = plan.planned.shape.clone();
         let name = plan.table.clone();
@@ -430,14 +474,14 @@ impl Incremental {
                 .iter()
                 .map(|&i| chunk.table.columns[i].name.clone())
                 .collect(),
-            from: self.progress.after.clone(),
+            from: self.progress.lower().cloned(),
             to: if chunk.end_of_table {
-                None
+                self.progress.range().and_then(|r| r.to.clone())
             } else {
                 chunk
                     .last_key
                     .clone()
-                    .or_else(|| self.progress.after.clone())
+                    .or_else(|| self.progress.lower().cloned())
             },
             ts_ms,
         };
@@ -537,7 +581,7 @@ mod tests {
 
     #[test]
     fn progress_round_trips_through_its_header_and_moves_table_by_table() {
-        let mut p = Progress::new(7, vec!["d.a".into(), "d.b".into()]);
+        let mut p = Progress::new(7, vec!["d.a".into(), "d.b".into()], Vec::new());
         assert!(p.id.starts_with("r7-"), "{}", p.id);
         assert_eq!(Progress::parse(&p.header(), "x").unwrap(), p);
         p.advance(100, Some(vec![KeyPart::Int(100)]), false);
@@ -557,6 +601,27 @@ mod tests {
         p.advance(0, None, true);
         assert!(p.done());
         assert!(Progress::parse("{\"id\":1}", "the last record").is_err());
+
+        // A repair's key ranges: each chunk starts after the range's start until a key is
+        // written, and the range goes with its table.
+        let range = |from: i64, to: i64| KeyRange {
+            from: Some(vec![KeyPart::Int(from)]),
+            to: Some(vec![KeyPart::Int(to)]),
+        };
+        let mut r = Progress::new(
+            8,
+            vec!["d.a".into(), "d.a".into()],
+            vec![range(10, 20), range(50, 60)],
+        );
+        assert_eq!(Progress::parse(&r.header(), "x").unwrap(), r);
+        assert_eq!(r.lower(), Some(&vec![KeyPart::Int(10)]));
+        r.advance(3, Some(vec![KeyPart::Int(14)]), false);
+        assert_eq!(r.lower(), Some(&vec![KeyPart::Int(14)]));
+        r.advance(2, Some(vec![KeyPart::Int(20)]), true);
+        assert_eq!(r.range(), Some(&range(50, 60)));
+        assert_eq!(r.lower(), Some(&vec![KeyPart::Int(50)]));
+        // A whole-table snapshot's header has no ranges, as before they existed.
+        assert!(!p.header().contains("ranges"));
         assert!(Progress::parse(&p.header().replace("\"rows\"", "\"rowz\""), "x").is_err());
     }
 }

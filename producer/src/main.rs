@@ -193,7 +193,7 @@ async fn request_snapshot(
         .await
         .with_context(|| format!("connecting to {target}"))?;
     let topic = cfg.topic_of(&cfg.site)?;
-    let id = request::submit(&mut conn, &target, &topic, Some(&filter), tables).await?;
+    let id = request::submit(&mut conn, &target, &topic, Some(&filter), tables, &[]).await?;
     println!(
         "snapshot request {id} queued: {} (for the producer of {topic})",
         tables.join(", ")

@@ -444,8 +444,15 @@ impl Producer {
                     refused.join("; ")
                 )));
             }
-            let id =
-                request::submit(&mut conn, &self.target, &self.topic, Some(filter), &newly).await?;
+            let id = request::submit(
+                &mut conn,
+                &self.target,
+                &self.topic,
+                Some(filter),
+                &newly,
+                &[],
+            )
+            .await?;
             // An incremental snapshot the topic is in the middle of goes on after the mark.
             sink.set_progress(resumed.map(Progress::header));
             snapshot::mark_definitions(self.snapshot_settings(filter, facts), sink, p, &newly)
@@ -710,7 +717,7 @@ impl Snapshots {
                 "note the refusal",
             );
         }
-        self.begin(Progress::new(req.id, req.tables), sink, false)
+        self.begin(Progress::new(req.id, req.tables, req.ranges), sink, false)
             .await
     }
 

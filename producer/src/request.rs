@@ -10,7 +10,9 @@ use mysql_async::{Conn, Opts};
 
 use continuum_common::filter::TableFilter;
 use continuum_common::request::no_table;
-pub use continuum_common::request::{check_tables, split, submit, wait, Ended, Request};
+pub use continuum_common::request::{
+    check_tables, parse_ranges, split, submit, wait, Ended, KeyRange, Request,
+};
 use continuum_schemas::GtidPosition;
 
 use crate::error::{DbContext, ProducerError};
@@ -64,19 +66,31 @@ impl Requests {
     pub async fn next_pending(&mut self) -> Result<Option<Request>, ProducerError> {
         let target = self.target.clone();
         let topic = self.topic.clone();
-        let row: Result<Option<(u64, String)>, _> = self
-            .conn()
-            .await?
-            .exec_first(
-                "SELECT id, tables FROM continuum.snapshot_request WHERE topic = ? AND done_at IS NULL ORDER BY id LIMIT 1",
-                (topic,),
-            )
-            .await;
+        let conn = self.conn().await?;
+        let query = "SELECT id, tables, ranges FROM continuum.snapshot_request WHERE topic = ? AND done_at IS NULL ORDER BY id LIMIT 1";
+        let mut row: Result<Option<(u64, String, Option<String>)>, _> =
+            conn.exec_first(query, (topic.as_str(),)).await;
+        if matches!(&row, Err(mysql_async::Error::Server(se)) if se.code == 1054) {
+            // A table made by a version without key ranges: bring it up to date.
+            for sql in continuum_common::request::CREATE {
+                conn.query_drop(sql).await.db(&target)?;
+            }
+            row = conn.exec_first(query, (topic.as_str(),)).await;
+        }
         match row {
-            Ok(r) => Ok(r.map(|(id, tables)| Request {
-                id,
-                tables: split(&tables),
-            })),
+            Ok(Some((id, tables, ranges))) => {
+                let tables = split(&tables);
+                match parse_ranges(id, tables.len(), ranges.as_deref()) {
+                    Ok(ranges) => Ok(Some(Request { id, tables, ranges })),
+                    // A request that does not read is failed, and the next one taken.
+                    Err(e) => {
+                        tracing::error!(request = id, error = %e, "snapshot request refused");
+                        self.finished(id, 0, Some(&e.to_string())).await?;
+                        Ok(None)
+                    }
+                }
+            }
+            Ok(None) => Ok(None),
             Err(e) if no_table(&e) => Ok(None),
             Err(e) => Err(ProducerError::Db { target, source: e }),
         }
@@ -176,7 +190,7 @@ pub async fn recapture(
         }
         _ => {}
     }
-    let id = submit(conn, target, topic, Some(filter), &tables).await?;
+    let id = submit(conn, target, topic, Some(filter), &tables, &[]).await?;
     Ok((position, id, tables))
 }
 

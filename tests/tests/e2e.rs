@@ -881,6 +881,9 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
             "INSERT INTO same SELECT seq, seq FROM seq_1_to_500",
             "CREATE TABLE gone (id INT PRIMARY KEY, v VARCHAR(20))",
             "INSERT INTO gone SELECT seq, CONCAT('g', seq) FROM seq_1_to_300",
+            // Damaged in three chunks only: only those key ranges are snapshotted.
+            "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO big SELECT seq, CONCAT('b', seq) FROM seq_1_to_20000",
         ],
     )
     .await;
@@ -902,6 +905,9 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
             "INSERT INTO k VALUES ('aa', 1, 'extra'), ('ep', 7, 'extra'), ('eu', 0, 'extra'), ('eu', 4001, 'extra'), ('zz', 1, 'extra')",
             // A table lost altogether: the snapshot brings its definition too.
             "DROP TABLE gone",
+            "UPDATE big SET v = 'corrupt' WHERE id IN (4321, 4322)",
+            "DELETE FROM big WHERE id = 15555",
+            "INSERT INTO big VALUES (-5, 'extra')",
         ],
     )
     .await;
@@ -957,24 +963,62 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
         last.contains("verdict: IDENTICAL"),
         "the comparison after the repair is identical:\n{text}"
     );
-    // Exactly the differing and missing tables were snapshotted.
-    let tables: String = query_one(
-        &mut c,
-        &format!(
-            "SELECT tables FROM continuum.snapshot_request WHERE tables LIKE '%{db}%' ORDER BY id DESC LIMIT 1"
-        ),
-    )
-    .await;
+    // Exactly the differing and missing tables were snapshotted: t and k, which differ in
+    // every chunk, whole; big in the three key ranges of its chunks that differ.
+    let (tables, ranges, rows): (String, String, u64) = c
+        .exec_first(
+            "SELECT tables, ranges, rows_done FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '%') ORDER BY id DESC LIMIT 1",
+            (&db,),
+        )
+        .await
+        .unwrap()
+        .expect("the repair's request");
     let mut tables: Vec<&str> = tables.split(',').collect();
     tables.sort();
     assert_eq!(
         tables,
-        [format!("{db}.gone"), format!("{db}.k"), format!("{db}.t")]
+        [
+            format!("{db}.big"),
+            format!("{db}.big"),
+            format!("{db}.big"),
+            format!("{db}.gone"),
+            format!("{db}.k"),
+            format!("{db}.t")
+        ],
+        "ranges: {ranges}"
+    );
+    assert!(
+        rows < 12_500 + 4_000 + 300 + 5_000,
+        "{rows} rows snapshotted: big is read in its differing ranges only ({ranges})"
     );
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
+}
+
+/// The `tables` of the latest snapshot request naming a table of `db`, once it is done (within
+/// `timeout`); it must have ended without error.
+async fn request_done(c: &mut mysql_async::Conn, db: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let row: Option<(String, Option<String>, Option<String>)> = c
+            .exec_first(
+                "SELECT tables, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '.%') ORDER BY id DESC LIMIT 1",
+                (db,),
+            )
+            .await
+            .unwrap();
+        if let Some((tables, Some(_), error)) = &row {
+            assert_eq!(error, &None, "the snapshot of {tables} ends without error");
+            return tables.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot request naming {db} is done: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A task writing to SF: every 5 ms one row change of a random key in `1..=max_id`, its kind
@@ -1434,25 +1478,8 @@ async fn a_table_newly_captured_by_producer_include_is_snapshotted_while_streami
         .unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let row: Option<(Option<String>, Option<String>)> = c
-            .exec_first(
-                "SELECT CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE topic = ? AND tables = ? ORDER BY id DESC LIMIT 1",
-                (&p.sf_topic, format!("{added}.t")),
-            )
-            .await
-            .unwrap();
-        if let Some((Some(_), error)) = row {
-            assert_eq!(error, None, "the snapshot of {added}.t ends without error");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no finished snapshot request for exactly {added}.t: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let tables = request_done(&mut c, &added, Duration::from_secs(300)).await;
+    assert_eq!(tables, format!("{added}.t"), "exactly the new table");
     let recorded: Option<String> = c
         .exec_first(
             "SELECT exclude FROM continuum.capture WHERE topic = ?",
@@ -1505,28 +1532,10 @@ async fn an_empty_topic_is_filled_by_an_incremental_snapshot_when_so_configured(
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let row: Option<(String, Option<String>, Option<String>)> = c
-            .exec_first(
-                "SELECT tables, CAST(done_at AS CHAR), error FROM continuum.snapshot_request WHERE tables LIKE CONCAT('%', ?, '.%') ORDER BY id DESC LIMIT 1",
-                (&db,),
-            )
-            .await
-            .unwrap();
-        if let Some((tables, Some(_), error)) = row {
-            assert_eq!(error, None, "the first snapshot ends without error");
-            let mut tables: Vec<&str> = tables.split(',').collect();
-            tables.sort();
-            assert_eq!(tables, [format!("{db}.k"), format!("{db}.t")]);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the incremental first snapshot is not done"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let tables = request_done(&mut c, &db, Duration::from_secs(300)).await;
+    let mut tables: Vec<&str> = tables.split(',').collect();
+    tables.sort();
+    assert_eq!(tables, [format!("{db}.k"), format!("{db}.t")]);
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     verify(&p, std::slice::from_ref(&db));
     p.stop();
