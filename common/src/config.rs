@@ -355,9 +355,13 @@ pub enum NoPrimaryKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstSnapshot {
-    /// One consistent snapshot of every captured table (default): apply empties each table at
-    /// its START and loads it; any table, with or without a primary key.
+    /// `incremental` when every captured table can be snapshotted so, and `consistent` when one
+    /// cannot (the log names those and why). Default.
     #[default]
+    Auto,
+    /// One consistent snapshot of every captured table: apply empties each table at its START
+    /// and loads it; any table, with or without a primary key. The source holds one transaction
+    /// open for the whole snapshot, and a crash part-way starts it again.
     Consistent,
     /// Stream from the source's current position, every captured table defined there, and
     /// snapshot every captured table incrementally (docs/snapshot.md): no long transaction on
@@ -404,7 +408,8 @@ pub struct ProducerConfig {
     /// at `snapshot_chunk_rows` rows or at this many bytes, whichever comes first (at least one
     /// row), so a table of wide BLOBs is read a few rows at a time. Default 32 MiB.
     pub snapshot_chunk_bytes: usize,
-    /// How an empty topic is filled: `consistent` (default) or `incremental` ([`FirstSnapshot`]).
+    /// How an empty topic is filled: `auto` (default), `incremental` or `consistent`
+    /// ([`FirstSnapshot`]).
     pub first_snapshot: FirstSnapshot,
     /// Upper bound of the reconnect backoff. Default `10s`.
     #[serde(with = "humantime_serde")]
@@ -428,7 +433,7 @@ impl Default for ProducerConfig {
             heartbeat_interval: Duration::from_secs(1),
             snapshot_chunk_rows: 10_000,
             snapshot_chunk_bytes: 32 << 20,
-            first_snapshot: FirstSnapshot::Consistent,
+            first_snapshot: FirstSnapshot::Auto,
             max_retry_delay: Duration::from_secs(10),
             metrics_listen: "127.0.0.1:9101".parse().unwrap(),
         }

@@ -62,7 +62,7 @@ impl<T> Db<T> for Result<T, mysql_async::Error> {
     }
 }
 
-pub const CREATE: [&str; 3] = [
+pub const CREATE: [&str; 2] = [
     "CREATE DATABASE IF NOT EXISTS continuum",
     "CREATE TABLE IF NOT EXISTS continuum.snapshot_request (\
        id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
@@ -77,9 +77,29 @@ pub const CREATE: [&str; 3] = [
        ranges MEDIUMTEXT NULL COMMENT 'the key range of each entry of tables, as JSON; NULL: whole tables'\
        , KEY pending (topic, done_at)\
      ) ENGINE=InnoDB COMMENT 'continuum-producer snapshot requests (docs/snapshot.md)'",
-    // A table created by a version without key ranges.
-    "ALTER TABLE continuum.snapshot_request ADD COLUMN IF NOT EXISTS ranges MEDIUMTEXT NULL COMMENT 'the key range of each entry of tables, as JSON; NULL: whole tables'",
 ];
+
+/// Creates the request table, and adds the `ranges` column to one made by a version without
+/// key ranges (which needs `ALTER` on `continuum`, once).
+pub async fn create(conn: &mut Conn, target: &str) -> Result<(), RequestError> {
+    for sql in CREATE {
+        conn.query_drop(sql).await.db(target)?;
+    }
+    let has_ranges: Option<u64> = conn
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'continuum' AND TABLE_NAME = 'snapshot_request' AND COLUMN_NAME = 'ranges'",
+        )
+        .await
+        .db(target)?;
+    if has_ranges == Some(0) {
+        conn.query_drop(
+            "ALTER TABLE continuum.snapshot_request ADD COLUMN ranges MEDIUMTEXT NULL COMMENT 'the key range of each entry of tables, as JSON; NULL: whole tables'",
+        )
+        .await
+        .db(target)?;
+    }
+    Ok(())
+}
 
 /// A queued request.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,9 +305,7 @@ pub async fn submit(
             refused.join("; ")
         )));
     }
-    for sql in CREATE {
-        conn.query_drop(sql).await.db(target)?;
-    }
+    create(conn, target).await?;
     conn.exec_drop(
         "INSERT INTO continuum.snapshot_request (topic, tables, ranges) VALUES (?, ?, ?)",
         (topic, tables.join(","), ranges_column(ranges)),

@@ -663,6 +663,10 @@ impl RepairPlan {
     }
 }
 
+/// The most key ranges `--repair` asks for in one table; a table that differs in more places is
+/// snapshotted whole.
+pub const MAX_RANGES_PER_TABLE: usize = 16;
+
 /// `ranges` in key order with adjacent ones (one's end the next one's start) joined.
 fn joined(ranges: impl Iterator<Item = KeyRange>) -> Vec<KeyRange> {
     let mut out: Vec<KeyRange> = Vec::new();
@@ -689,7 +693,13 @@ pub fn repair_plan(r: &Report) -> RepairPlan {
                 t.table
             )),
             None => {
-                for range in joined(t.differences.iter().map(|d| d.range.clone())) {
+                let mut ranges = joined(t.differences.iter().map(|d| d.range.clone()));
+                // Every range travels in the request row and in the header of every record the
+                // snapshot writes: past a few, the whole table is cheaper to carry.
+                if ranges.len() > MAX_RANGES_PER_TABLE {
+                    ranges = vec![KeyRange::default()];
+                }
+                for range in ranges {
                     plan.tables.push(t.table.clone());
                     plan.ranges.push(range);
                 }
@@ -963,5 +973,16 @@ mod tests {
             ]
         );
         assert_eq!(plan.describe(), "d.t (3 key ranges), d.new");
+
+        // Damage in more places than ranges are carried for: the whole table.
+        let scattered = (0..=MAX_RANGES_PER_TABLE as i64)
+            .map(|i| chunk(key(i * 10), key(i * 10 + 5)))
+            .collect();
+        let plan = repair_plan(&Report {
+            tables: vec![table("d.t", scattered)],
+            ..Default::default()
+        });
+        assert_eq!(plan.tables, ["d.t"]);
+        assert_eq!(plan.ranges, [KeyRange::default()]);
     }
 }

@@ -559,6 +559,8 @@ pub async fn estimate_rows(
     tables: &[String],
 ) -> Result<u64, ProducerError> {
     let mut total = 0u64;
+    // A table listed once per key range (a repair) counts once: an upper bound.
+    let tables: std::collections::BTreeSet<&String> = tables.iter().collect();
     for t in tables {
         let Some((d, n)) = t.split_once('.') else {
             continue;

@@ -238,7 +238,8 @@ impl Producer {
                             StreamPosition::Txn { last: true, .. }
                                 | StreamPosition::At(_)
                                 | StreamPosition::Chunk { .. }
-                        ) {
+                        ) && !matches!(&l.position, StreamPosition::Snapshot { id, .. } if id.starts_with(snapshot::MARK_ID_PREFIX))
+                        {
                             return Err(ProducerError::Resume(format!(
                                 "--recapture goes on from a transaction boundary, but the last record of {} (offset {}) is {}, inside a transaction or a consistent snapshot; restart with --resnapshot instead",
                                 self.topic, l.offset, l.position
@@ -256,16 +257,39 @@ impl Producer {
                 },
             }
         }
-        // `producer.first_snapshot = "incremental"`: an empty topic starts as a recapture does.
-        if last.is_none()
-            && start_at.is_none()
-            && !resnapshot
-            && !facts.read_only
-            && self.cfg.producer.first_snapshot == FirstSnapshot::Incremental
-        {
-            let (now, id, tables) = self.incremental_start(sink, &filter, &facts).await?;
-            tracing::info!(topic = %self.topic, position = %now, request = id, tables, "the topic is empty: streaming from the source's current position, every captured table defined there, and snapshotting every captured table incrementally (producer.first_snapshot = incremental)");
-            start = Start::At(now);
+        // An empty topic starts as a recapture does (`producer.first_snapshot`), unless it is
+        // `consistent`, or `auto` and a captured table cannot be snapshotted incrementally.
+        if last.is_none() && start_at.is_none() && !resnapshot && !facts.read_only {
+            let incremental = match self.cfg.producer.first_snapshot {
+                FirstSnapshot::Consistent => false,
+                FirstSnapshot::Incremental => true,
+                FirstSnapshot::Auto => {
+                    let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+                    let (_, refused) =
+                        request::incremental_refusals(&mut conn, &self.target, &filter).await?;
+                    if !refused.is_empty() {
+                        tracing::info!(topic = %self.topic, reasons = %refused.join("; "), "the topic is empty, and a captured table cannot be snapshotted incrementally: taking the consistent snapshot (producer.first_snapshot = auto)");
+                    }
+                    refused.is_empty()
+                }
+            };
+            if incremental {
+                match self.incremental_start(sink, &filter, &facts).await {
+                    Ok((now, id, tables)) => {
+                        tracing::info!(topic = %self.topic, position = %now, request = id, tables, "the topic is empty: streaming from the source's current position, every captured table defined there, and snapshotting every captured table incrementally (producer.first_snapshot)");
+                        start = Start::At(now);
+                    }
+                    // `auto` takes the consistent snapshot when the request cannot be queued
+                    // (no privilege on `continuum`, say); nothing is in the topic yet.
+                    Err(e)
+                        if !e.is_transient()
+                            && self.cfg.producer.first_snapshot == FirstSnapshot::Auto =>
+                    {
+                        tracing::warn!(topic = %self.topic, error = %e, "the topic is empty, and the incremental snapshot cannot be queued: taking the consistent snapshot (producer.first_snapshot = auto)");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         match &last {
             Some(resume::LastRecord {
@@ -295,7 +319,9 @@ impl Producer {
             // A replica's producer snapshots nothing of its own (requests wait for a promotion).
             true => Vec::new(),
             false => {
-                let compare = last.is_some() && !resnapshot && !recapturing;
+                // A consistent snapshot (abandoned one redone, or --resnapshot) covers them.
+                let compare =
+                    last.is_some() && !recapturing && !matches!(start, Start::Snapshot { .. });
                 self.newly_captured(
                     sink,
                     &mut filter,
@@ -340,6 +366,23 @@ impl Producer {
                 (p, None)
             }
             Start::At(p) => (p, None),
+            Start::Remark(p) => {
+                let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
+                let tables = request::captured_tables(&mut conn, &self.target, &filter).await?;
+                drop(conn);
+                sink.set_progress(resumed.as_ref().map(Progress::header));
+                snapshot::mark_definitions(
+                    self.snapshot_settings(&filter, &facts),
+                    sink,
+                    &p,
+                    &tables,
+                )
+                .await?;
+                sink.flush().await?;
+                sink.check()?;
+                tracing::info!(topic = %self.topic, position = %p, tables = tables.len(), "the topic ended inside a mark of table definitions: marked again with every captured table's definition, streaming from there");
+                (p, None)
+            }
             Start::Within { resume, gtid, skip } => (resume, Some((gtid, skip))),
         };
         let from = StreamStart {
@@ -428,7 +471,7 @@ impl Producer {
             None => Vec::new(),
         };
         if !newly.is_empty() {
-            let Start::At(p) = start else {
+            let (Start::At(p) | Start::Remark(p)) = start else {
                 tracing::info!(topic = %self.topic, tables = %newly.join(","), "producer.include newly captures these tables; the topic ends inside a transaction, so they are left out until it is written, and taken when the session restarts there");
                 for t in &newly {
                     filter.exclude_table(t.clone());
@@ -444,15 +487,16 @@ impl Producer {
                     refused.join("; ")
                 )));
             }
-            let id = request::submit(
-                &mut conn,
-                &self.target,
-                &self.topic,
-                Some(filter),
-                &newly,
-                &[],
-            )
-            .await?;
+            // A start that died before recording the filter queued this request already.
+            let pending =
+                request::pending_for(&mut conn, &self.target, &self.topic, &newly).await?;
+            let id = match pending {
+                Some(id) => id,
+                None => {
+                    let (target, topic) = (&self.target, &self.topic);
+                    request::submit(&mut conn, target, topic, Some(filter), &newly, &[]).await?
+                }
+            };
             // An incremental snapshot the topic is in the middle of goes on after the mark.
             sink.set_progress(resumed.map(Progress::header));
             snapshot::mark_definitions(self.snapshot_settings(filter, facts), sink, p, &newly)

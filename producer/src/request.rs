@@ -72,9 +72,7 @@ impl Requests {
             conn.exec_first(query, (topic.as_str(),)).await;
         if matches!(&row, Err(mysql_async::Error::Server(se)) if se.code == 1054) {
             // A table made by a version without key ranges: bring it up to date.
-            for sql in continuum_common::request::CREATE {
-                conn.query_drop(sql).await.db(&target)?;
-            }
+            continuum_common::request::create(conn, &target).await?;
             row = conn.exec_first(query, (topic.as_str(),)).await;
         }
         match row {
@@ -159,16 +157,10 @@ pub async fn recapture(
         .unwrap_or_default()
         .parse()
         .map_err(|e: continuum_schemas::ParsePositionError| ProducerError::Binlog(e.to_string()))?;
-    let tables: Vec<String> = base_tables(conn, target)
-        .await?
-        .into_iter()
-        .filter(|(d, t)| filter.captures(d, t))
-        .map(|(d, t)| format!("{d}.{t}"))
-        .collect();
+    let (tables, refused) = incremental_refusals(conn, target, filter).await?;
     if tables.is_empty() {
         return Ok((position, 0, tables));
     }
-    let refused = check_tables(conn, target, Some(filter), &tables).await?;
     if !refused.is_empty() {
         return Err(ProducerError::Snapshot(format!(
             "--recapture snapshots every captured table incrementally, and these cannot be: {}. Exclude them, or restart with --resnapshot",
@@ -299,6 +291,59 @@ pub async fn record_capture(
     )
     .await
     .db(target)
+}
+
+/// Every table `filter` captures, and why any of them cannot be snapshotted incrementally
+/// (empty: every one can).
+pub async fn incremental_refusals(
+    conn: &mut Conn,
+    target: &str,
+    filter: &TableFilter,
+) -> Result<(Vec<String>, Vec<String>), ProducerError> {
+    let tables = captured_tables(conn, target, filter).await?;
+    if tables.is_empty() {
+        return Ok((tables, Vec::new()));
+    }
+    let refused = check_tables(conn, target, Some(filter), &tables).await?;
+    Ok((tables, refused))
+}
+
+/// A request of `topic` not done for exactly `tables`, whole.
+pub async fn pending_for(
+    conn: &mut Conn,
+    target: &str,
+    topic: &str,
+    tables: &[String],
+) -> Result<Option<u64>, ProducerError> {
+    let id = conn
+        .exec_first(
+            "SELECT id FROM continuum.snapshot_request WHERE topic = ? AND tables = ? AND ranges IS NULL AND done_at IS NULL ORDER BY id LIMIT 1",
+            (topic, tables.join(",")),
+        )
+        .await;
+    match id {
+        Ok(id) => Ok(id),
+        Err(mysql_async::Error::Server(se)) if se.code == 1054 => Ok(None),
+        Err(e) if no_table(&e) => Ok(None),
+        Err(source) => Err(ProducerError::Db {
+            target: target.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Every table of the source that `filter` captures, as `db.table`.
+pub async fn captured_tables(
+    conn: &mut Conn,
+    target: &str,
+    filter: &TableFilter,
+) -> Result<Vec<String>, ProducerError> {
+    Ok(base_tables(conn, target)
+        .await?
+        .into_iter()
+        .filter(|(d, t)| filter.captures(d, t))
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect())
 }
 
 /// Every base table of the source, as (`db`, `table`).

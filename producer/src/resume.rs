@@ -4,6 +4,8 @@
 //!   read-only source an empty one, unless it finishes an abandoned snapshot of tables: see
 //!   [`takes_table_snapshot`]);
 //! - `txn:G:i:last:R`, `at:P` or `chunk:..:P`: stream from `R+G` (resp. `P`);
+//! - the START or a definition of a mark (an empty snapshot holding definitions, id
+//!   `mark-...`) at `P`: write the mark again, then stream from `P`;
 //! - `txn:G:i:more:R`: stream from `R` and skip the first `i+1` events of `G`, which the topic
 //!   holds already.
 //!
@@ -19,6 +21,7 @@ use continuum_schemas::{Decoder, Gtid, GtidPosition, RecordAt, StreamPosition, S
 
 use crate::error::ProducerError;
 use crate::sink::{HEADER_KIND, HEADER_POS};
+use crate::snapshot::MARK_ID_PREFIX;
 
 /// The topic's last record and its position.
 #[derive(Debug, Clone)]
@@ -71,6 +74,10 @@ pub enum Start {
         reason: String,
     },
     At(GtidPosition),
+    /// The topic ends inside a mark (an empty START/END holding definitions, `snapshot::
+    /// mark_definitions`): write a mark with every captured table's definition at its position,
+    /// and stream from there.
+    Remark(GtidPosition),
     /// Re-read transaction `gtid` from `resume`, skipping its first `skip` events.
     Within {
         resume: GtidPosition,
@@ -85,6 +92,10 @@ pub fn from_last(last: Option<StreamPosition>) -> Start {
         None => Start::Snapshot {
             reason: "the topic is empty".into(),
         },
+        // A mark cut short: no snapshot to abandon, only its definitions to write again.
+        Some(StreamPosition::Snapshot { id, position }) if id.starts_with(MARK_ID_PREFIX) => {
+            Start::Remark(position)
+        }
         Some(StreamPosition::Snapshot { id, .. }) => Start::Snapshot {
             reason: format!("snapshot {id} did not finish; it is abandoned and a new one starts"),
         },
@@ -167,6 +178,10 @@ mod tests {
             from_last(p("snapshot:abc:1-1-5")),
             Start::Snapshot { .. }
         ));
+        assert_eq!(
+            from_last(p("snapshot:mark-17-ab:1-1-5")),
+            Start::Remark("1-1-5".parse().unwrap())
+        );
         assert_eq!(
             from_last(p("chunk:r1-5:7:more:1-1-5,2-2-1")),
             Start::At("1-1-5,2-2-1".parse().unwrap())

@@ -65,6 +65,10 @@ pub(crate) struct Planned {
     pub(crate) create: String,
 }
 
+/// How a mark's snapshot id begins, so that a mark cut short by a crash is written again rather
+/// than taken for an abandoned consistent snapshot (`resume::Start::Remark`).
+pub const MARK_ID_PREFIX: &str = "mark-";
+
 fn new_snapshot_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -385,7 +389,7 @@ pub async fn mark_definitions(
     position: &GtidPosition,
     tables: &[String],
 ) -> Result<(), ProducerError> {
-    let id = new_snapshot_id();
+    let id = format!("{MARK_ID_PREFIX}{}", new_snapshot_id());
     let marker = |phase| {
         StreamRecord::Snapshot(SnapshotMarker {
             snapshot_id: id.clone(),

@@ -139,6 +139,9 @@ impl TestPipeline {
             .set("producer.include", include)
             .set("producer.heartbeat_interval", "300ms")
             .set("producer.max_retry_delay", "1s")
+            // These suites test the consistent snapshot of an empty topic, and streaming; the
+            // default (`auto`: incremental) is what the e2e suite's pipelines take.
+            .set("producer.first_snapshot", "consistent")
             .set("log.filter", "info,continuum_producer=debug");
         let config = site.write();
         TestPipeline {
