@@ -13,6 +13,10 @@
 //! | `stopped` | no apply is running |
 //! | `not-started` | there is no checkpoint yet |
 //!
+//! While the producer writes an incremental snapshot (the first of an empty topic, a requested
+//! one, a repair), the topic's last record carries its progress, and status shows it: the replica
+//! holds every row of those tables only once it ends and apply has caught up.
+//!
 //! Reads only; safe to run at any time.
 
 use std::time::Duration;
@@ -76,10 +80,39 @@ pub struct StatusReport {
     pub until_time: Option<String>,
     /// The id of the snapshot being loaded.
     pub snapshot_loading: Option<String>,
+    /// The incremental snapshot being written into the topic, from its last record's progress
+    /// header.
+    pub incremental_snapshot: Option<IncrementalSnapshot>,
     /// Why apply stopped, if it stopped at an error.
     pub error: Option<String>,
     /// Problems reaching the broker, if any (the rest is still reported).
     pub kafka_error: Option<String>,
+}
+
+/// An incremental snapshot the producer is writing, as the topic's last record says.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncrementalSnapshot {
+    pub id: String,
+    /// Its row in the source's `continuum.snapshot_request`.
+    pub request: u64,
+    /// The tables still to read (once per key range of a repair); the first is being read.
+    pub tables_left: Vec<String>,
+    /// Rows written so far.
+    pub rows_written: u64,
+}
+
+impl IncrementalSnapshot {
+    /// From a record's `continuum.snapshot` header; `None` when it does not parse or the
+    /// snapshot is done.
+    fn of(header: &str) -> Option<IncrementalSnapshot> {
+        let p = continuum_producer::incremental::Progress::parse(header, "").ok()?;
+        (!p.done()).then_some(IncrementalSnapshot {
+            id: p.id,
+            request: p.request,
+            tables_left: p.tables,
+            rows_written: p.rows,
+        })
+    }
 }
 
 /// The `status` verb.
@@ -197,6 +230,10 @@ pub async fn status(settings: &ApplySettings) -> Result<StatusReport, ApplyError
         snapshot_loading: ck
             .as_ref()
             .and_then(|c| c.snapshot.as_ref().map(|s| s.id.clone())),
+        incremental_snapshot: last
+            .as_ref()
+            .and_then(|r| r.header_str(continuum_producer::incremental::HEADER_SNAPSHOT))
+            .and_then(IncrementalSnapshot::of),
         error: ck.as_ref().and_then(|c| c.error.clone()),
         kafka_error,
     })
@@ -263,6 +300,17 @@ impl std::fmt::Display for StatusReport {
                 "snapshot         loading {s} (its tables are partial until it ends)"
             )?;
         }
+        if let Some(s) = &self.incremental_snapshot {
+            writeln!(
+                f,
+                "incremental snapshot {} (request {}) being written: {} to read, from {}; {} rows so far (its tables are complete here once it ends and apply has caught up)",
+                s.id,
+                s.request,
+                s.tables_left.len(),
+                s.tables_left.first().map_or("-", String::as_str),
+                s.rows_written
+            )?;
+        }
         if let Some(e) = &self.error {
             writeln!(f, "error            {e}")?;
         }
@@ -275,3 +323,21 @@ impl std::fmt::Display for StatusReport {
 
 /// How long a status run may wait on the broker.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use continuum_producer::incremental::Progress;
+
+    #[test]
+    fn a_running_incremental_snapshot_is_read_from_the_progress_header() {
+        let mut p = Progress::new(4, vec!["d.a".into(), "d.b".into()], Vec::new());
+        p.rows = 1200;
+        let s = IncrementalSnapshot::of(&p.header()).expect("running");
+        assert_eq!((s.request, s.rows_written), (4, 1200));
+        assert_eq!(s.tables_left, ["d.a", "d.b"]);
+        p.tables.clear();
+        assert_eq!(IncrementalSnapshot::of(&p.header()), None, "done");
+        assert_eq!(IncrementalSnapshot::of("not json"), None);
+    }
+}

@@ -803,6 +803,7 @@ async fn an_incremental_snapshot_repairs_a_damaged_replica_while_the_pipeline_ru
     )
     .await;
     p.start();
+    first_snapshot_done(&mut c, &p.sf_topic).await;
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     // The replica loses rows, gets others changed, and keeps or gains rows the source does not
     // have (before the table's first key, between keys, past its last), behind the pipeline's
@@ -888,6 +889,7 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
     )
     .await;
     p.start();
+    first_snapshot_done(&mut c, &p.sf_topic).await;
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     let mut e = s.eu.admin_conn().await;
     exec_all(
@@ -995,6 +997,32 @@ async fn verify_repair_makes_a_corrupted_replica_identical_while_the_pipeline_ru
     verify(&p, std::slice::from_ref(&db));
     p.stop();
     drop_databases(&[db]).await;
+}
+
+/// Waits until the first snapshot of `topic`'s pipeline is done: an empty topic over tables
+/// that exist is filled by an incremental snapshot (`producer.first_snapshot = "auto"`), so
+/// EU's checkpoint reaching SF's position does not mean their rows are there.
+async fn first_snapshot_done(c: &mut mysql_async::Conn, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let row: Option<(u64, Option<u64>)> = c
+            .exec_first(
+                "SELECT COUNT(*), SUM(done_at IS NULL) FROM continuum.snapshot_request WHERE topic = ?",
+                (topic,),
+            )
+            .await
+            .unwrap_or(None);
+        if let Some((n, Some(0))) = row {
+            if n > 0 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first snapshot of {topic} is not done: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The `tables` of the latest snapshot request naming a table of `db`, once it is done (within
@@ -1185,6 +1213,24 @@ async fn kill9_during_an_incremental_snapshot_of_a_million_rows_ends_identical()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        if k == 1 {
+            // EU's status shows the snapshot being written, from the mirrored topic.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let out = p.consumer_at("eu", &["status", "--json"]);
+                let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                if st["incremental_snapshot"]["request"] == request {
+                    assert_eq!(st["incremental_snapshot"]["tables_left"][0], table, "{st}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "EU's status does not show snapshot request {request}:\n{}",
+                    output_text(&out)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..4000))).await;
         let done_rows = snapshot_request(&mut c, request).await.rows;
         before_kills.push(done_rows);
@@ -1261,6 +1307,7 @@ async fn a_purged_binlog_is_recaptured_incrementally_and_eu_ends_identical() {
     )
     .await;
     p.start();
+    first_snapshot_done(&mut c, &p.sf_topic).await;
     wait_eu_caught_up(&p.sf_topic, &sf_position().await, Duration::from_secs(180)).await;
     p.must("scripts/pipeline.sh", &["stop", "sf-producer"]);
     // While the producer is away, SF changes rows and creates a table, then purges the binlog
