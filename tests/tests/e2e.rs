@@ -1052,7 +1052,8 @@ async fn request_done(c: &mut mysql_async::Conn, db: &str, timeout: Duration) ->
 /// A task writing to SF: every 5 ms one row change of a random key in `1..=max_id`, its kind
 /// drawn in `0..3` and its SQL given by `statement(kind, key, n)` (`n` counts the writes), from a
 /// generator seeded with `seed`. It writes until told to stop (the sender) or, with
-/// `until_snapshot_of`, until a snapshot request naming that database is done; it returns the
+/// `until_snapshot_of`, until a snapshot request naming that database, queued after it started,
+/// is done; it returns the
 /// number of writes.
 fn sf_writer(
     seed: u64,
@@ -1068,7 +1069,14 @@ fn sf_writer(
         let mut c = stack().sf.admin_conn().await;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut n = 0u64;
-        let done = until_snapshot_of.map(|db| format!("SELECT COUNT(*) FROM continuum.snapshot_request WHERE tables LIKE '%{db}%' AND done_at IS NOT NULL"));
+        // Only a request queued after the writer starts counts: the pipeline's own first
+        // snapshot is a request for the same tables too, and it is already done.
+        let after: u64 = c
+            .query_first("SELECT COALESCE(MAX(id), 0) FROM continuum.snapshot_request")
+            .await
+            .unwrap_or(None)
+            .unwrap_or(0);
+        let done = until_snapshot_of.map(|db| format!("SELECT COUNT(*) FROM continuum.snapshot_request WHERE id > {after} AND tables LIKE '%{db}%' AND done_at IS NOT NULL"));
         while !*stop_rx.borrow() {
             if let Some(done) = &done {
                 let snapshots_done: Option<u64> =
