@@ -59,6 +59,11 @@ impl TableFilter {
         self.extra_excluded.push(qualified);
     }
 
+    /// The tables left out by [`TableFilter::exclude_table`], as `db.table`.
+    pub fn left_out(&self) -> &[String] {
+        &self.extra_excluded
+    }
+
     pub fn is_system_database(db: &str) -> bool {
         SYSTEM_DATABASES.iter().any(|s| s.eq_ignore_ascii_case(db))
     }

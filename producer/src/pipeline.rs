@@ -449,7 +449,7 @@ impl Producer {
     ) -> Result<Vec<String>, ProducerError> {
         let (start, resumed) = at;
         let mut conn = Conn::new(self.opts.clone()).await.db(&self.target)?;
-        let set = request::CaptureSet::of(&self.cfg.producer);
+        let set = request::CaptureSet::of(&self.cfg.producer, filter);
         let before = match compare {
             false => None,
             true => match request::captured_before(&mut conn, &self.target, &self.topic).await {
@@ -504,6 +504,9 @@ impl Producer {
             sink.flush().await?;
             sink.check()?;
             tracing::info!(topic = %self.topic, position = %p, request = id, tables = %newly.join(","), "producer.include newly captures these tables: their definitions are in the topic here, and their rows come with an incremental snapshot");
+        }
+        if before.as_ref() == Some(&set) {
+            return Ok(Vec::new());
         }
         match request::record_capture(&mut conn, &self.target, &self.topic, &set).await {
             Err(e) if !e.is_transient() => {

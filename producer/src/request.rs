@@ -193,21 +193,27 @@ const CAPTURE_CREATE: &str = "CREATE TABLE IF NOT EXISTS continuum.capture (\
        topic VARCHAR(249) NOT NULL PRIMARY KEY COMMENT 'the changelog topic', \
        include TEXT NOT NULL COMMENT 'producer.include, as a JSON array', \
        exclude TEXT NOT NULL COMMENT 'producer.exclude, as a JSON array', \
+       left_out MEDIUMTEXT NOT NULL COMMENT 'tables left out at start (no primary key), as a JSON array', \
        updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)\
      ) ENGINE=InnoDB COMMENT 'the filter continuum-producer last streamed each topic with (docs/snapshot.md)'";
 
-/// `producer.include` and `producer.exclude` as a producer streamed with them.
+/// `producer.include` and `producer.exclude` as a producer streamed with them, and the tables
+/// it left out at start (no primary key, `tables_without_primary_key = "exclude"`): a table that
+/// gets a key is newly captured too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureSet {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    pub left_out: Vec<String>,
 }
 
 impl CaptureSet {
-    pub fn of(cfg: &continuum_common::config::ProducerConfig) -> CaptureSet {
+    /// The capture of `cfg`, with `filter` (its tables left out at start).
+    pub fn of(cfg: &continuum_common::config::ProducerConfig, filter: &TableFilter) -> CaptureSet {
         CaptureSet {
             include: cfg.include.clone(),
             exclude: cfg.exclude.clone(),
+            left_out: filter.left_out().to_vec(),
         }
     }
 
@@ -217,7 +223,11 @@ impl CaptureSet {
             exclude: self.exclude.clone(),
             ..Default::default()
         };
-        Ok(TableFilter::new(&cfg)?)
+        let mut filter = TableFilter::new(&cfg)?;
+        for t in &self.left_out {
+            filter.exclude_table(t.clone());
+        }
+        Ok(filter)
     }
 }
 
@@ -243,13 +253,13 @@ pub async fn captured_before(
     target: &str,
     topic: &str,
 ) -> Result<Option<CaptureSet>, ProducerError> {
-    let row: Result<Option<(String, String)>, _> = conn
+    let row: Result<Option<(String, String, String)>, _> = conn
         .exec_first(
-            "SELECT include, exclude FROM continuum.capture WHERE topic = ?",
+            "SELECT include, exclude, left_out FROM continuum.capture WHERE topic = ?",
             (topic,),
         )
         .await;
-    let (include, exclude) = match row {
+    let (include, exclude, left_out) = match row {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
         Err(e) if no_table(&e) => return Ok(None),
@@ -270,6 +280,7 @@ pub async fn captured_before(
     Ok(Some(CaptureSet {
         include: parse(&include, "include")?,
         exclude: parse(&exclude, "exclude")?,
+        left_out: parse(&left_out, "left_out")?,
     }))
 }
 
@@ -281,16 +292,24 @@ pub async fn record_capture(
     set: &CaptureSet,
 ) -> Result<(), ProducerError> {
     let json = |v: &Vec<String>| serde_json::to_string(v).expect("strings serialise");
-    for sql in [continuum_common::request::CREATE[0], CAPTURE_CREATE] {
-        conn.query_drop(sql).await.db(target)?;
+    let upsert = "INSERT INTO continuum.capture (topic, include, exclude, left_out) VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE include = VALUES(include), exclude = VALUES(exclude), left_out = VALUES(left_out)";
+    let params = (
+        topic,
+        json(&set.include),
+        json(&set.exclude),
+        json(&set.left_out),
+    );
+    match conn.exec_drop(upsert, params.clone()).await {
+        // The table is made the first time only: DDL is binlogged even when it changes nothing.
+        Err(e) if no_table(&e) => {
+            for sql in [continuum_common::request::CREATE[0], CAPTURE_CREATE] {
+                conn.query_drop(sql).await.db(target)?;
+            }
+            conn.exec_drop(upsert, params).await.db(target)
+        }
+        r => r.db(target),
     }
-    conn.exec_drop(
-        "INSERT INTO continuum.capture (topic, include, exclude) VALUES (?, ?, ?) \
-         ON DUPLICATE KEY UPDATE include = VALUES(include), exclude = VALUES(exclude)",
-        (topic, json(&set.include), json(&set.exclude)),
-    )
-    .await
-    .db(target)
 }
 
 /// Every table `filter` captures, and why any of them cannot be snapshotted incrementally
@@ -366,6 +385,7 @@ mod tests {
         CaptureSet {
             include: include.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            left_out: Vec::new(),
         }
     }
 
@@ -398,6 +418,24 @@ mod tests {
             newly_captured(&now, &narrowed, &existing).unwrap(),
             vec!["crm.leads", "crm.customers"]
         );
+    }
+
+    #[test]
+    fn a_table_left_out_for_its_missing_key_is_new_once_it_has_one() {
+        let existing = tables(&["shop.orders", "shop.log"]);
+        let now = set(&["shop.*"], &[]).filter().unwrap();
+        let mut before = set(&["shop.*"], &[]);
+        before.left_out = vec!["shop.log".into()];
+        assert_eq!(
+            newly_captured(&now, &before, &existing).unwrap(),
+            vec!["shop.log"]
+        );
+        // Still without a key, it is left out now too: nothing new.
+        let mut still = now.clone();
+        still.exclude_table("shop.log".into());
+        assert!(newly_captured(&still, &before, &existing)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -1202,3 +1202,101 @@ async fn a_snapshot_of_wide_rows_is_read_in_chunks_bounded_by_bytes() {
     println!("peak RSS {peak} MiB");
     cleanup(&p.dir);
 }
+
+/// A topic that ends inside a mark (the empty START/END holding table definitions that starts
+/// an incremental capture), cut short by a crash, is marked again at the same position and
+/// streamed from there. It is not taken for an abandoned consistent snapshot, which would read
+/// every table again under one long transaction.
+///
+/// The cut is made by copying the first topic, up to the mark's first definition, into a second
+/// topic, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_cut_short_is_written_again_not_taken_for_an_abandoned_snapshot() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (mut p, mut c) = TestPipeline::with_database(
+        "p_remark",
+        &[
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO {db}.t VALUES (1, 1), (2, 2)",
+        ],
+    )
+    .await;
+    p.set("producer.first_snapshot", "incremental");
+    let mut producer = p.spawn(&[]);
+    wait_streaming("the first run to stream", &producer).await;
+    producer.kill9();
+    let s = stack();
+    let recs = read_topic(&s.brokers, &p.topic);
+    let is_mark = |r: &continuum_common::kafka::FetchedRecord| matches!(pos(r), StreamPosition::Snapshot { id, .. } if id.starts_with("mark-"));
+    let start = recs
+        .iter()
+        .position(is_mark)
+        .expect("an empty topic starts with a mark");
+    assert!(is_mark(&recs[start + 1]), "the mark's first definition");
+    let first_mark = pos(&recs[start]);
+
+    let cut = format!("{}.cut", p.topic);
+    let admin_cfg = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .clone();
+    continuum_common::kafka::ensure_changelog_topic(
+        &admin_cfg,
+        &cut,
+        64 << 20,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let copier: BaseProducer = admin_cfg.create().unwrap();
+    for r in &recs[..=start + 1] {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec = BaseRecord::<[u8], [u8]>::to(&cut)
+            .partition(0)
+            .headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v);
+        }
+        copier.send(rec).map_err(|(e, _)| e).unwrap();
+    }
+    copier.flush(Duration::from_secs(10)).unwrap();
+
+    p.set("sites.sf.topic", cut.clone());
+    p.sql(&mut c, &["INSERT INTO {db}.t VALUES (3, 3)"]).await;
+    let mut producer = p.spawn_logged(&[], "cut");
+    wait_streaming("the run on the cut topic to stream", &producer).await;
+    let log = producer.log();
+    producer.kill9();
+    assert!(
+        log.contains("marked again") && !log.contains("taking a consistent snapshot"),
+        "the cut mark is written again, no consistent snapshot is taken:\n{log}"
+    );
+    let after: Vec<StreamPosition> = positions(&cut)[start + 2..].to_vec();
+    let StreamPosition::Snapshot { id, position } = &after[0] else {
+        panic!("a new mark follows the cut one: {after:?}");
+    };
+    let StreamPosition::Snapshot {
+        id: cut_id,
+        position: cut_position,
+    } = &first_mark
+    else {
+        unreachable!()
+    };
+    assert!(id.starts_with("mark-") && id != cut_id, "{after:?}");
+    assert_eq!(position, cut_position, "at the cut mark's position");
+    assert!(
+        after
+            .iter()
+            .any(|p| matches!(p, StreamPosition::At(at) if at == cut_position)),
+        "the new mark ends there: {after:?}"
+    );
+    cleanup(&p.dir);
+}
