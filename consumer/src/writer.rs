@@ -2,8 +2,15 @@
 //! transaction per batch, statements sent in chunks as they accumulate, and the checkpoint
 //! upsert plus `COMMIT` sent together at a source-transaction boundary.
 //!
+//! A commit can be left running ([`Writer::commit_async`]) while the caller builds the next
+//! batch: MariaDB executes one batch while apply decodes the next. Anything sent after it waits
+//! for it first, so batches still commit one after another, in order; [`Writer::take_confirmed`]
+//! says when it has committed, and its error comes back from the next call that waits.
+//!
 //! Guarantees:
 //! - a batch's rows and its checkpoint commit in one MariaDB transaction, or not at all;
+//! - at most one batch is in flight besides the one being built: nothing of the next batch
+//!   reaches MariaDB before the commit before it succeeded;
 //! - statements are flushed before the buffer exceeds the chunk size, so a source transaction
 //!   of a million rows streams through bounded memory (the open MariaDB transaction holds it,
 //!   not this process);
@@ -33,6 +40,10 @@ pub struct Writer {
     sent: bool,
     flush_bytes: usize,
     max_allowed_packet: usize,
+    /// What is in flight ends with `COMMIT`.
+    committing: bool,
+    /// A commit in flight has succeeded, and the caller has not been told yet.
+    confirmed: bool,
 }
 
 /// Connects with apply's session settings and checks that they took.
@@ -80,6 +91,8 @@ impl Writer {
             sent: false,
             flush_bytes: FLUSH_BYTES.min(max_stmt),
             max_allowed_packet,
+            committing: false,
+            confirmed: false,
         })
     }
 
@@ -106,14 +119,48 @@ impl Writer {
         ApplyError::db(&self.target, what)(source)
     }
 
-    /// Waits for the statements in flight.
+    /// Waits for the statements in flight. Cancel-safe: dropped before they finish, it leaves
+    /// them in flight.
     async fn settle(&mut self) -> Result<()> {
-        if let Some(h) = self.inflight.take() {
-            let (conn, r) = h.await.expect("the statement task does not panic");
-            self.conn = Some(conn);
-            r.map_err(|e| self.db_err("applying rows", e))?;
+        let Some(h) = self.inflight.as_mut() else {
+            return Ok(());
+        };
+        let (conn, r) = h.await.expect("the statement task does not panic");
+        self.inflight = None;
+        self.conn = Some(conn);
+        let committing = std::mem::take(&mut self.committing);
+        match r {
+            Ok(()) => {
+                self.confirmed |= committing;
+                Ok(())
+            }
+            Err(e) if committing => {
+                // Part of the text may have run: the transaction stays open until rolled back.
+                if let Some(c) = self.conn.as_mut() {
+                    let _ = c.query_drop("ROLLBACK").await;
+                }
+                Err(self.db_err("committing a batch with its checkpoint", e))
+            }
+            Err(e) => Err(self.db_err("applying rows", e)),
+        }
+    }
+
+    /// Whether a commit is in flight.
+    pub fn committing(&self) -> bool {
+        self.committing
+    }
+
+    /// Waits for the commit in flight, if any (cancel-safe).
+    pub async fn wait_commit(&mut self) -> Result<()> {
+        if self.committing {
+            self.settle().await?;
         }
         Ok(())
+    }
+
+    /// Whether a commit left running has succeeded since the last call (then once only).
+    pub fn take_confirmed(&mut self) -> bool {
+        std::mem::take(&mut self.confirmed)
     }
 
     /// Starts `text` on the connection (inside the batch's transaction) without waiting for it.
@@ -173,20 +220,24 @@ impl Writer {
     /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and
     /// waits for the commit.
     pub async fn commit(&mut self, checkpoint_sql: &str) -> Result<()> {
+        self.commit_async(checkpoint_sql).await?;
+        self.settle().await?;
+        self.confirmed = false;
+        Ok(())
+    }
+
+    /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and
+    /// returns without waiting: the next call that sends waits for the commit first, and
+    /// returns its error; [`Writer::take_confirmed`] tells when it succeeded.
+    pub async fn commit_async(&mut self, checkpoint_sql: &str) -> Result<()> {
         self.buf.push_statement(checkpoint_sql);
         self.buf.push_statement("COMMIT");
         let text = self.buf.take();
-        let r = self
-            .send_now(text, "committing a batch with its checkpoint")
-            .await;
+        self.send(text).await?;
+        self.committing = true;
         self.in_txn = false;
         self.sent = false;
-        if r.is_err() {
-            if let Some(c) = self.conn.as_mut() {
-                let _ = c.query_drop("ROLLBACK").await;
-            }
-        }
-        r
+        Ok(())
     }
 
     /// Executes a single statement inside the batch's transaction and waits for it.

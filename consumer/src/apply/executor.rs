@@ -4,6 +4,11 @@
 //! tables for a snapshot. It owns no decision of its own beyond how to send a row: which
 //! records make a transaction, when to commit and what the checkpoint says are the session's.
 //!
+//! A batch's commit is left running while the next batch is decoded and built (outside
+//! diagnosis, which must tie an error to its record): MariaDB and apply work at the same time.
+//! The session hears of a commit ([`Session::committed`]) once MariaDB has confirmed it; before
+//! a schema change, a table is emptied, or the session ends, the commit in flight is waited for.
+//!
 //! Guarantees: a commit always carries the session's checkpoint row with the rows before it,
 //! and is checked against the apply lock first; a row MariaDB refuses while diagnosing is named
 //! by its record; a foreign-key action that cannot run against rows newer than the record
@@ -46,6 +51,8 @@ pub struct Executor<'a> {
     /// Commits made (across sessions), so the caller can reset its backoff after progress.
     pub committed: &'a mut Committed,
     pub targets: Targets,
+    /// The commit sent and not yet confirmed by MariaDB.
+    pub in_flight: Option<Box<Commit>>,
 }
 
 enum Flow {
@@ -69,7 +76,9 @@ impl Executor<'_> {
                     return Ok(e);
                 }
             }
+            self.confirm(s, w);
             let deadline = s.deadline(w.dirty(), reader.has_ready());
+            let committing = w.committing();
             let next = tokio::select! {
                 biased;
                 _ = term.wait_for(|stop| *stop) => {
@@ -78,6 +87,10 @@ impl Executor<'_> {
                         Flow::End(e) => return Ok(e),
                         Flow::Continue => continue,
                     }
+                }
+                r = w.wait_commit(), if committing => {
+                    r?;
+                    continue;
                 }
                 _ = sleep_until(deadline) => {
                     let actions = s.on_deadline();
@@ -163,9 +176,14 @@ impl Executor<'_> {
                     };
                     self.row(w, inc, ev, allow_missing, diagnose).await?;
                 }
-                Action::Commit(c) => self.commit(s, w, &c).await?,
-                Action::Rollback => w.rollback().await,
+                Action::Commit(c) => self.commit(s, w, c).await?,
+                Action::Rollback => {
+                    w.rollback().await;
+                    self.confirm(s, w);
+                }
                 Action::SchemaChange { at, ddl: policy } => {
+                    // It runs on a connection of its own: after the batch before it.
+                    self.settle(s, w).await?;
                     let inc = inc.expect("a schema change action comes with its record");
                     let StreamRecord::SchemaChange(sc) = &inc.record else {
                         unreachable!("a schema change action is for a schema change")
@@ -190,6 +208,7 @@ impl Executor<'_> {
                         .await?;
                 }
                 Action::EmptyTables { id, tables } => {
+                    self.settle(s, w).await?;
                     for (db, table) in &tables {
                         let q = crate::sql::qualified(db, table);
                         match w
@@ -210,8 +229,21 @@ impl Executor<'_> {
                         }
                     }
                 }
-                Action::End(e) => return Ok(Flow::End(e)),
-                Action::Fail(e) => return Err(e),
+                Action::End(mut e) => {
+                    self.settle(s, w).await?;
+                    // Stopped inside a transaction: at the checkpoint, as now confirmed.
+                    if let SessionEnd::Done(super::Outcome::Signal { offset }) = &mut e {
+                        *offset = (*offset).max(s.checkpoint().next_offset);
+                    }
+                    return Ok(Flow::End(e));
+                }
+                Action::Fail(e) => {
+                    // The commit before a failing record names it in the checkpoint.
+                    if let Err(ce) = self.settle(s, w).await {
+                        tracing::warn!(error = %ce, "the commit before the failing record failed too");
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(Flow::Continue)
@@ -302,15 +334,51 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Commits the batch and the checkpoint (nothing if neither moved).
-    async fn commit(&mut self, s: &mut Session, w: &mut Writer, c: &Commit) -> Result<()> {
-        if c.checkpoint == *s.checkpoint() && !w.dirty() {
+    /// Commits the batch and the checkpoint (nothing if neither moved). The commit is left
+    /// running, except while diagnosing.
+    async fn commit(&mut self, s: &mut Session, w: &mut Writer, c: Box<Commit>) -> Result<()> {
+        let last = self
+            .in_flight
+            .as_ref()
+            .map_or(s.checkpoint(), |f| &f.checkpoint);
+        if c.checkpoint == *last && !w.dirty() {
             return Ok(());
         }
-        self.lock.check(w.conn().await?).await?;
+        // Waits for the commit before (its error is this batch's too: both are redone).
+        let conn = w.conn().await?;
+        self.lock.check(conn).await?;
+        self.confirm(s, w);
         let mut ck = c.checkpoint.clone();
         ck.error = None;
-        w.commit(&ck.upsert_sql()).await?;
+        w.commit_async(&ck.upsert_sql()).await?;
+        self.in_flight = Some(c);
+        if s.diagnosing_any() {
+            self.settle(s, w).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, and tells the session.
+    async fn settle(&mut self, s: &mut Session, w: &mut Writer) -> Result<()> {
+        w.wait_commit().await?;
+        self.confirm(s, w);
+        Ok(())
+    }
+
+    /// If MariaDB confirmed the commit in flight: counts it and tells the session. A commit no
+    /// longer in flight and not confirmed failed (its error went to whoever waited for it).
+    fn confirm(&mut self, s: &mut Session, w: &mut Writer) {
+        if w.committing() {
+            return;
+        }
+        let confirmed = w.take_confirmed();
+        let Some(c) = self.in_flight.take() else {
+            return;
+        };
+        if !confirmed {
+            return;
+        }
+        let ck = &c.checkpoint;
         self.committed.count += 1;
         self.committed.next_offset = Some(ck.next_offset);
         m::stalled(false);
@@ -322,8 +390,7 @@ impl Executor<'_> {
             offset = ck.next_offset, rows = c.stats.ops.total(), txns = c.stats.txns,
             gtid_position = %ck.gtid_position, "committed"
         );
-        s.committed(c);
-        Ok(())
+        s.committed(&c);
     }
 
     fn ctx(&self, inc: &Incoming, ev: &ChangeEvent) -> RecordContext {

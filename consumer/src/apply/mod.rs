@@ -316,6 +316,7 @@ impl Apply {
             clock: &self.clock,
             committed: &mut self.committed,
             targets: Targets::new(),
+            in_flight: None,
         };
         let r = match x.run(&mut s, &mut w, &mut reader, term).await {
             Err(e) => x.after_error(&mut s, &mut w, e).await,

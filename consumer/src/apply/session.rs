@@ -333,6 +333,12 @@ impl Session {
             .is_some_and(|(until, _)| offset <= *until)
     }
 
+    /// Whether this session diagnoses a failed batch (then each commit is waited for, so an
+    /// error names its record).
+    pub fn diagnosing_any(&self) -> bool {
+        self.d.diagnose.is_some()
+    }
+
     /// The executor committed `c`.
     pub fn committed(&mut self, c: &Commit) {
         self.committed = c.checkpoint.clone();
