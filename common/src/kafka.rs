@@ -155,8 +155,9 @@ pub fn consumer_config(
     // that then waits for records with nothing queued. Measured on apply alone (300k row
     // changes, 2026-12-07): with an 8 MiB queue and the default backoff, the reader thread waited
     // 4.6-5.8 s of 15.4 s on an empty queue; with 20 ms, 0.1 s, and the drain took 10.4 s. The
-    // queue is then 4 MiB: it refills every 20 ms, so a larger one only holds more memory. A record larger
-    // than the fetch size is still returned whole (Kafka's KIP-74), up to
+    // queue is then 4 MiB: it refills every 20 ms, so a larger one only holds more memory.
+    //
+    // A record larger than the fetch size is still returned whole (Kafka's KIP-74), up to
     // receive.message.max.bytes, which must exceed the largest record a writer may send.
     //
     // fetch.wait.max.ms stays at librdkafka's 500 ms: Kafka answers a fetch as soon as it has

@@ -14,7 +14,7 @@
 //! - statements are flushed before the buffer exceeds the chunk size, so a source transaction
 //!   of a million rows streams through bounded memory (the open MariaDB transaction holds it,
 //!   not this process);
-//! - nothing is committed except by [`Writer::commit`], which the caller only calls at a
+//! - nothing is committed except by [`Writer::commit_async`], which the caller only calls at a
 //!   source-transaction boundary.
 
 use mysql_async::prelude::*;
@@ -215,15 +215,6 @@ impl Writer {
         }
         let text = self.buf.take();
         self.send_now(text, "applying rows").await
-    }
-
-    /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and
-    /// waits for the commit.
-    pub async fn commit(&mut self, checkpoint_sql: &str) -> Result<()> {
-        self.commit_async(checkpoint_sql).await?;
-        self.settle().await?;
-        self.confirmed = false;
-        Ok(())
     }
 
     /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and

@@ -460,6 +460,10 @@ impl Producer {
                 r => r?,
             },
         };
+        // The same capture as recorded: nothing is newly captured, and nothing to record.
+        if before.as_ref() == Some(&set) {
+            return Ok(Vec::new());
+        }
         if compare && before.is_none() {
             tracing::info!(topic = %self.topic, "no capture filter is recorded for this topic (continuum.capture): recording it, so that a table captured by a later change of producer.include is snapshotted");
         }
@@ -504,9 +508,6 @@ impl Producer {
             sink.flush().await?;
             sink.check()?;
             tracing::info!(topic = %self.topic, position = %p, request = id, tables = %newly.join(","), "producer.include newly captures these tables: their definitions are in the topic here, and their rows come with an incremental snapshot");
-        }
-        if before.as_ref() == Some(&set) {
-            return Ok(Vec::new());
         }
         match request::record_capture(&mut conn, &self.target, &self.topic, &set).await {
             Err(e) if !e.is_transient() => {
