@@ -477,6 +477,16 @@ pub struct ApplyConfig {
     pub batch_wait: Duration,
     /// Default `apply`.
     pub ddl: DdlPolicy,
+    /// Connections apply writes through, 1 to 16. Default 2. With more than one, a batch's
+    /// statements run while the batches before it commit, as long as they touch none of the
+    /// same rows (primary and unique key values); commits stay one at a time, in source order.
+    /// 1 sends nothing of a batch before the one before it has committed.
+    pub connections: usize,
+    /// With more than one connection: how long a statement of apply waits for a row lock
+    /// (`innodb_lock_wait_timeout` of its sessions) before its batches are rolled back and
+    /// applied again one at a time. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub lock_wait_timeout: Duration,
     /// Upper bound of retry backoff. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
@@ -498,6 +508,8 @@ impl Default for ApplyConfig {
             batch_bytes: 8 << 20,
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
+            connections: 2,
+            lock_wait_timeout: Duration::from_secs(10),
             max_retry_delay: Duration::from_secs(10),
             retry_failed_after: Duration::from_secs(30),
         }
@@ -760,6 +772,7 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
     var("CONTINUUM_PRODUCER_FIRST_SNAPSHOT", "producer.first_snapshot"),
     var("CONTINUUM_PRODUCER_METRICS_LISTEN", "producer.metrics_listen"),
     var("CONTINUUM_CONSUMER_METRICS_LISTEN", "consumer.metrics_listen"),
+    var("CONTINUUM_APPLY_CONNECTIONS", "consumer.apply.connections"),
     var("CONTINUUM_LOG_FORMAT", "log.format"),
     var("CONTINUUM_LOG", "log.filter"),
 ];
@@ -1085,6 +1098,22 @@ impl SiteConfig {
                     format!("refers to site '{s}', which has no [sites.{s}] section (configured sites: {})", self.site_names()),
                 ));
             }
+        }
+        let apply = &self.consumer.apply;
+        if !(1..=16).contains(&apply.connections) {
+            return Err(invalid(
+                "consumer.apply.connections",
+                format!("must be between 1 and 16, got {}", apply.connections),
+            ));
+        }
+        if apply.lock_wait_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "consumer.apply.lock_wait_timeout",
+                format!(
+                    "must be at least 1s (MariaDB counts it in whole seconds), got {:?}",
+                    apply.lock_wait_timeout
+                ),
+            ));
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! uses only these names (both checked by `tests/metrics_contract.rs`).
 //!
 //! Guarantees: a name recorded by the consumer is one of these constants, with the labels its
-//! entry in [`ALL`] gives. Apply's counters count committed work only: a batch that rolls back
-//! counts nothing.
+//! entry in [`ALL`] gives. Apply's counters of rows, transactions and commits count committed work
+//! only: a batch that rolls back counts nothing. The parallelism counters count what happened,
+//! committed or not.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -45,6 +46,20 @@ pub const APPLY_COMMITS_TOTAL: MetricSpec = MetricSpec {
     unit: Unit::Count,
     labels: &[],
     help: "MariaDB transactions committed by apply.",
+};
+pub const APPLY_PARALLEL_BATCHES_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_parallel_batches_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Batches whose statements ran while a batch before them was still committing (consumer.apply.connections above 1).",
+};
+pub const APPLY_CONFLICT_WAITS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_conflict_waits_total",
+    kind: MetricKind::Counter,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Times a batch waited for the commit of a batch before it that touches one of its rows (primary or unique key value).",
 };
 pub const APPLY_BATCH_ROWS: MetricSpec = MetricSpec {
     name: "continuum_apply_batch_rows",
@@ -147,6 +162,8 @@ pub const ALL: &[MetricSpec] = &[
     APPLY_TRANSACTIONS_TOTAL,
     APPLY_SKIPPED_TRANSACTIONS_TOTAL,
     APPLY_COMMITS_TOTAL,
+    APPLY_PARALLEL_BATCHES_TOTAL,
+    APPLY_CONFLICT_WAITS_TOTAL,
     APPLY_BATCH_ROWS,
     APPLY_BATCH_TRANSACTIONS,
     APPLY_SECONDS_BEHIND_SOURCE,
@@ -195,6 +212,16 @@ pub fn batch_committed(ops: &OpCounts, txns: u64, skipped: u64, offset: i64) {
     histogram!(APPLY_BATCH_ROWS.name).record(ops.total() as f64);
     histogram!(APPLY_BATCH_TRANSACTIONS.name).record(txns as f64);
     gauge!(APPLY_CHECKPOINT_OFFSET.name).set(offset as f64);
+}
+
+/// A batch sent statements while a batch before it was committing.
+pub fn parallel_batch() {
+    counter!(APPLY_PARALLEL_BATCHES_TOTAL.name).increment(1);
+}
+
+/// A batch waited for the commit of a conflicting batch before it.
+pub fn conflict_wait() {
+    counter!(APPLY_CONFLICT_WAITS_TOTAL.name).increment(1);
 }
 
 /// Apply is stopped at a record it cannot apply (`true`), or committing again (`false`).

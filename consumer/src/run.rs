@@ -78,12 +78,7 @@ fn watch_role(opts: mysql_async::Opts, stop: watch::Receiver<bool>) -> watch::Re
 
 /// `continuum-consumer run`.
 pub async fn main(mut cfg: SiteConfig, args: RunArgs) -> Result<(), RunError> {
-    if let Some(p) = args.apply.ddl {
-        cfg.consumer.apply.ddl = p;
-    }
-    if let Some(a) = args.apply.metrics_listen {
-        cfg.consumer.metrics_listen = a;
-    }
+    args.apply.override_config(&mut cfg);
     // Mirror the other site's changelog here; apply the local copy.
     let source = crate::settings::apply_source_site(&cfg)?;
     let mirror_settings = MirrorSettings::resolve(

@@ -186,6 +186,11 @@ pub struct RowStatements {
     /// Record column indexes referenced by a foreign key whose ON UPDATE action changes other
     /// rows: an update changing one of them runs as an UPDATE with checks on.
     pub cascade_update: Vec<usize>,
+    /// Identifies the table (whatever the shape) in write sets: a hash of `db.table`.
+    pub table_tag: u64,
+    /// The replica's table has a unique key besides the primary key: write sets take the whole
+    /// table (see [`crate::apply::writeset`]).
+    pub unique_keys: bool,
 }
 
 impl RowStatements {
@@ -227,6 +232,8 @@ impl RowStatements {
             keyless,
             cascade_delete: false,
             cascade_update: Vec::new(),
+            table_tag: crate::apply::writeset::table_tag(db, table),
+            unique_keys: false,
         }
     }
 

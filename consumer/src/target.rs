@@ -38,6 +38,8 @@ struct TargetTable {
     cascade_update: Vec<String>,
     /// Triggers on the table, `name (TIMING EVENT)`.
     triggers: Vec<String>,
+    /// Has a unique key besides the primary key.
+    unique_keys: bool,
 }
 
 /// The statements for one record shape, and the record columns the target lacks (written only
@@ -181,6 +183,7 @@ impl Targets {
                     .position(|col| col.name.eq_ignore_ascii_case(c))
             })
             .collect();
+        p.unique_keys = table.unique_keys;
         let p = Planned {
             stmts: Arc::new(p),
             missing,
@@ -222,13 +225,19 @@ impl Targets {
         let t = if cols.is_empty() {
             None
         } else {
-            let pk: Vec<String> = conn
+            let keys: Vec<(String, String)> = conn
                 .exec(
-                    "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX",
+                    "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=? AND TABLE_NAME=? AND NON_UNIQUE=0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
                     (db, table),
                 )
                 .await
                 .map_err(err)?;
+            let pk: Vec<String> = keys
+                .iter()
+                .filter(|(i, _)| i == "PRIMARY")
+                .map(|(_, c)| c.clone())
+                .collect();
+            let unique_keys = keys.iter().any(|(i, _)| i != "PRIMARY");
             // Foreign keys that point at this table and make InnoDB change other rows.
             let fks: Vec<(String, String, String)> = conn
                 .exec(
@@ -275,6 +284,7 @@ impl Targets {
                     .into_iter()
                     .map(|(n, t, e)| format!("{n} ({t} {e})"))
                     .collect(),
+                unique_keys,
             }))
         };
         self.tables.insert(k, t.clone());

@@ -1,25 +1,37 @@
-//! The MariaDB side of apply: one connection with apply's session settings, one MariaDB
-//! transaction per batch, statements sent in chunks as they accumulate, and the checkpoint
-//! upsert plus `COMMIT` sent together at a source-transaction boundary.
+//! The MariaDB side of apply: apply's session settings, one MariaDB transaction per batch,
+//! statements sent in chunks as they accumulate, and the checkpoint upsert plus `COMMIT` sent
+//! together at a source-transaction boundary.
 //!
-//! A commit can be left running ([`Writer::commit_async`]) while the caller builds the next
-//! batch: MariaDB executes one batch while apply decodes the next. Anything sent after it waits
-//! for it first, so batches still commit one after another, in order; [`Writer::take_confirmed`]
-//! says when it has committed, and its error comes back from the next call that waits.
+//! A commit is left running ([`Writer::commit_async`]) while the caller builds the next batch.
+//! With `consumer.apply.connections` = N above 1, the writer holds N connections ("lanes") and
+//! starts each batch on the next one, round robin, so that MariaDB executes the statements of
+//! the next batch while the ones before it commit. A batch's statements go out beside commits
+//! in flight only while its [`WriteSet`] is disjoint from theirs; otherwise they wait for those
+//! commits. A batch's checkpoint and `COMMIT` run only after the commit before it succeeded
+//! (the lane's task waits for it), so commits happen one after another, in source order, and
+//! the checkpoint of the last commit names a position below which everything is applied.
+//! [`Writer::take_confirmed`] counts the commits that have succeeded, oldest first; an error
+//! comes back from the next call that waits for the lane.
 //!
 //! Guarantees:
 //! - a batch's rows and its checkpoint commit in one MariaDB transaction, or not at all;
-//! - at most one batch is in flight besides the one being built: nothing of the next batch
-//!   reaches MariaDB before the commit before it succeeded;
+//! - batches commit in the order they were built; one whose predecessor failed rolls back;
 //! - statements are flushed before the buffer exceeds the chunk size, so a source transaction
 //!   of a million rows streams through bounded memory (the open MariaDB transaction holds it,
-//!   not this process);
+//!   not this process): at most one chunk in flight per lane, and one being built;
 //! - nothing is committed except by [`Writer::commit_async`], which the caller only calls at a
-//!   source-transaction boundary.
+//!   source-transaction boundary;
+//! - with one connection, nothing of the next batch reaches MariaDB before the commit before
+//!   it succeeded.
+
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
+use tokio::sync::oneshot;
 
+use crate::apply::writeset::WriteSet;
 use crate::error::{ApplyError, Result};
 use crate::settings::SESSION_SETTINGS;
 use crate::sql::StatementBuffer;
@@ -27,23 +39,55 @@ use crate::sql::StatementBuffer;
 /// SQL text sent per round trip while a batch grows.
 pub const FLUSH_BYTES: usize = 2 << 20;
 
-pub struct Writer {
-    /// The connection, when no statements are in flight on it.
+type Task = tokio::task::JoinHandle<(Conn, std::result::Result<(), mysql_async::Error>)>;
+
+/// One connection and what runs on it.
+struct Lane {
+    /// The connection, when nothing is in flight on it.
     conn: Option<Conn>,
-    /// Statements sent and still running: the next flush builds while they execute.
-    inflight: Option<tokio::task::JoinHandle<(Conn, std::result::Result<(), mysql_async::Error>)>>,
+    /// Statements sent and still running.
+    inflight: Option<Task>,
+    /// What is in flight ends with `COMMIT`.
+    committing: bool,
+    /// The write set of the batch committing here.
+    ws: WriteSet,
+}
+
+pub struct Writer {
+    lanes: Vec<Lane>,
+    /// The lane of the batch being built.
+    cur: usize,
+    /// Lanes with a commit in flight, oldest first.
+    order: VecDeque<usize>,
+    /// Commits that succeeded and the caller has not been told of.
+    confirmed: usize,
+    /// Whether a batch may run beside commits in flight (see [`Writer::set_parallel`]).
+    parallel: bool,
+    /// Tells whether the newest commit sent succeeded: the next commit waits for it.
+    last_done: Option<oneshot::Receiver<bool>>,
     target: String,
     pub buf: StatementBuffer,
+    /// What the batch being built changes.
+    pub ws: WriteSet,
     /// `START TRANSACTION` has been sent for the current batch.
     in_txn: bool,
     /// Statements of the current batch were sent (something to roll back).
     sent: bool,
     flush_bytes: usize,
     max_allowed_packet: usize,
-    /// What is in flight ends with `COMMIT`.
-    committing: bool,
-    /// A commit in flight has succeeded, and the caller has not been told yet.
-    confirmed: bool,
+    /// The current batch has sent statements while a commit before it was in flight.
+    overlapped: bool,
+    /// What happened so far: batches run side by side, waits for a conflicting commit.
+    pub stats: ParallelStats,
+}
+
+/// Counts of the parallel work of one writer, for the session's log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelStats {
+    /// Batches whose statements ran while a batch before them was committing.
+    pub overlapped: u64,
+    /// Times a batch waited for the commit of a batch before it that touches one of its rows.
+    pub conflict_waits: u64,
 }
 
 /// Connects with apply's session settings and checks that they took.
@@ -72,8 +116,34 @@ pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
 }
 
 impl Writer {
-    pub async fn connect(opts: &Opts, target: &str) -> Result<Writer> {
-        let mut conn = connect(opts, target).await?;
+    /// Opens `connections` connections to the target (at least one). With more than one, each
+    /// waits at most `lock_wait` for a row lock (`innodb_lock_wait_timeout`).
+    pub async fn connect(
+        opts: &Opts,
+        target: &str,
+        connections: usize,
+        lock_wait: Duration,
+    ) -> Result<Writer> {
+        let mut lanes = Vec::new();
+        for _ in 0..connections.max(1) {
+            let mut conn = connect(opts, target).await?;
+            if connections > 1 {
+                let sql = format!(
+                    "SET SESSION innodb_lock_wait_timeout={}",
+                    lock_wait.as_secs().max(1)
+                );
+                conn.query_drop(&sql)
+                    .await
+                    .map_err(ApplyError::db(target, &format!("session setting `{sql}`")))?;
+            }
+            lanes.push(Lane {
+                conn: Some(conn),
+                inflight: None,
+                committing: false,
+                ws: WriteSet::default(),
+            });
+        }
+        let conn = lanes[0].conn.as_mut().expect("a new lane is idle");
         let map: Option<i64> = conn
             .query_first("SELECT @@max_allowed_packet")
             .await
@@ -83,23 +153,32 @@ impl Writer {
         // which MariaDB reports as error 1153 naming max_allowed_packet.
         let max_stmt = (max_allowed_packet / 4).clamp(256 << 10, 8 << 20);
         Ok(Writer {
-            conn: Some(conn),
-            inflight: None,
+            lanes,
+            cur: 0,
+            order: VecDeque::new(),
+            confirmed: 0,
+            parallel: true,
+            last_done: None,
             target: target.to_owned(),
             buf: StatementBuffer::new(max_stmt),
+            ws: WriteSet::default(),
             in_txn: false,
             sent: false,
             flush_bytes: FLUSH_BYTES.min(max_stmt),
             max_allowed_packet,
-            committing: false,
-            confirmed: false,
+            overlapped: false,
+            stats: ParallelStats::default(),
         })
     }
 
-    /// The connection, once the statements in flight have finished (their error, if any).
+    /// The connection of the batch being built, once what is in flight on it has finished
+    /// (its error, if any).
     pub async fn conn(&mut self) -> Result<&mut Conn> {
-        self.settle().await?;
-        Ok(self.conn.as_mut().expect("the connection is back"))
+        self.settle_lane(self.cur).await?;
+        Ok(self.lanes[self.cur]
+            .conn
+            .as_mut()
+            .expect("the connection is back"))
     }
 
     pub fn target(&self) -> &str {
@@ -115,67 +194,132 @@ impl Writer {
         self.sent || !self.buf.is_empty()
     }
 
+    /// Whether batches may run beside the commits before them (with more than one connection).
+    /// Off, every batch waits for the commits in flight before it sends anything.
+    pub fn set_parallel(&mut self, on: bool) {
+        self.parallel = on;
+    }
+
+    /// Whether batches can run beside the commits before them right now.
+    pub fn parallel(&self) -> bool {
+        self.parallel && self.lanes.len() > 1
+    }
+
     fn db_err(&self, what: &str, source: mysql_async::Error) -> ApplyError {
         ApplyError::db(&self.target, what)(source)
     }
 
-    /// Waits for the statements in flight. Cancel-safe: dropped before they finish, it leaves
-    /// them in flight.
-    async fn settle(&mut self) -> Result<()> {
-        let Some(h) = self.inflight.as_mut() else {
+    /// Waits for what is in flight on lane `i`, and first for every commit older than it.
+    /// Cancel-safe: dropped before they finish, it leaves them in flight.
+    async fn settle_lane(&mut self, i: usize) -> Result<()> {
+        if self.lanes[i].committing {
+            while let Some(&front) = self.order.front() {
+                self.settle_one(front).await?;
+                if front == i {
+                    break;
+                }
+            }
+        }
+        self.settle_one(i).await
+    }
+
+    async fn settle_one(&mut self, i: usize) -> Result<()> {
+        let lane = &mut self.lanes[i];
+        let Some(h) = lane.inflight.as_mut() else {
             return Ok(());
         };
         let (conn, r) = h.await.expect("the statement task does not panic");
-        self.inflight = None;
-        self.conn = Some(conn);
-        let committing = std::mem::take(&mut self.committing);
+        lane.inflight = None;
+        lane.conn = Some(conn);
+        let committing = std::mem::take(&mut lane.committing);
+        if committing {
+            lane.ws.clear();
+            self.order.retain(|&l| l != i);
+        }
         match r {
             Ok(()) => {
-                self.confirmed |= committing;
+                if committing {
+                    self.confirmed += 1;
+                }
                 Ok(())
             }
-            Err(e) if committing => {
-                // Part of the text may have run: the transaction stays open until rolled back.
-                if let Some(c) = self.conn.as_mut() {
-                    let _ = c.query_drop("ROLLBACK").await;
-                }
-                Err(self.db_err("committing a batch with its checkpoint", e))
-            }
+            // The task rolled the transaction back.
+            Err(e) if committing => Err(self.db_err("committing a batch with its checkpoint", e)),
             Err(e) => Err(self.db_err("applying rows", e)),
         }
     }
 
-    /// Whether a commit is in flight.
-    pub fn committing(&self) -> bool {
-        self.committing
-    }
-
-    /// Waits for the commit in flight, if any (cancel-safe).
-    pub async fn wait_commit(&mut self) -> Result<()> {
-        if self.committing {
-            self.settle().await?;
+    /// Waits for every commit in flight whose batch may touch a row the current batch touches
+    /// (all of them when not parallel), oldest first, so that the current batch's statements
+    /// never wait for a lock a batch before it holds while that one waits for theirs.
+    async fn wait_conflicts(&mut self) -> Result<()> {
+        while let Some(last) = self.order.iter().rposition(|&l| {
+            l != self.cur && (!self.parallel || self.lanes[l].ws.conflicts(&self.ws))
+        }) {
+            if self.parallel {
+                self.stats.conflict_waits += 1;
+                crate::metrics::conflict_wait();
+            }
+            let lane = self.order[last];
+            self.settle_lane(lane).await?;
+        }
+        if !self.overlapped && self.order.iter().any(|&l| l != self.cur) {
+            self.overlapped = true;
+            self.stats.overlapped += 1;
+            crate::metrics::parallel_batch();
         }
         Ok(())
     }
 
-    /// Whether a commit left running has succeeded since the last call (then once only).
-    pub fn take_confirmed(&mut self) -> bool {
+    /// Waits for every commit in flight on lanes other than the current one.
+    async fn wait_others(&mut self) -> Result<()> {
+        while let Some(&front) = self.order.iter().find(|&&l| l != self.cur) {
+            self.settle_lane(front).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a commit is in flight.
+    pub fn committing(&self) -> bool {
+        !self.order.is_empty()
+    }
+
+    /// Waits for every commit in flight (cancel-safe).
+    pub async fn wait_commit(&mut self) -> Result<()> {
+        while let Some(&front) = self.order.front() {
+            self.settle_lane(front).await?;
+        }
+        Ok(())
+    }
+
+    /// How many commits left running have succeeded since the last call, oldest first.
+    pub fn take_confirmed(&mut self) -> usize {
         std::mem::take(&mut self.confirmed)
     }
 
-    /// Starts `text` on the connection (inside the batch's transaction) without waiting for it.
-    async fn send(&mut self, text: String) -> Result<()> {
-        self.settle().await?;
-        let mut conn = self.conn.take().expect("the connection is back");
+    /// The current lane's connection, idle, inside the batch's transaction.
+    async fn ready(&mut self) -> Result<Conn> {
+        self.wait_conflicts().await?;
+        self.settle_lane(self.cur).await?;
+        let mut conn = self.lanes[self.cur]
+            .conn
+            .take()
+            .expect("the connection is back");
         if !self.in_txn {
             if let Err(e) = conn.query_drop("START TRANSACTION").await {
-                self.conn = Some(conn);
+                self.lanes[self.cur].conn = Some(conn);
                 return Err(self.db_err("starting a transaction", e));
             }
             self.in_txn = true;
         }
+        Ok(conn)
+    }
+
+    /// Starts `text` on the current lane (inside the batch's transaction) without waiting.
+    async fn send(&mut self, text: String) -> Result<()> {
+        let mut conn = self.ready().await?;
         self.sent = true;
-        self.inflight = Some(tokio::spawn(async move {
+        self.lanes[self.cur].inflight = Some(tokio::spawn(async move {
             let r = conn.query_drop(text).await;
             (conn, r)
         }));
@@ -185,7 +329,7 @@ impl Writer {
     /// Runs `text` and waits for it.
     async fn send_now(&mut self, text: String, what: &str) -> Result<()> {
         self.send(text).await?;
-        match self.settle().await {
+        match self.settle_lane(self.cur).await {
             Err(ApplyError::Db { source, .. }) => Err(self.db_err(what, source)),
             other => other,
         }
@@ -211,74 +355,132 @@ impl Writer {
     /// Sends the buffered statements and waits for them (to tie an error to them).
     pub async fn flush_now(&mut self) -> Result<()> {
         if self.buf.is_empty() {
-            return self.settle().await;
+            return self.settle_lane(self.cur).await;
         }
         let text = self.buf.take();
         self.send_now(text, "applying rows").await
     }
 
-    /// Sends the buffered statements, `checkpoint_sql` and `COMMIT` in one round trip, and
-    /// returns without waiting: the next call that sends waits for the commit first, and
-    /// returns its error; [`Writer::take_confirmed`] tells when it succeeded.
+    /// Sends the buffered statements, then `checkpoint_sql` and `COMMIT`, and returns without
+    /// waiting. The checkpoint and `COMMIT` run once the commit before has succeeded; if it
+    /// failed, this batch rolls back. The next batch goes to the next lane.
     pub async fn commit_async(&mut self, checkpoint_sql: &str) -> Result<()> {
-        self.buf.push_statement(checkpoint_sql);
-        self.buf.push_statement("COMMIT");
-        let text = self.buf.take();
-        self.send(text).await?;
-        self.committing = true;
+        let mut conn = self.ready().await?;
+        let stmts = self.buf.take();
+        let tail = format!("{checkpoint_sql};\nCOMMIT");
+        // With no commit in flight, every commit before has succeeded (a failure is returned
+        // by the wait that meets it, and the batch is abandoned).
+        let before = self.last_done.take().filter(|_| !self.order.is_empty());
+        let (done, done_rx) = oneshot::channel();
+        self.last_done = Some(done_rx);
+        let lane = &mut self.lanes[self.cur];
+        lane.committing = true;
+        lane.ws = std::mem::take(&mut self.ws);
+        lane.inflight = Some(tokio::spawn(async move {
+            let r = commit_after(&mut conn, stmts, before, tail).await;
+            if r.is_err() {
+                // Part of the text may have run: the transaction stays open until rolled back.
+                let _ = conn.query_drop("ROLLBACK").await;
+            }
+            let _ = done.send(r.is_ok());
+            (conn, r)
+        }));
+        self.order.push_back(self.cur);
+        self.cur = (self.cur + 1) % self.lanes.len();
         self.in_txn = false;
         self.sent = false;
+        self.overlapped = false;
         Ok(())
     }
 
-    /// Executes a single statement inside the batch's transaction and waits for it.
+    /// Executes a single statement inside the batch's transaction and waits for it, after every
+    /// commit in flight.
     pub async fn execute(&mut self, sql: String, what: &str) -> Result<()> {
+        self.wait_others().await?;
         self.flush().await?;
         self.send_now(sql, what).await
     }
 
     /// Executes one statement with parameters inside the batch's transaction, after what is
-    /// buffered, and waits for it; the number of rows it changed.
+    /// buffered and after every commit in flight, and waits for it; the number of rows it
+    /// changed.
     pub async fn execute_params(
         &mut self,
         sql: &str,
         params: Vec<mysql_async::Value>,
         what: &str,
     ) -> Result<u64> {
+        self.wait_others().await?;
         self.flush().await?;
-        self.settle().await?;
-        let mut conn = self.conn.take().expect("the connection is back");
-        let r = async {
-            if !self.in_txn {
-                conn.query_drop("START TRANSACTION").await?;
-                self.in_txn = true;
-            }
-            self.sent = true;
-            conn.exec_drop(sql, params).await?;
-            Ok(conn.affected_rows())
-        }
-        .await;
-        self.conn = Some(conn);
+        let mut conn = self.ready().await?;
+        self.sent = true;
+        let r = conn
+            .exec_drop(sql, params)
+            .await
+            .map(|_| conn.affected_rows());
+        self.lanes[self.cur].conn = Some(conn);
         r.map_err(|e| self.db_err(what, e))
     }
 
-    /// Abandons the current batch.
+    /// Abandons the current batch and every commit in flight that has not finished (a commit
+    /// after one that failed rolls back by itself).
     pub async fn rollback(&mut self) {
         self.buf.clear();
-        let _ = self.settle().await;
+        self.ws.clear();
+        self.last_done = None;
+        self.settle_all().await;
         if self.in_txn {
-            if let Some(c) = self.conn.as_mut() {
+            if let Some(c) = self.lanes[self.cur].conn.as_mut() {
                 let _ = c.query_drop("ROLLBACK").await;
             }
         }
         self.in_txn = false;
         self.sent = false;
+        self.overlapped = false;
+    }
+
+    /// Waits for everything in flight, whatever its outcome.
+    async fn settle_all(&mut self) {
+        while let Some(&front) = self.order.front() {
+            let _ = self.settle_one(front).await;
+        }
+        for i in 0..self.lanes.len() {
+            let _ = self.settle_one(i).await;
+        }
     }
 
     pub async fn close(mut self) {
-        let _ = self.settle().await;
-        if let Some(c) = self.conn.take() {
-            let _ = c.disconnect().await;
+        self.settle_all().await;
+        for lane in self.lanes {
+            if let Some(c) = lane.conn {
+                let _ = c.disconnect().await;
+            }
         }
     }
+}
+
+/// Runs a batch's last statements, then, once the commit before it (if any) has succeeded, its
+/// checkpoint and `COMMIT`.
+async fn commit_after(
+    conn: &mut Conn,
+    stmts: String,
+    before: Option<oneshot::Receiver<bool>>,
+    tail: String,
+) -> std::result::Result<(), mysql_async::Error> {
+    let Some(before) = before else {
+        if stmts.is_empty() {
+            return conn.query_drop(tail).await;
+        }
+        return conn.query_drop(stmts + ";\n" + &tail).await;
+    };
+    if !stmts.is_empty() {
+        conn.query_drop(stmts).await?;
+    }
+    // A sender dropped unsent is a task that never finished: not a success either.
+    if before.await != Ok(true) {
+        return Err(mysql_async::Error::Io(
+            std::io::Error::other("the commit of the batch before this one failed").into(),
+        ));
+    }
+    conn.query_drop(tail).await
 }

@@ -776,6 +776,71 @@ async fn unique_swaps_and_key_updates_converge_and_every_replay_ends_identical()
     fx.drop_databases().await;
 }
 
+/// The sum of `field=N` over the log lines of `log`.
+fn log_sum(log: &str, field: &str) -> u64 {
+    let needle = format!("{field}=");
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Apply on four connections with one source transaction per batch, over runs of transactions
+/// that touch disjoint rows (inserts of new keys) and runs that conflict: a hot row updated over
+/// and over, unique values handed from row to row, key updates, deleted unique values used
+/// again. Batches must run side by side, wait where they conflict, and commit in source order:
+/// the replica ends identical, with no lock wait met on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_run_side_by_side_and_commit_in_source_order_where_they_conflict() {
+    let mut ddl = SWAP_DDL.to_vec();
+    ddl.push(A_DDL);
+    let fx = Fixture::new(
+        "parallel",
+        &ddl,
+        "batch_transactions = 1\nconnections = 4\nlock_wait_timeout = \"3s\"",
+    )
+    .await;
+    let mut src = fx.source().await;
+    src.table(a_table(&fx.db));
+    src.insert("a", vec![Value::Int(0), Value::Int(0)]).await;
+    let mut next = 1;
+    for round in 0..6 {
+        for _ in 0..60 {
+            src.insert("a", vec![Value::Int(next), Value::Int(round)])
+                .await;
+            next += 1;
+        }
+        for k in 0..30 {
+            let hot = row_of(&src, "a", 0);
+            src.update("a", hot, vec![Value::Int(0), Value::Int(round * 100 + k)])
+                .await;
+        }
+    }
+    swap_workload(&fx, &mut src, 400, 23, |_, _| {}).await;
+    let log = apply_to_end(&fx, "the planted transactions").await;
+    fx.assert_same(&["a", "u", "k"]).await;
+    assert_eq!(
+        replica_number(&fx, "SELECT v FROM a WHERE id = 0").await,
+        Some(529),
+        "the hot row holds the last update"
+    );
+    let (parallel, waits) = (
+        log_sum(&log, "parallel_batches"),
+        log_sum(&log, "conflict_waits"),
+    );
+    eprintln!("batches side by side: {parallel}; waits for a conflicting commit: {waits}");
+    assert!(parallel > 0, "no batch ran beside a commit: {log}");
+    assert!(waits > 0, "no batch waited for a conflicting commit: {log}");
+    assert!(
+        !log.contains("met a lock wait"),
+        "batches side by side met a lock wait: {log}"
+    );
+    fx.drop_databases().await;
+}
+
 const FK_DDL: &[&str] = &[
     "CREATE TABLE p (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL UNIQUE, v INT NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE c (id INT PRIMARY KEY, pid INT NOT NULL, FOREIGN KEY (pid) REFERENCES p(id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB",

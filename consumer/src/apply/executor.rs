@@ -15,6 +15,7 @@
 //! (re-applying history) is applied without the action, as the suffix re-applies what it would
 //! have changed.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use continuum_common::config::DdlPolicy;
@@ -40,6 +41,9 @@ use crate::writer::Writer;
 pub struct Committed {
     pub count: u64,
     pub next_offset: Option<i64>,
+    /// Batches run one at a time (not beside the commits before them) until a commit passes
+    /// this offset: set when batches running side by side met a lock wait or deadlock.
+    pub serial_until: Option<i64>,
 }
 
 /// What one session's executor works with.
@@ -51,8 +55,8 @@ pub struct Executor<'a> {
     /// Commits made (across sessions), so the caller can reset its backoff after progress.
     pub committed: &'a mut Committed,
     pub targets: Targets,
-    /// The commit sent and not yet confirmed by MariaDB.
-    pub in_flight: Option<Box<Commit>>,
+    /// The commits sent and not yet confirmed by MariaDB, oldest first.
+    pub in_flight: VecDeque<Box<Commit>>,
 }
 
 enum Flow {
@@ -149,6 +153,13 @@ impl Executor<'_> {
         w: &mut Writer,
         e: ApplyError,
     ) -> Result<SessionEnd> {
+        if w.parallel() && matches!(e.server_code(), Some(1205 | 1213)) {
+            // Batches side by side can still meet on a lock their write sets do not show (a
+            // gap lock, a collation's equal values): redo these one at a time.
+            let upto = s.last_read();
+            tracing::warn!(error = %e, until = upto, "batches running side by side met a lock wait; applying them again one at a time");
+            self.committed.serial_until = Some(upto);
+        }
         let actions = s.on_batch_error(e)?;
         match self.execute(s, w, None, actions).await? {
             Flow::End(end) => Ok(end),
@@ -180,6 +191,8 @@ impl Executor<'_> {
                 Action::Rollback => {
                     w.rollback().await;
                     self.confirm(s, w);
+                    // What was not confirmed failed or was rolled back.
+                    self.in_flight.clear();
                 }
                 Action::SchemaChange { at, ddl: policy } => {
                     // It runs on a connection of its own: after the batch before it.
@@ -339,7 +352,7 @@ impl Executor<'_> {
     async fn commit(&mut self, s: &mut Session, w: &mut Writer, c: Box<Commit>) -> Result<()> {
         let last = self
             .in_flight
-            .as_ref()
+            .back()
             .map_or(s.checkpoint(), |f| &f.checkpoint);
         if c.checkpoint == *last && !w.dirty() {
             return Ok(());
@@ -351,7 +364,7 @@ impl Executor<'_> {
         let mut ck = c.checkpoint.clone();
         ck.error = None;
         w.commit_async(&ck.upsert_sql()).await?;
-        self.in_flight = Some(c);
+        self.in_flight.push_back(c);
         if s.diagnosing_any() {
             self.settle(s, w).await?;
         }
@@ -365,32 +378,39 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// If MariaDB confirmed the commit in flight: counts it and tells the session. A commit no
-    /// longer in flight and not confirmed failed (its error went to whoever waited for it).
+    /// Counts the commits MariaDB has confirmed since the last call, oldest first, and tells
+    /// the session of each.
     fn confirm(&mut self, s: &mut Session, w: &mut Writer) {
-        if w.committing() {
-            return;
+        for _ in 0..w.take_confirmed() {
+            let Some(c) = self.in_flight.pop_front() else {
+                break;
+            };
+            let ck = &c.checkpoint;
+            self.committed.count += 1;
+            self.committed.next_offset = Some(ck.next_offset);
+            m::stalled(false);
+            m::batch_committed(&c.stats.ops, c.stats.txns, c.stats.skipped, ck.next_offset);
+            if let Some(ts) = ck.source_ts_ms {
+                self.clock.set(ts);
+            }
+            tracing::debug!(
+                offset = ck.next_offset, rows = c.stats.ops.total(), txns = c.stats.txns,
+                gtid_position = %ck.gtid_position, "committed"
+            );
+            if self
+                .committed
+                .serial_until
+                .is_some_and(|u| ck.next_offset > u)
+            {
+                self.committed.serial_until = None;
+                w.set_parallel(true);
+                tracing::info!(
+                    offset = ck.next_offset,
+                    "past the batches that met a lock wait; batches run side by side again"
+                );
+            }
+            s.committed(&c);
         }
-        let confirmed = w.take_confirmed();
-        let Some(c) = self.in_flight.take() else {
-            return;
-        };
-        if !confirmed {
-            return;
-        }
-        let ck = &c.checkpoint;
-        self.committed.count += 1;
-        self.committed.next_offset = Some(ck.next_offset);
-        m::stalled(false);
-        m::batch_committed(&c.stats.ops, c.stats.txns, c.stats.skipped, ck.next_offset);
-        if let Some(ts) = ck.source_ts_ms {
-            self.clock.set(ts);
-        }
-        tracing::debug!(
-            offset = ck.next_offset, rows = c.stats.ops.total(), txns = c.stats.txns,
-            gtid_position = %ck.gtid_position, "committed"
-        );
-        s.committed(&c);
     }
 
     fn ctx(&self, inc: &Incoming, ev: &ChangeEvent) -> RecordContext {
@@ -463,6 +483,11 @@ impl Executor<'_> {
             )
         };
         let checked = buffer_row(&mut w.buf, &plan, ev, true).map_err(literal_err)?;
+        w.ws.add_row(&plan, ev.before.as_deref(), ev.after.as_deref());
+        if checked {
+            // A foreign-key action changes rows of other tables that no write set names.
+            w.ws.everything();
+        }
         let flushed = if diagnose {
             w.buf.seal();
             w.flush_now().await

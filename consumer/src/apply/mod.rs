@@ -23,6 +23,7 @@ pub mod ddl;
 pub mod executor;
 pub mod session;
 pub mod start;
+pub mod writeset;
 
 pub use session::Outcome;
 pub use start::{align_to_start, AlignError};
@@ -59,6 +60,24 @@ pub struct ApplyArgs {
     /// Apply what the topic holds when apply starts, then exit.
     #[arg(long)]
     pub until_caught_up: bool,
+    /// Connections to write through, 1 to 16 (overrides consumer.apply.connections).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub connections: Option<u64>,
+}
+
+impl ApplyArgs {
+    /// Lays the flags over the configuration.
+    pub fn override_config(&self, cfg: &mut continuum_common::SiteConfig) {
+        if let Some(p) = self.ddl {
+            cfg.consumer.apply.ddl = p;
+        }
+        if let Some(a) = self.metrics_listen {
+            cfg.consumer.metrics_listen = a;
+        }
+        if let Some(n) = self.connections {
+            cfg.consumer.apply.connections = n as usize;
+        }
+    }
 }
 
 fn parse_ddl(s: &str) -> std::result::Result<DdlPolicy, String> {
@@ -72,12 +91,7 @@ fn parse_ddl(s: &str) -> std::result::Result<DdlPolicy, String> {
 
 /// The `apply` verb.
 pub async fn main(mut cfg: continuum_common::SiteConfig, args: ApplyArgs) -> Result<()> {
-    if let Some(p) = args.ddl {
-        cfg.consumer.apply.ddl = p;
-    }
-    if let Some(a) = args.metrics_listen {
-        cfg.consumer.metrics_listen = a;
-    }
+    args.override_config(&mut cfg);
     let settings = ApplySettings::resolve(&cfg)?;
     let run = RunOptions {
         until_caught_up: args.until_caught_up,
@@ -237,7 +251,9 @@ impl Apply {
     async fn session(&mut self, d: &Directives, term: &mut Shutdown) -> Result<SessionEnd> {
         self.lock.ensure().await?;
         let target = self.settings.target();
-        let mut w = Writer::connect(&self.opts, &target).await?;
+        let a = &self.settings.apply;
+        let mut w =
+            Writer::connect(&self.opts, &target, a.connections, a.lock_wait_timeout).await?;
         if !self.schema_ready {
             checkpoint::ensure_schema(w.conn().await?, &target).await?;
             self.schema_ready = true;
@@ -245,6 +261,15 @@ impl Apply {
         let loaded =
             checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
         let (ck, high) = self.start_point(loaded).await?;
+        if self
+            .committed
+            .serial_until
+            .is_some_and(|u| ck.next_offset <= u)
+        {
+            w.set_parallel(false);
+        } else {
+            self.committed.serial_until = None;
+        }
         self.committed.next_offset = Some(ck.next_offset);
         if ck.until_reached {
             if let Some(until_ms) = ck.until_ts_ms {
@@ -316,7 +341,7 @@ impl Apply {
             clock: &self.clock,
             committed: &mut self.committed,
             targets: Targets::new(),
-            in_flight: None,
+            in_flight: Default::default(),
         };
         let r = match x.run(&mut s, &mut w, &mut reader, term).await {
             Err(e) => x.after_error(&mut s, &mut w, e).await,
@@ -326,6 +351,13 @@ impl Apply {
         drop(reader);
         if r.is_err() {
             w.rollback().await;
+        }
+        if w.stats != Default::default() {
+            tracing::info!(
+                parallel_batches = w.stats.overlapped,
+                conflict_waits = w.stats.conflict_waits,
+                "session's batches: run beside a commit before them, and waits for a conflicting commit"
+            );
         }
         w.close().await;
         r

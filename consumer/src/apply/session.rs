@@ -313,6 +313,11 @@ impl Session {
     }
 
     /// The checkpoint as committed.
+    /// The offset of the last record read (-1 before the first).
+    pub fn last_read(&self) -> i64 {
+        self.last_offset
+    }
+
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.committed
     }
