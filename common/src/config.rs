@@ -478,13 +478,15 @@ pub struct ApplyConfig {
     /// Default `apply`.
     pub ddl: DdlPolicy,
     /// Connections apply writes through, 1 to 16. Default 2. With more than one, a batch's
-    /// statements run while the batches before it commit, as long as they touch none of the
-    /// same rows (primary and unique key values); commits stay one at a time, in source order.
-    /// 1 sends nothing of a batch before the one before it has committed.
+    /// statements run while the batches before it commit, except for rows those batches may
+    /// touch (same primary-key value, or a table counted whole), which wait for their commits;
+    /// commits stay one at a time, in source order. The sessions then run in READ COMMITTED
+    /// (the replica must not log `binlog_format=STATEMENT`). 1 sends nothing of a batch before
+    /// the one before it has committed.
     pub connections: usize,
     /// With more than one connection: how long a statement of apply waits for a row lock
-    /// (`innodb_lock_wait_timeout` of its sessions) before its batches are rolled back and
-    /// applied again one at a time. Default `10s`.
+    /// (`innodb_lock_wait_timeout` of its sessions, whole seconds) before its batches are
+    /// rolled back and applied again one at a time. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub lock_wait_timeout: Duration,
     /// Upper bound of retry backoff. Default `10s`.
@@ -509,7 +511,7 @@ impl Default for ApplyConfig {
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
             connections: 2,
-            lock_wait_timeout: Duration::from_secs(10),
+            lock_wait_timeout: Duration::from_secs(2),
             max_retry_delay: Duration::from_secs(10),
             retry_failed_after: Duration::from_secs(30),
         }
@@ -1233,6 +1235,37 @@ mod tests {
         assert!(e.contains("unknown field `usr`"), "{e}");
     }
 
+    /// The error `validate` gives for the config `toml`, which parses.
+    fn validation_error(toml: &str) -> String {
+        SiteConfig::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn apply_connections_and_lock_wait_are_checked() {
+        for (setting, value, needle) in [
+            ("connections", "0", "between 1 and 16, got 0"),
+            ("connections", "17", "between 1 and 16, got 17"),
+            ("lock_wait_timeout", "\"500ms\"", "at least 1s"),
+        ] {
+            let bad = format!("{MINIMAL}\n[consumer.apply]\n{setting} = {value}\n");
+            let e = SiteConfig::from_toml(&bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("consumer.apply.{setting}")) && e.contains(needle),
+                "{setting} = {value}: {e}"
+            );
+        }
+        let c = SiteConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.consumer.apply.connections, 2);
+    }
+
     #[test]
     fn reserved_kafka_keys_are_refused() {
         let bad =
@@ -1426,11 +1459,7 @@ mod tests {
             "http://127.0.0.1:18081",
             "https://u:MARKER-2b7e@reg.example:8081/x",
         );
-        let e = SiteConfig::from_toml(&bad)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = validation_error(&bad);
         assert!(
             !e.contains("MARKER-2b7e")
                 && e.contains("sites.sf.registry.url")
@@ -1438,11 +1467,7 @@ mod tests {
             "{e}"
         );
         let bad = MINIMAL.replace("http://127.0.0.1:18081", "u:MARKER-2b7e@reg.example");
-        let e = SiteConfig::from_toml(&bad)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let e = validation_error(&bad);
         assert!(!e.contains("MARKER-2b7e"), "{e}");
         assert_eq!(
             redact_userinfo("http://reg:8081/a@b"),

@@ -54,12 +54,13 @@ pub const APPLY_PARALLEL_BATCHES_TOTAL: MetricSpec = MetricSpec {
     labels: &[],
     help: "Batches whose statements ran while a batch before them was still committing (consumer.apply.connections above 1).",
 };
-pub const APPLY_CONFLICT_WAITS_TOTAL: MetricSpec = MetricSpec {
-    name: "continuum_apply_conflict_waits_total",
+pub const APPLY_HELD_ROWS_TOTAL: MetricSpec = MetricSpec {
+    name: "continuum_apply_held_rows_total",
     kind: MetricKind::Counter,
     unit: Unit::Count,
     labels: &[],
-    help: "Times a batch waited for the commit of a batch before it that touches one of its rows (primary or unique key value).",
+    help:
+        "Row changes held back until the commit of a batch before them that may touch the same row.",
 };
 pub const APPLY_BATCH_ROWS: MetricSpec = MetricSpec {
     name: "continuum_apply_batch_rows",
@@ -163,7 +164,7 @@ pub const ALL: &[MetricSpec] = &[
     APPLY_SKIPPED_TRANSACTIONS_TOTAL,
     APPLY_COMMITS_TOTAL,
     APPLY_PARALLEL_BATCHES_TOTAL,
-    APPLY_CONFLICT_WAITS_TOTAL,
+    APPLY_HELD_ROWS_TOTAL,
     APPLY_BATCH_ROWS,
     APPLY_BATCH_TRANSACTIONS,
     APPLY_SECONDS_BEHIND_SOURCE,
@@ -219,9 +220,9 @@ pub fn parallel_batch() {
     counter!(APPLY_PARALLEL_BATCHES_TOTAL.name).increment(1);
 }
 
-/// A batch waited for the commit of a conflicting batch before it.
-pub fn conflict_wait() {
-    counter!(APPLY_CONFLICT_WAITS_TOTAL.name).increment(1);
+/// A row change was held back until the commits before its batch.
+pub fn held_row() {
+    counter!(APPLY_HELD_ROWS_TOTAL.name).increment(1);
 }
 
 /// Apply is stopped at a record it cannot apply (`true`), or committing again (`false`).

@@ -5,11 +5,13 @@
 //! A commit is left running ([`Writer::commit_async`]) while the caller builds the next batch.
 //! With `consumer.apply.connections` = N above 1, the writer holds N connections ("lanes") and
 //! starts each batch on the next one, round robin, so that MariaDB executes the statements of
-//! the next batch while the ones before it commit. A batch's statements go out beside commits
-//! in flight only while its [`WriteSet`] is disjoint from theirs; otherwise they wait for those
-//! commits. A batch's checkpoint and `COMMIT` run only after the commit before it succeeded
-//! (the lane's task waits for it), so commits happen one after another, in source order, and
-//! the checkpoint of the last commit names a position below which everything is applied.
+//! the next batch while the ones before it commit. Each row goes to one of two buffers
+//! ([`Writer::route`]): rows that touch none of the rows of the batches in flight (by their
+//! [`WriteSet`]s) are sent as they accumulate; the others are held back, with every later
+//! change of the same row, and run after the commits before have succeeded. A batch's held-back
+//! rows, checkpoint and `COMMIT` run only after the commit before it succeeded (the lane's task
+//! waits for it), so commits happen one after another, in source order, and the checkpoint of
+//! the last commit names a position below which everything is applied.
 //! [`Writer::take_confirmed`] counts the commits that have succeeded, oldest first; an error
 //! comes back from the next call that waits for the lane.
 //!
@@ -31,7 +33,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use tokio::sync::oneshot;
 
-use crate::apply::writeset::WriteSet;
+use crate::apply::writeset::{RowKeys, WriteSet};
 use crate::error::{ApplyError, Result};
 use crate::settings::SESSION_SETTINGS;
 use crate::sql::StatementBuffer;
@@ -66,9 +68,17 @@ pub struct Writer {
     /// Tells whether the newest commit sent succeeded: the next commit waits for it.
     last_done: Option<oneshot::Receiver<bool>>,
     target: String,
+    /// The current batch's statements that may run beside the commits in flight.
     pub buf: StatementBuffer,
+    /// The current batch's statements that must wait for the commits in flight.
+    held: StatementBuffer,
+    /// The rows in `held`: a later change of one of them is held back too.
+    held_rows: WriteSet,
+    /// A row with effects beyond its own (a cascading foreign-key action) was held back:
+    /// everything after it in the batch is too.
+    held_all: bool,
     /// What the batch being built changes.
-    pub ws: WriteSet,
+    ws: WriteSet,
     /// `START TRANSACTION` has been sent for the current batch.
     in_txn: bool,
     /// Statements of the current batch were sent (something to roll back).
@@ -86,8 +96,8 @@ pub struct Writer {
 pub struct ParallelStats {
     /// Batches whose statements ran while a batch before them was committing.
     pub overlapped: u64,
-    /// Times a batch waited for the commit of a batch before it that touches one of its rows.
-    pub conflict_waits: u64,
+    /// Rows held back until the commit of a batch before them that touches the same row.
+    pub held_rows: u64,
 }
 
 /// Connects with apply's session settings and checks that they took.
@@ -128,13 +138,18 @@ impl Writer {
         for _ in 0..connections.max(1) {
             let mut conn = connect(opts, target).await?;
             if connections > 1 {
-                let sql = format!(
-                    "SET SESSION innodb_lock_wait_timeout={}",
-                    lock_wait.as_secs().max(1)
-                );
-                conn.query_drop(&sql)
-                    .await
-                    .map_err(ApplyError::db(target, &format!("session setting `{sql}`")))?;
+                check_binlog_format(&mut conn, target).await?;
+                for sql in [
+                    format!(
+                        "SET SESSION innodb_lock_wait_timeout={}",
+                        lock_wait.as_secs().max(1)
+                    ),
+                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
+                ] {
+                    conn.query_drop(&sql)
+                        .await
+                        .map_err(ApplyError::db(target, &format!("session setting `{sql}`")))?;
+                }
             }
             lanes.push(Lane {
                 conn: Some(conn),
@@ -161,6 +176,9 @@ impl Writer {
             last_done: None,
             target: target.to_owned(),
             buf: StatementBuffer::new(max_stmt),
+            held: StatementBuffer::new(max_stmt),
+            held_rows: WriteSet::default(),
+            held_all: false,
             ws: WriteSet::default(),
             in_txn: false,
             sent: false,
@@ -191,7 +209,35 @@ impl Writer {
 
     /// Whether the current batch has sent or buffered anything.
     pub fn dirty(&self) -> bool {
-        self.sent || !self.buf.is_empty()
+        self.sent || !self.buf.is_empty() || !self.held.is_empty()
+    }
+
+    /// The buffer for one row change of the current batch (`cascading`: it runs a foreign-key
+    /// action that changes rows of other tables): the held-back one if the row, or anything
+    /// when `cascading`, may be touched by a batch whose commit is in flight, or if an earlier
+    /// change of the row was held back; else the one sent as it fills.
+    pub fn route(&mut self, row: &RowKeys, cascading: bool) -> &mut StatementBuffer {
+        self.ws.insert(row);
+        if cascading {
+            // No write set names the rows its action changes.
+            self.ws.everything();
+        }
+        let in_flight = |w: &Writer| w.order.iter().any(|&l| l != w.cur);
+        let hold = self.held_all
+            || (cascading && in_flight(self))
+            || self.held_rows.meets(row)
+            || self
+                .order
+                .iter()
+                .any(|&l| l != self.cur && (!self.parallel || self.lanes[l].ws.meets(row)));
+        if !hold {
+            return &mut self.buf;
+        }
+        self.held_all |= cascading;
+        self.held_rows.insert(row);
+        self.stats.held_rows += 1;
+        crate::metrics::held_row();
+        &mut self.held
     }
 
     /// Whether batches may run beside the commits before them (with more than one connection).
@@ -249,26 +295,14 @@ impl Writer {
         }
     }
 
-    /// Waits for every commit in flight whose batch may touch a row the current batch touches
-    /// (all of them when not parallel), oldest first, so that the current batch's statements
-    /// never wait for a lock a batch before it holds while that one waits for theirs.
-    async fn wait_conflicts(&mut self) -> Result<()> {
-        while let Some(last) = self.order.iter().rposition(|&l| {
-            l != self.cur && (!self.parallel || self.lanes[l].ws.conflicts(&self.ws))
-        }) {
-            if self.parallel {
-                self.stats.conflict_waits += 1;
-                crate::metrics::conflict_wait();
-            }
-            let lane = self.order[last];
-            self.settle_lane(lane).await?;
-        }
+    /// Counts the current batch as run beside a commit, the first time it sends statements
+    /// while one is in flight.
+    fn note_overlap(&mut self) {
         if !self.overlapped && self.order.iter().any(|&l| l != self.cur) {
             self.overlapped = true;
             self.stats.overlapped += 1;
             crate::metrics::parallel_batch();
         }
-        Ok(())
     }
 
     /// Waits for every commit in flight on lanes other than the current one.
@@ -299,8 +333,8 @@ impl Writer {
 
     /// The current lane's connection, idle, inside the batch's transaction.
     async fn ready(&mut self) -> Result<Conn> {
-        self.wait_conflicts().await?;
         self.settle_lane(self.cur).await?;
+        self.note_overlap();
         let mut conn = self.lanes[self.cur]
             .conn
             .take()
@@ -335,16 +369,35 @@ impl Writer {
         }
     }
 
-    /// Sends the buffered statements if they reached the chunk size (not waiting for them).
+    /// Sends the buffered statements if they reached the chunk size (not waiting for them);
+    /// held-back ones once the commits in flight have succeeded.
     pub async fn maybe_flush(&mut self) -> Result<()> {
         if self.buf.len() >= self.flush_bytes {
-            self.flush().await?;
+            let text = self.buf.take();
+            self.send(text).await?;
+        }
+        if self.held.len() >= self.flush_bytes {
+            self.send_held().await?;
         }
         Ok(())
     }
 
-    /// Sends the buffered statements inside the batch's transaction (not waiting for them).
+    /// Waits for the commits in flight, then sends the held-back statements.
+    async fn send_held(&mut self) -> Result<()> {
+        self.wait_others().await?;
+        self.held_rows.clear();
+        self.held_all = false;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let text = self.held.take();
+        self.send(text).await
+    }
+
+    /// Sends everything buffered inside the batch's transaction (not waiting for it), after
+    /// the commits in flight.
     pub async fn flush(&mut self) -> Result<()> {
+        self.send_held().await?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -352,8 +405,9 @@ impl Writer {
         self.send(text).await
     }
 
-    /// Sends the buffered statements and waits for them (to tie an error to them).
+    /// Sends everything buffered and waits for it (to tie an error to it).
     pub async fn flush_now(&mut self) -> Result<()> {
+        self.send_held().await?;
         if self.buf.is_empty() {
             return self.settle_lane(self.cur).await;
         }
@@ -361,13 +415,19 @@ impl Writer {
         self.send_now(text, "applying rows").await
     }
 
-    /// Sends the buffered statements, then `checkpoint_sql` and `COMMIT`, and returns without
-    /// waiting. The checkpoint and `COMMIT` run once the commit before has succeeded; if it
-    /// failed, this batch rolls back. The next batch goes to the next lane.
+    /// Sends the buffered statements, then the held-back ones, `checkpoint_sql` and `COMMIT`,
+    /// and returns without waiting. The held-back statements, the checkpoint and `COMMIT` run
+    /// once the commit before has succeeded; if it failed, this batch rolls back. The next
+    /// batch goes to the next lane.
     pub async fn commit_async(&mut self, checkpoint_sql: &str) -> Result<()> {
         let mut conn = self.ready().await?;
         let stmts = self.buf.take();
-        let tail = format!("{checkpoint_sql};\nCOMMIT");
+        let mut tail = self.held.take();
+        if !tail.is_empty() {
+            tail.push_str(";\n");
+        }
+        tail.push_str(checkpoint_sql);
+        tail.push_str(";\nCOMMIT");
         // With no commit in flight, every commit before has succeeded (a failure is returned
         // by the wait that meets it, and the batch is abandoned).
         let before = self.last_done.take().filter(|_| !self.order.is_empty());
@@ -390,13 +450,15 @@ impl Writer {
         self.in_txn = false;
         self.sent = false;
         self.overlapped = false;
+        self.held_rows.clear();
+        self.held_all = false;
         Ok(())
     }
 
     /// Executes a single statement inside the batch's transaction and waits for it, after every
     /// commit in flight.
     pub async fn execute(&mut self, sql: String, what: &str) -> Result<()> {
-        self.wait_others().await?;
+        self.ws.everything();
         self.flush().await?;
         self.send_now(sql, what).await
     }
@@ -410,7 +472,7 @@ impl Writer {
         params: Vec<mysql_async::Value>,
         what: &str,
     ) -> Result<u64> {
-        self.wait_others().await?;
+        self.ws.everything();
         self.flush().await?;
         let mut conn = self.ready().await?;
         self.sent = true;
@@ -426,6 +488,9 @@ impl Writer {
     /// after one that failed rolls back by itself).
     pub async fn rollback(&mut self) {
         self.buf.clear();
+        self.held.clear();
+        self.held_rows.clear();
+        self.held_all = false;
         self.ws.clear();
         self.last_done = None;
         self.settle_all().await;
@@ -457,6 +522,29 @@ impl Writer {
             }
         }
     }
+}
+
+/// Batches side by side run in READ COMMITTED, which takes no gap locks for deletes and updates
+/// (fewer locks that disjoint batches could meet on). InnoDB refuses such writes when the
+/// server logs statements (`binlog_format=STATEMENT`): say so before any batch.
+async fn check_binlog_format(conn: &mut Conn, target: &str) -> Result<()> {
+    let (log_bin, format): (i64, String) = conn
+        .query_first("SELECT @@log_bin, @@binlog_format")
+        .await
+        .map_err(ApplyError::db(
+            target,
+            "reading @@log_bin and @@binlog_format",
+        ))?
+        .unwrap_or((0, String::new()));
+    if log_bin == 1 && format.eq_ignore_ascii_case("STATEMENT") {
+        return Err(ApplyError::Config(continuum_common::ConfigError::Invalid {
+            setting: "consumer.apply.connections".into(),
+            reason: format!(
+                "is above 1, and the replica {target} logs binlog_format=STATEMENT, under which InnoDB refuses apply's READ COMMITTED writes; set binlog_format=ROW on the replica (its producer needs it after a promotion anyway), or consumer.apply.connections = 1"
+            ),
+        }));
+    }
+    Ok(())
 }
 
 /// Runs a batch's last statements, then, once the commit before it (if any) has succeeded, its

@@ -829,11 +829,14 @@ async fn batches_run_side_by_side_and_commit_in_source_order_where_they_conflict
     );
     let (parallel, waits) = (
         log_sum(&log, "parallel_batches"),
-        log_sum(&log, "conflict_waits"),
+        log_sum(&log, "held_rows"),
     );
-    eprintln!("batches side by side: {parallel}; waits for a conflicting commit: {waits}");
+    eprintln!("batches side by side: {parallel}; rows held back for a conflicting commit: {waits}");
     assert!(parallel > 0, "no batch ran beside a commit: {log}");
-    assert!(waits > 0, "no batch waited for a conflicting commit: {log}");
+    assert!(
+        waits > 0,
+        "no row was held back for a conflicting commit: {log}"
+    );
     assert!(
         !log.contains("met a lock wait"),
         "batches side by side met a lock wait: {log}"

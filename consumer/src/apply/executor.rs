@@ -26,6 +26,7 @@ use mysql_async::Opts;
 
 use super::ddl;
 use super::session::{Action, Commit, Session, SessionEnd};
+use super::writeset::RowKeys;
 use crate::error::{ApplyError, RecordContext, Result};
 use crate::lock::ApplyLock;
 use crate::metrics::{self as m, SourceClock};
@@ -482,12 +483,10 @@ impl Executor<'_> {
                 "the value cannot be stored by MariaDB; check the source row",
             )
         };
-        let checked = buffer_row(&mut w.buf, &plan, ev, true).map_err(literal_err)?;
-        w.ws.add_row(&plan, ev.before.as_deref(), ev.after.as_deref());
-        if checked {
-            // A foreign-key action changes rows of other tables that no write set names.
-            w.ws.everything();
-        }
+        let keys = RowKeys::of(&plan, ev.before.as_deref(), ev.after.as_deref());
+        let buf = w.route(&keys, cascades(&plan, ev));
+        let checked = buffer_row(buf, &plan, ev, true).map_err(literal_err)?;
+        debug_assert_eq!(checked, cascades(&plan, ev), "route and buffer_row agree");
         let flushed = if diagnose {
             w.buf.seal();
             w.flush_now().await
@@ -522,6 +521,18 @@ impl Executor<'_> {
             )),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Whether the statements of row change `ev` run a cascading foreign-key action (with checks
+/// on), as [`buffer_row`] writes them.
+fn cascades(plan: &RowStatements, ev: &ChangeEvent) -> bool {
+    match (ev.op, ev.before.as_deref(), ev.after.as_deref()) {
+        (Op::Delete, ..) => plan.cascade_delete,
+        (Op::Update, Some(before), Some(after)) => {
+            !plan.keyless && plan.needs_cascading_update(before, after)
+        }
+        _ => false,
     }
 }
 

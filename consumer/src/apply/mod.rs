@@ -355,8 +355,8 @@ impl Apply {
         if w.stats != Default::default() {
             tracing::info!(
                 parallel_batches = w.stats.overlapped,
-                conflict_waits = w.stats.conflict_waits,
-                "session's batches: run beside a commit before them, and waits for a conflicting commit"
+                held_rows = w.stats.held_rows,
+                "session's batches run beside a commit before them, and rows held back for one"
             );
         }
         w.close().await;

@@ -1,8 +1,8 @@
 //! The write set of an apply batch: the replica rows its statements change, as hashes of
 //! (table, primary-key values). With `consumer.apply.connections` above 1, the
 //! [`crate::writer::Writer`] lets a batch's statements run on a connection of their own while
-//! the batches before it are still committing, as long as their write sets are disjoint;
-//! otherwise the batch waits for those commits first.
+//! the batches before it are still committing; a row that one of those batches' write sets may
+//! contain is held back until their commits.
 //!
 //! Guarantees:
 //! - two batches that change the same row (by primary key, before or after image) conflict;
@@ -76,16 +76,31 @@ impl WriteSet {
         before: Option<&[Value]>,
         after: Option<&[Value]>,
     ) {
-        let t = plan.table_tag;
-        if plan.keyless || plan.unique_keys {
-            self.whole.insert(t);
+        self.insert(&RowKeys::of(plan, before, after));
+    }
+
+    /// Adds one row change.
+    pub fn insert(&mut self, row: &RowKeys) {
+        if row.whole {
+            self.whole.insert(row.table);
             return;
         }
-        self.tables.insert(t);
-        for image in [before, after].into_iter().flatten() {
-            self.keys
-                .insert(key_hash(t, plan.key.iter().map(|k| &image[k.0])));
+        self.tables.insert(row.table);
+        self.keys.extend(row.keys.iter().flatten());
+    }
+
+    /// Whether this batch may change the row `row` changes.
+    pub fn meets(&self, row: &RowKeys) -> bool {
+        if self.everything {
+            return true;
         }
+        if self.whole.contains(&row.table) {
+            return true;
+        }
+        if row.whole {
+            return self.tables.contains(&row.table);
+        }
+        row.keys.iter().flatten().any(|k| self.keys.contains(k))
     }
 
     /// Whether the two batches may change a common row.
@@ -104,6 +119,37 @@ impl WriteSet {
             || meets(&self.whole, &other.whole)
             || meets(&self.whole, &other.tables)
             || meets(&self.tables, &other.whole)
+    }
+}
+
+/// What one row change touches: its table, and its primary-key values before and after (or the
+/// whole table, without a usable key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowKeys {
+    table: u64,
+    whole: bool,
+    keys: [Option<u64>; 2],
+}
+
+impl RowKeys {
+    pub fn of(plan: &RowStatements, before: Option<&[Value]>, after: Option<&[Value]>) -> Self {
+        let table = plan.table_tag;
+        if plan.keyless || plan.unique_keys {
+            return RowKeys {
+                table,
+                whole: true,
+                keys: [None, None],
+            };
+        }
+        let key = |image: Option<&[Value]>| {
+            image.map(|image| key_hash(table, plan.key.iter().map(|k| &image[k.0])))
+        };
+        let (b, a) = (key(before), key(after));
+        RowKeys {
+            table,
+            whole: false,
+            keys: [b, a.filter(|a| Some(*a) != b)],
+        }
     }
 }
 
@@ -269,6 +315,27 @@ mod tests {
         let mut cleared = b.clone();
         cleared.clear();
         assert!(cleared.is_empty() && !cleared.conflicts(&all));
+    }
+
+    #[test]
+    fn a_row_meets_a_set_holding_its_key_or_its_table_whole() {
+        let p = plan("t", true);
+        let a = set(&p, &[(Some(row(1, "a", 0)), Some(row(2, "a", 0)))]);
+        let row_keys = |id, keyed| {
+            let plan = plan("t", keyed);
+            RowKeys::of(&plan, None, Some(&row(id, "z", 9)))
+        };
+        assert!(a.meets(&row_keys(1, true)) && a.meets(&row_keys(2, true)));
+        assert!(!a.meets(&row_keys(3, true)));
+        assert!(
+            a.meets(&row_keys(3, false)),
+            "the table as a whole meets any of its rows"
+        );
+        let other = RowKeys::of(&plan("u", true), None, Some(&row(1, "a", 0)));
+        assert!(!a.meets(&other));
+        let mut all = WriteSet::default();
+        all.everything();
+        assert!(all.meets(&other));
     }
 
     #[test]
