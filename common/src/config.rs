@@ -486,7 +486,8 @@ pub struct ApplyConfig {
     pub connections: usize,
     /// With more than one connection: how long a statement of apply waits for a row lock
     /// (`innodb_lock_wait_timeout` of its sessions, whole seconds) before its batches are
-    /// rolled back and applied again one at a time. Default `2s`.
+    /// rolled back and applied again one at a time. Default `1s`: such a wait is almost always
+    /// two of apply's own batches meeting on a gap lock (see docs/apply.md).
     #[serde(with = "humantime_serde")]
     pub lock_wait_timeout: Duration,
     /// Upper bound of retry backoff. Default `10s`.
@@ -511,7 +512,7 @@ impl Default for ApplyConfig {
             batch_wait: Duration::from_millis(100),
             ddl: DdlPolicy::Apply,
             connections: 2,
-            lock_wait_timeout: Duration::from_secs(2),
+            lock_wait_timeout: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(10),
             retry_failed_after: Duration::from_secs(30),
         }
