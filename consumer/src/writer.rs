@@ -33,13 +33,17 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use tokio::sync::oneshot;
 
-use crate::apply::writeset::{RowKeys, WriteSet};
+use crate::apply::writeset::{Holds, RowKeys, WriteSet};
 use crate::error::{ApplyError, Result};
 use crate::settings::SESSION_SETTINGS;
 use crate::sql::StatementBuffer;
 
 /// SQL text sent per round trip while a batch grows.
 pub const FLUSH_BYTES: usize = 2 << 20;
+
+/// Rows a batch's write set names before the batch counts as touching everything (its
+/// memory stays bounded whatever the size of a source transaction).
+const MAX_WRITE_SET: usize = 200_000;
 
 type Task = tokio::task::JoinHandle<(Conn, std::result::Result<(), mysql_async::Error>)>;
 
@@ -72,11 +76,8 @@ pub struct Writer {
     pub buf: StatementBuffer,
     /// The current batch's statements that must wait for the commits in flight.
     held: StatementBuffer,
-    /// The rows in `held`: a later change of one of them is held back too.
-    held_rows: WriteSet,
-    /// A row with effects beyond its own (a cascading foreign-key action) was held back:
-    /// everything after it in the batch is too.
-    held_all: bool,
+    /// Which rows are in `held`.
+    holds: Holds,
     /// What the batch being built changes.
     ws: WriteSet,
     /// `START TRANSACTION` has been sent for the current batch.
@@ -177,8 +178,7 @@ impl Writer {
             target: target.to_owned(),
             buf: StatementBuffer::new(max_stmt),
             held: StatementBuffer::new(max_stmt),
-            held_rows: WriteSet::default(),
-            held_all: false,
+            holds: Holds::default(),
             ws: WriteSet::default(),
             in_txn: false,
             sent: false,
@@ -217,24 +217,26 @@ impl Writer {
     /// when `cascading`, may be touched by a batch whose commit is in flight, or if an earlier
     /// change of the row was held back; else the one sent as it fills.
     pub fn route(&mut self, row: &RowKeys, cascading: bool) -> &mut StatementBuffer {
-        self.ws.insert(row);
-        if cascading {
-            // No write set names the rows its action changes.
-            self.ws.everything();
-        }
-        let in_flight = |w: &Writer| w.order.iter().any(|&l| l != w.cur);
-        let hold = self.held_all
-            || (cascading && in_flight(self))
-            || self.held_rows.meets(row)
-            || self
-                .order
-                .iter()
-                .any(|&l| l != self.cur && (!self.parallel || self.lanes[l].ws.meets(row)));
-        if !hold {
+        if self.lanes.len() == 1 {
+            // Nothing runs beside anything: no write set to keep.
             return &mut self.buf;
         }
-        self.held_all |= cascading;
-        self.held_rows.insert(row);
+        if cascading || self.ws.len() >= MAX_WRITE_SET {
+            // No write set names the rows a foreign-key action changes; and a batch of one
+            // huge transaction keeps memory bounded by conflicting with everything.
+            self.ws.everything();
+        } else {
+            self.ws.insert(row);
+        }
+        let mut others = self.order.iter().filter(|&&l| l != self.cur);
+        let any_in_flight = others.clone().next().is_some();
+        let meets_in_flight = others.any(|&l| !self.parallel || self.lanes[l].ws.meets(row));
+        if !self
+            .holds
+            .hold(row, cascading, any_in_flight, meets_in_flight)
+        {
+            return &mut self.buf;
+        }
         self.stats.held_rows += 1;
         crate::metrics::held_row();
         &mut self.held
@@ -377,41 +379,45 @@ impl Writer {
             self.send(text).await?;
         }
         if self.held.len() >= self.flush_bytes {
-            self.send_held().await?;
+            self.flush().await?;
         }
         Ok(())
     }
 
-    /// Waits for the commits in flight, then sends the held-back statements.
-    async fn send_held(&mut self) -> Result<()> {
+    /// Waits for the commits in flight, then takes everything buffered: the statements sent as
+    /// they fill first, then the held-back ones. That order is always right: a row routed to
+    /// `buf` after a held one never touches it (its later changes are held too, and a cascading
+    /// row after a held one is held), while a held row may depend on a row before it in `buf`.
+    async fn take_all(&mut self) -> Result<String> {
         self.wait_others().await?;
-        self.held_rows.clear();
-        self.held_all = false;
-        if self.held.is_empty() {
-            return Ok(());
+        self.holds.clear();
+        let mut text = self.buf.take();
+        let held = self.held.take();
+        if !held.is_empty() {
+            if !text.is_empty() {
+                text.push_str(";\n");
+            }
+            text.push_str(&held);
         }
-        let text = self.held.take();
-        self.send(text).await
+        Ok(text)
     }
 
     /// Sends everything buffered inside the batch's transaction (not waiting for it), after
     /// the commits in flight.
     pub async fn flush(&mut self) -> Result<()> {
-        self.send_held().await?;
-        if self.buf.is_empty() {
+        let text = self.take_all().await?;
+        if text.is_empty() {
             return Ok(());
         }
-        let text = self.buf.take();
         self.send(text).await
     }
 
     /// Sends everything buffered and waits for it (to tie an error to it).
     pub async fn flush_now(&mut self) -> Result<()> {
-        self.send_held().await?;
-        if self.buf.is_empty() {
+        let text = self.take_all().await?;
+        if text.is_empty() {
             return self.settle_lane(self.cur).await;
         }
-        let text = self.buf.take();
         self.send_now(text, "applying rows").await
     }
 
@@ -450,8 +456,7 @@ impl Writer {
         self.in_txn = false;
         self.sent = false;
         self.overlapped = false;
-        self.held_rows.clear();
-        self.held_all = false;
+        self.holds.clear();
         Ok(())
     }
 
@@ -484,21 +489,23 @@ impl Writer {
         r.map_err(|e| self.db_err(what, e))
     }
 
-    /// Abandons the current batch and every commit in flight that has not finished (a commit
-    /// after one that failed rolls back by itself).
+    /// Abandons the current batch, then waits for every commit in flight (a commit after one
+    /// that failed rolls back by itself). The current batch rolls back first, so that a commit
+    /// waiting for one of its locks goes on at once.
     pub async fn rollback(&mut self) {
         self.buf.clear();
         self.held.clear();
-        self.held_rows.clear();
-        self.held_all = false;
+        self.holds.clear();
         self.ws.clear();
         self.last_done = None;
-        self.settle_all().await;
         if self.in_txn {
+            // What is in flight on the current lane is this batch's own statements.
+            let _ = self.settle_one(self.cur).await;
             if let Some(c) = self.lanes[self.cur].conn.as_mut() {
                 let _ = c.query_drop("ROLLBACK").await;
             }
         }
+        self.settle_all().await;
         self.in_txn = false;
         self.sent = false;
         self.overlapped = false;

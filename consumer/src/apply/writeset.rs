@@ -56,6 +56,11 @@ impl WriteSet {
         !self.everything && self.tables.is_empty() && self.whole.is_empty()
     }
 
+    /// Keys and tables it names.
+    pub fn len(&self) -> usize {
+        self.keys.len() + self.whole.len()
+    }
+
     pub fn clear(&mut self) {
         self.everything = false;
         self.keys.clear();
@@ -66,6 +71,7 @@ impl WriteSet {
     /// Marks the batch as conflicting with every other: it runs statements whose effects reach
     /// beyond the rows it names.
     pub fn everything(&mut self) {
+        self.clear();
         self.everything = true;
     }
 
@@ -119,6 +125,48 @@ impl WriteSet {
             || meets(&self.whole, &other.whole)
             || meets(&self.whole, &other.tables)
             || meets(&self.tables, &other.whole)
+    }
+}
+
+/// Which rows of the batch being built wait for the commits in flight (see
+/// [`crate::writer::Writer::route`]).
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// The rows held back: a later change of one of them is held too.
+    rows: WriteSet,
+    /// A row whose effects reach beyond it (a cascading foreign-key action) was held back:
+    /// every later row is held too.
+    all: bool,
+}
+
+impl Holds {
+    /// Whether `row` must be held back, and if so records it. `any_in_flight`: a commit of
+    /// another batch is in flight; `meets_in_flight`: one of those batches may touch the row.
+    /// A cascading row is held while anything is in flight or held: its action may touch
+    /// those rows.
+    pub fn hold(
+        &mut self,
+        row: &RowKeys,
+        cascading: bool,
+        any_in_flight: bool,
+        meets_in_flight: bool,
+    ) -> bool {
+        let held_any = self.all || !self.rows.is_empty();
+        let hold = self.all
+            || meets_in_flight
+            || self.rows.meets(row)
+            || (cascading && (any_in_flight || held_any));
+        if hold {
+            self.all |= cascading;
+            self.rows.insert(row);
+        }
+        hold
+    }
+
+    /// The held rows were sent, after the commits before them.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.all = false;
     }
 }
 
@@ -336,6 +384,56 @@ mod tests {
         let mut all = WriteSet::default();
         all.everything();
         assert!(all.meets(&other));
+    }
+
+    /// The keys of a change of row `id` of the keyed table `t`.
+    fn keys_of_t(id: i64) -> RowKeys {
+        RowKeys::of(&plan("t", true), None, Some(&row(id, "a", 0)))
+    }
+
+    #[test]
+    fn held_rows_keep_later_changes_of_the_same_row_behind_them() {
+        let k = keys_of_t;
+        let mut h = Holds::default();
+        assert!(
+            !h.hold(&k(1), false, true, false),
+            "no batch in flight touches row 1"
+        );
+        assert!(
+            h.hold(&k(2), false, true, true),
+            "a batch in flight touches row 2"
+        );
+        // The commit in flight has finished: row 2's next change still follows the first.
+        assert!(h.hold(&k(2), false, false, false));
+        assert!(!h.hold(&k(3), false, false, false));
+        h.clear();
+        assert!(
+            !h.hold(&k(2), false, false, false),
+            "sent: nothing is held any more"
+        );
+    }
+
+    #[test]
+    fn a_cascading_row_follows_held_rows_and_holds_every_row_after_it() {
+        let k = keys_of_t;
+        let mut h = Holds::default();
+        assert!(h.hold(&k(7), false, true, true));
+        // Nothing is in flight any more, but row 7 is held: a cascade may delete it, so it
+        // must run after it.
+        assert!(h.hold(&k(8), true, false, false));
+        assert!(
+            h.hold(&k(9), false, false, false),
+            "everything after a held cascade waits"
+        );
+        let mut free = Holds::default();
+        assert!(
+            !free.hold(&k(8), true, false, false),
+            "nothing in flight or held"
+        );
+        assert!(
+            free.hold(&k(8), true, true, false),
+            "a commit in flight, whatever it touches"
+        );
     }
 
     #[test]
