@@ -90,6 +90,7 @@ pub struct Writer {
     overlapped: bool,
     /// What happened so far: batches run side by side, waits for a conflicting commit.
     pub stats: ParallelStats,
+    held_rows_total: metrics::Counter,
 }
 
 /// Counts of the parallel work of one writer, for the session's log line.
@@ -139,7 +140,9 @@ impl Writer {
         for _ in 0..connections.max(1) {
             let mut conn = connect(opts, target).await?;
             if connections > 1 {
-                check_binlog_format(&mut conn, target).await?;
+                if lanes.is_empty() {
+                    check_binlog_format(&mut conn, target).await?;
+                }
                 for sql in [
                     format!(
                         "SET SESSION innodb_lock_wait_timeout={}",
@@ -186,6 +189,7 @@ impl Writer {
             max_allowed_packet,
             overlapped: false,
             stats: ParallelStats::default(),
+            held_rows_total: crate::metrics::held_rows(),
         })
     }
 
@@ -228,9 +232,14 @@ impl Writer {
         } else {
             self.ws.insert(row);
         }
-        let mut others = self.order.iter().filter(|&&l| l != self.cur);
-        let any_in_flight = others.clone().next().is_some();
-        let meets_in_flight = others.any(|&l| !self.parallel || self.lanes[l].ws.meets(row));
+        let (any_in_flight, meets_in_flight) = {
+            let mut others = self.others_in_flight();
+            let any = others.clone().next().is_some();
+            (
+                any,
+                others.any(|l| !self.parallel || self.lanes[l].ws.meets(row)),
+            )
+        };
         if !self
             .holds
             .hold(row, cascading, any_in_flight, meets_in_flight)
@@ -238,7 +247,7 @@ impl Writer {
             return &mut self.buf;
         }
         self.stats.held_rows += 1;
-        crate::metrics::held_row();
+        self.held_rows_total.increment(1);
         &mut self.held
     }
 
@@ -300,19 +309,26 @@ impl Writer {
     /// Counts the current batch as run beside a commit, the first time it sends statements
     /// while one is in flight.
     fn note_overlap(&mut self) {
-        if !self.overlapped && self.order.iter().any(|&l| l != self.cur) {
+        if !self.overlapped && self.others_in_flight().next().is_some() {
             self.overlapped = true;
             self.stats.overlapped += 1;
             crate::metrics::parallel_batch();
         }
     }
 
+    /// The lanes other than the current one with a commit in flight, oldest first.
+    fn others_in_flight(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.order.iter().copied().filter(|&l| l != self.cur)
+    }
+
     /// Waits for every commit in flight on lanes other than the current one.
     async fn wait_others(&mut self) -> Result<()> {
-        while let Some(&front) = self.order.iter().find(|&&l| l != self.cur) {
+        loop {
+            let Some(front) = self.others_in_flight().next() else {
+                return Ok(());
+            };
             self.settle_lane(front).await?;
         }
-        Ok(())
     }
 
     /// Whether a commit is in flight.
@@ -391,15 +407,7 @@ impl Writer {
     async fn take_all(&mut self) -> Result<String> {
         self.wait_others().await?;
         self.holds.clear();
-        let mut text = self.buf.take();
-        let held = self.held.take();
-        if !held.is_empty() {
-            if !text.is_empty() {
-                text.push_str(";\n");
-            }
-            text.push_str(&held);
-        }
-        Ok(text)
+        Ok(join_statements(self.buf.take(), &self.held.take()))
     }
 
     /// Sends everything buffered inside the batch's transaction (not waiting for it), after
@@ -428,12 +436,7 @@ impl Writer {
     pub async fn commit_async(&mut self, checkpoint_sql: &str) -> Result<()> {
         let mut conn = self.ready().await?;
         let stmts = self.buf.take();
-        let mut tail = self.held.take();
-        if !tail.is_empty() {
-            tail.push_str(";\n");
-        }
-        tail.push_str(checkpoint_sql);
-        tail.push_str(";\nCOMMIT");
+        let tail = join_statements(self.held.take(), &format!("{checkpoint_sql};\nCOMMIT"));
         // With no commit in flight, every commit before has succeeded (a failure is returned
         // by the wait that meets it, and the batch is abandoned).
         let before = self.last_done.take().filter(|_| !self.order.is_empty());
@@ -554,6 +557,17 @@ async fn check_binlog_format(conn: &mut Conn, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// `first`, then `then`, as one text of statements.
+fn join_statements(mut first: String, then: &str) -> String {
+    if !then.is_empty() {
+        if !first.is_empty() {
+            first.push_str(";\n");
+        }
+        first.push_str(then);
+    }
+    first
+}
+
 /// Runs a batch's last statements, then, once the commit before it (if any) has succeeded, its
 /// checkpoint and `COMMIT`.
 async fn commit_after(
@@ -563,10 +577,7 @@ async fn commit_after(
     tail: String,
 ) -> std::result::Result<(), mysql_async::Error> {
     let Some(before) = before else {
-        if stmts.is_empty() {
-            return conn.query_drop(tail).await;
-        }
-        return conn.query_drop(stmts + ";\n" + &tail).await;
+        return conn.query_drop(join_statements(stmts, &tail)).await;
     };
     if !stmts.is_empty() {
         conn.query_drop(stmts).await?;

@@ -47,6 +47,17 @@ pub struct Committed {
     pub serial_until: Option<i64>,
 }
 
+impl Committed {
+    /// Whether batches may run side by side from `next_offset` on; forgets the one-at-a-time
+    /// stretch once `next_offset` is past it.
+    pub fn parallel_from(&mut self, next_offset: i64) -> bool {
+        if self.serial_until.is_some_and(|u| next_offset > u) {
+            self.serial_until = None;
+        }
+        self.serial_until.is_none()
+    }
+}
+
 /// What one session's executor works with.
 pub struct Executor<'a> {
     pub settings: &'a ApplySettings,
@@ -398,12 +409,8 @@ impl Executor<'_> {
                 offset = ck.next_offset, rows = c.stats.ops.total(), txns = c.stats.txns,
                 gtid_position = %ck.gtid_position, "committed"
             );
-            if self
-                .committed
-                .serial_until
-                .is_some_and(|u| ck.next_offset > u)
+            if self.committed.serial_until.is_some() && self.committed.parallel_from(ck.next_offset)
             {
-                self.committed.serial_until = None;
                 w.set_parallel(true);
                 tracing::info!(
                     offset = ck.next_offset,
@@ -484,9 +491,9 @@ impl Executor<'_> {
             )
         };
         let keys = RowKeys::of(&plan, ev.before.as_deref(), ev.after.as_deref());
-        let buf = w.route(&keys, cascades(&plan, ev));
-        let checked = buffer_row(buf, &plan, ev, true).map_err(literal_err)?;
-        debug_assert_eq!(checked, cascades(&plan, ev), "route and buffer_row agree");
+        let cascading = cascades(&plan, ev);
+        let buf = w.route(&keys, cascading);
+        buffer_row(buf, &plan, ev, cascading).map_err(literal_err)?;
         let flushed = if diagnose {
             w.buf.seal();
             w.flush_now().await
@@ -497,7 +504,7 @@ impl Executor<'_> {
             // A foreign-key action refused by the replica's newer rows (a replay): apply the row
             // without the action, as the rows it would change are re-applied by the suffix.
             Err(e)
-                if checked && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) =>
+                if cascading && diagnose && matches!(e.server_code(), Some(1451 | 1452 | 1062)) =>
             {
                 tracing::warn!(offset = inc.offset, table = %ev.table.qualified_name(), key = %ev.key_text(), error = %e,
                     "a foreign-key action could not run against the replica's rows (re-applying over newer state?); applying the row without it");
@@ -524,8 +531,9 @@ impl Executor<'_> {
     }
 }
 
-/// Whether the statements of row change `ev` run a cascading foreign-key action (with checks
-/// on), as [`buffer_row`] writes them.
+/// Whether row change `ev` runs a cascading foreign-key action on the replica (its statement
+/// with checks on): a delete of a row that such a key references, or an update of referenced
+/// columns.
 fn cascades(plan: &RowStatements, ev: &ChangeEvent) -> bool {
     match (ev.op, ev.before.as_deref(), ev.after.as_deref()) {
         (Op::Delete, ..) => plan.cascade_delete,
@@ -536,51 +544,45 @@ fn cascades(plan: &RowStatements, ev: &ChangeEvent) -> bool {
     }
 }
 
-/// Buffers the statements of one row change; returns whether a statement runs with foreign-key
-/// checks on (only if `checked` allows it and the table has cascading foreign keys).
+/// Buffers the statements of one row change. `cascading` ([`cascades`], or `false` to leave
+/// the action out) runs its foreign-key action with checks on.
 fn buffer_row(
     buf: &mut crate::sql::StatementBuffer,
     plan: &RowStatements,
     ev: &ChangeEvent,
-    checked: bool,
-) -> std::result::Result<bool, crate::sql::LiteralError> {
+    cascading: bool,
+) -> std::result::Result<(), crate::sql::LiteralError> {
     match ev.op {
-        Op::Insert | Op::Read => buf
-            .replace(plan, ev.after.as_deref().unwrap_or_default())
-            .map(|_| false),
+        Op::Insert | Op::Read => buf.replace(plan, ev.after.as_deref().unwrap_or_default()),
         Op::Update => {
             let after = ev.after.as_deref().unwrap_or_default();
             // Without a primary key, the one row that matches the before-image changes.
             if plan.keyless {
                 let before = ev.before.as_deref().unwrap_or_default();
-                return buf.update_one(plan, before, after).map(|_| false);
+                return buf.update_one(plan, before, after);
             }
             match ev.before.as_deref() {
                 // Referenced columns change: UPDATE with checks on runs the ON UPDATE action;
                 // the REPLACE after it makes the row right if the UPDATE found nothing.
-                Some(before) if checked && plan.needs_cascading_update(before, after) => {
+                Some(before) if cascading => {
                     buf.update_checked(plan, before, after)?;
-                    buf.replace(plan, after)?;
-                    Ok(true)
+                    buf.replace(plan, after)
                 }
                 // The key changes: the old key goes (no delete action: the source updated the
                 // row, it did not delete it), then the after-image.
                 Some(before) if key_changed(plan, before, after) => {
                     buf.delete_unchecked(plan, before)?;
-                    buf.replace(plan, after)?;
-                    Ok(false)
+                    buf.replace(plan, after)
                 }
-                _ => buf.replace(plan, after).map(|_| false),
+                _ => buf.replace(plan, after),
             }
         }
         Op::Delete => {
             let before = ev.before.as_deref().unwrap_or_default();
-            if checked {
-                buf.delete(plan, before)?;
-                Ok(plan.cascade_delete)
+            if cascading {
+                buf.delete(plan, before)
             } else {
-                buf.delete_unchecked(plan, before)?;
-                Ok(false)
+                buf.delete_unchecked(plan, before)
             }
         }
     }

@@ -261,15 +261,7 @@ impl Apply {
         let loaded =
             checkpoint::load(w.conn().await?, &target, &self.settings.topic, PARTITION).await?;
         let (ck, high) = self.start_point(loaded).await?;
-        if self
-            .committed
-            .serial_until
-            .is_some_and(|u| ck.next_offset <= u)
-        {
-            w.set_parallel(false);
-        } else {
-            self.committed.serial_until = None;
-        }
+        w.set_parallel(self.committed.parallel_from(ck.next_offset));
         self.committed.next_offset = Some(ck.next_offset);
         if ck.until_reached {
             if let Some(until_ms) = ck.until_ts_ms {

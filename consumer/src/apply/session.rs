@@ -312,12 +312,12 @@ impl Session {
         }
     }
 
-    /// The checkpoint as committed.
     /// The offset of the last record read (-1 before the first).
     pub fn last_read(&self) -> i64 {
         self.last_offset
     }
 
+    /// The checkpoint as committed.
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.committed
     }
