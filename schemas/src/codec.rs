@@ -176,14 +176,15 @@ impl Encoder {
                     key_fullname,
                     value_fullname,
                 } = avro::table_schemas(table);
-                let key = self
-                    .registry
-                    .register(&avro::subject(&self.topic, &key_fullname), &key_json)
-                    .await?;
-                let value = self
-                    .registry
-                    .register(&avro::subject(&self.topic, &value_fullname), &value_json)
-                    .await?;
+                // The two subjects are independent: registered side by side, a new table (or a
+                // table's new shape after DDL) holds the stream up for one registration's round
+                // trips, not two.
+                let key_subject = avro::subject(&self.topic, &key_fullname);
+                let value_subject = avro::subject(&self.topic, &value_fullname);
+                let (key, value) = tokio::try_join!(
+                    self.registry.register(&key_subject, &key_json),
+                    self.registry.register(&value_subject, &value_json),
+                )?;
                 let ids = TableIds { key, value };
                 tracing::debug!(table = %table.qualified_name(), key, value, "registered table schemas");
                 self.tables.insert(table.as_ref().clone(), ids);
