@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::apply::writeset::{Holds, RowKeys, WriteSet};
 use crate::error::{ApplyError, Result};
-use crate::settings::SESSION_SETTINGS;
+use crate::settings::{NO_ANNOTATIONS, SESSION_SETTINGS};
 use crate::sql::StatementBuffer;
 
 /// SQL text sent per round trip while a batch grows.
@@ -113,6 +113,7 @@ pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
             .await
             .map_err(|e| err(&format!("session setting `{s}`"), e))?;
     }
+    leave_out_annotations(&mut conn, target).await?;
     let skip: Option<i64> = conn
         .query_first("SELECT @@skip_replication")
         .await
@@ -126,6 +127,31 @@ pub async fn connect(opts: &Opts, target: &str) -> Result<Conn> {
     }
     Ok(conn)
 }
+
+/// Sets [`NO_ANNOTATIONS`] on the session. Without the privilege it needs, apply goes on with
+/// the annotations, and says once per process which grant would leave them out.
+async fn leave_out_annotations(conn: &mut Conn, target: &str) -> Result<()> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match conn.query_drop(NO_ANNOTATIONS).await {
+        Ok(()) => Ok(()),
+        Err(mysql_async::Error::Server(e)) if e.code == ER_SPECIFIC_ACCESS_DENIED => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    database = %target,
+                    "apply cannot set binlog_annotate_row_events=0 (its user lacks BINLOG ADMIN): the replica's binlog keeps the text of every apply statement, about as large as the row events themselves; GRANT BINLOG ADMIN ON *.* to the apply user to leave it out"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(ApplyError::db(
+            target,
+            &format!("session setting `{NO_ANNOTATIONS}`"),
+        )(e)),
+    }
+}
+
+/// MariaDB's "Access denied; you need (at least one of) the ... privilege(s)".
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 
 impl Writer {
     /// Opens `connections` connections to the target (at least one). With more than one, each

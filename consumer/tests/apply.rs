@@ -1687,3 +1687,61 @@ async fn a_caught_up_apply_commits_each_transaction_without_waiting_for_batch_wa
         assert_replica_rows(&fx, "a", round, "each transaction committed on its own").await;
     }
 }
+
+/// Apply's multi-row statements, their values in hex, are larger than the row events they
+/// make: with `BINLOG ADMIN` (the stack's user has it), apply's session leaves their text out of
+/// the replica's binlog (`binlog_annotate_row_events=0`), and writes only the row events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_leaves_its_statement_text_out_of_the_replicas_binlog() {
+    let (fx, mut src) = with_table_a("annotations").await;
+    let mut admin = fx.replica().await;
+    let (file, from): (String, u64) = admin
+        .query_first("SHOW BINLOG STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| {
+            (
+                row.get::<String, _>(0).unwrap(),
+                row.get::<u64, _>(1).unwrap(),
+            )
+        })
+        .expect("the replica writes a binlog");
+    for i in 0..20 {
+        src.insert("a", vec![Value::Int(i), Value::Int(i)]).await;
+    }
+    src.flush().await;
+    apply_to_end(&fx, "20 inserts").await;
+    assert_replica_rows(&fx, "a", 20, "every insert applied").await;
+    // Other tests write to the same binlog: only the events naming this test's table count.
+    let events: Vec<(String, String)> = admin
+        .query(format!("SHOW BINLOG EVENTS IN '{file}' FROM {from}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row: mysql_async::Row| {
+            (
+                row.get::<String, _>("Event_type").unwrap(),
+                row.get::<String, _>("Info").unwrap_or_default(),
+            )
+        })
+        .collect();
+    // A table map's Info reads `table_id: 14459 (db.a)`.
+    let table = format!("({}.a)", fx.db);
+    let maps = events
+        .iter()
+        .filter(|(ty, info)| ty == "Table_map" && info.contains(&table))
+        .count();
+    assert!(
+        maps > 0,
+        "apply's row events for {table} are in {file} after {from}"
+    );
+    let annotated: Vec<&String> = events
+        .iter()
+        .filter(|(ty, info)| ty == "Annotate_rows" && info.contains(&fx.db))
+        .map(|(_, info)| info)
+        .collect();
+    assert!(
+        annotated.is_empty(),
+        "apply's statement text is in the replica's binlog: {annotated:?}"
+    );
+}
