@@ -412,20 +412,8 @@ enum WriterKind {
 }
 
 struct Writer {
-    datum: Datum,
-    kind: WriterKind,
-}
-
-/// A writer schema with its reader, built once: apache-avro's reader resolves the schema's
-/// named types when it is built, and building one for every record took 4.4% of apply's CPU
-/// (docs/bench.md, "Producer alone, and apply against `LOAD DATA`"). The reader borrows the
-/// schema, hence the self-referencing struct.
-#[ouroboros::self_referencing]
-struct Datum {
     schema: Arc<Schema>,
-    #[borrows(schema)]
-    #[covariant]
-    reader: apache_avro::reader::datum::GenericDatumReader<'this>,
+    kind: WriterKind,
 }
 
 /// Decodes records of any topic, fetching writer schemas by id (cached).
@@ -583,15 +571,7 @@ impl Decoder {
                 )))
             }
         };
-        let datum = DatumTryBuilder {
-            schema,
-            reader_builder: |s: &Arc<Schema>| {
-                apache_avro::reader::datum::GenericDatumReader::builder(s).build()
-            },
-        }
-        .try_build()
-        .map_err(|e| undecodable(e.to_string()))?;
-        let w = Arc::new(Writer { datum, kind });
+        let w = Arc::new(Writer { schema, kind });
         self.writers.insert(id, w.clone());
         Ok(w)
     }
@@ -612,10 +592,9 @@ impl Decoder {
             reason,
         };
         let mut reader = body;
-        let decoded = w
-            .datum
-            .borrow_reader()
-            .read_value(&mut reader)
+        let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&w.schema)
+            .build()
+            .and_then(|r| r.read_value(&mut reader))
             .map_err(|e| undecodable(e.to_string()))?;
         if !reader.is_empty() {
             return Err(undecodable(format!(
