@@ -128,8 +128,8 @@ impl ApplySettings {
 /// (`binlog_annotate_row_events`, ON by default), and apply's multi-row `REPLACE`s, their values
 /// in hex, are larger than the row events they make. Measured on the 1M-row bench topic: EU's
 /// binlog grew 945 MiB with the annotations and 420 MiB without (apply's time did not change
-/// beyond the runs' noise). Setting it needs `BINLOG ADMIN` (or `SUPER`); without it apply warns once and goes on
-/// with the annotations (see [`crate::writer::connect`]).
+/// beyond the runs' noise). Setting it needs `BINLOG ADMIN` (or `SUPER`); without it apply
+/// warns once and goes on with the annotations (see [`crate::writer::connect`]).
 pub const NO_ANNOTATIONS: &str = "SET SESSION binlog_annotate_row_events=0";
 
 /// Session settings of every connection that writes to the replica.
