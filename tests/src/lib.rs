@@ -496,3 +496,35 @@ pub fn restart_part(part: &str, how: &str) {
     stack_cmd(how, part);
     stack_cmd("start", part);
 }
+
+/// The port of SF's producer's `/metrics` and `/health` (`producer.metrics_listen` in
+/// config/sf.toml, which scripts/pipeline.sh and `make run` use).
+pub const SF_PRODUCER_HTTP_PORT: u16 = 9101;
+
+/// The body of `GET /health` on 127.0.0.1:`port`, or `None` while nothing answers there.
+pub fn health(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Waits until SF's producer streams the binlog (its `/health` says "streaming from"): its
+/// start position is fixed, so a table created from now on reaches the topic through the
+/// binlog, never through the first incremental snapshot (whose tables are partial on the
+/// replica until it ends).
+pub fn wait_sf_producer_streaming(timeout: Duration) {
+    wait_for_blocking(
+        &format!("SF's producer to stream (its /health on 127.0.0.1:{SF_PRODUCER_HTTP_PORT})"),
+        timeout,
+        || {
+            health(SF_PRODUCER_HTTP_PORT)?
+                .contains("streaming from")
+                .then_some(())
+        },
+    );
+}

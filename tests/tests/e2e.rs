@@ -53,7 +53,9 @@ use std::time::{Duration, Instant};
 
 use continuum_schemas::{Gtid, GtidPosition, StreamPosition};
 use continuum_tests::check::{env_or, exec_all, output_text, query_one};
-use continuum_tests::{stack, stack_python, unique_name, workload, workspace_root, Site};
+use continuum_tests::{
+    stack, stack_python, unique_name, wait_sf_producer_streaming, workload, workspace_root, Site,
+};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
@@ -125,10 +127,13 @@ impl Pipeline {
     }
 
     /// Starts the four processes with this test's settings (stopping any already running, which
-    /// would have other settings).
+    /// would have other settings), and waits until SF's producer streams: what SF writes from
+    /// then on travels as source transactions. A table the workload created before that point
+    /// would reach EU through the first incremental snapshot instead, partial until its end.
     fn start(&self) {
         self.must("scripts/pipeline.sh", &["stop"]);
         self.must("scripts/pipeline.sh", &["start"]);
+        wait_sf_producer_streaming(Duration::from_secs(300));
     }
 
     fn stop(&self) {

@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use continuum_tests::check::{exec_all, output_text, query_one, run_ok};
-use continuum_tests::{stack, unique_name, wait_for_blocking, workspace_root};
+use continuum_tests::{
+    stack, unique_name, wait_for_blocking, wait_sf_producer_streaming, workspace_root,
+};
 use mysql_async::prelude::Queryable;
 
 const PROCS: [&str; 4] = ["sf-producer", "eu-consumer", "eu-producer", "sf-consumer"];
@@ -618,19 +620,7 @@ fn the_drill_leaves_both_sites_as_it_verified_them_with_make_run_up() {
         "make run's pipeline:\n{}",
         output_text(&out)
     );
-    wait_for_blocking(
-        "make run's SF producer to stream (its /health on 127.0.0.1:9101)",
-        Duration::from_secs(600),
-        || {
-            let h = Command::new("curl")
-                .args(["-fsS", "http://127.0.0.1:9101/health"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&h.stdout)
-                .contains("streaming")
-                .then_some(())
-        },
-    );
+    wait_sf_producer_streaming(Duration::from_secs(600));
     let sf_from = high_watermark(&s.sf, "sf.cdc");
     let eu_from = high_watermark(&s.eu, "eu.cdc");
 
