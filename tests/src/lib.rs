@@ -502,7 +502,7 @@ pub fn restart_part(part: &str, how: &str) {
 pub const SF_PRODUCER_HTTP_PORT: u16 = 9101;
 
 /// The body of `GET /health` on 127.0.0.1:`port`, or `None` while nothing answers there.
-pub fn health(port: u16) -> Option<String> {
+fn health(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
